@@ -1,0 +1,108 @@
+// The math of dense attention. See dense.h for the layout and the blocking.
+#include "dense.h"
+
+#include <limits>
+
+#include "online_softmax.h"
+
+namespace hattn {
+
+using namespace Halide;
+
+DenseStages dense_attention(const DenseInputs& in, const DenseBlocking& blocking) {
+  DenseStages st;
+  const int qb = blocking.query_block;
+  const int kb = blocking.key_block;
+  Var &d = st.d, &i = st.i, &h = st.h, &b = st.b;
+  Var &ii = st.ii, &jj = st.jj, &qblk = st.qblk, &kblk = st.kblk, &s = st.s;
+
+  Expr group = in.q_heads / in.kv_heads;
+  Expr hk = h / group;
+  Expr num_key_blocks = (in.lk + kb - 1) / kb;
+  // Bottom-right causal alignment: key j is visible to query row i iff j <= i + (Lk - Lq).
+  Expr causal_offset = in.lk - in.lq;
+
+  // Rows past Lq (in the last query block) and keys past Lk (in the last key block) read the last
+  // valid row; their results are discarded (rows) or masked (keys).
+  Expr row = qblk * qb + ii;
+  Expr key = kblk * kb + jj;
+  Expr row_in = min(row, in.lq - 1);
+  Expr key_in = min(key, in.lk - 1);
+
+  st.q_scaled(ii, d, qblk, h, b) = in.q(d, row_in, h, b) * in.scale;
+
+  st.rc = RDom(0, in.head_dim, "rc");
+  st.dot(ii, jj, kblk, qblk, h, b) = 0.f;
+  st.dot(ii, jj, kblk, qblk, h, b) += st.q_scaled(ii, st.rc, qblk, h, b) * in.k(st.rc, key_in, hk, b);
+
+  Expr visible = key < in.lk;
+  if (in.causal) visible = visible && key <= row + causal_offset;
+  st.scores(ii, jj, kblk, qblk, h, b) =
+      st.dot(ii, jj, kblk, qblk, h, b) + select(visible, 0.f, kMaskedScore);
+
+  st.rj = RDom(0, kb, "rj");
+  st.block_max(ii, kblk, qblk, h, b) = kMaskedScore;
+  st.block_max(ii, kblk, qblk, h, b) =
+      max(st.block_max(ii, kblk, qblk, h, b), st.scores(ii, st.rj, kblk, qblk, h, b));
+
+  st.probs(ii, jj, kblk, qblk, h, b) =
+      exp_nonpositive(st.scores(ii, jj, kblk, qblk, h, b) - st.block_max(ii, kblk, qblk, h, b));
+
+  st.block_sum(ii, kblk, qblk, h, b) = 0.f;
+  st.block_sum(ii, kblk, qblk, h, b) += st.probs(ii, st.rj, kblk, qblk, h, b);
+
+  Expr key_rj = min(kblk * kb + st.rj, in.lk - 1);
+  st.pv(ii, d, kblk, qblk, h, b) = 0.f;
+  st.pv(ii, d, kblk, qblk, h, b) += st.probs(ii, st.rj, kblk, qblk, h, b) * in.v(d, key_rj, hk, b);
+
+  // Fold key blocks into the running state. With split_keys, split s owns blocks
+  // [s * per_split, (s + 1) * per_split).
+  Expr per_split = in.split_keys ? (num_key_blocks + in.splits - 1) / in.splits : num_key_blocks;
+  st.rk = RDom(0, per_split, "rk");
+  Expr blk = in.split_keys ? s * per_split + st.rk : Expr(st.rk);
+  Expr live = blk < num_key_blocks;
+  // Causal: skip key blocks that start after the last visible key of the query block's last row.
+  // The condition depends only on block indices, so the loop bound itself shrinks.
+  if (in.causal) live = live && blk * kb <= qblk * qb + (qb - 1) + causal_offset;
+  st.rk.where(live);
+
+  std::vector<Var> state_vars = {ii, d};
+  if (in.split_keys) state_vars.push_back(s);
+  state_vars.insert(state_vars.end(), {qblk, h, b});
+  std::vector<Expr> state_at(state_vars.begin(), state_vars.end());
+
+  st.state(state_vars) = initial_state();
+  SoftmaxState running{st.state(state_at)[0], st.state(state_at)[1], st.state(state_at)[2]};
+  SoftmaxState block{st.block_max(ii, blk, qblk, h, b), st.block_sum(ii, blk, qblk, h, b),
+                     st.pv(ii, d, blk, qblk, h, b)};
+  SoftmaxState next = merge_states(running, block);
+  st.state(state_at) = Tuple(next.m, next.l, next.acc);
+
+  Func final_state = st.state;
+  if (in.split_keys) {
+    st.rs = RDom(0, in.splits, "rs");
+    st.merged(ii, d, qblk, h, b) = initial_state();
+    SoftmaxState acc{st.merged(ii, d, qblk, h, b)[0], st.merged(ii, d, qblk, h, b)[1],
+                     st.merged(ii, d, qblk, h, b)[2]};
+    SoftmaxState part{st.state(ii, d, st.rs, qblk, h, b)[0], st.state(ii, d, st.rs, qblk, h, b)[1],
+                      st.state(ii, d, st.rs, qblk, h, b)[2]};
+    SoftmaxState m = merge_states(acc, part);
+    st.merged(ii, d, qblk, h, b) = Tuple(m.m, m.l, m.acc);
+    final_state = st.merged;
+  }
+
+  // A row sees at least one key iff Lk > 0 and (non-causal or i + offset >= 0); rows that see none
+  // output zeros and lse = -inf.
+  Expr any_visible = in.lk > 0;
+  if (in.causal) any_visible = any_visible && i + causal_offset >= 0;
+  Expr fl = final_state(i % qb, d, i / qb, h, b)[1];
+  Expr facc = final_state(i % qb, d, i / qb, h, b)[2];
+  st.out(d, i, h, b) = select(any_visible, facc / fl, 0.f);
+
+  Expr lm = final_state(i % qb, 0, i / qb, h, b)[0];
+  Expr ll = final_state(i % qb, 0, i / qb, h, b)[1];
+  st.lse(i, h, b) = select(any_visible, lm + log(ll), Expr(-std::numeric_limits<float>::infinity()));
+  return st;
+}
+
+}  // namespace hattn

@@ -1,0 +1,59 @@
+// dense: exact softmax attention, FlashAttention-style blocked online softmax.
+//
+// This file is the algorithm only: it defines the stages and never says how they run. Schedules
+// live in schedules/<family>/dense_<family>.cpp and take the DenseStages built here.
+//
+// Layout: inputs are Halide buffers q(d, i, h, b), k(d, j, hk, b), v(d, j, hk, b) (innermost
+// first; D contiguous). Queries are grouped in blocks of `query_block` rows and keys in blocks
+// of `key_block`; each (query block, head, batch) keeps a running state (m, l, acc) per row and
+// folds in one key block at a time, so memory is linear in sequence length. The blocking is part
+// of the algorithm (it fixes the order of floating-point reassociation) but the result is the
+// same for any block size up to rounding.
+//
+// With `split_keys`, the key blocks are divided among `splits` independent partial states that
+// a final stage merges by rescaling (split-K, for decode: one query must still use every core).
+#pragma once
+
+#include "Halide.h"
+
+namespace hattn {
+
+struct DenseBlocking {
+  int query_block = 32;  // rows of queries per block (a multiple of the vector width)
+  int key_block = 256;   // keys per block
+};
+
+struct DenseInputs {
+  Halide::Func q, k, v;            // (d, i, h, b)
+  Halide::Expr head_dim;           // D
+  Halide::Expr lq, lk;             // query and key lengths
+  Halide::Expr q_heads, kv_heads;  // Hq, Hkv
+  Halide::Expr scale;              // softmax scale
+  Halide::Expr splits;             // number of key splits (split_keys only)
+  bool causal = false;
+  bool split_keys = false;
+};
+
+struct DenseStages {
+  // Pure variables, shared by the stages so a schedule can name them.
+  Halide::Var d{"d"}, i{"i"}, h{"h"}, b{"b"};           // output dims
+  Halide::Var ii{"ii"}, jj{"jj"};                       // query row / key within a block
+  Halide::Var qblk{"qblk"}, kblk{"kblk"}, s{"s"};       // query block, key block, key split
+  Halide::RDom rc, rj, rk, rs;                          // over D, keys in a block, blocks, splits
+
+  Halide::Func q_scaled{"q_scaled"};    // (ii, c, qblk, h, b)       scale * q, queries innermost
+  Halide::Func dot{"dot"};         // (ii, jj, kblk, qblk, h, b) q . k, the reduction over D
+  Halide::Func scores{"scores"};      // (ii, jj, kblk, qblk, h, b) dot, masked (pure wrapper of dot)
+  Halide::Func block_max{"block_max"};   // (ii, kblk, qblk, h, b)
+  Halide::Func probs{"probs"};       // (ii, jj, kblk, qblk, h, b) exp(score - block max)
+  Halide::Func block_sum{"block_sum"};   // (ii, kblk, qblk, h, b)
+  Halide::Func pv{"pv"};          // (ii, d, kblk, qblk, h, b)  sum_j probs * v
+  Halide::Func state{"state"};       // (ii, d, [s,] qblk, h, b)   Tuple {m, l, acc} over key blocks
+  Halide::Func merged{"merged"};      // (ii, d, qblk, h, b)        split_keys only: states merged over s
+  Halide::Func out{"out"};         // (d, i, h, b)
+  Halide::Func lse{"lse"};         // (i, h, b)
+};
+
+DenseStages dense_attention(const DenseInputs& in, const DenseBlocking& blocking);
+
+}  // namespace hattn

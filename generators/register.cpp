@@ -1,0 +1,104 @@
+// The Halide Generators: each joins one algorithm (generators/<variant>.cpp) with the schedule for
+// the target it is asked to build (schedules/<family>/), reading tunables from the family's table.
+// GeneratorParams pick the specialization; together they form the kernel's name.
+#include <stdexcept>
+#include <string>
+
+#include "Halide.h"
+#include "dense.h"
+#include "schedules.h"
+#include "table.h"
+
+namespace hattn {
+namespace {
+
+using namespace Halide;
+
+class DenseAttentionGenerator : public Generator<DenseAttentionGenerator> {
+ public:
+  GeneratorParam<std::string> phase{"phase", "prefill"};  // prefill | decode
+  GeneratorParam<bool> causal{"causal", false};
+  GeneratorParam<int> head_dim{"head_dim", 0};            // 0: any D
+  GeneratorParam<std::string> tables{"tables", ""};       // the schedules/ folder
+  GeneratorParam<std::string> tunables{"tunables", ""};   // overrides: "kb=128,tq=2"
+
+  Input<Buffer<float, 4>> q{"q"};
+  Input<Buffer<float, 4>> k{"k"};
+  Input<Buffer<float, 4>> v{"v"};
+  Input<float> scale{"scale"};
+  Input<int> splits{"splits"};
+  Output<Buffer<float, 4>> out{"out"};
+  Output<Buffer<float, 3>> lse{"lse"};
+
+  void generate() {
+    const bool decode = phase.value() == "decode";
+    if (!decode && phase.value() != "prefill") {
+      throw std::runtime_error("phase must be prefill or decode, got " + phase.value());
+    }
+    ScheduleContext ctx{get_target(), head_dim, decode, read_tunables(decode)};
+
+    DenseInputs in;
+    in.q = q;
+    in.k = k;
+    in.v = v;
+    in.head_dim = head_dim > 0 ? Expr(int(head_dim)) : q.dim(0).extent();
+    in.lq = q.dim(1).extent();
+    in.lk = k.dim(1).extent();
+    in.q_heads = q.dim(2).extent();
+    in.kv_heads = k.dim(2).extent();
+    in.scale = scale;
+    in.splits = max(splits, 1);
+    in.causal = causal;
+    in.split_keys = decode;
+    DenseBlocking blocking{ctx.tunables.get("qb"), ctx.tunables.get("kb")};
+    DenseStages st = dense_attention(in, blocking);
+    out = st.out;
+    lse = st.lse;
+
+    constrain_inputs();
+    set_estimates(decode);
+    if (!using_autoscheduler()) schedule_dense_x86(st, ctx);
+  }
+
+ private:
+  Tunables read_tunables(bool decode) {
+    TableKey key{"dense", decode ? "decode" : "prefill",
+                 head_dim > 0 ? "d" + std::to_string(int(head_dim)) : "dany",
+                 causal ? "causal" : "noncausal"};
+    Tunables t = lookup_tunables(tables.value() + "/" + table_for_target(get_target()), key);
+    apply_overrides(&t, tunables);
+    return t;
+  }
+
+  // D is contiguous in every tensor and equal across q, k, v, out; a fixed head dim is compiled in.
+  void constrain_inputs() {
+    for (auto* p : {&q, &k, &v}) (*p).dim(0).set_stride(1);
+    out.dim(0).set_stride(1);
+    lse.dim(0).set_stride(1);
+    Expr d = q.dim(0).extent();
+    if (head_dim > 0) {
+      d = int(head_dim);
+      q.dim(0).set_bounds(0, d);
+    }
+    k.dim(0).set_bounds(0, d);
+    v.dim(0).set_bounds(0, d);
+    out.dim(0).set_bounds(0, d);
+  }
+
+  void set_estimates(bool decode) {
+    const int d = head_dim > 0 ? int(head_dim) : 128;
+    const int lq = decode ? 1 : 2048, lk = decode ? 32768 : 2048, heads = decode ? 32 : 8;
+    q.set_estimates({{0, d}, {0, lq}, {0, heads}, {0, 1}});
+    k.set_estimates({{0, d}, {0, lk}, {0, heads}, {0, 1}});
+    v.set_estimates({{0, d}, {0, lk}, {0, heads}, {0, 1}});
+    scale.set_estimate(0.125f);
+    splits.set_estimate(decode ? 4 : 1);
+    out.set_estimates({{0, d}, {0, lq}, {0, heads}, {0, 1}});
+    lse.set_estimates({{0, lq}, {0, heads}, {0, 1}});
+  }
+};
+
+}  // namespace
+}  // namespace hattn
+
+HALIDE_REGISTER_GENERATOR(hattn::DenseAttentionGenerator, dense)

@@ -1,0 +1,124 @@
+// hattn: attention kernels generated ahead of time by Halide, behind a small dispatching runtime.
+//
+// This header is the whole public API. It includes no Halide header: the generated kernels are
+// linked as plain objects and users never see LLVM or Halide's compiler.
+//
+// Conventions (see README.md and the spec in docs):
+//   * Tensors are row-major [B, H, L, D] with D contiguous (stride 1); the other strides are free.
+//   * Query head h reads key/value head h / (Hq / Hkv)  (GQA; MQA when Hkv == 1).
+//   * Causal masks are aligned bottom-right: key j is visible to query i iff j <= i + (Lk - Lq).
+//   * A query row with no visible key outputs zeros (and log-sum-exp -inf).
+//   * Every entry point returns a Status; none aborts or throws.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace hattn {
+
+enum class DType { f32, f16, bf16 };
+enum class Device { cpu, cuda };
+
+const char* to_string(DType t);
+const char* to_string(Device d);
+
+// A non-owning view of a strided tensor. Shapes and strides are in elements, outermost first
+// (shape[0] is B for a [B, H, L, D] tensor).
+struct TensorView {
+  void* data = nullptr;
+  DType dtype = DType::f32;
+  Device device = Device::cpu;
+  int rank = 0;
+  int64_t shape[4] = {0, 0, 0, 0};
+  int64_t strides[4] = {0, 0, 0, 0};
+
+  // A dense row-major view of the given shape (rank = shape.size(), at most 4).
+  static TensorView contiguous(float* data, std::vector<int64_t> shape);
+  static TensorView contiguous(const float* data, std::vector<int64_t> shape);
+  // A view with explicit strides (in elements).
+  static TensorView strided(float* data, std::vector<int64_t> shape, std::vector<int64_t> strides);
+  static TensorView strided(const float* data, std::vector<int64_t> shape,
+                            std::vector<int64_t> strides);
+
+  int64_t numel() const;
+  std::string describe() const;  // "f32 cpu [1, 8, 2048, 64] strides [..]"
+};
+
+enum class StatusCode {
+  ok = 0,
+  invalid_argument,  // shapes, strides, dtype, null pointers, options out of range
+  unsupported,       // valid call that no compiled kernel can take (says why per kernel)
+  non_finite_input,  // only when AttentionOptions::check_finite is set
+  kernel_error,      // the generated kernel reported an error (message is Halide's)
+  no_device,         // a device tensor was passed and no such device is usable
+};
+
+struct Status {
+  StatusCode code = StatusCode::ok;
+  std::string message;
+  bool ok() const { return code == StatusCode::ok; }
+  static Status success() { return {}; }
+};
+
+const char* to_string(StatusCode c);
+
+struct AttentionOptions {
+  bool causal = false;
+  // Softmax scale; a value <= 0 or NaN is refused. has_scale = false means 1/sqrt(D).
+  bool has_scale = false;
+  float scale = 0.f;
+  // Optional log-sum-exp output, fp32 [B, Hq, Lq] (any strides, innermost stride 1):
+  // lse = max_j s_ij + log(sum_j exp(s_ij - max)) over visible keys, -inf where none is visible.
+  const TensorView* lse = nullptr;
+  // Force a kernel by name (as printed by list_kernels()); the call is refused with the reason if
+  // that kernel cannot take it. Empty: the dispatcher chooses.
+  std::string kernel;
+  // Scan q, k, v for NaN/Inf before running and refuse with non_finite_input if any is found.
+  // Off by default because it reads the inputs once more; without it, non-finite inputs give
+  // non-finite outputs but never a crash.
+  bool check_finite = false;
+  // Decode only: number of key splits processed in parallel (0 = chosen from the shape).
+  int decode_splits = 0;
+};
+
+// What the dispatcher chose for a call (filled on success and on kernel errors).
+struct Dispatch {
+  std::string kernel;   // e.g. "dense_prefill_causal_d64_f32_x86avx2"
+  std::string reason;   // why this kernel, e.g. "Lq=2048 > decode threshold 8; D=64 specialized"
+  int decode_splits = 0;
+};
+
+// out = softmax(scale * q k^T [masked]) v, per (batch, query head).
+// q [B, Hq, Lq, D], k and v [B, Hkv, Lk, D], out [B, Hq, Lq, D]; all fp32 on the CPU for now.
+// Thread-safe: may be called from several threads at once.
+Status attention(const TensorView& q, const TensorView& k, const TensorView& v,
+                 const TensorView& out, const AttentionOptions& options = {},
+                 Dispatch* chosen = nullptr);
+
+// Which kernel attention() would run for these arguments, or a refusal that says for each
+// compiled kernel why it cannot take the call. Validates exactly as attention() does.
+Status plan_attention(const TensorView& q, const TensorView& k, const TensorView& v,
+                      const TensorView& out, const AttentionOptions& options, Dispatch* chosen);
+
+struct KernelInfo {
+  std::string name;            // the configuration key: variant_phase_mask_dN_dtype_target
+  std::string variant;         // "dense"
+  std::string phase;           // "prefill" | "decode"
+  bool causal = false;
+  int head_dim = 0;            // 0: any head dim
+  std::string dtype;           // "f32"
+  std::string target;          // Halide target string the object was compiled for
+};
+
+// Every kernel compiled into this library.
+const std::vector<KernelInfo>& list_kernels();
+
+// Number of worker threads the kernels use (Halide's thread pool). 0 = Halide's default
+// (HL_NUM_THREADS or the core count). Call before the first attention() call.
+void set_num_threads(int n);
+
+// Decode kernels are chosen when Lq <= this threshold (measured; see bench/).
+int decode_threshold();
+
+}  // namespace hattn

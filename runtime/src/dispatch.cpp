@@ -1,0 +1,111 @@
+#include "dispatch.h"
+
+#include <algorithm>
+#include <sstream>
+
+#include "halide_glue.h"
+#include "hattn_kernel_headers.h"
+
+namespace hattn {
+
+const std::vector<KernelEntry>& kernel_table() {
+  static const std::vector<KernelEntry> table = {
+#define HATTN_KERNEL(name, variant, phase, causal, head_dim, dtype, family, targets) \
+  {KernelInfo{#name, variant, phase, causal != 0, head_dim, dtype, targets}, &name},
+#include "hattn_kernels.inc"
+#undef HATTN_KERNEL
+  };
+  return table;
+}
+
+const std::vector<KernelInfo>& list_kernels() {
+  static const std::vector<KernelInfo> infos = [] {
+    std::vector<KernelInfo> v;
+    for (const KernelEntry& e : kernel_table()) v.push_back(e.info);
+    return v;
+  }();
+  return infos;
+}
+
+int decode_threshold() { return static_cast<int>(kDecodeMaxLq); }
+
+namespace {
+
+// Why `k` cannot compute this call at all (empty: it can). Phase is a preference, not a
+// capability: every dense kernel computes every shape correctly.
+std::string incapable_reason(const KernelInfo& k, const AttentionShape& s,
+                             const AttentionOptions& o) {
+  if (k.variant != "dense") return "variant " + k.variant + ", not dense";
+  if (k.causal != o.causal) {
+    return std::string("built for ") + (k.causal ? "causal" : "non-causal") + " masks, call is " +
+           (o.causal ? "causal" : "non-causal");
+  }
+  if (k.head_dim != 0 && k.head_dim != s.head_dim) {
+    return "compiled for D=" + std::to_string(k.head_dim) + ", call has D=" +
+           std::to_string(s.head_dim);
+  }
+  return "";
+}
+
+}  // namespace
+
+Status choose_dense_kernel(const AttentionShape& shape, const AttentionOptions& options,
+                           const KernelEntry** chosen, std::string* reason) {
+  const auto& table = kernel_table();
+  if (!options.kernel.empty()) {
+    for (const KernelEntry& e : table) {
+      if (e.info.name != options.kernel) continue;
+      std::string why = incapable_reason(e.info, shape, options);
+      if (!why.empty()) {
+        return Status{StatusCode::unsupported, "kernel " + e.info.name + " cannot take this call: " + why};
+      }
+      *chosen = &e;
+      *reason = "forced by options.kernel";
+      return Status::success();
+    }
+    return Status{StatusCode::invalid_argument,
+                  "no kernel named '" + options.kernel + "' (see hattn::list_kernels())"};
+  }
+
+  const std::string phase = shape.lq <= kDecodeMaxLq ? "decode" : "prefill";
+  const KernelEntry* best = nullptr;
+  std::ostringstream refusals;
+  for (const KernelEntry& e : table) {
+    std::string why = incapable_reason(e.info, shape, options);
+    if (why.empty() && e.info.phase != phase) {
+      why = e.info.phase + " kernel, but Lq=" + std::to_string(shape.lq) + " selects " + phase +
+            " (decode when Lq <= " + std::to_string(kDecodeMaxLq) + ")";
+    }
+    if (!why.empty()) {
+      refusals << "\n  " << e.info.name << ": " << why;
+      continue;
+    }
+    // A kernel compiled for this exact D beats the generic one.
+    if (best == nullptr || (best->info.head_dim == 0 && e.info.head_dim != 0)) best = &e;
+  }
+  if (best == nullptr) {
+    return Status{StatusCode::unsupported, "no compiled kernel can take this call:" + refusals.str()};
+  }
+  *chosen = best;
+  std::ostringstream r;
+  r << phase << " (Lq=" << shape.lq << (phase == "decode" ? " <= " : " > ") << kDecodeMaxLq
+    << "), " << (options.causal ? "causal" : "non-causal") << ", "
+    << (best->info.head_dim ? "D=" + std::to_string(shape.head_dim) + " specialized"
+                            : "generic D (no kernel specialized for D=" +
+                                  std::to_string(shape.head_dim) + ")");
+  *reason = r.str();
+  return Status::success();
+}
+
+int choose_decode_splits(const AttentionShape& shape, int requested) {
+  constexpr int64_t kKeyBlock = 128;      // keys per block in the decode tables
+  constexpr int64_t kMinBlocksPerSplit = 4;
+  const int64_t blocks = (shape.lk + kKeyBlock - 1) / kKeyBlock;
+  const int64_t max_splits = std::max<int64_t>(1, blocks / kMinBlocksPerSplit);
+  if (requested > 0) return static_cast<int>(std::min<int64_t>(requested, blocks));
+  const int64_t rows = shape.batch * shape.q_heads * shape.lq;
+  const int64_t want = (4 * static_cast<int64_t>(worker_threads()) + rows - 1) / rows;
+  return static_cast<int>(std::clamp<int64_t>(want, 1, max_splits));
+}
+
+}  // namespace hattn

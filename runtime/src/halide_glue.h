@@ -1,0 +1,32 @@
+// The boundary with Halide's runtime: buffer descriptors from TensorViews, per-call error capture
+// (via user_context, so concurrent calls never mix messages) and the thread pool size.
+#pragma once
+
+#include <string>
+
+#include "HalideRuntime.h"
+#include "hattn/hattn.h"
+
+namespace hattn {
+
+// Passed as the kernel's user_context; Halide's error handler appends to `error`.
+struct CallContext {
+  std::string error;
+};
+
+// Routes Halide errors into CallContext (installed once, idempotent).
+void install_halide_handlers();
+
+// A Halide buffer over a view (dims reversed: Halide is innermost first).
+struct HalideBuffer {
+  halide_buffer_t buf{};
+  halide_dimension_t dims[4]{};
+  explicit HalideBuffer(const TensorView& t);
+  HalideBuffer(const HalideBuffer&) = delete;
+  HalideBuffer& operator=(const HalideBuffer&) = delete;
+  halide_buffer_t* get() { return &buf; }
+};
+
+int worker_threads();
+
+}  // namespace hattn

@@ -1,0 +1,73 @@
+#include <sstream>
+
+#include "hattn/hattn.h"
+
+namespace hattn {
+
+const char* to_string(DType t) {
+  switch (t) {
+    case DType::f32: return "f32";
+    case DType::f16: return "f16";
+    case DType::bf16: return "bf16";
+  }
+  return "unknown-dtype";
+}
+
+const char* to_string(Device d) {
+  switch (d) {
+    case Device::cpu: return "cpu";
+    case Device::cuda: return "cuda";
+  }
+  return "unknown-device";
+}
+
+TensorView TensorView::strided(float* data, std::vector<int64_t> shape,
+                               std::vector<int64_t> strides) {
+  TensorView t;
+  t.data = data;
+  t.rank = static_cast<int>(shape.size() <= 4 && shape.size() == strides.size() ? shape.size() : 0);
+  for (int i = 0; i < t.rank; ++i) {
+    t.shape[i] = shape[i];
+    t.strides[i] = strides[i];
+  }
+  if (t.rank == 0 && !shape.empty()) t.rank = -1;  // refused by validation with a reason
+  return t;
+}
+
+TensorView TensorView::strided(const float* data, std::vector<int64_t> shape,
+                               std::vector<int64_t> strides) {
+  return strided(const_cast<float*>(data), std::move(shape), std::move(strides));
+}
+
+TensorView TensorView::contiguous(float* data, std::vector<int64_t> shape) {
+  std::vector<int64_t> strides(shape.size());
+  int64_t s = 1;
+  for (size_t i = shape.size(); i-- > 0;) {
+    strides[i] = s;
+    s *= shape[i];
+  }
+  return strided(data, std::move(shape), std::move(strides));
+}
+
+TensorView TensorView::contiguous(const float* data, std::vector<int64_t> shape) {
+  return contiguous(const_cast<float*>(data), std::move(shape));
+}
+
+int64_t TensorView::numel() const {
+  if (rank <= 0) return 0;
+  int64_t n = 1;
+  for (int i = 0; i < rank; ++i) n *= shape[i];
+  return n;
+}
+
+std::string TensorView::describe() const {
+  std::ostringstream o;
+  o << to_string(dtype) << " " << to_string(device) << " [";
+  for (int i = 0; i < rank; ++i) o << (i ? ", " : "") << shape[i];
+  o << "] strides [";
+  for (int i = 0; i < rank; ++i) o << (i ? ", " : "") << strides[i];
+  o << "]";
+  return o.str();
+}
+
+}  // namespace hattn

@@ -1,0 +1,201 @@
+#include "validate.h"
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstdint>
+#include <numeric>
+#include <sstream>
+
+namespace hattn {
+namespace {
+
+const char* const kDimNames4[4] = {"B", "H", "L", "D"};
+
+// Byte range [lo, hi] a view touches (valid only after the view passed check_view).
+struct ByteRange {
+  uintptr_t lo, hi;
+};
+
+ByteRange byte_range(const TensorView& t) {
+  int64_t last = 0;
+  for (int i = 0; i < t.rank; ++i) last += (t.shape[i] - 1) * t.strides[i];
+  auto base = reinterpret_cast<uintptr_t>(t.data);
+  return {base, base + static_cast<uintptr_t>(last) * sizeof(float) + sizeof(float) - 1};
+}
+
+bool overlaps(const TensorView& a, const TensorView& b) {
+  ByteRange x = byte_range(a), y = byte_range(b);
+  return x.lo <= y.hi && y.lo <= x.hi;
+}
+
+// Two distinct indices of `t` address the same element (a written view must not).
+bool self_overlapping(const TensorView& t) {
+  // Dims by increasing stride (insertion sort over at most 4 entries).
+  int order[4] = {0, 1, 2, 3};
+  for (int a = 1; a < t.rank && a < 4; ++a) {
+    for (int b = a; b > 0 && t.strides[order[b]] < t.strides[order[b - 1]]; --b) {
+      std::swap(order[b], order[b - 1]);
+    }
+  }
+  int64_t span = 1;  // elements covered by the dims sorted so far
+  for (int n = 0; n < t.rank && n < 4; ++n) {
+    int i = order[n];
+    if (t.shape[i] == 1) continue;
+    if (t.strides[i] < span) return true;
+    span = t.strides[i] * t.shape[i];
+  }
+  return false;
+}
+
+// Rank, null, dtype, device, sizes and strides of one view. `written` views may not have zero
+// strides or overlap themselves.
+Status check_view(const TensorView& t, const char* name, int rank, const char* const* dims,
+                  bool written) {
+  std::ostringstream e;
+  if (t.rank != rank) {
+    e << name << " must have rank " << rank << " (";
+    for (int i = 0; i < rank; ++i) e << (i ? ", " : "") << dims[i];
+    e << "), got rank " << t.rank;
+    return invalid(e.str());
+  }
+  if (t.data == nullptr) return invalid(std::string(name) + " has a null data pointer");
+  if (t.dtype != DType::f32) {
+    return Status{StatusCode::unsupported, std::string(name) + " has dtype " + to_string(t.dtype) +
+                                               "; this build of hattn has fp32 kernels only"};
+  }
+  if (t.device != Device::cpu) {
+    return Status{StatusCode::no_device,
+                  std::string(name) + " is on device " + to_string(t.device) +
+                      ", but this build of hattn has CPU kernels only"};
+  }
+  int64_t elements = 1;
+  for (int i = 0; i < rank; ++i) {
+    if (t.shape[i] <= 0) {
+      e << name << " has " << (t.shape[i] == 0 ? "a zero-size" : "a negative") << " dimension "
+        << dims[i] << " = " << t.shape[i] << " (" << t.describe()
+        << "); hattn refuses empty tensors";
+      return invalid(e.str());
+    }
+    if (t.shape[i] > INT32_MAX) {
+      e << name << " dimension " << dims[i] << " = " << t.shape[i] << " exceeds 2^31-1";
+      return invalid(e.str());
+    }
+    if (t.strides[i] < 0 || t.strides[i] > INT32_MAX) {
+      e << name << " stride of " << dims[i] << " = " << t.strides[i]
+        << " is not supported (strides must be in [0, 2^31-1])";
+      return invalid(e.str());
+    }
+    if (elements > (INT64_MAX / 8) / t.shape[i]) return invalid(std::string(name) + " is too large");
+    elements *= t.shape[i];
+  }
+  if (t.strides[rank - 1] != 1) {
+    e << name << " must be contiguous in its last dimension " << dims[rank - 1] << " (stride 1), got "
+      << t.describe();
+    return invalid(e.str());
+  }
+  if (written && self_overlapping(t)) {
+    e << name << " is written but its strides make elements alias each other (" << t.describe()
+      << ")";
+    return invalid(e.str());
+  }
+  return Status::success();
+}
+
+std::string shape_str(const TensorView& t) {
+  std::ostringstream o;
+  o << "[";
+  for (int i = 0; i < t.rank; ++i) o << (i ? ", " : "") << t.shape[i];
+  o << "]";
+  return o.str();
+}
+
+}  // namespace
+
+Status invalid(const std::string& message) {
+  return Status{StatusCode::invalid_argument, message};
+}
+
+Status validate_attention(const TensorView& q, const TensorView& k, const TensorView& v,
+                          const TensorView& out, const AttentionOptions& options,
+                          AttentionShape* shape) {
+  const TensorView* views[] = {&q, &k, &v, &out};
+  const char* names[] = {"q", "k", "v", "out"};
+  for (int n = 0; n < 4; ++n) {
+    Status s = check_view(*views[n], names[n], 4, kDimNames4, n == 3);
+    if (!s.ok()) return s;
+  }
+  if (q.shape[3] != k.shape[3] || q.shape[3] != v.shape[3]) {
+    return invalid("head dim D differs: q " + shape_str(q) + ", k " + shape_str(k) + ", v " +
+                   shape_str(v));
+  }
+  for (int i = 0; i < 4; ++i) {
+    if (k.shape[i] != v.shape[i]) {
+      return invalid("k and v must have the same shape, got k " + shape_str(k) + " and v " +
+                     shape_str(v));
+    }
+    if (out.shape[i] != q.shape[i]) {
+      return invalid("out must have q's shape " + shape_str(q) + ", got " + shape_str(out));
+    }
+  }
+  if (q.shape[0] != k.shape[0]) {
+    return invalid("batch B differs: q " + shape_str(q) + ", k " + shape_str(k));
+  }
+  if (q.shape[1] % k.shape[1] != 0) {
+    return invalid("query heads Hq = " + std::to_string(q.shape[1]) +
+                   " must be a multiple of key/value heads Hkv = " + std::to_string(k.shape[1]));
+  }
+  for (int n = 0; n < 3; ++n) {
+    if (overlaps(out, *views[n])) {
+      return invalid(std::string("out overlaps ") + names[n] +
+                     " in memory; the output must not alias an input");
+    }
+  }
+  if (options.has_scale && !(options.scale > 0.f && std::isfinite(options.scale))) {
+    return invalid("scale must be finite and > 0, got " + std::to_string(options.scale));
+  }
+  if (options.decode_splits < 0) {
+    return invalid("decode_splits must be >= 0 (0 = automatic), got " +
+                   std::to_string(options.decode_splits));
+  }
+  if (options.lse != nullptr) {
+    static const char* const kLseDims[3] = {"B", "H", "L"};
+    const TensorView& lse = *options.lse;
+    Status s = check_view(lse, "lse", 3, kLseDims, true);
+    if (!s.ok()) return s;
+    if (lse.shape[0] != q.shape[0] || lse.shape[1] != q.shape[1] || lse.shape[2] != q.shape[2]) {
+      return invalid("lse must have shape [B, Hq, Lq] = [" + std::to_string(q.shape[0]) + ", " +
+                     std::to_string(q.shape[1]) + ", " + std::to_string(q.shape[2]) + "], got " +
+                     shape_str(lse));
+    }
+    for (const TensorView* t : views) {
+      if (overlaps(lse, *t)) return invalid("lse overlaps another tensor in memory");
+    }
+  }
+  *shape = {q.shape[0], q.shape[1], k.shape[1], q.shape[2], k.shape[2], q.shape[3]};
+  return Status::success();
+}
+
+Status check_finite(const TensorView& t, const char* name) {
+  int64_t idx[4] = {0, 0, 0, 0};
+  const float* base = static_cast<const float*>(t.data);
+  for (idx[0] = 0; idx[0] < t.shape[0]; ++idx[0]) {
+    for (idx[1] = 0; idx[1] < t.shape[1]; ++idx[1]) {
+      for (idx[2] = 0; idx[2] < t.shape[2]; ++idx[2]) {
+        const float* row = base + idx[0] * t.strides[0] + idx[1] * t.strides[1] +
+                           idx[2] * t.strides[2];
+        for (int64_t x = 0; x < t.shape[3]; ++x) {
+          if (!std::isfinite(row[x])) {
+            std::ostringstream e;
+            e << name << " holds a non-finite value (" << row[x] << ") at [" << idx[0] << ", "
+              << idx[1] << ", " << idx[2] << ", " << x << "]";
+            return Status{StatusCode::non_finite_input, e.str()};
+          }
+        }
+      }
+    }
+  }
+  return Status::success();
+}
+
+}  // namespace hattn

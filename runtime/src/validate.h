@@ -1,0 +1,23 @@
+// Argument validation for the public API: every refusal says which argument and why.
+#pragma once
+
+#include "hattn/hattn.h"
+
+namespace hattn {
+
+struct AttentionShape {
+  int64_t batch = 0, q_heads = 0, kv_heads = 0, lq = 0, lk = 0, head_dim = 0;
+};
+
+Status invalid(const std::string& message);
+
+// Checks q, k, v, out, options (and options.lse) and fills `shape`.
+Status validate_attention(const TensorView& q, const TensorView& k, const TensorView& v,
+                          const TensorView& out, const AttentionOptions& options,
+                          AttentionShape* shape);
+
+// Refuses with non_finite_input, naming the tensor and the first bad index, if `t` holds a NaN
+// or an infinity.
+Status check_finite(const TensorView& t, const char* name);
+
+}  // namespace hattn

@@ -1,0 +1,149 @@
+// x86 schedules for dense attention (AVX-512, AVX2+FMA, SSE4.1 builds of the same algorithm).
+//
+// Prefill puts queries in the SIMD lanes: scores(ii, jj) and pv(ii, d) vectorize along ii, so
+// max, sum and both products need no horizontal reductions and K/V are read untransposed (one
+// broadcast per key element). Both products are register-blocked micro-kernels: an accumulator
+// Func computed per tile of its pure wrapper, vectorized and fully unrolled.
+//
+// Decode has one (or a few) query rows: it streams K and V once, splits the key blocks across
+// threads (split-K) and merges the partial states at the end.
+#include "schedules.h"
+
+namespace hattn {
+
+using namespace Halide;
+
+namespace {
+
+struct Tiles {
+  int vec, qb, kb, tq, tk, td;
+};
+
+Tiles read_tiles(const ScheduleContext& ctx) {
+  const Tunables& t = ctx.tunables;
+  Tiles x{ctx.target.natural_vector_size<float>(), t.get("qb"), t.get("kb"),
+          t.get("tq"),  t.get("tk"), t.get("td")};
+  return x;
+}
+
+// Micro-kernel: `acc` (a reduction over `r`) computed per (tile_rows*vec) x tile_cols tile of
+// its pure consumer `wrapper`, with every accumulator in a register.
+void register_block(Func wrapper, Func acc, const RVar& r, const Var& rows, const Var& cols,
+                    int vec, int tile_vecs, int tile_cols, TailStrategy col_tail) {
+  Var ro("ro"), ri("ri"), co("co"), ci("ci");
+  wrapper.split(rows, ro, ri, vec * tile_vecs)
+      .split(cols, co, ci, tile_cols, col_tail)
+      .reorder(ri, ci, ro, co)
+      .vectorize(ri, vec)
+      .unroll(ri)
+      .unroll(ci);
+  acc.compute_at(wrapper, ro).vectorize(rows, vec).unroll(rows).unroll(cols);
+  acc.update().reorder(rows, cols, r).vectorize(rows, vec).unroll(rows).unroll(cols);
+}
+
+void schedule_prefill(DenseStages& st, const ScheduleContext& ctx) {
+  const Tiles x = read_tiles(ctx);
+  const bool fixed_d = ctx.head_dim > 0;
+  const TailStrategy d_tail = fixed_d ? TailStrategy::ShiftInwards : TailStrategy::GuardWithIf;
+  Var qo("qo"), qi("qi"), task("task");
+
+  // One task per (query block, head, batch); the output tile is transposed on store.
+  st.out.split(st.i, qo, qi, x.qb, TailStrategy::GuardWithIf)
+      .fuse(qo, st.h, task)
+      .fuse(task, st.b, task)
+      .parallel(task)
+      .vectorize(st.d, x.vec, TailStrategy::GuardWithIf);
+  st.lse.split(st.i, qo, qi, x.qb, TailStrategy::GuardWithIf)
+      .fuse(qo, st.h, task)
+      .fuse(task, st.b, task)
+      .parallel(task);
+  st.lse.compute_with(st.out, task);
+
+  st.state.compute_at(st.out, task).bound(st.ii, 0, x.qb).vectorize(st.ii, x.vec);
+  st.state.update().reorder(st.ii, st.d, st.rk).vectorize(st.ii, x.vec);
+  st.q_scaled.compute_at(st.out, task).vectorize(st.ii, x.vec);
+
+  // Scores: qb x kb tile per key block, queries in lanes.
+  st.scores.compute_at(st.state, st.rk);
+  register_block(st.scores, st.dot, st.rc, st.ii, st.jj, x.vec, x.tq, x.tk,
+                 TailStrategy::ShiftInwards);
+
+  st.block_max.compute_at(st.state, st.rk).vectorize(st.ii, x.vec);
+  st.block_max.update().reorder(st.ii, st.rj).vectorize(st.ii, x.vec);
+  st.probs.compute_at(st.state, st.rk).vectorize(st.ii, x.vec);
+  st.block_sum.compute_at(st.state, st.rk).vectorize(st.ii, x.vec);
+  st.block_sum.update().reorder(st.ii, st.rj).vectorize(st.ii, x.vec);
+
+  // P V: qb x D per key block, accumulated in registers over the block's keys.
+  Func pv_tile = st.pv.in(st.state);
+  pv_tile.compute_at(st.state, st.rk);
+  register_block(pv_tile, st.pv, st.rj, st.ii, st.d, x.vec, x.tq, x.td, d_tail);
+}
+
+void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
+  const Tiles x = read_tiles(ctx);
+  const bool fixed_d = ctx.head_dim > 0;
+  // Updates may not shift tails inwards; with a compiled-in D the split is exact anyway.
+  const TailStrategy d_tail = fixed_d ? TailStrategy::RoundUp : TailStrategy::GuardWithIf;
+  Var task("task"), lane("lane");
+  RVar rco("rco"), rci("rci");
+
+  // The partial states of all splits, computed in parallel; the merge is cheap.
+  st.state.compute_root().bound(st.ii, 0, x.qb).vectorize(st.d, x.vec, d_tail);
+  st.state.update()
+      .reorder(st.d, st.ii, st.rk)
+      .vectorize(st.d, x.vec, d_tail)
+      .fuse(st.s, st.qblk, task)
+      .fuse(task, st.h, task)
+      .fuse(task, st.b, task)
+      .parallel(task);
+  st.state.fuse(st.s, st.qblk, task).fuse(task, st.h, task).fuse(task, st.b, task).parallel(task);
+
+  st.q_scaled.compute_at(st.state, task).vectorize(st.d, x.vec, d_tail);
+
+  // q . k: lanes along D, one horizontal sum per key.
+  st.scores.compute_at(st.state, st.rk).vectorize(st.jj, x.vec);
+  st.dot.compute_at(st.state, st.rk);
+  Func dot_lanes = st.dot.update().split(st.rc, rco, rci, x.vec, TailStrategy::GuardWithIf)
+                       .rfactor(rci, lane);
+  dot_lanes.compute_at(st.state, st.rk).vectorize(lane);
+  dot_lanes.update().reorder(lane, rco, st.ii, st.jj).vectorize(lane).unroll(st.jj, x.tk);
+
+  st.block_max.compute_at(st.state, st.rk);
+  st.probs.compute_at(st.state, st.rk).vectorize(st.jj, x.vec);
+  st.block_sum.compute_at(st.state, st.rk);
+
+  // P V: D in lanes, accumulators in registers over the block's keys.
+  Func pv_tile = st.pv.in(st.state);
+  pv_tile.compute_at(st.state, st.rk);
+  Var dco("dco"), dci("dci");
+  pv_tile.split(st.d, dco, dci, x.vec * x.td, d_tail).vectorize(dci, x.vec).unroll(dci);
+  st.pv.compute_at(pv_tile, dco).vectorize(st.d, x.vec).unroll(st.d);
+  st.pv.update().reorder(st.d, st.ii, st.rj).vectorize(st.d, x.vec).unroll(st.d);
+
+  st.merged.compute_root().vectorize(st.d, x.vec, d_tail);
+  st.merged.update().reorder(st.d, st.ii, st.rs).vectorize(st.d, x.vec, d_tail);
+  st.out.vectorize(st.d, x.vec, TailStrategy::GuardWithIf);
+  st.lse.compute_root();
+}
+
+}  // namespace
+
+void schedule_dense_x86(DenseStages& st, const ScheduleContext& ctx) {
+  if (ctx.decode) {
+    schedule_decode(st, ctx);
+  } else {
+    schedule_prefill(st, ctx);
+  }
+}
+
+std::string table_for_target(const Target& t) {
+  if (t.arch == Target::X86) {
+    if (t.has_feature(Target::AVX512)) return "x86/avx512.table";
+    if (t.has_feature(Target::AVX2)) return "x86/avx2.table";
+    return "x86/sse41.table";
+  }
+  throw std::runtime_error("hattn: no schedule family for target " + t.to_string());
+}
+
+}  // namespace hattn

@@ -1,0 +1,44 @@
+// The oracle for every dense-attention test: plain softmax attention in double precision.
+//
+// It deliberately shares no code with the library: it reads raw float pointers with explicit
+// strides, computes every score in double, takes a max over the visible keys, sums exponentials
+// (two passes), and writes a dense double result. Slow and obvious on purpose.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <vector>
+
+namespace hattn_test {
+
+// Sizes of one attention call: q [B, Hq, Lq, D], k and v [B, Hkv, Lk, D].
+struct AttnShape {
+  int64_t batch = 1;
+  int64_t q_heads = 1;
+  int64_t kv_heads = 1;
+  int64_t lq = 1;
+  int64_t lk = 1;
+  int64_t head_dim = 64;
+};
+
+// Element strides (outermost first: B, H, L, D) of q, k and v.
+struct AttnStrides {
+  std::array<int64_t, 4> q{};
+  std::array<int64_t, 4> k{};
+  std::array<int64_t, 4> v{};
+};
+
+// Row-major strides of a dense [B, H, L, D] tensor.
+std::array<int64_t, 4> dense_strides(int64_t b, int64_t h, int64_t l, int64_t d);
+
+// out = softmax(scale * q k^T, over visible keys) v for every (batch, query head, query row).
+//   * query head h reads kv head h / (Hq / Hkv);
+//   * causal: key j is visible to query i iff j <= i + (Lk - Lq) (bottom-right alignment);
+//   * a row with no visible key gets zeros in `out` and -inf in `lse`.
+// `out` is resized to B*Hq*Lq*D (dense, row-major) and `lse` (if not null) to B*Hq*Lq, holding
+// max_j s_j + log(sum_j exp(s_j - max)).
+void reference_attention(const float* q, const float* k, const float* v, const AttnShape& shape,
+                         const AttnStrides& strides, bool causal, double scale,
+                         std::vector<double>* out, std::vector<double>* lse);
+
+}  // namespace hattn_test
