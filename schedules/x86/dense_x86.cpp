@@ -7,6 +7,8 @@
 //
 // Decode has one (or a few) query rows: it streams K and V once, splits the key blocks across
 // threads (split-K) and merges the partial states at the end.
+#include <algorithm>
+
 #include "schedules.h"
 
 namespace hattn {
@@ -47,21 +49,29 @@ void schedule_prefill(DenseStages& st, const ScheduleContext& ctx) {
   const TailStrategy d_tail = fixed_d ? TailStrategy::ShiftInwards : TailStrategy::GuardWithIf;
   Var qo("qo"), qi("qi"), task("task");
 
-  // One task per (query block, head, batch); the output tile is transposed on store.
+  // One task per (query block, head, batch). The final states go to a root buffer (3x the size of
+  // the output, linear in L) that `out` and `lse` read: two outputs cannot share an inner loop
+  // without compute_with, whose bounds recompute every block per task here.
+  st.state.compute_root()
+      .bound(st.ii, 0, x.qb)
+      .fuse(st.qblk, st.h, task)
+      .fuse(task, st.b, task)
+      .parallel(task)
+      .vectorize(st.ii, x.vec);
+  st.state.update()
+      .reorder(st.ii, st.d, st.rk, st.qblk, st.h, st.b)
+      .fuse(st.qblk, st.h, task)
+      .fuse(task, st.b, task)
+      .parallel(task)
+      .vectorize(st.ii, x.vec);
+  st.q_scaled.compute_at(st.state, task).vectorize(st.ii, x.vec);
+
+  // The output tile is transposed on store (state keeps queries innermost).
   st.out.split(st.i, qo, qi, x.qb, TailStrategy::GuardWithIf)
       .fuse(qo, st.h, task)
       .fuse(task, st.b, task)
       .parallel(task)
       .vectorize(st.d, x.vec, TailStrategy::GuardWithIf);
-  st.lse.split(st.i, qo, qi, x.qb, TailStrategy::GuardWithIf)
-      .fuse(qo, st.h, task)
-      .fuse(task, st.b, task)
-      .parallel(task);
-  st.lse.compute_with(st.out, task);
-
-  st.state.compute_at(st.out, task).bound(st.ii, 0, x.qb).vectorize(st.ii, x.vec);
-  st.state.update().reorder(st.ii, st.d, st.rk).vectorize(st.ii, x.vec);
-  st.q_scaled.compute_at(st.out, task).vectorize(st.ii, x.vec);
 
   // Scores: qb x kb tile per key block, queries in lanes.
   st.scores.compute_at(st.state, st.rk);
@@ -113,13 +123,22 @@ void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
   st.probs.compute_at(st.state, st.rk).vectorize(st.jj, x.vec);
   st.block_sum.compute_at(st.state, st.rk);
 
-  // P V: D in lanes, accumulators in registers over the block's keys.
-  Func pv_tile = st.pv.in(st.state);
-  pv_tile.compute_at(st.state, st.rk);
-  Var dco("dco"), dci("dci");
-  pv_tile.split(st.d, dco, dci, x.vec * x.td, d_tail).vectorize(dci, x.vec).unroll(dci);
-  st.pv.compute_at(pv_tile, dco).vectorize(st.d, x.vec).unroll(st.d);
-  st.pv.update().reorder(st.d, st.ii, st.rj).vectorize(st.d, x.vec).unroll(st.d);
+  // P V: D in lanes. With D compiled in, tiles of up to td vectors keep their accumulators in
+  // registers over the block's keys; a generic D accumulates in L1 with guarded vectors.
+  if (fixed_d) {
+    const int width = x.vec * std::max(1, std::min(x.td, ctx.head_dim / x.vec));
+    Func pv_tile = st.pv.in(st.state);
+    pv_tile.compute_at(st.state, st.rk);
+    Var dco("dco"), dci("dci");
+    pv_tile.split(st.d, dco, dci, width).vectorize(dci, x.vec).unroll(dci);
+    st.pv.compute_at(pv_tile, dco).vectorize(st.d, x.vec).unroll(st.d);
+    st.pv.update().reorder(st.d, st.ii, st.rj).vectorize(st.d, x.vec).unroll(st.d);
+  } else {
+    st.pv.compute_at(st.state, st.rk).vectorize(st.d, x.vec, TailStrategy::GuardWithIf);
+    st.pv.update()
+        .reorder(st.d, st.ii, st.rj)
+        .vectorize(st.d, x.vec, TailStrategy::GuardWithIf);
+  }
 
   st.merged.compute_root().vectorize(st.d, x.vec, d_tail);
   st.merged.update().reorder(st.d, st.ii, st.rs).vectorize(st.d, x.vec, d_tail);
