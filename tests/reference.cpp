@@ -51,8 +51,9 @@ void reference_attention(const float* q, const float* k, const float* v, const A
           for (int64_t d = 0; d < D; ++d) {
             dot += static_cast<double>(qrow[d * sq[3]]) * static_cast<double>(krow[d * sk[3]]);
           }
-          scores[static_cast<size_t>(j)] = scale * dot;
-          if (scores[static_cast<size_t>(j)] > max_score) max_score = scores[static_cast<size_t>(j)];
+          const double s = scale * dot;
+          scores[static_cast<size_t>(j)] = s;
+          if (s > max_score) max_score = s;
         }
         // Pass 2: normaliser and weighted sum of values.
         double sum = 0.0;

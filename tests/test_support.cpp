@@ -1,0 +1,536 @@
+#include "test_support.h"
+
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <iomanip>
+#include <iostream>
+#include <limits>
+#include <sstream>
+
+#include "HalideRuntime.h"
+
+namespace hattn_test {
+namespace {
+
+// Logical elements of outputs are poisoned with this NaN, padding with the other one.
+constexpr uint32_t kPoisonBits = 0x7fc0deadu;
+constexpr uint32_t kPaddingBits = 0xffc0beefu;
+
+float float_from_bits(uint32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+uint32_t bits_of(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, sizeof b);
+  return b;
+}
+
+uint64_t fnv1a(const std::string& s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+std::string current_test_name() {
+  const ::testing::TestInfo* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  if (info == nullptr) return "(no test)";
+  return std::string(info->test_suite_name()) + "." + info->name();
+}
+
+std::string format_double(double x) {
+  std::ostringstream o;
+  o << std::setprecision(9) << x;
+  return o.str();
+}
+
+// --- ISA restriction (HATTN_TEST_ISA) ---------------------------------------------------------
+
+std::atomic<int> g_isa_refusals{0};
+
+bool has_feature(int count, const uint64_t* features, int f) {
+  return (f >> 6) < count && ((features[f >> 6] >> (f & 63)) & 1) != 0;
+}
+
+int refuse_avx512(int count, const uint64_t* features) {
+  for (int f : {halide_target_feature_avx512, halide_target_feature_avx512_knl,
+                halide_target_feature_avx512_skylake, halide_target_feature_avx512_cannonlake,
+                halide_target_feature_avx512_sapphirerapids, halide_target_feature_avx512_zen4,
+                halide_target_feature_avx512_zen5, halide_target_feature_avx10_1}) {
+    if (has_feature(count, features, f)) {
+      ++g_isa_refusals;
+      return 0;
+    }
+  }
+  return halide_default_can_use_target_features(count, features);
+}
+
+struct IsaSetting {
+  std::string name = "native";
+  std::string error;
+};
+
+IsaSetting install_isa_restriction() {
+  IsaSetting s;
+  const char* env = std::getenv("HATTN_TEST_ISA");
+  const std::string want = env == nullptr ? "" : env;
+  if (want.empty() || want == "native") return s;
+  if (want == "avx2") {
+    halide_set_custom_can_use_target_features(refuse_avx512);
+    s.name = "avx2";
+    std::cout << "[   ISA    ] HATTN_TEST_ISA=avx2: AVX-512 kernel builds disabled" << std::endl;
+    return s;
+  }
+  s.error = "HATTN_TEST_ISA='" + want + "' is not one of: native, avx2";
+  std::cerr << s.error << std::endl;
+  return s;
+}
+
+// Installed during static initialization, before any test (or kernel call) runs.
+const IsaSetting g_isa = install_isa_restriction();
+
+}  // namespace
+
+std::string isa_restriction() { return g_isa.name; }
+std::string isa_restriction_error() { return g_isa.error; }
+int isa_refusals() { return g_isa_refusals.load(); }
+
+bool verbose() {
+  const char* env = std::getenv("HATTN_TEST_VERBOSE");
+  return env != nullptr && env[0] != '\0' && std::strcmp(env, "0") != 0;
+}
+
+uint64_t base_seed() {
+  const char* env = std::getenv("HATTN_SEED");
+  if (env == nullptr || env[0] == '\0') return kDefaultSeed;
+  char* end = nullptr;
+  unsigned long long v = std::strtoull(env, &end, 0);
+  if (end == env || *end != '\0') {
+    std::cerr << "HATTN_SEED='" << env << "' is not an integer; using " << kDefaultSeed << "\n";
+    return kDefaultSeed;
+  }
+  return static_cast<uint64_t>(v);
+}
+
+TestRng::TestRng(const std::string& label) {
+  const uint64_t base = base_seed();
+  const std::string test = current_test_name();
+  seed_ = splitmix64(base ^ fnv1a(test + "/" + label));
+  engine_.seed(seed_);
+  std::ostringstream o;
+  o << "HATTN_SEED=" << base << " test=" << test << " label=" << (label.empty() ? "-" : label)
+    << " seed=" << seed_;
+  if (g_isa.name != "native") o << " HATTN_TEST_ISA=" << g_isa.name;
+  description_ = o.str();
+  std::cout << "[   SEED   ] " << description_ << std::endl;
+}
+
+float TestRng::normal(float stddev) {
+  std::normal_distribution<float> dist(0.f, stddev);
+  return dist(engine_);
+}
+
+float TestRng::uniform(float lo, float hi) {
+  std::uniform_real_distribution<float> dist(lo, hi);
+  return dist(engine_);
+}
+
+int64_t TestRng::uniform_int(int64_t lo, int64_t hi) {
+  std::uniform_int_distribution<int64_t> dist(lo, hi);
+  return dist(engine_);
+}
+
+const char* to_string(Layout layout) {
+  switch (layout) {
+    case Layout::kContiguous:
+      return "contiguous";
+    case Layout::kPadded:
+      return "padded";
+    case Layout::kBLHD:
+      return "BLHD";
+    case Layout::kHBLD:
+      return "HBLD";
+  }
+  return "?";
+}
+
+HostTensor::HostTensor(const std::vector<int64_t>& shape, Layout layout)
+    : shape_(shape), layout_(layout) {
+  const int r = rank();
+  if (r != 3 && r != 4) {
+    std::cerr << "HostTensor: rank must be 3 or 4\n";
+    std::abort();
+  }
+  strides_.assign(static_cast<size_t>(r), 1);
+  int64_t size = 0;  // buffer elements
+  if (r == 3 && (layout == Layout::kBLHD || layout == Layout::kHBLD)) layout_ = Layout::kPadded;
+  const int64_t n0 = shape_[0], n1 = shape_[1], n2 = shape_[2], n3 = r == 4 ? shape_[3] : 1;
+  switch (layout_) {
+    case Layout::kContiguous: {
+      int64_t s = 1;
+      for (int i = r - 1; i >= 0; --i) {
+        strides_[static_cast<size_t>(i)] = s;
+        s *= shape_[static_cast<size_t>(i)];
+      }
+      offset_ = 0;
+      size = s;
+      break;
+    }
+    case Layout::kPadded: {
+      // Innermost stride 1; every outer stride padded by a few (odd) elements.
+      const int64_t inner = r == 4 ? n3 : n2;
+      const int64_t s_row = inner + 3;
+      if (r == 4) {
+        strides_ = {0, 0, s_row, 1};
+        strides_[1] = n2 * s_row + 5;
+        strides_[0] = n1 * strides_[1] + 7;
+      } else {
+        strides_ = {0, inner + 3, 1};
+        strides_[0] = n1 * strides_[1] + 5;
+      }
+      offset_ = 13;
+      int64_t last = 0;
+      for (int i = 0; i < r; ++i) {
+        last += (shape_[static_cast<size_t>(i)] - 1) * strides_[static_cast<size_t>(i)];
+      }
+      size = offset_ + last + 1 + 9;
+      break;
+    }
+    case Layout::kBLHD: {
+      // Buffer [B, L, H + 2, D]; the view is heads 1 .. H.
+      const int64_t h_total = n1 + 2;
+      strides_ = {n2 * h_total * n3, n3, h_total * n3, 1};
+      offset_ = n3;
+      size = n0 * n2 * h_total * n3;
+      break;
+    }
+    case Layout::kHBLD: {
+      strides_ = {n2 * n3, n0 * n2 * n3, n3, 1};
+      offset_ = 0;
+      size = n0 * n1 * n2 * n3;
+      break;
+    }
+  }
+  buffer_.assign(static_cast<size_t>(size), float_from_bits(kPaddingBits));
+  in_view_.assign(static_cast<size_t>(size), 0);
+  const int64_t n = numel();
+  for (int64_t f = 0; f < n; ++f) {
+    const int64_t off = offset_ + offset_of_flat(f);
+    if (off < 0 || off >= size || in_view_[static_cast<size_t>(off)]) {
+      std::cerr << "HostTensor: bad layout " << describe() << "\n";
+      std::abort();
+    }
+    in_view_[static_cast<size_t>(off)] = 1;
+  }
+  poison();
+}
+
+int64_t HostTensor::numel() const {
+  int64_t n = 1;
+  for (int64_t s : shape_) n *= s;
+  return n;
+}
+
+hattn::TensorView HostTensor::view() const {
+  return hattn::TensorView::strided(const_cast<float*>(data()), shape_, strides_);
+}
+
+std::array<int64_t, 4> HostTensor::strides4() const {
+  std::array<int64_t, 4> s{1, 1, 1, 1};
+  for (int i = 0; i < rank() && i < 4; ++i)
+    s[static_cast<size_t>(i)] = strides_[static_cast<size_t>(i)];
+  return s;
+}
+
+int64_t HostTensor::offset_of_flat(int64_t flat) const {
+  int64_t off = 0;
+  for (int i = rank() - 1; i >= 0; --i) {
+    const int64_t n = shape_[static_cast<size_t>(i)];
+    off += (flat % n) * strides_[static_cast<size_t>(i)];
+    flat /= n;
+  }
+  return off;
+}
+
+std::vector<int64_t> HostTensor::index_of_flat(int64_t flat) const {
+  std::vector<int64_t> idx(shape_.size());
+  for (int i = rank() - 1; i >= 0; --i) {
+    const int64_t n = shape_[static_cast<size_t>(i)];
+    idx[static_cast<size_t>(i)] = flat % n;
+    flat /= n;
+  }
+  return idx;
+}
+
+void HostTensor::fill_normal(TestRng& rng, float stddev) {
+  const int64_t n = numel();
+  for (int64_t f = 0; f < n; ++f) at_flat(f) = rng.normal(stddev);
+}
+
+void HostTensor::poison() { fill(float_from_bits(kPoisonBits)); }
+
+void HostTensor::fill(float value) {
+  const int64_t n = numel();
+  for (int64_t f = 0; f < n; ++f) at_flat(f) = value;
+}
+
+void HostTensor::snapshot() { snapshot_ = buffer_; }
+
+std::string HostTensor::changed_since_snapshot(bool padding_only) const {
+  if (snapshot_.size() != buffer_.size()) return "no snapshot was taken";
+  int64_t changed = 0, first = -1;
+  for (size_t i = 0; i < buffer_.size(); ++i) {
+    if (padding_only && in_view_[i]) continue;
+    if (bits_of(buffer_[i]) != bits_of(snapshot_[i])) {
+      if (first < 0) first = static_cast<int64_t>(i);
+      ++changed;
+    }
+  }
+  if (changed == 0) return "";
+  std::ostringstream o;
+  o << changed << (padding_only ? " padding" : "") << " element(s) of the buffer changed, first at "
+    << "buffer offset " << first << " (view starts at " << offset_ << "; "
+    << (in_view_[static_cast<size_t>(first)] ? "inside" : "outside") << " the view): was "
+    << snapshot_[static_cast<size_t>(first)] << ", now " << buffer_[static_cast<size_t>(first)];
+  return o.str();
+}
+
+std::vector<float> HostTensor::to_dense() const {
+  std::vector<float> d(static_cast<size_t>(numel()));
+  for (int64_t f = 0; f < numel(); ++f) d[static_cast<size_t>(f)] = at_flat(f);
+  return d;
+}
+
+std::string index_string(const std::vector<int64_t>& index) {
+  std::ostringstream o;
+  o << "[";
+  for (size_t i = 0; i < index.size(); ++i) o << (i ? ", " : "") << index[i];
+  o << "]";
+  return o.str();
+}
+
+std::string HostTensor::describe() const {
+  std::ostringstream o;
+  o << index_string(shape_) << " " << to_string(layout_) << " strides " << index_string(strides_);
+  return o.str();
+}
+
+std::string compare_to_reference(const HostTensor& got, const std::vector<double>& ref,
+                                 const Tolerance& tol, const std::string& what,
+                                 double* max_abs_error) {
+  const int64_t n = got.numel();
+  if (static_cast<int64_t>(ref.size()) != n) {
+    return what + ": reference has " + std::to_string(ref.size()) + " elements, result " +
+           std::to_string(n);
+  }
+  int64_t bad = 0, worst = -1, max_at = -1;
+  double worst_ratio = 0.0, max_err = 0.0;
+  for (int64_t f = 0; f < n; ++f) {
+    const double g = got.at_flat(f);
+    const double r = ref[static_cast<size_t>(f)];
+    double ratio;
+    if (!std::isfinite(r)) {
+      ratio = (g == r) ? 0.0 : std::numeric_limits<double>::infinity();
+    } else if (!std::isfinite(g)) {
+      ratio = std::numeric_limits<double>::infinity();
+    } else {
+      const double err = std::fabs(g - r);
+      if (err > max_err || max_at < 0) {
+        max_err = err;
+        max_at = f;
+      }
+      ratio = err / (tol.atol + tol.rtol * std::fabs(r));
+    }
+    if (ratio > 1.0) ++bad;
+    if (ratio > worst_ratio || worst < 0) {
+      worst_ratio = ratio;
+      worst = f;
+    }
+  }
+  if (max_abs_error != nullptr) *max_abs_error = max_err;
+  if (bad == 0) return "";
+  std::ostringstream o;
+  o << what << " " << got.describe() << ": " << bad << " of " << n
+    << " elements outside |got - ref| <= " << tol.atol << " + " << tol.rtol << " * |ref|";
+  const double g = got.at_flat(worst), r = ref[static_cast<size_t>(worst)];
+  o << "; worst at " << index_string(got.index_of_flat(worst)) << ": got " << format_double(g)
+    << ", ref " << format_double(r) << ", |err| " << format_double(std::fabs(g - r));
+  if (max_at >= 0) {
+    o << "; max finite |err| " << format_double(max_err) << " at "
+      << index_string(got.index_of_flat(max_at));
+  }
+  return o.str();
+}
+
+std::string compare_bitwise(const HostTensor& a, const HostTensor& b, const std::string& what) {
+  if (a.shape() != b.shape()) return what + ": shapes differ";
+  int64_t bad = 0, first = -1;
+  for (int64_t f = 0; f < a.numel(); ++f) {
+    if (bits_of(a.at_flat(f)) != bits_of(b.at_flat(f))) {
+      if (first < 0) first = f;
+      ++bad;
+    }
+  }
+  if (bad == 0) return "";
+  std::ostringstream o;
+  o << what << ": " << bad << " of " << a.numel() << " elements differ bitwise; first at "
+    << index_string(a.index_of_flat(first)) << ": " << format_double(a.at_flat(first)) << " vs "
+    << format_double(b.at_flat(first));
+  return o.str();
+}
+
+std::string describe_shape(const AttnShape& s) {
+  std::ostringstream o;
+  o << "B=" << s.batch << " Hq=" << s.q_heads << " Hkv=" << s.kv_heads << " Lq=" << s.lq
+    << " Lk=" << s.lk << " D=" << s.head_dim;
+  return o.str();
+}
+
+std::string DenseCase::describe() const {
+  std::ostringstream o;
+  o << (name.empty() ? "case" : name) << ": " << describe_shape(shape)
+    << (causal ? " causal" : " non-causal");
+  if (has_scale) o << " scale=" << format_double(scale);
+  o << " layouts q=" << to_string(q_layout) << " k=" << to_string(k_layout)
+    << " v=" << to_string(v_layout) << " out=" << to_string(out_layout);
+  if (with_lse) o << " lse=" << to_string(lse_layout);
+  if (!kernel.empty()) o << " kernel=" << kernel;
+  if (decode_splits != 0) o << " decode_splits=" << decode_splits;
+  if (input_stddev != 1.f) o << " input_stddev=" << input_stddev;
+  return o.str();
+}
+
+void PrintTo(const DenseCase& c, std::ostream* os) { *os << c.describe(); }
+
+void recompute_reference(DenseProblem* p) {
+  AttnStrides strides{p->q.strides4(), p->k.strides4(), p->v.strides4()};
+  reference_attention(p->q.data(), p->k.data(), p->v.data(), p->c.shape, strides, p->c.causal,
+                      p->scale, &p->ref_out, &p->ref_lse);
+}
+
+DenseProblem make_problem(const DenseCase& c, TestRng& rng) {
+  DenseProblem p;
+  p.c = c;
+  const AttnShape& s = c.shape;
+  p.q = HostTensor({s.batch, s.q_heads, s.lq, s.head_dim}, c.q_layout);
+  p.k = HostTensor({s.batch, s.kv_heads, s.lk, s.head_dim}, c.k_layout);
+  p.v = HostTensor({s.batch, s.kv_heads, s.lk, s.head_dim}, c.v_layout);
+  p.q.fill_normal(rng, c.input_stddev);
+  p.k.fill_normal(rng, c.input_stddev);
+  p.v.fill_normal(rng, c.input_stddev);
+  p.q.snapshot();
+  p.k.snapshot();
+  p.v.snapshot();
+  // The library computes the default scale in fp32; use the same float so only the attention
+  // itself is compared.
+  p.scale = c.has_scale ? static_cast<double>(c.scale)
+                        : static_cast<double>(1.f / std::sqrt(static_cast<float>(s.head_dim)));
+  recompute_reference(&p);
+  return p;
+}
+
+hattn::AttentionOptions options_for(const DenseCase& c, const hattn::TensorView* lse) {
+  hattn::AttentionOptions o;
+  o.causal = c.causal;
+  o.has_scale = c.has_scale;
+  o.scale = c.scale;
+  o.lse = lse;
+  o.kernel = c.kernel;
+  o.decode_splits = c.decode_splits;
+  return o;
+}
+
+RunOutput run_attention(const DenseProblem& p) { return run_attention(p, p.c); }
+
+RunOutput run_attention(const DenseProblem& p, const DenseCase& c) {
+  RunOutput r;
+  const AttnShape& s = p.c.shape;
+  r.out = HostTensor({s.batch, s.q_heads, s.lq, s.head_dim}, c.out_layout);
+  r.out.snapshot();
+  hattn::TensorView lse_view;
+  if (c.with_lse) {
+    r.lse = HostTensor({s.batch, s.q_heads, s.lq}, c.lse_layout);
+    r.lse.snapshot();
+    lse_view = r.lse.view();
+  }
+  const hattn::AttentionOptions options = options_for(c, c.with_lse ? &lse_view : nullptr);
+  r.status =
+      hattn::attention(p.q.view(), p.k.view(), p.v.view(), r.out.view(), options, &r.dispatch);
+  std::string problems;
+  const HostTensor* inputs[] = {&p.q, &p.k, &p.v};
+  const char* names[] = {"q", "k", "v"};
+  for (int i = 0; i < 3; ++i) {
+    std::string m = inputs[i]->changed_since_snapshot(false);
+    if (!m.empty()) problems += std::string("\ninput ") + names[i] + " was modified: " + m;
+  }
+  std::string m = r.out.changed_since_snapshot(true);
+  if (!m.empty()) problems += "\nout padding was written: " + m;
+  if (c.with_lse) {
+    m = r.lse.changed_since_snapshot(true);
+    if (!m.empty()) problems += "\nlse padding was written: " + m;
+  }
+  r.problems = problems;
+  return r;
+}
+
+std::string run_and_check(const DenseProblem& p, hattn::Dispatch* dispatch) {
+  return run_and_check(p, p.c, dispatch);
+}
+
+std::string run_and_check(const DenseProblem& p, const DenseCase& c, hattn::Dispatch* dispatch) {
+  RunOutput r = run_attention(p, c);
+  if (dispatch != nullptr) *dispatch = r.dispatch;
+  const std::string where =
+      c.describe() + " [kernel " + r.dispatch.kernel +
+      (r.dispatch.decode_splits > 1 ? ", splits " + std::to_string(r.dispatch.decode_splits)
+                                    : std::string()) +
+      "]";
+  if (!r.status.ok()) {
+    return where + ": attention returned " + hattn::to_string(r.status.code) + ": " +
+           r.status.message;
+  }
+  std::string msg = r.problems;
+  double err_out = 0.0, err_lse = 0.0;
+  std::string m = compare_to_reference(r.out, p.ref_out, c.tol, "out", &err_out);
+  if (!m.empty()) msg += "\n" + m;
+  if (c.with_lse) {
+    m = compare_to_reference(r.lse, p.ref_lse, c.tol, "lse", &err_lse);
+    if (!m.empty()) msg += "\n" + m;
+  }
+  if (verbose()) {
+    std::ostringstream o;
+    o << "[ MAX ERR  ] " << where << ": out " << err_out << " lse " << err_lse << "\n";
+    std::cout << o.str() << std::flush;
+  }
+  if (msg.empty()) return "";
+  return where + ":" + msg;
+}
+
+std::vector<std::string> kernel_names() {
+  std::vector<std::string> names;
+  for (const hattn::KernelInfo& k : hattn::list_kernels()) names.push_back(k.name);
+  return names;
+}
+
+const hattn::KernelInfo* find_kernel(const std::string& name) {
+  for (const hattn::KernelInfo& k : hattn::list_kernels()) {
+    if (k.name == name) return &k;
+  }
+  return nullptr;
+}
+
+}  // namespace hattn_test

@@ -1,0 +1,200 @@
+// Shared helpers for the dense-attention tests: seeded random inputs, tensors in several memory
+// layouts (padded and interleaved views inside bigger, poisoned buffers), poisoned outputs, and
+// comparison against the double-precision reference (reference.h).
+//
+// Seeds: every TestRng mixes a base seed (HATTN_SEED, else kDefaultSeed) with the running test's
+// full name and a label, and prints both; `HATTN_SEED=<base> ./test_x --gtest_filter=<name>`
+// replays exactly the same inputs.
+//
+// The run/compare helpers below make no gtest assertions and are safe to call from any thread:
+// they return a message (empty on success) that the caller turns into a test failure.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "hattn/hattn.h"
+#include "reference.h"
+
+namespace hattn_test {
+
+constexpr uint64_t kDefaultSeed = 20240611;
+
+// HATTN_SEED (decimal or 0x-hex) if set, else kDefaultSeed.
+uint64_t base_seed();
+
+class TestRng {
+ public:
+  // Seeded from base_seed(), the current gtest test name (if any) and `label`. Prints the seed.
+  explicit TestRng(const std::string& label = "");
+
+  std::mt19937_64& engine() { return engine_; }
+  uint64_t seed() const { return seed_; }
+  // "HATTN_SEED=<base> test=<suite.name> label=<label> seed=<derived>": put it in SCOPED_TRACE.
+  const std::string& description() const { return description_; }
+
+  float normal(float stddev = 1.f);
+  float uniform(float lo, float hi);
+  int64_t uniform_int(int64_t lo, int64_t hi);  // inclusive
+
+ private:
+  std::mt19937_64 engine_;
+  uint64_t seed_ = 0;
+  std::string description_;
+};
+
+// Memory layouts for a logical [B, H, L, D] tensor (D always has stride 1).
+enum class Layout {
+  kContiguous,  // dense row-major, alone in its buffer
+  kPadded,      // B, H and L strides padded, view starts past the buffer start (unaligned)
+  kBLHD,        // one head-slice of a bigger [B, L, H + 2, D] buffer (packed projections)
+  kHBLD,        // heads outermost in memory: [H, B, L, D] read as [B, H, L, D]
+};
+const char* to_string(Layout layout);
+
+// A float tensor of rank 3 or 4 viewed inside a buffer that may be bigger than the view. Every
+// buffer element outside the view ("padding") starts as a distinctive NaN, so a kernel that reads
+// padding produces NaN and one that writes padding is caught by padding_unchanged().
+class HostTensor {
+ public:
+  HostTensor() = default;
+  // Rank-3 tensors support kContiguous and kPadded only.
+  HostTensor(const std::vector<int64_t>& shape, Layout layout);
+
+  int rank() const { return static_cast<int>(shape_.size()); }
+  const std::vector<int64_t>& shape() const { return shape_; }
+  const std::vector<int64_t>& strides() const { return strides_; }
+  Layout layout() const { return layout_; }
+  int64_t numel() const;
+
+  // Pointer to logical element 0 (inside the buffer, past any leading padding).
+  float* data() { return buffer_.data() + offset_; }
+  const float* data() const { return buffer_.data() + offset_; }
+  hattn::TensorView view() const;
+  std::array<int64_t, 4> strides4() const;  // strides padded with 1s to rank 4
+
+  // Buffer offset (from data()) of the element with row-major logical index `flat`.
+  int64_t offset_of_flat(int64_t flat) const;
+  float& at_flat(int64_t flat) { return data()[offset_of_flat(flat)]; }
+  float at_flat(int64_t flat) const { return data()[offset_of_flat(flat)]; }
+  std::vector<int64_t> index_of_flat(int64_t flat) const;
+
+  void fill_normal(TestRng& rng, float stddev = 1.f);
+  // Logical elements := a distinctive NaN; padding keeps its own (different) NaN.
+  void poison();
+  void fill(float value);  // logical elements only
+
+  // Remember the whole buffer, then later check that nothing (or no padding) changed, bitwise.
+  void snapshot();
+  std::string changed_since_snapshot(bool padding_only) const;  // "" if unchanged
+
+  std::vector<float> to_dense() const;  // logical elements in row-major order
+  std::string describe() const;         // "[1, 8, 7, 64] padded strides [...]"
+
+ private:
+  std::vector<int64_t> shape_, strides_;
+  Layout layout_ = Layout::kContiguous;
+  int64_t offset_ = 0;
+  std::vector<float> buffer_;
+  std::vector<uint8_t> in_view_;  // per buffer element: 1 if some logical index maps to it
+  std::vector<float> snapshot_;
+};
+
+std::string index_string(const std::vector<int64_t>& index);
+
+// |got - ref| <= atol + rtol * |ref| elementwise. The default allows fp32 accumulation over a few
+// thousand keys with unit-variance inputs and scale 1/sqrt(D) (observed errors stay below 4e-6).
+struct Tolerance {
+  double atol = 1e-5;
+  double rtol = 1e-4;
+};
+
+// Compares every logical element of `got` with the dense reference `ref`. Non-finite reference
+// values (lse of rows that see no key) must be matched exactly; a non-finite result where the
+// reference is finite always fails. Returns "" when everything matches, else a message with the
+// number of mismatches, the worst element (index, got, ref) and the largest absolute error.
+std::string compare_to_reference(const HostTensor& got, const std::vector<double>& ref,
+                                 const Tolerance& tol, const std::string& what,
+                                 double* max_abs_error = nullptr);
+
+// Bitwise comparison of the logical elements of two tensors of the same shape.
+std::string compare_bitwise(const HostTensor& a, const HostTensor& b, const std::string& what);
+
+// One dense attention call to test.
+struct DenseCase {
+  std::string name;  // [A-Za-z0-9_] only: used for parameterized test names
+  AttnShape shape;
+  bool causal = false;
+  bool has_scale = false;
+  float scale = 0.f;
+  Layout q_layout = Layout::kContiguous;
+  Layout k_layout = Layout::kContiguous;
+  Layout v_layout = Layout::kContiguous;
+  Layout out_layout = Layout::kContiguous;
+  bool with_lse = true;
+  Layout lse_layout = Layout::kContiguous;  // kContiguous or kPadded
+  std::string kernel;                       // forced kernel, empty: dispatcher's choice
+  int decode_splits = 0;
+  float input_stddev = 1.f;
+  Tolerance tol;
+
+  std::string describe() const;
+};
+std::string describe_shape(const AttnShape& s);
+void PrintTo(const DenseCase& c, std::ostream* os);  // gtest prints parameters with this
+
+// Inputs of a case (random, fresh from the rng) and the double-precision reference result.
+struct DenseProblem {
+  DenseCase c;
+  HostTensor q, k, v;
+  double scale = 0.0;  // the scale the reference used (1/sqrt(D) unless the case sets one)
+  std::vector<double> ref_out, ref_lse;
+};
+
+// Builds q, k, v in the case's layouts, fills them from `rng`, snapshots them and computes the
+// reference.
+DenseProblem make_problem(const DenseCase& c, TestRng& rng);
+
+// Recomputes the reference from the problem's current q, k, v (after editing them by hand).
+void recompute_reference(DenseProblem* p);
+
+hattn::AttentionOptions options_for(const DenseCase& c, const hattn::TensorView* lse);
+
+struct RunOutput {
+  hattn::Status status;
+  hattn::Dispatch dispatch;
+  HostTensor out, lse;
+  std::string problems;  // inputs modified or output padding written (empty if none)
+};
+
+// Allocates out (and lse) in the case's layouts, poisons them, calls hattn::attention and checks
+// that q, k, v are bitwise unchanged and that no padding of out/lse was written.
+RunOutput run_attention(const DenseProblem& p);
+RunOutput run_attention(const DenseProblem& p, const DenseCase& c);  // case overrides options
+
+// run_attention + status ok + out (and lse) against the reference. "" on success.
+std::string run_and_check(const DenseProblem& p, hattn::Dispatch* dispatch = nullptr);
+std::string run_and_check(const DenseProblem& p, const DenseCase& c,
+                          hattn::Dispatch* dispatch = nullptr);
+
+// Kernel names compiled into the library, and lookup.
+std::vector<std::string> kernel_names();
+const hattn::KernelInfo* find_kernel(const std::string& name);
+
+// Prints max errors of passing comparisons when HATTN_TEST_VERBOSE is set.
+bool verbose();
+
+// ISA restriction for the kernels' multi-target dispatch, so that the AVX2 builds of every kernel
+// can be tested on an AVX-512 machine: with HATTN_TEST_ISA=avx2 the test binaries install (before
+// any test runs) a Halide can_use_target_features hook that refuses AVX-512 features. Empty or
+// "native": no restriction. Any other value is reported by isa_restriction_error().
+std::string isa_restriction();        // "native" or "avx2"
+std::string isa_restriction_error();  // "" unless HATTN_TEST_ISA has an unknown value
+int isa_refusals();                   // times the hook refused a feature set so far
+
+}  // namespace hattn_test
