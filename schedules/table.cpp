@@ -1,5 +1,6 @@
 #include "table.h"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -80,6 +81,7 @@ void apply_overrides(Tunables* t, const std::string& overrides) {
   std::stringstream ss(overrides);
   for (std::string item; std::getline(ss, item, ',');) {
     if (item.empty()) continue;
+    std::replace(item.begin(), item.end(), ':', '=');
     std::map<std::string, int> one;
     parse_assignment(item, "override", &one);
     for (const auto& [k, v] : one) t->set(k, v);

@@ -40,7 +40,7 @@ class Tunables {
 // std::runtime_error with the file, line and reason on a malformed table or a missing entry.
 Tunables lookup_tunables(const std::string& path, const TableKey& key);
 
-// Applies overrides written as "name=value,name=value" (empty: none).
+// Applies overrides written as "name:value,name:value" (GenGen reserves '='; empty: none).
 void apply_overrides(Tunables* t, const std::string& overrides);
 
 }  // namespace hattn

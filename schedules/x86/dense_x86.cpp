@@ -116,12 +116,16 @@ void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
   st.dot.compute_at(st.state, st.rk);
   Func dot_lanes = st.dot.update().split(st.rc, rco, rci, x.vec, TailStrategy::GuardWithIf)
                        .rfactor(rci, lane);
-  dot_lanes.compute_at(st.state, st.rk).vectorize(lane);
+  dot_lanes.compute_at(st.state, st.rk).reorder_storage(lane, st.ii, st.jj).vectorize(lane);
   dot_lanes.update().reorder(lane, rco, st.ii, st.jj).vectorize(lane).unroll(st.jj, x.tk);
+  st.dot.update().atomic().vectorize(rci);
 
+  // Block max and sum: vector partials, one horizontal step per block.
   st.block_max.compute_at(st.state, st.rk);
+  st.block_max.update().atomic().vectorize(st.rj, x.vec);
   st.probs.compute_at(st.state, st.rk).vectorize(st.jj, x.vec);
   st.block_sum.compute_at(st.state, st.rk);
+  st.block_sum.update().atomic().vectorize(st.rj, x.vec);
 
   // P V: D in lanes. With D compiled in, tiles of up to td vectors keep their accumulators in
   // registers over the block's keys; a generic D accumulates in L1 with guarded vectors.
