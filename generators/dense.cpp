@@ -27,7 +27,7 @@ DenseStages dense_attention(const DenseInputs& in, const DenseBlocking& blocking
   Expr row = qblk * qb + ii;
   Expr key = kblk * kb + jj;
   Expr row_in = min(row, in.lq - 1);
-  Expr key_in = min(key, in.lk - 1);
+  Expr key_in = clamp(key, 0, in.lk - 1);
 
   st.q_scaled(ii, d, qblk, h, b) = in.q(d, row_in, h, b) * in.scale;
 
