@@ -130,7 +130,9 @@ void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
   // q . k: lanes along D, one horizontal sum per key.
   st.scores.compute_at(st.state, st.rk).vectorize(st.jj, x.vec);
   st.dot.compute_at(st.state, st.rk);
-  Func dot_lanes = st.dot.update().split(st.rc, rco, rci, x.vec, TailStrategy::GuardWithIf)
+  // tq vectors of lanes: independent FMA chains per key (one chain is latency-bound).
+  const int lanes = fixed_d ? std::min(x.vec * x.tq, ctx.head_dim) : x.vec;
+  Func dot_lanes = st.dot.update().split(st.rc, rco, rci, lanes, TailStrategy::GuardWithIf)
                        .rfactor(rci, lane);
   dot_lanes.compute_at(st.state, st.rk).reorder_storage(lane, st.ii, st.jj).vectorize(lane);
   dot_lanes.update().reorder(lane, rco, st.ii, st.jj).vectorize(lane).unroll(st.jj, x.tk);
