@@ -1,0 +1,195 @@
+// The CLI end to end, run as a user runs it: list, run dense (checked against the double
+// reference), and every error path (one line on stderr, non-zero status, never a signal).
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "npy.h"
+#include "test_support.h"
+
+extern char** environ;
+
+namespace {
+
+struct Result {
+  int status = -1;
+  bool signaled = false;
+  std::string out, err;
+};
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+std::string dir() { return testing::TempDir(); }
+
+Result run_cli(const std::vector<std::string>& args) {
+  const std::string out_path = dir() + "hattn_cli_stdout.txt",
+                    err_path = dir() + "hattn_cli_stderr.txt";
+  std::vector<std::string> full = {HATTN_CLI_PATH};
+  full.insert(full.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (std::string& a : full) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&fa, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  pid_t pid = 0;
+  Result r;
+  if (posix_spawn(&pid, HATTN_CLI_PATH, &fa, nullptr, argv.data(), environ) != 0) return r;
+  posix_spawn_file_actions_destroy(&fa);
+  int ws = 0;
+  waitpid(pid, &ws, 0);
+  r.signaled = WIFSIGNALED(ws);
+  r.status = WIFEXITED(ws) ? WEXITSTATUS(ws) : -1;
+  r.out = slurp(out_path);
+  r.err = slurp(err_path);
+  return r;
+}
+
+void save(const std::string& name, const std::vector<int64_t>& shape, const std::vector<float>& x) {
+  std::string error;
+  ASSERT_TRUE(hattn::npy::write_f32(dir() + name, shape, x.data(), &error)) << error;
+}
+
+std::vector<float> random_vec(hattn_test::TestRng& rng, size_t n) {
+  std::vector<float> x(n);
+  for (float& v : x) v = rng.normal();
+  return x;
+}
+
+// The call failed cleanly: non-zero status, no signal, exactly one stderr line starting
+// "hattn: error:" that mentions `phrase`.
+void expect_one_line_error(const Result& r, const std::string& phrase) {
+  EXPECT_FALSE(r.signaled);
+  EXPECT_NE(r.status, 0);
+  EXPECT_EQ(r.err.rfind("hattn: error: ", 0), 0u) << r.err;
+  ASSERT_FALSE(r.err.empty());
+  EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << "more than one line: " << r.err;
+  EXPECT_NE(r.err.find(phrase), std::string::npos) << "missing '" << phrase << "' in: " << r.err;
+}
+
+class Cli : public testing::Test {
+ protected:
+  void SetUp() override {
+    hattn_test::TestRng rng("cli");
+    trace_ = rng.description();
+    q_ = random_vec(rng, 1 * 4 * 7 * 64);
+    k_ = random_vec(rng, 1 * 2 * 9 * 64);
+    v_ = random_vec(rng, 1 * 2 * 9 * 64);
+    save("q.npy", {1, 4, 7, 64}, q_);
+    save("k.npy", {1, 2, 9, 64}, k_);
+    save("v.npy", {1, 2, 9, 64}, v_);
+  }
+
+  void check_output(bool causal) {
+    SCOPED_TRACE(trace_);
+    hattn_test::AttnShape shape{1, 4, 2, 7, 9, 64};
+    hattn_test::AttnStrides strides{hattn_test::dense_strides(1, 4, 7, 64),
+                                    hattn_test::dense_strides(1, 2, 9, 64),
+                                    hattn_test::dense_strides(1, 2, 9, 64)};
+    std::vector<double> ref, lse;
+    hattn_test::reference_attention(q_.data(), k_.data(), v_.data(), shape, strides, causal,
+                                    1.0 / 8.0, &ref, &lse);
+    hattn::npy::Array o, l;
+    std::string error;
+    ASSERT_TRUE(hattn::npy::read_f32(dir() + "o.npy", &o, &error)) << error;
+    ASSERT_TRUE(hattn::npy::read_f32(dir() + "lse.npy", &l, &error)) << error;
+    EXPECT_EQ(o.shape, (std::vector<int64_t>{1, 4, 7, 64}));
+    EXPECT_EQ(l.shape, (std::vector<int64_t>{1, 4, 7}));
+    ASSERT_EQ(o.data.size(), ref.size());
+    for (size_t i = 0; i < ref.size(); ++i) {
+      ASSERT_NEAR(o.data[i], ref[i], 1e-5 + 1e-4 * std::fabs(ref[i])) << "index " << i;
+    }
+    for (size_t i = 0; i < lse.size(); ++i) {
+      ASSERT_NEAR(l.data[i], lse[i], 1e-4 + 1e-5 * std::fabs(lse[i])) << "lse index " << i;
+    }
+  }
+
+  std::vector<std::string> run_args(const std::string& q = "q.npy") {
+    return {"run",           "dense", "--q",           dir() + q, "--k",
+            dir() + "k.npy", "--v",   dir() + "v.npy", "--out",   dir() + "o.npy"};
+  }
+
+  std::string trace_;
+  std::vector<float> q_, k_, v_;
+};
+
+TEST_F(Cli, ListPrintsKernels) {
+  Result r = run_cli({"list"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("dense_prefill_noncausal_d64_f32_x86"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("dense_decode_causal_dany_f32_x86"), std::string::npos) << r.out;
+}
+
+TEST_F(Cli, RunDenseMatchesReference) {
+  for (bool causal : {false, true}) {
+    std::vector<std::string> args = run_args();
+    args.insert(args.end(), {"--lse", dir() + "lse.npy", "--repeat", "3"});
+    if (causal) args.push_back("--causal");
+    Result r = run_cli(args);
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_NE(r.out.find("kernel: dense_"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("GFLOP/s"), std::string::npos) << r.out;
+    check_output(causal);
+  }
+}
+
+TEST_F(Cli, HelpWorks) {
+  EXPECT_EQ(run_cli({"--help"}).status, 0);
+  EXPECT_EQ(run_cli({"run", "--help"}).status, 0);
+}
+
+TEST_F(Cli, ErrorPaths) {
+  hattn_test::TestRng rng("cli-errors");
+  save("rank3.npy", {4, 7, 64}, random_vec(rng, 4 * 7 * 64));
+  save("q_d32.npy", {1, 4, 7, 32}, random_vec(rng, 4 * 7 * 32));
+  save("q_h3.npy", {1, 3, 7, 64}, random_vec(rng, 3 * 7 * 64));
+  std::ofstream(dir() + "garbage.npy") << "this is not numpy";
+  std::string full = slurp(dir() + "q.npy");
+  std::ofstream(dir() + "short.npy", std::ios::binary) << full.substr(0, full.size() - 10);
+  {
+    std::string f8 = full;  // same header length: '<f4' -> '<f8'
+    f8.replace(f8.find("<f4"), 3, "<f8");
+    std::ofstream(dir() + "f8.npy", std::ios::binary) << f8;
+    std::string fortran = full;
+    fortran.replace(fortran.find("False"), 5, "True ");
+    std::ofstream(dir() + "fortran.npy", std::ios::binary) << fortran;
+  }
+  expect_one_line_error(run_cli(run_args("missing.npy")), "cannot open");
+  expect_one_line_error(run_cli(run_args("garbage.npy")), "bad magic");
+  expect_one_line_error(run_cli(run_args("short.npy")), "truncated data");
+  expect_one_line_error(run_cli(run_args("f8.npy")), "float64");
+  expect_one_line_error(run_cli(run_args("fortran.npy")), "Fortran-order");
+  expect_one_line_error(run_cli(run_args("rank3.npy")), "rank 4");
+  expect_one_line_error(run_cli(run_args("q_d32.npy")), "head dim D differs");
+  expect_one_line_error(run_cli(run_args("q_h3.npy")), "multiple of key/value heads");
+  std::vector<std::string> bad_scale = run_args();
+  bad_scale.insert(bad_scale.end(), {"--scale", "-1"});
+  expect_one_line_error(run_cli(bad_scale), "scale");
+  std::vector<std::string> bad_kernel = run_args();
+  bad_kernel.insert(bad_kernel.end(), {"--kernel", "dense_prefill_noncausal_d128_f32_x86"});
+  expect_one_line_error(run_cli(bad_kernel), "compiled for D=128");
+  std::vector<std::string> bad_variant = run_args();
+  bad_variant[1] = "sparse";
+  expect_one_line_error(run_cli(bad_variant), "unknown variant 'sparse'");
+  expect_one_line_error(run_cli({"frobnicate"}), "frobnicate");
+  expect_one_line_error(run_cli({"run", "dense", "--q", dir() + "q.npy"}), "required");
+  std::vector<std::string> unwritable = run_args();
+  unwritable[9] = "/nonexistent-dir/o.npy";
+  expect_one_line_error(run_cli(unwritable), "cannot open file for writing");
+}
+
+}  // namespace

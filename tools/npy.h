@@ -1,0 +1,26 @@
+// Reading and writing NumPy .npy files of float32 in C order: the CLI's file format.
+//
+// No Debian package provides an .npy reader for C++ (cnpy is not packaged), and the format is a
+// short header plus raw data, so hattn reads it itself, strictly: every malformed file gets a
+// one-line error that starts with the file's path, never a crash or an oversized allocation.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace hattn::npy {
+
+struct Array {
+  std::vector<int64_t> shape;
+  std::vector<float> data;
+};
+
+// Reads a little-endian float32 ('<f4'), C-order array; versions 1.0, 2.0 and 3.0.
+bool read_f32(const std::string& path, Array* out, std::string* error);
+
+// Writes version 1.0 (2.0 if the header would not fit 1.0's 16-bit length).
+bool write_f32(const std::string& path, const std::vector<int64_t>& shape, const float* data,
+               std::string* error);
+
+}  // namespace hattn::npy
