@@ -1,0 +1,111 @@
+#include "baselines.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <thread>
+
+namespace hattn_bench {
+namespace {
+
+constexpr int64_t kQueryBlock = 256;
+
+// One head: q [Lq, D], k and v [Lk, D], out [Lq, D]; `scores` holds kQueryBlock x Lk floats.
+void attention_one_head(const Shape& s, const float* q, const float* k, const float* v, float* out,
+                        std::vector<float>& scores) {
+  const int64_t d = s.head_dim, offset = s.lk - s.lq;
+  const float scale = 1.f / std::sqrt(static_cast<float>(d));
+  for (int64_t r0 = 0; r0 < s.lq; r0 += kQueryBlock) {
+    const int64_t rows = std::min(kQueryBlock, s.lq - r0);
+    // Keys visible to the block's last row; earlier rows mask the rest of the diagonal.
+    const int64_t keys = s.causal ? std::clamp<int64_t>(r0 + rows + offset, 0, s.lk) : s.lk;
+    if (keys == 0) {
+      std::fill(out + r0 * d, out + (r0 + rows) * d, 0.f);
+      continue;
+    }
+    float* sc = scores.data();
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows),
+                static_cast<int>(keys), static_cast<int>(d), scale, q + r0 * d, static_cast<int>(d),
+                k, static_cast<int>(d), 0.f, sc, static_cast<int>(keys));
+    for (int64_t i = 0; i < rows; ++i) {
+      float* row = sc + i * keys;
+      const int64_t visible = s.causal ? std::clamp<int64_t>(r0 + i + offset + 1, 0, keys) : keys;
+      float m = -INFINITY;
+      for (int64_t j = 0; j < visible; ++j) m = std::max(m, row[j]);
+      float sum = 0.f;
+      for (int64_t j = 0; j < visible; ++j) {
+        row[j] = std::exp(row[j] - m);
+        sum += row[j];
+      }
+      const float inv = visible > 0 ? 1.f / sum : 0.f;
+      for (int64_t j = 0; j < visible; ++j) row[j] *= inv;
+      std::fill(row + visible, row + keys, 0.f);
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows),
+                static_cast<int>(d), static_cast<int>(keys), 1.f, sc, static_cast<int>(keys), v,
+                static_cast<int>(d), 0.f, out + r0 * d, static_cast<int>(d));
+  }
+}
+
+}  // namespace
+
+void openblas_attention(const Shape& s, const float* q, const float* k, const float* v, float* out,
+                        int threads, bool heads_parallel) {
+  const int64_t heads = s.batch * s.heads;
+  const int64_t qsize = s.lq * s.head_dim, ksize = s.lk * s.head_dim;
+  if (!heads_parallel) {
+    openblas_set_num_threads(threads);
+    std::vector<float> scores(static_cast<size_t>(kQueryBlock * s.lk));
+    for (int64_t h = 0; h < heads; ++h) {
+      attention_one_head(s, q + h * qsize, k + h * ksize, v + h * ksize, out + h * qsize, scores);
+    }
+    return;
+  }
+  openblas_set_num_threads(1);
+  std::atomic<int64_t> next{0};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&] {
+      std::vector<float> scores(static_cast<size_t>(kQueryBlock * s.lk));
+      for (int64_t h; (h = next.fetch_add(1)) < heads;) {
+        attention_one_head(s, q + h * qsize, k + h * ksize, v + h * ksize, out + h * qsize, scores);
+      }
+    });
+  }
+  for (std::thread& t : pool) t.join();
+}
+
+void openblas_sgemm_nt(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c,
+                       int threads) {
+  openblas_set_num_threads(threads);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(n),
+              static_cast<int>(k), 1.f, a, static_cast<int>(k), b, static_cast<int>(k), 0.f, c,
+              static_cast<int>(n));
+}
+
+double array_read(const float* data, int64_t n, int threads) {
+  std::vector<double> partial(static_cast<size_t>(threads), 0.0);
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      const int64_t lo = n * t / threads, hi = n * (t + 1) / threads;
+      float acc[16] = {};
+      int64_t i = lo;
+      for (; i + 16 <= hi; i += 16) {
+        for (int j = 0; j < 16; ++j) acc[j] += data[i + j];
+      }
+      double s = 0;
+      for (; i < hi; ++i) s += data[i];
+      for (float a : acc) s += a;
+      partial[static_cast<size_t>(t)] = s;
+    });
+  }
+  for (std::thread& t : pool) t.join();
+  double s = 0;
+  for (double p : partial) s += p;
+  return s;
+}
+
+}  // namespace hattn_bench

@@ -1,0 +1,28 @@
+// Baselines measured in the same run as hattn: what a user would otherwise write.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace hattn_bench {
+
+struct Shape {
+  int64_t batch = 1, heads = 8, lq = 2048, lk = 2048, head_dim = 64;
+  bool causal = false;
+};
+
+// Unfused attention on OpenBLAS: per head and per block of 256 queries, S = scale Q K^T (sgemm),
+// row softmax, O = P V (sgemm). Causal blocks multiply only the visible key prefix.
+// heads_parallel: `threads` workers take whole heads with single-threaded BLAS (the strong
+// variant); otherwise heads run one after another with `threads`-thread BLAS.
+void openblas_attention(const Shape& s, const float* q, const float* k, const float* v, float* out,
+                        int threads, bool heads_parallel);
+
+// C[M, N] = A[M, K] B[N, K]^T with `threads` BLAS threads.
+void openblas_sgemm_nt(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c,
+                       int threads);
+
+// Sums `n` floats with `threads` threads (a pure read of memory); returns the sum.
+double array_read(const float* data, int64_t n, int threads);
+
+}  // namespace hattn_bench
