@@ -88,11 +88,18 @@ void schedule_prefill(DenseStages& st, const ScheduleContext& ctx) {
   register_block(st.scores, st.dot, st.rc, st.ii, st.jj, x.vec, x.tq, x.tk,
                  TailStrategy::ShiftInwards);
 
-  st.block_max.compute_at(st.state, st.rk).vectorize(st.ii, x.vec);
-  st.block_max.update().reorder(st.ii, st.rj).vectorize(st.ii, x.vec);
+  // Row max and row sum over the block: a single accumulator per row vector is a latency-bound
+  // chain, so each is split into 4 interleaved partials merged at the end.
+  for (Func f : {st.block_max, st.block_sum}) {
+    f.compute_at(st.state, st.rk).vectorize(st.ii, x.vec);
+    RVar ro("ro"), ri("ri");
+    Var part("part");
+    Func partial = f.update().split(st.rj, ro, ri, 4).rfactor(ri, part);
+    partial.compute_at(st.state, st.rk).vectorize(st.ii, x.vec).unroll(part);
+    partial.update().reorder(st.ii, part, ro).vectorize(st.ii, x.vec).unroll(part);
+    f.update().reorder(st.ii, ri).vectorize(st.ii, x.vec).unroll(ri);
+  }
   st.probs.compute_at(st.state, st.rk).vectorize(st.ii, x.vec);
-  st.block_sum.compute_at(st.state, st.rk).vectorize(st.ii, x.vec);
-  st.block_sum.update().reorder(st.ii, st.rj).vectorize(st.ii, x.vec);
 
   // P V: qb x D per key block, accumulated in registers over the block's keys.
   Func pv_tile = st.pv.in(st.state);
