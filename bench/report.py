@@ -1,0 +1,117 @@
+"""Prints hattn's benchmark table: medians from Google Benchmark JSON (and the PyTorch peer's),
+ratios against the baselines measured in the same run, and each issue target met or missed."""
+import json
+import sys
+
+
+def load(paths):
+    rows = {}
+    for path in paths:
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except (OSError, ValueError) as e:
+            print(f"report.py: skipping {path}: {e}", file=sys.stderr)
+            continue
+        for b in data.get("benchmarks", []):
+            if b.get("run_type") == "aggregate" and b.get("aggregate_name") != "median":
+                continue
+            name = b.get("run_name", b["name"]).replace("/real_time", "")
+            name = name.replace("_median", "")
+            if b.get("error_occurred"):
+                continue
+            rows[name] = b
+    return rows
+
+
+def val(rows, name, key):
+    b = rows.get(name)
+    if b is None:
+        return None
+    if key == "ms":
+        unit = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}[b.get("time_unit", "ns")]
+        return b["real_time"] * unit
+    v = b.get(key)
+    return float(v) if v is not None else None
+
+
+def fmt(x, spec=".1f"):
+    return "-" if x is None else format(x, spec)
+
+
+def ratio(a, b):
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def verdict(ok):
+    return "n/a" if ok is None else ("met" if ok else "MISSED")
+
+
+def main():
+    rows = load(sys.argv[1:])
+    lengths = [l for l in (512, 2048, 8192) if f"hattn_dense/prefill/L:{l}/D:64/causal:0" in rows]
+    print("Prefill, B=1, H=8, fp32 (GFLOP/s of visible work; medians)")
+    print(f"{'shape':<26}{'hattn':>8}{'oblas':>8}{'x':>6}{'sgemm qk':>10}{'sgemm pv':>10}"
+          f"{'x min':>7}{'torch':>8}{'x':>6}")
+    targets = []
+    for d in (64, 128):
+        for l in lengths:
+            for c in (0, 1):
+                tail = f"prefill/L:{l}/D:{d}/causal:{c}"
+                h = val(rows, f"hattn_dense/{tail}", "GFLOP/s")
+                o = val(rows, f"openblas_attention/{tail}", "GFLOP/s")
+                t = val(rows, f"torch_sdpa/{tail}", "GFLOP/s")
+                qk = val(rows, f"openblas_sgemm/qk/L:{l}/D:{d}", "GFLOP/s")
+                pv = val(rows, f"openblas_sgemm/pv/L:{l}/D:{d}", "GFLOP/s")
+                sg = None if qk is None or pv is None else max(qk, pv)
+                print(f"{'L=%d D=%d %s' % (l, d, 'causal' if c else 'full'):<26}{fmt(h):>8}"
+                      f"{fmt(o):>8}{fmt(ratio(h, o), '.2f'):>6}{fmt(qk):>10}{fmt(pv):>10}"
+                      f"{fmt(ratio(h, sg), '.2f'):>7}{fmt(t):>8}{fmt(ratio(h, t), '.2f'):>6}")
+                if l == 2048 and c == 0:
+                    targets.append((f"L=2048 D={d}: hattn >= sgemm at both GEMM shapes",
+                                    None if sg is None or h is None else h >= sg))
+                    targets.append((f"L=2048 D={d}: hattn >= 1.25x OpenBLAS attention "
+                                    f"({fmt(ratio(h, o), '.2f')}x)",
+                                    None if ratio(h, o) is None else ratio(h, o) >= 1.25))
+                    targets.append((f"L=2048 D={d}: hattn faster than torch SDPA "
+                                    f"({fmt(ratio(h, t), '.2f')}x)",
+                                    None if ratio(h, t) is None else ratio(h, t) > 1.0))
+    print("\nCausal speedup (time non-causal / time causal)")
+    for d in (64, 128):
+        for l in lengths:
+            full = val(rows, f"hattn_dense/prefill/L:{l}/D:{d}/causal:0", "ms")
+            causal = val(rows, f"hattn_dense/prefill/L:{l}/D:{d}/causal:1", "ms")
+            s = ratio(full, causal)
+            print(f"  L={l} D={d}: {fmt(s, '.2f')}x")
+            if l == 2048:
+                targets.append((f"causal speedup L=2048 D={d} >= 1.85 ({fmt(s, '.2f')}x)",
+                                None if s is None else s >= 1.85))
+    print("\nGFLOP/s spread across L (non-causal)")
+    for d in (64, 128):
+        g = [val(rows, f"hattn_dense/prefill/L:{l}/D:{d}/causal:0", "GFLOP/s") for l in lengths]
+        g = [x for x in g if x is not None]
+        if g:
+            spread = max(g) / min(g) - 1
+            print(f"  D={d}: {' '.join(fmt(x) for x in g)}  spread {spread * 100:.1f}%")
+            targets.append((f"D={d} GFLOP/s within 10% across L ({spread * 100:.1f}%)",
+                            spread <= 0.10))
+    bw = val(rows, "array_read/threads:2", "GB/s")
+    print(f"\nDecode, B=1, H=32, D=128 (array read, 2 threads: {fmt(bw)} GB/s)")
+    for lk in (4096, 32768, 131072):
+        h = val(rows, f"hattn_dense/decode/Lk:{lk}/D:128", "GB/s")
+        t = val(rows, f"torch_sdpa/decode/Lk:{lk}/D:128", "GB/s")
+        if h is None:
+            continue
+        r = ratio(h, bw)
+        print(f"  Lk={lk}: hattn {fmt(h)} GB/s = {fmt(r, '.2f')} of the array read; "
+              f"torch {fmt(t)} GB/s")
+        if lk == 32768:
+            targets.append((f"decode Lk=32768 reads K,V at >= 0.90 of array read ({fmt(r, '.2f')})",
+                            None if r is None else r >= 0.90))
+    print("\nTargets")
+    for text, ok in targets:
+        print(f"  [{verdict(ok)}] {text}")
+
+
+if __name__ == "__main__":
+    main()

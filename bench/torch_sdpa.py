@@ -1,0 +1,74 @@
+"""PyTorch's CPU scaled_dot_product_attention at hattn's benchmark shapes (the peer users reach
+for first). Writes Google Benchmark-style JSON so bench/report.py can merge it.
+Run with the interpreter in .venv-peer (scripts/setup.sh --peer)."""
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError:
+    sys.exit("torch_sdpa.py: torch is not installed (run scripts/setup.sh --peer)")
+
+
+def visible_pairs(lq, lk, causal):
+    if not causal:
+        return lq * lk
+    return sum(min(max(i + lk - lq + 1, 0), lk) for i in range(lq))
+
+
+def time_one(q, k, v, causal, reps):
+    for _ in range(2):
+        F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--out", required=True)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--reps", type=int, default=7)
+    a = p.parse_args()
+    threads = int(os.environ.get("HATTN_BENCH_THREADS", "2"))
+    torch.set_num_threads(threads)
+    torch.manual_seed(20261122)
+    lengths = [512, 2048] if a.quick else [512, 2048, 8192]
+    results = []
+    for d in (64, 128):
+        for length in lengths:
+            for causal in (False, True):
+                q, k, v = (torch.randn(1, 8, length, d) for _ in range(3))
+                t = time_one(q, k, v, causal, a.reps)
+                flops = 4.0 * 8 * d * visible_pairs(length, length, causal)
+                name = f"torch_sdpa/prefill/L:{length}/D:{d}/causal:{int(causal)}"
+                results.append({"name": name, "run_type": "aggregate", "aggregate_name": "median",
+                                "real_time": t * 1e3, "time_unit": "ms",
+                                "GFLOP/s": flops / t * 1e-9})
+                print(f"{name}: {t * 1e3:.2f} ms, {flops / t * 1e-9:.1f} GFLOP/s", flush=True)
+    decode = [4096, 32768] if a.quick else [4096, 32768, 131072]
+    for lk in decode:
+        q = torch.randn(1, 32, 1, 128)
+        k, v = (torch.randn(1, 32, lk, 128) for _ in range(2))
+        t = time_one(q, k, v, False, a.reps)
+        gbs = 2.0 * 32 * lk * 128 * 4 / t * 1e-9
+        name = f"torch_sdpa/decode/Lk:{lk}/D:128"
+        results.append({"name": name, "run_type": "aggregate", "aggregate_name": "median",
+                        "real_time": t * 1e3, "time_unit": "ms", "GB/s": gbs})
+        print(f"{name}: {t * 1e3:.2f} ms, {gbs:.1f} GB/s", flush=True)
+    with open(a.out, "w") as f:
+        json.dump({"context": {"torch": torch.__version__, "threads": threads},
+                   "benchmarks": results}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs hattn's benchmarks with their baselines in one run and prints the ratio table.
+#   scripts/bench.sh [--quick] [extra Google Benchmark args, e.g. --benchmark_filter=decode]
+# JSON and the table are kept in results/. PyTorch's SDPA joins when .venv-peer exists
+# (scripts/setup.sh --peer); otherwise the peer is skipped, and the table says so.
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+quick=0
+args=()
+for a in "$@"; do
+  if [ "$a" = "--quick" ]; then quick=1; else args+=("$a"); fi
+done
+"$here/.venv/bin/cmake" --build "$here/build" --target hattn_bench
+mkdir -p "$here/results"
+reps=5
+filter=()
+if [ "$quick" = 1 ]; then
+  reps=3
+  filter=(--benchmark_filter='L:(512|2048)/|Lk:(4096|32768)/|array_read')
+fi
+"$here/build/bench/hattn_bench" --benchmark_out="$here/results/bench_dense.json" \
+  --benchmark_out_format=json --benchmark_repetitions="$reps" \
+  --benchmark_report_aggregates_only=true "${filter[@]}" "${args[@]}"
+peer_json=""
+if [ -x "$here/.venv-peer/bin/python" ] && "$here/.venv-peer/bin/python" -c "import torch" 2>/dev/null; then
+  echo "== PyTorch SDPA peer"
+  "$here/.venv-peer/bin/python" "$here/bench/torch_sdpa.py" --out "$here/results/torch_sdpa.json" \
+    $([ "$quick" = 1 ] && echo --quick)
+  peer_json="$here/results/torch_sdpa.json"
+else
+  echo "== PyTorch SDPA peer skipped: no torch in .venv-peer (scripts/setup.sh --peer installs it)"
+fi
+python3 "$here/bench/report.py" "$here/results/bench_dense.json" $peer_json | tee "$here/results/bench_dense.txt"
