@@ -2,8 +2,10 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 namespace hattn {
 namespace {
@@ -26,11 +28,68 @@ int default_threads() {
   return n > 0 ? static_cast<int>(n) : 1;
 }
 
+// Scratch memory. Halide frees every buffer at the end of a call; for large ones (the final
+// states of a prefill call are 3x the output) glibc then returns the pages to the OS and the next
+// call faults them in again, which cost ~10% at L=512. Each thread keeps a few freed blocks for
+// reuse instead. A header before each block records its size; 64-byte alignment is kept and the
+// 64 bytes past the end are readable, as Halide requires.
+constexpr size_t kAlign = 64;
+constexpr size_t kCacheMinBytes = size_t{64} << 10;
+constexpr size_t kCacheBlocks = 4;
+
+struct ScratchCache {
+  std::vector<void*> blocks;  // base pointers (header first)
+  ~ScratchCache() {
+    for (void* b : blocks) std::free(b);
+  }
+};
+thread_local ScratchCache t_scratch;
+
+size_t& header_size(void* base) { return *static_cast<size_t*>(base); }
+
+void* scratch_malloc(void* /*user_context*/, size_t size) {
+  const size_t rounded = (size + kAlign - 1) / kAlign * kAlign;
+  if (rounded >= kCacheMinBytes) {
+    auto& blocks = t_scratch.blocks;
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      const size_t have = header_size(blocks[i]);
+      if (have >= rounded && have <= 2 * rounded) {
+        void* base = blocks[i];
+        blocks.erase(blocks.begin() + static_cast<std::ptrdiff_t>(i));
+        return static_cast<char*>(base) + kAlign;
+      }
+    }
+  }
+  void* base = std::aligned_alloc(kAlign, rounded + 2 * kAlign);
+  if (base == nullptr) return nullptr;
+  header_size(base) = rounded;
+  return static_cast<char*>(base) + kAlign;
+}
+
+void scratch_free(void* /*user_context*/, void* ptr) {
+  if (ptr == nullptr) return;
+  void* base = static_cast<char*>(ptr) - kAlign;
+  auto& blocks = t_scratch.blocks;
+  if (header_size(base) >= kCacheMinBytes) {
+    if (blocks.size() == kCacheBlocks) {
+      std::free(blocks.front());
+      blocks.erase(blocks.begin());
+    }
+    blocks.push_back(base);
+    return;
+  }
+  std::free(base);
+}
+
 }  // namespace
 
 void install_halide_handlers() {
   static std::once_flag once;
-  std::call_once(once, [] { halide_set_error_handler(route_error); });
+  std::call_once(once, [] {
+    halide_set_error_handler(route_error);
+    halide_set_custom_malloc(scratch_malloc);
+    halide_set_custom_free(scratch_free);
+  });
 }
 
 HalideBuffer::HalideBuffer(const TensorView& t) {

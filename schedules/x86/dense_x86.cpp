@@ -49,22 +49,20 @@ void schedule_prefill(DenseStages& st, const ScheduleContext& ctx) {
   const TailStrategy d_tail = fixed_d ? TailStrategy::ShiftInwards : TailStrategy::GuardWithIf;
   Var qo("qo"), qi("qi"), task("task");
 
-  // One task per (query block, head, batch). The final states go to a root buffer (3x the size of
-  // the output, linear in L) that `out` and `lse` read: two outputs cannot share an inner loop
-  // without compute_with, whose bounds recompute every block per task here.
-  st.state.compute_root()
-      .bound(st.ii, 0, x.qb)
+  // One task per (query block, head, batch): the running state lives in a small per-task buffer
+  // (L1/L2) and only its final value is copied to a root buffer (3x the output, linear in L) that
+  // `out` and `lse` read. Two outputs cannot share an inner loop without compute_with, whose
+  // bounds here recompute every block per task.
+  Func final_state = st.state.in();
+  final_state.compute_root()
       .fuse(st.qblk, st.h, task)
       .fuse(task, st.b, task)
       .parallel(task)
       .vectorize(st.ii, x.vec);
-  st.state.update()
-      .reorder(st.ii, st.d, st.rk, st.qblk, st.h, st.b)
-      .fuse(st.qblk, st.h, task)
-      .fuse(task, st.b, task)
-      .parallel(task)
-      .vectorize(st.ii, x.vec);
-  st.q_scaled.compute_at(st.state, task).vectorize(st.ii, x.vec);
+  const LoopLevel per_task(final_state, task);
+  st.state.compute_at(per_task).bound(st.ii, 0, x.qb).vectorize(st.ii, x.vec);
+  st.state.update().reorder(st.ii, st.d, st.rk).vectorize(st.ii, x.vec);
+  st.q_scaled.compute_at(per_task).vectorize(st.ii, x.vec);
 
   // The output tile is transposed on store (state keeps queries innermost): vectorizing a
   // vec x vec tile in both dimensions turns the transpose into dense loads and shuffles.
@@ -109,7 +107,7 @@ void schedule_prefill(DenseStages& st, const ScheduleContext& ctx) {
   // The per-block buffers are allocated once per task, not once per key block (they exceed the
   // stack limit, and heap traffic per block cost ~6% at L=512).
   for (Func f : {st.scores, st.probs, st.block_max, st.block_sum, pv_tile}) {
-    f.hoist_storage(st.state, task);
+    f.hoist_storage(per_task);
   }
 }
 
