@@ -33,7 +33,8 @@ DenseStages dense_attention(const DenseInputs& in, const DenseBlocking& blocking
 
   st.rc = RDom(0, in.head_dim, "rc");
   st.dot(ii, jj, kblk, qblk, h, b) = 0.f;
-  st.dot(ii, jj, kblk, qblk, h, b) += st.q_scaled(ii, st.rc, qblk, h, b) * in.k(st.rc, key_in, hk, b);
+  st.dot(ii, jj, kblk, qblk, h, b) +=
+      st.q_scaled(ii, st.rc, qblk, h, b) * in.k(st.rc, key_in, hk, b);
 
   Expr visible = key < in.lk;
   if (in.causal) visible = visible && key <= row + causal_offset;
@@ -101,7 +102,8 @@ DenseStages dense_attention(const DenseInputs& in, const DenseBlocking& blocking
 
   Expr lm = final_state(i % qb, 0, i / qb, h, b)[0];
   Expr ll = final_state(i % qb, 0, i / qb, h, b)[1];
-  st.lse(i, h, b) = select(any_visible, lm + log(ll), Expr(-std::numeric_limits<float>::infinity()));
+  st.lse(i, h, b) =
+      select(any_visible, lm + log(ll), Expr(-std::numeric_limits<float>::infinity()));
   return st;
 }
 

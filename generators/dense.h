@@ -36,22 +36,23 @@ struct DenseInputs {
 
 struct DenseStages {
   // Pure variables, shared by the stages so a schedule can name them.
-  Halide::Var d{"d"}, i{"i"}, h{"h"}, b{"b"};           // output dims
-  Halide::Var ii{"ii"}, jj{"jj"};                       // query row / key within a block
-  Halide::Var qblk{"qblk"}, kblk{"kblk"}, s{"s"};       // query block, key block, key split
-  Halide::RDom rc, rj, rk, rs;                          // over D, keys in a block, blocks, splits
+  Halide::Var d{"d"}, i{"i"}, h{"h"}, b{"b"};      // output dims
+  Halide::Var ii{"ii"}, jj{"jj"};                  // query row / key within a block
+  Halide::Var qblk{"qblk"}, kblk{"kblk"}, s{"s"};  // query block, key block, key split
+  Halide::RDom rc, rj, rk, rs;                     // over D, keys in a block, blocks, splits
 
-  Halide::Func q_scaled{"q_scaled"};    // (ii, c, qblk, h, b)       scale * q, queries innermost
-  Halide::Func dot{"dot"};         // (ii, jj, kblk, qblk, h, b) q . k, the reduction over D
-  Halide::Func scores{"scores"};      // (ii, jj, kblk, qblk, h, b) dot, masked (pure wrapper of dot)
-  Halide::Func block_max{"block_max"};   // (ii, kblk, qblk, h, b)
-  Halide::Func probs{"probs"};       // (ii, jj, kblk, qblk, h, b) exp(score - block max)
-  Halide::Func block_sum{"block_sum"};   // (ii, kblk, qblk, h, b)
-  Halide::Func pv{"pv"};          // (ii, d, kblk, qblk, h, b)  sum_j probs * v
-  Halide::Func state{"state"};       // (ii, d, [s,] qblk, h, b)   Tuple {m, l, acc} over key blocks
-  Halide::Func merged{"merged"};      // (ii, d, qblk, h, b)        split_keys only: states merged over s
-  Halide::Func out{"out"};         // (d, i, h, b)
-  Halide::Func lse{"lse"};         // (i, h, b)
+  Halide::Func q_scaled{"q_scaled"};  // (ii, c, qblk, h, b)       scale * q, queries innermost
+  Halide::Func dot{"dot"};            // (ii, jj, kblk, qblk, h, b) q . k, the reduction over D
+  Halide::Func scores{"scores"};  // (ii, jj, kblk, qblk, h, b) dot, masked (pure wrapper of dot)
+  Halide::Func block_max{"block_max"};  // (ii, kblk, qblk, h, b)
+  Halide::Func probs{"probs"};          // (ii, jj, kblk, qblk, h, b) exp(score - block max)
+  Halide::Func block_sum{"block_sum"};  // (ii, kblk, qblk, h, b)
+  Halide::Func pv{"pv"};                // (ii, d, kblk, qblk, h, b)  sum_j probs * v
+  Halide::Func state{"state"};  // (ii, d, [s,] qblk, h, b)   Tuple {m, l, acc} over key blocks
+  Halide::Func merged{
+      "merged"};            // (ii, d, qblk, h, b)        split_keys only: states merged over s
+  Halide::Func out{"out"};  // (d, i, h, b)
+  Halide::Func lse{"lse"};  // (i, h, b)
 };
 
 DenseStages dense_attention(const DenseInputs& in, const DenseBlocking& blocking);

@@ -33,8 +33,6 @@ inline SoftmaxState merge_states(const SoftmaxState& a, const SoftmaxState& b) {
   return {Halide::max(a.m, b.m), a.l * scale_a + b.l * scale_b, a.acc * scale_a + b.acc * scale_b};
 }
 
-inline Halide::Tuple initial_state() {
-  return Halide::Tuple(kMaskedScore, 0.f, 0.f);
-}
+inline Halide::Tuple initial_state() { return Halide::Tuple(kMaskedScore, 0.f, 0.f); }
 
 }  // namespace hattn

@@ -18,9 +18,9 @@ class DenseAttentionGenerator : public Generator<DenseAttentionGenerator> {
  public:
   GeneratorParam<std::string> phase{"phase", "prefill"};  // prefill | decode
   GeneratorParam<bool> causal{"causal", false};
-  GeneratorParam<int> head_dim{"head_dim", 0};            // 0: any D
-  GeneratorParam<std::string> tables{"tables", ""};       // the schedules/ folder
-  GeneratorParam<std::string> tunables{"tunables", ""};   // overrides: "kb:128,tq:2"
+  GeneratorParam<int> head_dim{"head_dim", 0};           // 0: any D
+  GeneratorParam<std::string> tables{"tables", ""};      // the schedules/ folder
+  GeneratorParam<std::string> tunables{"tunables", ""};  // overrides: "kb:128,tq:2"
 
   Input<Buffer<float, 4>> q{"q"};
   Input<Buffer<float, 4>> k{"k"};

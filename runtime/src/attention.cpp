@@ -62,14 +62,14 @@ Status attention(const TensorView& q, const TensorView& k, const TensorView& v,
     lse_scratch.resize(static_cast<size_t>(shape.batch * shape.q_heads * shape.lq));
     lse_view = TensorView::contiguous(lse_scratch.data(), {shape.batch, shape.q_heads, shape.lq});
   }
-  const float scale = options.has_scale ? options.scale
-                                        : 1.f / std::sqrt(static_cast<float>(shape.head_dim));
+  const float scale =
+      options.has_scale ? options.scale : 1.f / std::sqrt(static_cast<float>(shape.head_dim));
 
   install_halide_handlers();
   HalideBuffer qb(q), kb(k), vb(v), ob(out), lb(lse_view);
   CallContext ctx;
-  int rc = kernel->fn(&ctx, qb.get(), kb.get(), vb.get(), scale, d.decode_splits, ob.get(),
-                      lb.get());
+  int rc =
+      kernel->fn(&ctx, qb.get(), kb.get(), vb.get(), scale, d.decode_splits, ob.get(), lb.get());
   if (rc != 0) {
     return Status{StatusCode::kernel_error,
                   "kernel " + d.kernel + " failed (Halide error " + std::to_string(rc) +

@@ -41,8 +41,8 @@ std::string incapable_reason(const KernelInfo& k, const AttentionShape& s,
            (o.causal ? "causal" : "non-causal");
   }
   if (k.head_dim != 0 && k.head_dim != s.head_dim) {
-    return "compiled for D=" + std::to_string(k.head_dim) + ", call has D=" +
-           std::to_string(s.head_dim);
+    return "compiled for D=" + std::to_string(k.head_dim) +
+           ", call has D=" + std::to_string(s.head_dim);
   }
   return "";
 }
@@ -57,7 +57,8 @@ Status choose_dense_kernel(const AttentionShape& shape, const AttentionOptions& 
       if (e.info.name != options.kernel) continue;
       std::string why = incapable_reason(e.info, shape, options);
       if (!why.empty()) {
-        return Status{StatusCode::unsupported, "kernel " + e.info.name + " cannot take this call: " + why};
+        return Status{StatusCode::unsupported,
+                      "kernel " + e.info.name + " cannot take this call: " + why};
       }
       *chosen = &e;
       *reason = "forced by options.kernel";
@@ -84,15 +85,16 @@ Status choose_dense_kernel(const AttentionShape& shape, const AttentionOptions& 
     if (best == nullptr || (best->info.head_dim == 0 && e.info.head_dim != 0)) best = &e;
   }
   if (best == nullptr) {
-    return Status{StatusCode::unsupported, "no compiled kernel can take this call:" + refusals.str()};
+    return Status{StatusCode::unsupported,
+                  "no compiled kernel can take this call:" + refusals.str()};
   }
   *chosen = best;
   std::ostringstream r;
-  r << phase << " (Lq=" << shape.lq << (phase == "decode" ? " <= " : " > ") << kDecodeMaxLq
-    << "), " << (options.causal ? "causal" : "non-causal") << ", "
-    << (best->info.head_dim ? "D=" + std::to_string(shape.head_dim) + " specialized"
-                            : "generic D (no kernel specialized for D=" +
-                                  std::to_string(shape.head_dim) + ")");
+  r << phase << " (Lq=" << shape.lq << (phase == "decode" ? " <= " : " > ") << kDecodeMaxLq << "), "
+    << (options.causal ? "causal" : "non-causal") << ", "
+    << (best->info.head_dim
+            ? "D=" + std::to_string(shape.head_dim) + " specialized"
+            : "generic D (no kernel specialized for D=" + std::to_string(shape.head_dim) + ")");
   *reason = r.str();
   return Status::success();
 }

@@ -11,8 +11,8 @@
 namespace hattn {
 
 // Signature shared by every dense kernel: (user_context, q, k, v, scale, splits, out, lse).
-using DenseKernelFn = int (*)(const void*, halide_buffer_t*, halide_buffer_t*, halide_buffer_t*, float,
-                              int32_t, halide_buffer_t*, halide_buffer_t*);
+using DenseKernelFn = int (*)(const void*, halide_buffer_t*, halide_buffer_t*, halide_buffer_t*,
+                              float, int32_t, halide_buffer_t*, halide_buffer_t*);
 
 struct KernelEntry {
   KernelInfo info;

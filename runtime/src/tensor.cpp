@@ -6,17 +6,22 @@ namespace hattn {
 
 const char* to_string(DType t) {
   switch (t) {
-    case DType::f32: return "f32";
-    case DType::f16: return "f16";
-    case DType::bf16: return "bf16";
+    case DType::f32:
+      return "f32";
+    case DType::f16:
+      return "f16";
+    case DType::bf16:
+      return "bf16";
   }
   return "unknown-dtype";
 }
 
 const char* to_string(Device d) {
   switch (d) {
-    case Device::cpu: return "cpu";
-    case Device::cuda: return "cuda";
+    case Device::cpu:
+      return "cpu";
+    case Device::cuda:
+      return "cuda";
   }
   return "unknown-device";
 }

@@ -65,9 +65,9 @@ Status check_view(const TensorView& t, const char* name, int rank, const char* c
                                                "; this build of hattn has fp32 kernels only"};
   }
   if (t.device != Device::cpu) {
-    return Status{StatusCode::no_device,
-                  std::string(name) + " is on device " + to_string(t.device) +
-                      ", but this build of hattn has CPU kernels only"};
+    return Status{StatusCode::no_device, std::string(name) + " is on device " +
+                                             to_string(t.device) +
+                                             ", but this build of hattn has CPU kernels only"};
   }
   int64_t elements = 1;
   for (int i = 0; i < rank; ++i) {
@@ -86,12 +86,13 @@ Status check_view(const TensorView& t, const char* name, int rank, const char* c
         << " is not supported (strides must be in [0, 2^31-1])";
       return invalid(e.str());
     }
-    if (elements > (INT64_MAX / 8) / t.shape[i]) return invalid(std::string(name) + " is too large");
+    if (elements > (INT64_MAX / 8) / t.shape[i])
+      return invalid(std::string(name) + " is too large");
     elements *= t.shape[i];
   }
   if (t.strides[rank - 1] != 1) {
-    e << name << " must be contiguous in its last dimension " << dims[rank - 1] << " (stride 1), got "
-      << t.describe();
+    e << name << " must be contiguous in its last dimension " << dims[rank - 1]
+      << " (stride 1), got " << t.describe();
     return invalid(e.str());
   }
   if (written && self_overlapping(t)) {
@@ -112,9 +113,7 @@ std::string shape_str(const TensorView& t) {
 
 }  // namespace
 
-Status invalid(const std::string& message) {
-  return Status{StatusCode::invalid_argument, message};
-}
+Status invalid(const std::string& message) { return Status{StatusCode::invalid_argument, message}; }
 
 Status validate_attention(const TensorView& q, const TensorView& k, const TensorView& v,
                           const TensorView& out, const AttentionOptions& options,
@@ -182,8 +181,8 @@ Status check_finite(const TensorView& t, const char* name) {
   for (idx[0] = 0; idx[0] < t.shape[0]; ++idx[0]) {
     for (idx[1] = 0; idx[1] < t.shape[1]; ++idx[1]) {
       for (idx[2] = 0; idx[2] < t.shape[2]; ++idx[2]) {
-        const float* row = base + idx[0] * t.strides[0] + idx[1] * t.strides[1] +
-                           idx[2] * t.strides[2];
+        const float* row =
+            base + idx[0] * t.strides[0] + idx[1] * t.strides[1] + idx[2] * t.strides[2];
         for (int64_t x = 0; x < t.shape[3]; ++x) {
           if (!std::isfinite(row[x])) {
             std::ostringstream e;

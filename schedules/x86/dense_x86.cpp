@@ -23,8 +23,12 @@ struct Tiles {
 
 Tiles read_tiles(const ScheduleContext& ctx) {
   const Tunables& t = ctx.tunables;
-  Tiles x{ctx.target.natural_vector_size<float>(), t.get("qb"), t.get("kb"),
-          t.get("tq"),  t.get("tk"), t.get("td")};
+  Tiles x{ctx.target.natural_vector_size<float>(),
+          t.get("qb"),
+          t.get("kb"),
+          t.get("tq"),
+          t.get("tk"),
+          t.get("td")};
   return x;
 }
 
@@ -137,8 +141,8 @@ void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
   st.dot.compute_at(st.state, st.rk);
   // tq vectors of lanes: independent FMA chains per key (one chain is latency-bound).
   const int lanes = fixed_d ? std::min(x.vec * x.tq, ctx.head_dim) : x.vec;
-  Func dot_lanes = st.dot.update().split(st.rc, rco, rci, lanes, TailStrategy::GuardWithIf)
-                       .rfactor(rci, lane);
+  Func dot_lanes =
+      st.dot.update().split(st.rc, rco, rci, lanes, TailStrategy::GuardWithIf).rfactor(rci, lane);
   dot_lanes.compute_at(st.state, st.rk).reorder_storage(lane, st.ii, st.jj).vectorize(lane);
   dot_lanes.update().reorder(lane, rco, st.ii, st.jj).vectorize(lane).unroll(st.jj, x.tk);
   st.dot.update().atomic().vectorize(rci);
@@ -162,9 +166,7 @@ void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
     st.pv.update().reorder(st.d, st.ii, st.rj).vectorize(st.d, x.vec).unroll(st.d);
   } else {
     st.pv.compute_at(st.state, st.rk).vectorize(st.d, x.vec, TailStrategy::GuardWithIf);
-    st.pv.update()
-        .reorder(st.d, st.ii, st.rj)
-        .vectorize(st.d, x.vec, TailStrategy::GuardWithIf);
+    st.pv.update().reorder(st.d, st.ii, st.rj).vectorize(st.d, x.vec, TailStrategy::GuardWithIf);
   }
 
   for (Func f : {dot_lanes, st.dot, st.scores, st.probs, st.block_max, st.block_sum}) {

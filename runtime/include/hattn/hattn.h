@@ -84,8 +84,8 @@ struct AttentionOptions {
 
 // What the dispatcher chose for a call (filled on success and on kernel errors).
 struct Dispatch {
-  std::string kernel;   // e.g. "dense_prefill_causal_d64_f32_x86avx2"
-  std::string reason;   // why this kernel, e.g. "Lq=2048 > decode threshold 8; D=64 specialized"
+  std::string kernel;  // e.g. "dense_prefill_causal_d64_f32_x86avx2"
+  std::string reason;  // why this kernel, e.g. "Lq=2048 > decode threshold 8; D=64 specialized"
   int decode_splits = 0;
 };
 
@@ -102,13 +102,13 @@ Status plan_attention(const TensorView& q, const TensorView& k, const TensorView
                       const TensorView& out, const AttentionOptions& options, Dispatch* chosen);
 
 struct KernelInfo {
-  std::string name;            // the configuration key: variant_phase_mask_dN_dtype_target
-  std::string variant;         // "dense"
-  std::string phase;           // "prefill" | "decode"
+  std::string name;     // the configuration key: variant_phase_mask_dN_dtype_target
+  std::string variant;  // "dense"
+  std::string phase;    // "prefill" | "decode"
   bool causal = false;
-  int head_dim = 0;            // 0: any head dim
-  std::string dtype;           // "f32"
-  std::string target;          // Halide target string the object was compiled for
+  int head_dim = 0;    // 0: any head dim
+  std::string dtype;   // "f32"
+  std::string target;  // Halide target string the object was compiled for
 };
 
 // Every kernel compiled into this library.
