@@ -32,7 +32,16 @@ std::string slurp(const std::string& path) {
   return s.str();
 }
 
-std::string dir() { return testing::TempDir(); }
+// A directory of this test process's own: ctest runs the tests of this file in parallel
+// processes, which must not share input or output files.
+std::string dir() {
+  static const std::string d = [] {
+    std::string templ = testing::TempDir() + "hattn_cli_XXXXXX";
+    const char* made = mkdtemp(templ.data());
+    return std::string(made ? made : testing::TempDir().c_str()) + "/";
+  }();
+  return d;
+}
 
 Result run_cli(const std::vector<std::string>& args) {
   const std::string out_path = dir() + "hattn_cli_stdout.txt",

@@ -1,5 +1,6 @@
 // .npy reading and writing: round trips on random data and every malformed-file refusal.
 #include <gtest/gtest.h>
+#include <stdlib.h>
 
 #include <cmath>
 #include <cstdio>
@@ -14,7 +15,15 @@ namespace {
 
 using hattn::npy::Array;
 
-std::string temp_path(const std::string& name) { return testing::TempDir() + "hattn_npy_" + name; }
+// Unique per test process (ctest runs tests in parallel processes).
+std::string temp_path(const std::string& name) {
+  static const std::string dir = [] {
+    std::string templ = testing::TempDir() + "hattn_npy_XXXXXX";
+    const char* made = mkdtemp(templ.data());
+    return std::string(made ? made : testing::TempDir().c_str()) + "/";
+  }();
+  return dir + name;
+}
 
 // The bytes NumPy writes: magic, version, little-endian header length, dict padded with spaces
 // so the data starts at a multiple of 64, then raw data.
