@@ -22,14 +22,6 @@ using hattn::Dispatch;
 using hattn::KernelInfo;
 using hattn::StatusCode;
 
-DenseCase make_case(const std::string& name, AttnShape shape, bool causal) {
-  DenseCase c;
-  c.name = name;
-  c.shape = shape;
-  c.causal = causal;
-  return c;
-}
-
 template <typename F>
 DenseCase with(DenseCase c, F edit) {
   edit(c);

@@ -533,4 +533,12 @@ const hattn::KernelInfo* find_kernel(const std::string& name) {
   return nullptr;
 }
 
+DenseCase make_case(const std::string& name, AttnShape shape, bool causal) {
+  DenseCase c;
+  c.name = name;
+  c.shape = shape;
+  c.causal = causal;
+  return c;
+}
+
 }  // namespace hattn_test

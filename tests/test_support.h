@@ -146,6 +146,7 @@ struct DenseCase {
   std::string describe() const;
 };
 std::string describe_shape(const AttnShape& s);
+DenseCase make_case(const std::string& name, AttnShape shape, bool causal);
 void PrintTo(const DenseCase& c, std::ostream* os);  // gtest prints parameters with this
 
 // Inputs of a case (random, fresh from the rng) and the double-precision reference result.

@@ -20,14 +20,6 @@ using hattn::StatusCode;
 
 constexpr int kThreads = 8;
 
-DenseCase make_case(const std::string& name, AttnShape shape, bool causal) {
-  DenseCase c;
-  c.name = name;
-  c.shape = shape;
-  c.causal = causal;
-  return c;
-}
-
 // Eight different calls: prefill, decode (several splits), causal, GQA/MQA, generic D, strided.
 std::vector<DenseCase> thread_cases() {
   std::vector<DenseCase> v;
