@@ -3,6 +3,7 @@
 # dispatch table is built from. A kernel's name is its configuration key:
 #   dense_prefill_causal_d64_f32_x86
 # and the same name is the C symbol, the manifest entry, `hattn list`'s row and benchmark labels.
+# Kernels that also return the log-sum-exp carry `_lse` after the mask.
 
 # x86: one library per kernel holding every ISA build, best first; Halide's multi-target wrapper
 # picks one at run time from the CPU's features. Each target carries user_context so errors are
@@ -17,7 +18,7 @@ set_property(GLOBAL PROPERTY HATTN_KERNELS "")
 add_halide_runtime(hattn_halide_runtime)
 
 function(hattn_add_kernel)
-  cmake_parse_arguments(K "" "VARIANT;PHASE;CAUSAL;HEAD_DIM;FAMILY" "TARGETS" ${ARGN})
+  cmake_parse_arguments(K "" "VARIANT;PHASE;CAUSAL;HEAD_DIM;FAMILY;LSE" "TARGETS" ${ARGN})
   if (K_CAUSAL)
     set(mask causal)
     set(causal_param true)
@@ -30,7 +31,16 @@ function(hattn_add_kernel)
   else ()
     set(dname d${K_HEAD_DIM})
   endif ()
-  set(name ${K_VARIANT}_${K_PHASE}_${mask}_${dname}_f32_${K_FAMILY})
+  if (K_LSE)
+    set(lse_param true)
+    set(lse_part _lse)
+    set(lse_flag 1)
+  else ()
+    set(lse_param false)
+    set(lse_part "")
+    set(lse_flag 0)
+  endif ()
+  set(name ${K_VARIANT}_${K_PHASE}_${mask}${lse_part}_${dname}_f32_${K_FAMILY})
 
   set(targets "")
   foreach (t IN LISTS K_TARGETS)
@@ -44,13 +54,13 @@ function(hattn_add_kernel)
                      FUNCTION_NAME ${name}
                      TARGETS ${targets}
                      USE_RUNTIME hattn_halide_runtime
-                     PARAMS phase=${K_PHASE} causal=${causal_param} head_dim=${K_HEAD_DIM}
+                     PARAMS phase=${K_PHASE} causal=${causal_param} head_dim=${K_HEAD_DIM} with_lse=${lse_param}
                             tables=${CMAKE_SOURCE_DIR}/schedules
                      DEPENDS ${tables})
 
   string(REPLACE ";" "," target_list "${K_TARGETS}")
   set_property(GLOBAL APPEND PROPERTY HATTN_KERNELS
-               "${name}|${K_VARIANT}|${K_PHASE}|${K_CAUSAL}|${K_HEAD_DIM}|f32|${K_FAMILY}|${target_list}")
+               "${name}|${K_VARIANT}|${K_PHASE}|${K_CAUSAL}|${K_HEAD_DIM}|f32|${K_FAMILY}|${target_list}|${lse_flag}")
 endfunction()
 
 # Writes <build>/generated/hattn_kernels.inc: an X-macro list of every kernel, and
@@ -70,7 +80,8 @@ function(hattn_write_manifest)
     list(GET f 5 dtype)
     list(GET f 6 family)
     list(GET f 7 tl)
-    string(APPEND inc "HATTN_KERNEL(${name}, \"${variant}\", \"${phase}\", ${causal}, ${hd}, \"${dtype}\", \"${family}\", \"${tl}\")\n")
+    list(GET f 8 lse)
+    string(APPEND inc "HATTN_KERNEL(${name}, \"${variant}\", \"${phase}\", ${causal}, ${hd}, \"${dtype}\", \"${family}\", \"${tl}\", ${lse})\n")
     string(APPEND hdr "#include \"${name}.h\"\n")
     list(APPEND libs ${name})
   endforeach ()

@@ -18,6 +18,9 @@ class DenseAttentionGenerator : public Generator<DenseAttentionGenerator> {
  public:
   GeneratorParam<std::string> phase{"phase", "prefill"};  // prefill | decode
   GeneratorParam<bool> causal{"causal", false};
+  // Without lse, prefill writes `out` inside each task; the lse output is then a placeholder
+  // (zeros) that the runtime never hands to a caller.
+  GeneratorParam<bool> with_lse{"with_lse", true};
   GeneratorParam<int> head_dim{"head_dim", 0};           // 0: any D
   GeneratorParam<std::string> tables{"tables", ""};      // the schedules/ folder
   GeneratorParam<std::string> tunables{"tunables", ""};  // overrides: "kb:128,tq:2"
@@ -35,7 +38,7 @@ class DenseAttentionGenerator : public Generator<DenseAttentionGenerator> {
     if (!decode && phase.value() != "prefill") {
       throw std::runtime_error("phase must be prefill or decode, got " + phase.value());
     }
-    ScheduleContext ctx{get_target(), head_dim, decode, read_tunables(decode)};
+    ScheduleContext ctx{get_target(), head_dim, decode, with_lse || decode, read_tunables(decode)};
 
     DenseInputs in;
     in.q = q;
@@ -53,7 +56,11 @@ class DenseAttentionGenerator : public Generator<DenseAttentionGenerator> {
     DenseBlocking blocking{ctx.tunables.get("qb"), ctx.tunables.get("kb")};
     DenseStages st = dense_attention(in, blocking);
     out = st.out;
-    lse = st.lse;
+    if (ctx.with_lse) {
+      lse = st.lse;
+    } else {
+      lse(st.i, st.h, st.b) = 0.f;
+    }
 
     constrain_inputs();
     set_estimates(decode);

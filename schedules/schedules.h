@@ -13,6 +13,7 @@ struct ScheduleContext {
   Halide::Target target;
   int head_dim = 0;  // 0: generic
   bool decode = false;
+  bool with_lse = true;  // false: the lse output is a placeholder and `out` is written per task
   Tunables tunables;
 };
 

@@ -140,7 +140,7 @@ TEST_F(Cli, ListPrintsKernels) {
   Result r = run_cli({"list"});
   EXPECT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.out.find("dense_prefill_noncausal_d64_f32_x86"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("dense_decode_causal_dany_f32_x86"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("dense_decode_causal_lse_dany_f32_x86"), std::string::npos) << r.out;
 }
 
 TEST_F(Cli, RunDenseMatchesReference) {

@@ -332,6 +332,7 @@ TEST_P(ForcedKernel, RunsAndMatchesReferenceOnEveryShapeItTakes) {
   int ran = 0, ran_own_phase = 0;
   for (DenseCase c : forced_candidates()) {
     c.kernel = name;
+    c.with_lse = info->lse;  // a kernel without the lse output refuses calls that ask for it
     SCOPED_TRACE(c.describe());
     // Plan first, on throwaway tensors of the right shapes: only `unsupported` may skip.
     HostTensor q({c.shape.batch, c.shape.q_heads, c.shape.lq, c.shape.head_dim}, c.q_layout);
@@ -425,6 +426,7 @@ TEST(DispatchReport, NamesACompiledKernelForTheShape) {
   };
   for (const Probe& pr : probes) {
     DenseCase c = make_case("probe", pr.shape, pr.causal);
+    c.with_lse = false;  // planned below without lse: the same options as the run
     SCOPED_TRACE(c.describe());
     TestRng rng(describe_shape(pr.shape) + (pr.causal ? " causal" : ""));
     DenseProblem p = make_problem(c, rng);
@@ -651,6 +653,37 @@ TEST(DenseInvariants, NanInOneQueryRowStaysInThatRow) {
     }
     EXPECT_EQ(bad, 0);
   }
+}
+
+}  // namespace
+}  // namespace hattn_test
+
+namespace hattn_test {
+namespace {
+
+// Without a requested lse the dispatcher takes a kernel that computes none; with one, a kernel
+// that does; forcing a kernel without lse on a call that asks for it is refused with the reason.
+TEST(DispatchLse, PicksKernelByLseRequest) {
+  DenseCase c = make_case("lse_choice", {1, 2, 2, 64, 64, 64}, false);
+  TestRng rng("lse_choice");
+  SCOPED_TRACE(rng.description());
+  c.with_lse = false;
+  DenseProblem p = make_problem(c, rng);
+  Dispatch d;
+  std::string failure = run_and_check(p, &d);
+  EXPECT_TRUE(failure.empty()) << failure;
+  EXPECT_EQ(d.kernel, "dense_prefill_noncausal_d64_f32_x86");
+
+  c.with_lse = true;
+  p = make_problem(c, rng);
+  failure = run_and_check(p, &d);
+  EXPECT_TRUE(failure.empty()) << failure;
+  EXPECT_EQ(d.kernel, "dense_prefill_noncausal_lse_d64_f32_x86");
+
+  c.kernel = "dense_prefill_noncausal_d64_f32_x86";
+  p = make_problem(c, rng);
+  failure = run_and_check(p, &d);
+  EXPECT_NE(failure.find("computes no log-sum-exp"), std::string::npos) << failure;
 }
 
 }  // namespace

@@ -59,13 +59,13 @@ double visible_pairs(int64_t lq, int64_t lk, bool causal) {
 }
 
 int list_kernels() {
-  std::printf("%-42s %-8s %-8s %-7s %-8s %-6s %s\n", "kernel", "variant", "phase", "causal",
-              "head_dim", "dtype", "targets");
+  std::printf("%-42s %-8s %-8s %-7s %-8s %-4s %-6s %s\n", "kernel", "variant", "phase", "causal",
+              "head_dim", "lse", "dtype", "targets");
   for (const hattn::KernelInfo& k : hattn::list_kernels()) {
     std::string d = k.head_dim ? std::to_string(k.head_dim) : "any";
-    std::printf("%-42s %-8s %-8s %-7s %-8s %-6s %s\n", k.name.c_str(), k.variant.c_str(),
-                k.phase.c_str(), k.causal ? "yes" : "no", d.c_str(), k.dtype.c_str(),
-                k.target.c_str());
+    std::printf("%-42s %-8s %-8s %-7s %-8s %-4s %-6s %s\n", k.name.c_str(), k.variant.c_str(),
+                k.phase.c_str(), k.causal ? "yes" : "no", d.c_str(), k.lse ? "yes" : "no",
+                k.dtype.c_str(), k.target.c_str());
   }
   return 0;
 }

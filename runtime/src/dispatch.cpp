@@ -10,8 +10,8 @@ namespace hattn {
 
 const std::vector<KernelEntry>& kernel_table() {
   static const std::vector<KernelEntry> table = {
-#define HATTN_KERNEL(name, variant, phase, causal, head_dim, dtype, family, targets) \
-  {KernelInfo{#name, variant, phase, causal != 0, head_dim, dtype, targets}, &name},
+#define HATTN_KERNEL(name, variant, phase, causal, head_dim, dtype, family, targets, lse) \
+  {KernelInfo{#name, variant, phase, causal != 0, head_dim, dtype, targets, lse != 0}, &name},
 #include "hattn_kernels.inc"
 #undef HATTN_KERNEL
   };
@@ -44,7 +44,16 @@ std::string incapable_reason(const KernelInfo& k, const AttentionShape& s,
     return "compiled for D=" + std::to_string(k.head_dim) +
            ", call has D=" + std::to_string(s.head_dim);
   }
+  if (o.lse != nullptr && !k.lse) return "computes no log-sum-exp, and lse was requested";
   return "";
+}
+
+// Among capable kernels: one compiled for this exact D beats the generic one; then one without
+// the lse output when none was requested (it needs no buffer of final states).
+bool preferred(const KernelInfo& a, const KernelInfo& b, const AttentionOptions& o) {
+  if ((a.head_dim != 0) != (b.head_dim != 0)) return a.head_dim != 0;
+  if (o.lse == nullptr && a.lse != b.lse) return !a.lse;
+  return false;
 }
 
 }  // namespace
@@ -81,8 +90,7 @@ Status choose_dense_kernel(const AttentionShape& shape, const AttentionOptions& 
       refusals << "\n  " << e.info.name << ": " << why;
       continue;
     }
-    // A kernel compiled for this exact D beats the generic one.
-    if (best == nullptr || (best->info.head_dim == 0 && e.info.head_dim != 0)) best = &e;
+    if (best == nullptr || preferred(e.info, best->info, options)) best = &e;
   }
   if (best == nullptr) {
     return Status{StatusCode::unsupported,

@@ -53,17 +53,22 @@ void schedule_prefill(DenseStages& st, const ScheduleContext& ctx) {
   const TailStrategy d_tail = fixed_d ? TailStrategy::ShiftInwards : TailStrategy::GuardWithIf;
   Var qo("qo"), qi("qi"), task("task");
 
-  // One task per (query block, head, batch): the running state lives in a small per-task buffer
-  // (L1/L2) and only its final value is copied to a root buffer (3x the output, linear in L) that
-  // `out` and `lse` read. Two outputs cannot share an inner loop without compute_with, whose
-  // bounds here recompute every block per task.
-  Func final_state = st.state.in();
-  final_state.compute_root()
-      .fuse(st.qblk, st.h, task)
-      .fuse(task, st.b, task)
-      .parallel(task)
-      .vectorize(st.ii, x.vec);
-  const LoopLevel per_task(final_state, task);
+  // One task per (query block, head, batch); the running state lives in a small per-task buffer
+  // (L1/L2). With lse, its final value is copied to a root buffer (3x the output, linear in L)
+  // that `out` and `lse` read: two outputs cannot share an inner loop without compute_with, whose
+  // bounds here recompute every block per task. Without lse, `out` is written inside the task.
+  LoopLevel per_task;
+  if (ctx.with_lse) {
+    Func final_state = st.state.in();
+    final_state.compute_root()
+        .fuse(st.qblk, st.h, task)
+        .fuse(task, st.b, task)
+        .parallel(task)
+        .vectorize(st.ii, x.vec);
+    per_task = LoopLevel(final_state, task);
+  } else {
+    per_task = LoopLevel(st.out, task);
+  }
   st.state.compute_at(per_task).bound(st.ii, 0, x.qb).vectorize(st.ii, x.vec);
   st.state.update().reorder(st.ii, st.d, st.rk).vectorize(st.ii, x.vec);
   st.q_scaled.compute_at(per_task).vectorize(st.ii, x.vec);

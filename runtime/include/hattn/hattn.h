@@ -109,6 +109,7 @@ struct KernelInfo {
   int head_dim = 0;    // 0: any head dim
   std::string dtype;   // "f32"
   std::string target;  // Halide target string the object was compiled for
+  bool lse = false;    // also returns the log-sum-exp (needed when AttentionOptions::lse is set)
 };
 
 // Every kernel compiled into this library.
