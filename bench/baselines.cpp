@@ -12,15 +12,35 @@ namespace {
 
 constexpr int64_t kQueryBlock = 256;
 
+// Softmax of row[0, visible) in place, zeros in row[visible, n); max-subtracted, fp32.
+void softmax_row(float* row, int64_t visible, int64_t n) {
+  float m = -INFINITY;
+  for (int64_t j = 0; j < visible; ++j) m = std::max(m, row[j]);
+  float sum = 0.f;
+  for (int64_t j = 0; j < visible; ++j) {
+    row[j] = std::exp(row[j] - m);
+    sum += row[j];
+  }
+  const float inv = visible > 0 ? 1.f / sum : 0.f;
+  for (int64_t j = 0; j < visible; ++j) row[j] *= inv;
+  std::fill(row + visible, row + n, 0.f);
+}
+
+// Keys visible to query row i under the bottom-right causal mask (all of them if not causal).
+int64_t visible_keys(const Shape& s, int64_t i) {
+  return s.causal ? std::clamp<int64_t>(i + (s.lk - s.lq) + 1, 0, s.lk) : s.lk;
+}
+
 // One head: q [Lq, D], k and v [Lk, D], out [Lq, D]; `scores` holds kQueryBlock x Lk floats.
 void attention_one_head(const Shape& s, const float* q, const float* k, const float* v, float* out,
                         std::vector<float>& scores) {
-  const int64_t d = s.head_dim, offset = s.lk - s.lq;
+  const int64_t d = s.head_dim;
   const float scale = 1.f / std::sqrt(static_cast<float>(d));
   for (int64_t r0 = 0; r0 < s.lq; r0 += kQueryBlock) {
     const int64_t rows = std::min(kQueryBlock, s.lq - r0);
-    // Keys visible to the block's last row; earlier rows mask the rest of the diagonal.
-    const int64_t keys = s.causal ? std::clamp<int64_t>(r0 + rows + offset, 0, s.lk) : s.lk;
+    // Keys visible to the block's last row go through the GEMMs; earlier rows mask the rest of
+    // the diagonal part.
+    const int64_t keys = visible_keys(s, r0 + rows - 1);
     if (keys == 0) {
       std::fill(out + r0 * d, out + (r0 + rows) * d, 0.f);
       continue;
@@ -30,23 +50,27 @@ void attention_one_head(const Shape& s, const float* q, const float* k, const fl
                 static_cast<int>(keys), static_cast<int>(d), scale, q + r0 * d, static_cast<int>(d),
                 k, static_cast<int>(d), 0.f, sc, static_cast<int>(keys));
     for (int64_t i = 0; i < rows; ++i) {
-      float* row = sc + i * keys;
-      const int64_t visible = s.causal ? std::clamp<int64_t>(r0 + i + offset + 1, 0, keys) : keys;
-      float m = -INFINITY;
-      for (int64_t j = 0; j < visible; ++j) m = std::max(m, row[j]);
-      float sum = 0.f;
-      for (int64_t j = 0; j < visible; ++j) {
-        row[j] = std::exp(row[j] - m);
-        sum += row[j];
-      }
-      const float inv = visible > 0 ? 1.f / sum : 0.f;
-      for (int64_t j = 0; j < visible; ++j) row[j] *= inv;
-      std::fill(row + visible, row + keys, 0.f);
+      softmax_row(sc + i * keys, std::min(visible_keys(s, r0 + i), keys), keys);
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows),
                 static_cast<int>(d), static_cast<int>(keys), 1.f, sc, static_cast<int>(keys), v,
                 static_cast<int>(d), 0.f, out + r0 * d, static_cast<int>(d));
   }
+}
+
+// Runs body(h, scratch) for every head h in [0, heads) on `threads` workers; each worker owns
+// `scratch_floats` floats of scratch.
+template <typename Body>
+void for_each_head(int64_t heads, int threads, int64_t scratch_floats, const Body& body) {
+  std::atomic<int64_t> next{0};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&] {
+      std::vector<float> scratch(static_cast<size_t>(scratch_floats));
+      for (int64_t h; (h = next.fetch_add(1)) < heads;) body(h, scratch);
+    });
+  }
+  for (std::thread& t : pool) t.join();
 }
 
 }  // namespace
@@ -64,17 +88,34 @@ void openblas_attention(const Shape& s, const float* q, const float* k, const fl
     return;
   }
   openblas_set_num_threads(1);
-  std::atomic<int64_t> next{0};
-  std::vector<std::thread> pool;
-  for (int t = 0; t < threads; ++t) {
-    pool.emplace_back([&] {
-      std::vector<float> scores(static_cast<size_t>(kQueryBlock * s.lk));
-      for (int64_t h; (h = next.fetch_add(1)) < heads;) {
-        attention_one_head(s, q + h * qsize, k + h * ksize, v + h * ksize, out + h * qsize, scores);
+  for_each_head(heads, threads, kQueryBlock * s.lk, [&](int64_t h, std::vector<float>& scores) {
+    attention_one_head(s, q + h * qsize, k + h * ksize, v + h * ksize, out + h * qsize, scores);
+  });
+}
+
+void openblas_decode(const Shape& s, const float* q, const float* k, const float* v, float* out,
+                     int threads) {
+  const int64_t heads = s.batch * s.heads, d = s.head_dim;
+  const int64_t qsize = s.lq * d, ksize = s.lk * d;
+  const float scale = 1.f / std::sqrt(static_cast<float>(d));
+  openblas_set_num_threads(1);
+  for_each_head(heads, threads, s.lk, [&](int64_t h, std::vector<float>& scores) {
+    const float* kh = k + h * ksize;
+    const float* vh = v + h * ksize;
+    for (int64_t i = 0; i < s.lq; ++i) {
+      const int64_t keys = visible_keys(s, i);
+      float* o = out + h * qsize + i * d;
+      if (keys == 0) {
+        std::fill(o, o + d, 0.f);
+        continue;
       }
-    });
-  }
-  for (std::thread& t : pool) t.join();
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(keys), static_cast<int>(d), scale,
+                  kh, static_cast<int>(d), q + h * qsize + i * d, 1, 0.f, scores.data(), 1);
+      softmax_row(scores.data(), keys, keys);
+      cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<int>(keys), static_cast<int>(d), 1.f, vh,
+                  static_cast<int>(d), scores.data(), 1, 0.f, o, 1);
+    }
+  });
 }
 
 void openblas_sgemm_nt(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c,
@@ -85,12 +126,22 @@ void openblas_sgemm_nt(int64_t m, int64_t n, int64_t k, const float* a, const fl
               static_cast<int>(n));
 }
 
+void openblas_sgemm_nn(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c,
+                       int threads) {
+  openblas_set_num_threads(threads);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(m), static_cast<int>(n),
+              static_cast<int>(k), 1.f, a, static_cast<int>(k), b, static_cast<int>(n), 0.f, c,
+              static_cast<int>(n));
+}
+
 double array_read(const float* data, int64_t n, int threads) {
   std::vector<double> partial(static_cast<size_t>(threads), 0.0);
   std::vector<std::thread> pool;
   for (int t = 0; t < threads; ++t) {
     pool.emplace_back([&, t] {
       const int64_t lo = n * t / threads, hi = n * (t + 1) / threads;
+      // 16 independent accumulators: the loop vectorizes and is bound by memory, not by the
+      // latency of a single add chain.
       float acc[16] = {};
       int64_t i = lo;
       for (; i + 16 <= hi; i += 16) {

@@ -18,8 +18,17 @@ struct Shape {
 void openblas_attention(const Shape& s, const float* q, const float* k, const float* v, float* out,
                         int threads, bool heads_parallel);
 
-// C[M, N] = A[M, K] B[N, K]^T with `threads` BLAS threads.
+// Decode (few queries, long keys) on OpenBLAS: per head, s = scale K q (sgemv), softmax,
+// o = V^T p (sgemv). `threads` workers take whole heads with single-threaded BLAS.
+void openblas_decode(const Shape& s, const float* q, const float* k, const float* v, float* out,
+                     int threads);
+
+// C[M, N] = A[M, K] B[N, K]^T with `threads` BLAS threads (the Q K^T shape).
 void openblas_sgemm_nt(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c,
+                       int threads);
+
+// C[M, N] = A[M, K] B[K, N] with `threads` BLAS threads (the P V shape).
+void openblas_sgemm_nn(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c,
                        int threads);
 
 // Sums `n` floats with `threads` threads (a pure read of memory); returns the sum.

@@ -1,8 +1,9 @@
 // Dense attention next to its baselines, measured in one run (see scripts/bench.sh for the table).
 //   hattn_dense/{prefill,decode}/...    hattn::attention through the public API
 //   openblas_attention/...              unfused attention, heads in parallel, 1-thread BLAS each
+//                                       (decode: sgemv per head)
 //   openblas_attention_mt/...           unfused attention, heads in sequence, N-thread BLAS
-//   openblas_sgemm/{qk,pv}/...          sgemm alone at the matching GEMM shapes
+//   openblas_sgemm/{qk,pv}/...          sgemm alone at the matching GEMM shapes, N-thread BLAS
 //   array_read/threads:N                a 1 GiB read, for the bandwidth decode is bound by
 // Threads: 2, or HATTN_BENCH_THREADS. Inputs are random (seed printed), never zeros.
 #include <benchmark/benchmark.h>
@@ -10,8 +11,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "baselines.h"
@@ -29,12 +30,34 @@ int bench_threads() {
   return n > 0 ? n : 2;
 }
 
-std::vector<float> random_floats(size_t n, uint64_t salt) {
-  std::mt19937_64 rng(kSeed + salt);
-  std::normal_distribution<float> dist;
-  std::vector<float> x(n);
-  for (float& v : x) v = dist(rng);
-  return x;
+// Uniform in [-1, 1) from splitmix64 (seeded by kSeed + salt): fast enough to fill 1 GiB, and
+// never all zeros.
+void fill_random(std::vector<float>& x, uint64_t salt) {
+  uint64_t state = kSeed + salt * 0x9e3779b97f4a7c15ull;
+  for (float& v : x) {
+    uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    v = static_cast<float>(z >> 40) * (2.f / 16777216.f) - 1.f;
+  }
+}
+
+// Google Benchmark calls a benchmark's function once per repetition (and more while it sizes
+// the iteration count). Buffers live in a one-slot cache keyed by the benchmark's name so each
+// benchmark allocates and fills its inputs once; the next benchmark frees them.
+std::vector<std::vector<float>>& buffers(const std::string& key, const std::vector<int64_t>& sizes) {
+  static std::string cached_key;
+  static std::vector<std::vector<float>> cached;
+  if (key != cached_key) {
+    cached.clear();
+    cached_key = key;
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      cached.emplace_back(static_cast<size_t>(sizes[i]));
+      fill_random(cached.back(), i + 1);
+    }
+  }
+  return cached;
 }
 
 // Query-key pairs visible under the (bottom-right) causal mask: the useful work.
@@ -47,13 +70,22 @@ double visible_pairs(const Shape& s) {
   return n;
 }
 
+// q, k, v, out of a shape (Hq == Hkv in this suite).
 struct Inputs {
-  std::vector<float> q, k, v, out;
-  explicit Inputs(const Shape& s)
-      : q(random_floats(static_cast<size_t>(s.batch * s.heads * s.lq * s.head_dim), 1)),
-        k(random_floats(static_cast<size_t>(s.batch * s.heads * s.lk * s.head_dim), 2)),
-        v(random_floats(static_cast<size_t>(s.batch * s.heads * s.lk * s.head_dim), 3)),
-        out(q.size(), 0.f) {}
+  float *q, *k, *v, *out;
+  explicit Inputs(const Shape& s) {
+    const int64_t qn = s.batch * s.heads * s.lq * s.head_dim;
+    const int64_t kn = s.batch * s.heads * s.lk * s.head_dim;
+    // Keyed by shape: hattn and the baselines at one shape read the same inputs.
+    const std::string key = "attention " + std::to_string(s.batch) + "x" + std::to_string(s.heads) +
+                            "x" + std::to_string(s.lq) + "x" + std::to_string(s.lk) + "x" +
+                            std::to_string(s.head_dim);
+    auto& b = buffers(key, {qn, kn, kn, qn});
+    q = b[0].data();
+    k = b[1].data();
+    v = b[2].data();
+    out = b[3].data();
+  }
 };
 
 void set_counters(benchmark::State& state, const Shape& s) {
@@ -68,8 +100,8 @@ void set_counters(benchmark::State& state, const Shape& s) {
 
 void run_hattn(benchmark::State& state, Shape s) {
   Inputs in(s);
-  auto view = [&](std::vector<float>& x, int64_t l) {
-    return hattn::TensorView::contiguous(x.data(), {s.batch, s.heads, l, s.head_dim});
+  auto view = [&](float* x, int64_t l) {
+    return hattn::TensorView::contiguous(x, {s.batch, s.heads, l, s.head_dim});
   };
   hattn::AttentionOptions opt;
   opt.causal = s.causal;
@@ -80,10 +112,11 @@ void run_hattn(benchmark::State& state, Shape s) {
                                         view(in.out, s.lq), opt, &chosen);
     if (!st.ok()) {
       state.SkipWithError(st.message.c_str());
-      return;
+      break;
     }
-    benchmark::DoNotOptimize(in.out.data());
+    benchmark::DoNotOptimize(in.out);
   }
+  if (state.error_occurred()) return;
   state.SetLabel(chosen.kernel);
   set_counters(state, s);
 }
@@ -92,21 +125,36 @@ void run_openblas_attention(benchmark::State& state, Shape s, bool heads_paralle
   Inputs in(s);
   const int threads = bench_threads();
   for (auto _ : state) {
-    hattn_bench::openblas_attention(s, in.q.data(), in.k.data(), in.v.data(), in.out.data(),
-                                    threads, heads_parallel);
-    benchmark::DoNotOptimize(in.out.data());
+    hattn_bench::openblas_attention(s, in.q, in.k, in.v, in.out, threads, heads_parallel);
+    benchmark::DoNotOptimize(in.out);
   }
   set_counters(state, s);
 }
 
-// The GEMMs of one head's attention, alone: QK^T is [L, L] x D, PV is [L, D] x L.
-void run_sgemm(benchmark::State& state, int64_t m, int64_t n, int64_t k) {
-  std::vector<float> a = random_floats(static_cast<size_t>(m * k), 4);
-  std::vector<float> b = random_floats(static_cast<size_t>(n * k), 5);
-  std::vector<float> c(static_cast<size_t>(m * n));
+void run_openblas_decode(benchmark::State& state, Shape s) {
+  Inputs in(s);
+  const int threads = bench_threads();
   for (auto _ : state) {
-    hattn_bench::openblas_sgemm_nt(m, n, k, a.data(), b.data(), c.data(), bench_threads());
-    benchmark::DoNotOptimize(c.data());
+    hattn_bench::openblas_decode(s, in.q, in.k, in.v, in.out, threads);
+    benchmark::DoNotOptimize(in.out);
+  }
+  set_counters(state, s);
+}
+
+// The GEMMs of one head's attention, alone, with N-thread BLAS: QK^T is C[L, L] = Q[L, D] K^T
+// (nt), PV is C[L, D] = P[L, L] V[L, D] (nn).
+void run_sgemm(benchmark::State& state, int64_t m, int64_t n, int64_t k, bool nt) {
+  const std::string key = std::string(nt ? "sgemm nt " : "sgemm nn ") + std::to_string(m) + "x" +
+                          std::to_string(n) + "x" + std::to_string(k);
+  auto& b = buffers(key, {m * k, n * k, m * n});
+  const int threads = bench_threads();
+  for (auto _ : state) {
+    if (nt) {
+      hattn_bench::openblas_sgemm_nt(m, n, k, b[0].data(), b[1].data(), b[2].data(), threads);
+    } else {
+      hattn_bench::openblas_sgemm_nn(m, n, k, b[0].data(), b[1].data(), b[2].data(), threads);
+    }
+    benchmark::DoNotOptimize(b[2].data());
   }
   state.counters["GFLOP/s"] =
       benchmark::Counter(2.0 * m * n * k * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
@@ -114,8 +162,8 @@ void run_sgemm(benchmark::State& state, int64_t m, int64_t n, int64_t k) {
 
 void run_array_read(benchmark::State& state, int threads) {
   const int64_t n = (int64_t{1} << 30) / 4;
-  std::vector<float> x = random_floats(static_cast<size_t>(n), 6);
-  for (auto _ : state) benchmark::DoNotOptimize(hattn_bench::array_read(x.data(), n, threads));
+  auto& b = buffers("array_read", {n});
+  for (auto _ : state) benchmark::DoNotOptimize(hattn_bench::array_read(b[0].data(), n, threads));
   state.counters["GB/s"] =
       benchmark::Counter(4.0 * n * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
@@ -125,57 +173,59 @@ std::string prefill_name(const std::string& what, const Shape& s) {
          "/causal:" + (s.causal ? "1" : "0");
 }
 
+template <typename... Args>
+void add(const std::string& name, Args&&... args) {
+  benchmark::RegisterBenchmark(name.c_str(), std::forward<Args>(args)...)
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
+}
+
 void register_all() {
   std::printf("hattn_bench: %d threads, seed %llu\n", bench_threads(),
               static_cast<unsigned long long>(kSeed));
   for (int64_t d : {64, 128}) {
     for (int64_t l : {512, 2048, 8192}) {
       for (bool causal : {false, true}) {
-        Shape s{1, 8, l, l, d, causal};
-        benchmark::RegisterBenchmark(prefill_name("hattn_dense", s).c_str(), run_hattn, s)
-            ->UseRealTime()
-            ->Unit(benchmark::kMillisecond);
-        benchmark::RegisterBenchmark(prefill_name("openblas_attention", s).c_str(),
-                                     run_openblas_attention, s, true)
-            ->UseRealTime()
-            ->Unit(benchmark::kMillisecond);
-        if (l == 2048) {
-          benchmark::RegisterBenchmark(prefill_name("openblas_attention_mt", s).c_str(),
-                                       run_openblas_attention, s, false)
-              ->UseRealTime()
-              ->Unit(benchmark::kMillisecond);
-        }
+        const Shape s{1, 8, l, l, d, causal};
+        add(prefill_name("hattn_dense", s), run_hattn, s);
+        add(prefill_name("openblas_attention", s), run_openblas_attention, s, true);
+        if (l == 2048) add(prefill_name("openblas_attention_mt", s), run_openblas_attention, s, false);
       }
       const std::string shape = "/L:" + std::to_string(l) + "/D:" + std::to_string(d);
-      benchmark::RegisterBenchmark(("openblas_sgemm/qk" + shape).c_str(), run_sgemm, l, l, d)
-          ->UseRealTime()
-          ->Unit(benchmark::kMillisecond);
-      benchmark::RegisterBenchmark(("openblas_sgemm/pv" + shape).c_str(), run_sgemm, l, d, l)
-          ->UseRealTime()
-          ->Unit(benchmark::kMillisecond);
+      add("openblas_sgemm/qk" + shape, run_sgemm, l, l, d, true);
+      add("openblas_sgemm/pv" + shape, run_sgemm, l, d, l, false);
     }
   }
   for (int64_t lk : {4096, 32768, 131072}) {
-    Shape s{1, 32, 1, lk, 128, false};
-    benchmark::RegisterBenchmark(("hattn_dense/decode/Lk:" + std::to_string(lk) + "/D:128").c_str(),
-                                 run_hattn, s)
-        ->UseRealTime()
-        ->Unit(benchmark::kMillisecond);
+    const Shape s{1, 32, 1, lk, 128, false};
+    const std::string shape = "/decode/Lk:" + std::to_string(lk) + "/D:128";
+    add("hattn_dense" + shape, run_hattn, s);
+    add("openblas_attention" + shape, run_openblas_decode, s);
   }
-  for (int t : {1, 2}) {
-    benchmark::RegisterBenchmark(("array_read/threads:" + std::to_string(t)).c_str(),
-                                 run_array_read, t)
-        ->UseRealTime()
-        ->Unit(benchmark::kMillisecond);
-  }
+  for (int t : {1, 2}) add("array_read/threads:" + std::to_string(t), run_array_read, t);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   register_all();
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  // Defaults unless the command line says otherwise: a repetition runs for at least 0.2 s (one
+  // iteration when that is longer), after a 0.05 s warm-up that pages the inputs in and lets the
+  // previous benchmark's spinning BLAS/Halide workers go to sleep. With
+  // --benchmark_repetitions=5 the whole suite takes about 5 minutes on 2 cores. (Flags rather
+  // than MinTime() so the benchmark names stay clean.)
+  std::vector<char*> args(argv, argv + argc);
+  std::string defaults[] = {"--benchmark_min_time=0.2", "--benchmark_min_warmup_time=0.05"};
+  for (std::string& flag : defaults) {
+    const std::string prefix = flag.substr(0, flag.find('='));
+    bool given = false;
+    for (int i = 1; i < argc; ++i) given = given || std::string(argv[i]).rfind(prefix, 0) == 0;
+    if (!given) args.insert(args.begin() + 1, flag.data());
+  }
+  int n = static_cast<int>(args.size());
+  args.push_back(nullptr);
+  benchmark::Initialize(&n, args.data());
+  if (benchmark::ReportUnrecognizedArguments(n, args.data())) return 1;
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

@@ -60,7 +60,7 @@ def main():
         q = torch.randn(1, 32, 1, 128)
         k, v = (torch.randn(1, 32, lk, 128) for _ in range(2))
         t = time_one(q, k, v, False, a.reps)
-        gbs = 2.0 * 32 * lk * 128 * 4 / t * 1e-9
+        gbs = 4.0 * 32 * 128 * (2 * 1 + 2 * lk) / t * 1e-9  # q, k, v read, out written
         name = f"torch_sdpa/decode/Lk:{lk}/D:128"
         results.append({"name": name, "run_type": "aggregate", "aggregate_name": "median",
                         "real_time": t * 1e3, "time_unit": "ms", "GB/s": gbs})

@@ -3,6 +3,7 @@
 #   scripts/bench.sh [--quick] [extra Google Benchmark args, e.g. --benchmark_filter=decode]
 # JSON and the table are kept in results/. PyTorch's SDPA joins when .venv-peer exists
 # (scripts/setup.sh --peer); otherwise the peer is skipped, and the table says so.
+# HATTN_BENCH_THREADS=n sets the threads (default 2); HATTN_BENCH_PEER=0 skips the peer.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 quick=0
@@ -10,6 +11,9 @@ args=()
 for a in "$@"; do
   if [ "$a" = "--quick" ]; then quick=1; else args+=("$a"); fi
 done
+if [ ! -f "$here/build/build.ninja" ]; then
+  "$here/.venv/bin/cmake" -S "$here" -B "$here/build" -G Ninja -DHATTN_BUILD_BENCH=ON
+fi
 "$here/.venv/bin/cmake" --build "$here/build" --target hattn_bench
 mkdir -p "$here/results"
 reps=5
@@ -22,11 +26,19 @@ fi
   --benchmark_out_format=json --benchmark_repetitions="$reps" \
   --benchmark_report_aggregates_only=true "${filter[@]}" "${args[@]}"
 peer_json=""
-if [ -x "$here/.venv-peer/bin/python" ] && "$here/.venv-peer/bin/python" -c "import torch" 2>/dev/null; then
+rm -f "$here/results/torch_sdpa.json"
+peer_py="$here/.venv-peer/bin/python"
+if [ "${HATTN_BENCH_PEER:-1}" = 0 ]; then
+  echo "== PyTorch SDPA peer skipped (HATTN_BENCH_PEER=0)"
+elif [ -x "$peer_py" ] && "$peer_py" -c "import torch" 2>/dev/null; then
   echo "== PyTorch SDPA peer"
-  "$here/.venv-peer/bin/python" "$here/bench/torch_sdpa.py" --out "$here/results/torch_sdpa.json" \
-    $([ "$quick" = 1 ] && echo --quick)
-  peer_json="$here/results/torch_sdpa.json"
+  peer_args=(--out "$here/results/torch_sdpa.json")
+  if [ "$quick" = 1 ]; then peer_args+=(--quick); fi
+  if "$peer_py" "$here/bench/torch_sdpa.py" "${peer_args[@]}"; then
+    peer_json="$here/results/torch_sdpa.json"
+  else
+    echo "== PyTorch SDPA peer failed; the table goes on without it"
+  fi
 else
   echo "== PyTorch SDPA peer skipped: no torch in .venv-peer (scripts/setup.sh --peer installs it)"
 fi
