@@ -46,7 +46,8 @@ void fill_random(std::vector<float>& x, uint64_t salt) {
 // Google Benchmark calls a benchmark's function once per repetition (and more while it sizes
 // the iteration count). Buffers live in a one-slot cache keyed by the benchmark's name so each
 // benchmark allocates and fills its inputs once; the next benchmark frees them.
-std::vector<std::vector<float>>& buffers(const std::string& key, const std::vector<int64_t>& sizes) {
+std::vector<std::vector<float>>& buffers(const std::string& key,
+                                         const std::vector<int64_t>& sizes) {
   static std::string cached_key;
   static std::vector<std::vector<float>> cached;
   if (key != cached_key) {
@@ -189,7 +190,8 @@ void register_all() {
         const Shape s{1, 8, l, l, d, causal};
         add(prefill_name("hattn_dense", s), run_hattn, s);
         add(prefill_name("openblas_attention", s), run_openblas_attention, s, true);
-        if (l == 2048) add(prefill_name("openblas_attention_mt", s), run_openblas_attention, s, false);
+        if (l == 2048)
+          add(prefill_name("openblas_attention_mt", s), run_openblas_attention, s, false);
       }
       const std::string shape = "/L:" + std::to_string(l) + "/D:" + std::to_string(d);
       add("openblas_sgemm/qk" + shape, run_sgemm, l, l, d, true);
