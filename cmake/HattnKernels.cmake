@@ -5,12 +5,25 @@
 # and the same name is the C symbol, the manifest entry, `hattn list`'s row and benchmark labels.
 # Kernels that also return the log-sum-exp carry `_lse` after the mask.
 
-# x86: one library per kernel holding every ISA build, best first; Halide's multi-target wrapper
-# picks one at run time from the CPU's features. Each target carries user_context so errors are
-# routed to the calling thread's status.
+# Target families. Each kernel library holds one or more builds of the same pipeline, best first;
+# Halide's multi-target wrapper picks one at run time from the CPU's features
+# (runtime/src/target_select.cpp reports which). Every target also carries user_context (added
+# below) so errors are routed to the calling thread's status.
+#
+# x86: AVX-512 (Skylake-X and later, Zen 4), AVX2+FMA (Haswell, Zen 1-3), SSE4.1 (anything else).
 set(HATTN_X86_TARGETS
-    "x86-64-linux-avx-avx2-avx512-avx512_skylake-f16c-fma-sse41;x86-64-linux-avx-avx2-f16c-fma-sse41"
+    "x86-64-linux-avx-avx2-avx512-avx512_skylake-f16c-fma-sse41;x86-64-linux-avx-avx2-f16c-fma-sse41;x86-64-linux-sse41"
     CACHE STRING "Halide targets for x86 kernels, best first (multi-target dispatch)")
+# aarch64: NEON, which every ARMv8-A core has. The kernels are fp32: dot-product and fp16 builds
+# would compile to the same instructions (those extensions speed up int8 and fp16 arithmetic), so
+# they are not built until a kernel has an fp16 or int8 path.
+set(HATTN_ARM_TARGETS "arm-64-linux"
+    CACHE STRING "Halide targets for aarch64 kernels, best first (multi-target dispatch)")
+# CUDA: PTX for compute capability 8.0 (Ampere), which the driver JIT-compiles for newer GPUs
+# (Hopper included). Halide 21 knows capabilities up to 8.6, which adds nothing for fp32 on the
+# FMA units, so 8.0 is the one build. The host part only launches kernels: baseline x86-64.
+set(HATTN_CUDA_TARGETS "x86-64-linux-cuda-cuda_capability_80"
+    CACHE STRING "Halide targets for CUDA kernels")
 
 set_property(GLOBAL PROPERTY HATTN_KERNELS "")
 

@@ -64,7 +64,7 @@ class DenseAttentionGenerator : public Generator<DenseAttentionGenerator> {
 
     constrain_inputs();
     set_estimates(decode);
-    if (!using_autoscheduler()) schedule_dense_x86(st, ctx);
+    if (!using_autoscheduler()) schedule_dense(st, ctx);
   }
 
  private:

@@ -17,7 +17,12 @@ struct ScheduleContext {
   Tunables tunables;
 };
 
-void schedule_dense_x86(DenseStages& st, const ScheduleContext& ctx);
+// x86 and ARM (schedules/cpu/dense_cpu.cpp): one loop structure, tiles from each ISA's table.
+void schedule_dense_cpu(DenseStages& st, const ScheduleContext& ctx);
+// CUDA (schedules/cuda/dense_cuda.cpp): blocks over query blocks, shared-memory stages.
+void schedule_dense_cuda(DenseStages& st, const ScheduleContext& ctx);
+// Picks the family's schedule for ctx.target.
+void schedule_dense(DenseStages& st, const ScheduleContext& ctx);
 
 // Table file for a target, relative to the schedules/ folder: "x86/avx512.table" etc.
 std::string table_for_target(const Halide::Target& t);

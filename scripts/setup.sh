@@ -28,6 +28,7 @@ debs=(
   libopenblas-dev
   libcli11-dev
   clang-format clang-tidy
+  g++-aarch64-linux-gnu qemu-user   # the ARM build: cross-compiled here, its tests run under qemu
 )
 missing=()
 for p in "${debs[@]}"; do

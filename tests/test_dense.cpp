@@ -378,8 +378,9 @@ INSTANTIATE_TEST_SUITE_P(Dense, ForcedKernel, ::testing::ValuesIn(kernel_names()
 // ---------------------------------------------------------------------------------------------
 // The kernel list and the dispatcher's report.
 
-// HATTN_TEST_ISA=avx2 runs this whole suite on the AVX2 builds of the kernels (see
-// test_support.h); check that the restriction really reached the kernels' dispatch.
+// HATTN_TEST_ISA=avx2|sse41 runs this whole suite on those builds of the kernels (see
+// test_support.h); check that the restriction really reached the kernels' dispatch, and that
+// every kernel reports the build that the restriction leaves.
 TEST(IsaRestriction, EffectiveWhenRequested) {
   ASSERT_TRUE(isa_restriction_error().empty()) << isa_restriction_error();
   if (isa_restriction() == "native") {
@@ -391,7 +392,29 @@ TEST(IsaRestriction, EffectiveWhenRequested) {
   std::string failure = run_and_check(p);
   EXPECT_TRUE(failure.empty()) << failure;
   EXPECT_GT(isa_refusals(), 0)
-      << "the kernels never asked about AVX-512: restriction not effective";
+      << "the kernels never asked about the refused features: restriction not effective";
+  for (const hattn::KernelInfo& k : hattn::list_kernels()) {
+    if (k.family == "cuda") continue;
+    const std::string build = hattn::selected_build(k);
+    EXPECT_FALSE(build.empty()) << k.name << ": no usable build";
+    EXPECT_EQ(build.find("avx512"), std::string::npos) << k.name << " runs " << build;
+    if (isa_restriction() == "sse41") {
+      EXPECT_EQ(build.find("avx"), std::string::npos) << k.name << " runs " << build;
+    } else {
+      EXPECT_NE(build.find("avx2"), std::string::npos) << k.name << " runs " << build;
+    }
+  }
+}
+
+// Every kernel runs the best build this CPU supports: what Halide's wrapper picks is what
+// selected_build() reports, and an x86 kernel always has an SSE4.1 fallback.
+TEST(IsaRestriction, SelectedBuildIsReported) {
+  for (const hattn::KernelInfo& k : hattn::list_kernels()) {
+    if (k.family != "x86") continue;
+    EXPECT_NE(k.target.find("sse41"), std::string::npos) << k.name << ": " << k.target;
+    EXPECT_FALSE(hattn::selected_build(k).empty()) << k.name;
+    std::cout << "[  BUILD   ] " << k.name << " runs " << hattn::selected_build(k) << std::endl;
+  }
 }
 
 TEST(KernelList, NamesAreUniqueAndDescribed) {
@@ -457,6 +480,7 @@ TEST(DispatchReport, NamesACompiledKernelForTheShape) {
     // A kernel specialized for this D (same phase and mask) is preferred over the generic one.
     bool specialized_exists = false;
     for (const KernelInfo& other : hattn::list_kernels()) {
+      if (other.family != k->family) continue;
       specialized_exists |=
           other.phase == phase && other.causal == pr.causal && other.head_dim == pr.shape.head_dim;
     }

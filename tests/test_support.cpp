@@ -66,15 +66,33 @@ bool has_feature(int count, const uint64_t* features, int f) {
   return (f >> 6) < count && ((features[f >> 6] >> (f & 63)) & 1) != 0;
 }
 
+bool has_any(int count, const uint64_t* features, std::initializer_list<int> fs) {
+  for (int f : fs) {
+    if (has_feature(count, features, f)) return true;
+  }
+  return false;
+}
+
+const std::initializer_list<int> kAvx512 = {
+    halide_target_feature_avx512,           halide_target_feature_avx512_knl,
+    halide_target_feature_avx512_skylake,   halide_target_feature_avx512_cannonlake,
+    halide_target_feature_avx512_sapphirerapids, halide_target_feature_avx512_zen4,
+    halide_target_feature_avx512_zen5,      halide_target_feature_avx10_1};
+const std::initializer_list<int> kAvx = {halide_target_feature_avx, halide_target_feature_avx2,
+                                         halide_target_feature_fma, halide_target_feature_f16c};
+
 int refuse_avx512(int count, const uint64_t* features) {
-  for (int f : {halide_target_feature_avx512, halide_target_feature_avx512_knl,
-                halide_target_feature_avx512_skylake, halide_target_feature_avx512_cannonlake,
-                halide_target_feature_avx512_sapphirerapids, halide_target_feature_avx512_zen4,
-                halide_target_feature_avx512_zen5, halide_target_feature_avx10_1}) {
-    if (has_feature(count, features, f)) {
-      ++g_isa_refusals;
-      return 0;
-    }
+  if (has_any(count, features, kAvx512)) {
+    ++g_isa_refusals;
+    return 0;
+  }
+  return halide_default_can_use_target_features(count, features);
+}
+
+int refuse_avx(int count, const uint64_t* features) {
+  if (has_any(count, features, kAvx512) || has_any(count, features, kAvx)) {
+    ++g_isa_refusals;
+    return 0;
   }
   return halide_default_can_use_target_features(count, features);
 }
@@ -89,13 +107,14 @@ IsaSetting install_isa_restriction() {
   const char* env = std::getenv("HATTN_TEST_ISA");
   const std::string want = env == nullptr ? "" : env;
   if (want.empty() || want == "native") return s;
-  if (want == "avx2") {
-    halide_set_custom_can_use_target_features(refuse_avx512);
-    s.name = "avx2";
-    std::cout << "[   ISA    ] HATTN_TEST_ISA=avx2: AVX-512 kernel builds disabled" << std::endl;
+  if (want == "avx2" || want == "sse41") {
+    halide_set_custom_can_use_target_features(want == "avx2" ? refuse_avx512 : refuse_avx);
+    s.name = want;
+    std::cout << "[   ISA    ] HATTN_TEST_ISA=" << want << ": builds above " << want
+              << " disabled" << std::endl;
     return s;
   }
-  s.error = "HATTN_TEST_ISA='" + want + "' is not one of: native, avx2";
+  s.error = "HATTN_TEST_ISA='" + want + "' is not one of: native, avx2, sse41";
   std::cerr << s.error << std::endl;
   return s;
 }
@@ -522,7 +541,17 @@ std::string run_and_check(const DenseProblem& p, const DenseCase& c, hattn::Disp
 
 std::vector<std::string> kernel_names() {
   std::vector<std::string> names;
-  for (const hattn::KernelInfo& k : hattn::list_kernels()) names.push_back(k.name);
+  for (const hattn::KernelInfo& k : hattn::list_kernels()) {
+    if (k.family != "cuda") names.push_back(k.name);
+  }
+  return names;
+}
+
+std::vector<std::string> cuda_kernel_names() {
+  std::vector<std::string> names;
+  for (const hattn::KernelInfo& k : hattn::list_kernels()) {
+    if (k.family == "cuda") names.push_back(k.name);
+  }
   return names;
 }
 

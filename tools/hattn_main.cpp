@@ -58,14 +58,19 @@ double visible_pairs(int64_t lq, int64_t lk, bool causal) {
   return n;
 }
 
+// One row per kernel; the last column is the build this machine runs (of the kernel's
+// multi-target builds) and how many builds the library holds.
 int list_kernels() {
   std::printf("%-42s %-8s %-8s %-7s %-8s %-4s %-6s %s\n", "kernel", "variant", "phase", "causal",
-              "head_dim", "lse", "dtype", "targets");
+              "head_dim", "lse", "dtype", "runs here (builds)");
   for (const hattn::KernelInfo& k : hattn::list_kernels()) {
     std::string d = k.head_dim ? std::to_string(k.head_dim) : "any";
-    std::printf("%-42s %-8s %-8s %-7s %-8s %-4s %-6s %s\n", k.name.c_str(), k.variant.c_str(),
-                k.phase.c_str(), k.causal ? "yes" : "no", d.c_str(), k.lse ? "yes" : "no",
-                k.dtype.c_str(), k.target.c_str());
+    std::string runs = hattn::selected_build(k);
+    if (runs.empty()) runs = "none usable on this CPU";
+    const long builds = 1 + std::count(k.target.begin(), k.target.end(), ',');
+    std::printf("%-42s %-8s %-8s %-7s %-8s %-4s %-6s %s (%ld)\n", k.name.c_str(),
+                k.variant.c_str(), k.phase.c_str(), k.causal ? "yes" : "no", d.c_str(),
+                k.lse ? "yes" : "no", k.dtype.c_str(), runs.c_str(), builds);
   }
   return 0;
 }

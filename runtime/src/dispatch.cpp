@@ -11,7 +11,7 @@ namespace hattn {
 const std::vector<KernelEntry>& kernel_table() {
   static const std::vector<KernelEntry> table = {
 #define HATTN_KERNEL(name, variant, phase, causal, head_dim, dtype, family, targets, lse) \
-  {KernelInfo{#name, variant, phase, causal != 0, head_dim, dtype, targets, lse != 0}, &name},
+  {KernelInfo{#name, variant, phase, causal != 0, head_dim, dtype, family, targets, lse != 0}, &name},
 #include "hattn_kernels.inc"
 #undef HATTN_KERNEL
   };
@@ -36,6 +36,14 @@ namespace {
 std::string incapable_reason(const KernelInfo& k, const AttentionShape& s,
                              const AttentionOptions& o) {
   if (k.variant != "dense") return "variant " + k.variant + ", not dense";
+  const bool cuda_kernel = k.family == "cuda";
+  if (cuda_kernel != (s.device == Device::cuda)) {
+    return std::string(cuda_kernel ? "CUDA kernel" : "CPU kernel") + ", tensors are on " +
+           to_string(s.device);
+  }
+  if (!cuda_kernel && selected_build(k).empty()) {
+    return "none of its builds (" + k.target + ") runs on this CPU";
+  }
   if (k.causal != o.causal) {
     return std::string("built for ") + (k.causal ? "causal" : "non-causal") + " masks, call is " +
            (o.causal ? "causal" : "non-causal");
@@ -114,6 +122,12 @@ int choose_decode_splits(const AttentionShape& shape, int requested) {
   const int64_t max_splits = std::max<int64_t>(1, blocks / kMinBlocksPerSplit);
   if (requested > 0) return static_cast<int>(std::min<int64_t>(requested, blocks));
   const int64_t rows = shape.batch * shape.q_heads * shape.lq;
+  if (shape.device == Device::cuda) {
+    // A thread block per (split, row): enough blocks to fill a large GPU several times over
+    // (an H100 has 132 SMs), each split at least one key block.
+    const int64_t want = (1024 + rows - 1) / rows;
+    return static_cast<int>(std::clamp<int64_t>(want, 1, blocks));
+  }
   // Many more tasks than threads: more streams in flight per core read closer to the memory
   // bandwidth (measured: H=32, Lk=32K decode, 1 split 30 GB/s, 4 splits 32 GB/s of 35 GB/s).
   const int64_t want = (64 * static_cast<int64_t>(worker_threads()) + rows - 1) / rows;

@@ -12,6 +12,8 @@ namespace hattn {
 // Passed as the kernel's user_context; Halide's error handler appends to `error`.
 struct CallContext {
   std::string error;
+  void* cuda_context = nullptr;  // AttentionOptions::cuda_context (CUDA kernels only)
+  void* cuda_stream = nullptr;   // AttentionOptions::cuda_stream
 };
 
 // Routes Halide errors into CallContext (installed once, idempotent).

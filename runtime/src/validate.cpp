@@ -64,10 +64,9 @@ Status check_view(const TensorView& t, const char* name, int rank, const char* c
     return Status{StatusCode::unsupported, std::string(name) + " has dtype " + to_string(t.dtype) +
                                                "; this build of hattn has fp32 kernels only"};
   }
-  if (t.device != Device::cpu) {
-    return Status{StatusCode::no_device, std::string(name) + " is on device " +
-                                             to_string(t.device) +
-                                             ", but this build of hattn has CPU kernels only"};
+  if (t.device != Device::cpu && t.device != Device::cuda) {
+    return invalid(std::string(name) + " has an unknown device value " +
+                   std::to_string(static_cast<int>(t.device)));
   }
   int64_t elements = 1;
   for (int i = 0; i < rank; ++i) {
@@ -124,6 +123,12 @@ Status validate_attention(const TensorView& q, const TensorView& k, const Tensor
     Status s = check_view(*views[n], names[n], 4, kDimNames4, n == 3);
     if (!s.ok()) return s;
   }
+  for (int n = 1; n < 4; ++n) {
+    if (views[n]->device != q.device) {
+      return invalid(std::string("q is on ") + to_string(q.device) + " but " + names[n] + " is on " +
+                     to_string(views[n]->device) + "; every tensor of a call must be on one device");
+    }
+  }
   if (q.shape[3] != k.shape[3] || q.shape[3] != v.shape[3]) {
     return invalid("head dim D differs: q " + shape_str(q) + ", k " + shape_str(k) + ", v " +
                    shape_str(v));
@@ -170,8 +175,16 @@ Status validate_attention(const TensorView& q, const TensorView& k, const Tensor
     for (const TensorView* t : views) {
       if (overlaps(lse, *t)) return invalid("lse overlaps another tensor in memory");
     }
+    if (lse.device != q.device) {
+      return invalid(std::string("lse is on ") + to_string(lse.device) + " but q is on " +
+                     to_string(q.device) + "; every tensor of a call must be on one device");
+    }
   }
-  *shape = {q.shape[0], q.shape[1], k.shape[1], q.shape[2], k.shape[2], q.shape[3]};
+  if (options.check_finite && q.device != Device::cpu) {
+    return Status{StatusCode::unsupported,
+                  "check_finite scans host memory and is not available for CUDA tensors"};
+  }
+  *shape = {q.shape[0], q.shape[1], k.shape[1], q.shape[2], k.shape[2], q.shape[3], q.device};
   return Status::success();
 }
 

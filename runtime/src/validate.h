@@ -7,6 +7,7 @@ namespace hattn {
 
 struct AttentionShape {
   int64_t batch = 0, q_heads = 0, kv_heads = 0, lq = 0, lk = 0, head_dim = 0;
+  Device device = Device::cpu;  // where every tensor of the call lives
 };
 
 Status invalid(const std::string& message);

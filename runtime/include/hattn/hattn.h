@@ -80,6 +80,12 @@ struct AttentionOptions {
   bool check_finite = false;
   // Decode only: number of key splits processed in parallel (0 = chosen from the shape).
   int decode_splits = 0;
+  // CUDA tensors only: the CUcontext and CUstream to run in. Null context: the context current on
+  // the calling thread, else device 0's primary context (the CUDA runtime's and PyTorch's). Null
+  // stream: the legacy default stream. The call is asynchronous on that stream, like a CUDA
+  // library call: synchronize before reading `out` from the host.
+  void* cuda_context = nullptr;
+  void* cuda_stream = nullptr;
 };
 
 // What the dispatcher chose for a call (filled on success and on kernel errors).
@@ -90,7 +96,9 @@ struct Dispatch {
 };
 
 // out = softmax(scale * q k^T [masked]) v, per (batch, query head).
-// q [B, Hq, Lq, D], k and v [B, Hkv, Lk, D], out [B, Hq, Lq, D]; all fp32 on the CPU for now.
+// q [B, Hq, Lq, D], k and v [B, Hkv, Lk, D], out [B, Hq, Lq, D]; fp32, all on the CPU or all in
+// CUDA device memory (TensorView::device; then lse too). CUDA calls need a build with CUDA
+// kernels and a usable device, else they return StatusCode::no_device saying which is missing.
 // Thread-safe: may be called from several threads at once.
 Status attention(const TensorView& q, const TensorView& k, const TensorView& v,
                  const TensorView& out, const AttentionOptions& options = {},
@@ -108,9 +116,18 @@ struct KernelInfo {
   bool causal = false;
   int head_dim = 0;    // 0: any head dim
   std::string dtype;   // "f32"
-  std::string target;  // Halide target string the object was compiled for
+  std::string family;  // schedule family: "x86", "arm" or "cuda"
+  std::string target;  // the Halide targets it was compiled for, best first, comma-separated
   bool lse = false;    // also returns the log-sum-exp (needed when AttentionOptions::lse is set)
 };
+
+// The build of a multi-target kernel that runs on this machine (one entry of KernelInfo::target,
+// picked by CPU features as Halide's wrapper picks it), or "" if this CPU can run none of them.
+std::string selected_build(const KernelInfo& kernel);
+
+// Whether CUDA tensors can be used now: the library holds CUDA kernels, the driver loads and
+// reports a device. If not, `reason` (when given) says which of these is missing.
+bool cuda_available(std::string* reason = nullptr);
 
 // Every kernel compiled into this library.
 const std::vector<KernelInfo>& list_kernels();

@@ -1,4 +1,7 @@
-// x86 schedules for dense attention (AVX-512, AVX2+FMA, SSE4.1 builds of the same algorithm).
+// CPU schedules for dense attention: the x86 builds (AVX-512, AVX2+FMA, SSE4.1) and the ARM
+// build (NEON) of the same algorithm. One schedule serves both families because what differs
+// between them is only vector width and register count, and those enter as the tunables of each
+// ISA's table (schedules/x86/*.table, schedules/arm/*.table): tile shapes, not loop structure.
 //
 // Prefill puts queries in the SIMD lanes: scores(ii, jj) and pv(ii, d) vectorize along ii, so
 // max, sum and both products need no horizontal reductions and K/V are read untransposed (one
@@ -186,21 +189,12 @@ void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
 
 }  // namespace
 
-void schedule_dense_x86(DenseStages& st, const ScheduleContext& ctx) {
+void schedule_dense_cpu(DenseStages& st, const ScheduleContext& ctx) {
   if (ctx.decode) {
     schedule_decode(st, ctx);
   } else {
     schedule_prefill(st, ctx);
   }
-}
-
-std::string table_for_target(const Target& t) {
-  if (t.arch == Target::X86) {
-    if (t.has_feature(Target::AVX512)) return "x86/avx512.table";
-    if (t.has_feature(Target::AVX2)) return "x86/avx2.table";
-    return "x86/sse41.table";
-  }
-  throw std::runtime_error("hattn: no schedule family for target " + t.to_string());
 }
 
 }  // namespace hattn
