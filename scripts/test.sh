@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# Sets up (scripts/setup.sh), builds and runs the whole test suite: once in Release, then once
-# more with AddressSanitizer + UndefinedBehaviorSanitizer over hattn's own code and tests.
+# Sets up (scripts/setup.sh), builds and runs the whole test suite:
+#   1. x86 Release build: every test (AVX-512/AVX2/SSE4.1 builds forced in turn where the CPU has
+#      them; CUDA tests run if a GPU is usable, else skip and say why);
+#   2. the PTX of every CUDA kernel assembled offline by ptxas for sm_80 and sm_90;
+#   3. the aarch64 build, cross-compiled, every test under qemu-aarch64 (two CPU models);
+#   4. the x86 tests again under AddressSanitizer + UndefinedBehaviorSanitizer.
 #   scripts/test.sh                 everything (what CI runs)
-#   scripts/test.sh --no-sanitize   skip the sanitizer build
+#   scripts/test.sh --no-sanitize   skip step 4
+#   scripts/test.sh --no-arm        skip step 3
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 sanitize=1
+arm=1
 for a in "$@"; do
   case "$a" in
     --no-sanitize) sanitize=0 ;;
+    --no-arm) arm=0 ;;
     *) echo "test.sh: unknown option '$a'" >&2; exit 2 ;;
   esac
 done
@@ -20,10 +27,22 @@ echo "[test] Release build"
 HATTN_BUILD_DIR="$here/build" "$here/scripts/build.sh" -DHATTN_BUILD_TESTS=ON
 "$ctest" --test-dir "$here/build" -j "$jobs" --output-on-failure
 
+echo "[test] ptxas over every CUDA kernel's PTX"
+if command -v ptxas >/dev/null || [ -x /usr/local/cuda/bin/ptxas ]; then
+  "$here/.venv/bin/python" "$here/scripts/check_ptx.py" --build "$here/build" --out "$here/build/ptx"
+else
+  echo "[test] SKIPPED: ptxas not found (no CUDA toolkit on this machine); PTX not validated"
+fi
+
+if [ "$arm" = 1 ]; then
+  echo "[test] aarch64 build under qemu"
+  "$here/scripts/test_arm.sh"
+fi
+
 if [ "$sanitize" = 1 ]; then
   echo "[test] ASan+UBSan build (hattn's runtime, CLI and tests; generated kernels are Halide's)"
   HATTN_BUILD_DIR="$here/build-sanitize" "$here/scripts/build.sh" -DHATTN_BUILD_TESTS=ON \
-    -DHATTN_BUILD_BENCH=OFF -DHATTN_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
+    -DHATTN_BUILD_BENCH=OFF -DHATTN_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHATTN_CUDA=OFF
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     "$ctest" --test-dir "$here/build-sanitize" -j "$jobs" --output-on-failure
 fi

@@ -46,7 +46,14 @@ std::string dir() {
 Result run_cli(const std::vector<std::string>& args) {
   const std::string out_path = dir() + "hattn_cli_stdout.txt",
                     err_path = dir() + "hattn_cli_stderr.txt";
-  std::vector<std::string> full = {HATTN_CLI_PATH};
+  // A cross-compiled CLI runs under the same emulator as the tests (HATTN_CLI_LAUNCHER, e.g.
+  // "qemu-aarch64|-L|/usr/aarch64-linux-gnu"; empty natively).
+  std::vector<std::string> full;
+  std::istringstream launcher(HATTN_CLI_LAUNCHER);
+  for (std::string part; std::getline(launcher, part, '|');) {
+    if (!part.empty()) full.push_back(part);
+  }
+  full.push_back(HATTN_CLI_PATH);
   full.insert(full.end(), args.begin(), args.end());
   std::vector<char*> argv;
   for (std::string& a : full) argv.push_back(a.data());
@@ -57,7 +64,7 @@ Result run_cli(const std::vector<std::string>& args) {
   posix_spawn_file_actions_addopen(&fa, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   pid_t pid = 0;
   Result r;
-  if (posix_spawn(&pid, HATTN_CLI_PATH, &fa, nullptr, argv.data(), environ) != 0) return r;
+  if (posix_spawnp(&pid, full[0].c_str(), &fa, nullptr, argv.data(), environ) != 0) return r;
   posix_spawn_file_actions_destroy(&fa);
   int ws = 0;
   waitpid(pid, &ws, 0);
@@ -139,8 +146,9 @@ class Cli : public testing::Test {
 TEST_F(Cli, ListPrintsKernels) {
   Result r = run_cli({"list"});
   EXPECT_EQ(r.status, 0) << r.err;
-  EXPECT_NE(r.out.find("dense_prefill_noncausal_d64_f32_x86"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("dense_decode_causal_lse_dany_f32_x86"), std::string::npos) << r.out;
+  const std::string f = "_f32_" + hattn_test::cpu_family();
+  EXPECT_NE(r.out.find("dense_prefill_noncausal_d64" + f), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("dense_decode_causal_lse_dany" + f), std::string::npos) << r.out;
 }
 
 TEST_F(Cli, RunDenseMatchesReference) {
@@ -189,7 +197,7 @@ TEST_F(Cli, ErrorPaths) {
   bad_scale.insert(bad_scale.end(), {"--scale", "-1"});
   expect_one_line_error(run_cli(bad_scale), "scale");
   std::vector<std::string> bad_kernel = run_args();
-  bad_kernel.insert(bad_kernel.end(), {"--kernel", "dense_prefill_noncausal_d128_f32_x86"});
+  bad_kernel.insert(bad_kernel.end(), {"--kernel", std::string("dense_prefill_noncausal_d128_f32_") + hattn_test::cpu_family()});
   expect_one_line_error(run_cli(bad_kernel), "compiled for D=128");
   std::vector<std::string> bad_variant = run_args();
   bad_variant[1] = "sparse";

@@ -696,15 +696,16 @@ TEST(DispatchLse, PicksKernelByLseRequest) {
   Dispatch d;
   std::string failure = run_and_check(p, &d);
   EXPECT_TRUE(failure.empty()) << failure;
-  EXPECT_EQ(d.kernel, "dense_prefill_noncausal_d64_f32_x86");
+  const std::string f = "_f32_" + cpu_family();
+  EXPECT_EQ(d.kernel, "dense_prefill_noncausal_d64" + f);
 
   c.with_lse = true;
   p = make_problem(c, rng);
   failure = run_and_check(p, &d);
   EXPECT_TRUE(failure.empty()) << failure;
-  EXPECT_EQ(d.kernel, "dense_prefill_noncausal_lse_d64_f32_x86");
+  EXPECT_EQ(d.kernel, "dense_prefill_noncausal_lse_d64" + f);
 
-  c.kernel = "dense_prefill_noncausal_d64_f32_x86";
+  c.kernel = "dense_prefill_noncausal_d64" + f;
   p = make_problem(c, rng);
   failure = run_and_check(p, &d);
   EXPECT_NE(failure.find("computes no log-sum-exp"), std::string::npos) << failure;

@@ -547,6 +547,14 @@ std::vector<std::string> kernel_names() {
   return names;
 }
 
+std::string cpu_family() {
+#if defined(__aarch64__)
+  return "arm";
+#else
+  return "x86";
+#endif
+}
+
 std::vector<std::string> cuda_kernel_names() {
   std::vector<std::string> names;
   for (const hattn::KernelInfo& k : hattn::list_kernels()) {

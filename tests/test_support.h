@@ -186,6 +186,8 @@ std::string run_and_check(const DenseProblem& p, const DenseCase& c,
 // Names of the CPU kernels (x86 or arm) and of the CUDA kernels compiled into the library.
 std::vector<std::string> kernel_names();
 std::vector<std::string> cuda_kernel_names();
+// The CPU family this test binary was built for ("x86" or "arm"): the suffix of its kernel names.
+std::string cpu_family();
 const hattn::KernelInfo* find_kernel(const std::string& name);
 
 // Prints max errors of passing comparisons when HATTN_TEST_VERBOSE is set.

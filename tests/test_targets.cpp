@@ -1,0 +1,79 @@
+// The CPU-feature question behind multi-target dispatch. Halide's wrapper picks a kernel build
+// by asking halide_can_use_target_features(); these tests check its answers against the CPU's own
+// report (cpuid through the compiler's builtins on x86, HWCAP from the kernel on aarch64), so a
+// Halide runtime that could not detect features (as Halide 14 could not on ARM) fails here
+// instead of silently running the baseline build.
+#include <HalideRuntime.h>
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <iostream>
+#include <string>
+
+#include "hattn/hattn.h"
+#include "test_support.h"
+
+#if defined(__aarch64__)
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+#endif
+
+namespace {
+
+bool halide_allows(halide_target_feature_t f) {
+  constexpr int kWords = (halide_target_feature_end + 63) / 64;
+  uint64_t words[kWords] = {};
+  words[f / 64] |= uint64_t{1} << (f % 64);
+  return halide_can_use_target_features(kWords, words) != 0;
+}
+
+struct FeatureCheck {
+  const char* name;
+  halide_target_feature_t halide;
+  bool cpu;  // what the CPU itself reports
+};
+
+std::vector<FeatureCheck> features_of_this_cpu() {
+#if defined(__aarch64__)
+  const unsigned long hw = getauxval(AT_HWCAP), hw2 = getauxval(AT_HWCAP2);
+  return {{"arm_dot_prod (asimddp)", halide_target_feature_arm_dot_prod, (hw & HWCAP_ASIMDDP) != 0},
+          {"arm_fp16 (asimdhp)", halide_target_feature_arm_fp16, (hw & HWCAP_ASIMDHP) != 0},
+          {"sve", halide_target_feature_sve, (hw & HWCAP_SVE) != 0},
+          {"sve2", halide_target_feature_sve2, (hw2 & HWCAP2_SVE2) != 0}};
+#else
+  __builtin_cpu_init();
+  return {{"sse41", halide_target_feature_sse41, __builtin_cpu_supports("sse4.1") != 0},
+          {"avx2", halide_target_feature_avx2, __builtin_cpu_supports("avx2") != 0},
+          {"fma", halide_target_feature_fma, __builtin_cpu_supports("fma") != 0},
+          {"avx512_skylake", halide_target_feature_avx512_skylake,
+           __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx512cd")}};
+#endif
+}
+
+TEST(CpuFeatures, HalideAgreesWithTheCpu) {
+  if (hattn_test::isa_restriction() != "native") {
+    GTEST_SKIP() << "HATTN_TEST_ISA=" << hattn_test::isa_restriction()
+                 << " deliberately overrides Halide's answers";
+  }
+  for (const FeatureCheck& f : features_of_this_cpu()) {
+    const bool halide = halide_allows(f.halide);
+    std::cout << "[ FEATURE  ] " << f.name << ": cpu " << f.cpu << ", halide " << halide
+              << std::endl;
+    EXPECT_EQ(halide, f.cpu) << f.name;
+  }
+}
+
+// Every CPU kernel has a build this CPU can run, and it is the first one (best first) that the
+// CPU's features allow.
+TEST(CpuFeatures, EveryKernelHasARunnableBuild) {
+  for (const hattn::KernelInfo& k : hattn::list_kernels()) {
+    if (k.family == "cuda") continue;
+    const std::string build = hattn::selected_build(k);
+    EXPECT_FALSE(build.empty()) << k.name << " (" << k.target << ")";
+    EXPECT_EQ(k.family, hattn_test::cpu_family()) << k.name;
+  }
+}
+
+}  // namespace
