@@ -475,6 +475,15 @@ hattn::AttentionOptions options_for(const DenseCase& c, const hattn::TensorView*
 
 RunOutput run_attention(const DenseProblem& p) { return run_attention(p, p.c); }
 
+namespace {
+AttentionRunner& runner() {
+  static AttentionRunner r;
+  return r;
+}
+}  // namespace
+
+void set_attention_runner(AttentionRunner r) { runner() = std::move(r); }
+
 RunOutput run_attention(const DenseProblem& p, const DenseCase& c) {
   RunOutput r;
   const AttnShape& s = p.c.shape;
@@ -487,8 +496,10 @@ RunOutput run_attention(const DenseProblem& p, const DenseCase& c) {
     lse_view = r.lse.view();
   }
   const hattn::AttentionOptions options = options_for(c, c.with_lse ? &lse_view : nullptr);
-  r.status =
-      hattn::attention(p.q.view(), p.k.view(), p.v.view(), r.out.view(), options, &r.dispatch);
+  r.status = runner() ? runner()(p.q.view(), p.k.view(), p.v.view(), r.out.view(), options,
+                                 &r.dispatch)
+                      : hattn::attention(p.q.view(), p.k.view(), p.v.view(), r.out.view(), options,
+                                         &r.dispatch);
   std::string problems;
   const HostTensor* inputs[] = {&p.q, &p.k, &p.v};
   const char* names[] = {"q", "k", "v"};

@@ -14,6 +14,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -175,6 +176,13 @@ struct RunOutput {
 
 // Allocates out (and lse) in the case's layouts, poisons them, calls hattn::attention and checks
 // that q, k, v are bitwise unchanged and that no padding of out/lse was written.
+// What run_attention() calls; the default is hattn::attention on the host tensors. The CUDA tests
+// install one that copies the views to device memory, runs there and copies the outputs back.
+using AttentionRunner = std::function<hattn::Status(
+    const hattn::TensorView& q, const hattn::TensorView& k, const hattn::TensorView& v,
+    const hattn::TensorView& out, const hattn::AttentionOptions& options, hattn::Dispatch* chosen)>;
+void set_attention_runner(AttentionRunner runner);  // empty: the default
+
 RunOutput run_attention(const DenseProblem& p);
 RunOutput run_attention(const DenseProblem& p, const DenseCase& c);  // case overrides options
 
