@@ -99,6 +99,19 @@ void set_counters(benchmark::State& state, const Shape& s) {
       benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// The ISA build of `kernel` that this CPU runs (the label shows which multi-target entry ran).
+std::string isa_of(const std::string& kernel) {
+  for (const hattn::KernelInfo& k : hattn::list_kernels()) {
+    if (k.name != kernel) continue;
+    const std::string build = hattn::selected_build(k);
+    if (build.find("avx512") != std::string::npos) return "avx512";
+    if (build.find("avx2") != std::string::npos) return "avx2";
+    if (build.find("sse41") != std::string::npos) return "sse41";
+    return build;
+  }
+  return "?";
+}
+
 void run_hattn(benchmark::State& state, Shape s) {
   Inputs in(s);
   auto view = [&](float* x, int64_t l) {
@@ -118,7 +131,7 @@ void run_hattn(benchmark::State& state, Shape s) {
     benchmark::DoNotOptimize(in.out);
   }
   if (state.error_occurred()) return;
-  state.SetLabel(chosen.kernel);
+  state.SetLabel(chosen.kernel + " [" + isa_of(chosen.kernel) + "]");
   set_counters(state, s);
 }
 

@@ -89,7 +89,7 @@ def main():
 
     failures = 0
     print(f"ptxas: {ptxas}; {len(libs)} CUDA kernels; architectures {', '.join(archs)}")
-    print(f"{'kernel':44} {'arch':6} {'gpu function':34} {'regs':>5} {'spill st/ld':>12} {'smem':>7}")
+    print(f"{'kernel':44} {'arch':6} {'gpu function':34} {'regs':>5} {'spill st/ld':>12} {'static smem':>11}")
     for lib in libs:
         kernel = os.path.basename(lib)[3:-2]
         ptxs = extract_ptx(lib)
@@ -111,7 +111,7 @@ def main():
                     short = re.sub(r"^_?kernel_", "", fn)[:34]
                     spill = f"{s['spill_st']}/{s['spill_ld']}"
                     flag = "  <- spills" if s["spill_st"] or s["spill_ld"] else ""
-                    print(f"{kernel:44} {arch:6} {short:34} {s['regs']:5} {spill:>12} {s['smem']:7}{flag}")
+                    print(f"{kernel:44} {arch:6} {short:34} {s['regs']:5} {spill:>12} {s['smem']:11}{flag}")
     print(f"PTX written to {out_dir}")
     if failures:
         print(f"check_ptx: {failures} failure(s)", file=sys.stderr)

@@ -197,7 +197,9 @@ TEST_F(Cli, ErrorPaths) {
   bad_scale.insert(bad_scale.end(), {"--scale", "-1"});
   expect_one_line_error(run_cli(bad_scale), "scale");
   std::vector<std::string> bad_kernel = run_args();
-  bad_kernel.insert(bad_kernel.end(), {"--kernel", std::string("dense_prefill_noncausal_d128_f32_") + hattn_test::cpu_family()});
+  bad_kernel.insert(
+      bad_kernel.end(),
+      {"--kernel", std::string("dense_prefill_noncausal_d128_f32_") + hattn_test::cpu_family()});
   expect_one_line_error(run_cli(bad_kernel), "compiled for D=128");
   std::vector<std::string> bad_variant = run_args();
   bad_variant[1] = "sparse";

@@ -73,11 +73,14 @@ bool has_any(int count, const uint64_t* features, std::initializer_list<int> fs)
   return false;
 }
 
-const std::initializer_list<int> kAvx512 = {
-    halide_target_feature_avx512,           halide_target_feature_avx512_knl,
-    halide_target_feature_avx512_skylake,   halide_target_feature_avx512_cannonlake,
-    halide_target_feature_avx512_sapphirerapids, halide_target_feature_avx512_zen4,
-    halide_target_feature_avx512_zen5,      halide_target_feature_avx10_1};
+const std::initializer_list<int> kAvx512 = {halide_target_feature_avx512,
+                                            halide_target_feature_avx512_knl,
+                                            halide_target_feature_avx512_skylake,
+                                            halide_target_feature_avx512_cannonlake,
+                                            halide_target_feature_avx512_sapphirerapids,
+                                            halide_target_feature_avx512_zen4,
+                                            halide_target_feature_avx512_zen5,
+                                            halide_target_feature_avx10_1};
 const std::initializer_list<int> kAvx = {halide_target_feature_avx, halide_target_feature_avx2,
                                          halide_target_feature_fma, halide_target_feature_f16c};
 
@@ -110,8 +113,8 @@ IsaSetting install_isa_restriction() {
   if (want == "avx2" || want == "sse41") {
     halide_set_custom_can_use_target_features(want == "avx2" ? refuse_avx512 : refuse_avx);
     s.name = want;
-    std::cout << "[   ISA    ] HATTN_TEST_ISA=" << want << ": builds above " << want
-              << " disabled" << std::endl;
+    std::cout << "[   ISA    ] HATTN_TEST_ISA=" << want << ": builds above " << want << " disabled"
+              << std::endl;
     return s;
   }
   s.error = "HATTN_TEST_ISA='" + want + "' is not one of: native, avx2, sse41";
@@ -496,10 +499,10 @@ RunOutput run_attention(const DenseProblem& p, const DenseCase& c) {
     lse_view = r.lse.view();
   }
   const hattn::AttentionOptions options = options_for(c, c.with_lse ? &lse_view : nullptr);
-  r.status = runner() ? runner()(p.q.view(), p.k.view(), p.v.view(), r.out.view(), options,
-                                 &r.dispatch)
-                      : hattn::attention(p.q.view(), p.k.view(), p.v.view(), r.out.view(), options,
-                                         &r.dispatch);
+  r.status = runner()
+                 ? runner()(p.q.view(), p.k.view(), p.v.view(), r.out.view(), options, &r.dispatch)
+                 : hattn::attention(p.q.view(), p.k.view(), p.v.view(), r.out.view(), options,
+                                    &r.dispatch);
   std::string problems;
   const HostTensor* inputs[] = {&p.q, &p.k, &p.v};
   const char* names[] = {"q", "k", "v"};

@@ -109,8 +109,7 @@ Status attention(const TensorView& q, const TensorView& k, const TensorView& v,
       lse_view = *options.lse;
     } else {
       lse_scratch.resize(static_cast<size_t>(shape.batch * shape.q_heads * shape.lq));
-      lse_view =
-          TensorView::contiguous(lse_scratch.data(), {shape.batch, shape.q_heads, shape.lq});
+      lse_view = TensorView::contiguous(lse_scratch.data(), {shape.batch, shape.q_heads, shape.lq});
     }
     HalideBuffer qb(q), kb(k), vb(v), ob(out), lb(lse_view);
     rc = kernel->fn(&ctx, qb.get(), kb.get(), vb.get(), scale, d.decode_splits, ob.get(), lb.get());

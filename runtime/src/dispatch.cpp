@@ -10,8 +10,9 @@ namespace hattn {
 
 const std::vector<KernelEntry>& kernel_table() {
   static const std::vector<KernelEntry> table = {
-#define HATTN_KERNEL(name, variant, phase, causal, head_dim, dtype, family, targets, lse) \
-  {KernelInfo{#name, variant, phase, causal != 0, head_dim, dtype, family, targets, lse != 0}, &name},
+#define HATTN_KERNEL(name, variant, phase, causal, head_dim, dtype, family, targets, lse)      \
+  {KernelInfo{#name, variant, phase, causal != 0, head_dim, dtype, family, targets, lse != 0}, \
+   &name},
 #include "hattn_kernels.inc"
 #undef HATTN_KERNEL
   };

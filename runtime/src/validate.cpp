@@ -125,8 +125,9 @@ Status validate_attention(const TensorView& q, const TensorView& k, const Tensor
   }
   for (int n = 1; n < 4; ++n) {
     if (views[n]->device != q.device) {
-      return invalid(std::string("q is on ") + to_string(q.device) + " but " + names[n] + " is on " +
-                     to_string(views[n]->device) + "; every tensor of a call must be on one device");
+      return invalid(std::string("q is on ") + to_string(q.device) + " but " + names[n] +
+                     " is on " + to_string(views[n]->device) +
+                     "; every tensor of a call must be on one device");
     }
   }
   if (q.shape[3] != k.shape[3] || q.shape[3] != v.shape[3]) {

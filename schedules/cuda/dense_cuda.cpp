@@ -120,9 +120,8 @@ void schedule_decode_cuda(DenseStages& st, const ScheduleContext& ctx) {
       .gpu_threads(jt)
       .unroll(js);
   st.dot.compute_at(st.scores, jt);
-  Func dot_lanes = st.dot.update()
-                       .split(st.rc, rco, rci, 4, TailStrategy::GuardWithIf)
-                       .rfactor(rci, lane);
+  Func dot_lanes =
+      st.dot.update().split(st.rc, rco, rci, 4, TailStrategy::GuardWithIf).rfactor(rci, lane);
   dot_lanes.compute_at(st.scores, jt).vectorize(lane).unroll(st.jj);
   dot_lanes.update().reorder(lane, st.jj, rco).vectorize(lane).unroll(st.jj);
 
