@@ -53,7 +53,19 @@ function(hattn_add_kernel)
     set(lse_part "")
     set(lse_flag 0)
   endif ()
-  set(name ${K_VARIANT}_${K_PHASE}_${mask}${lse_part}_${dname}_f32_${K_FAMILY})
+  # Each variant's generator takes its own parameters; topk_ffn has one kernel per family.
+  if (K_VARIANT STREQUAL "dense")
+    set(name ${K_VARIANT}_${K_PHASE}_${mask}${lse_part}_${dname}_f32_${K_FAMILY})
+    set(gen_params phase=${K_PHASE} causal=${causal_param} head_dim=${K_HEAD_DIM} with_lse=${lse_param})
+  elseif (K_VARIANT STREQUAL "topk")
+    set(name ${K_VARIANT}_${K_PHASE}_${mask}_${dname}_f32_${K_FAMILY})
+    set(gen_params phase=${K_PHASE} causal=${causal_param} head_dim=${K_HEAD_DIM})
+  elseif (K_VARIANT STREQUAL "topk_ffn")
+    set(name ${K_VARIANT}_dany_f32_${K_FAMILY})
+    set(gen_params "")
+  else ()
+    message(FATAL_ERROR "hattn_add_kernel: unknown variant ${K_VARIANT}")
+  endif ()
 
   set(targets "")
   foreach (t IN LISTS K_TARGETS)
@@ -67,8 +79,7 @@ function(hattn_add_kernel)
                      FUNCTION_NAME ${name}
                      TARGETS ${targets}
                      USE_RUNTIME hattn_halide_runtime
-                     PARAMS phase=${K_PHASE} causal=${causal_param} head_dim=${K_HEAD_DIM} with_lse=${lse_param}
-                            tables=${CMAKE_SOURCE_DIR}/schedules
+                     PARAMS ${gen_params} tables=${CMAKE_SOURCE_DIR}/schedules
                      DEPENDS ${tables})
 
   string(REPLACE ";" "," target_list "${K_TARGETS}")

@@ -6,6 +6,7 @@
 #include "Halide.h"
 #include "dense.h"
 #include "table.h"
+#include "topk.h"
 
 namespace hattn {
 
@@ -21,6 +22,9 @@ struct ScheduleContext {
 void schedule_dense_cpu(DenseStages& st, const ScheduleContext& ctx);
 // CUDA (schedules/cuda/dense_cuda.cpp): blocks over query blocks, shared-memory stages.
 void schedule_dense_cuda(DenseStages& st, const ScheduleContext& ctx);
+// topk attention and topk_ffn on x86 and ARM (schedules/cpu/topk_cpu.cpp).
+void schedule_topk_cpu(TopkStages& st, const ScheduleContext& ctx);
+void schedule_topk_ffn_cpu(TopkFfnStages& st, const ScheduleContext& ctx);
 // Picks the family's schedule for ctx.target.
 void schedule_dense(DenseStages& st, const ScheduleContext& ctx);
 

@@ -1,5 +1,6 @@
 #include "reference.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -70,6 +71,83 @@ void reference_attention(const float* q, const float* k, const float* v, const A
         if (lse != nullptr) (*lse)[row] = max_score + std::log(sum);
       }
     }
+  }
+}
+
+namespace {
+
+// Indices of `scores` ordered by (score descending, index ascending); the kept count; the gap.
+std::vector<int64_t> top_indices(const std::vector<double>& scores, int64_t keep, double* gap) {
+  std::vector<int64_t> order(scores.size());
+  for (size_t j = 0; j < order.size(); ++j) order[j] = static_cast<int64_t>(j);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t a, int64_t b) { return scores[a] > scores[b]; });
+  const size_t n = std::min(order.size(), static_cast<size_t>(std::max<int64_t>(keep, 0)));
+  *gap = n < order.size() && n > 0 ? scores[order[n - 1]] - scores[order[n]]
+                                   : std::numeric_limits<double>::infinity();
+  order.resize(n);
+  return order;
+}
+
+}  // namespace
+
+void reference_topk_attention(const float* q, const float* k, const float* v, const AttnShape& s,
+                              const AttnStrides& st, bool causal, double scale, int64_t topk,
+                              std::vector<double>* out, std::vector<double>* gap) {
+  out->assign(static_cast<size_t>(s.batch * s.q_heads * s.lq * s.head_dim), 0.0);
+  if (gap != nullptr) gap->assign(static_cast<size_t>(s.batch * s.q_heads * s.lq), 0.0);
+  const int64_t group = s.q_heads / s.kv_heads;
+  for (int64_t b = 0; b < s.batch; ++b) {
+    for (int64_t h = 0; h < s.q_heads; ++h) {
+      const int64_t hk = h / group;
+      for (int64_t i = 0; i < s.lq; ++i) {
+        const int64_t visible = causal ? std::clamp<int64_t>(i + s.lk - s.lq + 1, 0, s.lk) : s.lk;
+        const float* qi = q + b * st.q[0] + h * st.q[1] + i * st.q[2];
+        std::vector<double> scores(static_cast<size_t>(visible));
+        for (int64_t j = 0; j < visible; ++j) {
+          const float* kj = k + b * st.k[0] + hk * st.k[1] + j * st.k[2];
+          double dot = 0.0;
+          for (int64_t d = 0; d < s.head_dim; ++d) dot += double(qi[d]) * double(kj[d]);
+          scores[static_cast<size_t>(j)] = scale * dot;
+        }
+        double g = 0.0;
+        std::vector<int64_t> kept = top_indices(scores, topk, &g);
+        const size_t row = static_cast<size_t>((b * s.q_heads + h) * s.lq + i);
+        if (gap != nullptr) (*gap)[row] = g;
+        if (kept.empty()) continue;
+        double m = scores[static_cast<size_t>(kept[0])];
+        double l = 0.0;
+        for (int64_t j : kept) l += std::exp(scores[static_cast<size_t>(j)] - m);
+        double* o = out->data() + row * static_cast<size_t>(s.head_dim);
+        for (int64_t j : kept) {
+          const double p = std::exp(scores[static_cast<size_t>(j)] - m) / l;
+          const float* vj = v + b * st.v[0] + hk * st.v[1] + j * st.v[2];
+          for (int64_t d = 0; d < s.head_dim; ++d) o[d] += p * double(vj[d]);
+        }
+      }
+    }
+  }
+}
+
+void reference_topk_ffn(const float* x, const float* w1, const float* w2t, int64_t tokens,
+                        int64_t dim, int64_t d_ff, int64_t topk, std::vector<double>* y,
+                        std::vector<double>* gap) {
+  y->assign(static_cast<size_t>(tokens * dim), 0.0);
+  if (gap != nullptr) gap->assign(static_cast<size_t>(tokens), 0.0);
+  for (int64_t t = 0; t < tokens; ++t) {
+    std::vector<double> h(static_cast<size_t>(d_ff));
+    for (int64_t f = 0; f < d_ff; ++f) {
+      double acc = 0.0;
+      for (int64_t d = 0; d < dim; ++d) acc += double(x[t * dim + d]) * double(w1[f * dim + d]);
+      h[static_cast<size_t>(f)] = acc;
+    }
+    double g = 0.0;
+    for (int64_t f : top_indices(h, topk, &g)) {
+      const double a = std::max(h[static_cast<size_t>(f)], 0.0);
+      for (int64_t d = 0; d < dim; ++d)
+        (*y)[static_cast<size_t>(t * dim + d)] += a * w2t[f * dim + d];
+    }
+    if (gap != nullptr) (*gap)[static_cast<size_t>(t)] = g;
   }
 }
 

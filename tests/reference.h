@@ -41,4 +41,20 @@ void reference_attention(const float* q, const float* k, const float* v, const A
                          const AttnStrides& strides, bool causal, double scale,
                          std::vector<double>* out, std::vector<double>* lse);
 
+// Top-k attention in double precision: per row, the visible keys sorted by (score descending,
+// index ascending), the first min(k, visible) kept, softmax and the V sum over those only.
+// `gap` (if not null) gets, per row, the distance between the last kept and the first dropped
+// score (+inf when nothing is dropped): rows with a tiny gap can legitimately select differently
+// in fp32, and tests leave them out (and count them).
+void reference_topk_attention(const float* q, const float* k, const float* v,
+                              const AttnShape& shape, const AttnStrides& strides, bool causal,
+                              double scale, int64_t topk, std::vector<double>* out,
+                              std::vector<double>* gap);
+
+// The top-k ReLU FFN in double: h = x W1^T per token, keep the k largest h (ties: lower index),
+// y = sum relu(h_t) W2^T[t]. x [T, D], w1 [d_ff, D], w2t [d_ff, D], all dense row-major.
+void reference_topk_ffn(const float* x, const float* w1, const float* w2t, int64_t tokens,
+                        int64_t dim, int64_t d_ff, int64_t topk, std::vector<double>* y,
+                        std::vector<double>* gap);
+
 }  // namespace hattn_test

@@ -553,10 +553,10 @@ std::string run_and_check(const DenseProblem& p, const DenseCase& c, hattn::Disp
   return where + ":" + msg;
 }
 
-std::vector<std::string> kernel_names() {
+std::vector<std::string> kernel_names(const std::string& variant) {
   std::vector<std::string> names;
   for (const hattn::KernelInfo& k : hattn::list_kernels()) {
-    if (k.family != "cuda") names.push_back(k.name);
+    if (k.family != "cuda" && k.variant == variant) names.push_back(k.name);
   }
   return names;
 }

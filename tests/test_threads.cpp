@@ -39,7 +39,8 @@ std::vector<DenseCase> thread_cases() {
   v.push_back(make_case("causal_lq_gt_lk_d64", {1, 2, 2, 100, 40, 64}, true));
   c = make_case("forced_generic_d64", {1, 2, 2, 50, 70, 64}, false);
   for (const hattn::KernelInfo& k : hattn::list_kernels()) {
-    if (k.family != "cuda" && k.head_dim == 0 && !k.causal && k.phase == "prefill")
+    if (k.family != "cuda" && k.variant == "dense" && k.head_dim == 0 && !k.causal &&
+        k.phase == "prefill")
       c.kernel = k.name;
   }
   v.push_back(c);

@@ -57,7 +57,8 @@ int run_cuda(const KernelEntry* kernel, const TensorView& q, const TensorView& k
   } else {
     wrap_device_buffer(ctx, lb.get(), options.lse->data);
   }
-  int rc = kernel->fn(ctx, qb.get(), kb.get(), vb.get(), scale, splits, ob.get(), lb.get());
+  int rc = kernel->as<DenseKernelFn>()(ctx, qb.get(), kb.get(), vb.get(), scale, splits, ob.get(),
+                                       lb.get());
   for (int n = 0; n < 4; ++n) detach_device_buffer(ctx, device_bufs[n]);
   if (own_lse) {
     halide_device_free(ctx, lb.get());
@@ -112,7 +113,8 @@ Status attention(const TensorView& q, const TensorView& k, const TensorView& v,
       lse_view = TensorView::contiguous(lse_scratch.data(), {shape.batch, shape.q_heads, shape.lq});
     }
     HalideBuffer qb(q), kb(k), vb(v), ob(out), lb(lse_view);
-    rc = kernel->fn(&ctx, qb.get(), kb.get(), vb.get(), scale, d.decode_splits, ob.get(), lb.get());
+    rc = kernel->as<DenseKernelFn>()(&ctx, qb.get(), kb.get(), vb.get(), scale, d.decode_splits,
+                                     ob.get(), lb.get());
   }
   if (rc != 0) {
     return Status{StatusCode::kernel_error,

@@ -12,7 +12,7 @@ const std::vector<KernelEntry>& kernel_table() {
   static const std::vector<KernelEntry> table = {
 #define HATTN_KERNEL(name, variant, phase, causal, head_dim, dtype, family, targets, lse)      \
   {KernelInfo{#name, variant, phase, causal != 0, head_dim, dtype, family, targets, lse != 0}, \
-   &name},
+   reinterpret_cast<KernelEntry::AnyFn>(&name)},
 #include "hattn_kernels.inc"
 #undef HATTN_KERNEL
   };
@@ -34,9 +34,8 @@ namespace {
 
 // Why `k` cannot compute this call at all (empty: it can). Phase is a preference, not a
 // capability: every dense kernel computes every shape correctly.
-std::string incapable_reason(const KernelInfo& k, const AttentionShape& s,
-                             const AttentionOptions& o) {
-  if (k.variant != "dense") return "variant " + k.variant + ", not dense";
+std::string incapable_reason(const KernelInfo& k, const AttentionShape& s, const KernelRequest& o) {
+  if (k.variant != o.variant) return "variant " + k.variant + ", not " + o.variant;
   const bool cuda_kernel = k.family == "cuda";
   if (cuda_kernel != (s.device == Device::cuda)) {
     return std::string(cuda_kernel ? "CUDA kernel" : "CPU kernel") + ", tensors are on " +
@@ -53,15 +52,15 @@ std::string incapable_reason(const KernelInfo& k, const AttentionShape& s,
     return "compiled for D=" + std::to_string(k.head_dim) +
            ", call has D=" + std::to_string(s.head_dim);
   }
-  if (o.lse != nullptr && !k.lse) return "computes no log-sum-exp, and lse was requested";
+  if (o.lse && !k.lse) return "computes no log-sum-exp, and lse was requested";
   return "";
 }
 
 // Among capable kernels: one compiled for this exact D beats the generic one; then one without
 // the lse output when none was requested (it needs no buffer of final states).
-bool preferred(const KernelInfo& a, const KernelInfo& b, const AttentionOptions& o) {
+bool preferred(const KernelInfo& a, const KernelInfo& b, const KernelRequest& o) {
   if ((a.head_dim != 0) != (b.head_dim != 0)) return a.head_dim != 0;
-  if (o.lse == nullptr && a.lse != b.lse) return !a.lse;
+  if (!o.lse && a.lse != b.lse) return !a.lse;
   return false;
 }
 
@@ -69,10 +68,16 @@ bool preferred(const KernelInfo& a, const KernelInfo& b, const AttentionOptions&
 
 Status choose_dense_kernel(const AttentionShape& shape, const AttentionOptions& options,
                            const KernelEntry** chosen, std::string* reason) {
+  KernelRequest r{"dense", options.causal, options.lse != nullptr, options.kernel, true};
+  return choose_kernel(r, shape, chosen, reason);
+}
+
+Status choose_kernel(const KernelRequest& options, const AttentionShape& shape,
+                     const KernelEntry** chosen, std::string* reason) {
   const auto& table = kernel_table();
-  if (!options.kernel.empty()) {
+  if (!options.forced.empty()) {
     for (const KernelEntry& e : table) {
-      if (e.info.name != options.kernel) continue;
+      if (e.info.name != options.forced) continue;
       std::string why = incapable_reason(e.info, shape, options);
       if (!why.empty()) {
         return Status{StatusCode::unsupported,
@@ -83,13 +88,18 @@ Status choose_dense_kernel(const AttentionShape& shape, const AttentionOptions& 
       return Status::success();
     }
     return Status{StatusCode::invalid_argument,
-                  "no kernel named '" + options.kernel + "' (see hattn::list_kernels())"};
+                  "no kernel named '" + options.forced + "' (see hattn::list_kernels())"};
   }
 
-  const std::string phase = shape.lq <= kDecodeMaxLq ? "decode" : "prefill";
+  const std::string phase = !options.has_phases        ? "prefill"
+                            : shape.lq <= kDecodeMaxLq ? "decode"
+                                                       : "prefill";
   const KernelEntry* best = nullptr;
   std::ostringstream refusals;
+  int of_variant = 0;
   for (const KernelEntry& e : table) {
+    if (e.info.variant != options.variant) continue;  // other variants: not worth a line each
+    ++of_variant;
     std::string why = incapable_reason(e.info, shape, options);
     if (why.empty() && e.info.phase != phase) {
       why = e.info.phase + " kernel, but Lq=" + std::to_string(shape.lq) + " selects " + phase +
@@ -101,9 +111,13 @@ Status choose_dense_kernel(const AttentionShape& shape, const AttentionOptions& 
     }
     if (best == nullptr || preferred(e.info, best->info, options)) best = &e;
   }
-  if (best == nullptr) {
+  if (of_variant == 0) {
     return Status{StatusCode::unsupported,
-                  "no compiled kernel can take this call:" + refusals.str()};
+                  "this build of hattn has no " + options.variant + " kernels"};
+  }
+  if (best == nullptr) {
+    return Status{StatusCode::unsupported, "no compiled " + options.variant +
+                                               " kernel can take this call:" + refusals.str()};
   }
   *chosen = best;
   std::ostringstream r;

@@ -10,14 +10,39 @@
 
 namespace hattn {
 
-// Signature shared by every dense kernel: (user_context, q, k, v, scale, splits, out, lse).
+// Signatures of the generated kernels, per variant (user_context first):
+//   dense:    (q, k, v, scale, splits, out, lse)
+//   topk:     (q, k, v, scale, k, out)
+//   topk_ffn: (x, w1, w2t, k, y)
 using DenseKernelFn = int (*)(const void*, halide_buffer_t*, halide_buffer_t*, halide_buffer_t*,
                               float, int32_t, halide_buffer_t*, halide_buffer_t*);
+using TopkKernelFn = int (*)(const void*, halide_buffer_t*, halide_buffer_t*, halide_buffer_t*,
+                             float, int32_t, halide_buffer_t*);
+using TopkFfnKernelFn = int (*)(const void*, halide_buffer_t*, halide_buffer_t*, halide_buffer_t*,
+                                int32_t, halide_buffer_t*);
 
 struct KernelEntry {
+  using AnyFn = void (*)();
   KernelInfo info;
-  DenseKernelFn fn;
+  AnyFn fn;  // cast back to the variant's signature (above) before calling
+  template <typename Fn>
+  Fn as() const {
+    return reinterpret_cast<Fn>(fn);
+  }
 };
+
+// What a call asks of a kernel.
+struct KernelRequest {
+  std::string variant;  // "dense", "topk", "topk_ffn"
+  bool causal = false;
+  bool lse = false;        // the caller wants the log-sum-exp
+  std::string forced;      // a kernel name the caller forced ("" = choose)
+  bool has_phases = true;  // prefill and decode kernels, chosen by Lq
+};
+
+// Picks a kernel of request.variant for `shape`, or refuses saying why each kernel could not.
+Status choose_kernel(const KernelRequest& request, const AttentionShape& shape,
+                     const KernelEntry** chosen, std::string* reason);
 
 const std::vector<KernelEntry>& kernel_table();
 

@@ -112,6 +112,13 @@ std::string shape_str(const TensorView& t) {
 
 }  // namespace
 
+Status check_tensor(const TensorView& t, const char* name, int rank, const char* const* dims,
+                    bool written) {
+  return check_view(t, name, rank, dims, written);
+}
+
+bool tensors_overlap(const TensorView& a, const TensorView& b) { return overlaps(a, b); }
+
 Status invalid(const std::string& message) { return Status{StatusCode::invalid_argument, message}; }
 
 Status validate_attention(const TensorView& q, const TensorView& k, const TensorView& v,
@@ -190,23 +197,25 @@ Status validate_attention(const TensorView& q, const TensorView& k, const Tensor
 }
 
 Status check_finite(const TensorView& t, const char* name) {
+  // Walk every element of a rank-1..4 view: idx counts in row-major order.
   int64_t idx[4] = {0, 0, 0, 0};
   const float* base = static_cast<const float*>(t.data);
-  for (idx[0] = 0; idx[0] < t.shape[0]; ++idx[0]) {
-    for (idx[1] = 0; idx[1] < t.shape[1]; ++idx[1]) {
-      for (idx[2] = 0; idx[2] < t.shape[2]; ++idx[2]) {
-        const float* row =
-            base + idx[0] * t.strides[0] + idx[1] * t.strides[1] + idx[2] * t.strides[2];
-        for (int64_t x = 0; x < t.shape[3]; ++x) {
-          if (!std::isfinite(row[x])) {
-            std::ostringstream e;
-            e << name << " holds a non-finite value (" << row[x] << ") at [" << idx[0] << ", "
-              << idx[1] << ", " << idx[2] << ", " << x << "]";
-            return Status{StatusCode::non_finite_input, e.str()};
-          }
-        }
+  const int last = t.rank - 1;
+  for (;;) {
+    const float* row = base;
+    for (int i = 0; i < last; ++i) row += idx[i] * t.strides[i];
+    for (int64_t x = 0; x < t.shape[last]; ++x) {
+      if (!std::isfinite(row[x])) {
+        std::ostringstream e;
+        e << name << " holds a non-finite value (" << row[x] << ") at [";
+        for (int i = 0; i < last; ++i) e << idx[i] << ", ";
+        e << x << "]";
+        return Status{StatusCode::non_finite_input, e.str()};
       }
     }
+    int i = last - 1;
+    while (i >= 0 && ++idx[i] == t.shape[i]) idx[i--] = 0;
+    if (i < 0) break;
   }
   return Status::success();
 }

@@ -12,6 +12,13 @@ struct AttentionShape {
 
 Status invalid(const std::string& message);
 
+// One view: rank, null pointer, dtype, device value, sizes, strides (innermost stride 1) and, for
+// a `written` view, no self-aliasing. `dims` names each dimension for messages.
+Status check_tensor(const TensorView& t, const char* name, int rank, const char* const* dims,
+                    bool written);
+// Whether the memory spans of two valid views intersect.
+bool tensors_overlap(const TensorView& a, const TensorView& b);
+
 // Checks q, k, v, out, options (and options.lse) and fills `shape`.
 Status validate_attention(const TensorView& q, const TensorView& k, const TensorView& v,
                           const TensorView& out, const AttentionOptions& options,

@@ -12,6 +12,7 @@
 // threads (split-K) and merges the partial states at the end.
 #include <algorithm>
 
+#include "cpu_common.h"
 #include "schedules.h"
 
 namespace hattn {
@@ -33,21 +34,6 @@ Tiles read_tiles(const ScheduleContext& ctx) {
           t.get("tk"),
           t.get("td")};
   return x;
-}
-
-// Micro-kernel: `acc` (a reduction over `r`) computed per (tile_rows*vec) x tile_cols tile of
-// its pure consumer `wrapper`, with every accumulator in a register.
-void register_block(Func wrapper, Func acc, const RVar& r, const Var& rows, const Var& cols,
-                    int vec, int tile_vecs, int tile_cols, TailStrategy col_tail) {
-  Var ro("ro"), ri("ri"), co("co"), ci("ci");
-  wrapper.split(rows, ro, ri, vec * tile_vecs)
-      .split(cols, co, ci, tile_cols, col_tail)
-      .reorder(ri, ci, ro, co)
-      .vectorize(ri, vec)
-      .unroll(ri)
-      .unroll(ci);
-  acc.compute_at(wrapper, ro).vectorize(rows, vec).unroll(rows).unroll(cols);
-  acc.update().reorder(rows, cols, r).vectorize(rows, vec).unroll(rows).unroll(cols);
 }
 
 void schedule_prefill(DenseStages& st, const ScheduleContext& ctx) {

@@ -109,6 +109,38 @@ Status attention(const TensorView& q, const TensorView& k, const TensorView& v,
 Status plan_attention(const TensorView& q, const TensorView& k, const TensorView& v,
                       const TensorView& out, const AttentionOptions& options, Dispatch* chosen);
 
+// --- topk: top-k attention and the top-k feed-forward layer (Gupta et al. 2021) ---------------
+
+struct TopkOptions {
+  int64_t k = 0;  // keys kept per query row, >= 1; clamped to the row's visible key count
+  bool causal = false;
+  bool has_scale = false;  // as in AttentionOptions
+  float scale = 0.f;
+  std::string kernel;         // force a kernel by name ("" = the dispatcher chooses)
+  bool check_finite = false;  // as in AttentionOptions
+};
+
+// out_i = sum over the k highest-scoring visible keys j of softmax(scale * q_i . k_j) v_j, with
+// ties broken by the lower key index. Same tensors and conventions as attention() (fp32, CPU).
+// Memory is O(rows per chunk * Lk + Lq * k), never Lq x Lk. k >= the visible count is exact
+// dense attention. Dispatch::reason says when k was clamped.
+Status topk_attention(const TensorView& q, const TensorView& k, const TensorView& v,
+                      const TensorView& out, const TopkOptions& options,
+                      Dispatch* chosen = nullptr);
+
+struct TopkFfnOptions {
+  int64_t k = 0;  // hidden units kept per token, >= 1; clamped to d_ff
+  std::string kernel;
+  bool check_finite = false;
+};
+
+// The ReLU feed-forward layer y = relu(x W1^T) W2^T keeping, per token, only the k largest
+// pre-activations of x W1^T. x [T, D], w1 [d_ff, D], w2t [d_ff, D] = W2^T (W2 being [D, d_ff]:
+// store it transposed once, so the k selected rows are contiguous), y [T, D]. k >= d_ff is the
+// dense FFN.
+Status topk_ffn(const TensorView& x, const TensorView& w1, const TensorView& w2t,
+                const TensorView& y, const TopkFfnOptions& options, Dispatch* chosen = nullptr);
+
 struct KernelInfo {
   std::string name;     // the configuration key: variant_phase_mask_dN_dtype_target
   std::string variant;  // "dense"

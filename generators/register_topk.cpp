@@ -1,0 +1,129 @@
+// Generators for the topk variant: top-k attention ("topk") and the top-k feed-forward layer
+// ("topk_ffn"). Algorithms in topk.cpp, CPU schedules in schedules/cpu/topk_cpu.cpp.
+#include <stdexcept>
+#include <string>
+
+#include "Halide.h"
+#include "schedules.h"
+#include "table.h"
+#include "topk.h"
+
+namespace hattn {
+namespace {
+
+using namespace Halide;
+
+Tunables tunables_for(const Target& target, const std::string& tables, const TableKey& key,
+                      const std::string& overrides) {
+  if (target.has_feature(Target::CUDA)) {
+    throw std::runtime_error("hattn: topk has no CUDA schedule yet; build it for a CPU target");
+  }
+  Tunables t = lookup_tunables(tables + "/" + table_for_target(target), key);
+  apply_overrides(&t, overrides);
+  return t;
+}
+
+class TopkAttentionGenerator : public Generator<TopkAttentionGenerator> {
+ public:
+  GeneratorParam<std::string> phase{"phase", "prefill"};  // prefill | decode
+  GeneratorParam<bool> causal{"causal", false};
+  GeneratorParam<int> head_dim{"head_dim", 0};  // 0: any D
+  GeneratorParam<std::string> tables{"tables", ""};
+  GeneratorParam<std::string> tunables{"tunables", ""};
+
+  Input<Buffer<float, 4>> q{"q"};
+  Input<Buffer<float, 4>> k{"k"};
+  Input<Buffer<float, 4>> v{"v"};
+  Input<float> scale{"scale"};
+  Input<int> topk{"topk"};
+  Output<Buffer<float, 4>> out{"out"};
+
+  void generate() {
+    const bool decode = phase.value() == "decode";
+    if (!decode && phase.value() != "prefill") {
+      throw std::runtime_error("phase must be prefill or decode, got " + phase.value());
+    }
+    TableKey key{"topk", phase.value(), head_dim > 0 ? "d" + std::to_string(int(head_dim)) : "dany",
+                 causal ? "causal" : "noncausal"};
+    ScheduleContext ctx{get_target(), head_dim, decode, false,
+                        tunables_for(get_target(), tables, key, tunables)};
+    TopkInputs in;
+    in.q = q;
+    in.k = k;
+    in.v = v;
+    in.head_dim = head_dim > 0 ? Expr(int(head_dim)) : q.dim(0).extent();
+    in.lq = q.dim(1).extent();
+    in.lk = k.dim(1).extent();
+    in.q_heads = q.dim(2).extent();
+    in.kv_heads = k.dim(2).extent();
+    in.scale = scale;
+    in.topk = max(topk, 1);
+    in.causal = causal;
+    TopkStages st = topk_attention(in);
+    out = st.out;
+
+    for (auto* p : {&q, &k, &v}) (*p).dim(0).set_stride(1);
+    out.dim(0).set_stride(1);
+    Expr d = head_dim > 0 ? Expr(int(head_dim)) : q.dim(0).extent();
+    if (head_dim > 0) q.dim(0).set_bounds(0, d);
+    k.dim(0).set_bounds(0, d);
+    v.dim(0).set_bounds(0, d);
+    out.dim(0).set_bounds(0, d);
+
+    const int dd = head_dim > 0 ? int(head_dim) : 128;
+    const int lq = decode ? 1 : 2048, lk = decode ? 32768 : 2048;
+    q.set_estimates({{0, dd}, {0, lq}, {0, 8}, {0, 1}});
+    k.set_estimates({{0, dd}, {0, lk}, {0, 8}, {0, 1}});
+    v.set_estimates({{0, dd}, {0, lk}, {0, 8}, {0, 1}});
+    scale.set_estimate(0.125f);
+    topk.set_estimate(64);
+    out.set_estimates({{0, dd}, {0, lq}, {0, 8}, {0, 1}});
+    if (!using_autoscheduler()) schedule_topk_cpu(st, ctx);
+  }
+};
+
+class TopkFfnGenerator : public Generator<TopkFfnGenerator> {
+ public:
+  GeneratorParam<std::string> tables{"tables", ""};
+  GeneratorParam<std::string> tunables{"tunables", ""};
+
+  Input<Buffer<float, 2>> x{"x"};      // [T, D]
+  Input<Buffer<float, 2>> w1{"w1"};    // [d_ff, D]
+  Input<Buffer<float, 2>> w2t{"w2t"};  // [d_ff, D] (W2 transposed: the "values")
+  Input<int> topk{"topk"};
+  Output<Buffer<float, 2>> y{"y"};  // [T, D]
+
+  void generate() {
+    TableKey key{"topk_ffn", "prefill", "dany", "noncausal"};
+    ScheduleContext ctx{get_target(), 0, false, false,
+                        tunables_for(get_target(), tables, key, tunables)};
+    TopkFfnInputs in;
+    in.x = x;
+    in.w1 = w1;
+    in.w2t = w2t;
+    in.model_dim = x.dim(0).extent();
+    in.d_ff = w1.dim(1).extent();
+    in.tokens = x.dim(1).extent();
+    in.topk = max(topk, 1);
+    TopkFfnStages st = topk_ffn(in);
+    y = st.y;
+    for (auto* p : {&x, &w1, &w2t}) (*p).dim(0).set_stride(1);
+    y.dim(0).set_stride(1);
+    Expr d = x.dim(0).extent();
+    w1.dim(0).set_bounds(0, d);
+    w2t.dim(0).set_bounds(0, d);
+    y.dim(0).set_bounds(0, d);
+    x.set_estimates({{0, 768}, {0, 512}});
+    w1.set_estimates({{0, 768}, {0, 3072}});
+    w2t.set_estimates({{0, 768}, {0, 3072}});
+    topk.set_estimate(256);
+    y.set_estimates({{0, 768}, {0, 512}});
+    if (!using_autoscheduler()) schedule_topk_ffn_cpu(st, ctx);
+  }
+};
+
+}  // namespace
+}  // namespace hattn
+
+HALIDE_REGISTER_GENERATOR(hattn::TopkAttentionGenerator, topk)
+HALIDE_REGISTER_GENERATOR(hattn::TopkFfnGenerator, topk_ffn)

@@ -1,0 +1,41 @@
+// The selection primitive shared by topk, loki and sparsek: per row, the k largest of n scores
+// with their indices, ties broken by the lower index, k clamped to what the row can offer.
+//
+// No sort. Scores are mapped to order-preserving 32-bit unsigned keys, and the k-th largest key
+// is found by a radix select one bit at a time, most significant first: bit b is kept in the
+// threshold iff at least k keys are >= (threshold | bit). After 32 counting passes the threshold
+// is exactly the k-th largest key (integers: no tolerance, no iteration count to tune). A prefix
+// scan over the row then takes every key above the threshold and, among keys equal to it, the
+// lowest-indexed ones until k are taken, and a scatter writes their indices in ascending order.
+//
+// The primitive is layout-agnostic: keys are a Func key(j, rows...) with the candidate index
+// first; the schedule decides where each stage is computed and how it is stored.
+#pragma once
+
+#include <vector>
+
+#include "Halide.h"
+
+namespace hattn {
+
+// Order-preserving bijection between fp32 and uint32 (for non-NaN values): a < b iff
+// ordered_key(a) < ordered_key(b). score_of_key inverts it.
+Halide::Expr ordered_key(const Halide::Expr& score);
+Halide::Expr score_of_key(const Halide::Expr& key);
+
+struct TopkSelection {
+  std::vector<Halide::Func> passes;  // (rows...) threshold after each bit, MSB first (32)
+  Halide::Func threshold;            // (rows...) the k-th largest key (== passes.back())
+  Halide::Func above;                // (rows...) number of keys strictly above the threshold
+  Halide::Func scan;                 // (j, rows...) Tuple {taken, equal seen} over keys [0, j)
+  Halide::Func index;  // (s, rows...) s-th selected index in ascending order, s < k_eff(rows)
+  Halide::RDom rj;     // over [0, n): the candidates (counting passes, scan, scatter)
+};
+
+// key: uint32 Func (j, rows...) for j in [0, n); k_eff: Expr over `rows` (0 <= k_eff <= n), the
+// count to select per row; k_max: an upper bound of k_eff over all rows (sizes `index`).
+TopkSelection select_topk(const Halide::Func& key, const std::vector<Halide::Var>& rows,
+                          const Halide::Expr& n, const Halide::Expr& k_eff,
+                          const Halide::Expr& k_max, const std::string& prefix);
+
+}  // namespace hattn

@@ -1,0 +1,72 @@
+// The math of topk attention and of the top-k feed-forward layer. See topk.h.
+#include "topk.h"
+
+#include "online_softmax.h"
+
+namespace hattn {
+
+using namespace Halide;
+
+TopkStages topk_attention(const TopkInputs& in) {
+  TopkStages st;
+  Var &d = st.d, &i = st.i, &h = st.h, &b = st.b, &j = st.j, &s = st.s;
+  Expr hk = h / (in.q_heads / in.kv_heads);
+
+  // Rows past Lq and keys past Lk (in a schedule's last tile) read the last valid one; their
+  // scores are never selected (keys) or never stored (rows).
+  st.q_scaled(i, d, h, b) = in.q(d, clamp(i, 0, in.lq - 1), h, b) * in.scale;
+  st.rc = RDom(0, in.head_dim, "rc");
+  st.dot(j, i, h, b) = 0.f;
+  st.dot(j, i, h, b) += st.q_scaled(i, st.rc, h, b) * in.k(st.rc, clamp(j, 0, in.lk - 1), hk, b);
+
+  // Bottom-right causal alignment: key j is visible to row i iff j <= i + (Lk - Lq). Masked keys
+  // get a finite score far below any real one, so they sort last and are never among the k
+  // (k is clamped to the visible count).
+  Expr offset = in.lk - in.lq;
+  Expr visible = in.causal ? j <= i + offset : Expr(true);
+  st.key(j, i, h, b) = ordered_key(st.dot(j, i, h, b) + select(visible, 0.f, kMaskedScore));
+
+  Expr n_visible = in.causal ? clamp(i + offset + 1, 0, in.lk) : in.lk;
+  Expr k_eff = min(in.topk, n_visible);
+  Expr k_max = min(in.topk, in.lk);
+  st.sel = select_topk(st.key, {i, h, b}, in.lk, k_eff, k_max, "topk");
+
+  Expr index = clamp(st.sel.index(s, i, h, b), 0, in.lk - 1);
+  st.gathered(s, i, h, b) = score_of_key(st.key(index, i, h, b));
+  st.rs = RDom(0, k_max, "rs");
+  Expr live = st.rs < k_eff;
+  st.row_max(i, h, b) = kMaskedScore;
+  st.row_max(i, h, b) =
+      max(st.row_max(i, h, b), select(live, st.gathered(st.rs, i, h, b), kMaskedScore));
+  st.weights(s, i, h, b) =
+      select(s < k_eff, exp_nonpositive(st.gathered(s, i, h, b) - st.row_max(i, h, b)), 0.f);
+  st.row_sum(i, h, b) = 0.f;
+  st.row_sum(i, h, b) += st.weights(st.rs, i, h, b);
+  Expr v_row = clamp(st.sel.index(st.rs, i, h, b), 0, in.lk - 1);
+  st.pv(d, i, h, b) = 0.f;
+  st.pv(d, i, h, b) += st.weights(st.rs, i, h, b) * in.v(d, v_row, hk, b);
+  // A row with no visible key outputs zeros (k_eff = 0, row_sum = 0).
+  st.out(d, i, h, b) = select(k_eff > 0, st.pv(d, i, h, b) / st.row_sum(i, h, b), 0.f);
+  return st;
+}
+
+TopkFfnStages topk_ffn(const TopkFfnInputs& in) {
+  TopkFfnStages st;
+  Var &d = st.d, &t = st.t, &f = st.f, &s = st.s;
+  st.x_t(t, d) = in.x(d, clamp(t, 0, in.tokens - 1));
+  st.rc = RDom(0, in.model_dim, "rc");
+  st.dot(f, t) = 0.f;
+  st.dot(f, t) += st.x_t(t, st.rc) * in.w1(st.rc, clamp(f, 0, in.d_ff - 1));
+  st.key(f, t) = ordered_key(st.dot(f, t));
+  Expr k_eff = min(in.topk, in.d_ff);
+  st.sel = select_topk(st.key, {t}, in.d_ff, k_eff, k_eff, "ffn");
+  Expr index = clamp(st.sel.index(s, t), 0, in.d_ff - 1);
+  st.gathered(s, t) = max(score_of_key(st.key(index, t)), 0.f);
+  st.rs = RDom(0, k_eff, "rs");
+  Expr w_row = clamp(st.sel.index(st.rs, t), 0, in.d_ff - 1);
+  st.y(d, t) = 0.f;
+  st.y(d, t) += st.gathered(st.rs, t) * in.w2t(d, w_row);
+  return st;
+}
+
+}  // namespace hattn

@@ -1,0 +1,64 @@
+// topk: top-k attention and the top-k feed-forward layer (Gupta et al. 2021).
+//
+// The algorithm only; schedules live in schedules/<family>/topk_<family>.cpp. Each query row
+// scores every visible key, keeps the k largest (select_topk.h: no sort, ties by lower index,
+// k clamped to the visible count), and runs softmax and the V product over those k only:
+//   o_i = sum_{j in T_i} softmax_{T_i}(s q_i . k_j) v_j.
+// The math has no query chunks: every row is independent, so the schedule's chunk size (how many
+// rows share one score buffer, O(C * Lk) memory) cannot change a result.
+//
+// topk_ffn reads a ReLU feed-forward layer y = relu(x W1^T) W2^T as attention with keys W1
+// [d_ff, D] and values W2^T [d_ff, D], no scale and no softmax: per token the k largest entries
+// of h = x W1^T are kept, ReLU'd, and y = sum_{t in top-k} relu(h_t) W2^T[t].
+#pragma once
+
+#include "Halide.h"
+#include "select_topk.h"
+
+namespace hattn {
+
+struct TopkInputs {
+  Halide::Func q, k, v;            // (d, i, h, b), (d, j, hk, b), (d, j, hk, b)
+  Halide::Expr head_dim, lq, lk;   // D, Lq, Lk
+  Halide::Expr q_heads, kv_heads;  // Hq, Hkv
+  Halide::Expr scale;
+  Halide::Expr topk;  // k >= 1 (the runtime validates)
+  bool causal = false;
+};
+
+struct TopkStages {
+  Halide::Var d{"d"}, i{"i"}, h{"h"}, b{"b"}, j{"j"}, s{"s"};
+  Halide::RDom rc, rs;                // over D; over the k_max selected slots
+  Halide::Func q_scaled{"q_scaled"};  // (i, d, h, b)      scale * q, queries first
+  Halide::Func dot{"dot"};            // (j, i, h, b)      q . k, the reduction over D
+  Halide::Func key{"key"};            // (j, i, h, b)      ordered_key(masked score)
+  TopkSelection sel;                  // over j, rows (i, h, b)
+  Halide::Func gathered{"gathered"};  // (s, i, h, b)      score of the s-th selected key
+  Halide::Func row_max{"row_max"};    // (i, h, b)
+  Halide::Func weights{"weights"};    // (s, i, h, b)      exp(score - max), 0 past k_eff
+  Halide::Func row_sum{"row_sum"};    // (i, h, b)
+  Halide::Func pv{"pv"};              // (d, i, h, b)      sum_s weights * v[index]
+  Halide::Func out{"out"};            // (d, i, h, b)
+};
+
+TopkStages topk_attention(const TopkInputs& in);
+
+struct TopkFfnInputs {
+  Halide::Func x, w1, w2t;                     // (d, t), (d, f), (d, f)
+  Halide::Expr model_dim, d_ff, tokens, topk;  // D, d_ff, T, k >= 1
+};
+
+struct TopkFfnStages {
+  Halide::Var d{"d"}, t{"t"}, f{"f"}, s{"s"};
+  Halide::RDom rc, rs;
+  Halide::Func x_t{"x_t"};            // (t, d)  tokens first
+  Halide::Func dot{"dot"};            // (f, t)  h = x . w1[f]
+  Halide::Func key{"key"};            // (f, t)
+  TopkSelection sel;                  // over f, rows (t)
+  Halide::Func gathered{"gathered"};  // (s, t)  relu(h) of the s-th selected unit
+  Halide::Func y{"y"};                // (d, t)
+};
+
+TopkFfnStages topk_ffn(const TopkFfnInputs& in);
+
+}  // namespace hattn

@@ -1,0 +1,146 @@
+// hattn::topk_attention and hattn::topk_ffn: validate, choose a kernel, call it, report.
+#include <cmath>
+#include <string>
+
+#include "dispatch.h"
+#include "halide_glue.h"
+#include "validate.h"
+
+namespace hattn {
+
+namespace {
+
+Status kernel_failed(const std::string& name, int rc, const CallContext& ctx) {
+  return Status{StatusCode::kernel_error,
+                "kernel " + name + " failed (Halide error " + std::to_string(rc) +
+                    "): " + (ctx.error.empty() ? "no message" : ctx.error)};
+}
+
+Status check_k(int64_t k, const char* what) {
+  if (k < 1) {
+    return invalid(std::string("k (") + what + " kept per row) must be >= 1, got " +
+                   std::to_string(k));
+  }
+  return Status::success();
+}
+
+Status finite_or_refuse(const TensorView* const* views, const char* const* names, int n) {
+  for (int i = 0; i < n; ++i) {
+    Status s = check_finite(*views[i], names[i]);
+    if (!s.ok()) return s;
+  }
+  return Status::success();
+}
+
+}  // namespace
+
+Status topk_attention(const TensorView& q, const TensorView& k, const TensorView& v,
+                      const TensorView& out, const TopkOptions& options, Dispatch* chosen) {
+  AttentionOptions as_dense;  // the shared tensor and scale checks
+  as_dense.causal = options.causal;
+  as_dense.has_scale = options.has_scale;
+  as_dense.scale = options.scale;
+  as_dense.check_finite = options.check_finite;
+  AttentionShape shape;
+  Status s = validate_attention(q, k, v, out, as_dense, &shape);
+  if (!s.ok()) return s;
+  s = check_k(options.k, "keys");
+  if (!s.ok()) return s;
+  if (shape.device != Device::cpu) {
+    return Status{StatusCode::unsupported, "topk attention has CPU kernels only; tensors are on " +
+                                               std::string(to_string(shape.device))};
+  }
+  KernelRequest request{"topk", options.causal, false, options.kernel, true};
+  const KernelEntry* kernel = nullptr;
+  std::string reason;
+  s = choose_kernel(request, shape, &kernel, &reason);
+  if (!s.ok()) return s;
+  const int64_t k_used = std::min<int64_t>(options.k, shape.lk);
+  if (k_used < options.k) {
+    reason += "; k=" + std::to_string(options.k) + " clamped to Lk=" + std::to_string(shape.lk) +
+              " (exact dense attention)";
+  }
+  if (chosen != nullptr) *chosen = Dispatch{kernel->info.name, reason, 1};
+  if (options.check_finite) {
+    const TensorView* views[] = {&q, &k, &v};
+    const char* names[] = {"q", "k", "v"};
+    s = finite_or_refuse(views, names, 3);
+    if (!s.ok()) return s;
+  }
+  const float scale =
+      options.has_scale ? options.scale : 1.f / std::sqrt(static_cast<float>(shape.head_dim));
+  install_halide_handlers();
+  HalideBuffer qb(q), kb(k), vb(v), ob(out);
+  CallContext ctx;
+  const int rc = kernel->as<TopkKernelFn>()(&ctx, qb.get(), kb.get(), vb.get(), scale,
+                                            static_cast<int32_t>(k_used), ob.get());
+  if (rc != 0) return kernel_failed(kernel->info.name, rc, ctx);
+  return Status::success();
+}
+
+Status topk_ffn(const TensorView& x, const TensorView& w1, const TensorView& w2t,
+                const TensorView& y, const TopkFfnOptions& options, Dispatch* chosen) {
+  static const char* const kTokenDims[2] = {"T", "D"};
+  static const char* const kWeightDims[2] = {"d_ff", "D"};
+  Status s = check_tensor(x, "x", 2, kTokenDims, false);
+  if (s.ok()) s = check_tensor(w1, "w1", 2, kWeightDims, false);
+  if (s.ok()) s = check_tensor(w2t, "w2t", 2, kWeightDims, false);
+  if (s.ok()) s = check_tensor(y, "y", 2, kTokenDims, true);
+  if (!s.ok()) return s;
+  const TensorView* views[] = {&x, &w1, &w2t};
+  const char* names[] = {"x", "w1", "w2t"};
+  for (int i = 0; i < 3; ++i) {
+    if (views[i]->device != Device::cpu || y.device != Device::cpu) {
+      return Status{StatusCode::unsupported, "topk_ffn has CPU kernels only"};
+    }
+  }
+  const int64_t d = x.shape[1], d_ff = w1.shape[0];
+  if (w1.shape[1] != d || w2t.shape[1] != d) {
+    return invalid("model dim D differs: x has D=" + std::to_string(d) + ", w1 [d_ff, D] = [" +
+                   std::to_string(w1.shape[0]) + ", " + std::to_string(w1.shape[1]) +
+                   "], w2t [d_ff, D] = [" + std::to_string(w2t.shape[0]) + ", " +
+                   std::to_string(w2t.shape[1]) + "]");
+  }
+  if (w2t.shape[0] != d_ff) {
+    return invalid("w1 and w2t must have the same d_ff, got " + std::to_string(d_ff) + " and " +
+                   std::to_string(w2t.shape[0]) + " (w2t is W2 transposed: [d_ff, D])");
+  }
+  if (y.shape[0] != x.shape[0] || y.shape[1] != d) {
+    return invalid("y must have x's shape [" + std::to_string(x.shape[0]) + ", " +
+                   std::to_string(d) + "]");
+  }
+  for (int i = 0; i < 3; ++i) {
+    if (tensors_overlap(y, *views[i])) {
+      return invalid(std::string("y overlaps ") + names[i] + " in memory");
+    }
+  }
+  s = check_k(options.k, "hidden units");
+  if (!s.ok()) return s;
+
+  AttentionShape shape{1, 1, 1, x.shape[0], d_ff, d, Device::cpu};
+  KernelRequest request{"topk_ffn", false, false, options.kernel, false};
+  const KernelEntry* kernel = nullptr;
+  std::string reason;
+  s = choose_kernel(request, shape, &kernel, &reason);
+  if (!s.ok()) return s;
+  const int64_t k_used = std::min<int64_t>(options.k, d_ff);
+  reason = "T=" + std::to_string(x.shape[0]) + " D=" + std::to_string(d) +
+           " d_ff=" + std::to_string(d_ff) + " k=" + std::to_string(k_used);
+  if (k_used < options.k) {
+    reason += " (k=" + std::to_string(options.k) + " clamped to d_ff: the dense FFN)";
+  }
+  if (chosen != nullptr) *chosen = Dispatch{kernel->info.name, reason, 1};
+  if (options.check_finite) {
+    s = finite_or_refuse(views, names, 3);
+    if (!s.ok()) return s;
+  }
+  install_halide_handlers();
+  HalideBuffer xb(x), w1b(w1), w2b(w2t), yb(y);
+  CallContext ctx;
+  const int rc = kernel->as<TopkFfnKernelFn>()(&ctx, xb.get(), w1b.get(), w2b.get(),
+                                               static_cast<int32_t>(k_used), yb.get());
+  if (rc != 0) return kernel_failed(kernel->info.name, rc, ctx);
+  return Status::success();
+}
+
+}  // namespace hattn

@@ -1,0 +1,465 @@
+// topk attention and the top-k FFN against double-precision brute force (tests/reference.cpp),
+// and every invariant the spec lists: k >= visible equals dense; chunk independence; equality
+// with brute-force top-k; at most k non-zero weights; ties by the lower index; causal rows with
+// fewer than k visible keys; FFN with k = d_ff equals the dense FFN.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <iostream>
+#include <limits>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "hattn/hattn.h"
+#include "test_support.h"
+
+namespace {
+
+using hattn::Dispatch;
+using hattn::Status;
+using hattn::StatusCode;
+using hattn::TensorView;
+using hattn::TopkOptions;
+using namespace hattn_test;
+
+// Rows whose k-th and (k+1)-th scores are closer than this (in scaled-score units) may select
+// differently in fp32 and in double; they are left out of the comparison and counted.
+constexpr double kMinGap = 1e-5;
+
+struct TopkCase {
+  std::string name;
+  AttnShape shape;
+  bool causal = false;
+  int64_t k = 8;
+  Layout q_layout = Layout::kContiguous, k_layout = Layout::kContiguous,
+         v_layout = Layout::kContiguous, out_layout = Layout::kContiguous;
+  std::string kernel;
+};
+
+struct TopkInputs {
+  HostTensor q, k, v;
+  double scale = 0;
+};
+
+TopkInputs make_inputs(const TopkCase& c, TestRng& rng) {
+  const AttnShape& s = c.shape;
+  TopkInputs in{HostTensor({s.batch, s.q_heads, s.lq, s.head_dim}, c.q_layout),
+                HostTensor({s.batch, s.kv_heads, s.lk, s.head_dim}, c.k_layout),
+                HostTensor({s.batch, s.kv_heads, s.lk, s.head_dim}, c.v_layout), 0.0};
+  in.q.fill_normal(rng);
+  in.k.fill_normal(rng);
+  in.v.fill_normal(rng);
+  in.scale = static_cast<double>(1.f / std::sqrt(static_cast<float>(s.head_dim)));
+  return in;
+}
+
+AttnStrides strides_of(const TopkInputs& in) {
+  AttnStrides st;
+  st.q = in.q.strides4();
+  st.k = in.k.strides4();
+  st.v = in.v.strides4();
+  return st;
+}
+
+Status run_topk(const TopkCase& c, const TopkInputs& in, HostTensor* out, Dispatch* d) {
+  const AttnShape& s = c.shape;
+  *out = HostTensor({s.batch, s.q_heads, s.lq, s.head_dim}, c.out_layout);
+  out->snapshot();
+  TopkOptions o;
+  o.k = c.k;
+  o.causal = c.causal;
+  o.kernel = c.kernel;
+  return hattn::topk_attention(in.q.view(), in.k.view(), in.v.view(), out->view(), o, d);
+}
+
+// Compares `got` with `ref` row by row, leaving out rows whose selection is ambiguous in fp32.
+std::string compare_rows(const HostTensor& got, const std::vector<double>& ref,
+                         const std::vector<double>* gap, int64_t row_len, int* left_out) {
+  std::ostringstream e;
+  int bad = 0;
+  *left_out = 0;
+  const int64_t rows = static_cast<int64_t>(ref.size()) / row_len;
+  for (int64_t r = 0; r < rows; ++r) {
+    if (gap != nullptr && (*gap)[static_cast<size_t>(r)] < kMinGap) {
+      ++*left_out;
+      continue;
+    }
+    for (int64_t x = 0; x < row_len; ++x) {
+      const int64_t flat = r * row_len + x;
+      const double want = ref[static_cast<size_t>(flat)];
+      const double have = got.at_flat(flat);
+      if (!(std::abs(have - want) <= 1e-5 + 1e-4 * std::abs(want))) {
+        if (bad++ < 5) {
+          e << "\n  at " << index_string(got.index_of_flat(flat)) << ": got " << have << ", want "
+            << want;
+        }
+      }
+    }
+  }
+  if (bad > 0) e << "\n  " << bad << " elements differ";
+  const int limit = 1 + static_cast<int>(rows / 20);
+  if (*left_out > limit) {
+    e << "\n  " << *left_out << " of " << rows << " rows had near-tied k-th scores (limit " << limit
+      << "): the test would check too little";
+  }
+  return e.str();
+}
+
+// Runs a case and checks it against brute-force top-k; returns "" or the failure.
+std::string check_topk_case(const TopkCase& c) {
+  TestRng rng(c.name);
+  TopkInputs in = make_inputs(c, rng);
+  in.q.snapshot();
+  in.k.snapshot();
+  in.v.snapshot();
+  HostTensor out;
+  Dispatch d;
+  Status s = run_topk(c, in, &out, &d);
+  const std::string where = c.name + " (" + rng.description() + ", kernel " + d.kernel + ")";
+  if (!s.ok()) return where + ": " + hattn::to_string(s.code) + ": " + s.message;
+  std::vector<double> ref, gap;
+  reference_topk_attention(in.q.data(), in.k.data(), in.v.data(), c.shape, strides_of(in), c.causal,
+                           in.scale, c.k, &ref, &gap);
+  int left_out = 0;
+  std::string msg = compare_rows(out, ref, &gap, c.shape.head_dim, &left_out);
+  for (const HostTensor* t : {&in.q, &in.k, &in.v}) {
+    const std::string m = t->changed_since_snapshot(false);
+    if (!m.empty()) msg += "\n  an input was modified: " + m;
+  }
+  const std::string pad = out.changed_since_snapshot(true);
+  if (!pad.empty()) msg += "\n  out padding written: " + pad;
+  if (left_out > 0) std::cout << "[  GAPS    ] " << where << ": " << left_out << " rows left out\n";
+  return msg.empty() ? "" : where + ":" + msg;
+}
+
+TopkCase make_topk(const std::string& name, AttnShape shape, bool causal, int64_t k) {
+  TopkCase c;
+  c.name = name;
+  c.shape = shape;
+  c.causal = causal;
+  c.k = k;
+  return c;
+}
+
+TEST(Topk, MatchesBruteForceTopk) {
+  std::vector<TopkCase> cases = {
+      make_topk("prefill_d64_k16", {1, 4, 4, 150, 200, 64}, false, 16),
+      make_topk("prefill_causal_d128_k32", {2, 2, 2, 130, 130, 128}, true, 32),
+      make_topk("prefill_gqa_lq_lt_lk_d64_k8", {1, 8, 2, 40, 300, 64}, true, 8),
+      make_topk("prefill_generic_d80_k5", {1, 3, 1, 70, 90, 80}, false, 5),
+      make_topk("prefill_k1", {1, 2, 2, 50, 64, 64}, true, 1),
+      make_topk("decode_lq1_d128_k64", {2, 8, 8, 1, 3000, 128}, false, 64),
+      make_topk("decode_lq3_causal_gqa_d64_k16", {1, 8, 2, 3, 1000, 64}, true, 16),
+      make_topk("decode_generic_d96_k7", {1, 4, 4, 1, 700, 96}, false, 7),
+  };
+  TopkCase strided = make_topk("prefill_strided_d64_k12", {2, 3, 3, 50, 60, 64}, false, 12);
+  strided.q_layout = Layout::kPadded;
+  strided.k_layout = Layout::kBLHD;
+  strided.v_layout = Layout::kHBLD;
+  strided.out_layout = Layout::kPadded;
+  cases.push_back(strided);
+  for (const TopkCase& c : cases) {
+    std::string failure = check_topk_case(c);
+    EXPECT_TRUE(failure.empty()) << failure;
+  }
+}
+
+// k >= the visible count is exactly dense attention (compared with the dense oracle).
+TEST(Topk, KAtLeastVisibleEqualsDense) {
+  for (bool causal : {false, true}) {
+    for (int64_t lq : {1, 3, 70}) {
+      TopkCase c =
+          make_topk(std::string("k_ge_lk_") + (causal ? "causal_" : "") + "lq" + std::to_string(lq),
+                    {1, 4, 2, lq, 90, 64}, causal, 90);
+      for (int64_t k : {int64_t{90}, int64_t{1000}}) {
+        c.k = k;
+        TestRng rng(c.name + "_k" + std::to_string(k));
+        TopkInputs in = make_inputs(c, rng);
+        HostTensor out;
+        Dispatch d;
+        Status s = run_topk(c, in, &out, &d);
+        ASSERT_TRUE(s.ok()) << s.message;
+        std::vector<double> dense;
+        reference_attention(in.q.data(), in.k.data(), in.v.data(), c.shape, strides_of(in), causal,
+                            in.scale, &dense, nullptr);
+        int left_out = 0;
+        std::string m = compare_rows(out, dense, nullptr, c.shape.head_dim, &left_out);
+        EXPECT_TRUE(m.empty()) << c.name << " k=" << k << " (" << rng.description() << ")" << m;
+        if (k > c.shape.lk) {
+          EXPECT_NE(d.reason.find("clamped"), std::string::npos) << d.reason;
+        }
+      }
+    }
+  }
+}
+
+// Rows computed in separate calls of any size (the chunking a caller or a schedule might use)
+// give bitwise the same result as one call to the same kernel. Causal calls on a row range [a, b)
+// see keys [0, b + Lk - Lq), which keeps every row's mask.
+TEST(Topk, ChunkIndependent) {
+  for (bool causal : {false, true}) {
+    TopkCase c = make_topk(causal ? "chunks_causal" : "chunks", {1, 2, 2, 70, 100, 64}, causal, 9);
+    TestRng rng(c.name);
+    TopkInputs in = make_inputs(c, rng);
+    HostTensor whole;
+    Dispatch d;
+    ASSERT_TRUE(run_topk(c, in, &whole, &d).ok());
+    for (int64_t chunk : {1, 7, 33}) {
+      for (int64_t a = 0; a < c.shape.lq; a += chunk) {
+        const int64_t b = std::min(a + chunk, c.shape.lq);
+        const int64_t keys = causal ? b + c.shape.lk - c.shape.lq : c.shape.lk;
+        const int64_t dd = c.shape.head_dim;
+        TensorView q = TensorView::strided(in.q.data() + a * dd, {1, 2, b - a, dd},
+                                           {2 * 70 * dd, 70 * dd, dd, 1});
+        TensorView k =
+            TensorView::strided(in.k.data(), {1, 2, keys, dd}, {2 * 100 * dd, 100 * dd, dd, 1});
+        TensorView v =
+            TensorView::strided(in.v.data(), {1, 2, keys, dd}, {2 * 100 * dd, 100 * dd, dd, 1});
+        std::vector<float> part(static_cast<size_t>(2 * (b - a) * dd));
+        TensorView o = TensorView::contiguous(part.data(), {1, 2, b - a, dd});
+        TopkOptions opt;
+        opt.k = c.k;
+        opt.causal = causal;
+        opt.kernel = d.kernel;  // the same kernel (a decode kernel sums in another order)
+        Status s = hattn::topk_attention(q, k, v, o, opt);
+        ASSERT_TRUE(s.ok()) << s.message;
+        for (int64_t h = 0; h < 2; ++h) {
+          for (int64_t i = a; i < b; ++i) {
+            for (int64_t x = 0; x < dd; ++x) {
+              const float want = whole.data()[(h * 70 + i) * dd + x];
+              const float got = part[static_cast<size_t>((h * (b - a) + i - a) * dd + x)];
+              ASSERT_EQ(std::memcmp(&want, &got, sizeof(float)), 0)
+                  << c.name << " chunk " << chunk << " row " << i << " head " << h << ": " << got
+                  << " vs " << want << " (" << rng.description() << ")";
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// With V = identity (v_j = e_j, D = Lk), out_i is the weight vector itself: exactly k_eff
+// non-zero weights, summing to 1, on the brute-force top-k set.
+TEST(Topk, AtMostKNonZeroWeights) {
+  const int64_t lk = 64;
+  for (bool decode : {false, true}) {
+    for (int64_t k : {1, 5, 20}) {
+      const int64_t lq = decode ? 1 : 40;
+      TopkCase c = make_topk("weights_k" + std::to_string(k) + (decode ? "_decode" : ""),
+                             {1, 1, 1, lq, lk, lk}, true, k);
+      TestRng rng(c.name);
+      TopkInputs in = make_inputs(c, rng);
+      in.v.fill(0.f);
+      for (int64_t j = 0; j < lk; ++j) in.v.data()[j * lk + j] = 1.f;
+      HostTensor out;
+      Dispatch d;
+      ASSERT_TRUE(run_topk(c, in, &out, &d).ok());
+      std::vector<double> ref, gap;
+      reference_topk_attention(in.q.data(), in.k.data(), in.v.data(), c.shape, strides_of(in), true,
+                               in.scale, k, &ref, &gap);
+      for (int64_t i = 0; i < lq; ++i) {
+        const int64_t visible = std::min<int64_t>(i + lk - lq + 1, lk);
+        int nonzero = 0;
+        double sum = 0;
+        for (int64_t j = 0; j < lk; ++j) {
+          const float w = out.data()[i * lk + j];
+          nonzero += w != 0.f;
+          sum += w;
+          if (j >= visible) {
+            EXPECT_EQ(w, 0.f) << "masked key " << j << " has weight, row " << i;
+          }
+        }
+        EXPECT_EQ(nonzero, std::min(k, visible))
+            << c.name << " row " << i << " " << rng.description();
+        EXPECT_NEAR(sum, 1.0, 1e-5) << c.name << " row " << i;
+      }
+      int left_out = 0;
+      std::string m = compare_rows(out, ref, &gap, lk, &left_out);
+      EXPECT_TRUE(m.empty()) << c.name << m;
+    }
+  }
+}
+
+// Equal scores: the lower key indices win. All keys equal -> the first k keys, weight 1/k each.
+TEST(Topk, TiesGoToTheLowerIndex) {
+  const int64_t lk = 48, k = 6;
+  for (int64_t lq : {1, 20}) {
+    TopkCase c = make_topk("ties_lq" + std::to_string(lq), {1, 1, 1, lq, lk, lk}, false, k);
+    TestRng rng(c.name);
+    TopkInputs in = make_inputs(c, rng);
+    for (int64_t j = 1; j < lk; ++j) {
+      for (int64_t x = 0; x < lk; ++x) in.k.data()[j * lk + x] = in.k.data()[x];
+    }
+    in.v.fill(0.f);
+    for (int64_t j = 0; j < lk; ++j) in.v.data()[j * lk + j] = 1.f;
+    HostTensor out;
+    Dispatch d;
+    ASSERT_TRUE(run_topk(c, in, &out, &d).ok());
+    for (int64_t i = 0; i < lq; ++i) {
+      for (int64_t j = 0; j < lk; ++j) {
+        const float want = j < k ? 1.f / k : 0.f;
+        EXPECT_NEAR(out.data()[i * lk + j], want, 1e-6) << "row " << i << " key " << j;
+      }
+    }
+  }
+}
+
+// Causal rows that see fewer than k keys use what they have; rows that see none output zeros.
+TEST(Topk, CausalRowsWithFewVisibleKeys) {
+  std::string failure = check_topk_case(make_topk("few_visible", {1, 2, 2, 40, 40, 64}, true, 16));
+  EXPECT_TRUE(failure.empty()) << failure;
+  TopkCase c = make_topk("none_visible", {1, 2, 2, 60, 20, 64}, true, 8);  // rows 0..39: none
+  failure = check_topk_case(c);
+  EXPECT_TRUE(failure.empty()) << failure;
+}
+
+TEST(Topk, EveryKernelForced) {
+  for (const std::string& name : kernel_names("topk")) {
+    const hattn::KernelInfo* k = find_kernel(name);
+    ASSERT_NE(k, nullptr);
+    const int64_t d = k->head_dim ? k->head_dim : 48;
+    const int64_t lq = k->phase == "decode" ? 2 : 45;
+    TopkCase c = make_topk("forced_" + name, {1, 2, 1, lq, 333, d}, k->causal, 10);
+    c.kernel = name;
+    std::string failure = check_topk_case(c);
+    EXPECT_TRUE(failure.empty()) << failure;
+  }
+}
+
+TEST(Topk, RefusesBadArguments) {
+  TopkCase c = make_topk("errors", {1, 2, 2, 10, 20, 64}, false, 4);
+  TestRng rng(c.name);
+  TopkInputs in = make_inputs(c, rng);
+  HostTensor out;
+  Dispatch d;
+  for (int64_t bad_k : {0, -3}) {
+    c.k = bad_k;
+    Status s = run_topk(c, in, &out, &d);
+    EXPECT_EQ(s.code, StatusCode::invalid_argument) << s.message;
+    EXPECT_NE(s.message.find("k ("), std::string::npos) << s.message;
+    EXPECT_TRUE(out.changed_since_snapshot(false).empty()) << "a refused call wrote out";
+  }
+  c.k = 4;
+  c.kernel = "dense_prefill_noncausal_d64_f32_" + cpu_family();
+  Status s = run_topk(c, in, &out, &d);
+  EXPECT_EQ(s.code, StatusCode::unsupported) << s.message;
+  EXPECT_NE(s.message.find("not topk"), std::string::npos) << s.message;
+  HostTensor wrong_v({1, 2, 21, 64}, Layout::kContiguous);
+  wrong_v.fill_normal(rng);
+  TopkOptions o;
+  o.k = 4;
+  s = hattn::topk_attention(in.q.view(), in.k.view(), wrong_v.view(), out.view(), o);
+  EXPECT_EQ(s.code, StatusCode::invalid_argument) << s.message;
+  o.check_finite = true;
+  in.k.data()[5] = std::numeric_limits<float>::quiet_NaN();
+  s = hattn::topk_attention(in.q.view(), in.k.view(), in.v.view(), out.view(), o);
+  EXPECT_EQ(s.code, StatusCode::non_finite_input) << s.message;
+}
+
+// ---------------------------------------------------------------------------------------------
+// topk_ffn
+
+struct FfnProblem {
+  HostTensor x, w1, w2t;
+};
+
+// HostTensor has rank 3 or 4: the FFN's matrices are [1, rows, D] tensors seen as [rows, D].
+TensorView matrix(const HostTensor& t) {
+  return TensorView::strided(t.data(), {t.shape()[1], t.shape()[2]},
+                             {t.strides()[1], t.strides()[2]});
+}
+
+FfnProblem make_ffn(int64_t tokens, int64_t dim, int64_t d_ff, TestRng& rng) {
+  FfnProblem p{HostTensor({1, tokens, dim}, Layout::kContiguous),
+               HostTensor({1, d_ff, dim}, Layout::kContiguous),
+               HostTensor({1, d_ff, dim}, Layout::kContiguous)};
+  p.x.fill_normal(rng);
+  p.w1.fill_normal(rng, 1.f / std::sqrt(static_cast<float>(dim)));
+  p.w2t.fill_normal(rng, 1.f / std::sqrt(static_cast<float>(d_ff)));
+  return p;
+}
+
+Status run_ffn(const FfnProblem& p, int64_t k, HostTensor* y, Dispatch* d) {
+  *y = HostTensor({1, p.x.shape()[1], p.x.shape()[2]}, Layout::kPadded);
+  y->snapshot();
+  hattn::TopkFfnOptions o;
+  o.k = k;
+  return hattn::topk_ffn(matrix(p.x), matrix(p.w1), matrix(p.w2t), matrix(*y), o, d);
+}
+
+TEST(TopkFfn, MatchesBruteForceTopk) {
+  struct Shape {
+    int64_t tokens, dim, d_ff, k;
+  };
+  for (Shape s : {Shape{37, 64, 300, 32}, Shape{5, 96, 1000, 100}, Shape{70, 48, 200, 1}}) {
+    TestRng rng("ffn_T" + std::to_string(s.tokens) + "_k" + std::to_string(s.k));
+    FfnProblem p = make_ffn(s.tokens, s.dim, s.d_ff, rng);
+    HostTensor y;
+    Dispatch d;
+    Status st = run_ffn(p, s.k, &y, &d);
+    ASSERT_TRUE(st.ok()) << st.message;
+    std::vector<double> ref, gap;
+    reference_topk_ffn(p.x.data(), p.w1.data(), p.w2t.data(), s.tokens, s.dim, s.d_ff, s.k, &ref,
+                       &gap);
+    int left_out = 0;
+    std::string m = compare_rows(y, ref, &gap, s.dim, &left_out);
+    EXPECT_TRUE(m.empty()) << rng.description() << " kernel " << d.kernel << m;
+    EXPECT_TRUE(y.changed_since_snapshot(true).empty()) << "y padding written";
+  }
+}
+
+// k >= d_ff is the dense FFN y = relu(x W1^T) W2^T, computed here directly.
+TEST(TopkFfn, KAtLeastDffEqualsDenseFfn) {
+  const int64_t tokens = 20, dim = 64, d_ff = 128;
+  TestRng rng("ffn_dense");
+  FfnProblem p = make_ffn(tokens, dim, d_ff, rng);
+  std::vector<double> dense(static_cast<size_t>(tokens * dim), 0.0);
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t f = 0; f < d_ff; ++f) {
+      double h = 0;
+      for (int64_t x = 0; x < dim; ++x)
+        h += double(p.x.data()[t * dim + x]) * p.w1.data()[f * dim + x];
+      h = std::max(h, 0.0);
+      for (int64_t x = 0; x < dim; ++x)
+        dense[static_cast<size_t>(t * dim + x)] += h * p.w2t.data()[f * dim + x];
+    }
+  }
+  for (int64_t k : {d_ff, 5 * d_ff}) {
+    HostTensor y;
+    Dispatch d;
+    ASSERT_TRUE(run_ffn(p, k, &y, &d).ok());
+    int left_out = 0;
+    std::string m = compare_rows(y, dense, nullptr, dim, &left_out);
+    EXPECT_TRUE(m.empty()) << "k=" << k << " " << rng.description() << m;
+    if (k > d_ff) {
+      EXPECT_NE(d.reason.find("clamped"), std::string::npos) << d.reason;
+    }
+  }
+}
+
+TEST(TopkFfn, RefusesBadArguments) {
+  TestRng rng("ffn_errors");
+  FfnProblem p = make_ffn(4, 32, 64, rng);
+  HostTensor y;
+  Dispatch d;
+  Status s = run_ffn(p, 0, &y, &d);
+  EXPECT_EQ(s.code, StatusCode::invalid_argument) << s.message;
+  FfnProblem wrong = make_ffn(4, 32, 64, rng);
+  wrong.w2t = HostTensor({1, 65, 32}, Layout::kContiguous);
+  wrong.w2t.fill_normal(rng);
+  s = run_ffn(wrong, 8, &y, &d);
+  EXPECT_EQ(s.code, StatusCode::invalid_argument) << s.message;
+  EXPECT_NE(s.message.find("d_ff"), std::string::npos) << s.message;
+  wrong = make_ffn(4, 32, 64, rng);
+  wrong.w1 = HostTensor({1, 64, 31}, Layout::kContiguous);
+  wrong.w1.fill_normal(rng);
+  s = run_ffn(wrong, 8, &y, &d);
+  EXPECT_EQ(s.code, StatusCode::invalid_argument) << s.message;
+  EXPECT_NE(s.message.find("model dim"), std::string::npos) << s.message;
+}
+
+}  // namespace
