@@ -16,78 +16,16 @@
 #include <vector>
 
 #include "baselines.h"
+#include "bench_common.h"
 #include "hattn/hattn.h"
 
 namespace {
 
+using hattn_bench::bench_threads;
+using hattn_bench::buffers;
+using hattn_bench::Inputs;
 using hattn_bench::Shape;
-
-constexpr uint64_t kSeed = 20261122;
-
-int bench_threads() {
-  const char* env = std::getenv("HATTN_BENCH_THREADS");
-  const int n = env ? std::atoi(env) : 2;
-  return n > 0 ? n : 2;
-}
-
-// Uniform in [-1, 1) from splitmix64 (seeded by kSeed + salt): fast enough to fill 1 GiB, and
-// never all zeros.
-void fill_random(std::vector<float>& x, uint64_t salt) {
-  uint64_t state = kSeed + salt * 0x9e3779b97f4a7c15ull;
-  for (float& v : x) {
-    uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    v = static_cast<float>(z >> 40) * (2.f / 16777216.f) - 1.f;
-  }
-}
-
-// Google Benchmark calls a benchmark's function once per repetition (and more while it sizes
-// the iteration count). Buffers live in a one-slot cache keyed by the benchmark's name so each
-// benchmark allocates and fills its inputs once; the next benchmark frees them.
-std::vector<std::vector<float>>& buffers(const std::string& key,
-                                         const std::vector<int64_t>& sizes) {
-  static std::string cached_key;
-  static std::vector<std::vector<float>> cached;
-  if (key != cached_key) {
-    cached.clear();
-    cached_key = key;
-    for (size_t i = 0; i < sizes.size(); ++i) {
-      cached.emplace_back(static_cast<size_t>(sizes[i]));
-      fill_random(cached.back(), i + 1);
-    }
-  }
-  return cached;
-}
-
-// Query-key pairs visible under the (bottom-right) causal mask: the useful work.
-double visible_pairs(const Shape& s) {
-  if (!s.causal) return static_cast<double>(s.lq) * static_cast<double>(s.lk);
-  double n = 0;
-  for (int64_t i = 0; i < s.lq; ++i) {
-    n += static_cast<double>(std::clamp<int64_t>(i + s.lk - s.lq + 1, 0, s.lk));
-  }
-  return n;
-}
-
-// q, k, v, out of a shape (Hq == Hkv in this suite).
-struct Inputs {
-  float *q, *k, *v, *out;
-  explicit Inputs(const Shape& s) {
-    const int64_t qn = s.batch * s.heads * s.lq * s.head_dim;
-    const int64_t kn = s.batch * s.heads * s.lk * s.head_dim;
-    // Keyed by shape: hattn and the baselines at one shape read the same inputs.
-    const std::string key = "attention " + std::to_string(s.batch) + "x" + std::to_string(s.heads) +
-                            "x" + std::to_string(s.lq) + "x" + std::to_string(s.lk) + "x" +
-                            std::to_string(s.head_dim);
-    auto& b = buffers(key, {qn, kn, kn, qn});
-    q = b[0].data();
-    k = b[1].data();
-    v = b[2].data();
-    out = b[3].data();
-  }
-};
+using hattn_bench::visible_pairs;
 
 void set_counters(benchmark::State& state, const Shape& s) {
   const double flops = 4.0 * static_cast<double>(s.batch * s.heads * s.head_dim) * visible_pairs(s);
@@ -187,16 +125,11 @@ std::string prefill_name(const std::string& what, const Shape& s) {
          "/causal:" + (s.causal ? "1" : "0");
 }
 
-template <typename... Args>
-void add(const std::string& name, Args&&... args) {
-  benchmark::RegisterBenchmark(name.c_str(), std::forward<Args>(args)...)
-      ->UseRealTime()
-      ->Unit(benchmark::kMillisecond);
-}
+using hattn_bench::add;
 
 void register_all() {
   std::printf("hattn_bench: %d threads, seed %llu\n", bench_threads(),
-              static_cast<unsigned long long>(kSeed));
+              static_cast<unsigned long long>(hattn_bench::kSeed));
   for (int64_t d : {64, 128}) {
     for (int64_t l : {512, 2048, 8192}) {
       for (bool causal : {false, true}) {
@@ -218,6 +151,7 @@ void register_all() {
     add("openblas_attention" + shape, run_openblas_decode, s);
   }
   for (int t : {1, 2}) add("array_read/threads:" + std::to_string(t), run_array_read, t);
+  hattn_bench::register_topk();
 }
 
 }  // namespace

@@ -164,9 +164,119 @@ TEST_F(Cli, RunDenseMatchesReference) {
   }
 }
 
+// run topk: k >= Lk is exact dense attention (and the verbose output says k was clamped); a
+// small k matches the brute-force top-k reference.
+TEST_F(Cli, RunTopkMatchesReference) {
+  SCOPED_TRACE(trace_);
+  std::vector<std::string> args = run_args();
+  args[1] = "topk";
+  std::vector<std::string> clamped = args;
+  clamped.insert(clamped.end(), {"--topk", "50", "-v"});
+  Result r = run_cli(clamped);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("kernel: topk_"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("clamped"), std::string::npos) << r.out;
+  hattn_test::AttnShape shape{1, 4, 2, 7, 9, 64};
+  hattn_test::AttnStrides strides{hattn_test::dense_strides(1, 4, 7, 64),
+                                  hattn_test::dense_strides(1, 2, 9, 64),
+                                  hattn_test::dense_strides(1, 2, 9, 64)};
+  for (int64_t k : {int64_t{50}, int64_t{3}}) {
+    if (k != 50) {
+      std::vector<std::string> small = args;
+      small.insert(small.end(), {"--topk", std::to_string(k), "--causal"});
+      r = run_cli(small);
+      ASSERT_EQ(r.status, 0) << r.err;
+    }
+    std::vector<double> ref, gap;
+    hattn_test::reference_topk_attention(q_.data(), k_.data(), v_.data(), shape, strides, k != 50,
+                                         1.0 / 8.0, k, &ref, &gap);
+    hattn::npy::Array o;
+    std::string error;
+    ASSERT_TRUE(hattn::npy::read_f32(dir() + "o.npy", &o, &error)) << error;
+    ASSERT_EQ(o.data.size(), ref.size());
+    for (size_t i = 0; i < ref.size(); ++i) {
+      if (gap[i / 64] < 1e-5) continue;  // a near-tie may legitimately select differently
+      ASSERT_NEAR(o.data[i], ref[i], 1e-5 + 1e-4 * std::fabs(ref[i]))
+          << "k " << k << " index " << i;
+    }
+  }
+  std::vector<std::string> bad_k = args;
+  bad_k.insert(bad_k.end(), {"--topk", "0"});
+  expect_one_line_error(run_cli(bad_k), "must be >= 1");
+  expect_one_line_error(run_cli(args), "--topk");
+}
+
+// run topk-ffn reads W2 as [D, d_ff] (a framework's Linear layout) and transposes it itself.
+TEST_F(Cli, RunTopkFfnMatchesReference) {
+  hattn_test::TestRng rng("cli-ffn");
+  const int64_t tokens = 6, dim = 16, d_ff = 40, k = 5;
+  std::vector<float> x = random_vec(rng, tokens * dim), w1 = random_vec(rng, d_ff * dim),
+                     w2 = random_vec(rng, dim * d_ff), w2t(w2.size());
+  for (int64_t r = 0; r < dim; ++r) {
+    for (int64_t c = 0; c < d_ff; ++c) w2t[c * dim + r] = w2[r * d_ff + c];
+  }
+  save("x.npy", {tokens, dim}, x);
+  save("w1.npy", {d_ff, dim}, w1);
+  save("w2.npy", {dim, d_ff}, w2);
+  save("w2_wrong.npy", {d_ff, dim}, w2t);
+  const std::vector<std::string> args = {"run",    "topk-ffn",        "--x",   dir() + "x.npy",
+                                         "--w1",   dir() + "w1.npy",  "--w2",  dir() + "w2.npy",
+                                         "--topk", std::to_string(k), "--out", dir() + "y.npy"};
+  Result r = run_cli(args);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("kernel: topk_ffn_"), std::string::npos) << r.out;
+  std::vector<double> ref, gap;
+  hattn_test::reference_topk_ffn(x.data(), w1.data(), w2t.data(), tokens, dim, d_ff, k, &ref, &gap);
+  hattn::npy::Array y;
+  std::string error;
+  ASSERT_TRUE(hattn::npy::read_f32(dir() + "y.npy", &y, &error)) << error;
+  EXPECT_EQ(y.shape, (std::vector<int64_t>{tokens, dim}));
+  ASSERT_EQ(y.data.size(), ref.size());
+  for (size_t i = 0; i < ref.size(); ++i) {
+    if (gap[i / dim] < 1e-5) continue;
+    ASSERT_NEAR(y.data[i], ref[i], 1e-4 + 1e-4 * std::fabs(ref[i]))
+        << rng.description() << " " << i;
+  }
+  std::vector<std::string> wrong = args;
+  wrong[7] = dir() + "w2_wrong.npy";
+  expect_one_line_error(run_cli(wrong), "w2 must be [D, d_ff]");
+  std::vector<std::string> rank = args;
+  rank[3] = dir() + "q.npy";
+  expect_one_line_error(run_cli(rank), "rank 2");
+}
+
+// The fidelity report runs, prints its seed and a row per k, and ends at k = Lk with an error
+// at fp32 rounding level (top-k over every key is dense attention).
+TEST_F(Cli, FidelityReport) {
+  Result r =
+      run_cli({"fidelity", "topk", "--heads", "1", "--lq", "8", "--lk", "64", "--seed", "7"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("seed 7"), std::string::npos) << r.out;
+  std::istringstream lines(r.out);
+  std::string line, last;
+  int rows = 0;
+  while (std::getline(lines, line)) {
+    std::istringstream f(line);
+    long long k = 0;
+    double random = 0, peaked = 0;
+    if (f >> k >> random >> peaked) {
+      ++rows;
+      last = line;
+      if (k == 64) {
+        EXPECT_LT(random, 1e-4) << line;
+        EXPECT_LT(peaked, 1e-4) << line;
+      }
+    }
+  }
+  EXPECT_EQ(rows, 7) << r.out;  // k = 1, 2, 4, ..., 32, 64
+  expect_one_line_error(run_cli({"fidelity", "topk", "--lk", "0"}), ">= 1");
+}
+
 TEST_F(Cli, HelpWorks) {
   EXPECT_EQ(run_cli({"--help"}).status, 0);
   EXPECT_EQ(run_cli({"run", "--help"}).status, 0);
+  EXPECT_EQ(run_cli({"run", "topk", "--help"}).status, 0);
+  EXPECT_EQ(run_cli({"run", "topk-ffn", "--help"}).status, 0);
 }
 
 TEST_F(Cli, ErrorPaths) {

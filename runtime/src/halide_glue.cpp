@@ -45,6 +45,17 @@ struct ScratchCache {
 };
 thread_local ScratchCache t_scratch;
 
+// Scratch bytes handed to Halide and not yet returned, and the high-water mark (all threads).
+std::atomic<size_t> g_scratch_in_use{0};
+std::atomic<size_t> g_scratch_peak{0};
+
+void count_alloc(size_t bytes) {
+  const size_t now = g_scratch_in_use.fetch_add(bytes) + bytes;
+  size_t peak = g_scratch_peak.load();
+  while (now > peak && !g_scratch_peak.compare_exchange_weak(peak, now)) {
+  }
+}
+
 size_t& header_size(void* base) { return *static_cast<size_t*>(base); }
 
 void* scratch_malloc(void* /*user_context*/, size_t size) {
@@ -56,6 +67,7 @@ void* scratch_malloc(void* /*user_context*/, size_t size) {
       if (have >= rounded && have <= 2 * rounded) {
         void* base = blocks[i];
         blocks.erase(blocks.begin() + static_cast<std::ptrdiff_t>(i));
+        count_alloc(have);
         return static_cast<char*>(base) + kAlign;
       }
     }
@@ -63,12 +75,14 @@ void* scratch_malloc(void* /*user_context*/, size_t size) {
   void* base = std::aligned_alloc(kAlign, rounded + 2 * kAlign);
   if (base == nullptr) return nullptr;
   header_size(base) = rounded;
+  count_alloc(rounded);
   return static_cast<char*>(base) + kAlign;
 }
 
 void scratch_free(void* /*user_context*/, void* ptr) {
   if (ptr == nullptr) return;
   void* base = static_cast<char*>(ptr) - kAlign;
+  g_scratch_in_use.fetch_sub(header_size(base));
   auto& blocks = t_scratch.blocks;
   if (header_size(base) >= kCacheMinBytes) {
     if (blocks.size() == kCacheBlocks) {
@@ -105,6 +119,9 @@ HalideBuffer::HalideBuffer(const TensorView& t) {
     d.flags = 0;
   }
 }
+
+size_t scratch_peak_bytes() { return g_scratch_peak.load(); }
+void reset_scratch_peak() { g_scratch_peak.store(g_scratch_in_use.load()); }
 
 int worker_threads() {
   int n = g_threads.load();

@@ -74,7 +74,7 @@ void schedule_topk_prefill(TopkStages& st, const ScheduleContext& ctx) {
   st.q_scaled.compute_at(chunk).vectorize(st.i, x.vec, TailStrategy::GuardWithIf);
   // Keys of the chunk: rows innermost in storage so every later pass reads whole vectors.
   st.key.compute_at(chunk).reorder_storage(st.i, st.j);
-  register_block(st.key, st.dot, st.rc, st.i, st.j, x.vec, x.tq, x.tk, TailStrategy::GuardWithIf);
+  register_block(st.key, st.dot, st.rc, st.i, st.j, x.vec, x.tq, x.tk, TailStrategy::RoundUp);
 
   schedule_selection_rows_in_lanes(st.sel, st.i, chunk, x.vec);
 
@@ -157,7 +157,7 @@ void schedule_topk_ffn_cpu(TopkFfnStages& st, const ScheduleContext& ctx) {
   const LoopLevel chunk(st.y, tc);
   st.x_t.compute_at(chunk).vectorize(st.t, x.vec, TailStrategy::GuardWithIf);
   st.key.compute_at(chunk).reorder_storage(st.t, st.f);
-  register_block(st.key, st.dot, st.rc, st.t, st.f, x.vec, x.tq, x.tk, TailStrategy::GuardWithIf);
+  register_block(st.key, st.dot, st.rc, st.t, st.f, x.vec, x.tq, x.tk, TailStrategy::RoundUp);
   schedule_selection_rows_in_lanes(st.sel, st.t, chunk, x.vec);
   st.gathered.compute_at(chunk)
       .reorder_storage(st.t, st.s)

@@ -168,6 +168,11 @@ const std::vector<KernelInfo>& list_kernels();
 // (HL_NUM_THREADS or the core count). Call before the first attention() call.
 void set_num_threads(int n);
 
+// Working memory: the most bytes of scratch the kernels held at once (all threads, since the
+// last reset), e.g. to check that a call's memory is linear in sequence length.
+size_t scratch_peak_bytes();
+void reset_scratch_peak();
+
 // Decode kernels are chosen when Lq <= this threshold (measured; see bench/).
 int decode_threshold();
 

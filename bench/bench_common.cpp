@@ -1,0 +1,63 @@
+#include "bench_common.h"
+
+#include <algorithm>
+#include <cstdlib>
+
+namespace hattn_bench {
+
+int bench_threads() {
+  const char* env = std::getenv("HATTN_BENCH_THREADS");
+  const int n = env ? std::atoi(env) : 2;
+  return n > 0 ? n : 2;
+}
+
+void fill_random(std::vector<float>& x, uint64_t salt) {
+  uint64_t state = kSeed + salt * 0x9e3779b97f4a7c15ull;
+  for (float& v : x) {
+    uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    v = static_cast<float>(z >> 40) * (2.f / 16777216.f) - 1.f;
+  }
+}
+
+std::vector<std::vector<float>>& buffers(const std::string& key,
+                                         const std::vector<int64_t>& sizes) {
+  static std::string cached_key;
+  static std::vector<std::vector<float>> cached;
+  if (key != cached_key) {
+    cached.clear();
+    cached_key = key;
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      cached.emplace_back(static_cast<size_t>(sizes[i]));
+      fill_random(cached.back(), i + 1);
+    }
+  }
+  return cached;
+}
+
+double visible_pairs(const Shape& s) {
+  if (!s.causal) return static_cast<double>(s.lq) * static_cast<double>(s.lk);
+  double n = 0;
+  for (int64_t i = 0; i < s.lq; ++i) {
+    n += static_cast<double>(std::clamp<int64_t>(i + s.lk - s.lq + 1, 0, s.lk));
+  }
+  return n;
+}
+
+Inputs::Inputs(const Shape& s) {
+  const int64_t qn = s.batch * s.heads * s.lq * s.head_dim;
+  const int64_t kn = s.batch * s.heads * s.lk * s.head_dim;
+  // Keyed by shape: hattn and the baselines at one shape read the same inputs.
+  const std::string key = "attention " + std::to_string(s.batch) + "x" + std::to_string(s.heads) +
+                          "x" + std::to_string(s.lq) + "x" + std::to_string(s.lk) + "x" +
+                          std::to_string(s.head_dim);
+  auto& b = buffers(key, {qn, kn, kn, qn});
+  q = b[0].data();
+  k = b[1].data();
+  v = b[2].data();
+  out = b[3].data();
+}
+
+}  // namespace hattn_bench

@@ -1,0 +1,47 @@
+// Helpers shared by the benchmark files: threads, input buffers (random, never zeros, allocated
+// once per shape), registration with the suite's defaults.
+#pragma once
+
+#include <benchmark/benchmark.h>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "baselines.h"
+
+namespace hattn_bench {
+
+constexpr uint64_t kSeed = 20261122;
+
+// 2, or HATTN_BENCH_THREADS.
+int bench_threads();
+
+// Uniform in [-1, 1) from splitmix64 seeded by kSeed + salt: fast enough to fill 1 GiB.
+void fill_random(std::vector<float>& x, uint64_t salt);
+
+// A one-slot cache of random buffers keyed by `key`: a benchmark's repetitions (and the
+// baselines at the same shape, under the same key) reuse its inputs; a new key frees the old.
+std::vector<std::vector<float>>& buffers(const std::string& key, const std::vector<int64_t>& sizes);
+
+// Query-key pairs visible under the (bottom-right) causal mask: the useful work.
+double visible_pairs(const Shape& s);
+
+// q, k, v, out of a shape (Hq == Hkv in this suite).
+struct Inputs {
+  float *q, *k, *v, *out;
+  explicit Inputs(const Shape& s);
+};
+
+template <typename... Args>
+void add(const std::string& name, Args&&... args) {
+  benchmark::RegisterBenchmark(name.c_str(), std::forward<Args>(args)...)
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
+}
+
+// bench_topk.cpp: topk attention and topk_ffn next to dense and OpenBLAS.
+void register_topk();
+
+}  // namespace hattn_bench

@@ -1,0 +1,145 @@
+// topk attention and topk_ffn, in the same run as dense (bench_dense.cpp registers both):
+//   hattn_topk/prefill/L:<L>/D:64/k:<k>       vs hattn_dense/prefill/L:<L>/D:64/causal:0
+//   hattn_topk/decode/Lk:<Lk>/D:128/k:64      vs hattn_dense/decode/Lk:<Lk>/D:128
+//   hattn_topk_ffn/T:512/D:<D>/dff:<F>/k:<k>  vs openblas_ffn/T:512/D:<D>/dff:<F> (two sgemms)
+// Counters: GFLOP/s of the work dense would do (so time ratios read directly), and scratch_MB,
+// the most scratch the kernels held at once (linear in L for topk, never L x L).
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "bench_common.h"
+#include "hattn/hattn.h"
+
+namespace hattn_bench {
+
+namespace {
+
+void set_scratch_counter(benchmark::State& state) {
+  state.counters["scratch_MB"] = static_cast<double>(hattn::scratch_peak_bytes()) / (1 << 20);
+}
+
+void run_topk(benchmark::State& state, Shape s, int64_t k) {
+  Inputs in(s);
+  auto view = [&](float* x, int64_t l) {
+    return hattn::TensorView::contiguous(x, {s.batch, s.heads, l, s.head_dim});
+  };
+  hattn::TopkOptions opt;
+  opt.k = k;
+  opt.causal = s.causal;
+  hattn::Dispatch chosen;
+  hattn::set_num_threads(bench_threads());
+  hattn::reset_scratch_peak();
+  for (auto _ : state) {
+    hattn::Status st = hattn::topk_attention(view(in.q, s.lq), view(in.k, s.lk), view(in.v, s.lk),
+                                             view(in.out, s.lq), opt, &chosen);
+    if (!st.ok()) {
+      state.SkipWithError(st.message.c_str());
+      break;
+    }
+    benchmark::DoNotOptimize(in.out);
+  }
+  if (state.error_occurred()) return;
+  state.SetLabel(chosen.kernel);
+  const double flops = 4.0 * static_cast<double>(s.batch * s.heads * s.head_dim) * visible_pairs(s);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  set_scratch_counter(state);
+}
+
+struct FfnShape {
+  int64_t tokens, dim, d_ff;
+};
+
+// x [T, D], w1 [d_ff, D], w2 [D, d_ff] (OpenBLAS), w2t [d_ff, D] (hattn), h [T, d_ff], y [T, D].
+std::vector<std::vector<float>>& ffn_buffers(const FfnShape& f) {
+  const std::string key = "ffn " + std::to_string(f.tokens) + "x" + std::to_string(f.dim) + "x" +
+                          std::to_string(f.d_ff);
+  auto& b = buffers(key, {f.tokens * f.dim, f.d_ff * f.dim, f.dim * f.d_ff, f.d_ff * f.dim,
+                          f.tokens * f.d_ff, f.tokens * f.dim});
+  static std::string transposed_for;
+  if (transposed_for != key) {  // w2t = w2^T, so both compute the same layer
+    for (int64_t r = 0; r < f.dim; ++r) {
+      for (int64_t c = 0; c < f.d_ff; ++c) b[3][c * f.dim + r] = b[2][r * f.d_ff + c];
+    }
+    transposed_for = key;
+  }
+  return b;
+}
+
+void set_ffn_counter(benchmark::State& state, const FfnShape& f) {
+  state.counters["GFLOP/s"] = benchmark::Counter(4.0 * f.tokens * f.dim * f.d_ff * 1e-9,
+                                                 benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void run_topk_ffn(benchmark::State& state, FfnShape f, int64_t k) {
+  auto& b = ffn_buffers(f);
+  auto x = hattn::TensorView::contiguous(b[0].data(), {f.tokens, f.dim});
+  auto w1 = hattn::TensorView::contiguous(b[1].data(), {f.d_ff, f.dim});
+  auto w2t = hattn::TensorView::contiguous(b[3].data(), {f.d_ff, f.dim});
+  auto y = hattn::TensorView::contiguous(b[5].data(), {f.tokens, f.dim});
+  hattn::TopkFfnOptions opt;
+  opt.k = k;
+  hattn::Dispatch chosen;
+  hattn::set_num_threads(bench_threads());
+  hattn::reset_scratch_peak();
+  for (auto _ : state) {
+    hattn::Status st = hattn::topk_ffn(x, w1, w2t, y, opt, &chosen);
+    if (!st.ok()) {
+      state.SkipWithError(st.message.c_str());
+      break;
+    }
+    benchmark::DoNotOptimize(b[5].data());
+  }
+  if (state.error_occurred()) return;
+  state.SetLabel(chosen.kernel);
+  set_ffn_counter(state, f);
+  set_scratch_counter(state);
+}
+
+// The dense FFN on OpenBLAS: h = x w1^T, relu, y = h w2^T (w2 [D, d_ff]), N-thread BLAS.
+void run_openblas_ffn(benchmark::State& state, FfnShape f) {
+  auto& b = ffn_buffers(f);
+  openblas_set_num_threads(bench_threads());
+  const int t = static_cast<int>(f.tokens), d = static_cast<int>(f.dim),
+            ff = static_cast<int>(f.d_ff);
+  for (auto _ : state) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t, ff, d, 1.f, b[0].data(), d, b[1].data(),
+                d, 0.f, b[4].data(), ff);
+    for (float& h : b[4]) h = std::max(h, 0.f);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t, d, ff, 1.f, b[4].data(), ff,
+                b[2].data(), ff, 0.f, b[5].data(), d);
+    benchmark::DoNotOptimize(b[5].data());
+  }
+  set_ffn_counter(state, f);
+}
+
+}  // namespace
+
+void register_topk() {
+  for (int64_t l : {2048, 8192}) {
+    const Shape s{1, 8, l, l, 64, false};
+    for (int64_t k : {32, 64, 128}) {
+      add("hattn_topk/prefill/L:" + std::to_string(l) + "/D:64/k:" + std::to_string(k), run_topk, s,
+          k);
+    }
+  }
+  for (int64_t lk : {32768, 131072}) {
+    const Shape s{1, 32, 1, lk, 128, false};
+    add("hattn_topk/decode/Lk:" + std::to_string(lk) + "/D:128/k:64", run_topk, s, int64_t{64});
+  }
+  // T5-base (D=768, d_ff=3072, the paper's k=256) and T5-3B-like (D=1024, d_ff=16384, k=512),
+  // each also at k = d_ff/8 (the target's shape).
+  for (FfnShape f : {FfnShape{512, 768, 3072}, FfnShape{512, 1024, 16384}}) {
+    const std::string shape = "/T:" + std::to_string(f.tokens) + "/D:" + std::to_string(f.dim) +
+                              "/dff:" + std::to_string(f.d_ff);
+    add("openblas_ffn" + shape, run_openblas_ffn, f);
+    for (int64_t k : {f.d_ff == 3072 ? int64_t{256} : int64_t{512}, f.d_ff / 8}) {
+      add("hattn_topk_ffn" + shape + "/k:" + std::to_string(k), run_topk_ffn, f, k);
+    }
+  }
+}
+
+}  // namespace hattn_bench

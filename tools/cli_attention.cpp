@@ -1,0 +1,142 @@
+// `hattn run dense` and `hattn run topk`: q, k, v in [B, H, L, D] .npy files, out written as .npy.
+#include <cstdio>
+
+#include "cli_common.h"
+
+namespace hattn_cli {
+
+namespace {
+
+struct AttentionArgs {
+  std::string q, k, v, out, lse;
+  bool causal = false;
+  double scale = 0;
+  int splits = 0;
+  int64_t topk = 0;
+  CommonRunArgs common;
+};
+
+constexpr const char* kLayout = "[B, H, L, D]";
+
+struct Loaded {
+  hattn::npy::Array q, k, v;
+  std::vector<float> out;
+};
+
+Loaded load_qkv(const AttentionArgs& a) {
+  if (a.common.threads > 0) hattn::set_num_threads(a.common.threads);
+  Loaded l{load(a.q, "q", 4, kLayout), load(a.k, "k", 4, kLayout), load(a.v, "v", 4, kLayout), {}};
+  l.out.resize(l.q.data.size());
+  return l;
+}
+
+void print_timing(const hattn::Dispatch& chosen, double seconds, int repeat, double flops) {
+  std::printf("kernel: %s (%s", chosen.kernel.c_str(), chosen.reason.c_str());
+  if (chosen.decode_splits > 1) std::printf(", %d key splits", chosen.decode_splits);
+  std::printf(")\ntime: %.3f ms (median of %d), %.1f GFLOP/s\n", seconds * 1e3, repeat,
+              flops / seconds * 1e-9);
+}
+
+double attention_flops(const Loaded& l, bool causal) {
+  return 4.0 * static_cast<double>(l.q.shape[0] * l.q.shape[1] * l.q.shape[3]) *
+         visible_pairs(l.q.shape[2], l.k.shape[2], causal);
+}
+
+int run_dense(const AttentionArgs& a) {
+  Loaded l = load_qkv(a);
+  hattn::AttentionOptions opt;
+  opt.causal = a.causal;
+  opt.kernel = a.common.kernel;
+  opt.check_finite = a.common.check_finite;
+  opt.decode_splits = a.splits;
+  if (a.scale != 0) {
+    opt.has_scale = true;
+    opt.scale = static_cast<float>(a.scale);
+  }
+  const std::vector<int64_t> lse_shape = {l.q.shape[0], l.q.shape[1], l.q.shape[2]};
+  std::vector<float> lse;
+  hattn::TensorView lse_view;
+  if (!a.lse.empty()) {
+    lse.resize(static_cast<size_t>(lse_shape[0] * lse_shape[1] * lse_shape[2]));
+    lse_view = hattn::TensorView::contiguous(lse.data(), lse_shape);
+    opt.lse = &lse_view;
+  }
+  hattn::TensorView ov = hattn::TensorView::contiguous(l.out.data(), l.q.shape);
+  hattn::Dispatch chosen;
+  const double t = median_seconds(a.common.repeat, [&] {
+    return hattn::attention(view(l.q), view(l.k), view(l.v), ov, opt, &chosen);
+  });
+  print_timing(chosen, t, a.common.repeat, attention_flops(l, a.causal));
+  save(a.out, l.q.shape, l.out.data());
+  if (!a.lse.empty()) save(a.lse, lse_shape, lse.data());
+  if (a.common.verbose) {
+    std::printf("wrote %s%s%s\n", a.out.c_str(), a.lse.empty() ? "" : " and ", a.lse.c_str());
+  }
+  return 0;
+}
+
+int run_topk(const AttentionArgs& a) {
+  Loaded l = load_qkv(a);
+  hattn::TopkOptions opt;
+  opt.k = a.topk;
+  opt.causal = a.causal;
+  opt.kernel = a.common.kernel;
+  opt.check_finite = a.common.check_finite;
+  if (a.scale != 0) {
+    opt.has_scale = true;
+    opt.scale = static_cast<float>(a.scale);
+  }
+  hattn::TensorView ov = hattn::TensorView::contiguous(l.out.data(), l.q.shape);
+  hattn::Dispatch chosen;
+  const double t = median_seconds(a.common.repeat, [&] {
+    return hattn::topk_attention(view(l.q), view(l.k), view(l.v), ov, opt, &chosen);
+  });
+  // GFLOP/s of the dense work, so the rate compares directly with `hattn run dense`.
+  print_timing(chosen, t, a.common.repeat, attention_flops(l, a.causal));
+  save(a.out, l.q.shape, l.out.data());
+  if (a.common.verbose) {
+    const int64_t lk = l.k.shape[2];
+    if (a.topk >= lk) {
+      std::printf("k=%lld >= Lk=%lld: clamped, the result is exact dense attention\n",
+                  static_cast<long long>(a.topk), static_cast<long long>(lk));
+    } else if (a.causal) {
+      std::printf("k=%lld; causal rows that see fewer than k keys use all they see\n",
+                  static_cast<long long>(a.topk));
+    }
+    std::printf("wrote %s\n", a.out.c_str());
+  }
+  return 0;
+}
+
+CLI::App* add_qkv_command(CLI::App* run, const char* name, const char* what, AttentionArgs* a) {
+  CLI::App* c = run->add_subcommand(name, what);
+  c->add_option("--q", a->q, "queries [B, Hq, Lq, D], float32 .npy")->required();
+  c->add_option("--k", a->k, "keys [B, Hkv, Lk, D], float32 .npy")->required();
+  c->add_option("--v", a->v, "values [B, Hkv, Lk, D], float32 .npy")->required();
+  c->add_option("--out", a->out, "output [B, Hq, Lq, D] .npy to write")->required();
+  c->add_flag("--causal", a->causal, "causal mask, aligned bottom-right");
+  c->add_option("--scale", a->scale, "softmax scale (default 1/sqrt(D))")
+      ->check(CLI::PositiveNumber);
+  add_common_run_options(c, &a->common);
+  return c;
+}
+
+}  // namespace
+
+Action add_run_attention(CLI::App* run) {
+  static AttentionArgs dense_args, topk_args;
+  CLI::App* dense = add_qkv_command(run, "dense", "exact softmax attention", &dense_args);
+  dense->add_option("--lse", dense_args.lse, "also write the log-sum-exp [B, Hq, Lq] here");
+  dense->add_option("--splits", dense_args.splits, "decode key splits (0 = automatic)")
+      ->check(CLI::NonNegativeNumber);
+  CLI::App* topk = add_qkv_command(run, "topk", "top-k attention (Gupta et al. 2021)", &topk_args);
+  // No range check here: k < 1 is the library's to refuse, with its own message.
+  topk->add_option("--topk", topk_args.topk, "keys kept per query row (>= 1)")->required();
+  return [dense, topk]() {
+    if (*dense) return run_dense(dense_args);
+    if (*topk) return run_topk(topk_args);
+    return -1;
+  };
+}
+
+}  // namespace hattn_cli
