@@ -60,7 +60,7 @@ class TopkAttentionGenerator : public Generator<TopkAttentionGenerator> {
     in.topk = max(topk, 1);
     in.causal = causal;
     TopkStages st = topk_attention(in);
-    out = st.out;
+    out = st.att.out;
 
     for (auto* p : {&q, &k, &v}) (*p).dim(0).set_stride(1);
     out.dim(0).set_stride(1);

@@ -20,7 +20,7 @@ Expr score_of_key(const Expr& key) {
 }
 
 TopkSelection select_topk(const Func& key, const std::vector<Var>& rows, const Expr& n,
-                          const Expr& k_eff, const Expr& k_max, const std::string& prefix) {
+                          const Expr& k_eff, const std::string& prefix) {
   TopkSelection sel;
   sel.rj = RDom(0, n, prefix + "_rj");
   const RVar& rj = sel.rj.x;
@@ -62,16 +62,23 @@ TopkSelection select_topk(const Func& key, const std::vector<Var>& rows, const E
   Expr take = kj > thr || (is_equal && equal < need_equal);
   sel.scan(at(rj + 1)) = Tuple(taken + select(take, 1, 0), equal + select(is_equal, 1, 0));
 
-  // Scatter the taken indices to their slots. The slot is clamped (bounds inference needs it);
-  // untaken candidates rewrite the slot's current value.
+  // The s-th selected index is the j where the taken count steps from s to s + 1, i.e. the
+  // largest p with taken(p) <= s: a branchless binary search over the scan per slot (log2 n
+  // steps for each of the k slots, instead of a scatter over all n candidates). Step t tries to
+  // advance by 2^(steps - 1 - t). Slots at or past k_eff land on n - 1 and are never read live.
+  Expr n_steps = 32 - count_leading_zeros(max(n, 1));
+  sel.steps = RDom(0, n_steps, prefix + "_steps");
+  sel.search = Func(prefix + "_search");
+  std::vector<Var> slot_vars = {Var("s")};
+  slot_vars.insert(slot_vars.end(), rows.begin(), rows.end());
+  std::vector<Expr> slot_args(slot_vars.begin(), slot_vars.end());
+  sel.search(slot_vars) = 0;
+  Expr pos = sel.search(slot_args);
+  Expr next = pos + (1 << (n_steps - 1 - sel.steps.x));
+  Expr advance = next <= n && sel.scan(at(clamp(next, 0, n)))[0] <= slot_vars[0];
+  sel.search(slot_args) = select(advance, next, pos);
   sel.index = Func(prefix + "_index");
-  std::vector<Var> index_vars = {Var("s")};
-  index_vars.insert(index_vars.end(), rows.begin(), rows.end());
-  sel.index(index_vars) = 0;
-  Expr slot = clamp(taken, 0, max(k_max, 1) - 1);
-  std::vector<Expr> slot_args = {slot};
-  slot_args.insert(slot_args.end(), row_args.begin(), row_args.end());
-  sel.index(slot_args) = select(take, Expr(rj), sel.index(slot_args));
+  sel.index(slot_vars) = clamp(sel.search(slot_args), 0, n - 1);
   return sel;
 }
 

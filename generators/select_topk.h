@@ -6,7 +6,8 @@
 // threshold iff at least k keys are >= (threshold | bit). After 32 counting passes the threshold
 // is exactly the k-th largest key (integers: no tolerance, no iteration count to tune). A prefix
 // scan over the row then takes every key above the threshold and, among keys equal to it, the
-// lowest-indexed ones until k are taken, and a scatter writes their indices in ascending order.
+// lowest-indexed ones until k are taken; a binary search over that scan finds the s-th taken index
+// (ascending) for each of the k slots.
 //
 // The primitive is layout-agnostic: keys are a Func key(j, rows...) with the candidate index
 // first; the schedule decides where each stage is computed and how it is stored.
@@ -28,14 +29,16 @@ struct TopkSelection {
   Halide::Func threshold;            // (rows...) the k-th largest key (== passes.back())
   Halide::Func above;                // (rows...) number of keys strictly above the threshold
   Halide::Func scan;                 // (j, rows...) Tuple {taken, equal seen} over keys [0, j)
+  Halide::Func search;               // (s, rows...) Tuple {lo, hi}: the binary search for slot s
   Halide::Func index;  // (s, rows...) s-th selected index in ascending order, s < k_eff(rows)
-  Halide::RDom rj;     // over [0, n): the candidates (counting passes, scan, scatter)
+  Halide::RDom rj;     // over [0, n): the candidates (counting passes, scan)
+  Halide::RDom steps;  // the binary search's steps, ceil(log2(n + 1))
 };
 
 // key: uint32 Func (j, rows...) for j in [0, n); k_eff: Expr over `rows` (0 <= k_eff <= n), the
-// count to select per row; k_max: an upper bound of k_eff over all rows (sizes `index`).
+// count to select per row. index(s, rows) is defined for every s; only s < k_eff is meaningful.
 TopkSelection select_topk(const Halide::Func& key, const std::vector<Halide::Var>& rows,
                           const Halide::Expr& n, const Halide::Expr& k_eff,
-                          const Halide::Expr& k_max, const std::string& prefix);
+                          const std::string& prefix);
 
 }  // namespace hattn

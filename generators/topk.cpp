@@ -2,6 +2,7 @@
 #include "topk.h"
 
 #include "online_softmax.h"
+#include "selected_attention.h"
 
 namespace hattn {
 
@@ -29,24 +30,11 @@ TopkStages topk_attention(const TopkInputs& in) {
   Expr n_visible = in.causal ? clamp(i + offset + 1, 0, in.lk) : in.lk;
   Expr k_eff = min(in.topk, n_visible);
   Expr k_max = min(in.topk, in.lk);
-  st.sel = select_topk(st.key, {i, h, b}, in.lk, k_eff, k_max, "topk");
+  st.sel = select_topk(st.key, {i, h, b}, in.lk, k_eff, "topk");
 
-  Expr index = clamp(st.sel.index(s, i, h, b), 0, in.lk - 1);
-  st.gathered(s, i, h, b) = score_of_key(st.key(index, i, h, b));
-  st.rs = RDom(0, k_max, "rs");
-  Expr live = st.rs < k_eff;
-  st.row_max(i, h, b) = kMaskedScore;
-  st.row_max(i, h, b) =
-      max(st.row_max(i, h, b), select(live, st.gathered(st.rs, i, h, b), kMaskedScore));
-  st.weights(s, i, h, b) =
-      select(s < k_eff, exp_nonpositive(st.gathered(s, i, h, b) - st.row_max(i, h, b)), 0.f);
-  st.row_sum(i, h, b) = 0.f;
-  st.row_sum(i, h, b) += st.weights(st.rs, i, h, b);
-  Expr v_row = clamp(st.sel.index(st.rs, i, h, b), 0, in.lk - 1);
-  st.pv(d, i, h, b) = 0.f;
-  st.pv(d, i, h, b) += st.weights(st.rs, i, h, b) * in.v(d, v_row, hk, b);
-  // A row with no visible key outputs zeros (k_eff = 0, row_sum = 0).
-  st.out(d, i, h, b) = select(k_eff > 0, st.pv(d, i, h, b) / st.row_sum(i, h, b), 0.f);
+  st.gathered(s, i, h, b) = score_of_key(st.key(st.sel.index(s, i, h, b), i, h, b));
+  st.att = attend_selected(st.gathered, st.sel.index, in.v, k_eff, k_max, in.q_heads / in.kv_heads,
+                           d, s, i, h, b);
   return st;
 }
 
@@ -59,13 +47,11 @@ TopkFfnStages topk_ffn(const TopkFfnInputs& in) {
   st.dot(f, t) += st.x_t(t, st.rc) * in.w1(st.rc, clamp(f, 0, in.d_ff - 1));
   st.key(f, t) = ordered_key(st.dot(f, t));
   Expr k_eff = min(in.topk, in.d_ff);
-  st.sel = select_topk(st.key, {t}, in.d_ff, k_eff, k_eff, "ffn");
-  Expr index = clamp(st.sel.index(s, t), 0, in.d_ff - 1);
-  st.gathered(s, t) = max(score_of_key(st.key(index, t)), 0.f);
+  st.sel = select_topk(st.key, {t}, in.d_ff, k_eff, "ffn");
+  st.gathered(s, t) = max(score_of_key(st.key(st.sel.index(s, t), t)), 0.f);
   st.rs = RDom(0, k_eff, "rs");
-  Expr w_row = clamp(st.sel.index(st.rs, t), 0, in.d_ff - 1);
   st.y(d, t) = 0.f;
-  st.y(d, t) += st.gathered(st.rs, t) * in.w2t(d, w_row);
+  st.y(d, t) += st.gathered(st.rs, t) * in.w2t(d, st.sel.index(st.rs, t));
   return st;
 }
 

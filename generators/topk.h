@@ -14,6 +14,7 @@
 
 #include "Halide.h"
 #include "select_topk.h"
+#include "selected_attention.h"
 
 namespace hattn {
 
@@ -28,17 +29,13 @@ struct TopkInputs {
 
 struct TopkStages {
   Halide::Var d{"d"}, i{"i"}, h{"h"}, b{"b"}, j{"j"}, s{"s"};
-  Halide::RDom rc, rs;                // over D; over the k_max selected slots
+  Halide::RDom rc;                    // over D
   Halide::Func q_scaled{"q_scaled"};  // (i, d, h, b)      scale * q, queries first
   Halide::Func dot{"dot"};            // (j, i, h, b)      q . k, the reduction over D
   Halide::Func key{"key"};            // (j, i, h, b)      ordered_key(masked score)
   TopkSelection sel;                  // over j, rows (i, h, b)
   Halide::Func gathered{"gathered"};  // (s, i, h, b)      score of the s-th selected key
-  Halide::Func row_max{"row_max"};    // (i, h, b)
-  Halide::Func weights{"weights"};    // (s, i, h, b)      exp(score - max), 0 past k_eff
-  Halide::Func row_sum{"row_sum"};    // (i, h, b)
-  Halide::Func pv{"pv"};              // (d, i, h, b)      sum_s weights * v[index]
-  Halide::Func out{"out"};            // (d, i, h, b)
+  SelectedAttention att;              // softmax and the V sum over the selection; att.out
 };
 
 TopkStages topk_attention(const TopkInputs& in);

@@ -26,6 +26,7 @@ debs=(
   python3 python3-venv python3-pip
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   libopenblas-dev
+  liblapacke-dev                    # Loki calibration's eigensolver (hattn_loki_prep)
   libcli11-dev
   clang-format clang-tidy
   g++-aarch64-linux-gnu qemu-user   # the ARM build: cross-compiled here, its tests run under qemu

@@ -4,6 +4,8 @@
 //   hattn run topk     --q q.npy --k k.npy --v v.npy --topk K --out o.npy [--causal] ...
 //   hattn run topk-ffn --x x.npy --w1 w1.npy --w2 w2.npy --topk K --out y.npy
 //   hattn fidelity topk [--lq N --lk N --head-dim D --causal --seed S]
+//   hattn calibrate loki --keys keys.npy --out basis.npy [--variances var.npy] [--variance 0.9]
+//   hattn rotate --keys k.npy --basis basis.npy --out krot.npy [--layer L]
 // Every failure is one line on stderr starting with "hattn: error: " and a non-zero exit status
 // (2 for usage errors, 1 for data and runtime errors). Each command family lives in cli_*.cpp.
 #include <CLI/CLI.hpp>
@@ -17,7 +19,7 @@
 
 namespace {
 
-const std::vector<std::string> kCommands = {"list", "run", "fidelity"};
+const std::vector<std::string> kCommands = {"list", "run", "fidelity", "calibrate", "rotate"};
 const std::vector<std::string> kVariants = {"dense", "topk", "topk-ffn"};
 
 std::string joined(const std::vector<std::string>& names) {
@@ -71,9 +73,9 @@ int main(int argc, char** argv) {
   CLI::App* list = app.add_subcommand("list", "print the compiled kernels");
   CLI::App* run = app.add_subcommand("run", "run a kernel on .npy inputs");
   run->require_subcommand(1);
-  const std::vector<hattn_cli::Action> actions = {hattn_cli::add_run_attention(run),
-                                                  hattn_cli::add_run_ffn(run),
-                                                  hattn_cli::add_fidelity(&app)};
+  const std::vector<hattn_cli::Action> actions = {
+      hattn_cli::add_run_attention(run), hattn_cli::add_run_ffn(run), hattn_cli::add_fidelity(&app),
+      hattn_cli::add_calibrate(&app), hattn_cli::add_rotate(&app)};
   if (int rc = refuse_unknown_words(argc, argv)) return rc;
   try {
     app.parse(argc, argv);

@@ -18,7 +18,12 @@ inline void register_block(Halide::Func wrapper, Halide::Func acc, const Halide:
       .vectorize(ri, vec)
       .unroll(ri)
       .unroll(ci);
-  acc.compute_at(wrapper, ro).vectorize(rows, vec).unroll(rows).unroll(cols);
+  // Rows innermost in the accumulator's storage too, so each of its vectors is one register.
+  acc.compute_at(wrapper, ro)
+      .reorder_storage(rows, cols)
+      .vectorize(rows, vec)
+      .unroll(rows)
+      .unroll(cols);
   acc.update().reorder(rows, cols, r).vectorize(rows, vec).unroll(rows).unroll(cols);
 }
 

@@ -11,6 +11,7 @@
 // D in the lanes (as dense decode does), and the counting passes vectorize along the keys.
 #include "cpu_common.h"
 #include "schedules.h"
+#include "selection_cpu.h"
 
 namespace hattn {
 
@@ -28,73 +29,25 @@ TopkTiles read_topk_tiles(const ScheduleContext& ctx) {
           t.get("tk")};
 }
 
-// The selection stages, computed per chunk with the rows (`row`) in the lanes.
-void schedule_selection_rows_in_lanes(TopkSelection& sel, const Var& row, const LoopLevel& at,
-                                      int vec) {
-  const RVar& rj = sel.rj.x;
-  for (Func f : sel.passes) {
-    f.compute_at(at).vectorize(row, vec, TailStrategy::GuardWithIf);
-    if (f.has_update_definition()) {
-      f.update().reorder(row, rj).vectorize(row, vec, TailStrategy::GuardWithIf);
-    }
-  }
-  sel.above.compute_at(at).vectorize(row, vec, TailStrategy::GuardWithIf);
-  sel.above.update().reorder(row, rj).vectorize(row, vec, TailStrategy::GuardWithIf);
-  Var j = sel.scan.args()[0];
-  sel.scan.compute_at(at).reorder_storage(row, j).vectorize(row, vec, TailStrategy::GuardWithIf);
-  sel.scan.update().reorder(row, rj).vectorize(row, vec, TailStrategy::GuardWithIf);
-  sel.index.compute_at(at);
-  sel.index.update().reorder(row, rj);
-}
-
-// The selection stages for a few rows: counting passes vectorized along the candidates.
-void schedule_selection_few_rows(TopkSelection& sel, const LoopLevel& at, int vec) {
-  const RVar& rj = sel.rj.x;
-  for (Func f : sel.passes) {
-    f.compute_at(at);
-    if (f.has_update_definition()) f.update().atomic().vectorize(rj, vec);
-  }
-  sel.above.compute_at(at);
-  sel.above.update().atomic().vectorize(rj, vec);
-  sel.scan.compute_at(at);
-  sel.index.compute_at(at);
-}
-
 void schedule_topk_prefill(TopkStages& st, const ScheduleContext& ctx) {
   const TopkTiles x = read_topk_tiles(ctx);
   const bool fixed_d = ctx.head_dim > 0;
   Var qc("qc"), ii("ii"), task("task");
-  st.out.split(st.i, qc, ii, x.qb, TailStrategy::GuardWithIf)
+  st.att.out.split(st.i, qc, ii, x.qb, TailStrategy::GuardWithIf)
       .fuse(qc, st.h, task)
       .fuse(task, st.b, task)
       .parallel(task)
       .vectorize(st.d, x.vec, TailStrategy::GuardWithIf);
-  const LoopLevel chunk(st.out, task);
+  const LoopLevel chunk(st.att.out, task);
 
   st.q_scaled.compute_at(chunk).vectorize(st.i, x.vec, TailStrategy::GuardWithIf);
   // Keys of the chunk: rows innermost in storage so every later pass reads whole vectors.
   st.key.compute_at(chunk).reorder_storage(st.i, st.j);
   register_block(st.key, st.dot, st.rc, st.i, st.j, x.vec, x.tq, x.tk, TailStrategy::RoundUp);
 
-  schedule_selection_rows_in_lanes(st.sel, st.i, chunk, x.vec);
-
-  for (Func f : {st.gathered, st.weights}) {
-    f.compute_at(chunk)
-        .reorder_storage(st.i, st.s)
-        .reorder(st.i, st.s)
-        .vectorize(st.i, x.vec, TailStrategy::GuardWithIf);
-  }
-  for (Func f : {st.row_max, st.row_sum}) {
-    f.compute_at(chunk).vectorize(st.i, x.vec, TailStrategy::GuardWithIf);
-    f.update().reorder(st.i, st.rs).vectorize(st.i, x.vec, TailStrategy::GuardWithIf);
-  }
-  // P V over the selected rows of V, per query row, D in the lanes.
-  st.pv.compute_at(st.out, ii).vectorize(st.d, x.vec, TailStrategy::GuardWithIf);
-  st.pv.update().reorder(st.d, st.rs).vectorize(st.d, x.vec, TailStrategy::GuardWithIf);
-  if (fixed_d) {
-    st.pv.unroll(st.d);
-    st.pv.update().unroll(st.d);
-  }
+  schedule_selection_rows_in_lanes(st.sel, st.i, chunk, x.vec, x.qb);
+  schedule_selected_rows_in_lanes(st.att, st.gathered, st.s, st.i, st.d, chunk,
+                                  LoopLevel(st.att.out, ii), x.vec, x.qb, fixed_d);
 }
 
 void schedule_topk_decode(TopkStages& st, const ScheduleContext& ctx) {
@@ -102,8 +55,10 @@ void schedule_topk_decode(TopkStages& st, const ScheduleContext& ctx) {
   const bool fixed_d = ctx.head_dim > 0;
   Var task("task"), lane("lane"), jo("jo"), ji("ji");
   RVar rco("rco"), rci("rci");
-  st.out.fuse(st.h, st.b, task).parallel(task).vectorize(st.d, x.vec, TailStrategy::GuardWithIf);
-  const LoopLevel per_head(st.out, task);
+  st.att.out.fuse(st.h, st.b, task)
+      .parallel(task)
+      .vectorize(st.d, x.vec, TailStrategy::GuardWithIf);
+  const LoopLevel per_head(st.att.out, task);
 
   st.q_scaled.compute_at(per_head);
   // q . k with D in the lanes: tq vectors of partial sums per key, one horizontal sum per key.
@@ -121,16 +76,11 @@ void schedule_topk_decode(TopkStages& st, const ScheduleContext& ctx) {
       .unroll(st.j, x.tk, TailStrategy::GuardWithIf);
   st.dot.update().atomic().vectorize(rci);
 
-  schedule_selection_few_rows(st.sel, per_head, x.vec);
-
-  for (Func f : {st.gathered, st.weights}) f.compute_at(per_head);
-  for (Func f : {st.row_max, st.row_sum}) f.compute_at(per_head);
-  st.pv.compute_at(st.out, st.i).vectorize(st.d, x.vec, TailStrategy::GuardWithIf);
-  st.pv.update().reorder(st.d, st.rs).vectorize(st.d, x.vec, TailStrategy::GuardWithIf);
-  if (fixed_d) {
-    st.pv.unroll(st.d);
-    st.pv.update().unroll(st.d);
-  }
+  // The keys' scores are computed once per head for all its rows; the selection runs per row,
+  // so its buffers have constant sizes (stack and registers, not heap).
+  const LoopLevel per_row(st.att.out, st.i);
+  schedule_selection_few_rows(st.sel, per_row, x.vec);
+  schedule_selected_few_rows(st.att, st.gathered, st.s, st.d, per_row, per_row, x.vec, fixed_d);
 }
 
 }  // namespace
@@ -158,7 +108,7 @@ void schedule_topk_ffn_cpu(TopkFfnStages& st, const ScheduleContext& ctx) {
   st.x_t.compute_at(chunk).vectorize(st.t, x.vec, TailStrategy::GuardWithIf);
   st.key.compute_at(chunk).reorder_storage(st.t, st.f);
   register_block(st.key, st.dot, st.rc, st.t, st.f, x.vec, x.tq, x.tk, TailStrategy::RoundUp);
-  schedule_selection_rows_in_lanes(st.sel, st.t, chunk, x.vec);
+  schedule_selection_rows_in_lanes(st.sel, st.t, chunk, x.vec, x.qb);
   st.gathered.compute_at(chunk)
       .reorder_storage(st.t, st.s)
       .reorder(st.t, st.s)

@@ -1,0 +1,29 @@
+#include "selected_attention.h"
+
+#include "online_softmax.h"
+
+namespace hattn {
+
+using namespace Halide;
+
+SelectedAttention attend_selected(const Func& score, const Func& index, const Func& v,
+                                  const Expr& k_eff, const Expr& k_max, const Expr& group,
+                                  const Var& d, const Var& s, const Var& i, const Var& h,
+                                  const Var& b) {
+  SelectedAttention a;
+  a.rs = RDom(0, max(k_max, 1), "rs");
+  const Expr live = a.rs < k_eff;
+  a.row_max(i, h, b) = kMaskedScore;
+  a.row_max(i, h, b) = max(a.row_max(i, h, b), select(live, score(a.rs, i, h, b), kMaskedScore));
+  a.weights(s, i, h, b) =
+      select(s < k_eff, exp_nonpositive(score(s, i, h, b) - a.row_max(i, h, b)), 0.f);
+  a.row_sum(i, h, b) = 0.f;
+  a.row_sum(i, h, b) += a.weights(a.rs, i, h, b);
+  a.pv(d, i, h, b) = 0.f;
+  a.pv(d, i, h, b) += a.weights(a.rs, i, h, b) * v(d, index(a.rs, i, h, b), h / group, b);
+  // A row with no visible key outputs zeros (k_eff = 0, row_sum = 0).
+  a.out(d, i, h, b) = select(k_eff > 0, a.pv(d, i, h, b) / a.row_sum(i, h, b), 0.f);
+  return a;
+}
+
+}  // namespace hattn

@@ -1,0 +1,29 @@
+// Softmax attention over a per-row selection of keys: the tail shared by every sparse variant
+// (topk, loki, later sparsek). Given, per query row (i, h, b), the scores of its k_max selected
+// slots (only the first k_eff live) and the key index of each slot, it builds
+//   o_i = sum_{s < k_eff} softmax_s(score_s) v[index_s]
+// with zeros for a row that selected nothing (k_eff = 0). The algorithm only; schedules decide
+// where each stage lives.
+#pragma once
+
+#include "Halide.h"
+
+namespace hattn {
+
+struct SelectedAttention {
+  Halide::RDom rs;                  // over the k_max slots
+  Halide::Func row_max{"row_max"};  // (i, h, b)
+  Halide::Func weights{"weights"};  // (s, i, h, b)   exp(score - max), 0 past k_eff
+  Halide::Func row_sum{"row_sum"};  // (i, h, b)
+  Halide::Func pv{"pv"};            // (d, i, h, b)   sum_s weights * v[index]
+  Halide::Func out{"out"};          // (d, i, h, b)
+};
+
+// score, index: Funcs (s, i, h, b); v: (d, j, hk, b) with hk = h / group; n_keys bounds index.
+SelectedAttention attend_selected(const Halide::Func& score, const Halide::Func& index,
+                                  const Halide::Func& v, const Halide::Expr& k_eff,
+                                  const Halide::Expr& k_max, const Halide::Expr& group,
+                                  const Halide::Var& d, const Halide::Var& s, const Halide::Var& i,
+                                  const Halide::Var& h, const Halide::Var& b);
+
+}  // namespace hattn

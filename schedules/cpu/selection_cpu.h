@@ -1,0 +1,32 @@
+// CPU schedules (x86 and ARM) of the pieces every sparse variant shares: the top-k selection
+// (generators/select_topk.h) and softmax attention over the selected keys
+// (generators/selected_attention.h). Two regimes:
+//   rows in lanes   prefill-like: a chunk of query rows per task, the rows in the SIMD lanes, so
+//                   every pass over the candidates reads whole vectors of a row-major buffer;
+//   few rows        decode-like: one or a few rows per task, the candidates in the lanes.
+#pragma once
+
+#include "Halide.h"
+#include "select_topk.h"
+#include "selected_attention.h"
+
+namespace hattn {
+
+// chunk_rows: rows per task (a multiple of vec).
+void schedule_selection_rows_in_lanes(TopkSelection& sel, const Halide::Var& row,
+                                      const Halide::LoopLevel& at, int vec, int chunk_rows);
+void schedule_selection_few_rows(TopkSelection& sel, const Halide::LoopLevel& at, int vec);
+
+// `score` is the (s, i, h, b) Func of the selected slots' scores that feeds `att`. `per_row` is
+// the loop of `att.out` over single query rows (where the V sum of one row is computed);
+// fixed_d unrolls the V sum over a compile-time head dim.
+void schedule_selected_rows_in_lanes(SelectedAttention& att, Halide::Func score,
+                                     const Halide::Var& s, const Halide::Var& i,
+                                     const Halide::Var& d, const Halide::LoopLevel& chunk,
+                                     const Halide::LoopLevel& per_row, int vec, int chunk_rows,
+                                     bool fixed_d);
+void schedule_selected_few_rows(SelectedAttention& att, Halide::Func score, const Halide::Var& s,
+                                const Halide::Var& d, const Halide::LoopLevel& task,
+                                const Halide::LoopLevel& per_row, int vec, bool fixed_d);
+
+}  // namespace hattn
