@@ -5,6 +5,7 @@
 
 #include "Halide.h"
 #include "dense.h"
+#include "loki.h"
 #include "table.h"
 #include "topk.h"
 
@@ -25,6 +26,8 @@ void schedule_dense_cuda(DenseStages& st, const ScheduleContext& ctx);
 // topk attention and topk_ffn on x86 and ARM (schedules/cpu/topk_cpu.cpp).
 void schedule_topk_cpu(TopkStages& st, const ScheduleContext& ctx);
 void schedule_topk_ffn_cpu(TopkFfnStages& st, const ScheduleContext& ctx);
+// Loki attention on x86 and ARM (schedules/cpu/loki_cpu.cpp).
+void schedule_loki_cpu(LokiStages& st, const ScheduleContext& ctx);
 // Picks the family's schedule for ctx.target.
 void schedule_dense(DenseStages& st, const ScheduleContext& ctx);
 

@@ -151,4 +151,52 @@ void reference_topk_ffn(const float* x, const float* w1, const float* w2t, int64
   }
 }
 
+void reference_loki_attention(const float* q, const float* k_rot, const float* v,
+                              const float* basis, const AttnShape& s, const AttnStrides& st,
+                              bool causal, double scale, int64_t rank, int64_t topk,
+                              std::vector<double>* out, std::vector<double>* gap) {
+  const int64_t d_all = s.head_dim;
+  out->assign(static_cast<size_t>(s.batch * s.q_heads * s.lq * d_all), 0.0);
+  gap->assign(static_cast<size_t>(s.batch * s.q_heads * s.lq), 0.0);
+  const int64_t group = s.q_heads / s.kv_heads;
+  for (int64_t b = 0; b < s.batch; ++b) {
+    for (int64_t h = 0; h < s.q_heads; ++h) {
+      const int64_t hk = h / group;
+      const float* p = basis + hk * d_all * d_all;
+      for (int64_t i = 0; i < s.lq; ++i) {
+        const float* qi = q + b * st.q[0] + h * st.q[1] + i * st.q[2];
+        std::vector<double> qh(static_cast<size_t>(d_all), 0.0);
+        for (int64_t c = 0; c < d_all; ++c) {
+          for (int64_t e = 0; e < d_all; ++e) qh[c] += double(qi[e]) * double(p[e * d_all + c]);
+        }
+        const int64_t visible = causal ? std::clamp<int64_t>(i + s.lk - s.lq + 1, 0, s.lk) : s.lk;
+        std::vector<double> approx(static_cast<size_t>(visible)), exact(approx.size());
+        for (int64_t j = 0; j < visible; ++j) {
+          const float* kj = k_rot + b * st.k[0] + hk * st.k[1] + j * st.k[2];
+          double a = 0.0, x = 0.0;
+          for (int64_t c = 0; c < d_all; ++c) {
+            x += qh[c] * double(kj[c]);
+            if (c < rank) a = x;
+          }
+          approx[static_cast<size_t>(j)] = scale * a;
+          exact[static_cast<size_t>(j)] = scale * x;
+        }
+        const size_t row = static_cast<size_t>((b * s.q_heads + h) * s.lq + i);
+        std::vector<int64_t> kept = top_indices(approx, topk, &(*gap)[row]);
+        if (kept.empty()) continue;
+        double m = -std::numeric_limits<double>::infinity();
+        for (int64_t j : kept) m = std::max(m, exact[static_cast<size_t>(j)]);
+        double l = 0.0;
+        for (int64_t j : kept) l += std::exp(exact[static_cast<size_t>(j)] - m);
+        double* o = out->data() + row * static_cast<size_t>(d_all);
+        for (int64_t j : kept) {
+          const double w = std::exp(exact[static_cast<size_t>(j)] - m) / l;
+          const float* vj = v + b * st.v[0] + hk * st.v[1] + j * st.v[2];
+          for (int64_t c = 0; c < d_all; ++c) o[c] += w * double(vj[c]);
+        }
+      }
+    }
+  }
+}
+
 }  // namespace hattn_test

@@ -57,4 +57,13 @@ void reference_topk_ffn(const float* x, const float* w1, const float* w2t, int64
                         int64_t dim, int64_t d_ff, int64_t topk, std::vector<double>* y,
                         std::vector<double>* gap);
 
+// Loki attention in double: qh = q P (P = basis[h / group], [D, D] row-major, dense), approximate
+// scores scale * qh[:r] . kh_j[:r] on the rotated keys k_rot, the min(k, visible) largest kept
+// (score descending, index ascending), softmax of the exact scores scale * qh . kh_j over those,
+// V sum. `gap` as in reference_topk_attention, on the approximate scores.
+void reference_loki_attention(const float* q, const float* k_rot, const float* v,
+                              const float* basis, const AttnShape& shape,
+                              const AttnStrides& strides, bool causal, double scale, int64_t rank,
+                              int64_t topk, std::vector<double>* out, std::vector<double>* gap);
+
 }  // namespace hattn_test

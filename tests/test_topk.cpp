@@ -25,10 +25,6 @@ using hattn::TensorView;
 using hattn::TopkOptions;
 using namespace hattn_test;
 
-// Rows whose k-th and (k+1)-th scores are closer than this (in scaled-score units) may select
-// differently in fp32 and in double; they are left out of the comparison and counted.
-constexpr double kMinGap = 1e-5;
-
 struct TopkCase {
   std::string name;
   AttnShape shape;
@@ -73,39 +69,6 @@ Status run_topk(const TopkCase& c, const TopkInputs& in, HostTensor* out, Dispat
   o.causal = c.causal;
   o.kernel = c.kernel;
   return hattn::topk_attention(in.q.view(), in.k.view(), in.v.view(), out->view(), o, d);
-}
-
-// Compares `got` with `ref` row by row, leaving out rows whose selection is ambiguous in fp32.
-std::string compare_rows(const HostTensor& got, const std::vector<double>& ref,
-                         const std::vector<double>* gap, int64_t row_len, int* left_out) {
-  std::ostringstream e;
-  int bad = 0;
-  *left_out = 0;
-  const int64_t rows = static_cast<int64_t>(ref.size()) / row_len;
-  for (int64_t r = 0; r < rows; ++r) {
-    if (gap != nullptr && (*gap)[static_cast<size_t>(r)] < kMinGap) {
-      ++*left_out;
-      continue;
-    }
-    for (int64_t x = 0; x < row_len; ++x) {
-      const int64_t flat = r * row_len + x;
-      const double want = ref[static_cast<size_t>(flat)];
-      const double have = got.at_flat(flat);
-      if (!(std::abs(have - want) <= 1e-5 + 1e-4 * std::abs(want))) {
-        if (bad++ < 5) {
-          e << "\n  at " << index_string(got.index_of_flat(flat)) << ": got " << have << ", want "
-            << want;
-        }
-      }
-    }
-  }
-  if (bad > 0) e << "\n  " << bad << " elements differ";
-  const int limit = 1 + static_cast<int>(rows / 20);
-  if (*left_out > limit) {
-    e << "\n  " << *left_out << " of " << rows << " rows had near-tied k-th scores (limit " << limit
-      << "): the test would check too little";
-  }
-  return e.str();
 }
 
 // Runs a case and checks it against brute-force top-k; returns "" or the failure.

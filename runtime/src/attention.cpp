@@ -116,11 +116,7 @@ Status attention(const TensorView& q, const TensorView& k, const TensorView& v,
     rc = kernel->as<DenseKernelFn>()(&ctx, qb.get(), kb.get(), vb.get(), scale, d.decode_splits,
                                      ob.get(), lb.get());
   }
-  if (rc != 0) {
-    return Status{StatusCode::kernel_error,
-                  "kernel " + d.kernel + " failed (Halide error " + std::to_string(rc) +
-                      "): " + (ctx.error.empty() ? "no message" : ctx.error)};
-  }
+  if (rc != 0) return kernel_failed(d.kernel, rc, ctx);
   return Status::success();
 }
 

@@ -120,6 +120,12 @@ HalideBuffer::HalideBuffer(const TensorView& t) {
   }
 }
 
+Status kernel_failed(const std::string& kernel, int rc, const CallContext& ctx) {
+  return Status{StatusCode::kernel_error,
+                "kernel " + kernel + " failed (Halide error " + std::to_string(rc) +
+                    "): " + (ctx.error.empty() ? "no message" : ctx.error)};
+}
+
 size_t scratch_peak_bytes() { return g_scratch_peak.load(); }
 void reset_scratch_peak() { g_scratch_peak.store(g_scratch_in_use.load()); }
 

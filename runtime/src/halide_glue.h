@@ -31,4 +31,7 @@ struct HalideBuffer {
 
 int worker_threads();
 
+// The Status of a kernel call that returned rc != 0, with Halide's message from ctx.
+Status kernel_failed(const std::string& kernel, int rc, const CallContext& ctx);
+
 }  // namespace hattn

@@ -8,32 +8,6 @@
 
 namespace hattn {
 
-namespace {
-
-Status kernel_failed(const std::string& name, int rc, const CallContext& ctx) {
-  return Status{StatusCode::kernel_error,
-                "kernel " + name + " failed (Halide error " + std::to_string(rc) +
-                    "): " + (ctx.error.empty() ? "no message" : ctx.error)};
-}
-
-Status check_k(int64_t k, const char* what) {
-  if (k < 1) {
-    return invalid(std::string("k (") + what + " kept per row) must be >= 1, got " +
-                   std::to_string(k));
-  }
-  return Status::success();
-}
-
-Status finite_or_refuse(const TensorView* const* views, const char* const* names, int n) {
-  for (int i = 0; i < n; ++i) {
-    Status s = check_finite(*views[i], names[i]);
-    if (!s.ok()) return s;
-  }
-  return Status::success();
-}
-
-}  // namespace
-
 Status topk_attention(const TensorView& q, const TensorView& k, const TensorView& v,
                       const TensorView& out, const TopkOptions& options, Dispatch* chosen) {
   AttentionOptions as_dense;  // the shared tensor and scale checks

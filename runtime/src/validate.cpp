@@ -220,4 +220,20 @@ Status check_finite(const TensorView& t, const char* name) {
   return Status::success();
 }
 
+Status finite_or_refuse(const TensorView* const* views, const char* const* names, int n) {
+  for (int i = 0; i < n; ++i) {
+    Status s = check_finite(*views[i], names[i]);
+    if (!s.ok()) return s;
+  }
+  return Status::success();
+}
+
+Status check_k(int64_t k, const char* what) {
+  if (k < 1) {
+    return invalid(std::string("k (") + what + " kept per row) must be >= 1, got " +
+                   std::to_string(k));
+  }
+  return Status::success();
+}
+
 }  // namespace hattn

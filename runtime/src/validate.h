@@ -27,5 +27,10 @@ Status validate_attention(const TensorView& q, const TensorView& k, const Tensor
 // Refuses with non_finite_input, naming the tensor and the first bad index, if `t` holds a NaN
 // or an infinity.
 Status check_finite(const TensorView& t, const char* name);
+// check_finite over n views.
+Status finite_or_refuse(const TensorView* const* views, const char* const* names, int n);
+
+// Refuses a count of kept items (`what`: "keys", "hidden units") below 1.
+Status check_k(int64_t k, const char* what);
 
 }  // namespace hattn

@@ -4,57 +4,57 @@ namespace hattn {
 
 using namespace Halide;
 
-namespace {
-
-// Every stage computed per chunk covers exactly chunk_rows rows (rounded up from a last partial
-// chunk: the algorithm clamps row reads, so the extra rows are harmless and never stored). With
-// constant extents the per-row buffers live on the stack and in registers, and no vector loop
-// needs a tail: measured 3x on the 32 counting passes (whose counts otherwise go through heap
-// memory on every key).
-void rows_in_lanes(Func f, const Var& row, const LoopLevel& at, int vec, int chunk_rows) {
+// Constant extents (see the header) keep per-row buffers on the stack and in registers, and no
+// vector loop needs a tail: measured 3x on the 32 counting passes, whose counts otherwise go
+// through heap memory on every key.
+void compute_rows_in_lanes(Func f, const Var& row, const LoopLevel& at, int vec, int chunk_rows) {
   f.compute_at(at)
       .align_bounds(row, chunk_rows)
       .bound_storage(row, chunk_rows)
       .vectorize(row, vec, TailStrategy::RoundUp);
 }
-}  // namespace
 
 void schedule_selection_rows_in_lanes(TopkSelection& sel, const Var& row, const LoopLevel& at,
                                       int vec, int chunk_rows) {
   const RVar& rj = sel.rj.x;
   for (Func f : sel.passes) {
-    rows_in_lanes(f, row, at, vec, chunk_rows);
+    compute_rows_in_lanes(f, row, at, vec, chunk_rows);
     if (f.has_update_definition()) {
       f.update().reorder(row, rj).vectorize(row, vec, TailStrategy::RoundUp);
     }
   }
-  rows_in_lanes(sel.above, row, at, vec, chunk_rows);
+  compute_rows_in_lanes(sel.above, row, at, vec, chunk_rows);
   sel.above.update().reorder(row, rj).vectorize(row, vec, TailStrategy::RoundUp);
   Var j = sel.scan.args()[0];
-  rows_in_lanes(sel.scan, row, at, vec, chunk_rows);
+  compute_rows_in_lanes(sel.scan, row, at, vec, chunk_rows);
   sel.scan.reorder_storage(row, j);
   sel.scan.update().reorder(row, rj).vectorize(row, vec, TailStrategy::RoundUp);
   Var s = sel.search.args()[0];
-  rows_in_lanes(sel.search, row, at, vec, chunk_rows);
+  compute_rows_in_lanes(sel.search, row, at, vec, chunk_rows);
   sel.search.reorder_storage(row, s);
   sel.search.update().reorder(row, sel.steps.x, s).vectorize(row, vec, TailStrategy::RoundUp);
+}
+
+Func reduce_in_lanes(Func acc, const RVar& r, int lanes, const LoopLevel& at) {
+  RVar ro("ro"), ri("ri");
+  Var lane("lane");
+  Func partial = acc.update().split(r, ro, ri, lanes, TailStrategy::GuardWithIf).rfactor(ri, lane);
+  std::vector<Var> storage = {lane};
+  for (const Var& v : partial.args()) {
+    if (v.name() != lane.name()) storage.push_back(v);
+  }
+  partial.compute_at(at).reorder_storage(storage).vectorize(lane);
+  partial.update().reorder(lane, ro).vectorize(lane);
+  acc.update().atomic().vectorize(ri);
+  return partial;
 }
 
 void schedule_selection_few_rows(TopkSelection& sel, const LoopLevel& at, int vec) {
   // Counting passes: vec partial counts per row (one per lane), summed once at the end, so the
   // inner loop is a compare and an add per vector, with no horizontal sum per vector.
   auto vector_count = [&](Func f) {
-    RVar rjo("rjo"), rji("rji");
-    Var lane("lane");
     f.compute_at(at);
-    Func partial =
-        f.update().split(sel.rj.x, rjo, rji, vec, TailStrategy::GuardWithIf).rfactor(rji, lane);
-    std::vector<Var> storage = {lane};
-    for (const Var& v : partial.args()) {
-      if (v.name() != lane.name()) storage.push_back(v);
-    }
-    partial.compute_at(at).reorder_storage(storage).vectorize(lane);
-    partial.update().vectorize(lane);
+    reduce_in_lanes(f, sel.rj.x, vec, at);
   };
   for (Func f : sel.passes) {
     if (f.has_update_definition()) {
@@ -74,11 +74,11 @@ void schedule_selected_rows_in_lanes(SelectedAttention& att, Func score, const V
                                      const Var& d, const LoopLevel& chunk, const LoopLevel& per_row,
                                      int vec, int chunk_rows, bool fixed_d) {
   for (Func f : {score, att.weights}) {
-    rows_in_lanes(f, i, chunk, vec, chunk_rows);
+    compute_rows_in_lanes(f, i, chunk, vec, chunk_rows);
     f.reorder_storage(i, s).reorder(i, s);
   }
   for (Func f : {att.row_max, att.row_sum}) {
-    rows_in_lanes(f, i, chunk, vec, chunk_rows);
+    compute_rows_in_lanes(f, i, chunk, vec, chunk_rows);
     f.update().reorder(i, att.rs).vectorize(i, vec, TailStrategy::RoundUp);
   }
   // P V over the selected rows of V, per query row, D in the lanes.

@@ -12,6 +12,17 @@
 
 namespace hattn {
 
+// Computes f at `at` over exactly chunk_rows rows (a multiple of vec), rows in the lanes: a last
+// partial chunk is rounded up (algorithms clamp row reads, so the extra rows are harmless and
+// never stored), and every buffer has a constant size.
+void compute_rows_in_lanes(Halide::Func f, const Halide::Var& row, const Halide::LoopLevel& at,
+                           int vec, int chunk_rows);
+
+// A reduction over r computed as `lanes` partial sums (one per SIMD lane, at `at`) and one
+// horizontal sum at the end, instead of a horizontal sum per vector. Returns the partials.
+Halide::Func reduce_in_lanes(Halide::Func acc, const Halide::RVar& r, int lanes,
+                             const Halide::LoopLevel& at);
+
 // chunk_rows: rows per task (a multiple of vec).
 void schedule_selection_rows_in_lanes(TopkSelection& sel, const Halide::Var& row,
                                       const Halide::LoopLevel& at, int vec, int chunk_rows);

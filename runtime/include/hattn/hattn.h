@@ -141,6 +141,41 @@ struct TopkFfnOptions {
 Status topk_ffn(const TensorView& x, const TensorView& w1, const TensorView& w2t,
                 const TensorView& y, const TopkFfnOptions& options, Dispatch* chosen = nullptr);
 
+// --- loki: low-rank key scoring with top-k attention (Singhania et al. 2024) ------------------
+
+struct LokiOptions {
+  // r: channels of the rotated keys used for the approximate scores, in [1, D]. 0: use
+  // rank_fraction (d_f), r = max(1, round(d_f * D)).
+  int64_t rank = 0;
+  double rank_fraction = 0;
+  // k: keys kept per query row, >= 1 (clamped to the row's visible count). 0: use k_fraction
+  // (k_f), k = max(1, round(k_f * Lk)).
+  int64_t k = 0;
+  double k_fraction = 0;
+  bool causal = false;
+  bool has_scale = false;  // as in AttentionOptions (default 1/sqrt(D))
+  float scale = 0.f;
+  std::string kernel;         // force a kernel by name ("" = the dispatcher chooses)
+  bool check_finite = false;  // as in AttentionOptions
+  // Check that every head's basis is orthonormal (max |P^T P - I| <= basis_tolerance) before
+  // running: the exact scores rely on qh . kh = q . k. It costs O(Hkv D^3) per call (about 1 ms
+  // at Hkv=8, D=128): check once with loki_check_basis (hattn/loki_prep.h) when the basis is
+  // loaded and turn this off in a decode loop.
+  bool check_basis = true;
+  double basis_tolerance = 1e-4;
+};
+
+// Loki decode (and full-sequence, for evaluation): q [B, Hq, Lq, D] as usual (not rotated),
+// k_rot [B, Hkv, Lk, D] the key cache rotated into the per-kv-head PCA basis (k P, see
+// loki_rotate), v [B, Hkv, Lk, D] not rotated, basis [Hkv, D, D] with basis[h][e][c] component
+// e of principal axis c (as loki_calibrate writes it), out [B, Hq, Lq, D]. Per row: approximate
+// scores over the first r rotated channels, the k largest kept (ties by the lower index),
+// softmax of the exact scores over those and their V sum. k >= Lk is exact dense attention for
+// any r; r = D is exact top-k attention. Dispatch::reason reports r and k as used.
+Status loki_attention(const TensorView& q, const TensorView& k_rot, const TensorView& v,
+                      const TensorView& basis, const TensorView& out, const LokiOptions& options,
+                      Dispatch* chosen = nullptr);
+
 struct KernelInfo {
   std::string name;     // the configuration key: variant_phase_mask_dN_dtype_target
   std::string variant;  // "dense"

@@ -1,0 +1,49 @@
+// The math of Loki attention. See loki.h.
+#include "loki.h"
+
+#include "online_softmax.h"
+
+namespace hattn {
+
+using namespace Halide;
+
+LokiStages loki_attention(const LokiInputs& in) {
+  LokiStages st;
+  Var &c = st.c, &e = st.e, &i = st.i, &h = st.h, &b = st.b, &j = st.j, &s = st.s;
+  const Expr group = in.q_heads / in.kv_heads;
+  const Expr hk = h / group;
+
+  // Rows past Lq and keys past Lk (in a schedule's last tile) read the last valid one; their
+  // scores are never selected (keys) or never stored (rows).
+  st.q_t(i, e, h, b) = in.q(e, clamp(i, 0, in.lq - 1), h, b);
+  st.re = RDom(0, in.head_dim, "re");
+  st.q_rot(i, c, h, b) = 0.f;
+  st.q_rot(i, c, h, b) += st.q_t(i, st.re, h, b) * in.basis(c, st.re, hk);
+  st.q_rot(i, c, h, b) = st.q_rot(i, c, h, b) * in.scale;
+
+  auto key_at = [&](const Expr& ch, const Expr& jj) {
+    return in.k(ch, clamp(jj, 0, in.lk - 1), hk, b);
+  };
+  st.rr = RDom(0, in.rank, "rr");
+  st.approx(j, i, h, b) = 0.f;
+  st.approx(j, i, h, b) += st.q_rot(i, st.rr, h, b) * key_at(st.rr, j);
+
+  // Bottom-right causal alignment, as everywhere: key j is visible to row i iff
+  // j <= i + (Lk - Lq). Masked keys score far below any real one and k is clamped to the visible
+  // count, so they are never selected.
+  const Expr offset = in.lk - in.lq;
+  const Expr visible = in.causal ? j <= i + offset : Expr(true);
+  st.key(j, i, h, b) = ordered_key(st.approx(j, i, h, b) + select(visible, 0.f, kMaskedScore));
+  const Expr n_visible = in.causal ? clamp(i + offset + 1, 0, in.lk) : in.lk;
+  const Expr k_eff = min(in.topk, n_visible);
+  st.sel = select_topk(st.key, {i, h, b}, in.lk, k_eff, "loki");
+
+  st.rc = RDom(0, in.head_dim, "rc");
+  st.exact(s, i, h, b) = 0.f;
+  st.exact(s, i, h, b) += st.q_rot(i, st.rc, h, b) * key_at(st.rc, st.sel.index(s, i, h, b));
+  st.att = attend_selected(st.exact, st.sel.index, in.v, k_eff, min(in.topk, in.lk), group, st.d, s,
+                           i, h, b);
+  return st;
+}
+
+}  // namespace hattn

@@ -1,0 +1,88 @@
+// The Generator for Loki attention ("loki"). Algorithm in loki.cpp, CPU schedules in
+// schedules/cpu/loki_cpu.cpp.
+#include <stdexcept>
+#include <string>
+
+#include "Halide.h"
+#include "loki.h"
+#include "schedules.h"
+#include "table.h"
+
+namespace hattn {
+namespace {
+
+using namespace Halide;
+
+class LokiAttentionGenerator : public Generator<LokiAttentionGenerator> {
+ public:
+  GeneratorParam<std::string> phase{"phase", "decode"};  // decode | prefill
+  GeneratorParam<bool> causal{"causal", false};
+  GeneratorParam<int> head_dim{"head_dim", 0};  // 0: any D
+  GeneratorParam<std::string> tables{"tables", ""};
+  GeneratorParam<std::string> tunables{"tunables", ""};
+
+  Input<Buffer<float, 4>> q{"q"};          // [B, Hq, Lq, D], not rotated
+  Input<Buffer<float, 4>> k{"k"};          // [B, Hkv, Lk, D], rotated into the basis
+  Input<Buffer<float, 4>> v{"v"};          // [B, Hkv, Lk, D]
+  Input<Buffer<float, 3>> basis{"basis"};  // [Hkv, D, D]: basis[h][e][c], component e of axis c
+  Input<float> scale{"scale"};
+  Input<int> rank{"rank"};  // r, 1 <= r <= D
+  Input<int> topk{"topk"};  // k >= 1
+  Output<Buffer<float, 4>> out{"out"};
+
+  void generate() {
+    const bool decode = phase.value() == "decode";
+    if (!decode && phase.value() != "prefill") {
+      throw std::runtime_error("phase must be prefill or decode, got " + phase.value());
+    }
+    if (get_target().has_feature(Target::CUDA)) {
+      throw std::runtime_error("hattn: loki has no CUDA schedule yet; build it for a CPU target");
+    }
+    const std::string dname = head_dim > 0 ? "d" + std::to_string(int(head_dim)) : "dany";
+    Tunables t =
+        lookup_tunables(tables.value() + "/" + table_for_target(get_target()),
+                        TableKey{"loki", phase.value(), dname, causal ? "causal" : "noncausal"});
+    apply_overrides(&t, tunables);
+    ScheduleContext ctx{get_target(), head_dim, decode, false, t};
+
+    const Expr d = head_dim > 0 ? Expr(int(head_dim)) : q.dim(0).extent();
+    LokiInputs in;
+    in.q = q;
+    in.k = k;
+    in.v = v;
+    in.basis = basis;
+    in.head_dim = d;
+    in.lq = q.dim(1).extent();
+    in.lk = k.dim(1).extent();
+    in.q_heads = q.dim(2).extent();
+    in.kv_heads = k.dim(2).extent();
+    in.scale = scale;
+    in.rank = clamp(rank, 1, d);
+    in.topk = max(topk, 1);
+    in.causal = causal;
+    LokiStages st = loki_attention(in);
+    out = st.att.out;
+
+    for (auto* p : {&q, &k, &v}) (*p).dim(0).set_stride(1).set_bounds(0, d);
+    basis.dim(0).set_stride(1).set_bounds(0, d);
+    basis.dim(1).set_bounds(0, d);
+    out.dim(0).set_stride(1).set_bounds(0, d);
+
+    const int dd = head_dim > 0 ? int(head_dim) : 128;
+    const int lq = decode ? 1 : 2048, lk = decode ? 32768 : 2048;
+    q.set_estimates({{0, dd}, {0, lq}, {0, 32}, {0, 1}});
+    k.set_estimates({{0, dd}, {0, lk}, {0, 32}, {0, 1}});
+    v.set_estimates({{0, dd}, {0, lk}, {0, 32}, {0, 1}});
+    basis.set_estimates({{0, dd}, {0, dd}, {0, 32}});
+    scale.set_estimate(0.088f);
+    rank.set_estimate(dd / 4);
+    topk.set_estimate(lk / 8);
+    out.set_estimates({{0, dd}, {0, lq}, {0, 32}, {0, 1}});
+    if (!using_autoscheduler()) schedule_loki_cpu(st, ctx);
+  }
+};
+
+}  // namespace
+}  // namespace hattn
+
+HALIDE_REGISTER_GENERATOR(hattn::LokiAttentionGenerator, loki)

@@ -1,0 +1,130 @@
+// hattn::loki_attention: validate (tensors, basis, r and k), choose a kernel, call it, report.
+#include <cmath>
+#include <string>
+
+#include "dispatch.h"
+#include "halide_glue.h"
+#include "hattn/loki_prep.h"
+#include "validate.h"
+
+namespace hattn {
+
+namespace {
+
+// r from options: absolute, or d_f * D. Refuses values outside [1, D].
+Status resolve_rank(const LokiOptions& o, int64_t head_dim, int64_t* rank) {
+  if (o.rank != 0 && o.rank_fraction != 0) {
+    return invalid("give the Loki rank as rank or as rank_fraction, not both");
+  }
+  if (o.rank == 0) {
+    if (!(o.rank_fraction > 0 && o.rank_fraction <= 1)) {
+      return invalid(
+          "Loki rank: set rank in [1, D] or rank_fraction in (0, 1], got rank=0 and "
+          "rank_fraction=" +
+          std::to_string(o.rank_fraction));
+    }
+    *rank = std::max<int64_t>(1, std::llround(o.rank_fraction * static_cast<double>(head_dim)));
+    return Status::success();
+  }
+  if (o.rank < 1 || o.rank > head_dim) {
+    return invalid("Loki rank r=" + std::to_string(o.rank) +
+                   " is outside [1, D=" + std::to_string(head_dim) + "]");
+  }
+  *rank = o.rank;
+  return Status::success();
+}
+
+// k from options: absolute, or k_f * Lk. Refuses k < 1.
+Status resolve_k(const LokiOptions& o, int64_t lk, int64_t* k) {
+  if (o.k != 0 && o.k_fraction != 0) {
+    return invalid("give the Loki top-k count as k or as k_fraction, not both");
+  }
+  if (o.k == 0 && o.k_fraction != 0) {
+    if (!(o.k_fraction > 0 && o.k_fraction <= 1)) {
+      return invalid("Loki k_fraction must be in (0, 1], got " + std::to_string(o.k_fraction));
+    }
+    *k = std::max<int64_t>(1, std::llround(o.k_fraction * static_cast<double>(lk)));
+    return Status::success();
+  }
+  Status s = check_k(o.k, "keys");
+  if (s.ok()) *k = o.k;
+  return s;
+}
+
+Status check_basis_tensor(const TensorView& basis, const AttentionShape& shape) {
+  static const char* const kDims[3] = {"Hkv", "D", "D"};
+  Status s = check_tensor(basis, "basis", 3, kDims, false);
+  if (!s.ok()) return s;
+  if (basis.shape[0] != shape.kv_heads || basis.shape[1] != shape.head_dim ||
+      basis.shape[2] != shape.head_dim) {
+    return invalid("basis must be [Hkv, D, D] = [" + std::to_string(shape.kv_heads) + ", " +
+                   std::to_string(shape.head_dim) + ", " + std::to_string(shape.head_dim) +
+                   "], got " + basis.describe());
+  }
+  if (basis.device != Device::cpu) {
+    return Status{StatusCode::unsupported, "loki attention has CPU kernels only; basis is on " +
+                                               std::string(to_string(basis.device))};
+  }
+  return Status::success();
+}
+
+}  // namespace
+
+Status loki_attention(const TensorView& q, const TensorView& k_rot, const TensorView& v,
+                      const TensorView& basis, const TensorView& out, const LokiOptions& options,
+                      Dispatch* chosen) {
+  AttentionOptions as_dense;  // the shared tensor and scale checks
+  as_dense.causal = options.causal;
+  as_dense.has_scale = options.has_scale;
+  as_dense.scale = options.scale;
+  AttentionShape shape;
+  Status s = validate_attention(q, k_rot, v, out, as_dense, &shape);
+  if (!s.ok()) return s;
+  if (shape.device != Device::cpu) {
+    return Status{StatusCode::unsupported, "loki attention has CPU kernels only; tensors are on " +
+                                               std::string(to_string(shape.device))};
+  }
+  s = check_basis_tensor(basis, shape);
+  if (!s.ok()) return s;
+  if (tensors_overlap(out, basis)) return invalid("out overlaps basis in memory");
+  int64_t rank = 0, k = 0;
+  s = resolve_rank(options, shape.head_dim, &rank);
+  if (s.ok()) s = resolve_k(options, shape.lk, &k);
+  if (!s.ok()) return s;
+  if (options.check_basis) {
+    s = loki_check_basis(basis, options.basis_tolerance);
+    if (!s.ok()) {
+      return invalid(s.message + " (the basis must be orthonormal; LokiOptions::check_basis)");
+    }
+  }
+  KernelRequest request{"loki", options.causal, false, options.kernel, true};
+  const KernelEntry* kernel = nullptr;
+  std::string reason;
+  s = choose_kernel(request, shape, &kernel, &reason);
+  if (!s.ok()) return s;
+  const int64_t k_used = std::min<int64_t>(k, shape.lk);
+  reason += "; r=" + std::to_string(rank) + " of D=" + std::to_string(shape.head_dim) +
+            ", k=" + std::to_string(k_used);
+  if (k_used < k) {
+    reason += " (k=" + std::to_string(k) + " clamped to Lk: exact dense attention)";
+  }
+  if (chosen != nullptr) *chosen = Dispatch{kernel->info.name, reason, 1};
+  if (options.check_finite) {
+    const TensorView* views[] = {&q, &k_rot, &v, &basis};
+    const char* names[] = {"q", "k_rot", "v", "basis"};
+    s = finite_or_refuse(views, names, 4);
+    if (!s.ok()) return s;
+  }
+  const float scale =
+      options.has_scale ? options.scale : 1.f / std::sqrt(static_cast<float>(shape.head_dim));
+  install_halide_handlers();
+  HalideBuffer qb(q), kb(k_rot), vb(v), pb(basis), ob(out);
+  CallContext ctx;
+  const int rc = kernel->as<LokiKernelFn>()(&ctx, qb.get(), kb.get(), vb.get(), pb.get(), scale,
+                                            static_cast<int32_t>(rank),
+                                            static_cast<int32_t>(k_used), ob.get());
+  if (rc != 0) return kernel_failed(kernel->info.name, rc, ctx);
+  return Status::success();
+}
+
+}  // namespace hattn

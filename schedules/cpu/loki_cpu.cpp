@@ -1,0 +1,92 @@
+// CPU schedules (x86 and ARM) for Loki attention.
+//
+// Decode (a few query rows, Lk large: where Loki pays) has one task per (head, batch). The
+// approximate scores stream only the first r channels of each rotated key (with r * 4 bytes a
+// cache line or two, the rest of the row is never fetched), r in the SIMD lanes with one
+// horizontal sum per key; then per query row the selection, the exact scores of the k selected
+// keys (whole rows, D in the lanes) and the V sum over the same k rows.
+//
+// Prefill (full-sequence evaluation) follows topk's layout: chunks of qb rows per task, rows in
+// the SIMD lanes, the approximate scores from the shared register-blocked micro-kernel.
+#include "cpu_common.h"
+#include "schedules.h"
+#include "selection_cpu.h"
+
+namespace hattn {
+
+using namespace Halide;
+
+namespace {
+
+struct LokiTiles {
+  int vec, qb, kb, tq, tk;
+};
+
+LokiTiles read_loki_tiles(const ScheduleContext& ctx) {
+  const Tunables& t = ctx.tunables;
+  return {ctx.target.natural_vector_size<float>(), t.get("qb"), t.get("kb"), t.get("tq"),
+          t.get("tk")};
+}
+
+void schedule_loki_prefill(LokiStages& st, const ScheduleContext& ctx) {
+  const LokiTiles x = read_loki_tiles(ctx);
+  Var qc("qc"), ii("ii"), task("task");
+  st.att.out.split(st.i, qc, ii, x.qb, TailStrategy::GuardWithIf)
+      .fuse(qc, st.h, task)
+      .fuse(task, st.b, task)
+      .parallel(task)
+      .vectorize(st.d, x.vec, TailStrategy::GuardWithIf);
+  const LoopLevel chunk(st.att.out, task);
+
+  compute_rows_in_lanes(st.q_t, st.i, chunk, x.vec, x.qb);
+  compute_rows_in_lanes(st.q_rot, st.i, chunk, x.vec, x.qb);
+  for (int u = 0; u < 2; ++u) st.q_rot.update(u).vectorize(st.i, x.vec, TailStrategy::RoundUp);
+  st.key.compute_at(chunk).reorder_storage(st.i, st.j);
+  register_block(st.key, st.approx, st.rr, st.i, st.j, x.vec, x.tq, x.tk, TailStrategy::RoundUp);
+
+  schedule_selection_rows_in_lanes(st.sel, st.i, chunk, x.vec, x.qb);
+  schedule_selected_rows_in_lanes(st.att, st.exact, st.s, st.i, st.d, chunk,
+                                  LoopLevel(st.att.out, ii), x.vec, x.qb, ctx.head_dim > 0);
+  // Exact scores of the selected keys: rows in the lanes, each lane gathering its own key.
+  st.exact.update().reorder(st.i, st.rc, st.s).vectorize(st.i, x.vec, TailStrategy::RoundUp);
+}
+
+void schedule_loki_decode(LokiStages& st, const ScheduleContext& ctx) {
+  const LokiTiles x = read_loki_tiles(ctx);
+  Var task("task"), jo("jo"), ji("ji");
+  st.att.out.fuse(st.h, st.b, task)
+      .parallel(task)
+      .vectorize(st.d, x.vec, TailStrategy::GuardWithIf);
+  const LoopLevel per_head(st.att.out, task);
+  const LoopLevel per_row(st.att.out, st.i);
+
+  st.q_t.compute_at(per_head);
+  st.q_rot.compute_at(per_head).vectorize(st.c, x.vec, TailStrategy::GuardWithIf);
+  for (int u = 0; u < 2; ++u) {
+    st.q_rot.update(u).vectorize(st.c, x.vec, TailStrategy::GuardWithIf);
+  }
+  // Approximate scores for every row of the head in one pass over the keys, a block of kb keys
+  // at a time.
+  st.key.compute_at(per_head)
+      .split(st.j, jo, ji, x.kb, TailStrategy::GuardWithIf)
+      .reorder(ji, st.i, jo);
+  st.approx.compute_at(st.key, jo);
+  reduce_in_lanes(st.approx, st.rr.x, x.vec, LoopLevel(st.key, jo));
+
+  schedule_selection_few_rows(st.sel, per_row, x.vec);
+  schedule_selected_few_rows(st.att, st.exact, st.s, st.d, per_row, per_row, x.vec,
+                             ctx.head_dim > 0);
+  reduce_in_lanes(st.exact, st.rc.x, x.vec, per_row);
+}
+
+}  // namespace
+
+void schedule_loki_cpu(LokiStages& st, const ScheduleContext& ctx) {
+  if (ctx.decode) {
+    schedule_loki_decode(st, ctx);
+  } else {
+    schedule_loki_prefill(st, ctx);
+  }
+}
+
+}  // namespace hattn

@@ -1,0 +1,324 @@
+// Loki attention against the double-precision reference (tests/reference.cpp), and the spec's
+// invariants: k = Lk equals dense attention for any r; r = D equals exact top-k attention; an
+// identity basis selects on the first r raw channels; the result is rotation invariant at r = D;
+// fractions d_f, k_f mean what they say; every kernel forced; every refusal.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "hattn/hattn.h"
+#include "hattn/loki_prep.h"
+#include "test_support.h"
+
+namespace {
+
+using hattn::Dispatch;
+using hattn::LokiOptions;
+using hattn::Status;
+using hattn::StatusCode;
+using namespace hattn_test;
+
+// A random orthonormal [D, D] basis per kv head: Gram-Schmidt (twice) of Gaussian columns, in
+// double, stored as fp32 (orthonormal to ~1e-7).
+std::vector<float> random_bases(int64_t heads, int64_t d, TestRng& rng) {
+  std::vector<float> out(static_cast<size_t>(heads * d * d));
+  for (int64_t h = 0; h < heads; ++h) {
+    std::vector<std::vector<double>> cols(static_cast<size_t>(d), std::vector<double>(d));
+    for (auto& c : cols) {
+      for (double& x : c) x = rng.normal();
+    }
+    for (int64_t c = 0; c < d; ++c) {
+      for (int pass = 0; pass < 2; ++pass) {
+        for (int64_t p = 0; p < c; ++p) {
+          double dot = 0;
+          for (int64_t e = 0; e < d; ++e) dot += cols[c][e] * cols[p][e];
+          for (int64_t e = 0; e < d; ++e) cols[c][e] -= dot * cols[p][e];
+        }
+        double norm = 0;
+        for (double x : cols[c]) norm += x * x;
+        for (double& x : cols[c]) x /= std::sqrt(norm);
+      }
+      for (int64_t e = 0; e < d; ++e) out[static_cast<size_t>((h * d + e) * d + c)] = cols[c][e];
+    }
+  }
+  return out;
+}
+
+std::vector<float> identity_bases(int64_t heads, int64_t d) {
+  std::vector<float> out(static_cast<size_t>(heads * d * d), 0.f);
+  for (int64_t h = 0; h < heads; ++h) {
+    for (int64_t e = 0; e < d; ++e) out[static_cast<size_t>((h * d + e) * d + e)] = 1.f;
+  }
+  return out;
+}
+
+struct LokiProblem {
+  AttnShape shape;
+  bool causal = false;
+  HostTensor q, k, k_rot, v;
+  std::vector<float> basis;
+  double scale = 0;
+};
+
+// q, k, v random; k_rot = k P per kv head (in double).
+LokiProblem make_problem(const AttnShape& s, bool causal, TestRng& rng, bool identity = false,
+                         Layout layout = Layout::kContiguous) {
+  LokiProblem p;
+  p.shape = s;
+  p.causal = causal;
+  p.q = HostTensor({s.batch, s.q_heads, s.lq, s.head_dim}, layout);
+  p.k = HostTensor({s.batch, s.kv_heads, s.lk, s.head_dim}, Layout::kContiguous);
+  p.k_rot = HostTensor({s.batch, s.kv_heads, s.lk, s.head_dim}, layout);
+  p.v = HostTensor({s.batch, s.kv_heads, s.lk, s.head_dim}, layout);
+  p.q.fill_normal(rng);
+  p.k.fill_normal(rng);
+  p.v.fill_normal(rng);
+  p.basis =
+      identity ? identity_bases(s.kv_heads, s.head_dim) : random_bases(s.kv_heads, s.head_dim, rng);
+  const int64_t d = s.head_dim;
+  for (int64_t row = 0; row < s.batch * s.kv_heads * s.lk; ++row) {
+    const int64_t hk = (row / s.lk) % s.kv_heads;
+    for (int64_t c = 0; c < d; ++c) {
+      double x = 0;
+      for (int64_t e = 0; e < d; ++e) {
+        x += double(p.k.at_flat(row * d + e)) * p.basis[static_cast<size_t>((hk * d + e) * d + c)];
+      }
+      p.k_rot.at_flat(row * d + c) = static_cast<float>(x);
+    }
+  }
+  p.scale = static_cast<double>(1.f / std::sqrt(static_cast<float>(d)));
+  return p;
+}
+
+hattn::TensorView basis_view(const LokiProblem& p) {
+  return hattn::TensorView::contiguous(p.basis.data(),
+                                       {p.shape.kv_heads, p.shape.head_dim, p.shape.head_dim});
+}
+
+Status run_loki(const LokiProblem& p, LokiOptions o, HostTensor* out, Dispatch* d) {
+  const AttnShape& s = p.shape;
+  *out = HostTensor({s.batch, s.q_heads, s.lq, s.head_dim}, Layout::kPadded);
+  out->poison();
+  out->snapshot();
+  o.causal = p.causal;
+  return hattn::loki_attention(p.q.view(), p.k_rot.view(), p.v.view(), basis_view(p), out->view(),
+                               o, d);
+}
+
+AttnStrides strides_of(const HostTensor& q, const HostTensor& k, const HostTensor& v) {
+  return AttnStrides{q.strides4(), k.strides4(), v.strides4()};
+}
+
+// Runs Loki with (rank, k) and compares with the double reference; "" or the failure.
+std::string check(const LokiProblem& p, int64_t rank, int64_t k, const std::string& kernel = "") {
+  LokiOptions o;
+  o.rank = rank;
+  o.k = k;
+  o.kernel = kernel;
+  HostTensor out;
+  Dispatch d;
+  Status s = run_loki(p, o, &out, &d);
+  const std::string where = "r=" + std::to_string(rank) + " k=" + std::to_string(k) + " " +
+                            describe_shape(p.shape) + (p.causal ? " causal" : "") + " kernel " +
+                            d.kernel;
+  if (!s.ok()) return where + ": " + s.message;
+  std::vector<double> ref, gap;
+  reference_loki_attention(p.q.data(), p.k_rot.data(), p.v.data(), p.basis.data(), p.shape,
+                           strides_of(p.q, p.k_rot, p.v), p.causal, p.scale, rank, k, &ref, &gap);
+  int left_out = 0;
+  std::string m = compare_rows(out, ref, &gap, p.shape.head_dim, &left_out);
+  const std::string pad = out.changed_since_snapshot(true);
+  if (!pad.empty()) m += "\n  out padding written: " + pad;
+  if (left_out > 0) std::cout << "[  GAPS    ] " << where << ": " << left_out << " rows left out\n";
+  return m.empty() ? "" : where + ":" + m;
+}
+
+TEST(Loki, MatchesReference) {
+  struct Case {
+    const char* name;
+    AttnShape shape;
+    bool causal;
+    int64_t rank, k;
+    Layout layout;
+  };
+  const Case cases[] = {
+      {"decode_gqa_d128", {1, 8, 2, 1, 1000, 128}, false, 32, 100, Layout::kContiguous},
+      {"decode_lq3_causal", {2, 4, 4, 3, 500, 128}, true, 16, 40, Layout::kPadded},
+      {"decode_d80_mqa", {1, 2, 1, 1, 300, 80}, false, 10, 30, Layout::kContiguous},
+      {"prefill_causal_d64", {1, 2, 2, 70, 70, 64}, true, 16, 8, Layout::kContiguous},
+      {"prefill_strided_d96", {1, 2, 1, 40, 90, 96}, false, 48, 20, Layout::kPadded},
+  };
+  for (const Case& c : cases) {
+    TestRng rng(c.name);
+    LokiProblem p = make_problem(c.shape, c.causal, rng, false, c.layout);
+    EXPECT_EQ(check(p, c.rank, c.k), "") << c.name << " " << rng.description();
+  }
+}
+
+// k >= Lk keeps every key: dense attention on the unrotated q and k, whatever r is.
+TEST(Loki, KEqualsLkIsDense) {
+  TestRng rng("k_eq_lk");
+  for (bool causal : {false, true}) {
+    LokiProblem p = make_problem({1, 4, 2, causal ? 20 : 1, 300, 64}, causal, rng);
+    std::vector<double> dense;
+    reference_attention(p.q.data(), p.k.data(), p.v.data(), p.shape, strides_of(p.q, p.k, p.v),
+                        causal, p.scale, &dense, nullptr);
+    for (int64_t rank : {int64_t{1}, int64_t{5}, int64_t{64}}) {
+      for (int64_t k : {int64_t{300}, int64_t{1000}}) {
+        LokiOptions o;
+        o.rank = rank;
+        o.k = k;
+        HostTensor out;
+        Dispatch d;
+        ASSERT_TRUE(run_loki(p, o, &out, &d).ok());
+        EXPECT_EQ(compare_to_reference(out, dense, Tolerance{}, "loki out"), "")
+            << "r=" << rank << " k=" << k << " causal=" << causal << " " << rng.description();
+        if (k > 300) {
+          EXPECT_NE(d.reason.find("clamped"), std::string::npos) << d.reason;
+        }
+      }
+    }
+  }
+}
+
+// r = D: the approximate scores are exact, so Loki is top-k attention on the unrotated keys.
+TEST(Loki, FullRankIsTopk) {
+  TestRng rng("full_rank");
+  for (bool causal : {false, true}) {
+    LokiProblem p = make_problem({1, 4, 4, causal ? 30 : 2, 400, 64}, causal, rng);
+    std::vector<double> ref, gap;
+    reference_topk_attention(p.q.data(), p.k.data(), p.v.data(), p.shape, strides_of(p.q, p.k, p.v),
+                             causal, p.scale, 16, &ref, &gap);
+    LokiOptions o;
+    o.rank = 64;
+    o.k = 16;
+    HostTensor out;
+    Dispatch d;
+    ASSERT_TRUE(run_loki(p, o, &out, &d).ok());
+    int left_out = 0;
+    EXPECT_EQ(compare_rows(out, ref, &gap, 64, &left_out), "") << rng.description();
+  }
+}
+
+// With P = I the selection sees the first r raw channels only: the result matches the reference
+// with r channels and differs from the full-rank selection.
+TEST(Loki, IdentityBasisSelectsOnLeadingChannels) {
+  TestRng rng("identity");
+  LokiProblem p = make_problem({1, 2, 2, 1, 500, 64}, false, rng, true);
+  EXPECT_EQ(check(p, 4, 20), "") << rng.description();
+  LokiOptions o;
+  o.k = 20;
+  HostTensor low, full;
+  Dispatch d;
+  o.rank = 4;
+  ASSERT_TRUE(run_loki(p, o, &low, &d).ok());
+  o.rank = 64;
+  ASSERT_TRUE(run_loki(p, o, &full, &d).ok());
+  EXPECT_NE(compare_bitwise(low, full, "r=4 vs r=64"), "") << "r did not change the selection";
+}
+
+// At r = D the basis cannot matter: two different bases give the same output.
+TEST(Loki, RotationInvariantAtFullRank) {
+  TestRng rng("rotation");
+  LokiProblem a = make_problem({1, 4, 2, 1, 600, 128}, false, rng);
+  LokiProblem b = a;
+  b.basis = random_bases(2, 128, rng);
+  const int64_t d = 128;
+  for (int64_t row = 0; row < 2 * 600; ++row) {
+    const int64_t hk = row / 600;
+    for (int64_t c = 0; c < d; ++c) {
+      double x = 0;
+      for (int64_t e = 0; e < d; ++e) {
+        x += double(a.k.at_flat(row * d + e)) * b.basis[static_cast<size_t>((hk * d + e) * d + c)];
+      }
+      b.k_rot.at_flat(row * d + c) = static_cast<float>(x);
+    }
+  }
+  EXPECT_EQ(check(a, d, 50), "") << rng.description();
+  EXPECT_EQ(check(b, d, 50), "") << rng.description();
+}
+
+TEST(Loki, FractionsMatchAbsoluteCounts) {
+  TestRng rng("fractions");
+  LokiProblem p = make_problem({1, 2, 1, 1, 800, 128}, false, rng);
+  HostTensor by_fraction, by_count;
+  Dispatch d;
+  LokiOptions f;
+  f.rank_fraction = 0.25;
+  f.k_fraction = 0.125;
+  ASSERT_TRUE(run_loki(p, f, &by_fraction, &d).ok());
+  EXPECT_NE(d.reason.find("r=32 of D=128, k=100"), std::string::npos) << d.reason;
+  LokiOptions c;
+  c.rank = 32;
+  c.k = 100;
+  ASSERT_TRUE(run_loki(p, c, &by_count, &d).ok());
+  EXPECT_EQ(compare_bitwise(by_fraction, by_count, "fractions vs counts"), "");
+}
+
+TEST(Loki, EveryKernelForced) {
+  int forced = 0;
+  for (const hattn::KernelInfo& k : hattn::list_kernels()) {
+    if (k.variant != "loki" || hattn::selected_build(k).empty()) continue;
+    TestRng rng(k.name);
+    const int64_t d = k.head_dim ? k.head_dim : 48;
+    const bool decode = k.phase == "decode";
+    LokiProblem p = make_problem({1, 2, 1, decode ? 2 : 33, 200, d}, k.causal, rng);
+    EXPECT_EQ(check(p, d / 4, 24, k.name), "") << rng.description();
+    ++forced;
+  }
+  EXPECT_GT(forced, 0) << "no loki kernel in this build";
+}
+
+TEST(Loki, RefusesBadArguments) {
+  TestRng rng("errors");
+  LokiProblem p = make_problem({1, 2, 1, 1, 50, 16}, false, rng);
+  auto refused = [&](LokiOptions o, const std::string& phrase, const LokiProblem& prob) {
+    HostTensor out;
+    Dispatch d;
+    Status s = run_loki(prob, o, &out, &d);
+    EXPECT_EQ(s.code, StatusCode::invalid_argument) << phrase << ": " << s.message;
+    EXPECT_NE(s.message.find(phrase), std::string::npos) << s.message;
+    EXPECT_EQ(out.changed_since_snapshot(false), "") << "out written by a refused call";
+  };
+  LokiOptions o;
+  o.k = 4;
+  refused(o, "rank_fraction in (0, 1]", p);
+  o.rank = 17;
+  refused(o, "outside [1, D=16]", p);
+  o.rank = -1;
+  refused(o, "outside [1, D=16]", p);
+  o.rank = 4;
+  o.rank_fraction = 0.5;
+  refused(o, "not both", p);
+  o.rank_fraction = 0;
+  o.k = 0;
+  refused(o, "must be >= 1", p);
+  o.k_fraction = 1.5;
+  refused(o, "k_fraction must be in (0, 1]", p);
+  o.k_fraction = 0;
+  o.k = 4;
+  LokiProblem skewed = p;
+  skewed.basis[3] += 0.01f;
+  refused(o, "not orthonormal", skewed);
+  LokiProblem nan_basis = p;
+  nan_basis.basis[0] = NAN;
+  refused(o, "not orthonormal", nan_basis);
+  LokiOptions unchecked = o;
+  unchecked.check_basis = false;
+  HostTensor out;
+  Dispatch d;
+  EXPECT_TRUE(run_loki(skewed, unchecked, &out, &d).ok()) << "check_basis = false still checked";
+  // Wrong basis shape.
+  std::vector<float> small(2 * 8 * 8, 0.f);
+  Status s = hattn::loki_attention(p.q.view(), p.k_rot.view(), p.v.view(),
+                                   hattn::TensorView::contiguous(small.data(), {2, 8, 8}),
+                                   out.view(), o, &d);
+  EXPECT_EQ(s.code, StatusCode::invalid_argument);
+  EXPECT_NE(s.message.find("basis must be [Hkv, D, D] = [1, 16, 16]"), std::string::npos)
+      << s.message;
+}
+
+}  // namespace
