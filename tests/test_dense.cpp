@@ -425,7 +425,9 @@ TEST(KernelList, NamesAreUniqueAndDescribed) {
   for (const KernelInfo& k : kernels) {
     EXPECT_FALSE(k.name.empty());
     EXPECT_TRUE(names.insert(k.name).second) << "duplicate kernel name " << k.name;
-    EXPECT_TRUE(k.variant == "dense" || k.variant == "topk" || k.variant == "topk_ffn") << k.name;
+    EXPECT_TRUE(k.variant == "dense" || k.variant == "topk" || k.variant == "topk_ffn" ||
+                k.variant == "loki")
+        << k.name;
     EXPECT_TRUE(k.phase == "prefill" || k.phase == "decode") << k.name << ": " << k.phase;
     EXPECT_EQ(k.dtype, "f32") << k.name;
     EXPECT_GE(k.head_dim, 0) << k.name;
