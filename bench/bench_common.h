@@ -43,5 +43,7 @@ void add(const std::string& name, Args&&... args) {
 
 // bench_topk.cpp: topk attention and topk_ffn next to dense and OpenBLAS.
 void register_topk();
+// bench_loki.cpp: Loki decode at a dense decode shape, over the papers' (d_f, k_f) grid.
+void register_loki_decode(const Shape& s);
 
 }  // namespace hattn_bench

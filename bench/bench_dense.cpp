@@ -149,6 +149,7 @@ void register_all() {
     const std::string shape = "/decode/Lk:" + std::to_string(lk) + "/D:128";
     add("hattn_dense" + shape, run_hattn, s);
     add("openblas_attention" + shape, run_openblas_decode, s);
+    hattn_bench::register_loki_decode(s);  // right after dense: the same inputs, still cached
   }
   for (int t : {1, 2}) add("array_read/threads:" + std::to_string(t), run_array_read, t);
   hattn_bench::register_topk();

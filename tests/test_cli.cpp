@@ -272,6 +272,120 @@ TEST_F(Cli, FidelityReport) {
   expect_one_line_error(run_cli({"fidelity", "topk", "--lk", "0"}), ">= 1");
 }
 
+// A Householder basis per kv head (orthonormal, dense) and keys rotated into it, in double.
+struct RotatedKeys {
+  std::vector<float> basis, k_rot;
+};
+RotatedKeys rotate_keys(const std::vector<float>& k, int64_t heads, int64_t lk, int64_t d,
+                        hattn_test::TestRng& rng) {
+  RotatedKeys r;
+  r.basis.resize(static_cast<size_t>(heads * d * d));
+  r.k_rot.resize(k.size());
+  for (int64_t h = 0; h < heads; ++h) {
+    std::vector<double> u(static_cast<size_t>(d));
+    double norm = 0;
+    for (double& x : u) {
+      x = rng.normal();
+      norm += x * x;
+    }
+    for (int64_t e = 0; e < d; ++e) {
+      for (int64_t c = 0; c < d; ++c) {
+        r.basis[static_cast<size_t>((h * d + e) * d + c)] =
+            static_cast<float>((e == c ? 1.0 : 0.0) - 2.0 * u[e] * u[c] / norm);
+      }
+    }
+    for (int64_t j = 0; j < lk; ++j) {
+      for (int64_t c = 0; c < d; ++c) {
+        double x = 0;
+        for (int64_t e = 0; e < d; ++e) {
+          x += double(k[static_cast<size_t>((h * lk + j) * d + e)]) *
+               r.basis[static_cast<size_t>((h * d + e) * d + c)];
+        }
+        r.k_rot[static_cast<size_t>((h * lk + j) * d + c)] = static_cast<float>(x);
+      }
+    }
+  }
+  return r;
+}
+
+// run loki with k = Lk is dense attention on the unrotated keys; a bad rank is one line.
+TEST_F(Cli, RunLokiMatchesDense) {
+  SCOPED_TRACE(trace_);
+  hattn_test::TestRng rng("cli-loki");
+  RotatedKeys rk = rotate_keys(k_, 2, 9, 64, rng);
+  save("basis.npy", {2, 64, 64}, rk.basis);
+  save("krot.npy", {1, 2, 9, 64}, rk.k_rot);
+  std::vector<std::string> args = run_args();
+  args[1] = "loki";
+  args[5] = dir() + "krot.npy";
+  args.insert(args.end(), {"--basis", dir() + "basis.npy", "--rank", "8", "--topk", "9"});
+  Result r = run_cli(args);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("kernel: loki_decode_"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("r=8 of D=64, k=9"), std::string::npos) << r.out;
+  hattn_test::AttnShape shape{1, 4, 2, 7, 9, 64};
+  hattn_test::AttnStrides strides{hattn_test::dense_strides(1, 4, 7, 64),
+                                  hattn_test::dense_strides(1, 2, 9, 64),
+                                  hattn_test::dense_strides(1, 2, 9, 64)};
+  std::vector<double> ref;
+  hattn_test::reference_attention(q_.data(), k_.data(), v_.data(), shape, strides, false, 1.0 / 8.0,
+                                  &ref, nullptr);
+  hattn::npy::Array o;
+  std::string error;
+  ASSERT_TRUE(hattn::npy::read_f32(dir() + "o.npy", &o, &error)) << error;
+  ASSERT_EQ(o.data.size(), ref.size());
+  for (size_t i = 0; i < ref.size(); ++i) {
+    ASSERT_NEAR(o.data[i], ref[i], 1e-5 + 1e-4 * std::fabs(ref[i])) << "index " << i;
+  }
+  std::vector<std::string> bad_rank = args;
+  bad_rank[bad_rank.size() - 3] = "65";
+  expect_one_line_error(run_cli(bad_rank), "outside [1, D=64]");
+  std::vector<std::string> bad_basis = args;
+  bad_basis[bad_basis.size() - 5] = dir() + "krot.npy";
+  expect_one_line_error(run_cli(bad_basis), "rank 3");
+}
+
+// calibrate -> rotate -> run, as a user would. Needs the LAPACKE build of hattn_loki_prep; a build
+// without it (the aarch64 cross build) must refuse in one line, and the test says it skipped.
+TEST_F(Cli, LokiCalibrateRotateRun) {
+  hattn_test::TestRng rng("cli-calibrate");
+  const int64_t heads = 2, n = 400, d = 16;
+  std::vector<float> keys(static_cast<size_t>(heads * n * d));
+  for (size_t i = 0; i < keys.size(); ++i) keys[i] = rng.normal() * (1.f + 3.f * (i % d == 0));
+  save("cal_keys.npy", {heads, n, d}, keys);
+  save("cal_k.npy", {1, heads, n, d}, keys);
+  Result r = run_cli({"calibrate", "loki", "--keys", dir() + "cal_keys.npy", "--out",
+                      dir() + "cal_basis.npy", "--variance", "0.5"});
+  if (r.status != 0 && r.err.find("LAPACKE") != std::string::npos) {
+    expect_one_line_error(r, "LAPACKE");
+    GTEST_SKIP() << "this build has no Loki calibration: " << r.err;
+  }
+  ASSERT_EQ(r.status, 0) << r.err;
+  hattn::npy::Array basis, variance;
+  std::string error;
+  ASSERT_TRUE(hattn::npy::read_f32(dir() + "cal_basis.npy", &basis, &error)) << error;
+  ASSERT_TRUE(hattn::npy::read_f32(dir() + "cal_basis.variance.npy", &variance, &error)) << error;
+  EXPECT_EQ(basis.shape, (std::vector<int64_t>{heads, d, d}));
+  EXPECT_EQ(variance.shape, (std::vector<int64_t>{heads, d}));
+  for (int64_t h = 0; h < heads; ++h) {
+    double sum = 0;
+    for (int64_t c = 0; c < d; ++c) sum += variance.data[static_cast<size_t>(h * d + c)];
+    EXPECT_NEAR(sum, 1.0, 1e-5) << "head " << h;
+  }
+  r = run_cli({"rotate", "--keys", dir() + "cal_k.npy", "--basis", dir() + "cal_basis.npy", "--out",
+               dir() + "cal_krot.npy"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  save("cal_q.npy", {1, heads, 1, d}, random_vec(rng, heads * d));
+  r = run_cli({"run", "loki", "--q", dir() + "cal_q.npy", "--k", dir() + "cal_krot.npy", "--v",
+               dir() + "cal_k.npy", "--basis", dir() + "cal_basis.npy", "--rank-fraction", "0.25",
+               "--topk-fraction", "0.125", "--out", dir() + "cal_o.npy"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("r=4 of D=16, k=50"), std::string::npos) << r.out;
+  expect_one_line_error(run_cli({"rotate", "--keys", dir() + "cal_k.npy", "--basis",
+                                 dir() + "cal_keys.npy", "--out", dir() + "x.npy"}),
+                        "basis");
+}
+
 TEST_F(Cli, HelpWorks) {
   EXPECT_EQ(run_cli({"--help"}).status, 0);
   EXPECT_EQ(run_cli({"run", "--help"}).status, 0);

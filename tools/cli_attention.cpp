@@ -1,4 +1,5 @@
-// `hattn run dense` and `hattn run topk`: q, k, v in [B, H, L, D] .npy files, out written as .npy.
+// `hattn run dense`, `hattn run topk` and `hattn run loki`: q, k, v in [B, H, L, D] .npy files,
+// out written as .npy.
 #include <cstdio>
 
 #include "cli_common.h"
@@ -13,6 +14,11 @@ struct AttentionArgs {
   double scale = 0;
   int splits = 0;
   int64_t topk = 0;
+  // loki
+  std::string basis;
+  int64_t rank = 0;
+  double rank_fraction = 0, topk_fraction = 0;
+  bool no_check_basis = false;
   CommonRunArgs common;
 };
 
@@ -108,6 +114,33 @@ int run_topk(const AttentionArgs& a) {
   return 0;
 }
 
+int run_loki(const AttentionArgs& a) {
+  Loaded l = load_qkv(a);
+  hattn::npy::Array basis = load(a.basis, "basis", 3, "[Hkv, D, D]");
+  hattn::LokiOptions opt;
+  opt.rank = a.rank;
+  opt.rank_fraction = a.rank_fraction;
+  opt.k = a.topk;
+  opt.k_fraction = a.topk_fraction;
+  opt.causal = a.causal;
+  opt.kernel = a.common.kernel;
+  opt.check_finite = a.common.check_finite;
+  opt.check_basis = !a.no_check_basis;
+  if (a.scale != 0) {
+    opt.has_scale = true;
+    opt.scale = static_cast<float>(a.scale);
+  }
+  hattn::TensorView ov = hattn::TensorView::contiguous(l.out.data(), l.q.shape);
+  hattn::Dispatch chosen;
+  const double t = median_seconds(a.common.repeat, [&] {
+    return hattn::loki_attention(view(l.q), view(l.k), view(l.v), view(basis), ov, opt, &chosen);
+  });
+  print_timing(chosen, t, a.common.repeat, attention_flops(l, a.causal));
+  save(a.out, l.q.shape, l.out.data());
+  if (a.common.verbose) std::printf("wrote %s\n", a.out.c_str());
+  return 0;
+}
+
 CLI::App* add_qkv_command(CLI::App* run, const char* name, const char* what, AttentionArgs* a) {
   CLI::App* c = run->add_subcommand(name, what);
   c->add_option("--q", a->q, "queries [B, Hq, Lq, D], float32 .npy")->required();
@@ -124,7 +157,7 @@ CLI::App* add_qkv_command(CLI::App* run, const char* name, const char* what, Att
 }  // namespace
 
 Action add_run_attention(CLI::App* run) {
-  static AttentionArgs dense_args, topk_args;
+  static AttentionArgs dense_args, topk_args, loki_args;
   CLI::App* dense = add_qkv_command(run, "dense", "exact softmax attention", &dense_args);
   dense->add_option("--lse", dense_args.lse, "also write the log-sum-exp [B, Hq, Lq] here");
   dense->add_option("--splits", dense_args.splits, "decode key splits (0 = automatic)")
@@ -132,9 +165,23 @@ Action add_run_attention(CLI::App* run) {
   CLI::App* topk = add_qkv_command(run, "topk", "top-k attention (Gupta et al. 2021)", &topk_args);
   // No range check here: k < 1 is the library's to refuse, with its own message.
   topk->add_option("--topk", topk_args.topk, "keys kept per query row (>= 1)")->required();
-  return [dense, topk]() {
+  CLI::App* loki =
+      add_qkv_command(run, "loki", "Loki: low-rank key scoring, top-k (decode)", &loki_args);
+  loki->get_option("--k")->description(
+      "keys rotated into the basis [B, Hkv, Lk, D] (hattn rotate)");
+  loki->add_option("--basis", loki_args.basis, "PCA basis [Hkv, D, D] (hattn calibrate loki)")
+      ->required();
+  // r and k: absolute or as fractions of D and Lk; the library refuses bad values itself.
+  loki->add_option("--rank", loki_args.rank, "channels r of the approximate scores, in [1, D]");
+  loki->add_option("--rank-fraction", loki_args.rank_fraction, "r as a fraction d_f of D");
+  loki->add_option("--topk", loki_args.topk, "keys kept per query row (>= 1)");
+  loki->add_option("--topk-fraction", loki_args.topk_fraction, "k as a fraction k_f of Lk");
+  loki->add_flag("--no-check-basis", loki_args.no_check_basis,
+                 "skip the orthonormality check of the basis");
+  return [dense, topk, loki]() {
     if (*dense) return run_dense(dense_args);
     if (*topk) return run_topk(topk_args);
+    if (*loki) return run_loki(loki_args);
     return -1;
   };
 }

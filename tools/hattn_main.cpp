@@ -3,6 +3,7 @@
 //   hattn run dense    --q q.npy --k k.npy --v v.npy --out o.npy [--causal] [--scale S] ...
 //   hattn run topk     --q q.npy --k k.npy --v v.npy --topk K --out o.npy [--causal] ...
 //   hattn run topk-ffn --x x.npy --w1 w1.npy --w2 w2.npy --topk K --out y.npy
+//   hattn run loki     --q q.npy --k krot.npy --v v.npy --basis P.npy --rank R --topk K --out o.npy
 //   hattn fidelity topk [--lq N --lk N --head-dim D --causal --seed S]
 //   hattn calibrate loki --keys keys.npy --out basis.npy [--variances var.npy] [--variance 0.9]
 //   hattn rotate --keys k.npy --basis basis.npy --out krot.npy [--layer L]
@@ -20,7 +21,7 @@
 namespace {
 
 const std::vector<std::string> kCommands = {"list", "run", "fidelity", "calibrate", "rotate"};
-const std::vector<std::string> kVariants = {"dense", "topk", "topk-ffn"};
+const std::vector<std::string> kVariants = {"dense", "topk", "topk-ffn", "loki"};
 
 std::string joined(const std::vector<std::string>& names) {
   std::string s;

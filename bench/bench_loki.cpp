@@ -1,0 +1,93 @@
+// Loki decode next to hattn's dense decode at the same shape (same inputs, same run):
+//   hattn_loki/decode/Lk:<Lk>/D:128/df:<d_f>/kf:<k_f>   vs   hattn_dense/decode/Lk:<Lk>/D:128
+// Counters: GB/s of the bytes Loki's model says it must read (Lk*r + 2*k*D floats per head:
+// the first r channels of every rotated key, then k whole key and value rows), and
+// model_bytes_vs_dense = (Lk*r + 2kD) / (2 Lk D) ~ d_f/2 + k_f, the speedup bound of a
+// bandwidth-bound decode; report.py prints the measured time ratio next to it.
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "bench_common.h"
+#include "hattn/hattn.h"
+#include "hattn/loki_prep.h"
+
+namespace hattn_bench {
+
+namespace {
+
+// A dense orthonormal basis per head without a factorization: the Householder reflection
+// I - 2 u u^T / |u|^2 of a random u (the timing does not depend on which basis it is).
+const std::vector<float>& householder_bases(int64_t heads, int64_t d) {
+  static std::vector<float> p;
+  if (static_cast<int64_t>(p.size()) == heads * d * d) return p;
+  p.assign(static_cast<size_t>(heads * d * d), 0.f);
+  std::vector<float> u(static_cast<size_t>(d));
+  for (int64_t h = 0; h < heads; ++h) {
+    fill_random(u, 1000 + static_cast<uint64_t>(h));
+    double norm = 0;
+    for (float x : u) norm += double(x) * x;
+    for (int64_t e = 0; e < d; ++e) {
+      for (int64_t c = 0; c < d; ++c) {
+        p[static_cast<size_t>((h * d + e) * d + c)] =
+            static_cast<float>((e == c ? 1.0 : 0.0) - 2.0 * u[e] * u[c] / norm);
+      }
+    }
+  }
+  return p;
+}
+
+void run_loki(benchmark::State& state, Shape s, double d_f, double k_f) {
+  Inputs in(s);  // the rotated key cache is just a key cache: the same random inputs as dense
+  const std::vector<float>& basis = householder_bases(s.heads, s.head_dim);
+  auto view = [&](float* x, int64_t l) {
+    return hattn::TensorView::contiguous(x, {s.batch, s.heads, l, s.head_dim});
+  };
+  hattn::LokiOptions opt;
+  opt.rank_fraction = d_f;
+  opt.k_fraction = k_f;
+  opt.check_basis = false;  // checked once, as a decode loop would
+  const auto basis_view =
+      hattn::TensorView::contiguous(basis.data(), {s.heads, s.head_dim, s.head_dim});
+  hattn::Status checked = hattn::loki_check_basis(basis_view, 1e-4);
+  if (!checked.ok()) {
+    state.SkipWithError(checked.message.c_str());
+    return;
+  }
+  hattn::Dispatch chosen;
+  hattn::set_num_threads(bench_threads());
+  for (auto _ : state) {
+    hattn::Status st = hattn::loki_attention(view(in.q, s.lq), view(in.k, s.lk), view(in.v, s.lk),
+                                             basis_view, view(in.out, s.lq), opt, &chosen);
+    if (!st.ok()) {
+      state.SkipWithError(st.message.c_str());
+      break;
+    }
+    benchmark::DoNotOptimize(in.out);
+  }
+  if (state.error_occurred()) return;
+  state.SetLabel(chosen.kernel);
+  const double r = std::max(1.0, std::round(d_f * s.head_dim));
+  const double k = std::max(1.0, std::round(k_f * s.lk));
+  const double floats = static_cast<double>(s.batch * s.heads) * (s.lk * r + 2 * k * s.head_dim);
+  state.counters["GB/s"] =
+      benchmark::Counter(floats * 4e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["model_bytes_vs_dense"] = floats / (2.0 * s.batch * s.heads * s.lk * s.head_dim);
+}
+
+}  // namespace
+
+void register_loki_decode(const Shape& s) {
+  for (double d_f : {0.125, 0.25, 0.5}) {
+    for (double k_f : {0.125, 0.25, 0.5}) {
+      auto frac = [](double f) {
+        return f == 0.125 ? std::string("1/8") : f == 0.25 ? "1/4" : "1/2";
+      };
+      add("hattn_loki/decode/Lk:" + std::to_string(s.lk) + "/D:" + std::to_string(s.head_dim) +
+              "/df:" + frac(d_f) + "/kf:" + frac(k_f),
+          run_loki, s, d_f, k_f);
+    }
+  }
+}
+
+}  // namespace hattn_bench
