@@ -386,6 +386,28 @@ TEST_F(Cli, LokiCalibrateRotateRun) {
                         "basis");
 }
 
+// The Loki fidelity report: a row per (d_f, k_f) of the 3 x 3 grid, finite errors, the seed.
+TEST_F(Cli, LokiFidelityReport) {
+  Result r = run_cli({"fidelity", "loki", "--heads", "1", "--lq", "2", "--lk", "256", "--head-dim",
+                      "32", "--seed", "9"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("seed 9"), std::string::npos) << r.out;
+  std::istringstream lines(r.out);
+  std::string line;
+  int rows = 0;
+  while (std::getline(lines, line)) {
+    std::istringstream f(line);
+    double d_f = 0, k_f = 0, decaying = 0, isotropic = 0;
+    if (f >> d_f >> k_f >> decaying >> isotropic) {
+      ++rows;
+      EXPECT_TRUE(std::isfinite(decaying) && std::isfinite(isotropic)) << line;
+      EXPECT_GE(decaying, 0.0) << line;
+    }
+  }
+  EXPECT_EQ(rows, 9) << r.out;
+  expect_one_line_error(run_cli({"fidelity", "loki", "--lk", "4"}), ">= 8");
+}
+
 TEST_F(Cli, HelpWorks) {
   EXPECT_EQ(run_cli({"--help"}).status, 0);
   EXPECT_EQ(run_cli({"run", "--help"}).status, 0);

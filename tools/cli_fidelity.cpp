@@ -1,5 +1,5 @@
-// `hattn fidelity topk`: how far top-k attention is from dense attention as k varies, on two
-// kinds of input drawn from a printed seed:
+// `hattn fidelity topk|loki`: how far an approximate variant is from dense attention.
+// topk, as k varies, on two kinds of input drawn from a printed seed:
 //   random  q, k, v standard normal: attention is diffuse, top-k loses mass for small k;
 //   peaked  each query is `--sharpness` x the mean of `--aligned` random visible keys, plus
 //           noise: those keys hold almost all the softmax mass (the regime where Gupta et al.
@@ -113,6 +113,133 @@ int run_fidelity(const FidelityArgs& a) {
   return 0;
 }
 
+// Loki: keys k = (z * sigma) Q^T in a random orthonormal basis Q (a product of two Householder
+// reflections), so Q is the keys' PCA basis and the rotated cache is z * sigma. sigma is 6.7x
+// larger on the first D/4 axes than on the rest ("decaying": 94% of the variance in a quarter of
+// the dimensions, like real keys) or 1 everywhere ("isotropic": no low-rank structure to exploit);
+// both have E|k|^2 = D.
+// Queries are peaked on a few keys, as for topk.
+struct LokiProblem {
+  std::vector<float> q, k, k_rot, v, basis;
+};
+
+LokiProblem draw_loki(const FidelityArgs& a, bool decaying) {
+  std::mt19937_64 rng(a.seed + (decaying ? 11 : 12));
+  std::normal_distribution<float> normal(0.f, 1.f);
+  const int64_t d = a.head_dim, n = a.heads * a.lk;
+  LokiProblem p;
+  p.basis.resize(static_cast<size_t>(a.heads * d * d));
+  for (int64_t h = 0; h < a.heads; ++h) {
+    std::vector<double> u(static_cast<size_t>(d)), w(static_cast<size_t>(d));
+    double nu = 0, nw = 0;
+    for (int64_t e = 0; e < d; ++e) {
+      u[e] = normal(rng);
+      w[e] = normal(rng);
+      nu += u[e] * u[e];
+      nw += w[e] * w[e];
+    }
+    // Q = (I - 2uu^T/|u|^2)(I - 2ww^T/|w|^2), column c: H_u (e_c - 2 w w_c / |w|^2).
+    for (int64_t c = 0; c < d; ++c) {
+      std::vector<double> col(static_cast<size_t>(d));
+      double uc = 0;
+      for (int64_t e = 0; e < d; ++e) {
+        col[e] = (e == c ? 1.0 : 0.0) - 2.0 * w[e] * w[c] / nw;
+        uc += u[e] * col[e];
+      }
+      for (int64_t e = 0; e < d; ++e) {
+        p.basis[static_cast<size_t>((h * d + e) * d + c)] =
+            static_cast<float>(col[e] - 2.0 * u[e] * uc / nu);
+      }
+    }
+  }
+  p.k_rot.resize(static_cast<size_t>(n * d));
+  p.k.resize(p.k_rot.size());
+  p.v.resize(p.k_rot.size());
+  for (int64_t row = 0; row < n; ++row) {
+    const int64_t h = row / a.lk;
+    for (int64_t c = 0; c < d; ++c) {
+      // Decaying: 1 : 0.15 between the two groups, scaled so that E|k|^2 = D as for isotropic
+      // keys (equally peaked attention, so the two columns differ only in the spectrum).
+      const float top = 1.f / std::sqrt(0.25f + 0.75f * 0.15f * 0.15f);
+      const float sigma = !decaying ? 1.f : c < d / 4 ? top : 0.15f * top;
+      p.k_rot[static_cast<size_t>(row * d + c)] = sigma * normal(rng);
+    }
+    for (int64_t e = 0; e < d; ++e) {  // k = k_rot Q^T
+      double x = 0;
+      for (int64_t c = 0; c < d; ++c) {
+        x += double(p.k_rot[static_cast<size_t>(row * d + c)]) *
+             p.basis[static_cast<size_t>((h * d + e) * d + c)];
+      }
+      p.k[static_cast<size_t>(row * d + e)] = static_cast<float>(x);
+    }
+  }
+  for (float& x : p.v) x = normal(rng);
+  p.q.resize(static_cast<size_t>(a.heads * a.lq * d));
+  std::uniform_int_distribution<int64_t> pick(0, a.lk - 1);
+  for (int64_t h = 0; h < a.heads; ++h) {
+    for (int64_t i = 0; i < a.lq; ++i) {
+      float* qi = &p.q[static_cast<size_t>((h * a.lq + i) * d)];
+      for (int64_t c = 0; c < d; ++c) qi[c] = 0.3f * normal(rng);
+      for (int64_t m = 0; m < a.aligned; ++m) {
+        const float* kj = &p.k[static_cast<size_t>((h * a.lk + pick(rng)) * d)];
+        for (int64_t c = 0; c < d; ++c) {
+          qi[c] += static_cast<float>(a.sharpness / static_cast<double>(a.aligned)) * kj[c];
+        }
+      }
+    }
+  }
+  return p;
+}
+
+int run_loki_fidelity(const FidelityArgs& a) {
+  if (a.heads < 1 || a.lq < 1 || a.lk < 8 || a.head_dim < 8 || a.aligned < 1 ||
+      !(a.sharpness > 0)) {
+    die(2, "--heads, --lq, --aligned must be >= 1, --lk and --head-dim >= 8, --sharpness > 0");
+  }
+  if (a.threads > 0) hattn::set_num_threads(a.threads);
+  std::printf(
+      "loki fidelity: H=%lld Lq=%lld Lk=%lld D=%lld, seed %llu; queries peaked on %lld "
+      "keys (sharpness %g)\n",
+      static_cast<long long>(a.heads), static_cast<long long>(a.lq), static_cast<long long>(a.lk),
+      static_cast<long long>(a.head_dim), static_cast<unsigned long long>(a.seed),
+      static_cast<long long>(a.aligned), a.sharpness);
+  std::printf(
+      "error = ||o_loki - o_dense||_F / ||o_dense||_F; decaying keys: 94%% of the variance "
+      "in D/4 axes; isotropic: none\n");
+  std::printf("%6s %6s %14s %14s\n", "d_f", "k_f", "decaying", "isotropic");
+  const std::vector<int64_t> qs = {1, a.heads, a.lq, a.head_dim},
+                             ks = {1, a.heads, a.lk, a.head_dim};
+  LokiProblem problems[2] = {draw_loki(a, true), draw_loki(a, false)};
+  std::vector<float> dense[2], out(problems[0].q.size());
+  for (int p = 0; p < 2; ++p) {
+    dense[p].resize(out.size());
+    check(hattn::attention(hattn::TensorView::contiguous(problems[p].q.data(), qs),
+                           hattn::TensorView::contiguous(problems[p].k.data(), ks),
+                           hattn::TensorView::contiguous(problems[p].v.data(), ks),
+                           hattn::TensorView::contiguous(dense[p].data(), qs), {}));
+  }
+  for (double d_f : {0.125, 0.25, 0.5}) {
+    for (double k_f : {0.125, 0.25, 0.5}) {
+      double err[2];
+      for (int p = 0; p < 2; ++p) {
+        hattn::LokiOptions opt;
+        opt.rank_fraction = d_f;
+        opt.k_fraction = k_f;
+        check(
+            hattn::loki_attention(hattn::TensorView::contiguous(problems[p].q.data(), qs),
+                                  hattn::TensorView::contiguous(problems[p].k_rot.data(), ks),
+                                  hattn::TensorView::contiguous(problems[p].v.data(), ks),
+                                  hattn::TensorView::contiguous(problems[p].basis.data(),
+                                                                {a.heads, a.head_dim, a.head_dim}),
+                                  hattn::TensorView::contiguous(out.data(), qs), opt));
+        err[p] = relative_error(out, dense[p]);
+      }
+      std::printf("%6.3f %6.3f %14.3e %14.3e\n", d_f, k_f, err[0], err[1]);
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
 Action add_fidelity(CLI::App* app) {
@@ -130,7 +257,27 @@ Action add_fidelity(CLI::App* app) {
   topk->add_option("--seed", args.seed, "random seed (printed)");
   topk->add_flag("--causal", args.causal, "causal mask");
   topk->add_option("--threads", args.threads, "worker threads")->check(CLI::NonNegativeNumber);
-  return [topk]() { return *topk ? run_fidelity(args) : -1; };
+  static FidelityArgs loki_args = [] {
+    FidelityArgs l;
+    l.lq = 4;
+    l.lk = 4096;
+    l.head_dim = 128;
+    return l;
+  }();
+  CLI::App* loki = fidelity->add_subcommand("loki", "Loki vs dense attention over (d_f, k_f)");
+  loki->add_option("--heads", loki_args.heads, "heads (default 4)");
+  loki->add_option("--lq", loki_args.lq, "query rows (default 4: decode)");
+  loki->add_option("--lk", loki_args.lk, "keys (default 4096)");
+  loki->add_option("--head-dim", loki_args.head_dim, "D (default 128)");
+  loki->add_option("--aligned", loki_args.aligned, "keys each query is built from (default 4)");
+  loki->add_option("--sharpness", loki_args.sharpness, "multiple of the keys' mean (12)");
+  loki->add_option("--seed", loki_args.seed, "random seed (printed)");
+  loki->add_option("--threads", loki_args.threads, "worker threads")->check(CLI::NonNegativeNumber);
+  return [topk, loki]() {
+    if (*topk) return run_fidelity(args);
+    if (*loki) return run_loki_fidelity(loki_args);
+    return -1;
+  };
 }
 
 }  // namespace hattn_cli
