@@ -1,5 +1,7 @@
 // Loki decode next to hattn's dense decode at the same shape (same inputs, same run):
 //   hattn_loki/decode/Lk:<Lk>/D:128/df:<d_f>/kf:<k_f>   vs   hattn_dense/decode/Lk:<Lk>/D:128
+// with the leading r channels in a contiguous copy (LokiOptions::k_lead), and
+// hattn_loki_strided/... reading them from the rotated cache itself (r of every D channels).
 // Counters: GB/s of the bytes Loki's model says it must read (Lk*r + 2*k*D floats per head:
 // the first r channels of every rotated key, then k whole key and value rows), and
 // model_bytes_vs_dense = (Lk*r + 2kD) / (2 Lk D) ~ d_f/2 + k_f, the speedup bound of a
@@ -37,7 +39,27 @@ const std::vector<float>& householder_bases(int64_t heads, int64_t d) {
   return p;
 }
 
-void run_loki(benchmark::State& state, Shape s, double d_f, double k_f) {
+// The leading r channels of the rotated cache, contiguous per key (LokiOptions::k_lead).
+const std::vector<float>& lead_copy(const float* k, const Shape& s, int64_t r) {
+  static std::vector<float> lead;
+  static const float* made_from = nullptr;
+  static int64_t made_r = 0, made_lk = 0;
+  if (made_from != k || made_r != r || made_lk != s.lk) {
+    const int64_t rows = s.batch * s.heads * s.lk;
+    lead.resize(static_cast<size_t>(rows * r));
+    for (int64_t j = 0; j < rows; ++j) {
+      for (int64_t c = 0; c < r; ++c) {
+        lead[static_cast<size_t>(j * r + c)] = k[static_cast<size_t>(j * s.head_dim + c)];
+      }
+    }
+    made_from = k;
+    made_r = r;
+    made_lk = s.lk;
+  }
+  return lead;
+}
+
+void run_loki(benchmark::State& state, Shape s, double d_f, double k_f, bool contiguous_lead) {
   Inputs in(s);  // the rotated key cache is just a key cache: the same random inputs as dense
   const std::vector<float>& basis = householder_bases(s.heads, s.head_dim);
   auto view = [&](float* x, int64_t l) {
@@ -54,6 +76,13 @@ void run_loki(benchmark::State& state, Shape s, double d_f, double k_f) {
     state.SkipWithError(checked.message.c_str());
     return;
   }
+  const int64_t r_used = std::max<int64_t>(1, std::llround(d_f * static_cast<double>(s.head_dim)));
+  hattn::TensorView lead_view;
+  if (contiguous_lead) {
+    const std::vector<float>& lead = lead_copy(in.k, s, r_used);
+    lead_view = hattn::TensorView::contiguous(lead.data(), {s.batch, s.heads, s.lk, r_used});
+    opt.k_lead = &lead_view;
+  }
   hattn::Dispatch chosen;
   hattn::set_num_threads(bench_threads());
   for (auto _ : state) {
@@ -66,8 +95,8 @@ void run_loki(benchmark::State& state, Shape s, double d_f, double k_f) {
     benchmark::DoNotOptimize(in.out);
   }
   if (state.error_occurred()) return;
-  state.SetLabel(chosen.kernel);
-  const double r = std::max(1.0, std::round(d_f * s.head_dim));
+  state.SetLabel(chosen.kernel + (contiguous_lead ? " (k_lead)" : " (strided)"));
+  const double r = static_cast<double>(r_used);
   const double k = std::max(1.0, std::round(k_f * s.lk));
   const double floats = static_cast<double>(s.batch * s.heads) * (s.lk * r + 2 * k * s.head_dim);
   state.counters["GB/s"] =
@@ -78,15 +107,18 @@ void run_loki(benchmark::State& state, Shape s, double d_f, double k_f) {
 }  // namespace
 
 void register_loki_decode(const Shape& s) {
+  auto frac = [](double f) { return f == 0.125 ? std::string("1/8") : f == 0.25 ? "1/4" : "1/2"; };
+  const std::string shape =
+      "/decode/Lk:" + std::to_string(s.lk) + "/D:" + std::to_string(s.head_dim);
   for (double d_f : {0.125, 0.25, 0.5}) {
     for (double k_f : {0.125, 0.25, 0.5}) {
-      auto frac = [](double f) {
-        return f == 0.125 ? std::string("1/8") : f == 0.25 ? "1/4" : "1/2";
-      };
-      add("hattn_loki/decode/Lk:" + std::to_string(s.lk) + "/D:" + std::to_string(s.head_dim) +
-              "/df:" + frac(d_f) + "/kf:" + frac(k_f),
-          run_loki, s, d_f, k_f);
+      add("hattn_loki" + shape + "/df:" + frac(d_f) + "/kf:" + frac(k_f), run_loki, s, d_f, k_f,
+          true);
     }
+  }
+  // Without the contiguous copy: the approximate scores read r of every D channels of k_rot.
+  for (double k_f : {0.125, 0.25}) {
+    add("hattn_loki_strided" + shape + "/df:1/4/kf:" + frac(k_f), run_loki, s, 0.25, k_f, false);
   }
 }
 

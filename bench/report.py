@@ -47,6 +47,75 @@ def verdict(ok):
     return "n/a" if ok is None else ("met" if ok else "MISSED")
 
 
+def topk_section(rows, targets):
+    """topk vs dense in the same run (time ratios), and topk_ffn vs the OpenBLAS dense FFN."""
+    if not any(k.startswith("hattn_topk") for k in rows):
+        return
+    print("\ntopk vs dense (time topk / time dense; medians; scratch = most scratch held at once)")
+    for l in (2048, 8192):
+        dense = val(rows, f"hattn_dense/prefill/L:{l}/D:64/causal:0", "ms")
+        for k in (32, 64, 128):
+            name = f"hattn_topk/prefill/L:{l}/D:64/k:{k}"
+            t = val(rows, name, "ms")
+            r = ratio(t, dense)
+            print(f"  prefill L={l} D=64 k={k}: {fmt(t)} ms vs {fmt(dense)} ms -> "
+                  f"{fmt(r, '.2f')}x, scratch {fmt(val(rows, name, 'scratch_MB'), '.1f')} MB")
+            if l == 8192 and k == 64:
+                targets.append((f"topk prefill L=8192 k=64 <= 1.15x dense ({fmt(r, '.2f')}x)",
+                                None if r is None else r <= 1.15))
+    for lk in (32768, 131072):
+        dense = val(rows, f"hattn_dense/decode/Lk:{lk}/D:128", "ms")
+        t = val(rows, f"hattn_topk/decode/Lk:{lk}/D:128/k:64", "ms")
+        r = ratio(t, dense)
+        print(f"  decode Lk={lk} D=128 k=64: {fmt(t)} ms vs {fmt(dense)} ms -> {fmt(r, '.2f')}x")
+        if lk == 32768:
+            targets.append((f"topk decode Lk=32K k=64 <= 0.55x dense ({fmt(r, '.2f')}x)",
+                            None if r is None else r <= 0.55))
+    for d, ff, ks in ((768, 3072, (256, 384)), (1024, 16384, (512, 2048))):
+        shape = f"/T:512/D:{d}/dff:{ff}"
+        base = val(rows, "openblas_ffn" + shape, "ms")
+        for k in ks:
+            t = val(rows, f"hattn_topk_ffn{shape}/k:{k}", "ms")
+            sp = ratio(base, t)
+            print(f"  ffn D={d} d_ff={ff} k={k}: {fmt(t)} ms vs OpenBLAS {fmt(base)} ms -> "
+                  f"{fmt(sp, '.2f')}x faster")
+            if k == ff // 8:
+                targets.append((f"topk_ffn d_ff={ff} k=d_ff/8 >= 1.3x faster than OpenBLAS "
+                                f"({fmt(sp, '.2f')}x)", None if sp is None else sp >= 1.3))
+
+
+def loki_section(rows, targets):
+    """Loki decode vs dense decode at each (d_f, k_f), next to the byte model's ratio."""
+    if not any(k.startswith("hattn_loki") for k in rows):
+        return
+    print("\nLoki decode vs dense decode (B=1, H=32, D=128; speedup = time dense / time loki)")
+    print(f"  {'Lk':<8}{'d_f':>5}{'k_f':>5}{'loki ms':>9}{'dense ms':>9}{'speedup':>8}"
+          f"{'bound':>7}{'GB/s':>7}")
+    for lk in (4096, 32768, 131072):
+        dense = val(rows, f"hattn_dense/decode/Lk:{lk}/D:128", "ms")
+        for df in ("1/8", "1/4", "1/2"):
+            for kf in ("1/8", "1/4", "1/2"):
+                name = f"hattn_loki/decode/Lk:{lk}/D:128/df:{df}/kf:{kf}"
+                t = val(rows, name, "ms")
+                if t is None:
+                    continue
+                model = val(rows, name, "model_bytes_vs_dense")
+                sp = ratio(dense, t)
+                bound = None if not model else 1 / model
+                print(f"  {lk:<8}{df:>5}{kf:>5}{fmt(t):>9}{fmt(dense):>9}{fmt(sp, '.2f'):>8}"
+                      f"{fmt(bound, '.2f'):>7}{fmt(val(rows, name, 'GB/s')):>7}")
+                strided = val(rows, name.replace("hattn_loki/", "hattn_loki_strided/"), "ms")
+                if strided is not None:
+                    print(f"  {'':<8}{'':>5}{'':>5}{fmt(strided):>9}  <- the same without k_lead "
+                          f"(strided leading channels): {fmt(ratio(dense, strided), '.2f')}x")
+                if lk == 32768 and (df, kf) == ("1/4", "1/8"):
+                    targets.append((f"loki decode Lk=32K d_f=1/4 k_f=1/8 >= 3.2x dense "
+                                    f"({fmt(sp, '.2f')}x)", None if sp is None else sp >= 3.2))
+                if lk == 32768 and (df, kf) == ("1/4", "1/4"):
+                    targets.append((f"loki decode Lk=32K d_f=k_f=1/4 >= 2x dense "
+                                    f"({fmt(sp, '.2f')}x)", None if sp is None else sp >= 2.0))
+
+
 def main():
     rows = load(sys.argv[1:])
     lengths = [l for l in (512, 2048, 8192) if f"hattn_dense/prefill/L:{l}/D:64/causal:0" in rows]
@@ -113,6 +182,8 @@ def main():
         if lk == 32768:
             targets.append((f"decode Lk=32768 at >= 0.90 of the 2-thread array read ({fmt(r, '.2f')})",
                             None if r is None else r >= 0.90))
+    topk_section(rows, targets)
+    loki_section(rows, targets)
     if not any(k.startswith("torch_sdpa/") for k in rows):
         print("\n(PyTorch SDPA peer not measured: torch columns are empty)")
     print("\nTargets")

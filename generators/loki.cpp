@@ -26,7 +26,8 @@ LokiStages loki_attention(const LokiInputs& in) {
   };
   st.rr = RDom(0, in.rank, "rr");
   st.approx(j, i, h, b) = 0.f;
-  st.approx(j, i, h, b) += st.q_rot(i, st.rr, h, b) * key_at(st.rr, j);
+  st.approx(j, i, h, b) +=
+      st.q_rot(i, st.rr, h, b) * in.k_lead(st.rr, clamp(j, 0, in.lk - 1), hk, b);
 
   // Bottom-right causal alignment, as everywhere: key j is visible to row i iff
   // j <= i + (Lk - Lq). Masked keys score far below any real one and k is clamped to the visible

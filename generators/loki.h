@@ -4,7 +4,8 @@
 // rotated into a per-kv-head orthonormal PCA basis P (columns sorted by explained variance, so
 // the leading channels carry most of each key). Per query row:
 //   qh   = s * q P                                      (the query in the same basis)
-//   a_j  = qh[:r] . kh_j[:r]                            (approximate scores: r channels only)
+//   a_j  = qh[:r] . kh_j[:r]                            (approximate scores: r channels only,
+//                                                        read from k_lead: see LokiInputs)
 //   T    = the k_eff largest a_j over visible keys      (select_topk.h; ties by lower index)
 //   o    = sum_{j in T} softmax_T(qh . kh_j) v_j        (exact scores: qh . kh_j = s q . k_j)
 // Values are not rotated. r = D makes a_j exact (top-k attention); k >= Lk makes it dense.
@@ -17,7 +18,11 @@
 namespace hattn {
 
 struct LokiInputs {
-  Halide::Func q, k, v, basis;     // (d, i, h, b), (d, j, hk, b) rotated, (d, j, hk, b), (c, e, hk)
+  Halide::Func q, k, v, basis;  // (d, i, h, b), (d, j, hk, b) rotated, (d, j, hk, b), (c, e, hk)
+  // (c, j, hk, b): the leading channels of k (c < r are read). Either k itself or a narrow copy
+  // whose rows are contiguous: on CPUs, reading r of every D channels of k costs about as much as
+  // reading whole rows (measured), so Loki's byte savings need the leading channels contiguous.
+  Halide::Func k_lead;
   Halide::Expr head_dim, lq, lk;   // D, Lq, Lk
   Halide::Expr q_heads, kv_heads;  // Hq, Hkv
   Halide::Expr scale;

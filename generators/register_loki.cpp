@@ -21,10 +21,11 @@ class LokiAttentionGenerator : public Generator<LokiAttentionGenerator> {
   GeneratorParam<std::string> tables{"tables", ""};
   GeneratorParam<std::string> tunables{"tunables", ""};
 
-  Input<Buffer<float, 4>> q{"q"};          // [B, Hq, Lq, D], not rotated
-  Input<Buffer<float, 4>> k{"k"};          // [B, Hkv, Lk, D], rotated into the basis
-  Input<Buffer<float, 4>> v{"v"};          // [B, Hkv, Lk, D]
-  Input<Buffer<float, 3>> basis{"basis"};  // [Hkv, D, D]: basis[h][e][c], component e of axis c
+  Input<Buffer<float, 4>> q{"q"};            // [B, Hq, Lq, D], not rotated
+  Input<Buffer<float, 4>> k{"k"};            // [B, Hkv, Lk, D], rotated into the basis
+  Input<Buffer<float, 4>> k_lead{"k_lead"};  // [B, Hkv, Lk, >= r]: k's leading channels
+  Input<Buffer<float, 4>> v{"v"};            // [B, Hkv, Lk, D]
+  Input<Buffer<float, 3>> basis{"basis"};    // [Hkv, D, D]: basis[h][e][c], component e of axis c
   Input<float> scale{"scale"};
   Input<int> rank{"rank"};  // r, 1 <= r <= D
   Input<int> topk{"topk"};  // k >= 1
@@ -49,6 +50,7 @@ class LokiAttentionGenerator : public Generator<LokiAttentionGenerator> {
     LokiInputs in;
     in.q = q;
     in.k = k;
+    in.k_lead = k_lead;
     in.v = v;
     in.basis = basis;
     in.head_dim = d;
@@ -64,6 +66,7 @@ class LokiAttentionGenerator : public Generator<LokiAttentionGenerator> {
     out = st.att.out;
 
     for (auto* p : {&q, &k, &v}) (*p).dim(0).set_stride(1).set_bounds(0, d);
+    k_lead.dim(0).set_stride(1);
     basis.dim(0).set_stride(1).set_bounds(0, d);
     basis.dim(1).set_bounds(0, d);
     out.dim(0).set_stride(1).set_bounds(0, d);
@@ -73,6 +76,7 @@ class LokiAttentionGenerator : public Generator<LokiAttentionGenerator> {
     q.set_estimates({{0, dd}, {0, lq}, {0, 32}, {0, 1}});
     k.set_estimates({{0, dd}, {0, lk}, {0, 32}, {0, 1}});
     v.set_estimates({{0, dd}, {0, lk}, {0, 32}, {0, 1}});
+    k_lead.set_estimates({{0, dd / 4}, {0, lk}, {0, 32}, {0, 1}});
     basis.set_estimates({{0, dd}, {0, dd}, {0, 32}});
     scale.set_estimate(0.088f);
     rank.set_estimate(dd / 4);

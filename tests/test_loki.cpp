@@ -258,6 +258,45 @@ TEST(Loki, FractionsMatchAbsoluteCounts) {
   EXPECT_EQ(compare_bitwise(by_fraction, by_count, "fractions vs counts"), "");
 }
 
+// A contiguous copy of the leading channels (LokiOptions::k_lead) is only a faster path: the
+// result is bitwise the one that reads k_rot's own leading channels. Too few channels, or a
+// mismatched shape, is refused.
+TEST(Loki, LeadingChannelCopyGivesTheSameResult) {
+  TestRng rng("k_lead");
+  LokiProblem p = make_problem({2, 4, 2, 1, 700, 128}, false, rng);
+  const int64_t rows = 2 * 2 * 700, r = 32, stored = 40;
+  std::vector<float> lead(static_cast<size_t>(rows * stored));
+  for (int64_t j = 0; j < rows; ++j) {
+    for (int64_t c = 0; c < stored; ++c) {
+      lead[static_cast<size_t>(j * stored + c)] = p.k_rot.at_flat(j * 128 + c);
+    }
+  }
+  const hattn::TensorView lead_view =
+      hattn::TensorView::contiguous(lead.data(), {2, 2, 700, stored});
+  LokiOptions o;
+  o.rank = r;
+  o.k = 90;
+  HostTensor plain, with_lead;
+  Dispatch d;
+  ASSERT_TRUE(run_loki(p, o, &plain, &d).ok());
+  o.k_lead = &lead_view;
+  Status s = run_loki(p, o, &with_lead, &d);
+  ASSERT_TRUE(s.ok()) << s.message;
+  EXPECT_EQ(compare_bitwise(plain, with_lead, "k_lead vs k_rot"), "");
+  EXPECT_EQ(check(p, r, 90), "") << rng.description();
+  o.rank = 41;
+  s = run_loki(p, o, &with_lead, &d);
+  EXPECT_EQ(s.code, StatusCode::invalid_argument);
+  EXPECT_NE(s.message.find("needs r=41 <= R"), std::string::npos) << s.message;
+  const hattn::TensorView short_view =
+      hattn::TensorView::contiguous(lead.data(), {2, 2, 699, stored});
+  o.rank = r;
+  o.k_lead = &short_view;
+  s = run_loki(p, o, &with_lead, &d);
+  EXPECT_EQ(s.code, StatusCode::invalid_argument);
+  EXPECT_NE(s.message.find("k_rot's B, Hkv, Lk"), std::string::npos) << s.message;
+}
+
 TEST(Loki, EveryKernelForced) {
   int forced = 0;
   for (const hattn::KernelInfo& k : hattn::list_kernels()) {

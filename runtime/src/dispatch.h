@@ -14,13 +14,14 @@ namespace hattn {
 //   dense:    (q, k, v, scale, splits, out, lse)
 //   topk:     (q, k, v, scale, k, out)
 //   topk_ffn: (x, w1, w2t, k, y)
-//   loki:     (q, k_rot, v, basis, scale, rank, k, out)
+//   loki:     (q, k_rot, k_lead, v, basis, scale, rank, k, out)
 using DenseKernelFn = int (*)(const void*, halide_buffer_t*, halide_buffer_t*, halide_buffer_t*,
                               float, int32_t, halide_buffer_t*, halide_buffer_t*);
 using TopkKernelFn = int (*)(const void*, halide_buffer_t*, halide_buffer_t*, halide_buffer_t*,
                              float, int32_t, halide_buffer_t*);
 using LokiKernelFn = int (*)(const void*, halide_buffer_t*, halide_buffer_t*, halide_buffer_t*,
-                             halide_buffer_t*, float, int32_t, int32_t, halide_buffer_t*);
+                             halide_buffer_t*, halide_buffer_t*, float, int32_t, int32_t,
+                             halide_buffer_t*);
 using TopkFfnKernelFn = int (*)(const void*, halide_buffer_t*, halide_buffer_t*, halide_buffer_t*,
                                 int32_t, halide_buffer_t*);
 

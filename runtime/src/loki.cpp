@@ -68,6 +68,30 @@ Status check_basis_tensor(const TensorView& basis, const AttentionShape& shape) 
   return Status::success();
 }
 
+// The optional narrow copy of the leading channels: [B, Hkv, Lk, R] with r <= R <= D.
+Status check_lead(const TensorView* lead, const TensorView& k_rot, int64_t rank,
+                  const TensorView& out) {
+  if (lead == nullptr) return Status::success();
+  static const char* const kDims[4] = {"B", "Hkv", "Lk", "R"};
+  Status s = check_tensor(*lead, "k_lead", 4, kDims, false);
+  if (!s.ok()) return s;
+  if (lead->device != Device::cpu) {
+    return Status{StatusCode::unsupported, "k_lead must be in host (cpu) memory"};
+  }
+  for (int d = 0; d < 3; ++d) {
+    if (lead->shape[d] != k_rot.shape[d]) {
+      return invalid("k_lead must be [B, Hkv, Lk, R] with k_rot's B, Hkv, Lk (k_rot is " +
+                     k_rot.describe() + "), got " + lead->describe());
+    }
+  }
+  if (lead->shape[3] < rank || lead->shape[3] > k_rot.shape[3]) {
+    return invalid("k_lead holds R=" + std::to_string(lead->shape[3]) + " channels; it needs r=" +
+                   std::to_string(rank) + " <= R <= D=" + std::to_string(k_rot.shape[3]));
+  }
+  if (tensors_overlap(out, *lead)) return invalid("out overlaps k_lead in memory");
+  return Status::success();
+}
+
 }  // namespace
 
 Status loki_attention(const TensorView& q, const TensorView& k_rot, const TensorView& v,
@@ -97,6 +121,8 @@ Status loki_attention(const TensorView& q, const TensorView& k_rot, const Tensor
       return invalid(s.message + " (the basis must be orthonormal; LokiOptions::check_basis)");
     }
   }
+  s = check_lead(options.k_lead, k_rot, rank, out);
+  if (!s.ok()) return s;
   KernelRequest request{"loki", options.causal, false, options.kernel, true};
   const KernelEntry* kernel = nullptr;
   std::string reason;
@@ -113,15 +139,18 @@ Status loki_attention(const TensorView& q, const TensorView& k_rot, const Tensor
     const TensorView* views[] = {&q, &k_rot, &v, &basis};
     const char* names[] = {"q", "k_rot", "v", "basis"};
     s = finite_or_refuse(views, names, 4);
+    if (s.ok() && options.k_lead != nullptr) s = check_finite(*options.k_lead, "k_lead");
     if (!s.ok()) return s;
   }
   const float scale =
       options.has_scale ? options.scale : 1.f / std::sqrt(static_cast<float>(shape.head_dim));
   install_halide_handlers();
-  HalideBuffer qb(q), kb(k_rot), vb(v), pb(basis), ob(out);
+  // Without a narrow copy the approximate scores read k_rot's own leading channels.
+  HalideBuffer qb(q), kb(k_rot), lb(options.k_lead ? *options.k_lead : k_rot), vb(v), pb(basis),
+      ob(out);
   CallContext ctx;
-  const int rc = kernel->as<LokiKernelFn>()(&ctx, qb.get(), kb.get(), vb.get(), pb.get(), scale,
-                                            static_cast<int32_t>(rank),
+  const int rc = kernel->as<LokiKernelFn>()(&ctx, qb.get(), kb.get(), lb.get(), vb.get(), pb.get(),
+                                            scale, static_cast<int32_t>(rank),
                                             static_cast<int32_t>(k_used), ob.get());
   if (rc != 0) return kernel_failed(kernel->info.name, rc, ctx);
   return Status::success();

@@ -45,7 +45,7 @@ Func reduce_in_lanes(Func acc, const RVar& r, int lanes, const LoopLevel& at) {
   }
   partial.compute_at(at).reorder_storage(storage).vectorize(lane);
   partial.update().reorder(lane, ro).vectorize(lane);
-  acc.update().atomic().vectorize(ri);
+  acc.update().atomic().vectorize(ri, lanes, TailStrategy::GuardWithIf);
   return partial;
 }
 

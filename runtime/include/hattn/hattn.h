@@ -163,6 +163,14 @@ struct LokiOptions {
   // loaded and turn this off in a decode loop.
   bool check_basis = true;
   double basis_tolerance = 1e-4;
+  // Optional [B, Hkv, Lk, R] (R >= r, innermost stride 1): the first R channels of k_rot stored
+  // with each key's channels contiguous and rows R apart, read by the approximate scores
+  // instead of k_rot. Keep it next to the cache when decode speed matters: on CPUs, reading r
+  // of every D channels of k_rot costs nearly as much as reading whole rows (measured: 128K
+  // keys, D=128: r=16 strided 3.3 ms, whole rows 4.2 ms), so without it Loki saves few bytes.
+  // It must hold the same values as k_rot's leading channels (not checked): different values
+  // change which keys are selected, not the exact softmax over them.
+  const TensorView* k_lead = nullptr;
 };
 
 // Loki decode (and full-sequence, for evaluation): q [B, Hq, Lq, D] as usual (not rotated),
