@@ -43,6 +43,15 @@ void print_timing(const hattn::Dispatch& chosen, double seconds, int repeat, dou
               flops / seconds * 1e-9);
 }
 
+// --scale given (> 0): use it; else the variant's default 1/sqrt(D).
+template <typename Options>
+void set_scale(double scale, Options* opt) {
+  if (scale != 0) {
+    opt->has_scale = true;
+    opt->scale = static_cast<float>(scale);
+  }
+}
+
 double attention_flops(const Loaded& l, bool causal) {
   return 4.0 * static_cast<double>(l.q.shape[0] * l.q.shape[1] * l.q.shape[3]) *
          visible_pairs(l.q.shape[2], l.k.shape[2], causal);
@@ -55,10 +64,7 @@ int run_dense(const AttentionArgs& a) {
   opt.kernel = a.common.kernel;
   opt.check_finite = a.common.check_finite;
   opt.decode_splits = a.splits;
-  if (a.scale != 0) {
-    opt.has_scale = true;
-    opt.scale = static_cast<float>(a.scale);
-  }
+  set_scale(a.scale, &opt);
   const std::vector<int64_t> lse_shape = {l.q.shape[0], l.q.shape[1], l.q.shape[2]};
   std::vector<float> lse;
   hattn::TensorView lse_view;
@@ -88,10 +94,7 @@ int run_topk(const AttentionArgs& a) {
   opt.causal = a.causal;
   opt.kernel = a.common.kernel;
   opt.check_finite = a.common.check_finite;
-  if (a.scale != 0) {
-    opt.has_scale = true;
-    opt.scale = static_cast<float>(a.scale);
-  }
+  set_scale(a.scale, &opt);
   hattn::TensorView ov = hattn::TensorView::contiguous(l.out.data(), l.q.shape);
   hattn::Dispatch chosen;
   const double t = median_seconds(a.common.repeat, [&] {
@@ -126,10 +129,7 @@ int run_loki(const AttentionArgs& a) {
   opt.kernel = a.common.kernel;
   opt.check_finite = a.common.check_finite;
   opt.check_basis = !a.no_check_basis;
-  if (a.scale != 0) {
-    opt.has_scale = true;
-    opt.scale = static_cast<float>(a.scale);
-  }
+  set_scale(a.scale, &opt);
   hattn::TensorView ov = hattn::TensorView::contiguous(l.out.data(), l.q.shape);
   hattn::Dispatch chosen;
   const double t = median_seconds(a.common.repeat, [&] {

@@ -18,25 +18,10 @@ using namespace Halide;
 
 namespace {
 
-struct LokiTiles {
-  int vec, qb, kb, tq, tk;
-};
-
-LokiTiles read_loki_tiles(const ScheduleContext& ctx) {
-  const Tunables& t = ctx.tunables;
-  return {ctx.target.natural_vector_size<float>(), t.get("qb"), t.get("kb"), t.get("tq"),
-          t.get("tk")};
-}
-
 void schedule_loki_prefill(LokiStages& st, const ScheduleContext& ctx) {
-  const LokiTiles x = read_loki_tiles(ctx);
-  Var qc("qc"), ii("ii"), task("task");
-  st.att.out.split(st.i, qc, ii, x.qb, TailStrategy::GuardWithIf)
-      .fuse(qc, st.h, task)
-      .fuse(task, st.b, task)
-      .parallel(task)
-      .vectorize(st.d, x.vec, TailStrategy::GuardWithIf);
-  const LoopLevel chunk(st.att.out, task);
+  const SparseTiles x = read_sparse_tiles(ctx);
+  LoopLevel per_row;
+  const LoopLevel chunk = parallel_row_chunks(st.att.out, st.d, st.i, st.h, st.b, x, &per_row);
 
   compute_rows_in_lanes(st.q_t, st.i, chunk, x.vec, x.qb);
   compute_rows_in_lanes(st.q_rot, st.i, chunk, x.vec, x.qb);
@@ -45,14 +30,14 @@ void schedule_loki_prefill(LokiStages& st, const ScheduleContext& ctx) {
   register_block(st.key, st.approx, st.rr, st.i, st.j, x.vec, x.tq, x.tk, TailStrategy::RoundUp);
 
   schedule_selection_rows_in_lanes(st.sel, st.i, chunk, x.vec, x.qb);
-  schedule_selected_rows_in_lanes(st.att, st.exact, st.s, st.i, st.d, chunk,
-                                  LoopLevel(st.att.out, ii), x.vec, x.qb, ctx.head_dim > 0);
+  schedule_selected_rows_in_lanes(st.att, st.exact, st.s, st.i, st.d, chunk, per_row, x.vec, x.qb,
+                                  ctx.head_dim > 0);
   // Exact scores of the selected keys: rows in the lanes, each lane gathering its own key.
   st.exact.update().reorder(st.i, st.rc, st.s).vectorize(st.i, x.vec, TailStrategy::RoundUp);
 }
 
 void schedule_loki_decode(LokiStages& st, const ScheduleContext& ctx) {
-  const LokiTiles x = read_loki_tiles(ctx);
+  const SparseTiles x = read_sparse_tiles(ctx);
   Var task("task"), jo("jo"), ji("ji");
   st.att.out.fuse(st.h, st.b, task)
       .parallel(task)

@@ -4,6 +4,24 @@ namespace hattn {
 
 using namespace Halide;
 
+SparseTiles read_sparse_tiles(const ScheduleContext& ctx) {
+  const Tunables& t = ctx.tunables;
+  return {ctx.target.natural_vector_size<float>(), t.get("qb"), t.get("kb"), t.get("tq"),
+          t.get("tk")};
+}
+
+LoopLevel parallel_row_chunks(Func out, const Var& d, const Var& i, const Var& h, const Var& b,
+                              const SparseTiles& x, LoopLevel* row) {
+  Var qc("qc"), ii("ii"), task("task");
+  out.split(i, qc, ii, x.qb, TailStrategy::GuardWithIf)
+      .fuse(qc, h, task)
+      .fuse(task, b, task)
+      .parallel(task)
+      .vectorize(d, x.vec, TailStrategy::GuardWithIf);
+  *row = LoopLevel(out, ii);
+  return LoopLevel(out, task);
+}
+
 // Constant extents (see the header) keep per-row buffers on the stack and in registers, and no
 // vector loop needs a tail: measured 3x on the 32 counting passes, whose counts otherwise go
 // through heap memory on every key.

@@ -7,10 +7,25 @@
 #pragma once
 
 #include "Halide.h"
+#include "schedules.h"
 #include "select_topk.h"
 #include "selected_attention.h"
 
 namespace hattn {
+
+// The tunables every sparse variant's table line has: qb rows per chunk (prefill), kb keys per
+// block (decode), tq x tk the score micro-tile; vec is the target's fp32 lanes.
+struct SparseTiles {
+  int vec, qb, kb, tq, tk;
+};
+SparseTiles read_sparse_tiles(const ScheduleContext& ctx);
+
+// Prefill tasks: `out` (d, i, h, b) split into chunks of qb rows, one parallel task per (chunk,
+// head, batch), D vectorized. Returns the task loop (where a chunk's stages are computed) and
+// sets *row to the loop over the chunk's single rows.
+Halide::LoopLevel parallel_row_chunks(Halide::Func out, const Halide::Var& d, const Halide::Var& i,
+                                      const Halide::Var& h, const Halide::Var& b,
+                                      const SparseTiles& x, Halide::LoopLevel* row);
 
 // Computes f at `at` over exactly chunk_rows rows (a multiple of vec), rows in the lanes: a last
 // partial chunk is rounded up (algorithms clamp row reads, so the extra rows are harmless and

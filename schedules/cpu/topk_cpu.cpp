@@ -19,26 +19,11 @@ using namespace Halide;
 
 namespace {
 
-struct TopkTiles {
-  int vec, qb, kb, tq, tk;
-};
-
-TopkTiles read_topk_tiles(const ScheduleContext& ctx) {
-  const Tunables& t = ctx.tunables;
-  return {ctx.target.natural_vector_size<float>(), t.get("qb"), t.get("kb"), t.get("tq"),
-          t.get("tk")};
-}
-
 void schedule_topk_prefill(TopkStages& st, const ScheduleContext& ctx) {
-  const TopkTiles x = read_topk_tiles(ctx);
+  const SparseTiles x = read_sparse_tiles(ctx);
   const bool fixed_d = ctx.head_dim > 0;
-  Var qc("qc"), ii("ii"), task("task");
-  st.att.out.split(st.i, qc, ii, x.qb, TailStrategy::GuardWithIf)
-      .fuse(qc, st.h, task)
-      .fuse(task, st.b, task)
-      .parallel(task)
-      .vectorize(st.d, x.vec, TailStrategy::GuardWithIf);
-  const LoopLevel chunk(st.att.out, task);
+  LoopLevel per_row;
+  const LoopLevel chunk = parallel_row_chunks(st.att.out, st.d, st.i, st.h, st.b, x, &per_row);
 
   st.q_scaled.compute_at(chunk).vectorize(st.i, x.vec, TailStrategy::GuardWithIf);
   // Keys of the chunk: rows innermost in storage so every later pass reads whole vectors.
@@ -46,12 +31,12 @@ void schedule_topk_prefill(TopkStages& st, const ScheduleContext& ctx) {
   register_block(st.key, st.dot, st.rc, st.i, st.j, x.vec, x.tq, x.tk, TailStrategy::RoundUp);
 
   schedule_selection_rows_in_lanes(st.sel, st.i, chunk, x.vec, x.qb);
-  schedule_selected_rows_in_lanes(st.att, st.gathered, st.s, st.i, st.d, chunk,
-                                  LoopLevel(st.att.out, ii), x.vec, x.qb, fixed_d);
+  schedule_selected_rows_in_lanes(st.att, st.gathered, st.s, st.i, st.d, chunk, per_row, x.vec,
+                                  x.qb, fixed_d);
 }
 
 void schedule_topk_decode(TopkStages& st, const ScheduleContext& ctx) {
-  const TopkTiles x = read_topk_tiles(ctx);
+  const SparseTiles x = read_sparse_tiles(ctx);
   const bool fixed_d = ctx.head_dim > 0;
   Var task("task"), lane("lane"), jo("jo"), ji("ji");
   RVar rco("rco"), rci("rci");
@@ -94,7 +79,7 @@ void schedule_topk_cpu(TopkStages& st, const ScheduleContext& ctx) {
 }
 
 void schedule_topk_ffn_cpu(TopkFfnStages& st, const ScheduleContext& ctx) {
-  const TopkTiles x = read_topk_tiles(ctx);
+  const SparseTiles x = read_sparse_tiles(ctx);
   Var tc("tc"), ti("ti");
   st.y.split(st.t, tc, ti, x.qb, TailStrategy::GuardWithIf)
       .parallel(tc)
