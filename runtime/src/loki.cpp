@@ -97,17 +97,10 @@ Status check_lead(const TensorView* lead, const TensorView& k_rot, int64_t rank,
 Status loki_attention(const TensorView& q, const TensorView& k_rot, const TensorView& v,
                       const TensorView& basis, const TensorView& out, const LokiOptions& options,
                       Dispatch* chosen) {
-  AttentionOptions as_dense;  // the shared tensor and scale checks
-  as_dense.causal = options.causal;
-  as_dense.has_scale = options.has_scale;
-  as_dense.scale = options.scale;
   AttentionShape shape;
-  Status s = validate_attention(q, k_rot, v, out, as_dense, &shape);
+  Status s = validate_cpu_attention("loki", q, k_rot, v, out, options.causal, options.has_scale,
+                                    options.scale, &shape);
   if (!s.ok()) return s;
-  if (shape.device != Device::cpu) {
-    return Status{StatusCode::unsupported, "loki attention has CPU kernels only; tensors are on " +
-                                               std::string(to_string(shape.device))};
-  }
   s = check_basis_tensor(basis, shape);
   if (!s.ok()) return s;
   if (tensors_overlap(out, basis)) return invalid("out overlaps basis in memory");

@@ -10,20 +10,12 @@ namespace hattn {
 
 Status topk_attention(const TensorView& q, const TensorView& k, const TensorView& v,
                       const TensorView& out, const TopkOptions& options, Dispatch* chosen) {
-  AttentionOptions as_dense;  // the shared tensor and scale checks
-  as_dense.causal = options.causal;
-  as_dense.has_scale = options.has_scale;
-  as_dense.scale = options.scale;
-  as_dense.check_finite = options.check_finite;
   AttentionShape shape;
-  Status s = validate_attention(q, k, v, out, as_dense, &shape);
+  Status s = validate_cpu_attention("topk", q, k, v, out, options.causal, options.has_scale,
+                                    options.scale, &shape);
   if (!s.ok()) return s;
   s = check_k(options.k, "keys");
   if (!s.ok()) return s;
-  if (shape.device != Device::cpu) {
-    return Status{StatusCode::unsupported, "topk attention has CPU kernels only; tensors are on " +
-                                               std::string(to_string(shape.device))};
-  }
   KernelRequest request{"topk", options.causal, false, options.kernel, true};
   const KernelEntry* kernel = nullptr;
   std::string reason;

@@ -236,4 +236,20 @@ Status check_k(int64_t k, const char* what) {
   return Status::success();
 }
 
+Status validate_cpu_attention(const char* variant, const TensorView& q, const TensorView& k,
+                              const TensorView& v, const TensorView& out, bool causal,
+                              bool has_scale, float scale, AttentionShape* shape) {
+  AttentionOptions as_dense;
+  as_dense.causal = causal;
+  as_dense.has_scale = has_scale;
+  as_dense.scale = scale;
+  Status s = validate_attention(q, k, v, out, as_dense, shape);
+  if (s.ok() && shape->device != Device::cpu) {
+    return Status{StatusCode::unsupported, std::string(variant) +
+                                               " attention has CPU kernels only; tensors are on " +
+                                               to_string(shape->device)};
+  }
+  return s;
+}
+
 }  // namespace hattn

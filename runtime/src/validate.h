@@ -24,6 +24,12 @@ Status validate_attention(const TensorView& q, const TensorView& k, const Tensor
                           const TensorView& out, const AttentionOptions& options,
                           AttentionShape* shape);
 
+// The tensor and scale checks of validate_attention for a variant with CPU kernels only
+// (`variant` names it in the refusal of device tensors).
+Status validate_cpu_attention(const char* variant, const TensorView& q, const TensorView& k,
+                              const TensorView& v, const TensorView& out, bool causal,
+                              bool has_scale, float scale, AttentionShape* shape);
+
 // Refuses with non_finite_input, naming the tensor and the first bad index, if `t` holds a NaN
 // or an infinity.
 Status check_finite(const TensorView& t, const char* name);
