@@ -337,6 +337,13 @@ TEST_F(Cli, RunLokiMatchesDense) {
   for (size_t i = 0; i < ref.size(); ++i) {
     ASSERT_NEAR(o.data[i], ref[i], 1e-5 + 1e-4 * std::fabs(ref[i])) << "index " << i;
   }
+  std::vector<std::string> with_lead = args;
+  with_lead.push_back("--copy-lead");
+  r = run_cli(with_lead);
+  ASSERT_EQ(r.status, 0) << r.err;
+  hattn::npy::Array o_lead;
+  ASSERT_TRUE(hattn::npy::read_f32(dir() + "o.npy", &o_lead, &error)) << error;
+  EXPECT_EQ(o_lead.data, o.data) << "--copy-lead changed the result";
   std::vector<std::string> bad_rank = args;
   bad_rank[bad_rank.size() - 3] = "65";
   expect_one_line_error(run_cli(bad_rank), "outside [1, D=64]");

@@ -18,7 +18,7 @@ struct AttentionArgs {
   std::string basis;
   int64_t rank = 0;
   double rank_fraction = 0, topk_fraction = 0;
-  bool no_check_basis = false;
+  bool no_check_basis = false, copy_lead = false;
   CommonRunArgs common;
 };
 
@@ -130,6 +130,23 @@ int run_loki(const AttentionArgs& a) {
   opt.check_finite = a.common.check_finite;
   opt.check_basis = !a.no_check_basis;
   set_scale(a.scale, &opt);
+  // --copy-lead: the first r channels of the rotated keys copied contiguous (LokiOptions::k_lead),
+  // as a decode loop would keep them next to the cache; r must be given absolutely for this.
+  std::vector<float> lead;
+  hattn::TensorView lead_view;
+  if (a.copy_lead) {
+    if (a.rank < 1 || a.rank > l.k.shape[3]) die(2, "--copy-lead needs --rank in [1, D]");
+    const int64_t rows = l.k.shape[0] * l.k.shape[1] * l.k.shape[2], d = l.k.shape[3];
+    lead.resize(static_cast<size_t>(rows * a.rank));
+    for (int64_t j = 0; j < rows; ++j) {
+      for (int64_t c = 0; c < a.rank; ++c) {
+        lead[static_cast<size_t>(j * a.rank + c)] = l.k.data[static_cast<size_t>(j * d + c)];
+      }
+    }
+    lead_view = hattn::TensorView::contiguous(lead.data(),
+                                              {l.k.shape[0], l.k.shape[1], l.k.shape[2], a.rank});
+    opt.k_lead = &lead_view;
+  }
   hattn::TensorView ov = hattn::TensorView::contiguous(l.out.data(), l.q.shape);
   hattn::Dispatch chosen;
   const double t = median_seconds(a.common.repeat, [&] {
@@ -178,6 +195,8 @@ Action add_run_attention(CLI::App* run) {
   loki->add_option("--topk-fraction", loki_args.topk_fraction, "k as a fraction k_f of Lk");
   loki->add_flag("--no-check-basis", loki_args.no_check_basis,
                  "skip the orthonormality check of the basis");
+  loki->add_flag("--copy-lead", loki_args.copy_lead,
+                 "time with the leading r channels in a contiguous copy (LokiOptions::k_lead)");
   return [dense, topk, loki]() {
     if (*dense) return run_dense(dense_args);
     if (*topk) return run_topk(topk_args);
