@@ -57,22 +57,6 @@ Status check_host_f32(const TensorView& t, const char* name) {
   return Status::success();
 }
 
-std::string shape_str(const TensorView& t) {
-  std::ostringstream o;
-  o << "[";
-  for (int i = 0; i < t.rank; ++i) o << (i ? ", " : "") << t.shape[i];
-  o << "]";
-  return o.str();
-}
-
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::ostringstream o;
-  o << "[";
-  for (size_t i = 0; i < s.size(); ++i) o << (i ? ", " : "") << s[i];
-  o << "]";
-  return o.str();
-}
-
 // An output view: host f32, exactly `shape`, and valid to write.
 Status check_output(const TensorView& t, const char* name, const std::vector<int64_t>& shape,
                     const char* const* dims) {

@@ -102,15 +102,19 @@ Status check_view(const TensorView& t, const char* name, int rank, const char* c
   return Status::success();
 }
 
-std::string shape_str(const TensorView& t) {
+}  // namespace
+
+std::string shape_str(const std::vector<int64_t>& shape) {
   std::ostringstream o;
   o << "[";
-  for (int i = 0; i < t.rank; ++i) o << (i ? ", " : "") << t.shape[i];
+  for (size_t i = 0; i < shape.size(); ++i) o << (i ? ", " : "") << shape[i];
   o << "]";
   return o.str();
 }
 
-}  // namespace
+std::string shape_str(const TensorView& t) {
+  return shape_str(std::vector<int64_t>(t.shape, t.shape + t.rank));
+}
 
 Status check_tensor(const TensorView& t, const char* name, int rank, const char* const* dims,
                     bool written) {

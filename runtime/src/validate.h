@@ -1,6 +1,9 @@
 // Argument validation for the public API: every refusal says which argument and why.
 #pragma once
 
+#include <string>
+#include <vector>
+
 #include "hattn/hattn.h"
 
 namespace hattn {
@@ -11,6 +14,10 @@ struct AttentionShape {
 };
 
 Status invalid(const std::string& message);
+
+// "[1, 8, 2048, 64]": a shape for messages.
+std::string shape_str(const std::vector<int64_t>& shape);
+std::string shape_str(const TensorView& t);
 
 // One view: rank, null pointer, dtype, device value, sizes, strides (innermost stride 1) and, for
 // a `written` view, no self-aliasing. `dims` names each dimension for messages.
