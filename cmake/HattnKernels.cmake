@@ -53,14 +53,15 @@ function(hattn_add_kernel)
     set(lse_part "")
     set(lse_flag 0)
   endif ()
-  # Each variant's generator takes its own parameters; topk_ffn has one kernel per family.
+  # Each variant's generator takes its own parameters; topk_ffn, el and linear have one kernel per
+  # family (their masks and sizes are run-time arguments).
   if (K_VARIANT STREQUAL "dense")
     set(name ${K_VARIANT}_${K_PHASE}_${mask}${lse_part}_${dname}_f32_${K_FAMILY})
     set(gen_params phase=${K_PHASE} causal=${causal_param} head_dim=${K_HEAD_DIM} with_lse=${lse_param})
   elseif (K_VARIANT STREQUAL "topk" OR K_VARIANT STREQUAL "loki")
     set(name ${K_VARIANT}_${K_PHASE}_${mask}_${dname}_f32_${K_FAMILY})
     set(gen_params phase=${K_PHASE} causal=${causal_param} head_dim=${K_HEAD_DIM})
-  elseif (K_VARIANT STREQUAL "topk_ffn")
+  elseif (K_VARIANT STREQUAL "topk_ffn" OR K_VARIANT STREQUAL "el" OR K_VARIANT STREQUAL "linear")
     set(name ${K_VARIANT}_dany_f32_${K_FAMILY})
     set(gen_params "")
   else ()

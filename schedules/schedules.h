@@ -5,6 +5,7 @@
 
 #include "Halide.h"
 #include "dense.h"
+#include "el.h"
 #include "loki.h"
 #include "table.h"
 #include "topk.h"
@@ -28,6 +29,9 @@ void schedule_topk_cpu(TopkStages& st, const ScheduleContext& ctx);
 void schedule_topk_ffn_cpu(TopkFfnStages& st, const ScheduleContext& ctx);
 // Loki attention on x86 and ARM (schedules/cpu/loki_cpu.cpp).
 void schedule_loki_cpu(LokiStages& st, const ScheduleContext& ctx);
+// EL-attention and the linear layer on x86 and ARM (schedules/cpu/el_cpu.cpp).
+void schedule_el_cpu(ElStages& st, const ScheduleContext& ctx);
+void schedule_linear_cpu(LinearStages& st, const ScheduleContext& ctx);
 // Picks the family's schedule for ctx.target.
 void schedule_dense(DenseStages& st, const ScheduleContext& ctx);
 

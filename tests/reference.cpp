@@ -200,3 +200,64 @@ void reference_loki_attention(const float* q, const float* k_rot, const float* v
 }
 
 }  // namespace hattn_test
+
+namespace hattn_test {
+
+namespace {
+
+// out[o] = sum_i W[o][i] in[i] + b[o], in double.
+std::vector<double> project(const std::vector<float>& w, const std::vector<float>& b,
+                            const std::vector<double>& in, int64_t dm) {
+  std::vector<double> out(static_cast<size_t>(dm));
+  for (int64_t o = 0; o < dm; ++o) {
+    double acc = b.empty() ? 0.0 : b[o];
+    for (int64_t i = 0; i < dm; ++i) acc += double(w[o * dm + i]) * in[i];
+    out[o] = acc;
+  }
+  return out;
+}
+
+}  // namespace
+
+void reference_mha(const float* x, const float* memory, const MhaHostWeights& w, int64_t rows,
+                   int64_t tokens, int64_t mem_len, int64_t heads, int64_t beam, bool causal,
+                   const int32_t* lengths, double scale, float* y) {
+  const int64_t dm = w.dm, dh = dm / heads;
+  const int64_t samples = rows / beam;
+  for (int64_t b = 0; b < samples; ++b) {
+    const int64_t len = lengths != nullptr ? lengths[b] : mem_len;
+    std::vector<std::vector<double>> keys, values;
+    for (int64_t j = 0; j < len; ++j) {
+      std::vector<double> hs(memory + (b * mem_len + j) * dm, memory + (b * mem_len + j + 1) * dm);
+      keys.push_back(project(w.wk, w.bk, hs, dm));
+      values.push_back(project(w.wv, w.bv, hs, dm));
+    }
+    for (int64_t r = b * beam; r < (b + 1) * beam; ++r) {
+      for (int64_t t = 0; t < tokens; ++t) {
+        const float* xr = x + (r * tokens + t) * dm;
+        std::vector<double> q = project(w.wq, w.bq, std::vector<double>(xr, xr + dm), dm);
+        std::vector<double> att(static_cast<size_t>(dm), 0.0);
+        const int64_t last = causal ? std::min<int64_t>(len - 1, t + len - tokens) : len - 1;
+        for (int64_t h = 0; h < heads && last >= 0; ++h) {
+          std::vector<double> s(static_cast<size_t>(last + 1));
+          double mx = -1e300;
+          for (int64_t j = 0; j <= last; ++j) {
+            double dot = 0;
+            for (int64_t d = 0; d < dh; ++d) dot += q[h * dh + d] * keys[j][h * dh + d];
+            s[j] = scale * dot;
+            mx = std::max(mx, s[j]);
+          }
+          double sum = 0;
+          for (double& e : s) sum += (e = std::exp(e - mx));
+          for (int64_t j = 0; j <= last; ++j) {
+            for (int64_t d = 0; d < dh; ++d) att[h * dh + d] += s[j] / sum * values[j][h * dh + d];
+          }
+        }
+        std::vector<double> out = project(w.wo, w.bo, att, dm);
+        for (int64_t o = 0; o < dm; ++o) y[(r * tokens + t) * dm + o] = static_cast<float>(out[o]);
+      }
+    }
+  }
+}
+
+}  // namespace hattn_test

@@ -67,3 +67,21 @@ void reference_loki_attention(const float* q, const float* k_rot, const float* v
                               int64_t topk, std::vector<double>* out, std::vector<double>* gap);
 
 }  // namespace hattn_test
+
+namespace hattn_test {
+
+// One attention layer's weights on the host: W [Dm out, Dm in] row-major (y = x W^T + b).
+struct MhaHostWeights {
+  int64_t dm = 0;
+  std::vector<float> wq, bq, wk, bk, wv, bv, wo, bo;
+};
+
+// Standard multi-head attention in double, independent of hattn: x [rows, T, Dm] with rows =
+// B * beam, memory [B, N, Dm]; per head q = s (x Wq^T + bq), k_j = Wk Hs_j + bk, v_j likewise,
+// softmax over visible j (j < len_b, and j <= t + len_b - T when causal), a head that sees no key
+// outputs 0; y = concat(o_h) Wo^T + bo. lengths may be null (all N).
+void reference_mha(const float* x, const float* memory, const MhaHostWeights& w, int64_t rows,
+                   int64_t tokens, int64_t mem_len, int64_t heads, int64_t beam, bool causal,
+                   const int32_t* lengths, double scale, float* y);
+
+}  // namespace hattn_test

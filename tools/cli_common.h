@@ -50,6 +50,7 @@ double visible_pairs(int64_t lq, int64_t lk, bool causal);
 using Action = std::function<int()>;
 Action add_run_attention(CLI::App* run);  // run dense, run topk
 Action add_run_ffn(CLI::App* run);        // run topk-ffn
+Action add_run_el(CLI::App* run);         // run el (tools/cli_el.cpp)
 Action add_fidelity(CLI::App* app);       // fidelity topk
 Action add_calibrate(CLI::App* app);      // calibrate loki (tools/cli_loki_prep.cpp)
 Action add_rotate(CLI::App* app);         // rotate (Loki key-cache rotation)

@@ -22,6 +22,13 @@ using TopkKernelFn = int (*)(const void*, halide_buffer_t*, halide_buffer_t*, ha
 using LokiKernelFn = int (*)(const void*, halide_buffer_t*, halide_buffer_t*, halide_buffer_t*,
                              halide_buffer_t*, halide_buffer_t*, float, int32_t, int32_t,
                              halide_buffer_t*);
+// el:     (q, hs, wk, wv, bv, lengths, heads, beam, causal, out)
+// linear: (x, w, bias, scale, y)
+using ElKernelFn = int (*)(const void*, halide_buffer_t*, halide_buffer_t*, halide_buffer_t*,
+                           halide_buffer_t*, halide_buffer_t*, halide_buffer_t*, int32_t, int32_t,
+                           bool, halide_buffer_t*);
+using LinearKernelFn = int (*)(const void*, halide_buffer_t*, halide_buffer_t*, halide_buffer_t*,
+                               float, halide_buffer_t*);
 using TopkFfnKernelFn = int (*)(const void*, halide_buffer_t*, halide_buffer_t*, halide_buffer_t*,
                                 int32_t, halide_buffer_t*);
 

@@ -27,4 +27,40 @@ inline void register_block(Halide::Func wrapper, Halide::Func acc, const Halide:
   acc.update().reorder(rows, cols, r).vectorize(rows, vec).unroll(rows).unroll(cols);
 }
 
+// Dot-product micro-kernel, for `acc(a, b) = sum_r x(r, a) * y(r, b)` where r is contiguous in
+// both operands (so neither can be broadcast along a or b without a transpose). The reduction is
+// split into `vec` lanes and rfactored: every (a, b) of a ta x tb tile of `wrapper` keeps one
+// vector of partial sums in a register over the whole reduction, and the lanes are added once per
+// tile. The tile's extents are fixed (bound_extent), so the algorithm must clamp its indices at
+// the edges; `wrapper`'s own tails follow a_tail and b_tail.
+// With a_chunk > 0, the tiles along a are grouped a_chunk at a time into an outermost loop
+// `chunk` (returned) that the caller may parallelise: each chunk's operand rows along a stay in
+// L2 while every b passes through them.
+inline Halide::Var dot_block(Halide::Func wrapper, Halide::Func acc, const Halide::RVar& r,
+                             const Halide::Var& a, const Halide::Var& b, int vec, int ta, int tb,
+                             Halide::TailStrategy a_tail, Halide::TailStrategy b_tail,
+                             int a_chunk) {
+  Halide::Var ao("ao"), ai("ai"), bo("bo"), bi("bi"), lane("lane"), chunk("chunk");
+  Halide::RVar ro("ro"), ri("ri");
+  wrapper.split(a, ao, ai, ta, a_tail).split(b, bo, bi, tb, b_tail).reorder(ai, bi, ao, bo);
+  if (a_chunk > 0) {
+    wrapper.split(ao, chunk, ao, a_chunk, Halide::TailStrategy::GuardWithIf)
+        .reorder(ai, bi, ao, bo, chunk);
+  }
+  wrapper.unroll(ai).unroll(bi);
+  Halide::Func part =
+      acc.update().split(r, ro, ri, vec, Halide::TailStrategy::GuardWithIf).rfactor(ri, lane);
+  part.compute_at(wrapper, ao)
+      .bound_extent(a, ta)
+      .bound_extent(b, tb)
+      .reorder_storage(lane, a, b)
+      .vectorize(lane)
+      .unroll(a)
+      .unroll(b);
+  part.update().reorder(lane, a, b, ro).vectorize(lane).unroll(a).unroll(b);
+  acc.compute_at(wrapper, ao).bound_extent(a, ta).bound_extent(b, tb).unroll(a).unroll(b);
+  acc.update().reorder(ri, a, b).atomic().vectorize(ri).unroll(a).unroll(b);
+  return chunk;
+}
+
 }  // namespace hattn

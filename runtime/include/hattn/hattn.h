@@ -184,6 +184,55 @@ Status loki_attention(const TensorView& q, const TensorView& k_rot, const Tensor
                       const TensorView& basis, const TensorView& out, const LokiOptions& options,
                       Dispatch* chosen = nullptr);
 
+// --- el: EL-attention (Yan et al. 2021) and the standard multi-head path it replaces ---------
+// One attention layer's weights in PyTorch's nn.MultiheadAttention convention: y = x W^T + b with
+// every W [Dm out, Dm in] (rank 2, innermost stride 1) and every b [Dm] (rank 1). A bias given as
+// a default-constructed view (rank 0) is zero. fp32, CPU.
+struct MhaWeights {
+  TensorView wq, bq, wk, bk, wv, bv, wo, bo;
+};
+
+struct ElOptions {
+  int64_t heads = 0;  // H >= 1 with Dm % H == 0; Dh = Dm / H
+  int64_t beam = 1;   // x holds B * beam rows (sample b's beams are rows b*beam .. b*beam+beam-1)
+  // Decoder self-attention form: token t of a query block of T tokens sees memory rows
+  // j <= t + (len_b - T) (aligned bottom-right, as attention()'s causal mask).
+  bool causal = false;
+  bool has_scale = false;  // default 1/sqrt(Dh)
+  float scale = 0.f;
+  // Optional [B] visible memory rows per sample, each in [0, N] (key padding): sample b's memory
+  // is its first len_b rows. Null: every sample sees all N. A sample with len_b = 0 (or a causal
+  // row that sees nothing) gets a zero attention output, so its y rows are bo.
+  const int32_t* key_lengths = nullptr;
+  bool check_finite = false;  // as in AttentionOptions, over x, memory and the weights
+  std::string kernel;         // force the EL kernel by name ("" = the dispatcher chooses)
+};
+
+// Multi-head attention of queries x [B * beam, T, Dm] over a memory [B, N, Dm] that all beams of
+// a sample share (an encoder output, or a decoder layer's cached inputs), computed the EL way:
+// each query head is expanded into model space (Wk_h^T q_h) and attends over the memory itself;
+// Wv is applied after the softmax. No per-head K/V cache exists and the memory is read once for
+// all heads and beams. y [B * beam, T, Dm]. Equals standard MHA (mha_attention) up to fp32
+// rounding; not valid with rotary embeddings. Dm >= 64 (the kernels' model-dimension tiles).
+Status el_attention(const TensorView& x, const TensorView& memory, const MhaWeights& weights,
+                    const TensorView& y, const ElOptions& options, Dispatch* chosen = nullptr);
+
+// The standard path, built from hattn's linear layer and attention(): the cache a standard
+// decoder holds, k_cache = memory Wk^T + bk and v_cache = memory Wv^T + bv, each [Bc, N, Dm]
+// (heads side by side: [Bc, N, H, Dh], what attention() reads with head stride Dh). Bc = B.
+Status mha_project_memory(const TensorView& memory, const MhaWeights& weights,
+                          const TensorView& k_cache, const TensorView& v_cache);
+// Standard MHA over such a cache: q projection, attention() per head, output projection.
+// The cache batch Bc is B * beam (one cache per beam, as beam search keeps it) or B (shared by a
+// sample's beams; non-causal, or beam = 1). options as for el_attention (kernel: an attention()
+// kernel name).
+Status mha_attention_cached(const TensorView& x, const TensorView& k_cache,
+                            const TensorView& v_cache, const MhaWeights& weights,
+                            const TensorView& y, const ElOptions& options);
+// Standard MHA without a cache: projects the memory on every call, then as above.
+Status mha_attention(const TensorView& x, const TensorView& memory, const MhaWeights& weights,
+                     const TensorView& y, const ElOptions& options);
+
 struct KernelInfo {
   std::string name;     // the configuration key: variant_phase_mask_dN_dtype_target
   std::string variant;  // "dense"

@@ -1,0 +1,130 @@
+// The Generators for EL-attention ("el") and the linear layer ("linear") that EL and the standard
+// multi-head path share. Algorithms in el.cpp, CPU schedules in schedules/cpu/el_cpu.cpp.
+#include <stdexcept>
+#include <string>
+
+#include "Halide.h"
+#include "el.h"
+#include "schedules.h"
+#include "table.h"
+
+namespace hattn {
+namespace {
+
+using namespace Halide;
+
+Tunables el_tunables(const Target& target, const std::string& tables, const std::string& variant,
+                     const std::string& overrides) {
+  if (target.has_feature(Target::CUDA)) {
+    throw std::runtime_error("hattn: " + variant +
+                             " has no CUDA schedule yet; build it for a CPU target");
+  }
+  Tunables t = lookup_tunables(tables + "/" + table_for_target(target),
+                               TableKey{variant, "prefill", "dany", "noncausal"});
+  apply_overrides(&t, overrides);
+  return t;
+}
+
+class ElAttentionGenerator : public Generator<ElAttentionGenerator> {
+ public:
+  GeneratorParam<std::string> tables{"tables", ""};
+  GeneratorParam<std::string> tunables{"tunables", ""};
+
+  Input<Buffer<float, 3>> q{"q"};           // [B * beam, T, Dm]: s * (x Wq^T + bq)
+  Input<Buffer<float, 3>> hs{"hs"};         // [B, N, Dm]
+  Input<Buffer<float, 2>> wk{"wk"};         // [Dm, Dm]
+  Input<Buffer<float, 2>> wv{"wv"};         // [Dm, Dm]
+  Input<Buffer<float, 1>> bv{"bv"};         // [Dm]
+  Input<Buffer<int32_t, 1>> lengths{"lengths"};  // [B], each in [0, N]
+  Input<int> heads{"heads"};
+  Input<int> beam{"beam"};
+  Input<bool> causal{"causal"};
+  Output<Buffer<float, 3>> out{"out"};  // [B * beam, T, Dm]: concat_h(o_h), before Wo
+
+  void generate() {
+    ScheduleContext ctx{get_target(), 0, false, false,
+                        el_tunables(get_target(), tables, "el", tunables)};
+    const Expr dm = q.dim(0).extent();
+    ElInputs in;
+    in.q = q;
+    in.hs = hs;
+    in.wk = wk;
+    in.wv = wv;
+    in.bv = bv;
+    in.lengths = lengths;
+    in.model_dim = dm;
+    in.heads = heads;
+    in.tokens = q.dim(1).extent();
+    in.x_rows = q.dim(2).extent();
+    in.beam = beam;
+    in.memory_len = hs.dim(1).extent();
+    in.causal = causal;
+    ElStages st = el_attention(in);
+    out = st.out;
+
+    for (auto* p : {&q, &hs}) (*p).dim(0).set_stride(1).set_bounds(0, dm);
+    for (auto* p : {&wk, &wv}) {
+      (*p).dim(0).set_stride(1).set_bounds(0, dm);
+      (*p).dim(1).set_bounds(0, dm);
+    }
+    bv.dim(0).set_bounds(0, dm);
+    out.dim(0).set_stride(1).set_bounds(0, dm);
+
+    q.set_estimates({{0, 1024}, {0, 1}, {0, 32}});
+    hs.set_estimates({{0, 1024}, {0, 1024}, {0, 8}});
+    wk.set_estimates({{0, 1024}, {0, 1024}});
+    wv.set_estimates({{0, 1024}, {0, 1024}});
+    bv.set_estimates({{0, 1024}});
+    lengths.set_estimates({{0, 8}});
+    heads.set_estimate(16);
+    beam.set_estimate(4);
+    causal.set_estimate(false);
+    out.set_estimates({{0, 1024}, {0, 1}, {0, 32}});
+    if (!using_autoscheduler()) schedule_el_cpu(st, ctx);
+  }
+};
+
+class LinearGenerator : public Generator<LinearGenerator> {
+ public:
+  GeneratorParam<std::string> tables{"tables", ""};
+  GeneratorParam<std::string> tunables{"tunables", ""};
+
+  Input<Buffer<float, 2>> x{"x"};     // [rows, in]
+  Input<Buffer<float, 2>> w{"w"};     // [out, in]
+  Input<Buffer<float, 1>> bias{"bias"};  // [out]
+  Input<float> scale{"scale"};
+  Output<Buffer<float, 2>> y{"y"};  // [rows, out]: scale * (x W^T + bias)
+
+  void generate() {
+    ScheduleContext ctx{get_target(), 0, false, false,
+                        el_tunables(get_target(), tables, "linear", tunables)};
+    LinearInputs in;
+    in.x = x;
+    in.w = w;
+    in.bias = bias;
+    in.in_dim = x.dim(0).extent();
+    in.out_dim = w.dim(1).extent();
+    in.rows = x.dim(1).extent();
+    in.scale = scale;
+    LinearStages st = linear_layer(in);
+    y = st.y;
+    x.dim(0).set_stride(1);
+    w.dim(0).set_stride(1).set_bounds(0, x.dim(0).extent());
+    bias.dim(0).set_bounds(0, w.dim(1).extent());
+    y.dim(0).set_stride(1).set_bounds(0, w.dim(1).extent());
+    y.dim(1).set_bounds(0, x.dim(1).extent());
+
+    x.set_estimates({{0, 1024}, {0, 128}});
+    w.set_estimates({{0, 1024}, {0, 1024}});
+    bias.set_estimates({{0, 1024}});
+    scale.set_estimate(0.125f);
+    y.set_estimates({{0, 1024}, {0, 128}});
+    if (!using_autoscheduler()) schedule_linear_cpu(st, ctx);
+  }
+};
+
+}  // namespace
+}  // namespace hattn
+
+HALIDE_REGISTER_GENERATOR(hattn::ElAttentionGenerator, el)
+HALIDE_REGISTER_GENERATOR(hattn::LinearGenerator, linear)

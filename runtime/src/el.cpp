@@ -1,0 +1,430 @@
+// EL-attention and the standard multi-head path, on the CPU: validation, the workspace for the
+// projected queries and the per-head outputs, and the kernel calls (linear, el, attention()).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "dispatch.h"
+#include "halide_glue.h"
+#include "hattn/hattn.h"
+#include "validate.h"
+
+namespace hattn {
+
+namespace {
+
+const char* const kRows3[3] = {"rows", "T", "Dm"};
+const char* const kMem3[3] = {"B", "N", "Dm"};
+const char* const kWeight2[2] = {"out", "in"};
+const char* const kBias1[1] = {"Dm"};
+const char* const kWeightNames[8] = {"wq", "bq", "wk", "bk", "wv", "bv", "wo", "bo"};
+
+// EL's model-dimension tiles are 64 floats wide (schedules/cpu/el_cpu.cpp, shifted inwards at
+// the edge), so Dm must be at least that.
+constexpr int64_t kMinModelDim = 64;
+
+const TensorView* weight_views(const MhaWeights& w, int i) {
+  const TensorView* all[8] = {&w.wq, &w.bq, &w.wk, &w.bk, &w.wv, &w.bv, &w.wo, &w.bo};
+  return all[i];
+}
+
+Status check_weights(const MhaWeights& w, int64_t dm) {
+  for (int i = 0; i < 8; ++i) {
+    const TensorView& t = *weight_views(w, i);
+    const bool bias = i % 2 == 1;
+    if (bias && t.rank == 0) continue;  // no bias
+    Status s = bias ? check_tensor(t, kWeightNames[i], 1, kBias1, false)
+                    : check_tensor(t, kWeightNames[i], 2, kWeight2, false);
+    if (!s.ok()) return s;
+    if (t.device != Device::cpu) {
+      return Status{StatusCode::unsupported,
+                    "el and the standard MHA path have CPU kernels only; weights must be on the CPU"};
+    }
+    if (t.shape[0] != dm || (!bias && t.shape[1] != dm)) {
+      return invalid(std::string(kWeightNames[i]) + " must be " +
+                     (bias ? shape_str({dm}) : shape_str({dm, dm})) + " for Dm=" +
+                     std::to_string(dm) + ", got " + shape_str(t));
+    }
+  }
+  return Status::success();
+}
+
+Status check_rows3(const TensorView& t, const char* name, const char* const* dims, bool written) {
+  Status s = check_tensor(t, name, 3, dims, written);
+  if (!s.ok()) return s;
+  if (t.device != Device::cpu) {
+    return Status{StatusCode::unsupported,
+                  std::string("el and the standard MHA path have CPU kernels only; ") + name +
+                      " is on " + to_string(t.device)};
+  }
+  return Status::success();
+}
+
+// Checks everything el_attention and mha_attention_cached share: x, y, weights, heads, beam,
+// scale and key lengths against a memory (or cache) of `samples` x `mem_len` rows.
+Status check_common(const TensorView& x, const TensorView& y, const MhaWeights& w,
+                    const ElOptions& o, int64_t samples, int64_t mem_len, int64_t dm) {
+  Status s = check_rows3(x, "x", kRows3, false);
+  if (!s.ok()) return s;
+  s = check_rows3(y, "y", kRows3, true);
+  if (!s.ok()) return s;
+  if (x.shape[2] != dm) {
+    return invalid("model dim Dm differs: x " + shape_str(x) + ", memory has Dm=" +
+                   std::to_string(dm));
+  }
+  for (int i = 0; i < 3; ++i) {
+    if (y.shape[i] != x.shape[i]) {
+      return invalid("y must have x's shape " + shape_str(x) + ", got " + shape_str(y));
+    }
+  }
+  s = check_weights(w, dm);
+  if (!s.ok()) return s;
+  if (o.heads < 1) return invalid("heads must be >= 1, got " + std::to_string(o.heads));
+  if (dm % o.heads != 0) {
+    return invalid("Dm=" + std::to_string(dm) + " is not divisible by heads=" +
+                   std::to_string(o.heads));
+  }
+  if (o.beam < 1) return invalid("beam must be >= 1, got " + std::to_string(o.beam));
+  if (x.shape[0] % o.beam != 0) {
+    return invalid("x has " + std::to_string(x.shape[0]) + " rows, not divisible by beam=" +
+                   std::to_string(o.beam) + " (x is [B * beam, T, Dm])");
+  }
+  if (x.shape[0] / o.beam != samples) {
+    return invalid("x has " + std::to_string(x.shape[0]) + " rows = " +
+                   std::to_string(x.shape[0] / o.beam) + " samples x beam " +
+                   std::to_string(o.beam) + ", but the memory has B=" + std::to_string(samples));
+  }
+  if (o.has_scale && !(o.scale > 0.f && std::isfinite(o.scale))) {
+    return invalid("scale must be positive and finite, got " + std::to_string(o.scale));
+  }
+  if (o.key_lengths != nullptr) {
+    for (int64_t b = 0; b < samples; ++b) {
+      if (o.key_lengths[b] < 0 || o.key_lengths[b] > mem_len) {
+        return invalid("key_lengths[" + std::to_string(b) + "] = " +
+                       std::to_string(o.key_lengths[b]) + " is outside [0, N=" +
+                       std::to_string(mem_len) + "]");
+      }
+    }
+  }
+  const TensorView* inputs[] = {&x};
+  for (const TensorView* in : inputs) {
+    if (tensors_overlap(y, *in)) return invalid("y overlaps x in memory");
+  }
+  for (int i = 0; i < 8; ++i) {
+    const TensorView& t = *weight_views(w, i);
+    if (t.rank != 0 && tensors_overlap(y, t)) {
+      return invalid(std::string("y overlaps ") + kWeightNames[i] + " in memory");
+    }
+  }
+  return Status::success();
+}
+
+float scale_of(const ElOptions& o, int64_t dm) {
+  return o.has_scale ? o.scale : 1.f / std::sqrt(static_cast<float>(dm / o.heads));
+}
+
+Status refuse_non_finite(const TensorView& x, const TensorView& mem, const char* mem_name,
+                         const MhaWeights& w) {
+  Status s = check_finite(x, "x");
+  if (!s.ok()) return s;
+  s = check_finite(mem, mem_name);
+  if (!s.ok()) return s;
+  for (int i = 0; i < 8; ++i) {
+    const TensorView& t = *weight_views(w, i);
+    if (t.rank == 0) continue;
+    s = check_finite(t, kWeightNames[i]);
+    if (!s.ok()) return s;
+  }
+  return Status::success();
+}
+
+// A [rows, T, Dm] view as [rows * T, Dm] when its strides allow, else a contiguous copy (inputs)
+// or a contiguous buffer copied back by finish() (outputs).
+class Rows2D {
+ public:
+  Rows2D(const TensorView& t, bool written) : src_(t), written_(written) {
+    const int64_t rows = t.shape[0] * t.shape[1];
+    int64_t row_stride = 0;  // 0: not expressible as one stride
+    if (t.shape[1] == 1) {
+      row_stride = t.strides[0];
+    } else if (t.shape[0] == 1 || t.strides[0] == t.shape[1] * t.strides[1]) {
+      row_stride = t.strides[1];
+    }
+    if (row_stride > 0) {
+      view_ = TensorView::strided(static_cast<float*>(t.data), {rows, t.shape[2]}, {row_stride, 1});
+      return;
+    }
+    copy_.resize(static_cast<size_t>(rows * t.shape[2]));
+    view_ = TensorView::contiguous(copy_.data(), {rows, t.shape[2]});
+    if (!written) walk(true);
+  }
+  const TensorView& view() const { return view_; }
+  void finish() {
+    if (written_ && !copy_.empty()) walk(false);
+  }
+
+ private:
+  void walk(bool in) {
+    float* base = static_cast<float*>(src_.data);
+    const int64_t dm = src_.shape[2];
+    for (int64_t r = 0; r < src_.shape[0]; ++r) {
+      for (int64_t t = 0; t < src_.shape[1]; ++t) {
+        float* p = base + r * src_.strides[0] + t * src_.strides[1];
+        float* c = copy_.data() + (r * src_.shape[1] + t) * dm;
+        std::memcpy(in ? c : p, in ? p : c, static_cast<size_t>(dm) * sizeof(float));
+      }
+    }
+  }
+  TensorView src_;
+  bool written_;
+  std::vector<float> copy_;
+  TensorView view_;
+};
+
+Status find_kernel(const char* variant, const std::string& forced, const AttentionShape& shape,
+                   const KernelEntry** k) {
+  std::string reason;
+  return choose_kernel(KernelRequest{variant, false, false, forced, false}, shape, k, &reason);
+}
+
+// y2d = scale * (x2d W^T + bias) through the linear kernel; a missing bias is zero.
+Status run_linear(const TensorView& x2d, const TensorView& w, const TensorView& bias, float scale,
+                  const TensorView& y2d) {
+  const KernelEntry* k = nullptr;
+  AttentionShape shape{1, 1, 1, x2d.shape[0], w.shape[0], x2d.shape[1], Device::cpu};
+  Status s = find_kernel("linear", "", shape, &k);
+  if (!s.ok()) return s;
+  std::vector<float> zeros;
+  TensorView b = bias;
+  if (b.rank == 0) {
+    zeros.assign(static_cast<size_t>(w.shape[0]), 0.f);
+    b = TensorView::contiguous(zeros.data(), {w.shape[0]});
+  }
+  install_halide_handlers();
+  HalideBuffer xb(x2d), wb(w), bb(b), yb(y2d);
+  CallContext ctx;
+  const int rc = k->as<LinearKernelFn>()(&ctx, xb.get(), wb.get(), bb.get(), scale, yb.get());
+  if (rc != 0) return kernel_failed(k->info.name, rc, ctx);
+  return Status::success();
+}
+
+// Per-sample visible lengths as the kernel's int32 buffer.
+struct Lengths {
+  std::vector<int32_t> values;
+  halide_dimension_t dim{};
+  halide_buffer_t buf{};
+  Lengths(const ElOptions& o, int64_t samples, int64_t mem_len) {
+    values.resize(static_cast<size_t>(samples));
+    for (int64_t b = 0; b < samples; ++b) {
+      values[b] = o.key_lengths != nullptr ? o.key_lengths[b] : static_cast<int32_t>(mem_len);
+    }
+    dim = halide_dimension_t{0, static_cast<int32_t>(samples), 1, 0};
+    buf.host = reinterpret_cast<uint8_t*>(values.data());
+    buf.type = halide_type_t(halide_type_int, 32, 1);
+    buf.dimensions = 1;
+    buf.dim = &dim;
+  }
+};
+
+}  // namespace
+
+Status el_attention(const TensorView& x, const TensorView& memory, const MhaWeights& weights,
+                    const TensorView& y, const ElOptions& options, Dispatch* chosen) {
+  Status s = check_rows3(memory, "memory", kMem3, false);
+  if (!s.ok()) return s;
+  const int64_t dm = memory.shape[2], samples = memory.shape[0], mem_len = memory.shape[1];
+  s = check_common(x, y, weights, options, samples, mem_len, dm);
+  if (!s.ok()) return s;
+  if (tensors_overlap(y, memory)) return invalid("y overlaps memory");
+  if (dm < kMinModelDim) {
+    return Status{StatusCode::unsupported,
+                  "el kernels need Dm >= " + std::to_string(kMinModelDim) +
+                      " (their model-dimension tiles are that wide), got Dm=" +
+                      std::to_string(dm) + "; use mha_attention"};
+  }
+  const KernelEntry* kernel = nullptr;
+  AttentionShape shape{samples, options.heads, 1, x.shape[0] * x.shape[1], mem_len,
+                       dm / options.heads, Device::cpu};
+  s = find_kernel("el", options.kernel, shape, &kernel);
+  if (!s.ok()) return s;
+  if (options.check_finite) {
+    s = refuse_non_finite(x, memory, "memory", weights);
+    if (!s.ok()) return s;
+  }
+  if (chosen != nullptr) {
+    *chosen = Dispatch{kernel->info.name,
+                       "B=" + std::to_string(samples) + " beam=" + std::to_string(options.beam) +
+                           " T=" + std::to_string(x.shape[1]) + " N=" + std::to_string(mem_len) +
+                           " Dm=" + std::to_string(dm) + " H=" + std::to_string(options.heads),
+                       1};
+  }
+
+  const int64_t rows = x.shape[0], tokens = x.shape[1];
+  std::vector<float> q(static_cast<size_t>(rows * tokens * dm));
+  std::vector<float> heads_out(q.size());
+  Rows2D x2(x, false);
+  const TensorView q2 = TensorView::contiguous(q.data(), {rows * tokens, dm});
+  s = run_linear(x2.view(), weights.wq, weights.bq, scale_of(options, dm), q2);
+  if (!s.ok()) return s;
+
+  std::vector<float> zero_bias;
+  TensorView bv = weights.bv;
+  if (bv.rank == 0) {
+    zero_bias.assign(static_cast<size_t>(dm), 0.f);
+    bv = TensorView::contiguous(zero_bias.data(), {dm});
+  }
+  Lengths lengths(options, samples, mem_len);
+  install_halide_handlers();
+  HalideBuffer qb(TensorView::contiguous(q.data(), {rows, tokens, dm}));
+  HalideBuffer ob(TensorView::contiguous(heads_out.data(), {rows, tokens, dm}));
+  HalideBuffer hb(memory), wkb(weights.wk), wvb(weights.wv), bvb(bv);
+  CallContext ctx;
+  const int rc = kernel->as<ElKernelFn>()(
+      &ctx, qb.get(), hb.get(), wkb.get(), wvb.get(), bvb.get(), &lengths.buf,
+      static_cast<int32_t>(options.heads), static_cast<int32_t>(options.beam), options.causal,
+      ob.get());
+  if (rc != 0) return kernel_failed(kernel->info.name, rc, ctx);
+
+  Rows2D y2(y, true);
+  s = run_linear(TensorView::contiguous(heads_out.data(), {rows * tokens, dm}), weights.wo,
+                 weights.bo, 1.f, y2.view());
+  if (!s.ok()) return s;
+  y2.finish();
+  return Status::success();
+}
+
+Status mha_project_memory(const TensorView& memory, const MhaWeights& weights,
+                          const TensorView& k_cache, const TensorView& v_cache) {
+  Status s = check_rows3(memory, "memory", kMem3, false);
+  if (!s.ok()) return s;
+  const int64_t dm = memory.shape[2];
+  s = check_weights(weights, dm);
+  if (!s.ok()) return s;
+  const TensorView* caches[2] = {&k_cache, &v_cache};
+  const char* names[2] = {"k_cache", "v_cache"};
+  for (int i = 0; i < 2; ++i) {
+    s = check_rows3(*caches[i], names[i], kMem3, true);
+    if (!s.ok()) return s;
+    for (int d = 0; d < 3; ++d) {
+      if (caches[i]->shape[d] != memory.shape[d]) {
+        return invalid(std::string(names[i]) + " must have memory's shape " + shape_str(memory) +
+                       ", got " + shape_str(*caches[i]));
+      }
+    }
+    if (tensors_overlap(*caches[i], memory)) return invalid(std::string(names[i]) + " overlaps memory");
+  }
+  if (tensors_overlap(k_cache, v_cache)) return invalid("k_cache and v_cache overlap");
+  Rows2D m2(memory, false);
+  for (int i = 0; i < 2; ++i) {
+    Rows2D c2(*caches[i], true);
+    s = run_linear(m2.view(), i == 0 ? weights.wk : weights.wv, i == 0 ? weights.bk : weights.bv,
+                   1.f, c2.view());
+    if (!s.ok()) return s;
+    c2.finish();
+  }
+  return Status::success();
+}
+
+Status mha_attention_cached(const TensorView& x, const TensorView& k_cache,
+                            const TensorView& v_cache, const MhaWeights& weights,
+                            const TensorView& y, const ElOptions& options) {
+  Status s = check_rows3(k_cache, "k_cache", kMem3, false);
+  if (!s.ok()) return s;
+  s = check_rows3(v_cache, "v_cache", kMem3, false);
+  if (!s.ok()) return s;
+  for (int d = 0; d < 3; ++d) {
+    if (k_cache.shape[d] != v_cache.shape[d]) {
+      return invalid("k_cache and v_cache must have the same shape, got " + shape_str(k_cache) +
+                     " and " + shape_str(v_cache));
+    }
+  }
+  const int64_t dm = k_cache.shape[2], mem_len = k_cache.shape[1], cache_b = k_cache.shape[0];
+  if (options.beam < 1) return invalid("beam must be >= 1, got " + std::to_string(options.beam));
+  const bool per_beam = cache_b == x.shape[0] && options.beam > 1;
+  const int64_t samples = per_beam ? cache_b / options.beam : cache_b;
+  s = check_common(x, y, weights, options, samples, mem_len, dm);
+  if (!s.ok()) return s;
+  if (!per_beam && options.beam > 1 && options.causal) {
+    return invalid("a causal call with beam > 1 needs one cache per beam ([B * beam, N, Dm]): "
+                   "a shared cache folds the beams into one query block");
+  }
+  if (options.check_finite) {
+    s = refuse_non_finite(x, k_cache, "k_cache", weights);
+    if (!s.ok()) return s;
+    s = check_finite(v_cache, "v_cache");
+    if (!s.ok()) return s;
+  }
+
+  const int64_t rows = x.shape[0], tokens = x.shape[1], h = options.heads, dh = dm / h;
+  std::vector<float> q(static_cast<size_t>(rows * tokens * dm));
+  std::vector<float> att(q.size());
+  Rows2D x2(x, false);
+  s = run_linear(x2.view(), weights.wq, weights.bq, scale_of(options, dm),
+                 TensorView::contiguous(q.data(), {rows * tokens, dm}));
+  if (!s.ok()) return s;
+
+  // Query rows per cache entry: one beam's T tokens, or (shared cache) all beams' tokens.
+  const int64_t group = per_beam ? 1 : options.beam;
+  const int64_t lq = group * tokens;
+  AttentionOptions ao;
+  ao.causal = options.causal;
+  ao.has_scale = true;
+  ao.scale = 1.f;  // q is already scaled
+  ao.kernel = options.kernel;
+  const int64_t entries = cache_b;
+  // Without padding one call covers every cache entry; with it, one call per entry.
+  const int64_t per_call = options.key_lengths != nullptr ? 1 : entries;
+  for (int64_t e0 = 0; e0 < entries; e0 += per_call) {
+    const int64_t sample = per_beam ? e0 / options.beam : e0;
+    const int64_t len = options.key_lengths != nullptr ? options.key_lengths[sample] : mem_len;
+    float* qp = q.data() + e0 * lq * dm;
+    float* ap = att.data() + e0 * lq * dm;
+    if (len == 0) {
+      std::fill(ap, ap + per_call * lq * dm, 0.f);
+      continue;
+    }
+    const TensorView qv =
+        TensorView::strided(qp, {per_call, h, lq, dh}, {lq * dm, dh, dm, 1});
+    const TensorView av = TensorView::strided(ap, {per_call, h, lq, dh}, {lq * dm, dh, dm, 1});
+    const float* kp = static_cast<const float*>(k_cache.data) + e0 * k_cache.strides[0];
+    const float* vp = static_cast<const float*>(v_cache.data) + e0 * v_cache.strides[0];
+    const TensorView kv = TensorView::strided(kp, {per_call, h, len, dh},
+                                              {k_cache.strides[0], dh, k_cache.strides[1], 1});
+    const TensorView vv = TensorView::strided(vp, {per_call, h, len, dh},
+                                              {v_cache.strides[0], dh, v_cache.strides[1], 1});
+    s = attention(qv, kv, vv, av, ao);
+    if (!s.ok()) return s;
+  }
+  Rows2D y2(y, true);
+  s = run_linear(TensorView::contiguous(att.data(), {rows * tokens, dm}), weights.wo, weights.bo,
+                 1.f, y2.view());
+  if (!s.ok()) return s;
+  y2.finish();
+  return Status::success();
+}
+
+Status mha_attention(const TensorView& x, const TensorView& memory, const MhaWeights& weights,
+                     const TensorView& y, const ElOptions& options) {
+  Status s = check_rows3(memory, "memory", kMem3, false);
+  if (!s.ok()) return s;
+  const int64_t samples = memory.shape[0], mem_len = memory.shape[1], dm = memory.shape[2];
+  std::vector<float> kc(static_cast<size_t>(samples * mem_len * dm)), vc(kc.size());
+  const TensorView kv = TensorView::contiguous(kc.data(), {samples, mem_len, dm});
+  const TensorView vv = TensorView::contiguous(vc.data(), {samples, mem_len, dm});
+  s = mha_project_memory(memory, weights, kv, vv);
+  if (!s.ok()) return s;
+  if (!(options.causal && options.beam > 1)) return mha_attention_cached(x, kv, vv, weights, y, options);
+  // Causal beams need a cache each: replicate the sample's cache per beam.
+  const int64_t beam = options.beam, per = mem_len * dm;
+  std::vector<float> kb(static_cast<size_t>(samples * beam * per)), vb(kb.size());
+  for (int64_t e = 0; e < samples * beam; ++e) {
+    std::copy(kc.begin() + (e / beam) * per, kc.begin() + (e / beam + 1) * per, kb.begin() + e * per);
+    std::copy(vc.begin() + (e / beam) * per, vc.begin() + (e / beam + 1) * per, vb.begin() + e * per);
+  }
+  return mha_attention_cached(x, TensorView::contiguous(kb.data(), {samples * beam, mem_len, dm}),
+                              TensorView::contiguous(vb.data(), {samples * beam, mem_len, dm}),
+                              weights, y, options);
+}
+
+}  // namespace hattn

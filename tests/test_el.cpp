@@ -1,0 +1,368 @@
+// EL-attention and the standard multi-head path against the double-precision reference
+// (tests/reference.cpp: projections, per-head softmax and output projection in double), and the
+// spec's invariants: non-zero k/v biases, padding, beam > 1, T > 1, H = 1; sharing the memory
+// across beams equals replicating it; step-by-step causal decoding with EL equals one causal
+// pass; every refusal says why.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "hattn/hattn.h"
+#include "test_support.h"
+
+namespace {
+
+using hattn::ElOptions;
+using hattn::MhaWeights;
+using hattn::Status;
+using hattn::StatusCode;
+using hattn::TensorView;
+using namespace hattn_test;
+
+constexpr float kPoison = std::numeric_limits<float>::quiet_NaN();
+
+std::vector<float> random_vec(size_t n, TestRng& rng, float stddev) {
+  std::vector<float> v(n);
+  for (float& x : v) x = rng.normal(stddev);
+  return v;
+}
+
+// Weights scaled so activations stay O(1); biases clearly non-zero.
+MhaHostWeights random_weights(int64_t dm, TestRng& rng) {
+  MhaHostWeights w;
+  w.dm = dm;
+  const float ws = 1.f / std::sqrt(static_cast<float>(dm));
+  const size_t mat = static_cast<size_t>(dm * dm), vec = static_cast<size_t>(dm);
+  w.wq = random_vec(mat, rng, 2.f * ws);  // x2: attention a little peaked
+  w.wk = random_vec(mat, rng, 2.f * ws);
+  w.wv = random_vec(mat, rng, ws);
+  w.wo = random_vec(mat, rng, ws);
+  w.bq = random_vec(vec, rng, 0.5f);
+  w.bk = random_vec(vec, rng, 0.5f);
+  w.bv = random_vec(vec, rng, 0.5f);
+  w.bo = random_vec(vec, rng, 0.5f);
+  return w;
+}
+
+MhaWeights views(const MhaHostWeights& w) {
+  const int64_t dm = w.dm;
+  MhaWeights v;
+  v.wq = TensorView::contiguous(w.wq.data(), {dm, dm});
+  v.wk = TensorView::contiguous(w.wk.data(), {dm, dm});
+  v.wv = TensorView::contiguous(w.wv.data(), {dm, dm});
+  v.wo = TensorView::contiguous(w.wo.data(), {dm, dm});
+  v.bq = TensorView::contiguous(w.bq.data(), {dm});
+  v.bk = TensorView::contiguous(w.bk.data(), {dm});
+  v.bv = TensorView::contiguous(w.bv.data(), {dm});
+  v.bo = TensorView::contiguous(w.bo.data(), {dm});
+  return v;
+}
+
+// max |a - b| / max |b|: the normwise relative error the spec bounds by 1e-5. NaN anywhere in
+// `a` (an unwritten, poisoned element) is reported as infinite.
+double rel_error(const std::vector<float>& a, const std::vector<float>& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!std::isfinite(a[i])) return std::numeric_limits<double>::infinity();
+    num = std::max(num, std::fabs(double(a[i]) - b[i]));
+    den = std::max(den, std::fabs(double(b[i])));
+  }
+  return num / den;
+}
+
+struct ElCase {
+  int64_t samples, beam, tokens, mem_len, dm, heads;
+  bool causal;
+  std::vector<int32_t> lengths;  // empty: none
+};
+
+std::string describe(const ElCase& c) {
+  return "B=" + std::to_string(c.samples) + " beam=" + std::to_string(c.beam) +
+         " T=" + std::to_string(c.tokens) + " N=" + std::to_string(c.mem_len) +
+         " Dm=" + std::to_string(c.dm) + " H=" + std::to_string(c.heads) +
+         (c.causal ? " causal" : "") + (c.lengths.empty() ? "" : " padded");
+}
+
+class ElVsReference : public ::testing::TestWithParam<ElCase> {};
+
+TEST_P(ElVsReference, ElAndStandardPathMatchDoubleReference) {
+  const ElCase c = GetParam();
+  TestRng rng(describe(c));
+  SCOPED_TRACE(rng.description() + " " + describe(c));
+  const int64_t rows = c.samples * c.beam;
+  MhaHostWeights w = random_weights(c.dm, rng);
+  std::vector<float> x = random_vec(static_cast<size_t>(rows * c.tokens * c.dm), rng, 1.f);
+  std::vector<float> mem = random_vec(static_cast<size_t>(c.samples * c.mem_len * c.dm), rng, 1.f);
+  std::vector<float> ref(x.size());
+  const double scale = 1.0 / std::sqrt(double(c.dm / c.heads));
+  reference_mha(x.data(), mem.data(), w, rows, c.tokens, c.mem_len, c.heads, c.beam, c.causal,
+                c.lengths.empty() ? nullptr : c.lengths.data(), scale, ref.data());
+
+  ElOptions o;
+  o.heads = c.heads;
+  o.beam = c.beam;
+  o.causal = c.causal;
+  if (!c.lengths.empty()) o.key_lengths = c.lengths.data();
+  const auto xv = TensorView::contiguous(x.data(), {rows, c.tokens, c.dm});
+  const auto mv = TensorView::contiguous(mem.data(), {c.samples, c.mem_len, c.dm});
+  std::vector<float> y_el(x.size(), kPoison), y_std(x.size(), kPoison);
+  hattn::Dispatch chosen;
+  Status s = hattn::el_attention(xv, mv, views(w),
+                                 TensorView::contiguous(y_el.data(), {rows, c.tokens, c.dm}), o,
+                                 &chosen);
+  ASSERT_TRUE(s.ok()) << s.message;
+  EXPECT_NE(chosen.kernel.find("el_dany_f32_"), std::string::npos) << chosen.kernel;
+  s = hattn::mha_attention(xv, mv, views(w),
+                           TensorView::contiguous(y_std.data(), {rows, c.tokens, c.dm}), o);
+  ASSERT_TRUE(s.ok()) << s.message;
+  EXPECT_LE(rel_error(y_el, ref), 1e-5) << "EL vs double reference";
+  EXPECT_LE(rel_error(y_std, ref), 1e-5) << "standard path vs double reference";
+  EXPECT_LE(rel_error(y_el, y_std), 1e-5) << "EL vs the standard path";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, ElVsReference,
+    ::testing::Values(ElCase{2, 1, 1, 37, 64, 4, false, {}},          // decode
+                      ElCase{2, 3, 1, 50, 128, 8, false, {50, 17}},   // beams + padding
+                      ElCase{1, 2, 5, 29, 64, 2, false, {}},          // T > 1
+                      ElCase{2, 1, 2, 33, 64, 1, false, {}},          // H = 1
+                      ElCase{2, 2, 6, 6, 64, 4, true, {}},            // causal self-attention
+                      ElCase{2, 1, 3, 20, 96, 3, true, {20, 11}},     // causal + padding
+                      ElCase{2, 2, 1, 9, 64, 4, false, {0, 9}},       // a sample with no keys
+                      ElCase{1, 1, 4, 300, 192, 12, false, {}}));     // GPT-2-like head split
+
+TEST(El, SharingMemoryAcrossBeamsEqualsReplicatingIt) {
+  TestRng rng("share");
+  SCOPED_TRACE(rng.description());
+  const int64_t samples = 2, beam = 4, n = 41, dm = 128, heads = 8;
+  MhaHostWeights w = random_weights(dm, rng);
+  std::vector<float> x = random_vec(static_cast<size_t>(samples * beam * dm), rng, 1.f);
+  std::vector<float> mem = random_vec(static_cast<size_t>(samples * n * dm), rng, 1.f);
+  std::vector<float> rep;
+  for (int64_t r = 0; r < samples * beam; ++r) {
+    rep.insert(rep.end(), mem.begin() + (r / beam) * n * dm, mem.begin() + (r / beam + 1) * n * dm);
+  }
+  std::vector<float> y_shared(x.size(), kPoison), y_rep(x.size(), kPoison);
+  ElOptions o;
+  o.heads = heads;
+  o.beam = beam;
+  const auto xv = TensorView::contiguous(x.data(), {samples * beam, 1, dm});
+  ASSERT_TRUE(hattn::el_attention(xv, TensorView::contiguous(mem.data(), {samples, n, dm}), views(w),
+                                  TensorView::contiguous(y_shared.data(), {samples * beam, 1, dm}),
+                                  o)
+                  .ok());
+  o.beam = 1;
+  ASSERT_TRUE(hattn::el_attention(xv, TensorView::contiguous(rep.data(), {samples * beam, n, dm}),
+                                  views(w),
+                                  TensorView::contiguous(y_rep.data(), {samples * beam, 1, dm}), o)
+                  .ok());
+  EXPECT_LE(rel_error(y_shared, y_rep), 1e-6);
+}
+
+TEST(El, StepByStepCausalDecodingEqualsFullCausalPass) {
+  TestRng rng("stepwise");
+  SCOPED_TRACE(rng.description());
+  const int64_t samples = 2, tokens = 9, dm = 64, heads = 4;
+  MhaHostWeights w = random_weights(dm, rng);
+  // Decoder self-attention: the memory is the layer's own inputs.
+  std::vector<float> x = random_vec(static_cast<size_t>(samples * tokens * dm), rng, 1.f);
+  const auto xv = TensorView::contiguous(x.data(), {samples, tokens, dm});
+  ElOptions o;
+  o.heads = heads;
+  o.causal = true;
+  std::vector<float> full(x.size(), kPoison), steps(x.size(), kPoison);
+  ASSERT_TRUE(hattn::mha_attention(xv, xv, views(w),
+                                   TensorView::contiguous(full.data(), {samples, tokens, dm}), o)
+                  .ok());
+  for (int64_t t = 0; t < tokens; ++t) {
+    const auto xt = TensorView::strided(x.data() + t * dm, {samples, 1, dm}, {tokens * dm, dm, 1});
+    const auto prefix = TensorView::strided(x.data(), {samples, t + 1, dm}, {tokens * dm, dm, 1});
+    const auto yt =
+        TensorView::strided(steps.data() + t * dm, {samples, 1, dm}, {tokens * dm, dm, 1});
+    Status s = hattn::el_attention(xt, prefix, views(w), yt, o);
+    ASSERT_TRUE(s.ok()) << "step " << t << ": " << s.message;
+  }
+  EXPECT_LE(rel_error(steps, full), 1e-5);
+}
+
+TEST(El, CachedStandardPathPerBeamAndSharedEqualUncached) {
+  TestRng rng("cached");
+  SCOPED_TRACE(rng.description());
+  const int64_t samples = 2, beam = 3, tokens = 2, n = 23, dm = 64, heads = 4;
+  MhaHostWeights w = random_weights(dm, rng);
+  std::vector<float> x = random_vec(static_cast<size_t>(samples * beam * tokens * dm), rng, 1.f);
+  std::vector<float> mem = random_vec(static_cast<size_t>(samples * n * dm), rng, 1.f);
+  const auto xv = TensorView::contiguous(x.data(), {samples * beam, tokens, dm});
+  const auto mv = TensorView::contiguous(mem.data(), {samples, n, dm});
+  ElOptions o;
+  o.heads = heads;
+  o.beam = beam;
+  std::vector<float> kc(mem.size(), kPoison), vc(mem.size(), kPoison);
+  ASSERT_TRUE(hattn::mha_project_memory(mv, views(w),
+                                        TensorView::contiguous(kc.data(), {samples, n, dm}),
+                                        TensorView::contiguous(vc.data(), {samples, n, dm}))
+                  .ok());
+  std::vector<float> kb, vb;  // one cache per beam
+  for (int64_t r = 0; r < samples * beam; ++r) {
+    kb.insert(kb.end(), kc.begin() + (r / beam) * n * dm, kc.begin() + (r / beam + 1) * n * dm);
+    vb.insert(vb.end(), vc.begin() + (r / beam) * n * dm, vc.begin() + (r / beam + 1) * n * dm);
+  }
+  std::vector<float> ref(x.size());
+  reference_mha(x.data(), mem.data(), w, samples * beam, tokens, n, heads, beam, false, nullptr,
+                1.0 / std::sqrt(16.0), ref.data());
+  std::vector<float> shared(x.size(), kPoison), per_beam(x.size(), kPoison);
+  const auto yv = [&](std::vector<float>& y) {
+    return TensorView::contiguous(y.data(), {samples * beam, tokens, dm});
+  };
+  Status s = hattn::mha_attention_cached(xv, TensorView::contiguous(kc.data(), {samples, n, dm}),
+                                         TensorView::contiguous(vc.data(), {samples, n, dm}),
+                                         views(w), yv(shared), o);
+  ASSERT_TRUE(s.ok()) << s.message;
+  s = hattn::mha_attention_cached(xv, TensorView::contiguous(kb.data(), {samples * beam, n, dm}),
+                                  TensorView::contiguous(vb.data(), {samples * beam, n, dm}),
+                                  views(w), yv(per_beam), o);
+  ASSERT_TRUE(s.ok()) << s.message;
+  EXPECT_LE(rel_error(shared, ref), 1e-5);
+  EXPECT_LE(rel_error(per_beam, ref), 1e-5);
+}
+
+TEST(El, StridedViewsAndMissingBiases) {
+  TestRng rng("strided");
+  SCOPED_TRACE(rng.description());
+  const int64_t rows = 3, tokens = 2, n = 19, dm = 64, heads = 2, pad = 16;
+  MhaHostWeights w = random_weights(dm, rng);
+  w.bq.clear();  // no q and v biases
+  w.bv.clear();
+  MhaWeights wv = views(w);
+  wv.bq = TensorView{};
+  wv.bv = TensorView{};
+  // x and y rows padded (not expressible as [rows * T, Dm]), memory interleaved with junk.
+  const int64_t row_stride = dm + pad, x_stride = tokens * row_stride + 8;
+  std::vector<float> xbuf = random_vec(static_cast<size_t>(rows * x_stride), rng, 1.f);
+  std::vector<float> mbuf = random_vec(static_cast<size_t>(rows * n * 2 * dm), rng, 1.f);
+  std::vector<float> ybuf(xbuf.size(), kPoison);
+  const auto xv = TensorView::strided(xbuf.data(), {rows, tokens, dm}, {x_stride, row_stride, 1});
+  const auto mv = TensorView::strided(mbuf.data(), {rows, n, dm}, {n * 2 * dm, 2 * dm, 1});
+  const auto yv = TensorView::strided(ybuf.data(), {rows, tokens, dm}, {x_stride, row_stride, 1});
+  std::vector<float> x, mem;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t t = 0; t < tokens; ++t) {
+      const float* p = xbuf.data() + r * x_stride + t * row_stride;
+      x.insert(x.end(), p, p + dm);
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      const float* p = mbuf.data() + (r * n + j) * 2 * dm;
+      mem.insert(mem.end(), p, p + dm);
+    }
+  }
+  std::vector<float> ref(x.size());
+  reference_mha(x.data(), mem.data(), w, rows, tokens, n, heads, 1, false, nullptr,
+                1.0 / std::sqrt(32.0), ref.data());
+  ElOptions o;
+  o.heads = heads;
+  Status s = hattn::el_attention(xv, mv, wv, yv, o);
+  ASSERT_TRUE(s.ok()) << s.message;
+  std::vector<float> y;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t t = 0; t < tokens; ++t) {
+      const float* p = ybuf.data() + r * x_stride + t * row_stride;
+      y.insert(y.end(), p, p + dm);
+      // The padding between rows was never written.
+      for (int64_t e = dm; e < row_stride && t + 1 < tokens; ++e) ASSERT_TRUE(std::isnan(p[e]));
+    }
+  }
+  EXPECT_LE(rel_error(y, ref), 1e-5);
+}
+
+// Every refusal of el_attention and the standard path, with the words a user needs.
+TEST(El, RefusalsSayWhy) {
+  TestRng rng("errors");
+  const int64_t dm = 64;
+  MhaHostWeights w = random_weights(dm, rng);
+  std::vector<float> x = random_vec(static_cast<size_t>(4 * dm), rng, 1.f);
+  std::vector<float> mem = random_vec(static_cast<size_t>(2 * 5 * dm), rng, 1.f);
+  std::vector<float> y(x.size(), kPoison);
+  const auto xv = TensorView::contiguous(x.data(), {4, 1, dm});
+  const auto mv = TensorView::contiguous(mem.data(), {2, 5, dm});
+  const auto yv = TensorView::contiguous(y.data(), {4, 1, dm});
+  auto expect = [&](const Status& s, StatusCode code, const std::string& words) {
+    EXPECT_EQ(s.code, code) << s.message;
+    EXPECT_NE(s.message.find(words), std::string::npos) << s.message;
+  };
+  ElOptions o;
+  o.heads = 4;
+  o.beam = 2;
+  ASSERT_TRUE(hattn::el_attention(xv, mv, views(w), yv, o).ok());
+  ElOptions bad = o;
+  bad.heads = 3;
+  expect(hattn::el_attention(xv, mv, views(w), yv, bad), StatusCode::invalid_argument,
+         "not divisible by heads=3");
+  bad = o;
+  bad.beam = 3;
+  expect(hattn::el_attention(xv, mv, views(w), yv, bad), StatusCode::invalid_argument,
+         "not divisible by beam=3");
+  bad = o;
+  bad.beam = 1;
+  expect(hattn::el_attention(xv, mv, views(w), yv, bad), StatusCode::invalid_argument,
+         "memory has B=2");
+  bad = o;
+  bad.heads = 0;
+  expect(hattn::el_attention(xv, mv, views(w), yv, bad), StatusCode::invalid_argument,
+         "heads must be >= 1");
+  bad = o;
+  int32_t lengths[2] = {5, 6};
+  bad.key_lengths = lengths;
+  expect(hattn::el_attention(xv, mv, views(w), yv, bad), StatusCode::invalid_argument,
+         "key_lengths[1] = 6 is outside [0, N=5]");
+  bad = o;
+  bad.has_scale = true;
+  bad.scale = -1.f;
+  expect(hattn::el_attention(xv, mv, views(w), yv, bad), StatusCode::invalid_argument,
+         "scale must be positive");
+  MhaWeights wrong = views(w);
+  wrong.wk = TensorView::contiguous(w.wk.data(), {dm / 2, dm});
+  expect(hattn::el_attention(xv, mv, wrong, yv, o), StatusCode::invalid_argument,
+         "wk must be [64, 64]");
+  wrong = views(w);
+  wrong.bv = TensorView::contiguous(w.bv.data(), {dm - 1});
+  expect(hattn::el_attention(xv, mv, wrong, yv, o), StatusCode::invalid_argument, "bv must be [64]");
+  std::vector<float> mem32(static_cast<size_t>(2 * 5 * 32), 1.f);
+  expect(hattn::el_attention(xv, TensorView::contiguous(mem32.data(), {2, 5, 32}), views(w), yv, o),
+         StatusCode::invalid_argument, "model dim Dm differs");
+  expect(hattn::el_attention(xv, mv, views(w), TensorView::contiguous(y.data(), {4, 1, dm / 2}), o),
+         StatusCode::invalid_argument, "y must have x's shape");
+  expect(hattn::el_attention(xv, mv, views(w), xv, o), StatusCode::invalid_argument,
+         "y overlaps x");
+  expect(hattn::el_attention(TensorView::contiguous(static_cast<float*>(nullptr), {4, 1, dm}), mv,
+                             views(w), yv, o),
+         StatusCode::invalid_argument, "x");
+  // Dm below the EL kernels' tile width: refused, and the standard path still takes it.
+  MhaHostWeights w32 = random_weights(32, rng);
+  std::vector<float> x32(static_cast<size_t>(4 * 32), 0.5f), y32(x32.size(), kPoison);
+  const auto x32v = TensorView::contiguous(x32.data(), {4, 1, 32});
+  const auto y32v = TensorView::contiguous(y32.data(), {4, 1, 32});
+  const auto m32v = TensorView::contiguous(mem32.data(), {2, 5, 32});
+  expect(hattn::el_attention(x32v, m32v, views(w32), y32v, o), StatusCode::unsupported,
+         "el kernels need Dm >= 64");
+  EXPECT_TRUE(hattn::mha_attention(x32v, m32v, views(w32), y32v, o).ok());
+  // NaN policy: refused on request, propagated (no crash) otherwise.
+  x[3] = std::numeric_limits<float>::quiet_NaN();
+  bad = o;
+  bad.check_finite = true;
+  expect(hattn::el_attention(xv, mv, views(w), yv, bad), StatusCode::non_finite_input, "x");
+  EXPECT_TRUE(hattn::el_attention(xv, mv, views(w), yv, o).ok());
+  // The standard path's own refusal: a causal shared cache with several beams.
+  std::vector<float> kc(mem.size(), 1.f), vc(mem.size(), 1.f);
+  bad = o;
+  bad.causal = true;
+  expect(hattn::mha_attention_cached(xv, TensorView::contiguous(kc.data(), {2, 5, dm}),
+                                     TensorView::contiguous(vc.data(), {2, 5, dm}), views(w), yv,
+                                     bad),
+         StatusCode::invalid_argument, "needs one cache per beam");
+}
+
+}  // namespace
