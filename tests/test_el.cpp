@@ -349,6 +349,18 @@ TEST(El, RefusalsSayWhy) {
   expect(hattn::el_attention(x32v, m32v, views(w32), y32v, o), StatusCode::unsupported,
          "el kernels need Dm >= 64");
   EXPECT_TRUE(hattn::mha_attention(x32v, m32v, views(w32), y32v, o).ok());
+  // Dm not a multiple of 16: refused by both paths.
+  MhaHostWeights w72 = random_weights(72, rng);
+  std::vector<float> x72(static_cast<size_t>(4 * 72), 0.5f), y72(x72.size(), kPoison);
+  std::vector<float> m72(static_cast<size_t>(2 * 5 * 72), 0.25f);
+  expect(hattn::el_attention(TensorView::contiguous(x72.data(), {4, 1, 72}),
+                             TensorView::contiguous(m72.data(), {2, 5, 72}), views(w72),
+                             TensorView::contiguous(y72.data(), {4, 1, 72}), o),
+         StatusCode::unsupported, "not a multiple of 16");
+  expect(hattn::mha_attention(TensorView::contiguous(x72.data(), {4, 1, 72}),
+                              TensorView::contiguous(m72.data(), {2, 5, 72}), views(w72),
+                              TensorView::contiguous(y72.data(), {4, 1, 72}), o),
+         StatusCode::unsupported, "not a multiple of 16");
   // NaN policy: refused on request, propagated (no crash) otherwise.
   x[3] = std::numeric_limits<float>::quiet_NaN();
   bad = o;

@@ -21,8 +21,10 @@ const char* const kBias1[1] = {"Dm"};
 const char* const kWeightNames[8] = {"wq", "bq", "wk", "bk", "wv", "bv", "wo", "bo"};
 
 // EL's model-dimension tiles are 64 floats wide (schedules/cpu/el_cpu.cpp, shifted inwards at
-// the edge), so Dm must be at least that.
+// the edge), so Dm must be at least that; and the kernels' reductions over Dm are written for a
+// multiple of 16 (generators/register_el.cpp), which every transformer width is.
 constexpr int64_t kMinModelDim = 64;
+constexpr int64_t kModelDimMultiple = 16;
 
 const TensorView* weight_views(const MhaWeights& w, int i) {
   const TensorView* all[8] = {&w.wq, &w.bq, &w.wk, &w.bk, &w.wv, &w.bv, &w.wo, &w.bo};
@@ -80,6 +82,12 @@ Status check_common(const TensorView& x, const TensorView& y, const MhaWeights& 
   }
   s = check_weights(w, dm);
   if (!s.ok()) return s;
+  if (dm % kModelDimMultiple != 0) {
+    return Status{StatusCode::unsupported,
+                  "model dim Dm=" + std::to_string(dm) + " is not a multiple of " +
+                      std::to_string(kModelDimMultiple) +
+                      " (the linear and el kernels reduce over Dm in 16-float steps)"};
+  }
   if (o.heads < 1) return invalid("heads must be >= 1, got " + std::to_string(o.heads));
   if (dm % o.heads != 0) {
     return invalid("Dm=" + std::to_string(dm) + " is not divisible by heads=" +
@@ -301,6 +309,12 @@ Status mha_project_memory(const TensorView& memory, const MhaWeights& weights,
   const int64_t dm = memory.shape[2];
   s = check_weights(weights, dm);
   if (!s.ok()) return s;
+  if (dm % kModelDimMultiple != 0) {
+    return Status{StatusCode::unsupported,
+                  "model dim Dm=" + std::to_string(dm) + " is not a multiple of " +
+                      std::to_string(kModelDimMultiple) +
+                      " (the linear kernel reduces over Dm in 16-float steps)"};
+  }
   const TensorView* caches[2] = {&k_cache, &v_cache};
   const char* names[2] = {"k_cache", "v_cache"};
   for (int i = 0; i < 2; ++i) {

@@ -44,7 +44,9 @@ void schedule_el_cpu(ElStages& st, const ScheduleContext& ctx) {
   Func qt = st.qt.in();
   qt.compute_root();
   register_block(qt, st.qt, st.rd, st.m, st.n, x.vec, x.tv, x.tc, TailStrategy::RoundUp);
-  qt.parallel(st.h);
+  // Heads outermost: one head's Wk slice is reused by every row before the next is read.
+  const Var ro("ro"), co("co"), ao("ao"), bo("bo");
+  qt.reorder(ro, co, st.h).parallel(st.h);
 
   // The core, one task per (sample, qb rows): r_h normalised in `context`, stored for all rows.
   Var wo("wo"), wt("wt"), task("task"), mo("mo"), mi("mi"), wco("wco"), wci("wci");
@@ -80,7 +82,7 @@ void schedule_el_cpu(ElStages& st, const ScheduleContext& ctx) {
   head_out.compute_root();
   dot_block(head_out, st.head_out, st.rm2, st.o, st.n, x.vec, x.to, x.tn, TailStrategy::RoundUp,
             TailStrategy::RoundUp, 0);
-  head_out.parallel(st.h);
+  head_out.reorder(ao, bo, st.h).parallel(st.h);
   st.out.vectorize(st.oo, x.vec, TailStrategy::GuardWithIf);
 }
 

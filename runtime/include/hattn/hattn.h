@@ -213,13 +213,14 @@ struct ElOptions {
 // each query head is expanded into model space (Wk_h^T q_h) and attends over the memory itself;
 // Wv is applied after the softmax. No per-head K/V cache exists and the memory is read once for
 // all heads and beams. y [B * beam, T, Dm]. Equals standard MHA (mha_attention) up to fp32
-// rounding; not valid with rotary embeddings. Dm >= 64 (the kernels' model-dimension tiles).
+// rounding; not valid with rotary embeddings. Dm >= 64 and a multiple of 16 (the kernels' tiles).
 Status el_attention(const TensorView& x, const TensorView& memory, const MhaWeights& weights,
                     const TensorView& y, const ElOptions& options, Dispatch* chosen = nullptr);
 
 // The standard path, built from hattn's linear layer and attention(): the cache a standard
 // decoder holds, k_cache = memory Wk^T + bk and v_cache = memory Wv^T + bv, each [Bc, N, Dm]
 // (heads side by side: [Bc, N, H, Dh], what attention() reads with head stride Dh). Bc = B.
+// Dm must be a multiple of 16 here too.
 Status mha_project_memory(const TensorView& memory, const MhaWeights& weights,
                           const TensorView& k_cache, const TensorView& v_cache);
 // Standard MHA over such a cache: q projection, attention() per head, output projection.
