@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <spawn.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -465,3 +466,59 @@ TEST_F(Cli, ErrorPaths) {
 }
 
 }  // namespace
+
+// `run el` and `run el --standard` on a weight directory (biases partly missing) agree with the
+// double-precision MHA reference; a bad head count and a missing weights directory are one-line
+// errors.
+TEST_F(Cli, RunElMatchesReference) {
+  hattn_test::TestRng rng("cli-el");
+  SCOPED_TRACE(rng.description());
+  const int64_t samples = 2, beam = 2, n = 11, dm = 64, heads = 4;
+  hattn_test::MhaHostWeights w;
+  w.dm = dm;
+  std::vector<float>* mats[4] = {&w.wq, &w.wk, &w.wv, &w.wo};
+  const char* names[4] = {"q", "k", "v", "o"};
+  const std::string wdir = dir() + "el_weights";
+  ::mkdir(wdir.c_str(), 0755);
+  for (int i = 0; i < 4; ++i) {
+    *mats[i] = random_vec(rng, dm * dm);
+    for (float& x : *mats[i]) x *= 0.125f;  // 1/sqrt(Dm): activations O(1)
+    save("el_weights/w" + std::string(names[i]) + ".npy", {dm, dm}, *mats[i]);
+  }
+  w.bk = random_vec(rng, dm);  // bq and bo absent: zero
+  w.bv = random_vec(rng, dm);
+  save("el_weights/bk.npy", {dm}, w.bk);
+  save("el_weights/bv.npy", {dm}, w.bv);
+  std::vector<float> x = random_vec(rng, samples * beam * dm), mem = random_vec(rng, samples * n * dm);
+  save("el_x.npy", {samples * beam, 1, dm}, x);
+  save("el_mem.npy", {samples, n, dm}, mem);
+  std::vector<float> ref(x.size());
+  hattn_test::reference_mha(x.data(), mem.data(), w, samples * beam, 1, n, heads, beam, false,
+                            nullptr, 1.0 / 4.0, ref.data());
+  const std::vector<std::string> args = {"run",      "el",    "--x",      dir() + "el_x.npy",
+                                         "--memory", dir() + "el_mem.npy", "--weights", wdir,
+                                         "--heads",  "4",     "--beam",   "2",
+                                         "--out",    dir() + "el_y.npy"};
+  for (bool standard : {false, true}) {
+    std::vector<std::string> a = args;
+    if (standard) a.push_back("--standard");
+    Result r = run_cli(a);
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_NE(r.out.find(standard ? "standard MHA" : "kernel el_dany_f32_"), std::string::npos)
+        << r.out;
+    hattn::npy::Array y;
+    std::string error;
+    ASSERT_TRUE(hattn::npy::read_f32(dir() + "el_y.npy", &y, &error)) << error;
+    EXPECT_EQ(y.shape, (std::vector<int64_t>{samples * beam, 1, dm}));
+    ASSERT_EQ(y.data.size(), ref.size());
+    for (size_t i = 0; i < ref.size(); ++i) {
+      ASSERT_NEAR(y.data[i], ref[i], 1e-5 + 1e-5 * std::fabs(ref[i])) << "index " << i;
+    }
+  }
+  std::vector<std::string> bad = args;
+  bad[9] = "3";
+  expect_one_line_error(run_cli(bad), "not divisible by heads=3");
+  bad = args;
+  bad[7] = dir() + "no_such_dir";
+  expect_one_line_error(run_cli(bad), "--weights must be a directory");
+}
