@@ -116,6 +116,38 @@ def loki_section(rows, targets):
                                     f"({fmt(sp, '.2f')}x)", None if sp is None else sp >= 2.0))
 
 
+def el_section(rows, targets):
+    """EL decode step vs the standard path (bench/bench_el.cpp)."""
+    if not any(k.startswith("hattn_el/") for k in rows):
+        return
+    print("\nEL-attention decode step (T=1, N=1024) vs the standard path; medians")
+    print(f"  {'shape':<20}{'EL ms':>9}{'cached ms':>10}{'EL/cached':>10}{'nocache ms':>11}"
+          f"{'nocache/EL':>11}{'core GF/s':>10}{'sgemm GF/s':>11}{'x':>6}{'MB/sample EL|std':>18}")
+    for model in ("bart_large", "gpt2_small"):
+        for bb in ("1x1", "8x4", "32x4"):
+            s = f"{model}/{bb}"
+            el = val(rows, f"hattn_el/{s}", "ms")
+            if el is None:
+                continue
+            cached = val(rows, f"hattn_mha_cached/{s}", "ms")
+            nocache = val(rows, f"hattn_mha_nocache/{s}", "ms")
+            core = val(rows, f"hattn_el/{s}", "core_GFLOPs")
+            sg = val(rows, f"openblas_sgemm/el_core/{s}", "GFLOPs")
+            mb_el = val(rows, f"hattn_el/{s}", "cache_MB_per_sample")
+            mb_std = val(rows, f"hattn_mha_cached/{s}", "cache_MB_per_sample")
+            print(f"  {s:<20}{fmt(el, '.2f'):>9}{fmt(cached, '.2f'):>10}"
+                  f"{fmt(ratio(el, cached), '.2f'):>10}{fmt(nocache, '.1f'):>11}"
+                  f"{fmt(ratio(nocache, el), '.1f'):>11}{fmt(core):>10}{fmt(sg):>11}"
+                  f"{fmt(ratio(core, sg), '.2f'):>6}{fmt(mb_el, '.1f'):>9}|{fmt(mb_std, '.1f')}")
+            if model == "bart_large":
+                r = ratio(core, sg)
+                targets.append((f"EL core {s} >= 0.85 of sgemm GFLOP/s ({fmt(r, '.2f')})",
+                                None if r is None else r >= 0.85))
+                n = ratio(nocache, el)
+                targets.append((f"EL {s} >= 5x faster than the uncached standard path "
+                                f"({fmt(n, '.1f')}x)", None if n is None else n >= 5))
+
+
 def main():
     rows = load(sys.argv[1:])
     lengths = [l for l in (512, 2048, 8192) if f"hattn_dense/prefill/L:{l}/D:64/causal:0" in rows]
@@ -184,6 +216,7 @@ def main():
                             None if r is None else r >= 0.90))
     topk_section(rows, targets)
     loki_section(rows, targets)
+    el_section(rows, targets)
     if not any(k.startswith("torch_sdpa/") for k in rows):
         print("\n(PyTorch SDPA peer not measured: torch columns are empty)")
     print("\nTargets")
