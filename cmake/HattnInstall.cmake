@@ -23,19 +23,8 @@ install(FILES runtime/include/hattn/hattn.h runtime/include/hattn/kernel_registr
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/hattn)
 install(EXPORT hattnTargets NAMESPACE hattn:: DESTINATION ${HATTN_INSTALL_CMAKEDIR})
 
-if (TARGET hattn_generators)
-  # It links libHalide.so from Halide's package: keep that directory in its installed RPATH.
-  get_target_property(_hattn_libhalide Halide::Halide IMPORTED_LOCATION_RELEASE)
-  if (NOT _hattn_libhalide)
-    get_target_property(_hattn_libhalide Halide::Halide IMPORTED_LOCATION)
-  endif ()
-  get_filename_component(_hattn_libhalide_dir "${_hattn_libhalide}" DIRECTORY)
-  set_target_properties(hattn_generators PROPERTIES INSTALL_RPATH "${_hattn_libhalide_dir}")
-  install(TARGETS hattn_generators RUNTIME DESTINATION ${CMAKE_INSTALL_LIBEXECDIR}/hattn)
-else ()
-  install(PROGRAMS $<TARGET_FILE:hattn::halide_generators::hattn_generators>
-          DESTINATION ${CMAKE_INSTALL_LIBEXECDIR}/hattn)
-endif ()
+# (The generator executable is installed by generators/CMakeLists.txt, where a cross build's
+# imported generator target is visible.)
 if (TARGET hattn_cli)
   install(TARGETS hattn_cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT cli)
 endif ()
