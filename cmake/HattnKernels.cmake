@@ -20,7 +20,6 @@ if (NOT DEFINED HATTN_SCHEDULES_DIR)
 endif ()
 set_property(GLOBAL PROPERTY HATTN_SCHEDULES_DIR "${HATTN_SCHEDULES_DIR}")
 set_property(GLOBAL PROPERTY HATTN_GENERATOR hattn::halide_generators::hattn_generators)
-set(_HATTN_MODULE_DIR "${CMAKE_CURRENT_LIST_DIR}" CACHE INTERNAL "")
 
 # Target families. Each kernel library holds one or more builds of the same pipeline, best first;
 # Halide's multi-target wrapper picks one at run time from the CPU's features
@@ -116,7 +115,6 @@ function(hattn_add_kernel)
   set_property(GLOBAL APPEND PROPERTY HATTN_KERNELS_${K_SET}
                "${name}|${K_VARIANT}|${K_PHASE}|${K_CAUSAL}|${K_HEAD_DIM}|f32|${K_FAMILY}|${target_list}|${lse_flag}|${lib}")
 endfunction()
-
 
 # The variants hattn_add_kernels() accepts. A new variant is added here and in
 # hattn_add_variant_kernels (which kernels of it exist), next to its branch in hattn_add_kernel.
@@ -301,6 +299,7 @@ function(hattn_add_kernels name)
       message(FATAL_ERROR "hattn_add_kernels(${name}): HEAD_DIMS '${d}' is neither a positive integer nor 'any'")
     endif ()
   endforeach ()
+  list(REMOVE_DUPLICATES dims)
   if (NOT A_TARGETS)
     set(A_TARGETS host)
   endif ()

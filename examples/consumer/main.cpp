@@ -107,6 +107,9 @@ int main() {
                                              hattn::TensorView::contiguous(v.data(), {B, Hkv, Lk, D}),
                                              hattn::TensorView::contiguous(out.data(), {B, Hq, Lq, D}), t),
                        {"no topk kernel was generated", "example_kernels", "VARIANTS dense"});
+  // CUDA is usable only with CUDA kernels in the set (TARGETS ... cuda), a driver and a device.
+  std::string why;
+  std::printf("CUDA: %s\n", hattn::cuda_available(&why) ? "usable" : why.c_str());
   std::printf(ok ? "consumer example: OK\n" : "consumer example: FAILED\n");
   return ok ? 0 : 1;
 }
