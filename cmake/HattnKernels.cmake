@@ -4,6 +4,22 @@
 #   dense_prefill_causal_d64_f32_x86
 # and the same name is the C symbol, the manifest entry, `hattn list`'s row and benchmark labels.
 # Kernels that also return the log-sum-exp carry `_lse` after the mask.
+#
+# This file is used by hattn's own build and installed with the CMake package: a consumer project
+# calls hattn_add_kernels() (below) after find_package(hattn), which runs the installed generator
+# at the consumer's build time through the same hattn_add_kernel/hattn_write_manifest.
+#
+# A kernel set is the kernels one program links: "hattn" for hattn's own build, or the name given
+# to hattn_add_kernels(). Its manifest becomes a registration source (hattn/kernel_registry.h)
+# compiled next to the kernels, so the runtime's dispatch table is exactly the generated kernels.
+
+# Where the schedule tables are (<dir>/<family>/<isa>.table) and which generator executable runs:
+# hattn's source tree here; hattnConfig.cmake sets both to the installed copies before including.
+if (NOT DEFINED HATTN_SCHEDULES_DIR)
+  get_filename_component(HATTN_SCHEDULES_DIR "${CMAKE_CURRENT_LIST_DIR}/../schedules" ABSOLUTE)
+endif ()
+set_property(GLOBAL PROPERTY HATTN_SCHEDULES_DIR "${HATTN_SCHEDULES_DIR}")
+set_property(GLOBAL PROPERTY HATTN_GENERATOR hattn::halide_generators::hattn_generators)
 
 # Target families. Each kernel library holds one or more builds of the same pipeline, best first;
 # Halide's multi-target wrapper picks one at run time from the CPU's features
@@ -25,13 +41,18 @@ set(HATTN_ARM_TARGETS "arm-64-linux"
 set(HATTN_CUDA_TARGETS "x86-64-linux-cuda-cuda_capability_80"
     CACHE STRING "Halide targets for CUDA kernels")
 
-set_property(GLOBAL PROPERTY HATTN_KERNELS "")
-
-# The Halide runtime shared by every kernel library.
-add_halide_runtime(hattn_halide_runtime)
-
+# Adds one kernel to kernel set SET (default: hattn), compiled with add_halide_library for
+# TARGETS (best first) with the tables in SCHEDULES (default: hattn's), linked against the set's
+# Halide runtime <SET>_halide_runtime, which the caller creates with add_halide_runtime.
 function(hattn_add_kernel)
-  cmake_parse_arguments(K "" "VARIANT;PHASE;CAUSAL;HEAD_DIM;FAMILY;LSE" "TARGETS" ${ARGN})
+  cmake_parse_arguments(K "" "VARIANT;PHASE;CAUSAL;HEAD_DIM;FAMILY;LSE;SET;SCHEDULES" "TARGETS" ${ARGN})
+  if (NOT K_SET)
+    set(K_SET hattn)
+  endif ()
+  if (NOT K_SCHEDULES)
+    get_property(K_SCHEDULES GLOBAL PROPERTY HATTN_SCHEDULES_DIR)
+  endif ()
+  get_property(generator GLOBAL PROPERTY HATTN_GENERATOR)
   if (K_CAUSAL)
     set(mask causal)
     set(causal_param true)
@@ -72,29 +93,118 @@ function(hattn_add_kernel)
   foreach (t IN LISTS K_TARGETS)
     list(APPEND targets "${t}-user_context")
   endforeach ()
-  file(GLOB tables CONFIGURE_DEPENDS "${CMAKE_SOURCE_DIR}/schedules/${K_FAMILY}/*.table")
+  file(GLOB tables CONFIGURE_DEPENDS "${K_SCHEDULES}/${K_FAMILY}/*.table")
 
-  add_halide_library(${name}
-                     FROM hattn::halide_generators::hattn_generators
+  # The library target (and its header, <target>.h) is the kernel's name in hattn's own set and
+  # <set>_<name> in a consumer's, so that two sets can live in one project (not in one program:
+  # the C symbols are the kernels' names).
+  if (K_SET STREQUAL "hattn")
+    set(lib ${name})
+  else ()
+    set(lib ${K_SET}_${name})
+  endif ()
+  add_halide_library(${lib}
+                     FROM ${generator}
                      GENERATOR ${K_VARIANT}
                      FUNCTION_NAME ${name}
                      TARGETS ${targets}
-                     USE_RUNTIME hattn_halide_runtime
-                     PARAMS ${gen_params} tables=${CMAKE_SOURCE_DIR}/schedules
+                     USE_RUNTIME ${K_SET}_halide_runtime
+                     PARAMS ${gen_params} tables=${K_SCHEDULES}
                      DEPENDS ${tables})
 
   string(REPLACE ";" "," target_list "${K_TARGETS}")
-  set_property(GLOBAL APPEND PROPERTY HATTN_KERNELS
-               "${name}|${K_VARIANT}|${K_PHASE}|${K_CAUSAL}|${K_HEAD_DIM}|f32|${K_FAMILY}|${target_list}|${lse_flag}")
+  set_property(GLOBAL APPEND PROPERTY HATTN_KERNELS_${K_SET}
+               "${name}|${K_VARIANT}|${K_PHASE}|${K_CAUSAL}|${K_HEAD_DIM}|f32|${K_FAMILY}|${target_list}|${lse_flag}|${lib}")
 endfunction()
 
-# Writes <build>/generated/hattn_kernels.inc: an X-macro list of every kernel, and
-# hattn_kernel_headers.h including their generated headers.
+# The variants hattn_add_kernels() accepts. A new variant is added here and in
+# hattn_add_variant_kernels (which kernels of it exist), next to its branch in hattn_add_kernel.
+set(HATTN_VARIANTS dense topk topk_ffn loki el)
+
+# Every kernel of one variant for one family: which phases, masks and lse outputs exist is decided
+# here, once, for hattn's own build and for consumers. HEAD_DIMS: specialized head dims, 0 for
+# the generic kernel (any D).
+function(hattn_add_variant_kernels)
+  cmake_parse_arguments(V "" "VARIANT;FAMILY;SET;SCHEDULES" "HEAD_DIMS;TARGETS" ${ARGN})
+  set(common FAMILY ${V_FAMILY} TARGETS ${V_TARGETS} SET ${V_SET} SCHEDULES ${V_SCHEDULES})
+  if (V_FAMILY STREQUAL "cuda" AND NOT V_VARIANT STREQUAL "dense")
+    message(FATAL_ERROR "hattn: variant ${V_VARIANT} has no CUDA schedule yet (CPU targets only); "
+                        "only dense runs on cuda")
+  endif ()
+  if (V_VARIANT STREQUAL "dense")
+    foreach (causal IN ITEMS 0 1)
+      foreach (d IN LISTS V_HEAD_DIMS)
+        if (V_FAMILY STREQUAL "cuda")
+          # CUDA: every kernel returns lse (its final states are a root buffer either way).
+          foreach (phase IN ITEMS prefill decode)
+            hattn_add_kernel(VARIANT dense PHASE ${phase} CAUSAL ${causal} HEAD_DIM ${d} LSE 1 ${common})
+          endforeach ()
+        else ()
+          # Prefill with and without lse (without, `out` is written inside each task and no
+          # buffer of final states is needed); decode always returns it (its merge is at root).
+          foreach (lse IN ITEMS 0 1)
+            hattn_add_kernel(VARIANT dense PHASE prefill CAUSAL ${causal} HEAD_DIM ${d} LSE ${lse} ${common})
+          endforeach ()
+          hattn_add_kernel(VARIANT dense PHASE decode CAUSAL ${causal} HEAD_DIM ${d} LSE 1 ${common})
+        endif ()
+      endforeach ()
+    endforeach ()
+  elseif (V_VARIANT STREQUAL "topk")
+    foreach (causal IN ITEMS 0 1)
+      foreach (d IN LISTS V_HEAD_DIMS)
+        foreach (phase IN ITEMS prefill decode)
+          hattn_add_kernel(VARIANT topk PHASE ${phase} CAUSAL ${causal} HEAD_DIM ${d} ${common})
+        endforeach ()
+      endforeach ()
+    endforeach ()
+  elseif (V_VARIANT STREQUAL "topk_ffn")
+    # One kernel: the FFN has no head dim, phase or mask.
+    hattn_add_kernel(VARIANT topk_ffn PHASE prefill CAUSAL 0 HEAD_DIM 0 ${common})
+  elseif (V_VARIANT STREQUAL "el")
+    # EL-attention (any phase and mask at run time, any Dm) and the linear layer it and the
+    # standard multi-head path are built from: one kernel each.
+    hattn_add_kernel(VARIANT el PHASE prefill CAUSAL 0 HEAD_DIM 0 ${common})
+    hattn_add_kernel(VARIANT linear PHASE prefill CAUSAL 0 HEAD_DIM 0 ${common})
+  elseif (V_VARIANT STREQUAL "loki")
+    # Decode is where Loki pays (specialized D as asked, and any D); prefill (full-sequence) is for
+    # fidelity evaluation, generic D only, built when the generic kernel is asked for.
+    foreach (causal IN ITEMS 0 1)
+      foreach (d IN LISTS V_HEAD_DIMS)
+        hattn_add_kernel(VARIANT loki PHASE decode CAUSAL ${causal} HEAD_DIM ${d} ${common})
+      endforeach ()
+      if (0 IN_LIST V_HEAD_DIMS)
+        hattn_add_kernel(VARIANT loki PHASE prefill CAUSAL ${causal} HEAD_DIM 0 ${common})
+      endif ()
+    endforeach ()
+  else ()
+    message(FATAL_ERROR "hattn: unknown variant '${V_VARIANT}' (known: ${HATTN_VARIANTS})")
+  endif ()
+endfunction()
+
+# Writes the manifest of kernel set SET (default: hattn) into <build>/generated (hattn's set) or
+# <current build dir>/<set>_generated: hattn_kernels.inc (an X-macro list of every kernel),
+# hattn_kernel_headers.h (their generated headers) and <set>_kernel_registry.cpp, the
+# registration source (hattn/kernel_registry.h) to compile next to the kernels. REQUESTED says
+# what the set was asked for (the runtime quotes it when it refuses a call). Sets
+# HATTN_KERNEL_LIBS_<set> (and HATTN_KERNEL_LIBS for hattn's set) and, with OUT_SOURCE, the
+# registration source's path.
 function(hattn_write_manifest)
-  get_property(kernels GLOBAL PROPERTY HATTN_KERNELS)
+  cmake_parse_arguments(M "" "SET;REQUESTED;OUT_SOURCE" "" ${ARGN})
+  if (NOT M_SET)
+    set(M_SET hattn)
+  endif ()
+  if (NOT M_REQUESTED)
+    set(M_REQUESTED "hattn's own build")
+  endif ()
+  get_property(kernels GLOBAL PROPERTY HATTN_KERNELS_${M_SET})
+  if (NOT kernels)
+    message(FATAL_ERROR "hattn: kernel set '${M_SET}' has no kernels")
+  endif ()
   set(inc "// Generated by cmake/HattnKernels.cmake: every compiled kernel. Do not edit.\n")
   set(hdr "// Generated by cmake/HattnKernels.cmake. Do not edit.\n#pragma once\n")
+  set(records "")
   set(libs "")
+  set(has_cuda 0)
   foreach (k IN LISTS kernels)
     string(REPLACE "|" ";" f "${k}")
     list(GET f 0 name)
@@ -106,13 +216,184 @@ function(hattn_write_manifest)
     list(GET f 6 family)
     list(GET f 7 tl)
     list(GET f 8 lse)
+    list(GET f 9 lib)
     string(APPEND inc "HATTN_KERNEL(${name}, \"${variant}\", \"${phase}\", ${causal}, ${hd}, \"${dtype}\", \"${family}\", \"${tl}\", ${lse})\n")
-    string(APPEND hdr "#include \"${name}.h\"\n")
-    list(APPEND libs ${name})
+    string(APPEND hdr "#include \"${lib}.h\"\n")
+    string(APPEND records "    {\"${name}\", \"${variant}\", \"${phase}\", ${causal}, ${hd}, \"${dtype}\", \"${family}\", \"${tl}\", ${lse},\n     reinterpret_cast<void (*)(void)>(&${name})},\n")
+    list(APPEND libs ${lib})
+    if (family STREQUAL "cuda")
+      set(has_cuda 1)
+    endif ()
   endforeach ()
-  set(dir "${CMAKE_BINARY_DIR}/generated")
+
+  string(REPLACE "\\" "\\\\" requested "${M_REQUESTED}")
+  string(REPLACE "\"" "\\\"" requested "${requested}")
+  set(reg "// Generated by cmake/HattnKernels.cmake for kernel set '${M_SET}'. Do not edit.\n")
+  string(APPEND reg "// Registers the kernels below with libhattn_runtime (hattn/kernel_registry.h).\n")
+  string(APPEND reg "#include \"hattn/kernel_registry.h\"\n#include \"hattn_kernel_headers.h\"\n\nnamespace {\n\n")
+  string(APPEND reg "const hattn_kernel_record kKernels[] = {\n${records}};\n\n")
+  if (has_cuda)
+    string(APPEND reg "const hattn_cuda_runtime kCuda = {\n"
+           "    &halide_set_cuda_acquire_context, &halide_set_cuda_release_context,\n"
+           "    &halide_set_cuda_get_stream,      &halide_cuda_device_interface,\n"
+           "    &halide_cuda_wrap_device_ptr,     &halide_cuda_detach_device_ptr};\n\n")
+    set(cuda_ptr "&kCuda")
+  else ()
+    set(cuda_ptr "nullptr")
+  endif ()
+  string(APPEND reg "const hattn_kernel_registry kRegistry = {\"${M_SET}\", \"${requested}\", kKernels,\n"
+         "                                         sizeof(kKernels) / sizeof(kKernels[0]), ${cuda_ptr}};\n\n"
+         "}  // namespace\n\n"
+         "extern \"C\" const hattn_kernel_registry* hattn_registered_kernels(void) { return &kRegistry; }\n")
+
+  if (M_SET STREQUAL "hattn")
+    set(dir "${CMAKE_BINARY_DIR}/generated")
+    set_property(GLOBAL PROPERTY HATTN_KERNEL_LIBS "${libs}")
+  else ()
+    set(dir "${CMAKE_CURRENT_BINARY_DIR}/${M_SET}_generated")
+  endif ()
   file(MAKE_DIRECTORY "${dir}")
   file(CONFIGURE OUTPUT "${dir}/hattn_kernels.inc" CONTENT "${inc}")
   file(CONFIGURE OUTPUT "${dir}/hattn_kernel_headers.h" CONTENT "${hdr}")
-  set_property(GLOBAL PROPERTY HATTN_KERNEL_LIBS "${libs}")
+  file(CONFIGURE OUTPUT "${dir}/${M_SET}_kernel_registry.cpp" CONTENT "${reg}")
+  set_property(GLOBAL PROPERTY HATTN_KERNEL_LIBS_${M_SET} "${libs}")
+  if (M_OUT_SOURCE)
+    set(${M_OUT_SOURCE} "${dir}/${M_SET}_kernel_registry.cpp" PARENT_SCOPE)
+  endif ()
+endfunction()
+
+# For projects that use hattn (after find_package(hattn)):
+#
+#   hattn_add_kernels(<name> VARIANTS <variant>... [HEAD_DIMS <d|any>...] [TARGETS <target>...]
+#                     [SCHEDULES <dir>])
+#
+# generates, at this project's build time, the kernels of each variant for each head dim and
+# target, and defines the target <name> to link: the kernels, their registration with the runtime
+# (the dispatch table is exactly these kernels; any other call is refused with a status naming what
+# was built and what was asked), libhattn_runtime and Halide's runtime.
+#   VARIANTS   any of HATTN_VARIANTS (dense topk topk_ffn loki el)
+#   HEAD_DIMS  specialized head dims, and `any` for the generic kernel (default: any)
+#   TARGETS    host (default: this build's CPU: x86 with its three ISA builds, or arm when
+#              cross-compiling for aarch64), x86, arm, cuda, or Halide target strings
+#              (x86-64-linux-avx2-fma, arm-64-linux, ...); at most one CPU family, the one this
+#              build compiles for, plus cuda (dense only, x86-64 hosts)
+#   SCHEDULES  a folder laid out like hattn's schedules/ (<family>/<isa>.table) to tune with
+# One kernel set per program (the kernels' C symbols are their names).
+function(hattn_add_kernels name)
+  cmake_parse_arguments(A "" "SCHEDULES" "VARIANTS;HEAD_DIMS;TARGETS" ${ARGN})
+  if (A_UNPARSED_ARGUMENTS)
+    message(FATAL_ERROR "hattn_add_kernels(${name}): unexpected arguments: ${A_UNPARSED_ARGUMENTS}")
+  endif ()
+  if (NOT A_VARIANTS)
+    message(FATAL_ERROR "hattn_add_kernels(${name}): VARIANTS is required (any of: ${HATTN_VARIANTS})")
+  endif ()
+  foreach (v IN LISTS A_VARIANTS)
+    if (NOT v IN_LIST HATTN_VARIANTS)
+      message(FATAL_ERROR "hattn_add_kernels(${name}): unknown variant '${v}' (known: ${HATTN_VARIANTS})")
+    endif ()
+  endforeach ()
+  if (NOT A_HEAD_DIMS)
+    set(A_HEAD_DIMS any)
+  endif ()
+  set(dims "")
+  foreach (d IN LISTS A_HEAD_DIMS)
+    if (d STREQUAL "any")
+      list(APPEND dims 0)
+    elseif (d MATCHES "^[1-9][0-9]*$")
+      list(APPEND dims ${d})
+    else ()
+      message(FATAL_ERROR "hattn_add_kernels(${name}): HEAD_DIMS '${d}' is neither a positive integer nor 'any'")
+    endif ()
+  endforeach ()
+  list(REMOVE_DUPLICATES dims)
+  if (NOT A_TARGETS)
+    set(A_TARGETS host)
+  endif ()
+  if (NOT A_SCHEDULES)
+    get_property(A_SCHEDULES GLOBAL PROPERTY HATTN_SCHEDULES_DIR)
+  endif ()
+  get_filename_component(A_SCHEDULES "${A_SCHEDULES}" ABSOLUTE)
+  if (NOT IS_DIRECTORY "${A_SCHEDULES}")
+    message(FATAL_ERROR "hattn_add_kernels(${name}): SCHEDULES '${A_SCHEDULES}' is not a folder")
+  endif ()
+
+  # The family this build compiles for: kernels for another CPU cannot be linked here.
+  if (CMAKE_SYSTEM_PROCESSOR MATCHES "^(aarch64|arm64|ARM64)$")
+    set(build_family arm)
+  elseif (CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64)$")
+    set(build_family x86)
+  else ()
+    message(FATAL_ERROR "hattn_add_kernels(${name}): no kernels for processor ${CMAKE_SYSTEM_PROCESSOR}")
+  endif ()
+  set(cpu_family "")
+  set(cpu_targets "")
+  set(cuda 0)
+  foreach (t IN LISTS A_TARGETS)
+    if (t STREQUAL "host")
+      set(family ${build_family})
+      string(TOUPPER ${family} F)
+      set(halide_targets ${HATTN_${F}_TARGETS})
+    elseif (t STREQUAL "x86" OR t STREQUAL "arm")
+      set(family ${t})
+      string(TOUPPER ${family} F)
+      set(halide_targets ${HATTN_${F}_TARGETS})
+    elseif (t STREQUAL "cuda" OR t MATCHES "-cuda")
+      set(cuda 1)
+      if (t STREQUAL "cuda")
+        set(cuda_targets ${HATTN_CUDA_TARGETS})
+      else ()
+        set(cuda_targets ${t})
+      endif ()
+      continue()
+    elseif (t MATCHES "^x86-64-")
+      set(family x86)
+      set(halide_targets ${t})
+    elseif (t MATCHES "^arm-64-")
+      set(family arm)
+      set(halide_targets ${t})
+    else ()
+      message(FATAL_ERROR "hattn_add_kernels(${name}): unknown target '${t}' (host, x86, arm, cuda, "
+                          "or a Halide target such as x86-64-linux-avx2-fma or arm-64-linux)")
+    endif ()
+    if (NOT family STREQUAL build_family)
+      message(FATAL_ERROR "hattn_add_kernels(${name}): target '${t}' is for ${family}, but this build "
+                          "compiles for ${CMAKE_SYSTEM_PROCESSOR} (${build_family}); build ${family} "
+                          "kernels in a build for that processor (for aarch64: a cross build with "
+                          "hattn's installed aarch64 package)")
+    endif ()
+    set(cpu_family ${family})
+    list(APPEND cpu_targets ${halide_targets})
+  endforeach ()
+  list(REMOVE_DUPLICATES cpu_targets)
+  if (cuda AND NOT build_family STREQUAL "x86")
+    message(FATAL_ERROR "hattn_add_kernels(${name}): CUDA kernels are built for x86-64 hosts only")
+  endif ()
+
+  if (NOT TARGET ${name}_halide_runtime)
+    add_halide_runtime(${name}_halide_runtime)
+  endif ()
+  foreach (v IN LISTS A_VARIANTS)
+    if (cpu_family)
+      hattn_add_variant_kernels(VARIANT ${v} HEAD_DIMS ${dims} FAMILY ${cpu_family}
+                                TARGETS ${cpu_targets} SET ${name} SCHEDULES ${A_SCHEDULES})
+    endif ()
+    if (cuda)
+      hattn_add_variant_kernels(VARIANT ${v} HEAD_DIMS ${dims} FAMILY cuda
+                                TARGETS ${cuda_targets} SET ${name} SCHEDULES ${A_SCHEDULES})
+    endif ()
+  endforeach ()
+
+  string(JOIN " " requested VARIANTS ${A_VARIANTS} HEAD_DIMS ${A_HEAD_DIMS} TARGETS ${A_TARGETS})
+  hattn_write_manifest(SET ${name} REQUESTED "hattn_add_kernels ${requested}" OUT_SOURCE registry)
+  get_property(libs GLOBAL PROPERTY HATTN_KERNEL_LIBS_${name})
+
+  add_library(${name}_kernel_registry OBJECT ${registry})
+  target_include_directories(${name}_kernel_registry PRIVATE "${CMAKE_CURRENT_BINARY_DIR}/${name}_generated")
+  target_link_libraries(${name}_kernel_registry PRIVATE ${libs} hattn::runtime)
+  # The registration object goes on the link line itself (an archive member would never be pulled
+  # in: nothing but libhattn_runtime, which comes after it, refers to it), then the kernels, the
+  # runtime and Halide's runtime, which the kernels and libhattn_runtime both call.
+  add_library(${name} INTERFACE)
+  target_link_libraries(${name} INTERFACE $<TARGET_OBJECTS:${name}_kernel_registry> ${libs}
+                                          hattn::runtime ${name}_halide_runtime)
 endfunction()

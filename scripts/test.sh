@@ -4,10 +4,12 @@
 #      them; CUDA tests run if a GPU is usable, else skip and say why);
 #   2. the PTX of every CUDA kernel assembled offline by ptxas for sm_80 and sm_90;
 #   3. the aarch64 build, cross-compiled, every test under qemu-aarch64 (two CPU models);
-#   4. the x86 tests again under AddressSanitizer + UndefinedBehaviorSanitizer.
+#   4. the consumer workflow (scripts/test_consumer.sh): hattn installed to a prefix, the
+#      standalone examples/consumer built against it and run, for x86 and aarch64 (qemu);
+#   5. the x86 tests again under AddressSanitizer + UndefinedBehaviorSanitizer.
 #   scripts/test.sh                 everything (what CI runs)
-#   scripts/test.sh --no-sanitize   skip step 4
-#   scripts/test.sh --no-arm        skip step 3
+#   scripts/test.sh --no-sanitize   skip step 5
+#   scripts/test.sh --no-arm        skip step 3 and the aarch64 half of step 4
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 sanitize=1
@@ -37,6 +39,13 @@ fi
 if [ "$arm" = 1 ]; then
   echo "[test] aarch64 build under qemu"
   "$here/scripts/test_arm.sh"
+fi
+
+echo "[test] consumer workflow: install, build examples/consumer against the install, run it"
+if [ "$arm" = 1 ]; then
+  "$here/scripts/test_consumer.sh"
+else
+  "$here/scripts/test_consumer.sh" --no-arm
 fi
 
 if [ "$sanitize" = 1 ]; then

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "hattn/hattn.h"
 #include "npy.h"
 #include "test_support.h"
 
@@ -150,6 +151,17 @@ TEST_F(Cli, ListPrintsKernels) {
   const std::string f = "_f32_" + hattn_test::cpu_family();
   EXPECT_NE(r.out.find("dense_prefill_noncausal_d64" + f), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("dense_decode_causal_lse_dany" + f), std::string::npos) << r.out;
+}
+
+// The version is the CMake project's (HATTN_PROJECT_VERSION, from CMakeLists.txt), the same that
+// the installed package reports, and the library and CLI agree on it.
+TEST_F(Cli, VersionIsThePackageVersion) {
+  EXPECT_STREQ(hattn::version(), HATTN_PROJECT_VERSION);
+  Result r = run_cli({"--version"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out.rfind(std::string("hattn ") + HATTN_PROJECT_VERSION + " (", 0), 0u) << r.out;
+  EXPECT_NE(r.out.find(std::to_string(hattn::list_kernels().size()) + " kernels"), std::string::npos)
+      << r.out;
 }
 
 TEST_F(Cli, RunDenseMatchesReference) {

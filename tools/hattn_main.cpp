@@ -1,5 +1,6 @@
 // The hattn command line:
 //   hattn list
+//   hattn --version
 //   hattn run dense    --q q.npy --k k.npy --v v.npy --out o.npy [--causal] [--scale S] ...
 //   hattn run topk     --q q.npy --k k.npy --v v.npy --topk K --out o.npy [--causal] ...
 //   hattn run topk-ffn --x x.npy --w1 w1.npy --w2 w2.npy --topk K --out y.npy
@@ -71,6 +72,9 @@ int refuse_unknown_words(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   CLI::App app{"hattn: ahead-of-time compiled attention kernels"};
+  app.set_version_flag("--version", std::string("hattn ") + hattn::version() + " (" +
+                                        std::to_string(hattn::list_kernels().size()) +
+                                        " kernels; Halide " HATTN_HALIDE_VERSION ")");
   app.require_subcommand(1);
   CLI::App* list = app.add_subcommand("list", "print the compiled kernels");
   CLI::App* run = app.add_subcommand("run", "run a kernel on .npy inputs");

@@ -5,15 +5,15 @@
 #include <mutex>
 
 #include "halide_glue.h"
-
-#ifdef HATTN_HAS_CUDA
-#include "HalideRuntimeCuda.h"
-#endif
+#include "hattn/kernel_registry.h"
 
 namespace hattn {
 
-#ifdef HATTN_HAS_CUDA
 namespace {
+
+// Halide's CUDA entry points, from the kernel set linked into the program (null when it has no
+// CUDA kernels, and then its Halide runtime has no CUDA support either).
+const hattn_cuda_runtime* halide_cuda() { return hattn_registered_kernels()->cuda; }
 
 // The few driver entry points hattn calls itself (Halide's runtime resolves its own). Declared
 // here so that building hattn needs no CUDA toolkit.
@@ -108,48 +108,45 @@ int get_stream(void* user_context, void* /*ctx*/, void** stream) {
 bool cuda_available(std::string* reason) { return cuda_ready(reason); }
 
 bool cuda_ready(std::string* why) {
+  if (halide_cuda() == nullptr) {
+    if (why != nullptr) {
+      *why = std::string("no CUDA kernels were generated for this program (kernel set '") +
+             hattn_registered_kernels()->set_name + "': " + hattn_registered_kernels()->requested +
+             "; hattn's own build: -DHATTN_CUDA=ON, hattn_add_kernels(): TARGETS ... cuda)";
+    }
+    return false;
+  }
   const Driver& d = driver();
   if (why != nullptr) *why = d.error;
   return d.error.empty();
 }
 
 void install_cuda_hooks() {
+  const hattn_cuda_runtime* cuda = halide_cuda();
+  if (cuda == nullptr) return;
   static std::once_flag once;
-  std::call_once(once, [] {
-    halide_set_cuda_acquire_context(acquire_context);
-    halide_set_cuda_release_context(release_context);
-    halide_set_cuda_get_stream(get_stream);
+  std::call_once(once, [cuda] {
+    cuda->set_acquire_context(acquire_context);
+    cuda->set_release_context(release_context);
+    cuda->set_get_stream(get_stream);
     // Keep device scratch (the final states) between calls instead of cuMemAlloc/cuMemFree each.
     halide_reuse_device_allocations(nullptr, true);
   });
 }
 
-const halide_device_interface_t* cuda_interface() { return halide_cuda_device_interface(); }
+const halide_device_interface_t* cuda_interface() {
+  return halide_cuda() != nullptr ? halide_cuda()->device_interface() : nullptr;
+}
 
 void wrap_device_buffer(void* user_context, halide_buffer_t* buf, void* device_ptr) {
   buf->host = nullptr;
-  halide_cuda_wrap_device_ptr(user_context, buf, reinterpret_cast<uint64_t>(device_ptr));
+  if (halide_cuda() != nullptr) {
+    halide_cuda()->wrap_device_ptr(user_context, buf, reinterpret_cast<uint64_t>(device_ptr));
+  }
 }
 
 void detach_device_buffer(void* user_context, halide_buffer_t* buf) {
-  if (buf->device != 0) halide_cuda_detach_device_ptr(user_context, buf);
+  if (buf->device != 0 && halide_cuda() != nullptr) halide_cuda()->detach_device_ptr(user_context, buf);
 }
-
-#else  // !HATTN_HAS_CUDA
-
-bool cuda_available(std::string* reason) { return cuda_ready(reason); }
-
-bool cuda_ready(std::string* why) {
-  if (why != nullptr) {
-    *why = "this build of hattn has no CUDA kernels (configure with -DHATTN_CUDA=ON)";
-  }
-  return false;
-}
-void install_cuda_hooks() {}
-const halide_device_interface_t* cuda_interface() { return nullptr; }
-void wrap_device_buffer(void*, halide_buffer_t*, void*) {}
-void detach_device_buffer(void*, halide_buffer_t*) {}
-
-#endif
 
 }  // namespace hattn

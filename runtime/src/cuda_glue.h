@@ -1,6 +1,7 @@
 // CUDA support in the runtime: loading the driver, the caller's context and stream, and Halide
-// buffers over device pointers. Compiled in only when the library holds CUDA kernels
-// (HATTN_HAS_CUDA); otherwise cuda_ready() refuses every call with a clear reason.
+// buffers over device pointers. Halide's CUDA entry points come from the kernel set linked into
+// the program (hattn/kernel_registry.h); without CUDA kernels cuda_ready() refuses every call
+// with a clear reason.
 #pragma once
 
 #include <string>

@@ -4,18 +4,22 @@
 #include <sstream>
 
 #include "halide_glue.h"
-#include "hattn_kernel_headers.h"
+#include "hattn/kernel_registry.h"
 
 namespace hattn {
 
 const std::vector<KernelEntry>& kernel_table() {
-  static const std::vector<KernelEntry> table = {
-#define HATTN_KERNEL(name, variant, phase, causal, head_dim, dtype, family, targets, lse)      \
-  {KernelInfo{#name, variant, phase, causal != 0, head_dim, dtype, family, targets, lse != 0}, \
-   reinterpret_cast<KernelEntry::AnyFn>(&name)},
-#include "hattn_kernels.inc"
-#undef HATTN_KERNEL
-  };
+  static const std::vector<KernelEntry> table = [] {
+    std::vector<KernelEntry> t;
+    const hattn_kernel_registry* r = hattn_registered_kernels();
+    for (size_t i = 0; i < r->count; ++i) {
+      const hattn_kernel_record& k = r->kernels[i];
+      t.push_back({KernelInfo{k.name, k.variant, k.phase, k.causal != 0, k.head_dim, k.dtype,
+                              k.family, k.targets, k.lse != 0},
+                   k.fn});
+    }
+    return t;
+  }();
   return table;
 }
 
@@ -64,6 +68,36 @@ bool preferred(const KernelInfo& a, const KernelInfo& b, const KernelRequest& o)
   return false;
 }
 
+// What the call asked for, in the words of the kernel names: "topk decode causal D=96 on cpu".
+std::string asked(const KernelRequest& o, const AttentionShape& s, const std::string& phase) {
+  std::string a = o.variant + (o.has_phases ? " " + phase : "") + (o.causal ? " causal" : "") +
+                  (o.lse ? " lse" : "") + " D=" + std::to_string(s.head_dim) + " on " +
+                  (s.device == Device::cuda ? "cuda" : "cpu");
+  return a;
+}
+
+// What this program's kernel set holds, one entry per variant and family with its head dims:
+// "kernel set 'mykernels' (VARIANTS dense HEAD_DIMS 64 TARGETS host): dense x86 D=64".
+std::string built_summary() {
+  const hattn_kernel_registry* r = hattn_registered_kernels();
+  std::vector<std::pair<std::string, std::vector<std::string>>> groups;  // "variant family", dims
+  for (const KernelEntry& e : kernel_table()) {
+    const std::string key = e.info.variant + " " + e.info.family;
+    const std::string d = e.info.head_dim ? std::to_string(e.info.head_dim) : "any";
+    auto g = std::find_if(groups.begin(), groups.end(), [&](const auto& x) { return x.first == key; });
+    if (g == groups.end()) g = groups.insert(groups.end(), {key, {}});
+    if (std::find(g->second.begin(), g->second.end(), d) == g->second.end()) g->second.push_back(d);
+  }
+  std::ostringstream out;
+  out << "kernel set '" << r->set_name << "' (" << r->requested << ") holds";
+  if (groups.empty()) out << " no kernels";
+  for (size_t i = 0; i < groups.size(); ++i) {
+    out << (i ? "; " : " ") << groups[i].first << " D=";
+    for (size_t j = 0; j < groups[i].second.size(); ++j) out << (j ? "," : "") << groups[i].second[j];
+  }
+  return out.str();
+}
+
 }  // namespace
 
 Status choose_dense_kernel(const AttentionShape& shape, const AttentionOptions& options,
@@ -88,7 +122,8 @@ Status choose_kernel(const KernelRequest& options, const AttentionShape& shape,
       return Status::success();
     }
     return Status{StatusCode::invalid_argument,
-                  "no kernel named '" + options.forced + "' (see hattn::list_kernels())"};
+                  "no kernel named '" + options.forced + "' was generated for this program (" +
+                      built_summary() + "; see hattn::list_kernels())"};
   }
 
   const std::string phase = !options.has_phases        ? "prefill"
@@ -113,11 +148,14 @@ Status choose_kernel(const KernelRequest& options, const AttentionShape& shape,
   }
   if (of_variant == 0) {
     return Status{StatusCode::unsupported,
-                  "this build of hattn has no " + options.variant + " kernels"};
+                  "no " + options.variant + " kernel was generated for this program: asked for " +
+                      asked(options, shape, phase) + ", and the " + built_summary()};
   }
   if (best == nullptr) {
-    return Status{StatusCode::unsupported, "no compiled " + options.variant +
-                                               " kernel can take this call:" + refusals.str()};
+    return Status{StatusCode::unsupported,
+                  "no generated " + options.variant + " kernel can take this call: asked for " +
+                      asked(options, shape, phase) + "; the " + built_summary() + ":" +
+                      refusals.str()};
   }
   *chosen = best;
   std::ostringstream r;

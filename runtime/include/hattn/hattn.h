@@ -269,4 +269,9 @@ void reset_scratch_peak();
 // Decode kernels are chosen when Lq <= this threshold (measured; see bench/).
 int decode_threshold();
 
+// hattn's version, "MAJOR.MINOR.PATCH": the CMake package's (find_package(hattn 0.1)) and
+// `hattn --version`'s. Within a 0.MINOR series this header and hattn_add_kernels() stay
+// compatible; see README.md, "Use hattn in your project".
+const char* version();
+
 }  // namespace hattn
