@@ -4,18 +4,22 @@
 #      them; CUDA tests run if a GPU is usable, else skip and say why);
 #   2. the PTX of every CUDA kernel assembled offline by ptxas for sm_80 and sm_90;
 #   3. the aarch64 build, cross-compiled, every test under qemu-aarch64 (two CPU models);
-#   4. the x86 tests again under AddressSanitizer + UndefinedBehaviorSanitizer.
+#   4. the x86 tests again under AddressSanitizer + UndefinedBehaviorSanitizer;
+#   5. a bounded libFuzzer run of each fuzz target (scripts/fuzz.sh --smoke: about 1.5 min).
 #   scripts/test.sh                 everything (what CI runs)
 #   scripts/test.sh --no-sanitize   skip step 4
 #   scripts/test.sh --no-arm        skip step 3
+#   scripts/test.sh --no-fuzz       skip step 5
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 sanitize=1
 arm=1
+fuzz=1
 for a in "$@"; do
   case "$a" in
     --no-sanitize) sanitize=0 ;;
     --no-arm) arm=0 ;;
+    --no-fuzz) fuzz=0 ;;
     *) echo "test.sh: unknown option '$a'" >&2; exit 2 ;;
   esac
 done
@@ -45,5 +49,9 @@ if [ "$sanitize" = 1 ]; then
     -DHATTN_BUILD_BENCH=OFF -DHATTN_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHATTN_CUDA=OFF
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     "$ctest" --test-dir "$here/build-sanitize" -j "$jobs" --output-on-failure
+fi
+if [ "$fuzz" = 1 ]; then
+  echo "[test] libFuzzer smoke run (clang, ASan+UBSan, over build/'s kernels)"
+  HATTN_BUILD_DIR="$here/build" "$here/scripts/fuzz.sh" --smoke
 fi
 echo "[test] all tests passed"

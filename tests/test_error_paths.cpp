@@ -388,9 +388,17 @@ TEST(ErrorPaths, EveryRowGivesItsCodeAndMessage) {
     EXPECT_EQ(s.code, row.code) << hattn::to_string(s.code) << ": " << s.message;
     EXPECT_NE(s.message.find(row.phrase), std::string::npos) << "message: \"" << s.message << "\"";
   }
-  // The fixture is unchanged by every refusal (rows that must edit an input edit a copy).
-  for (const auto* set : {&x.dense, &x.ffn, &x.loki}) {
-    for (const HostTensor& t : *set) EXPECT_EQ(t.changed_since_snapshot(false), "");
+  // The fixture's inputs are unchanged by every row (rows that must edit an input edit a copy;
+  // the kernel_failed row's first call writes dense's out, legitimately).
+  const std::pair<const char*, const std::vector<HostTensor>*> sets[] = {
+      {"dense", &x.dense}, {"topk_ffn", &x.ffn}, {"loki", &x.loki}};
+  for (const auto& [name, set] : sets) {
+    const Variant& v = variant_named(name);
+    for (size_t i = 0; i < set->size(); ++i) {
+      if (!v.written[i]) {
+        EXPECT_EQ((*set)[i].changed_since_snapshot(false), "") << name << " " << v.roles[i];
+      }
+    }
   }
 }
 
@@ -400,15 +408,17 @@ int count_sites(const std::string& file) {
   EXPECT_TRUE(in.good()) << "cannot read runtime/src/" << file;
   std::stringstream text;
   text << in.rdbuf();
-  const std::string src = text.str();
+  std::string src = text.str();
+  // validate.cpp defines invalid() itself: that line is no error site.
+  const std::string definition = "Status invalid(const std::string& message)";
+  const size_t def = src.find(definition);
+  if (def != std::string::npos) src.erase(def, src.find('\n', def) - def);
   const std::regex site(R"((\binvalid\(|Status\{StatusCode::|\*err = ))");
   int n = 0;
   for (auto it = std::sregex_iterator(src.begin(), src.end(), site); it != std::sregex_iterator();
        ++it) {
     ++n;
   }
-  // validate.cpp defines invalid() itself.
-  if (file == "validate.cpp") n -= static_cast<int>(src.find("Status invalid(const") != std::string::npos);
   return n;
 }
 

@@ -36,9 +36,12 @@ AttnStrides strides_of(const HostTensor& q, const HostTensor& k, const HostTenso
   return {q.strides4(), k.strides4(), v.strides4()};
 }
 
-// Attention rows are (b, h, i) in row-major order.
+// Attention rows are (b, h, i) in row-major order. A key or value reaches every row of its batch
+// and kv head, masked or not: the kernels process key blocks whole and zero masked keys by
+// arithmetic (weight 0, score -inf), which a NaN or infinity survives (measured: a NaN in a key
+// that a causal row cannot see makes that row NaN, in dense, topk and loki).
 bool attention_reads(int role, const std::vector<int64_t>& idx, int64_t row, const AttnShape& s,
-                     bool causal) {
+                     bool /*causal*/) {
   const int64_t i = row % s.lq, h = (row / s.lq) % s.q_heads, b = row / (s.lq * s.q_heads);
   const int64_t kv_head = h / (s.q_heads / s.kv_heads);
   switch (role) {
@@ -46,7 +49,7 @@ bool attention_reads(int role, const std::vector<int64_t>& idx, int64_t row, con
       return idx[0] == b && idx[1] == h && idx[2] == i;
     case 1:  // k (k_rot)
     case 2:  // v
-      return idx[0] == b && idx[1] == kv_head && (!causal || idx[2] <= i + s.lk - s.lq);
+      return idx[0] == b && idx[1] == kv_head;
     default:  // Loki's basis: the kv head's
       return idx[0] == kv_head;
   }
@@ -175,6 +178,12 @@ std::vector<Variant> build() {
     return std::vector<std::vector<int64_t>>{x, w, w, x};
   };
   ffn.view = matrix_view;
+  // Weights scaled as a trained layer's (and as test_topk's): pre-activations and outputs of
+  // order 1, so that fp32 accumulation stays within the comparison's tolerance.
+  ffn.stddev = [](size_t role, const AttnShape& s) {
+    return role == 0 ? 1.f
+                     : 1.f / std::sqrt(static_cast<float>(role == 1 ? s.head_dim : s.lk));
+  };
   ffn.call = [](const std::vector<TensorView>& t, const Knobs& k, hattn::Dispatch* d) {
     hattn::TopkFfnOptions o;
     o.k = k.k;
@@ -320,7 +329,7 @@ std::vector<HostTensor> make_tensors(const Variant& v, const AttnShape& s, TestR
     } else if (v.written[i]) {
       t.back().poison();
     } else {
-      t.back().fill_normal(rng);
+      t.back().fill_normal(rng, v.stddev ? v.stddev(i, s) : 1.f);
     }
     t.back().snapshot();
   }

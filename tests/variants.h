@@ -56,11 +56,14 @@ struct Variant {
   std::function<void(const std::vector<HostTensor>&, const AttnShape&, const Knobs&,
                      std::vector<double>* out, std::vector<double>* gap)>
       reference;
-  // Whether output row `row` (row-major over all but the last dimension) reads the input
-  // element at `index` of role `role`.
+  // Whether output row `row` (row-major over all but the last dimension) may depend on the
+  // input element at `index` of role `role` (README "Guarantees": which rows a non-finite input
+  // may reach).
   std::function<bool(int role, const std::vector<int64_t>& index, int64_t row,
                      const AttnShape& s, bool causal)>
       reads;
+  // Standard deviation of each input role's random values (empty: 1 for every role).
+  std::function<float(size_t role, const AttnShape&)> stddev;
   bool has_causal = true;  // takes a causal mask (fully masked rows exist)
   Knobs defaults;          // knobs for an ordinary call (k, r set)
   std::function<std::vector<KnobCase>(const AttnShape&)> knob_cases;
