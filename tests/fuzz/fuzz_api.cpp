@@ -327,10 +327,12 @@ class Harness {
     const Variant& var = kVariants[f.ConsumeIntegralInRange<size_t>(0, kVariants.size() - 1)];
     Dims s;
     s.b = f.ConsumeIntegralInRange<int64_t>(1, 2);
-    s.hkv = f.ConsumeIntegralInRange<int64_t>(1, 3);
-    s.hq = s.hkv * f.ConsumeIntegralInRange<int64_t>(1, 3);
-    s.lq = pick(f, {1, 2, 3, 5, 8, 9, 13, 17});
-    s.lk = pick(f, {1, 2, 3, 7, 16, 31, 40, 65});
+    // Small enough that the double reference stays cheap (it dominates an accepted call); Lq
+    // crosses the decode threshold (8), D covers the specializations (64, 128) and others.
+    s.hkv = f.ConsumeIntegralInRange<int64_t>(1, 2);
+    s.hq = s.hkv * f.ConsumeIntegralInRange<int64_t>(1, 2);
+    s.lq = pick(f, {1, 2, 3, 5, 8, 9, 12});
+    s.lk = pick(f, {1, 2, 3, 7, 16, 31, 33});
     s.d = pick(f, {1, 2, 3, 8, 16, 24, 33, 64, 128});
     s.lead = std::max<int64_t>(1, std::min<int64_t>(s.d, f.ConsumeIntegralInRange<int64_t>(1, 9)));
     Knobs k = knobs(f, s);
@@ -432,7 +434,7 @@ class Harness {
         break;
     }
     k.check_finite = f.ConsumeBool();
-    k.check_basis = f.ConsumeIntegralInRange<int>(0, 3) != 0;
+    k.check_basis = f.ConsumeBool();
     return k;
   }
 
@@ -491,16 +493,14 @@ class Harness {
     for (const TensorView& v : t) {
       for (Span sp : spans_of(v)) used.push_back(sp);
     }
-    for (Span sp : used) {
-      for (int64_t e = sp.lo; e <= sp.hi; ++e) {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        // Sum of 4 uniforms, centred: close enough to a normal for attention scores.
-        double u = 0;
-        for (int j = 0; j < 4; ++j) u += static_cast<double>((state >> (16 * j)) & 0xffff) / 65536.0;
-        arena_[static_cast<size_t>(e)] = static_cast<float>((u - 2.0) * 1.7);
-      }
+    // Only the views' own elements (a strided view's span may cover most of the arena).
+    for (const TensorView& v : t) {
+      if (spans_of(v).empty() || !aligned(v)) continue;
+      for_each(v, [&](float& x) {
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        // Uniform in [-2, 2): close enough to a normal for attention scores.
+        x = static_cast<float>(static_cast<double>(state >> 40) * (4.0 / 16777216.0) - 2.0);
+      });
     }
     non_finite_ = false;
     const int bad = f.ConsumeIntegralInRange<int>(0, 15) == 0 ? f.ConsumeIntegralInRange<int>(1, 3) : 0;
@@ -569,23 +569,25 @@ class Harness {
         finding("accepted an invalid view", what + " " + var.roles[i].name + " " + v.describe());
       }
     }
-    std::vector<uint8_t> is_out(kArenaFloats, 0);
+    // Every output element written; then, with the outputs copied into the snapshot, the
+    // arena must equal it (one memcmp: nothing outside the outputs changed).
     for (size_t i = 0; i < t.size(); ++i) {
       if (!var.roles[i].output) continue;
-      for_each(t[i], [&](float& x) { is_out[static_cast<size_t>(&x - arena_.data())] = 1; });
       for (size_t j = 0; j < t.size(); ++j) {
         if (j == i) continue;
         for (Span a : spans_of(t[i]))
           for (Span b : spans_of(t[j]))
             if (a.lo <= b.hi && b.lo <= a.hi) finding("accepted overlapping tensors", what);
       }
+      for_each(t[i], [&](float& x) {
+        if (bits(x) == kPoison) finding("an output element was not written", what);
+        before_[static_cast<size_t>(&x - arena_.data())] = x;
+      });
     }
-    for (size_t e = 0; e < kArenaFloats; ++e) {
-      if (is_out[e]) {
-        if (bits(arena_[e]) == kPoison) finding("an output element was not written", what);
-      } else if (bits(arena_[e]) != bits(before_[e])) {
-        finding("memory outside the outputs changed", what + " at arena element " + std::to_string(e));
-      }
+    if (std::memcmp(arena_.data(), before_.data(), kArenaFloats * sizeof(float)) != 0) {
+      size_t e = 0;
+      while (bits(arena_[e]) == bits(before_[e])) ++e;
+      finding("memory outside the outputs changed", what + " at arena element " + std::to_string(e));
     }
     // The result against the reference, when it is well defined and numerically tame.
     if (non_finite_ || (k.has_scale && k.scale > 100.f)) return;
