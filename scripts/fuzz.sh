@@ -41,7 +41,10 @@ for t in "${targets[@]}"; do
     --smoke)
       secs="${HATTN_FUZZ_SMOKE_S:-45}"
       echo "[fuzz] $t: ${secs}s from $seed (read only)"
-      args=(-max_total_time="$secs" "$seed")
+      # libFuzzer writes new units to its first corpus directory: a scratch one here.
+      scratch="$fuzz_build/smoke-corpus/${t#fuzz_}"
+      rm -rf "$scratch" && mkdir -p "$scratch"
+      args=(-max_total_time="$secs" "$scratch" "$seed")
       ;;
     --long)
       work="$fuzz_build/corpus/${t#fuzz_}"
