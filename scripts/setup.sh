@@ -29,6 +29,7 @@ debs=(
   liblapacke-dev                    # Loki calibration's eigensolver (hattn_loki_prep)
   libcli11-dev
   clang-format clang-tidy
+  clang                             # libFuzzer (scripts/fuzz.sh): clang-14 with its fuzzer runtime
   g++-aarch64-linux-gnu qemu-user   # the ARM build: cross-compiled here, its tests run under qemu
 )
 missing=()

@@ -6,18 +6,22 @@
 #   3. the aarch64 build, cross-compiled, every test under qemu-aarch64 (two CPU models);
 #   4. the consumer workflow (scripts/test_consumer.sh): hattn installed to a prefix, the
 #      standalone examples/consumer built against it and run, for x86 and aarch64 (qemu);
-#   5. the x86 tests again under AddressSanitizer + UndefinedBehaviorSanitizer.
+#   5. the x86 tests again under AddressSanitizer + UndefinedBehaviorSanitizer;
+#   6. a bounded libFuzzer run of each fuzz target (scripts/fuzz.sh --smoke: about 1.5 min).
 #   scripts/test.sh                 everything (what CI runs)
 #   scripts/test.sh --no-sanitize   skip step 5
 #   scripts/test.sh --no-arm        skip step 3 and the aarch64 half of step 4
+#   scripts/test.sh --no-fuzz       skip step 6
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 sanitize=1
 arm=1
+fuzz=1
 for a in "$@"; do
   case "$a" in
     --no-sanitize) sanitize=0 ;;
     --no-arm) arm=0 ;;
+    --no-fuzz) fuzz=0 ;;
     *) echo "test.sh: unknown option '$a'" >&2; exit 2 ;;
   esac
 done
@@ -54,5 +58,9 @@ if [ "$sanitize" = 1 ]; then
     -DHATTN_BUILD_BENCH=OFF -DHATTN_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHATTN_CUDA=OFF
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     "$ctest" --test-dir "$here/build-sanitize" -j "$jobs" --output-on-failure
+fi
+if [ "$fuzz" = 1 ]; then
+  echo "[test] libFuzzer smoke run (clang, ASan+UBSan, over build/'s kernels)"
+  HATTN_BUILD_DIR="$here/build" "$here/scripts/fuzz.sh" --smoke
 fi
 echo "[test] all tests passed"

@@ -138,6 +138,16 @@ TEST(Npy, RefusesMalformedFiles) {
       "badkey.npy",
       npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), 'x': 1}", floats(6)),
       "unexpected key 'x'");
+  // Found by tests/fuzz/fuzz_npy: the file's bytes quoted in an error are escaped, so that a
+  // key holding a newline or control character still gives one printable line.
+  expect_refused("newline_key.npy",
+                 npy_bytes("{'desc\nr\x01': '<f4', 'fortran_order': False, 'shape': (2, 3), }",
+                           floats(6)),
+                 "unexpected key 'desc\\x0ar\\x01'");
+  expect_refused("control_descr.npy",
+                 npy_bytes("{'descr': '<f\x1b[2J', 'fortran_order': False, 'shape': (2,), }",
+                           floats(2)),
+                 "dtype '<f\\x1b[2J'");
   std::string cut = npy_bytes(ok_dict, "");
   expect_refused("cut_header.npy", cut.substr(0, 30), "truncated header");
 }

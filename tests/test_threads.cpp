@@ -4,12 +4,14 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "hattn/hattn.h"
 #include "test_support.h"
+#include "variants.h"
 
 namespace hattn_test {
 namespace {
@@ -184,6 +186,61 @@ TEST(Threads, RefusalMessagesDoNotLeakBetweenThreads) {
           fail.push_back("iteration " + std::to_string(it) + ": expected " +
                          hattn::to_string(code) + " mentioning \"" + expect + "\", got " +
                          hattn::to_string(st.code) + ": \"" + st.message + "\"");
+        }
+      }
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  std::string msg = collect(failures);
+  EXPECT_TRUE(msg.empty()) << msg;
+}
+
+// Every variant in tests/variants.cpp at once: each thread runs a rotating sequence of variants
+// and shapes, each on its own copy of the tensors, and every result must equal the serial
+// call's bit for bit (the kernels' results do not depend on what else runs).
+TEST(Threads, MixedVariantsMatchSerialCallsBitwise) {
+  struct Job {
+    const Variant* v;
+    AttnShape shape;
+    Knobs knobs;
+    std::vector<HostTensor> tensors;
+    std::vector<float> serial;
+  };
+  std::vector<Job> jobs;
+  for (const Variant& v : all_variants()) {
+    for (AttnShape s : {AttnShape{1, 4, 2, 33, 150, 64}, AttnShape{2, 4, 1, 1, 1200, 48}}) {
+      TestRng rng(v.name + "_" + describe_shape(s));
+      Job j{&v, s, v.defaults, make_tensors(v, s, rng), {}};
+      j.knobs.causal = v.has_causal;
+      // The serial result, itself checked against the reference first.
+      ASSERT_EQ(run_and_compare(v, &j.tensors, s, j.knobs), "") << rng.description();
+      std::string error;
+      j.serial = run_result(v, &j.tensors, j.knobs, &error);
+      ASSERT_EQ(error, "");
+      jobs.push_back(std::move(j));
+    }
+  }
+  constexpr int kIterations = 12;
+  std::vector<std::vector<std::string>> failures(kThreads);
+  std::atomic<int> ready{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::vector<std::string>& fail = failures[static_cast<size_t>(t)];
+      std::vector<std::vector<HostTensor>> own;  // this thread's copies of every job's tensors
+      for (const Job& j : jobs) own.push_back(j.tensors);
+      ++ready;
+      while (ready.load() < kThreads) std::this_thread::yield();
+      for (int it = 0; it < kIterations; ++it) {
+        const size_t n = static_cast<size_t>(t + it * 3) % jobs.size();
+        const Job& j = jobs[n];
+        std::string error;
+        const std::vector<float> got = run_result(*j.v, &own[n], j.knobs, &error);
+        if (!error.empty()) {
+          fail.push_back(error);
+        } else if (got.size() != j.serial.size() ||
+                   std::memcmp(got.data(), j.serial.data(), got.size() * sizeof(float)) != 0) {
+          fail.push_back(j.v->name + " " + describe_shape(j.shape) + ": differs from the serial call");
         }
       }
     });

@@ -13,6 +13,24 @@ namespace {
 constexpr char kMagic[] = "\x93NUMPY";
 constexpr size_t kMagicLen = 6;
 
+// Text from the file as it may appear in an error: non-printable bytes as \xNN (so an error
+// stays one line and prints no control characters), at most 40 bytes of it.
+std::string printable(const std::string& text) {
+  std::string out;
+  for (size_t i = 0; i < text.size() && i < 40; ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (std::isprint(c) && c != '\\') {
+      out += static_cast<char>(c);
+    } else {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "\\x%02x", c);
+      out += hex;
+    }
+  }
+  if (text.size() > 40) out += "...";
+  return out;
+}
+
 // A strict parser for the header's Python dict literal:
 //   {'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }
 class HeaderParser {
@@ -29,7 +47,7 @@ class HeaderParser {
       std::string key;
       if (!parse_string(&key)) return fail("expected a quoted key", why);
       skip_space();
-      if (!eat(':')) return fail("expected ':' after '" + key + "'", why);
+      if (!eat(':')) return fail("expected ':' after '" + printable(key) + "'", why);
       skip_space();
       if (key == "descr") {
         if (!parse_string(descr)) return fail("'descr' is not a string", why);
@@ -41,11 +59,11 @@ class HeaderParser {
         if (!parse_shape(shape, why)) return false;
         seen_shape = true;
       } else {
-        return fail("unexpected key '" + key + "'", why);
+        return fail("unexpected key '" + printable(key) + "'", why);
       }
       skip_space();
       if (eat('}')) break;
-      if (!eat(',')) return fail("expected ',' or '}' after '" + key + "'", why);
+      if (!eat(',')) return fail("expected ',' or '}' after '" + printable(key) + "'", why);
     }
     if (!seen_descr || !seen_fortran || !seen_shape) {
       return fail("header lacks one of 'descr', 'fortran_order', 'shape'", why);
@@ -143,8 +161,14 @@ bool fail(const std::string& path, const std::string& message, std::string* erro
 bool read_f32(const std::string& path, Array* out, std::string* error) {
   std::ifstream f(path, std::ios::binary);
   if (!f) return fail(path, "cannot open file for reading", error);
+  return read_f32(f, path, out, error);
+}
+
+bool read_f32(std::istream& f, const std::string& path, Array* out, std::string* error) {
   f.seekg(0, std::ios::end);
-  const auto file_size = static_cast<uint64_t>(f.tellg());
+  const std::streamoff end = f.tellg();
+  if (!f || end < 0) return fail(path, "cannot determine the file size", error);
+  const auto file_size = static_cast<uint64_t>(end);
   f.seekg(0, std::ios::beg);
 
   char preamble[8];
@@ -180,7 +204,7 @@ bool read_f32(const std::string& path, Array* out, std::string* error) {
   if (descr == ">f4") return fail(path, "big-endian float32 is not supported; use '<f4'", error);
   if (descr != "<f4") {
     return fail(path,
-                "dtype '" + descr + "'" + dtype_name(descr) +
+                "dtype '" + printable(descr) + "'" + dtype_name(descr) +
                     " is not supported; hattn reads float32 ('<f4')",
                 error);
   }
@@ -217,6 +241,13 @@ bool read_f32(const std::string& path, Array* out, std::string* error) {
 
 bool write_f32(const std::string& path, const std::vector<int64_t>& shape, const float* data,
                std::string* error) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  if (!f) return fail(path, "cannot open file for writing", error);
+  return write_f32(f, path, shape, data, error);
+}
+
+bool write_f32(std::ostream& f, const std::string& path, const std::vector<int64_t>& shape,
+               const float* data, std::string* error) {
   std::string dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (";
   uint64_t count = 1;
   for (size_t i = 0; i < shape.size(); ++i) {
@@ -236,8 +267,6 @@ bool write_f32(const std::string& path, const std::vector<int64_t>& shape, const
   dict += '\n';
   const uint64_t header_len = dict.size();
 
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  if (!f) return fail(path, "cannot open file for writing", error);
   f.write(kMagic, kMagicLen);
   const char version[2] = {static_cast<char>(len_bytes == 2 ? 1 : 2), 0};
   f.write(version, 2);

@@ -6,6 +6,8 @@
 #pragma once
 
 #include <cstdint>
+#include <istream>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -18,9 +20,14 @@ struct Array {
 
 // Reads a little-endian float32 ('<f4'), C-order array; versions 1.0, 2.0 and 3.0.
 bool read_f32(const std::string& path, Array* out, std::string* error);
+// The same from a stream (seekable; read from its start); `path` names it in errors. The fuzz
+// target tests/fuzz/fuzz_npy.cpp drives the parser through this with in-memory bytes.
+bool read_f32(std::istream& in, const std::string& path, Array* out, std::string* error);
 
 // Writes version 1.0 (2.0 if the header would not fit 1.0's 16-bit length).
 bool write_f32(const std::string& path, const std::vector<int64_t>& shape, const float* data,
                std::string* error);
+bool write_f32(std::ostream& out, const std::string& path, const std::vector<int64_t>& shape,
+               const float* data, std::string* error);
 
 }  // namespace hattn::npy

@@ -98,8 +98,9 @@ Status loki_attention(const TensorView& q, const TensorView& k_rot, const Tensor
                       const TensorView& basis, const TensorView& out, const LokiOptions& options,
                       Dispatch* chosen) {
   AttentionShape shape;
+  static const char* const kNames[4] = {"q", "k_rot", "v", "out"};
   Status s = validate_cpu_attention("loki", q, k_rot, v, out, options.causal, options.has_scale,
-                                    options.scale, &shape);
+                                    options.scale, &shape, kNames);
   if (!s.ok()) return s;
   s = check_basis_tensor(basis, shape);
   if (!s.ok()) return s;

@@ -11,6 +11,8 @@ namespace hattn {
 namespace {
 
 const char* const kDimNames4[4] = {"B", "H", "L", "D"};
+constexpr int64_t kMaxElements = INT32_MAX;  // per view: element count and largest offset
+const char* const kAttentionNames[4] = {"q", "k", "v", "out"};
 
 // Byte range [lo, hi] a view touches (valid only after the view passed check_view).
 struct ByteRange {
@@ -60,6 +62,11 @@ Status check_view(const TensorView& t, const char* name, int rank, const char* c
     return invalid(e.str());
   }
   if (t.data == nullptr) return invalid(std::string(name) + " has a null data pointer");
+  if (reinterpret_cast<uintptr_t>(t.data) % alignof(float) != 0) {
+    e << name << " data pointer " << t.data << " is misaligned: fp32 tensors must be aligned to "
+      << alignof(float) << " bytes";
+    return invalid(e.str());
+  }
   if (t.dtype != DType::f32) {
     return Status{StatusCode::unsupported, std::string(name) + " has dtype " + to_string(t.dtype) +
                                                "; this build of hattn has fp32 kernels only"};
@@ -85,9 +92,20 @@ Status check_view(const TensorView& t, const char* name, int rank, const char* c
         << " is not supported (strides must be in [0, 2^31-1])";
       return invalid(e.str());
     }
-    if (elements > (INT64_MAX / 8) / t.shape[i])
-      return invalid(std::string(name) + " is too large");
-    elements *= t.shape[i];
+    // Each factor is < 2^31 here, so the product can only overflow after exceeding the limit.
+    if (elements <= kMaxElements) elements *= t.shape[i];
+  }
+  // The kernels index with 32-bit arithmetic (Halide targets without large_buffers): refuse
+  // before anything runs rather than let an offset wrap.
+  int64_t last = 0;
+  for (int i = 0; i < rank && last <= kMaxElements; ++i) last += (t.shape[i] - 1) * t.strides[i];
+  if (elements > kMaxElements || last > kMaxElements) {
+    e << name << " " << t.describe() << " has "
+      << (elements > kMaxElements ? "more than 2^31-1 elements"
+                                  : "an element offset beyond 2^31-1 (" + std::to_string(last) +
+                                        ")")
+      << "; hattn's kernels index with 32 bits (split the call, e.g. over B or H)";
+    return invalid(e.str());
   }
   if (t.strides[rank - 1] != 1) {
     e << name << " must be contiguous in its last dimension " << dims[rank - 1]
@@ -128,8 +146,13 @@ Status invalid(const std::string& message) { return Status{StatusCode::invalid_a
 Status validate_attention(const TensorView& q, const TensorView& k, const TensorView& v,
                           const TensorView& out, const AttentionOptions& options,
                           AttentionShape* shape) {
+  return validate_attention_named(q, k, v, out, options, kAttentionNames, shape);
+}
+
+Status validate_attention_named(const TensorView& q, const TensorView& k, const TensorView& v,
+                                const TensorView& out, const AttentionOptions& options,
+                                const char* const* names, AttentionShape* shape) {
   const TensorView* views[] = {&q, &k, &v, &out};
-  const char* names[] = {"q", "k", "v", "out"};
   for (int n = 0; n < 4; ++n) {
     Status s = check_view(*views[n], names[n], 4, kDimNames4, n == 3);
     if (!s.ok()) return s;
@@ -141,21 +164,22 @@ Status validate_attention(const TensorView& q, const TensorView& k, const Tensor
                      "; every tensor of a call must be on one device");
     }
   }
+  const std::string kn = names[1];
   if (q.shape[3] != k.shape[3] || q.shape[3] != v.shape[3]) {
-    return invalid("head dim D differs: q " + shape_str(q) + ", k " + shape_str(k) + ", v " +
-                   shape_str(v));
+    return invalid("head dim D differs: q " + shape_str(q) + ", " + kn + " " + shape_str(k) +
+                   ", v " + shape_str(v));
   }
   for (int i = 0; i < 4; ++i) {
     if (k.shape[i] != v.shape[i]) {
-      return invalid("k and v must have the same shape, got k " + shape_str(k) + " and v " +
-                     shape_str(v));
+      return invalid(kn + " and v must have the same shape, got " + kn + " " + shape_str(k) +
+                     " and v " + shape_str(v));
     }
     if (out.shape[i] != q.shape[i]) {
       return invalid("out must have q's shape " + shape_str(q) + ", got " + shape_str(out));
     }
   }
   if (q.shape[0] != k.shape[0]) {
-    return invalid("batch B differs: q " + shape_str(q) + ", k " + shape_str(k));
+    return invalid("batch B differs: q " + shape_str(q) + ", " + kn + " " + shape_str(k));
   }
   if (q.shape[1] % k.shape[1] != 0) {
     return invalid("query heads Hq = " + std::to_string(q.shape[1]) +
@@ -242,12 +266,14 @@ Status check_k(int64_t k, const char* what) {
 
 Status validate_cpu_attention(const char* variant, const TensorView& q, const TensorView& k,
                               const TensorView& v, const TensorView& out, bool causal,
-                              bool has_scale, float scale, AttentionShape* shape) {
+                              bool has_scale, float scale, AttentionShape* shape,
+                              const char* const* names) {
   AttentionOptions as_dense;
   as_dense.causal = causal;
   as_dense.has_scale = has_scale;
   as_dense.scale = scale;
-  Status s = validate_attention(q, k, v, out, as_dense, shape);
+  Status s = validate_attention_named(q, k, v, out, as_dense, names ? names : kAttentionNames,
+                                      shape);
   if (s.ok() && shape->device != Device::cpu) {
     return Status{StatusCode::unsupported, std::string(variant) +
                                                " attention has CPU kernels only; tensors are on " +

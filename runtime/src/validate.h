@@ -31,11 +31,17 @@ Status validate_attention(const TensorView& q, const TensorView& k, const Tensor
                           const TensorView& out, const AttentionOptions& options,
                           AttentionShape* shape);
 
+// validate_attention with the four tensors named for messages (e.g. Loki's "k_rot").
+Status validate_attention_named(const TensorView& q, const TensorView& k, const TensorView& v,
+                                const TensorView& out, const AttentionOptions& options,
+                                const char* const* names, AttentionShape* shape);
+
 // The tensor and scale checks of validate_attention for a variant with CPU kernels only
-// (`variant` names it in the refusal of device tensors).
+// (`variant` names it in the refusal of device tensors; `names`, when given, the four tensors).
 Status validate_cpu_attention(const char* variant, const TensorView& q, const TensorView& k,
                               const TensorView& v, const TensorView& out, bool causal,
-                              bool has_scale, float scale, AttentionShape* shape);
+                              bool has_scale, float scale, AttentionShape* shape,
+                              const char* const* names = nullptr);
 
 // Refuses with non_finite_input, naming the tensor and the first bad index, if `t` holds a NaN
 // or an infinity.

@@ -8,7 +8,10 @@
 //   * Query head h reads key/value head h / (Hq / Hkv)  (GQA; MQA when Hkv == 1).
 //   * Causal masks are aligned bottom-right: key j is visible to query i iff j <= i + (Lk - Lq).
 //   * A query row with no visible key outputs zeros (and log-sum-exp -inf).
-//   * Every entry point returns a Status; none aborts or throws.
+//   * Data pointers must be aligned to the element (4 bytes); a view may hold at most 2^31-1
+//     elements with element offsets up to 2^31-1 (the kernels index with 32 bits). Both are
+//     checked: anything else is refused before the call reads or writes memory.
+//   * Every entry point returns a Status; none aborts or throws (README "Guarantees").
 #pragma once
 
 #include <cstdint>
@@ -257,8 +260,9 @@ bool cuda_available(std::string* reason = nullptr);
 // Every kernel compiled into this library.
 const std::vector<KernelInfo>& list_kernels();
 
-// Number of worker threads the kernels use (Halide's thread pool). 0 = Halide's default
-// (HL_NUM_THREADS or the core count). Call before the first attention() call.
+// Number of worker threads the kernels use (Halide's thread pool), process-wide. 0 = the default
+// (HL_NUM_THREADS or the core count). May be called at any time; later calls use the new count.
+// Automatic decode splits (decode_splits = 0) are chosen from it.
 void set_num_threads(int n);
 
 // Working memory: the most bytes of scratch the kernels held at once (all threads, since the
