@@ -45,5 +45,7 @@ void add(const std::string& name, Args&&... args) {
 void register_topk();
 // bench_loki.cpp: Loki decode at a dense decode shape, over the papers' (d_f, k_f) grid.
 void register_loki_decode(const Shape& s);
+// bench_sparsek.cpp: SPARSEK prefill vs dense, its masks alone, bounded-cache decode, the operator.
+void register_sparsek();
 
 }  // namespace hattn_bench

@@ -54,6 +54,7 @@ function(hattn_add_kernel)
     set(lse_flag 0)
   endif ()
   # Each variant's generator takes its own parameters; topk_ffn has one kernel per family.
+  set(gen_exe hattn_generators)
   if (K_VARIANT STREQUAL "dense")
     set(name ${K_VARIANT}_${K_PHASE}_${mask}${lse_part}_${dname}_f32_${K_FAMILY})
     set(gen_params phase=${K_PHASE} causal=${causal_param} head_dim=${K_HEAD_DIM} with_lse=${lse_param})
@@ -63,6 +64,14 @@ function(hattn_add_kernel)
   elseif (K_VARIANT STREQUAL "topk_ffn")
     set(name ${K_VARIANT}_dany_f32_${K_FAMILY})
     set(gen_params "")
+  elseif (K_VARIANT STREQUAL "sparsek")
+    set(name ${K_VARIANT}_${K_PHASE}_${mask}_${dname}_f32_${K_FAMILY})
+    set(gen_params phase=${K_PHASE} causal=${causal_param} head_dim=${K_HEAD_DIM})
+    set(gen_exe hattn_sparsek_generators)
+  elseif (K_VARIANT STREQUAL "sparsek_mask")
+    set(name ${K_VARIANT}_dany_f32_${K_FAMILY})
+    set(gen_params "")
+    set(gen_exe hattn_sparsek_generators)
   else ()
     message(FATAL_ERROR "hattn_add_kernel: unknown variant ${K_VARIANT}")
   endif ()
@@ -74,7 +83,7 @@ function(hattn_add_kernel)
   file(GLOB tables CONFIGURE_DEPENDS "${CMAKE_SOURCE_DIR}/schedules/${K_FAMILY}/*.table")
 
   add_halide_library(${name}
-                     FROM hattn::halide_generators::hattn_generators
+                     FROM hattn::halide_generators::${gen_exe}
                      GENERATOR ${K_VARIANT}
                      FUNCTION_NAME ${name}
                      TARGETS ${targets}

@@ -22,6 +22,13 @@ using TopkKernelFn = int (*)(const void*, halide_buffer_t*, halide_buffer_t*, ha
 using LokiKernelFn = int (*)(const void*, halide_buffer_t*, halide_buffer_t*, halide_buffer_t*,
                              halide_buffer_t*, halide_buffer_t*, float, int32_t, int32_t,
                              halide_buffer_t*);
+//   sparsek:  (q, k, v, sel_index, sel_gate, sel_count, scale, window, q_pos0, ring, gate_logit,
+//              out);  sparsek_mask: (z, len, k, mask, tau)
+using SparsekKernelFn = int (*)(const void*, halide_buffer_t*, halide_buffer_t*, halide_buffer_t*,
+                                halide_buffer_t*, halide_buffer_t*, halide_buffer_t*, float,
+                                int32_t, int32_t, int32_t, int32_t, halide_buffer_t*);
+using SparsekMaskKernelFn = int (*)(const void*, halide_buffer_t*, halide_buffer_t*, int32_t,
+                                    halide_buffer_t*, halide_buffer_t*);
 using TopkFfnKernelFn = int (*)(const void*, halide_buffer_t*, halide_buffer_t*, halide_buffer_t*,
                                 int32_t, halide_buffer_t*);
 
