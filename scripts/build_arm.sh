@@ -18,7 +18,7 @@ if [ ! -f "$host_build/CMakeCache.txt" ]; then
   "$cmake" -S "$here" -B "$host_build" -G Ninja
 fi
 echo "[build_arm] host generator in $host_build"
-"$cmake" --build "$host_build" --target hattn_generators -j "$jobs"
+"$cmake" --build "$host_build" --target hattn_generators hattn_sparsek_generators -j "$jobs"
 
 echo "[build_arm] cross build in $arm_build"
 "$cmake" -S "$here" -B "$arm_build" -G Ninja \
