@@ -24,5 +24,6 @@ echo "[build_arm] cross build in $arm_build"
 "$cmake" -S "$here" -B "$arm_build" -G Ninja \
   -DCMAKE_TOOLCHAIN_FILE="$here/cmake/toolchains/aarch64-linux-gnu.cmake" \
   -Dhattn-halide_generators_ROOT="$host_build" \
+  -Dhattn-sparsek_generators_ROOT="$host_build" \
   -DHATTN_BUILD_BENCH=OFF "$@"
 "$cmake" --build "$arm_build" -j "$jobs"
