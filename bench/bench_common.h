@@ -47,5 +47,7 @@ void register_topk();
 void register_loki_decode(const Shape& s);
 // bench_el.cpp: an EL decode step next to the standard multi-head path and sgemm.
 void register_el();
+// bench_sparsek.cpp: SPARSEK prefill vs dense, its masks alone, bounded-cache decode, the operator.
+void register_sparsek();
 
 }  // namespace hattn_bench

@@ -154,6 +154,7 @@ void register_all() {
   for (int t : {1, 2}) add("array_read/threads:" + std::to_string(t), run_array_read, t);
   hattn_bench::register_topk();
   hattn_bench::register_el();
+  hattn_bench::register_sparsek();
 }
 
 }  // namespace

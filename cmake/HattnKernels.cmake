@@ -74,8 +74,8 @@ function(hattn_add_kernel)
     set(lse_part "")
     set(lse_flag 0)
   endif ()
-  # Each variant's generator takes its own parameters; topk_ffn, el and linear have one kernel per
-  # family (their masks and sizes are run-time arguments).
+  # Each variant's generator takes its own parameters; topk_ffn, el, linear and sparsek_mask have
+  # one kernel per family (their masks and sizes are run-time arguments).
   if (K_VARIANT STREQUAL "dense")
     set(name ${K_VARIANT}_${K_PHASE}_${mask}${lse_part}_${dname}_f32_${K_FAMILY})
     set(gen_params phase=${K_PHASE} causal=${causal_param} head_dim=${K_HEAD_DIM} with_lse=${lse_param})
@@ -83,6 +83,12 @@ function(hattn_add_kernel)
     set(name ${K_VARIANT}_${K_PHASE}_${mask}_${dname}_f32_${K_FAMILY})
     set(gen_params phase=${K_PHASE} causal=${causal_param} head_dim=${K_HEAD_DIM})
   elseif (K_VARIANT STREQUAL "topk_ffn" OR K_VARIANT STREQUAL "el" OR K_VARIANT STREQUAL "linear")
+    set(name ${K_VARIANT}_dany_f32_${K_FAMILY})
+    set(gen_params "")
+  elseif (K_VARIANT STREQUAL "sparsek")
+    set(name ${K_VARIANT}_${K_PHASE}_${mask}_${dname}_f32_${K_FAMILY})
+    set(gen_params phase=${K_PHASE} causal=${causal_param} head_dim=${K_HEAD_DIM})
+  elseif (K_VARIANT STREQUAL "sparsek_mask")
     set(name ${K_VARIANT}_dany_f32_${K_FAMILY})
     set(gen_params "")
   else ()
@@ -119,7 +125,7 @@ endfunction()
 
 # The variants hattn_add_kernels() accepts. A new variant is added here and in
 # hattn_add_variant_kernels (which kernels of it exist), next to its branch in hattn_add_kernel.
-set(HATTN_VARIANTS dense topk topk_ffn loki el)
+set(HATTN_VARIANTS dense topk topk_ffn loki el sparsek)
 
 # Every kernel of one variant for one family: which phases, masks and lse outputs exist is decided
 # here, once, for hattn's own build and for consumers. HEAD_DIMS: specialized head dims, 0 for
@@ -165,6 +171,13 @@ function(hattn_add_variant_kernels)
     # standard multi-head path are built from: one kernel each.
     hattn_add_kernel(VARIANT el PHASE prefill CAUSAL 0 HEAD_DIM 0 ${common})
     hattn_add_kernel(VARIANT linear PHASE prefill CAUSAL 0 HEAD_DIM 0 ${common})
+  elseif (V_VARIANT STREQUAL "sparsek")
+    # Causal attention over window + selected keys (prefill, and decode steps over the bounded
+    # cache, are the same kernel) per head dim, and the SparseK operator once.
+    foreach (d IN LISTS V_HEAD_DIMS)
+      hattn_add_kernel(VARIANT sparsek PHASE prefill CAUSAL 1 HEAD_DIM ${d} ${common})
+    endforeach ()
+    hattn_add_kernel(VARIANT sparsek_mask PHASE prefill CAUSAL 0 HEAD_DIM 0 ${common})
   elseif (V_VARIANT STREQUAL "loki")
     # Decode is where Loki pays (specialized D as asked, and any D); prefill (full-sequence) is for
     # fidelity evaluation, generic D only, built when the generic kernel is asked for.
@@ -271,7 +284,7 @@ endfunction()
 # target, and defines the target <name> to link: the kernels, their registration with the runtime
 # (the dispatch table is exactly these kernels; any other call is refused with a status naming what
 # was built and what was asked), libhattn_runtime and Halide's runtime.
-#   VARIANTS   any of HATTN_VARIANTS (dense topk topk_ffn loki el)
+#   VARIANTS   any of HATTN_VARIANTS (dense topk topk_ffn loki el sparsek)
 #   HEAD_DIMS  specialized head dims, and `any` for the generic kernel (default: any)
 #   TARGETS    host (default: this build's CPU: x86 with its three ISA builds, or arm when
 #              cross-compiling for aarch64), x86, arm, cuda, or Halide target strings

@@ -1,8 +1,8 @@
 // Softmax attention over a per-row selection of keys: the tail shared by every sparse variant
 // (topk, loki, later sparsek). Given, per query row (i, h, b), the scores of its k_max selected
 // slots (only the first k_eff live) and the key index of each slot, it builds
-//   o_i = sum_{s < k_eff} softmax_s(score_s) v[index_s]
-// with zeros for a row that selected nothing (k_eff = 0). The algorithm only; schedules decide
+//   o_i = sum_{s < k_eff} softmax_s(score_s) g_s v[index_s]
+// (g_s = value_gate(s, i, h, b) when given, else 1) with zeros for a row that selected nothing (k_eff = 0). The algorithm only; schedules decide
 // where each stage lives.
 #pragma once
 
@@ -24,6 +24,7 @@ SelectedAttention attend_selected(const Halide::Func& score, const Halide::Func&
                                   const Halide::Func& v, const Halide::Expr& k_eff,
                                   const Halide::Expr& k_max, const Halide::Expr& group,
                                   const Halide::Var& d, const Halide::Var& s, const Halide::Var& i,
-                                  const Halide::Var& h, const Halide::Var& b);
+                                  const Halide::Var& h, const Halide::Var& b,
+                                  const Halide::Func& value_gate = Halide::Func());
 
 }  // namespace hattn

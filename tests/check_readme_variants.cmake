@@ -45,6 +45,11 @@ foreach (k IN LISTS kernels)
     set(v el)
     set(phase linear)
   endif ()
+  # Likewise the SparseK operator's kernel belongs to the sparsek row.
+  if (v STREQUAL "sparsek_mask")
+    set(v sparsek)
+    set(phase mask)
+  endif ()
   list(APPEND manifest_variants ${v})
   if (NOT v IN_LIST table_variants)
     continue()  # reported below, once

@@ -477,6 +477,69 @@ TEST_F(Cli, ErrorPaths) {
   expect_one_line_error(run_cli(unwritable), "cannot open file for writing");
 }
 
+// run sparsek: k >= Lk with w = 0 is dense causal attention; run sparsek-mask writes a mask in
+// [0, 1] summing to K per row, and tau; bad budgets, windows, gates and shapes are one-line errors.
+TEST_F(Cli, RunSparsekAndMask) {
+  SCOPED_TRACE(trace_);
+  hattn_test::TestRng rng("cli-sparsek");
+  save("x.npy", {1, 9, 16}, random_vec(rng, 9 * 16));
+  save("wscore.npy", {2, 16}, random_vec(rng, 2 * 16));
+  save("x_bad.npy", {1, 8, 16}, random_vec(rng, 8 * 16));
+  auto args = [&](const std::string& budget, const std::string& window, const std::string& x) {
+    return std::vector<std::string>{"run", "sparsek", "--q", dir() + "q.npy", "--k",
+                                    dir() + "k.npy", "--v", dir() + "v.npy", "--x", dir() + x,
+                                    "--w-score", dir() + "wscore.npy", "--budget", budget,
+                                    "--window", window, "--slope", "0.01", "--out",
+                                    dir() + "o.npy"};
+  };
+  Result r = run_cli(args("9", "0", "x.npy"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("kernel: sparsek_prefill_causal"), std::string::npos) << r.out;
+  hattn_test::AttnShape shape{1, 4, 2, 7, 9, 64};
+  hattn_test::AttnStrides strides{hattn_test::dense_strides(1, 4, 7, 64),
+                                  hattn_test::dense_strides(1, 2, 9, 64),
+                                  hattn_test::dense_strides(1, 2, 9, 64)};
+  std::vector<double> ref;
+  hattn_test::reference_attention(q_.data(), k_.data(), v_.data(), shape, strides, true, 1.0 / 8.0,
+                                  &ref, nullptr);
+  hattn::npy::Array o;
+  std::string error;
+  ASSERT_TRUE(hattn::npy::read_f32(dir() + "o.npy", &o, &error)) << error;
+  ASSERT_EQ(o.data.size(), ref.size());
+  for (size_t i = 0; i < ref.size(); ++i) {
+    ASSERT_NEAR(o.data[i], ref[i], 1e-5 + 1e-4 * std::fabs(ref[i])) << "index " << i;
+  }
+  expect_one_line_error(run_cli(args("-1", "0", "x.npy")), "budget k must be >= 0");
+  expect_one_line_error(run_cli(args("2", "-4", "x.npy")), "window w must be >= 0");
+  expect_one_line_error(run_cli(args("2", "2", "x_bad.npy")), "x must be [B, Lk, Dm]");
+  std::vector<std::string> bad_gate = args("2", "2", "x.npy");
+  bad_gate.insert(bad_gate.end(), {"--gate", "sigmoid"});
+  expect_one_line_error(run_cli(bad_gate), "--gate must be value or logit");
+
+  save("z.npy", {3, 10}, random_vec(rng, 30));
+  r = run_cli({"run", "sparsek-mask", "--z", dir() + "z.npy", "--budget", "4", "--out",
+               dir() + "p.npy", "--tau", dir() + "tau.npy", "-v"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("sum of mask 4.0000"), std::string::npos) << r.out;
+  hattn::npy::Array p, tau;
+  ASSERT_TRUE(hattn::npy::read_f32(dir() + "p.npy", &p, &error)) << error;
+  ASSERT_TRUE(hattn::npy::read_f32(dir() + "tau.npy", &tau, &error)) << error;
+  EXPECT_EQ(p.shape, (std::vector<int64_t>{3, 10}));
+  ASSERT_EQ(tau.shape, (std::vector<int64_t>{3}));
+  for (int row = 0; row < 3; ++row) {
+    double sum = 0;
+    for (int j = 0; j < 10; ++j) {
+      const float pj = p.data[row * 10 + j];
+      EXPECT_TRUE(pj >= 0.f && pj <= 1.f) << pj;
+      sum += pj;
+    }
+    EXPECT_NEAR(sum, 4.0, 1e-5);
+  }
+  expect_one_line_error(run_cli({"run", "sparsek-mask", "--z", dir() + "z.npy", "--budget", "-2",
+                                 "--out", dir() + "p.npy"}),
+                        "budget k must be >= 0");
+}
+
 }  // namespace
 
 // `run el` and `run el --standard` on a weight directory (biases partly missing) agree with the

@@ -426,7 +426,8 @@ TEST(KernelList, NamesAreUniqueAndDescribed) {
     EXPECT_FALSE(k.name.empty());
     EXPECT_TRUE(names.insert(k.name).second) << "duplicate kernel name " << k.name;
     EXPECT_TRUE(k.variant == "dense" || k.variant == "topk" || k.variant == "topk_ffn" ||
-                k.variant == "loki")
+                k.variant == "loki" || k.variant == "sparsek" || k.variant == "sparsek_mask" ||
+                k.variant == "el" || k.variant == "linear")
         << k.name;
     EXPECT_TRUE(k.phase == "prefill" || k.phase == "decode") << k.name << ": " << k.phase;
     EXPECT_EQ(k.dtype, "f32") << k.name;

@@ -54,5 +54,6 @@ Action add_run_el(CLI::App* run);         // run el (tools/cli_el.cpp)
 Action add_fidelity(CLI::App* app);       // fidelity topk
 Action add_calibrate(CLI::App* app);      // calibrate loki (tools/cli_loki_prep.cpp)
 Action add_rotate(CLI::App* app);         // rotate (Loki key-cache rotation)
+Action add_run_sparsek(CLI::App* run);    // run sparsek, run sparsek-mask (tools/cli_sparsek.cpp)
 
 }  // namespace hattn_cli

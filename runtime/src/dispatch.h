@@ -29,6 +29,13 @@ using ElKernelFn = int (*)(const void*, halide_buffer_t*, halide_buffer_t*, hali
                            bool, halide_buffer_t*);
 using LinearKernelFn = int (*)(const void*, halide_buffer_t*, halide_buffer_t*, halide_buffer_t*,
                                float, halide_buffer_t*);
+//   sparsek:  (q, k, v, sel_index, sel_gate, sel_count, scale, window, q_pos0, ring, gate_logit,
+//              out);  sparsek_mask: (z, len, k, mask, tau)
+using SparsekKernelFn = int (*)(const void*, halide_buffer_t*, halide_buffer_t*, halide_buffer_t*,
+                                halide_buffer_t*, halide_buffer_t*, halide_buffer_t*, float,
+                                int32_t, int32_t, int32_t, int32_t, halide_buffer_t*);
+using SparsekMaskKernelFn = int (*)(const void*, halide_buffer_t*, halide_buffer_t*, int32_t,
+                                    halide_buffer_t*, halide_buffer_t*);
 using TopkFfnKernelFn = int (*)(const void*, halide_buffer_t*, halide_buffer_t*, halide_buffer_t*,
                                 int32_t, halide_buffer_t*);
 

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -236,6 +237,85 @@ Status mha_attention_cached(const TensorView& x, const TensorView& k_cache,
 // Standard MHA without a cache: projects the memory on every call, then as above.
 Status mha_attention(const TensorView& x, const TensorView& memory, const MhaWeights& weights,
                      const TensorView& y, const ElOptions& options);
+
+// --- sparsek: SPARSEK attention (Lou et al. 2024) ----------------------------------------
+
+enum class SparsekGate {
+  value,  // the gate multiplies the value: o = sum softmax_S(s q.k) g v  (the default)
+  logit,  // log g is added to the score instead
+};
+
+struct SparsekOptions {
+  int64_t k = 0;       // budget: keys selected per query among those older than the window, >= 0
+  int64_t window = 0;  // w >= 0: the w newest visible keys (the query's own included), gate 1
+  float slope = 0.f;   // delta in u_j = w_score . x_j + delta * j (finite)
+  SparsekGate gate = SparsekGate::value;
+  bool has_scale = false;  // as in AttentionOptions (default 1/sqrt(D))
+  float scale = 0.f;
+  std::string kernel;         // force a kernel by name ("" = the dispatcher chooses)
+  bool check_finite = false;  // as in AttentionOptions (also scans x, w_score / u)
+};
+
+// The scoring network: u[b, h, j] = w_score[h] . x[b, j] + slope * j. x [B, L, Dm], w_score
+// [Hkv, Dm], u [B, Hkv, L] (fp32 CPU, innermost stride 1).
+Status sparsek_scores(const TensorView& x, const TensorView& w_score, float slope,
+                      const TensorView& u);
+
+// The SparseK operator on rows: p = clip(z - tau, 0, 1), tau the root of sum_j p_j = k over the
+// first lengths[r] entries of row r (all m when lengths is null); p = 0 past a row's length.
+// z and p [rows, m], tau [rows] (rank 1). Exact: a bisection down to adjacent floats, then the
+// closed form on the free set. k = 0 gives p = 0 (tau = +FLT_MAX), k >= length all ones (tau =
+// -FLT_MAX when k > length). Cost O(33 m) per row.
+Status sparsek_mask(const TensorView& z, const std::vector<int64_t>* lengths, int64_t k,
+                    const TensorView& p, const TensorView& tau, Dispatch* chosen = nullptr);
+
+// SPARSEK attention, causal (bottom-right aligned): query i at position p_i = i + Lk - Lq attends
+// to its window (p_i - w, p_i] (gate 1) and to the keys j <= p_i - w selected by
+// m_i = SparseK(u_{0..p_i-w}, k) truncated to the k largest u (ties: lower j), gate m_ij; softmax
+// over that union. The selection is per kv head, shared by its query heads. q [B, Hq, Lq, D],
+// k and v [B, Hkv, Lk, D], x [B, Lk, Dm], w_score [Hkv, Dm], out [B, Hq, Lq, D]. Cost
+// O(Lq (k + w) D) plus an O(Lk log Lk) sweep per kv head for the masks of every prefix, and
+// O(Lq k) memory for the selections. k >= Lk with w = 0 is dense causal attention; k = 0 is
+// sliding-window attention.
+Status sparsek_attention(const TensorView& q, const TensorView& k, const TensorView& v,
+                         const TensorView& x, const TensorView& w_score, const TensorView& out,
+                         const SparsekOptions& options, Dispatch* chosen = nullptr);
+// The same with the scores given: u [B, Hkv, Lk] (as sparsek_scores writes them).
+Status sparsek_attention_scored(const TensorView& q, const TensorView& k, const TensorView& v,
+                                const TensorView& u, const TensorView& out,
+                                const SparsekOptions& options, Dispatch* chosen = nullptr);
+
+// Token-by-token SPARSEK decode with a bounded cache: per kv head it keeps the window's w KV pairs
+// (a ring) and the k selected older ones, at most k + w, plus the scores the mask still needs
+// (those above tau: 4 bytes each). A key that leaves the k largest never returns (u does not
+// depend on the query), so evicting it is exact: step t's output equals sparsek_attention's row
+// t over the whole sequence.
+class SparsekDecoder {
+ public:
+  SparsekDecoder();
+  ~SparsekDecoder();
+  SparsekDecoder(const SparsekDecoder&) = delete;
+  SparsekDecoder& operator=(const SparsekDecoder&) = delete;
+
+  // An empty cache for these sizes; w_score [Hkv, Dm] is copied. Refuses bad sizes or options.
+  Status reset(int64_t batch, int64_t q_heads, int64_t kv_heads, int64_t head_dim,
+               const TensorView& w_score, const SparsekOptions& options);
+  // One token at position position(): q [B, Hq, 1, D], its key and value [B, Hkv, 1, D], its
+  // layer input x [B, 1, Dm]; writes out [B, Hq, 1, D].
+  Status step(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& x,
+              const TensorView& out, Dispatch* chosen = nullptr);
+  // Tokens whose outputs are not needed (a prompt already processed by sparsek_attention): k, v
+  // [B, Hkv, T, D] and x [B, T, Dm] enter the cache as T steps would, without attention.
+  Status append(const TensorView& k, const TensorView& v, const TensorView& x);
+  int64_t position() const;      // tokens seen
+  int64_t cached_pairs() const;  // most KV pairs held by one kv head (<= k + w)
+  int64_t mask_scores() const;   // most scores one kv head keeps for tau
+
+  struct State;  // defined in runtime/src/sparsek.cpp
+
+ private:
+  std::unique_ptr<State> state_;
+};
 
 struct KernelInfo {
   std::string name;     // the configuration key: variant_phase_mask_dN_dtype_target

@@ -1,0 +1,139 @@
+// Generators for SPARSEK (Lou et al. 2024): the attention over window + selected keys ("sparsek")
+// and the SparseK operator alone ("sparsek_mask"). Algorithms in sparsek.cpp, CPU schedules in
+// schedules/cpu/sparsek_cpu.cpp. No CUDA schedule yet (as for topk and loki).
+#include <stdexcept>
+#include <string>
+
+#include "Halide.h"
+#include "schedules.h"
+#include "sparsek.h"
+#include "table.h"
+
+namespace hattn {
+
+// schedules/cpu/sparsek_cpu.cpp
+void schedule_sparsek_cpu(SparsekStages& st, const ScheduleContext& ctx);
+void schedule_sparsek_mask_cpu(SparsekMaskStages& st, const ScheduleContext& ctx);
+
+namespace {
+
+using namespace Halide;
+
+Tunables sparsek_tunables(const Target& target, const std::string& tables, const TableKey& key,
+                          const std::string& overrides) {
+  if (target.has_feature(Target::CUDA)) {
+    throw std::runtime_error("hattn: sparsek has no CUDA schedule yet; build it for a CPU target");
+  }
+  Tunables t = lookup_tunables(tables + "/" + table_for_target(target), key);
+  apply_overrides(&t, overrides);
+  return t;
+}
+
+class SparsekAttentionGenerator : public Generator<SparsekAttentionGenerator> {
+ public:
+  // One phase: a prefill call and a decode step over the bounded cache are the same per-row
+  // computation (k + w slots per row), so decode needs no kernel of its own.
+  GeneratorParam<std::string> phase{"phase", "prefill"};
+  GeneratorParam<bool> causal{"causal", true};  // sparsek is causal by construction
+  GeneratorParam<int> head_dim{"head_dim", 0};  // 0: any D
+  GeneratorParam<std::string> tables{"tables", ""};
+  GeneratorParam<std::string> tunables{"tunables", ""};
+
+  Input<Buffer<float, 4>> q{"q"};                // [B, Hq, Lq, D]
+  Input<Buffer<float, 4>> k{"k"};                // [B, Hkv, Lk, D]
+  Input<Buffer<float, 4>> v{"v"};                // [B, Hkv, Lk, D]
+  Input<Buffer<int32_t, 4>> sel_index{"sel_index"};  // [B, Hkv, Lq, S]
+  Input<Buffer<float, 4>> sel_gate{"sel_gate"};      // [B, Hkv, Lq, S]
+  Input<Buffer<int32_t, 3>> sel_count{"sel_count"};  // [B, Hkv, Lq]
+  Input<float> scale{"scale"};
+  Input<int> window{"window"};
+  Input<int> q_pos0{"q_pos0"};
+  Input<int> ring{"ring"};
+  Input<int> gate_logit{"gate_logit"};
+  Output<Buffer<float, 4>> out{"out"};
+
+  void generate() {
+    if (phase.value() != "prefill" || !causal) {
+      throw std::runtime_error("sparsek: only phase=prefill causal=true is defined");
+    }
+    const std::string dname = head_dim > 0 ? "d" + std::to_string(int(head_dim)) : "dany";
+    TableKey key{"sparsek", "prefill", dname, "causal"};
+    ScheduleContext ctx{get_target(), head_dim, false, false,
+                        sparsek_tunables(get_target(), tables, key, tunables)};
+    const Expr d = head_dim > 0 ? Expr(int(head_dim)) : q.dim(0).extent();
+    SparsekInputs in;
+    in.q = q;
+    in.k = k;
+    in.v = v;
+    in.sel_index = sel_index;
+    in.sel_gate = sel_gate;
+    in.sel_count = sel_count;
+    in.head_dim = d;
+    in.lk = k.dim(1).extent();
+    in.sel_slots = sel_index.dim(0).extent();
+    in.q_heads = q.dim(2).extent();
+    in.kv_heads = k.dim(2).extent();
+    in.scale = scale;
+    in.window = max(window, 0);
+    in.q_pos0 = q_pos0;
+    in.ring = ring;
+    in.gate_logit = gate_logit;
+    SparsekStages st = sparsek_attention(in);
+    out = st.att.out;
+
+    for (auto* p : {&q, &k, &v}) (*p).dim(0).set_stride(1).set_bounds(0, d);
+    sel_index.dim(0).set_stride(1);
+    sel_gate.dim(0).set_stride(1);
+    out.dim(0).set_stride(1).set_bounds(0, d);
+
+    const int dd = head_dim > 0 ? int(head_dim) : 128;
+    q.set_estimates({{0, dd}, {0, 4096}, {0, 8}, {0, 1}});
+    k.set_estimates({{0, dd}, {0, 4096}, {0, 8}, {0, 1}});
+    v.set_estimates({{0, dd}, {0, 4096}, {0, 8}, {0, 1}});
+    sel_index.set_estimates({{0, 256}, {0, 4096}, {0, 8}, {0, 1}});
+    sel_gate.set_estimates({{0, 256}, {0, 4096}, {0, 8}, {0, 1}});
+    sel_count.set_estimates({{0, 4096}, {0, 8}, {0, 1}});
+    scale.set_estimate(0.088f);
+    window.set_estimate(256);
+    q_pos0.set_estimate(0);
+    ring.set_estimate(0);
+    gate_logit.set_estimate(0);
+    out.set_estimates({{0, dd}, {0, 4096}, {0, 8}, {0, 1}});
+    if (!using_autoscheduler()) schedule_sparsek_cpu(st, ctx);
+  }
+};
+
+class SparsekMaskGenerator : public Generator<SparsekMaskGenerator> {
+ public:
+  GeneratorParam<std::string> tables{"tables", ""};
+  GeneratorParam<std::string> tunables{"tunables", ""};
+
+  Input<Buffer<float, 2>> z{"z"};         // [rows, m]
+  Input<Buffer<int32_t, 1>> len{"len"};   // [rows]: valid columns of each row
+  Input<int> budget{"budget"};            // k >= 0
+  Output<Buffer<float, 2>> mask{"mask"};  // [rows, m]
+  Output<Buffer<float, 1>> tau{"tau"};    // [rows]
+
+  void generate() {
+    TableKey key{"sparsek", "mask", "dany", "noncausal"};
+    ScheduleContext ctx{get_target(), 0, false, false,
+                        sparsek_tunables(get_target(), tables, key, tunables)};
+    SparsekMaskStages st = sparsek_mask(z, len, z.dim(0).extent(), max(budget, 0));
+    mask = st.mask;
+    tau = st.tau;
+    z.dim(0).set_stride(1);
+    mask.dim(0).set_stride(1).set_bounds(0, z.dim(0).extent());
+    z.set_estimates({{0, 4096}, {0, 1024}});
+    len.set_estimates({{0, 1024}});
+    budget.set_estimate(256);
+    mask.set_estimates({{0, 4096}, {0, 1024}});
+    tau.set_estimates({{0, 1024}});
+    if (!using_autoscheduler()) schedule_sparsek_mask_cpu(st, ctx);
+  }
+};
+
+}  // namespace
+}  // namespace hattn
+
+HALIDE_REGISTER_GENERATOR(hattn::SparsekAttentionGenerator, sparsek)
+HALIDE_REGISTER_GENERATOR(hattn::SparsekMaskGenerator, sparsek_mask)

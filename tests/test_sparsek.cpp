@@ -1,0 +1,576 @@
+// SPARSEK (Lou et al. 2024) against plain double-precision loops written here, and the spec's
+// invariants: the mask lies in [0, 1] and sums to k; it equals a brute-force projection (100
+// bisection steps in double); tau is shift-equivariant; the per-prefix sweep equals that
+// projection on every prefix (ties and monotone sequences included); k >= L with w = 0 is dense
+// causal attention; k = 0 is sliding-window attention; both gate modes; bottom-right alignment;
+// decode over the bounded cache equals prefill with the full mask; every refusal.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <iostream>
+#include <limits>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "hattn/hattn.h"
+#include "sparsek_sweep.h"  // runtime/src: the sweep is tested directly as well
+#include "test_support.h"
+
+namespace {
+
+using hattn::Dispatch;
+using hattn::SparsekGate;
+using hattn::SparsekOptions;
+using hattn::Status;
+using hattn::StatusCode;
+using hattn::TensorView;
+using namespace hattn_test;
+
+// --- independent reference ------------------------------------------------------------------
+
+// The projection of z[0, n) onto {0 <= p <= 1, sum p = k}: tau by 100 bisection steps on
+// [min z - 1, max z] in double. k >= n: all ones; k = 0: all zeros.
+double ref_tau(const std::vector<double>& z, int64_t n, int64_t k) {
+  if (k >= n) return -std::numeric_limits<double>::infinity();
+  if (k == 0) return std::numeric_limits<double>::infinity();
+  double lo = *std::min_element(z.begin(), z.begin() + n) - 1;
+  double hi = *std::max_element(z.begin(), z.begin() + n);
+  for (int it = 0; it < 100; ++it) {
+    const double mid = 0.5 * (lo + hi);
+    double f = 0;
+    for (int64_t j = 0; j < n; ++j) f += std::clamp(z[static_cast<size_t>(j)] - mid, 0.0, 1.0);
+    (f >= static_cast<double>(k) ? lo : hi) = mid;
+  }
+  return 0.5 * (lo + hi);
+}
+
+struct SparsekShape {
+  int64_t batch = 1, q_heads = 2, kv_heads = 1, lq = 64, lk = 64, head_dim = 64, model_dim = 32;
+};
+
+// out [B, Hq, Lq, D] and, per row, the smallest distance of a selection decision to its boundary
+// (|u - tau| over candidates, the k-th vs (k+1)-th largest u): rows below kMinGap may select
+// differently in fp32 and are left out by compare_rows.
+void ref_sparsek(const std::vector<float>& q, const std::vector<float>& k,
+                 const std::vector<float>& v, const std::vector<float>& u, const SparsekShape& s,
+                 int64_t budget, int64_t window, bool logit, double scale, std::vector<double>* out,
+                 std::vector<double>* gap) {
+  const int64_t D = s.head_dim, group = s.q_heads / s.kv_heads;
+  out->assign(static_cast<size_t>(s.batch * s.q_heads * s.lq * D), 0.0);
+  gap->assign(static_cast<size_t>(s.batch * s.q_heads * s.lq), 1e30);
+  for (int64_t b = 0; b < s.batch; ++b) {
+    for (int64_t h = 0; h < s.q_heads; ++h) {
+      const int64_t hk = h / group;
+      std::vector<double> uu(static_cast<size_t>(s.lk));
+      for (int64_t j = 0; j < s.lk; ++j) uu[j] = u[static_cast<size_t>((b * s.kv_heads + hk) * s.lk + j)];
+      for (int64_t i = 0; i < s.lq; ++i) {
+        const int64_t pos = i + s.lk - s.lq;
+        const size_t row = static_cast<size_t>((b * s.q_heads + h) * s.lq + i);
+        std::vector<std::pair<int64_t, double>> keys;  // (j, gate)
+        for (int64_t j = std::max<int64_t>(0, pos - window + 1); j <= pos; ++j) keys.push_back({j, 1.0});
+        const int64_t cands = std::max<int64_t>(0, std::min(s.lk, pos - window + 1));
+        if (budget > 0 && cands > 0) {
+          const double tau = ref_tau(uu, cands, budget);
+          std::vector<int64_t> order(static_cast<size_t>(cands));
+          std::iota(order.begin(), order.end(), 0);
+          std::stable_sort(order.begin(), order.end(),
+                           [&](int64_t a, int64_t c) { return uu[a] > uu[c]; });
+          const int64_t kept = std::min(budget, cands);
+          for (int64_t r = 0; r < kept; ++r) {
+            const double g = std::min(1.0, uu[order[r]] - tau);
+            if (g > 0) keys.push_back({order[r], g});
+          }
+          if (std::isfinite(tau)) {
+            for (int64_t j = 0; j < cands; ++j) (*gap)[row] = std::min((*gap)[row], std::abs(uu[j] - tau));
+          }
+          if (kept < cands) (*gap)[row] = std::min((*gap)[row], uu[order[kept - 1]] - uu[order[kept]]);
+        }
+        if (keys.empty()) continue;
+        std::vector<double> sc(keys.size());
+        double mx = -1e300;
+        const float* qr = &q[static_cast<size_t>(((b * s.q_heads + h) * s.lq + i) * D)];
+        for (size_t t = 0; t < keys.size(); ++t) {
+          const float* kr = &k[static_cast<size_t>(((b * s.kv_heads + hk) * s.lk + keys[t].first) * D)];
+          double dot = 0;
+          for (int64_t d = 0; d < D; ++d) dot += double(qr[d]) * kr[d];
+          sc[t] = scale * dot + (logit ? std::log(keys[t].second) : 0.0);
+          mx = std::max(mx, sc[t]);
+        }
+        double sum = 0;
+        for (double& x : sc) sum += (x = std::exp(x - mx));
+        for (size_t t = 0; t < keys.size(); ++t) {
+          const double wgt = sc[t] / sum * (logit ? 1.0 : keys[t].second);
+          const float* vr = &v[static_cast<size_t>(((b * s.kv_heads + hk) * s.lk + keys[t].first) * D)];
+          for (int64_t d = 0; d < D; ++d) (*out)[row * D + d] += wgt * vr[d];
+        }
+      }
+    }
+  }
+}
+
+// --- helpers ----------------------------------------------------------------------------------
+
+std::vector<float> randn(size_t n, TestRng& rng, float sd = 1.f) {
+  std::vector<float> x(n);
+  for (float& e : x) e = rng.normal(sd);
+  return x;
+}
+
+HostTensor tensor_from(const std::vector<float>& data, const std::vector<int64_t>& shape,
+                       Layout layout) {
+  HostTensor t(shape, layout);
+  for (int64_t f = 0; f < t.numel(); ++f) t.at_flat(f) = data[static_cast<size_t>(f)];
+  return t;
+}
+
+struct AttnCase {
+  SparsekShape s;
+  int64_t budget = 8, window = 16;
+  float slope = 0.f;
+  bool logit = false;
+  Layout layout = Layout::kContiguous;
+  std::string kernel;
+};
+
+struct AttnInputs {
+  std::vector<float> q, k, v, x, w, u;
+};
+
+AttnInputs make_inputs(const AttnCase& c, TestRng& rng) {
+  const SparsekShape& s = c.s;
+  AttnInputs in;
+  in.q = randn(static_cast<size_t>(s.batch * s.q_heads * s.lq * s.head_dim), rng);
+  in.k = randn(static_cast<size_t>(s.batch * s.kv_heads * s.lk * s.head_dim), rng);
+  in.v = randn(in.k.size(), rng);
+  in.x = randn(static_cast<size_t>(s.batch * s.lk * s.model_dim), rng);
+  in.w = randn(static_cast<size_t>(s.kv_heads * s.model_dim), rng, 0.5f);
+  in.u.assign(static_cast<size_t>(s.batch * s.kv_heads * s.lk), 0.f);
+  Status st = hattn::sparsek_scores(
+      TensorView::contiguous(in.x.data(), {s.batch, s.lk, s.model_dim}),
+      TensorView::contiguous(in.w.data(), {s.kv_heads, s.model_dim}), c.slope,
+      TensorView::contiguous(in.u.data(), {s.batch, s.kv_heads, s.lk}));
+  EXPECT_TRUE(st.ok()) << st.message;
+  return in;
+}
+
+SparsekOptions options_of(const AttnCase& c) {
+  SparsekOptions o;
+  o.k = c.budget;
+  o.window = c.window;
+  o.slope = c.slope;
+  o.gate = c.logit ? SparsekGate::logit : SparsekGate::value;
+  o.kernel = c.kernel;
+  return o;
+}
+
+// Runs sparsek_attention (poisoned output, inputs checked unchanged) and returns the output.
+HostTensor run_sparsek(const AttnCase& c, const AttnInputs& in, Dispatch* d = nullptr) {
+  const SparsekShape& s = c.s;
+  HostTensor q = tensor_from(in.q, {s.batch, s.q_heads, s.lq, s.head_dim}, c.layout);
+  HostTensor k = tensor_from(in.k, {s.batch, s.kv_heads, s.lk, s.head_dim}, c.layout);
+  HostTensor v = tensor_from(in.v, {s.batch, s.kv_heads, s.lk, s.head_dim}, c.layout);
+  HostTensor x = tensor_from(in.x, {s.batch, s.lk, s.model_dim}, Layout::kPadded);
+  HostTensor out({s.batch, s.q_heads, s.lq, s.head_dim}, c.layout);
+  out.poison();
+  out.snapshot();
+  for (HostTensor* t : {&q, &k, &v, &x}) t->snapshot();
+  std::vector<float> w = in.w;
+  Status st = hattn::sparsek_attention(q.view(), k.view(), v.view(), x.view(),
+                                       TensorView::contiguous(w.data(), {s.kv_heads, s.model_dim}),
+                                       out.view(), options_of(c), d);
+  EXPECT_TRUE(st.ok()) << st.message;
+  for (HostTensor* t : {&q, &k, &v, &x}) EXPECT_EQ(t->changed_since_snapshot(false), "");
+  EXPECT_EQ(out.changed_since_snapshot(true), "") << "out padding written";
+  return out;
+}
+
+std::string check_case(const AttnCase& c, TestRng& rng, Dispatch* d = nullptr) {
+  AttnInputs in = make_inputs(c, rng);
+  HostTensor out = run_sparsek(c, in, d);
+  std::vector<double> ref, gap;
+  ref_sparsek(in.q, in.k, in.v, in.u, c.s, c.budget, c.window, c.logit,
+              1.0 / std::sqrt(double(c.s.head_dim)), &ref, &gap);
+  int left_out = 0;
+  std::string m = compare_rows(out, ref, &gap, c.s.head_dim, &left_out);
+  if (left_out > 0) std::cout << "[  GAPS    ] " << left_out << " rows left out\n";
+  return m;
+}
+
+// --- the SparseK operator ----------------------------------------------------------------------
+
+struct MaskResult {
+  std::vector<float> p, tau;
+};
+
+MaskResult run_mask(const std::vector<float>& z, int64_t rows, int64_t m,
+                    const std::vector<int64_t>& lengths, int64_t k) {
+  MaskResult r;
+  r.p.assign(static_cast<size_t>(rows * m), std::nanf(""));
+  r.tau.assign(static_cast<size_t>(rows), std::nanf(""));
+  Dispatch d;
+  Status s = hattn::sparsek_mask(TensorView::contiguous(z.data(), {rows, m}), &lengths, k,
+                                 TensorView::contiguous(r.p.data(), {rows, m}),
+                                 TensorView::contiguous(r.tau.data(), {rows}), &d);
+  EXPECT_TRUE(s.ok()) << s.message;
+  return r;
+}
+
+TEST(SparsekMask, InUnitBoxSumsToKAndEqualsBruteForceProjection) {
+  TestRng rng("mask");
+  SCOPED_TRACE(rng.description());
+  const int64_t m = 300;
+  const std::vector<int64_t> lengths = {300, 0, 1, 7, 8, 9, 64, 65, 299, 150, 300, 37};
+  const int64_t rows = static_cast<int64_t>(lengths.size());
+  std::vector<float> z = randn(static_cast<size_t>(rows * m), rng, 2.f);
+  // Row 10: many ties (values on a coarse grid), row 11: a narrow cluster (large free set).
+  for (int64_t j = 0; j < m; ++j) z[10 * m + j] = std::round(z[10 * m + j]) * 0.5f;
+  for (int64_t j = 0; j < m; ++j) z[11 * m + j] = 3.f + 0.01f * z[11 * m + j];
+  for (int64_t k : {1, 5, 8, 64, 299, 300, 1000}) {
+    MaskResult r = run_mask(z, rows, m, lengths, k);
+    for (int64_t row = 0; row < rows; ++row) {
+      const int64_t n = lengths[static_cast<size_t>(row)];
+      SCOPED_TRACE("k=" + std::to_string(k) + " row=" + std::to_string(row) + " n=" + std::to_string(n));
+      std::vector<double> zr(z.begin() + row * m, z.begin() + (row + 1) * m);
+      const double tau = ref_tau(zr, n, k);
+      double sum = 0;
+      for (int64_t j = 0; j < m; ++j) {
+        const float p = r.p[static_cast<size_t>(row * m + j)];
+        if (j >= n) {
+          ASSERT_EQ(p, 0.f) << "past the row's length, j=" << j;
+          continue;
+        }
+        ASSERT_TRUE(p >= 0.f && p <= 1.f) << "p=" << p << " j=" << j;
+        const double ref_p = std::clamp(zr[static_cast<size_t>(j)] - tau, 0.0, 1.0);
+        ASSERT_NEAR(p, ref_p, 2e-6) << "j=" << j;
+        sum += p;
+      }
+      ASSERT_NEAR(sum, double(std::min(k, n)), 1e-5 * std::max<double>(1, double(k)));
+      // tau is unique when some entry is free (0 < z - tau < 1); else f is flat at the root.
+      bool unique = false;
+      for (int64_t j = 0; j < n; ++j) {
+        const double g = zr[static_cast<size_t>(j)] - tau;
+        unique = unique || (g > 1e-6 && g < 1 - 1e-6);
+      }
+      if (std::isfinite(tau) && unique) {
+        ASSERT_NEAR(r.tau[static_cast<size_t>(row)], tau, 1e-6 * (1 + std::abs(tau)));
+      }
+    }
+  }
+}
+
+TEST(SparsekMask, ShiftEquivariant) {
+  TestRng rng("shift");
+  SCOPED_TRACE(rng.description());
+  const int64_t rows = 4, m = 500, k = 32;
+  std::vector<float> z = randn(static_cast<size_t>(rows * m), rng, 1.5f);
+  const std::vector<int64_t> len(rows, m);
+  MaskResult base = run_mask(z, rows, m, len, k);
+  for (float c : {3.25f, -17.5f, 100.f}) {
+    std::vector<float> zc = z;
+    for (float& e : zc) e += c;
+    MaskResult sh = run_mask(zc, rows, m, len, k);
+    const double ulp = std::abs(c) * 1.2e-7 * 4;  // z + c is rounded once in fp32
+    for (int64_t r = 0; r < rows; ++r) {
+      EXPECT_NEAR(sh.tau[r], base.tau[r] + c, 1e-6 + 2 * ulp) << "c=" << c;
+      for (int64_t j = 0; j < m; ++j) {
+        ASSERT_NEAR(sh.p[r * m + j], base.p[r * m + j], 1e-6 + 4 * ulp) << "c=" << c;
+      }
+    }
+  }
+}
+
+TEST(SparsekMask, RefusesBadArguments) {
+  std::vector<float> z(12, 1.f), p(12), tau(3);
+  auto zv = TensorView::contiguous(z.data(), {3, 4});
+  auto pv = TensorView::contiguous(p.data(), {3, 4});
+  auto tv = TensorView::contiguous(tau.data(), {3});
+  Status s = hattn::sparsek_mask(zv, nullptr, -1, pv, tv);
+  EXPECT_EQ(s.code, StatusCode::invalid_argument);
+  EXPECT_NE(s.message.find("k must be >= 0"), std::string::npos) << s.message;
+  s = hattn::sparsek_mask(zv, nullptr, 2, pv, TensorView::contiguous(tau.data(), {2}));
+  EXPECT_NE(s.message.find("tau must be [rows]"), std::string::npos) << s.message;
+  s = hattn::sparsek_mask(zv, nullptr, 2, TensorView::contiguous(p.data(), {4, 3}), tv);
+  EXPECT_NE(s.message.find("p must have z's shape"), std::string::npos) << s.message;
+  std::vector<int64_t> bad_len = {1, 5, 2};
+  s = hattn::sparsek_mask(zv, &bad_len, 2, pv, tv);
+  EXPECT_NE(s.message.find("lengths[1] = 5"), std::string::npos) << s.message;
+  s = hattn::sparsek_mask(zv, nullptr, 2, zv, tv);
+  EXPECT_EQ(s.code, StatusCode::invalid_argument) << s.message;
+}
+
+// The sweep's tau on every prefix equals the brute-force projection of that prefix.
+TEST(SparsekSweep, EveryPrefixEqualsTheProjection) {
+  TestRng rng("sweep");
+  SCOPED_TRACE(rng.description());
+  const int64_t n = 400;
+  std::vector<std::vector<float>> sequences(5, std::vector<float>(n));
+  for (int64_t j = 0; j < n; ++j) {
+    sequences[0][j] = rng.normal(2.f);
+    sequences[1][j] = std::round(rng.normal(2.f)) * 0.25f;  // ties
+    sequences[2][j] = 0.01f * float(j);                      // increasing
+    sequences[3][j] = -0.02f * float(j);                     // decreasing
+    sequences[4][j] = 1.f + 0.001f * rng.normal();           // a dense cluster
+  }
+  for (size_t sq = 0; sq < sequences.size(); ++sq) {
+    for (int64_t k : {1, 3, 16, 64}) {
+      hattn::SparsekSweep sweep(k);
+      std::vector<double> z;
+      for (int64_t j = 0; j < n; ++j) {
+        sweep.push(sequences[sq][j], j);
+        z.push_back(sequences[sq][j]);
+        if (j + 1 <= k) {
+          ASSERT_TRUE(std::isinf(sweep.tau()) && sweep.tau() < 0);
+          continue;
+        }
+        // tau is unique unless f is flat at the root (no free entry); the mask always is.
+        const double ref = ref_tau(z, j + 1, k);
+        double f = 0;
+        for (int64_t i = 0; i <= j; ++i) {
+          const double p = std::clamp(z[i] - sweep.tau(), 0.0, 1.0);
+          f += p;
+          ASSERT_NEAR(p, std::clamp(z[i] - ref, 0.0, 1.0), 1e-9)
+              << "sequence " << sq << " k=" << k << " prefix " << j + 1 << " entry " << i;
+        }
+        ASSERT_NEAR(f, double(k), 1e-9) << "sequence " << sq << " k=" << k << " prefix " << j + 1;
+      }
+      // The k largest, ties by the lower position.
+      std::vector<int64_t> order(static_cast<size_t>(n));
+      std::iota(order.begin(), order.end(), 0);
+      std::stable_sort(order.begin(), order.end(),
+                       [&](int64_t a, int64_t b) { return z[a] > z[b]; });
+      std::vector<int64_t> got;
+      for (const auto& e : sweep.top()) got.push_back(e.pos);
+      std::sort(got.begin(), got.end());
+      std::vector<int64_t> want(order.begin(), order.begin() + k);
+      std::sort(want.begin(), want.end());
+      EXPECT_EQ(got, want) << "sequence " << sq << " k=" << k;
+    }
+  }
+}
+
+// --- attention ---------------------------------------------------------------------------------
+
+TEST(SparsekAttention, MatchesReference) {
+  for (bool logit : {false, true}) {
+    for (int64_t d : {64, 128}) {
+      TestRng rng("ref_d" + std::to_string(d) + (logit ? "_logit" : "_value"));
+      SCOPED_TRACE(rng.description());
+      AttnCase c;
+      c.s = {2, 4, 2, 200, 200, d, 48};
+      c.budget = 16;
+      c.window = 24;
+      c.slope = 0.01f;
+      c.logit = logit;
+      c.layout = Layout::kPadded;
+      Dispatch disp;
+      EXPECT_EQ(check_case(c, rng, &disp), "");
+      if (d == 128) {
+        EXPECT_NE(disp.kernel.find("d128"), std::string::npos) << disp.kernel;
+      }
+    }
+  }
+}
+
+TEST(SparsekAttention, EveryKernelForced) {
+  for (const std::string& name : kernel_names("sparsek")) {
+    TestRng rng("forced_" + name);
+    SCOPED_TRACE(rng.description() + " " + name);
+    const hattn::KernelInfo* info = find_kernel(name);
+    ASSERT_NE(info, nullptr);
+    if (hattn::selected_build(*info).empty()) continue;
+    AttnCase c;
+    c.s = {1, 2, 1, 130, 130, info->head_dim ? info->head_dim : 80, 16};
+    c.budget = 9;
+    c.window = 5;
+    c.kernel = name;
+    EXPECT_EQ(check_case(c, rng), "");
+  }
+}
+
+TEST(SparsekAttention, BottomRightAlignedWhenLqBelowLk) {
+  TestRng rng("lq_lt_lk");
+  SCOPED_TRACE(rng.description());
+  AttnCase c;
+  c.s = {1, 2, 2, 7, 333, 64, 24};
+  c.budget = 20;
+  c.window = 10;
+  c.slope = -0.003f;
+  EXPECT_EQ(check_case(c, rng), "");
+}
+
+TEST(SparsekAttention, LargeBudgetNoWindowIsDenseCausal) {
+  TestRng rng("dense");
+  SCOPED_TRACE(rng.description());
+  AttnCase c;
+  c.s = {1, 4, 2, 150, 150, 64, 16};
+  c.budget = 150;
+  c.window = 0;
+  AttnInputs in = make_inputs(c, rng);
+  HostTensor out = run_sparsek(c, in);
+  AttnShape shape{1, 4, 2, 150, 150, 64};
+  AttnStrides strides{dense_strides(1, 4, 150, 64), dense_strides(1, 2, 150, 64),
+                      dense_strides(1, 2, 150, 64)};
+  std::vector<double> ref;
+  reference_attention(in.q.data(), in.k.data(), in.v.data(), shape, strides, true,
+                      1.0 / std::sqrt(64.0), &ref, nullptr);
+  EXPECT_EQ(compare_to_reference(out, ref, Tolerance{}, "k >= L, w = 0 vs dense causal"), "");
+}
+
+TEST(SparsekAttention, ZeroBudgetIsSlidingWindow) {
+  TestRng rng("window");
+  SCOPED_TRACE(rng.description());
+  AttnCase c;
+  c.s = {1, 2, 1, 120, 120, 64, 16};
+  c.budget = 0;
+  c.window = 17;
+  AttnInputs in = make_inputs(c, rng);
+  HostTensor out = run_sparsek(c, in);
+  // Sliding window by construction: dense causal attention of each row over its last w keys.
+  const int64_t D = 64;
+  std::vector<double> ref(static_cast<size_t>(2 * 120 * D), 0.0);
+  for (int64_t h = 0; h < 2; ++h) {
+    for (int64_t i = 0; i < 120; ++i) {
+      const int64_t j0 = std::max<int64_t>(0, i - 16);
+      AttnShape one{1, 1, 1, 1, i - j0 + 1, D};
+      AttnStrides st{dense_strides(1, 1, 1, D), dense_strides(1, 1, i - j0 + 1, D),
+                     dense_strides(1, 1, i - j0 + 1, D)};
+      std::vector<double> o;
+      reference_attention(&in.q[static_cast<size_t>((h * 120 + i) * D)],
+                          &in.k[static_cast<size_t>(j0 * D)], &in.v[static_cast<size_t>(j0 * D)],
+                          one, st, false, 1.0 / 8.0, &o, nullptr);
+      std::copy(o.begin(), o.end(), ref.begin() + (h * 120 + i) * D);
+    }
+  }
+  EXPECT_EQ(compare_to_reference(out, ref, Tolerance{}, "k = 0 vs sliding window"), "");
+}
+
+TEST(SparsekAttention, RefusesBadArguments) {
+  std::vector<float> q(2 * 8 * 16, 1.f), k(8 * 16, 1.f), v(8 * 16, 1.f), o(2 * 8 * 16);
+  std::vector<float> x(8 * 4, 1.f), w(4, 1.f);
+  auto qv = TensorView::contiguous(q.data(), {1, 2, 8, 16});
+  auto kv = TensorView::contiguous(k.data(), {1, 1, 8, 16});
+  auto vv = TensorView::contiguous(v.data(), {1, 1, 8, 16});
+  auto ov = TensorView::contiguous(o.data(), {1, 2, 8, 16});
+  auto xv = TensorView::contiguous(x.data(), {1, 8, 4});
+  auto wv = TensorView::contiguous(w.data(), {1, 4});
+  SparsekOptions opt;
+  opt.k = -1;
+  Status s = hattn::sparsek_attention(qv, kv, vv, xv, wv, ov, opt);
+  EXPECT_NE(s.message.find("budget k must be >= 0"), std::string::npos) << s.message;
+  opt.k = 2;
+  opt.window = -3;
+  s = hattn::sparsek_attention(qv, kv, vv, xv, wv, ov, opt);
+  EXPECT_NE(s.message.find("window w must be >= 0"), std::string::npos) << s.message;
+  opt.window = 2;
+  s = hattn::sparsek_attention(qv, kv, vv, TensorView::contiguous(x.data(), {1, 4, 8}), wv, ov, opt);
+  EXPECT_NE(s.message.find("x must be [B, Lk, Dm]"), std::string::npos) << s.message;
+  s = hattn::sparsek_attention(qv, kv, vv, xv, TensorView::contiguous(w.data(), {2, 2}), ov, opt);
+  EXPECT_NE(s.message.find("w_score must be [Hkv, Dm]"), std::string::npos) << s.message;
+  s = hattn::sparsek_attention(qv, kv, TensorView::contiguous(v.data(), {1, 1, 4, 32}), xv, wv, ov, opt);
+  EXPECT_EQ(s.code, StatusCode::invalid_argument) << s.message;
+  opt.slope = std::nanf("");
+  s = hattn::sparsek_attention(qv, kv, vv, xv, wv, ov, opt);
+  EXPECT_NE(s.message.find("slope must be finite"), std::string::npos) << s.message;
+  hattn::SparsekDecoder dec;
+  s = dec.step(qv, kv, vv, xv, ov);
+  EXPECT_NE(s.message.find("before a successful reset"), std::string::npos) << s.message;
+  opt.slope = 0;
+  ASSERT_TRUE(dec.reset(1, 2, 1, 16, wv, opt).ok());
+  s = dec.step(qv, kv, vv, xv, ov);  // Lq = 8, not one token
+  EXPECT_NE(s.message.find("SparsekDecoder::step takes"), std::string::npos) << s.message;
+  s = dec.reset(1, 3, 2, 16, wv, opt);
+  EXPECT_NE(s.message.find("not a multiple"), std::string::npos) << s.message;
+}
+
+TEST(SparsekScores, MatchesDoubleReference) {
+  TestRng rng("scores");
+  SCOPED_TRACE(rng.description());
+  const int64_t B = 2, L = 50, Dm = 70, H = 3;
+  const float slope = 0.125f;
+  std::vector<float> x = randn(static_cast<size_t>(B * L * Dm), rng), w = randn(H * Dm, rng);
+  std::vector<float> u(static_cast<size_t>(B * H * L), std::nanf(""));
+  ASSERT_TRUE(hattn::sparsek_scores(TensorView::contiguous(x.data(), {B, L, Dm}),
+                                    TensorView::contiguous(w.data(), {H, Dm}), slope,
+                                    TensorView::contiguous(u.data(), {B, H, L}))
+                  .ok());
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t h = 0; h < H; ++h) {
+      for (int64_t j = 0; j < L; ++j) {
+        double ref = slope * double(j);
+        for (int64_t m = 0; m < Dm; ++m) ref += double(w[h * Dm + m]) * x[(b * L + j) * Dm + m];
+        ASSERT_NEAR(u[(b * H + h) * L + j], ref, 1e-5 * (1 + std::abs(ref)));
+      }
+    }
+  }
+}
+
+// --- decode over the bounded cache ---------------------------------------------------------------
+
+void check_decode(int64_t budget, int64_t window, bool logit, TestRng& rng) {
+  AttnCase c;
+  c.s = {2, 4, 2, 260, 260, 64, 20};
+  c.budget = budget;
+  c.window = window;
+  c.slope = 0.004f;
+  c.logit = logit;
+  AttnInputs in = make_inputs(c, rng);
+  HostTensor full = run_sparsek(c, in);  // prefill with the full mask
+  const SparsekShape& s = c.s;
+  hattn::SparsekDecoder dec;
+  std::vector<float> w = in.w;
+  ASSERT_TRUE(dec.reset(s.batch, s.q_heads, s.kv_heads, s.head_dim,
+                        TensorView::contiguous(w.data(), {s.kv_heads, s.model_dim}), options_of(c))
+                  .ok());
+  const int64_t D = s.head_dim;
+  std::vector<float> qt(s.batch * s.q_heads * D), kt(s.batch * s.kv_heads * D), vt(kt.size()),
+      xt(s.batch * s.model_dim), ot(qt.size());
+  double worst = 0;
+  for (int64_t t = 0; t < s.lk; ++t) {
+    for (int64_t b = 0; b < s.batch; ++b) {
+      for (int64_t h = 0; h < s.q_heads; ++h) {
+        std::copy_n(&in.q[((b * s.q_heads + h) * s.lq + t) * D], D, &qt[(b * s.q_heads + h) * D]);
+      }
+      for (int64_t h = 0; h < s.kv_heads; ++h) {
+        std::copy_n(&in.k[((b * s.kv_heads + h) * s.lk + t) * D], D, &kt[(b * s.kv_heads + h) * D]);
+        std::copy_n(&in.v[((b * s.kv_heads + h) * s.lk + t) * D], D, &vt[(b * s.kv_heads + h) * D]);
+      }
+      std::copy_n(&in.x[(b * s.lk + t) * s.model_dim], s.model_dim, &xt[b * s.model_dim]);
+    }
+    std::fill(ot.begin(), ot.end(), std::nanf(""));
+    Status st = dec.step(TensorView::contiguous(qt.data(), {s.batch, s.q_heads, 1, D}),
+                         TensorView::contiguous(kt.data(), {s.batch, s.kv_heads, 1, D}),
+                         TensorView::contiguous(vt.data(), {s.batch, s.kv_heads, 1, D}),
+                         TensorView::contiguous(xt.data(), {s.batch, 1, s.model_dim}),
+                         TensorView::contiguous(ot.data(), {s.batch, s.q_heads, 1, D}));
+    ASSERT_TRUE(st.ok()) << st.message;
+    ASSERT_LE(dec.cached_pairs(), budget + window) << "step " << t;
+    for (int64_t b = 0; b < s.batch; ++b) {
+      for (int64_t h = 0; h < s.q_heads; ++h) {
+        for (int64_t d = 0; d < D; ++d) {
+          const double want = full.at_flat(((b * s.q_heads + h) * s.lq + t) * D + d);
+          const double got = ot[(b * s.q_heads + h) * D + d];
+          ASSERT_NEAR(got, want, 1e-5 + 1e-4 * std::abs(want))
+              << "step " << t << " b=" << b << " h=" << h << " d=" << d;
+          worst = std::max(worst, std::abs(got - want));
+        }
+      }
+    }
+  }
+  EXPECT_EQ(dec.position(), s.lk);
+  std::cout << "[  DECODE  ] k=" << budget << " w=" << window << (logit ? " logit" : " value")
+            << ": max |decode - prefill| " << worst << ", KV pairs held " << dec.cached_pairs()
+            << " of " << s.lk << ", mask scores " << dec.mask_scores() << "\n";
+}
+
+TEST(SparsekDecode, BoundedCacheEqualsPrefill) {
+  struct P { int64_t k, w; bool logit; };
+  for (P p : {P{16, 24, false}, P{16, 24, true}, P{12, 0, false}, P{0, 9, false}, P{300, 4, false}}) {
+    TestRng rng("decode_k" + std::to_string(p.k) + "_w" + std::to_string(p.w));
+    SCOPED_TRACE(rng.description());
+    check_decode(p.k, p.w, p.logit, rng);
+  }
+}
+
+}  // namespace
