@@ -32,9 +32,12 @@ foreach (_line IN LISTS _lines)
   list(APPEND _libs ${_name})
 endforeach ()
 set_property(GLOBAL PROPERTY HATTN_KERNEL_LIBS "${_libs}")
-foreach (_f IN ITEMS hattn_kernels.inc hattn_kernel_headers.h)
+foreach (_f IN ITEMS hattn_kernels.inc hattn_kernel_headers.h hattn_kernel_registry.cpp)
   configure_file("${HATTN_KERNELS_FROM}/generated/${_f}" "${CMAKE_BINARY_DIR}/generated/${_f}" COPYONLY)
 endforeach ()
+# The kernel set's registration source is the runtime's dispatch table (runtime/CMakeLists.txt).
+set_property(GLOBAL PROPERTY HATTN_REGISTRY_SOURCE
+             "${CMAKE_BINARY_DIR}/generated/hattn_kernel_registry.cpp")
 list(LENGTH _libs _count)
 message(STATUS "hattn: fuzz build over ${_count} kernels from ${HATTN_KERNELS_FROM}")
 
