@@ -37,9 +37,9 @@ ElBuffers el_buffers(const ElShape& s, std::vector<float>** kc, std::vector<floa
   const int64_t dm = s.dm, rows = s.samples * s.beam;
   std::vector<int64_t> sizes(8, dm * dm);
   for (int i = 1; i < 8; i += 2) sizes[i] = dm;
-  sizes.push_back(rows * dm);                    // x
-  sizes.push_back(s.samples * s.mem_len * dm);   // memory
-  sizes.push_back(rows * dm);                    // y
+  sizes.push_back(rows * dm);                   // x
+  sizes.push_back(s.samples * s.mem_len * dm);  // memory
+  sizes.push_back(rows * dm);                   // y
   const bool with_cache = kc != nullptr;
   if (with_cache) {
     sizes.push_back(rows * s.mem_len * dm);
@@ -126,7 +126,8 @@ void run_core_sgemm(benchmark::State& state, ElShape s) {
 }  // namespace
 
 void register_el() {
-  const ElShape models[] = {{"bart_large", 1024, 16, 1024, 1, 1}, {"gpt2_small", 768, 12, 1024, 1, 1}};
+  const ElShape models[] = {{"bart_large", 1024, 16, 1024, 1, 1},
+                            {"gpt2_small", 768, 12, 1024, 1, 1}};
   for (const ElShape& m : models) {
     for (auto [samples, beam] : {std::pair<int64_t, int64_t>{1, 1}, {8, 4}, {32, 4}}) {
       ElShape s = m;

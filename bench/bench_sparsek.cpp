@@ -73,8 +73,8 @@ void run_dense_prefill(benchmark::State& state, int64_t l) {
   hattn::Dispatch chosen;
   hattn::set_num_threads(bench_threads());
   for (auto _ : state) {
-    hattn::Status st = hattn::attention(view(in.q), view(in.k), view(in.v), view(in.out), opt,
-                                        &chosen);
+    hattn::Status st =
+        hattn::attention(view(in.q), view(in.k), view(in.v), view(in.out), opt, &chosen);
     if (!st.ok()) {
       state.SkipWithError(st.message.c_str());
       break;
@@ -96,10 +96,10 @@ void run_mask_sweep(benchmark::State& state, int64_t l, int64_t kw) {
   std::vector<int32_t> index(static_cast<size_t>(l * k));
   std::vector<float> gate(index.size());
   for (auto _ : state) {
-    hattn::Status st = hattn::sparsek_scores(
-        hattn::TensorView::contiguous(extra[0].data(), {1, l, kModelDim}),
-        hattn::TensorView::contiguous(extra[1].data(), {1, kModelDim}), 0.f,
-        hattn::TensorView::contiguous(u.data(), {1, 1, l}));
+    hattn::Status st =
+        hattn::sparsek_scores(hattn::TensorView::contiguous(extra[0].data(), {1, l, kModelDim}),
+                              hattn::TensorView::contiguous(extra[1].data(), {1, kModelDim}), 0.f,
+                              hattn::TensorView::contiguous(u.data(), {1, 1, l}));
     if (!st.ok()) {
       state.SkipWithError(st.message.c_str());
       break;
@@ -108,8 +108,8 @@ void run_mask_sweep(benchmark::State& state, int64_t l, int64_t kw) {
     int64_t pushed = 0, selected = 0;
     for (int64_t i = 0; i < l; ++i) {
       for (; pushed < i - w + 1; ++pushed) sweep.push(u[static_cast<size_t>(pushed)], pushed);
-      selected += sweep.select(&index[static_cast<size_t>(i * k)], &gate[static_cast<size_t>(i * k)],
-                               false);
+      selected += sweep.select(&index[static_cast<size_t>(i * k)],
+                               &gate[static_cast<size_t>(i * k)], false);
     }
     benchmark::DoNotOptimize(selected);
   }
@@ -120,8 +120,8 @@ void run_mask_sweep(benchmark::State& state, int64_t l, int64_t kw) {
 void run_decode(benchmark::State& state, int64_t lk) {
   const int64_t B = 1, Hq = 8, Hkv = 2, chunk = 4096;
   auto& kv = buffers("sparsek_decode_kv_" + std::to_string(lk),
-                     {Hkv * chunk * kD, Hkv * chunk * kD, lk * kModelDim, Hkv * kModelDim,
-                      Hq * kD, Hkv * kD, Hkv * kD, kModelDim, Hq * kD});
+                     {Hkv * chunk * kD, Hkv * chunk * kD, lk * kModelDim, Hkv * kModelDim, Hq * kD,
+                      Hkv * kD, Hkv * kD, kModelDim, Hq * kD});
   hattn::SparsekOptions opt;
   opt.k = 256;
   opt.window = 256;
@@ -130,10 +130,12 @@ void run_decode(benchmark::State& state, int64_t lk) {
       dec.reset(B, Hq, Hkv, kD, hattn::TensorView::contiguous(kv[3].data(), {Hkv, kModelDim}), opt);
   for (int64_t t0 = 0; st.ok() && t0 < lk; t0 += chunk) {
     const int64_t n = std::min(chunk, lk - t0);
-    st = dec.append(
-        hattn::TensorView::strided(kv[0].data(), {B, Hkv, n, kD}, {Hkv * chunk * kD, chunk * kD, kD, 1}),
-        hattn::TensorView::strided(kv[1].data(), {B, Hkv, n, kD}, {Hkv * chunk * kD, chunk * kD, kD, 1}),
-        hattn::TensorView::contiguous(kv[2].data() + t0 * kModelDim, {B, n, kModelDim}));
+    st =
+        dec.append(hattn::TensorView::strided(kv[0].data(), {B, Hkv, n, kD},
+                                              {Hkv * chunk * kD, chunk * kD, kD, 1}),
+                   hattn::TensorView::strided(kv[1].data(), {B, Hkv, n, kD},
+                                              {Hkv * chunk * kD, chunk * kD, kD, 1}),
+                   hattn::TensorView::contiguous(kv[2].data() + t0 * kModelDim, {B, n, kModelDim}));
   }
   if (!st.ok()) {
     state.SkipWithError(st.message.c_str());
@@ -164,10 +166,10 @@ void run_mask(benchmark::State& state, int64_t rows, int64_t m, int64_t k) {
   hattn::Dispatch chosen;
   hattn::set_num_threads(bench_threads());
   for (auto _ : state) {
-    hattn::Status st = hattn::sparsek_mask(
-        hattn::TensorView::contiguous(z[0].data(), {rows, m}), nullptr, k,
-        hattn::TensorView::contiguous(z[1].data(), {rows, m}),
-        hattn::TensorView::contiguous(z[2].data(), {rows}), &chosen);
+    hattn::Status st =
+        hattn::sparsek_mask(hattn::TensorView::contiguous(z[0].data(), {rows, m}), nullptr, k,
+                            hattn::TensorView::contiguous(z[1].data(), {rows, m}),
+                            hattn::TensorView::contiguous(z[2].data(), {rows}), &chosen);
     if (!st.ok()) {
       state.SkipWithError(st.message.c_str());
       break;

@@ -29,23 +29,23 @@ struct ElInputs {
   Halide::Func lengths;  // (b)        visible keys per sample (N when not padded)
   Halide::Expr model_dim, heads, tokens, beam, memory_len;  // Dm, H, T, beam, N
   Halide::Expr x_rows;                                      // B * beam
-  Halide::Expr causal;   // bool: key j visible to token t iff j <= t + (len_b - T)
+  Halide::Expr causal;  // bool: key j visible to token t iff j <= t + (len_b - T)
 };
 
 struct ElStages {
   Halide::Var m{"m"}, o{"o"}, oo{"oo"}, h{"h"}, n{"n"}, j{"j"}, w{"w"}, b{"b"}, t{"t"}, r{"r"};
-  Halide::RDom rd, rm, rj, rm2;         // over Dh, Dm, N, Dm
-  Halide::Func q_rows{"q_rows"};        // (o, n)      q with (t, r) flattened to n = r * T + t
-  Halide::Func qt{"qt"};                // (m, h, n)   Wk_h^T q_h: queries in model space
-  Halide::Func scores{"scores"};        // (j, w, b)   qt . Hs_j
-  Halide::Func masked{"masked"};        // (j, w, b)   scores, -inf where not visible
-  Halide::Func row_max{"row_max"};      // (w, b)
-  Halide::Func probs{"probs"};          // (j, w, b)   exp(e - max), 0 where not visible
-  Halide::Func row_sum{"row_sum"};      // (w, b)
-  Halide::Func mixed{"mixed"};          // (m, w, b)   sum_j probs Hs_j (unnormalised r_h)
-  Halide::Func context{"context"};      // (m, w, b)   r_h = mixed / row_sum
-  Halide::Func head_out{"head_out"};    // (o, h, n)   Wv_h r_h, o in [0, Dh)
-  Halide::Func out{"out"};              // (oo, t, r)  concat_h(o_h) [B * beam, T, Dm]
+  Halide::RDom rd, rm, rj, rm2;       // over Dh, Dm, N, Dm
+  Halide::Func q_rows{"q_rows"};      // (o, n)      q with (t, r) flattened to n = r * T + t
+  Halide::Func qt{"qt"};              // (m, h, n)   Wk_h^T q_h: queries in model space
+  Halide::Func scores{"scores"};      // (j, w, b)   qt . Hs_j
+  Halide::Func masked{"masked"};      // (j, w, b)   scores, -inf where not visible
+  Halide::Func row_max{"row_max"};    // (w, b)
+  Halide::Func probs{"probs"};        // (j, w, b)   exp(e - max), 0 where not visible
+  Halide::Func row_sum{"row_sum"};    // (w, b)
+  Halide::Func mixed{"mixed"};        // (m, w, b)   sum_j probs Hs_j (unnormalised r_h)
+  Halide::Func context{"context"};    // (m, w, b)   r_h = mixed / row_sum
+  Halide::Func head_out{"head_out"};  // (o, h, n)   Wv_h r_h, o in [0, Dh)
+  Halide::Func out{"out"};            // (oo, t, r)  concat_h(o_h) [B * beam, T, Dm]
 };
 
 ElStages el_attention(const ElInputs& in);

@@ -30,11 +30,11 @@ class ElAttentionGenerator : public Generator<ElAttentionGenerator> {
   GeneratorParam<std::string> tables{"tables", ""};
   GeneratorParam<std::string> tunables{"tunables", ""};
 
-  Input<Buffer<float, 3>> q{"q"};           // [B * beam, T, Dm]: s * (x Wq^T + bq)
-  Input<Buffer<float, 3>> hs{"hs"};         // [B, N, Dm]
-  Input<Buffer<float, 2>> wk{"wk"};         // [Dm, Dm]
-  Input<Buffer<float, 2>> wv{"wv"};         // [Dm, Dm]
-  Input<Buffer<float, 1>> bv{"bv"};         // [Dm]
+  Input<Buffer<float, 3>> q{"q"};                // [B * beam, T, Dm]: s * (x Wq^T + bq)
+  Input<Buffer<float, 3>> hs{"hs"};              // [B, N, Dm]
+  Input<Buffer<float, 2>> wk{"wk"};              // [Dm, Dm]
+  Input<Buffer<float, 2>> wv{"wv"};              // [Dm, Dm]
+  Input<Buffer<float, 1>> bv{"bv"};              // [Dm]
   Input<Buffer<int32_t, 1>> lengths{"lengths"};  // [B], each in [0, N]
   Input<int> heads{"heads"};
   Input<int> beam{"beam"};
@@ -91,8 +91,8 @@ class LinearGenerator : public Generator<LinearGenerator> {
   GeneratorParam<std::string> tables{"tables", ""};
   GeneratorParam<std::string> tunables{"tunables", ""};
 
-  Input<Buffer<float, 2>> x{"x"};     // [rows, in]
-  Input<Buffer<float, 2>> w{"w"};     // [out, in]
+  Input<Buffer<float, 2>> x{"x"};        // [rows, in]
+  Input<Buffer<float, 2>> w{"w"};        // [out, in]
   Input<Buffer<float, 1>> bias{"bias"};  // [out]
   Input<float> scale{"scale"};
   Output<Buffer<float, 2>> y{"y"};  // [rows, out]: scale * (x W^T + bias)

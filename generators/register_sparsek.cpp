@@ -39,9 +39,9 @@ class SparsekAttentionGenerator : public Generator<SparsekAttentionGenerator> {
   GeneratorParam<std::string> tables{"tables", ""};
   GeneratorParam<std::string> tunables{"tunables", ""};
 
-  Input<Buffer<float, 4>> q{"q"};                // [B, Hq, Lq, D]
-  Input<Buffer<float, 4>> k{"k"};                // [B, Hkv, Lk, D]
-  Input<Buffer<float, 4>> v{"v"};                // [B, Hkv, Lk, D]
+  Input<Buffer<float, 4>> q{"q"};                    // [B, Hq, Lq, D]
+  Input<Buffer<float, 4>> k{"k"};                    // [B, Hkv, Lk, D]
+  Input<Buffer<float, 4>> v{"v"};                    // [B, Hkv, Lk, D]
   Input<Buffer<int32_t, 4>> sel_index{"sel_index"};  // [B, Hkv, Lq, S]
   Input<Buffer<float, 4>> sel_gate{"sel_gate"};      // [B, Hkv, Lq, S]
   Input<Buffer<int32_t, 3>> sel_count{"sel_count"};  // [B, Hkv, Lq]

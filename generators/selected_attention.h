@@ -2,8 +2,8 @@
 // (topk, loki, later sparsek). Given, per query row (i, h, b), the scores of its k_max selected
 // slots (only the first k_eff live) and the key index of each slot, it builds
 //   o_i = sum_{s < k_eff} softmax_s(score_s) g_s v[index_s]
-// (g_s = value_gate(s, i, h, b) when given, else 1) with zeros for a row that selected nothing (k_eff = 0). The algorithm only; schedules decide
-// where each stage lives.
+// (g_s = value_gate(s, i, h, b) when given, else 1) with zeros for a row that selected nothing
+// (k_eff = 0). The algorithm only; schedules decide where each stage lives.
 #pragma once
 
 #include "Halide.h"

@@ -60,8 +60,8 @@ SparsekMaskStages sparsek_mask(const Func& z, const Func& len, const Expr& m, co
     fin(r) = Tuple(fin(r)[0] + select(in_free, cast<double>(z(rj, r)), zero_d),
                    fin(r)[1] + select(in_free, 1, 0), fin(r)[2] + select(in_sat, 1, 0));
     const Expr free_n = fin(r)[1];
-    const Expr root = (fin(r)[0] + cast<double>(fin(r)[2]) - cast<double>(k)) /
-                      cast<double>(max(free_n, 1));
+    const Expr root =
+        (fin(r)[0] + cast<double>(fin(r)[2]) - cast<double>(k)) / cast<double>(max(free_n, 1));
     return select(free_n > 0, cast<float>(root), t);
   };
   const Expr t_lo = score_of_key(st.bracket(r)[0]);
@@ -91,8 +91,7 @@ SparsekStages sparsek_attention(const SparsekInputs& in) {
   const Expr win_pos = pos - n_win + 1 + (s - n_sel);
   const Expr win_key = select(in.ring > 0, win_pos % max(in.ring, 1), win_pos);
   const Expr is_sel = s < n_sel;
-  st.index(s, i, h, b) =
-      clamp(select(is_sel, in.sel_index(slot, i, hk, b), win_key), 0, in.lk - 1);
+  st.index(s, i, h, b) = clamp(select(is_sel, in.sel_index(slot, i, hk, b), win_key), 0, in.lk - 1);
   st.gate(s, i, h, b) = select(is_sel, in.sel_gate(slot, i, hk, b), 1.f);
 
   st.rc = RDom(0, in.head_dim, "rc");
@@ -100,12 +99,12 @@ SparsekStages sparsek_attention(const SparsekInputs& in) {
   st.dot(s, i, h, b) += in.q(st.rc, i, h, b) * in.k(st.rc, st.index(s, i, h, b), hk, b);
   // Gates of selected keys are > 0 (the runtime keeps only z_j > tau); the floor keeps log finite.
   const Expr logit = in.gate_logit != 0;
-  st.score(s, i, h, b) = st.dot(s, i, h, b) * in.scale +
-                         select(logit, log(max(st.gate(s, i, h, b), 1e-30f)), 0.f);
+  st.score(s, i, h, b) =
+      st.dot(s, i, h, b) * in.scale + select(logit, log(max(st.gate(s, i, h, b), 1e-30f)), 0.f);
   st.value_gate(s, i, h, b) = select(logit, 1.f, st.gate(s, i, h, b));
   const Expr k_max = in.sel_slots + min(in.window, in.lk);
-  st.att = attend_selected(st.score, st.index, in.v, k_eff, k_max, group, d, s, i, h, b,
-                           st.value_gate);
+  st.att =
+      attend_selected(st.score, st.index, in.v, k_eff, k_max, group, d, s, i, h, b, st.value_gate);
   return st;
 }
 

@@ -43,7 +43,8 @@ std::vector<double> reference(const std::vector<float>& q, const std::vector<flo
   return out;
 }
 
-bool refused_naming(const char* what, const hattn::Status& s, const std::vector<std::string>& words) {
+bool refused_naming(const char* what, const hattn::Status& s,
+                    const std::vector<std::string>& words) {
   std::printf("%s -> %s\n", what, s.message.c_str());
   bool ok = !s.ok();
   for (const std::string& w : words) {
@@ -71,11 +72,11 @@ int main() {
   hattn::AttentionOptions opt;
   opt.causal = true;
   hattn::Dispatch chosen;
-  hattn::Status s = hattn::attention(hattn::TensorView::contiguous(q.data(), {B, Hq, Lq, D}),
-                                     hattn::TensorView::contiguous(k.data(), {B, Hkv, Lk, D}),
-                                     hattn::TensorView::contiguous(v.data(), {B, Hkv, Lk, D}),
-                                     hattn::TensorView::contiguous(out.data(), {B, Hq, Lq, D}),
-                                     opt, &chosen);
+  hattn::Status s =
+      hattn::attention(hattn::TensorView::contiguous(q.data(), {B, Hq, Lq, D}),
+                       hattn::TensorView::contiguous(k.data(), {B, Hkv, Lk, D}),
+                       hattn::TensorView::contiguous(v.data(), {B, Hkv, Lk, D}),
+                       hattn::TensorView::contiguous(out.data(), {B, Hq, Lq, D}), opt, &chosen);
   if (!s.ok()) {
     std::printf("FAIL: attention refused: %s\n", s.message.c_str());
     return 1;
@@ -95,18 +96,20 @@ int main() {
   std::vector<float> q2(Lq * 128, 0.5f), k2(Lk * 128, 0.25f), o2(Lq * 128);
   const auto q128 = hattn::TensorView::contiguous(q2.data(), {1, 1, Lq, 128});
   const auto k128 = hattn::TensorView::contiguous(k2.data(), {1, 1, Lk, 128});
-  ok &= refused_naming("dense at D=128",
-                       hattn::attention(q128, k128, k128,
-                                        hattn::TensorView::contiguous(o2.data(), {1, 1, Lq, 128}), opt),
-                       {"asked for dense", "D=128", "example_kernels", "D=64"});
+  ok &= refused_naming(
+      "dense at D=128",
+      hattn::attention(q128, k128, k128, hattn::TensorView::contiguous(o2.data(), {1, 1, Lq, 128}),
+                       opt),
+      {"asked for dense", "D=128", "example_kernels", "D=64"});
   hattn::TopkOptions t;
   t.k = 8;
-  ok &= refused_naming("topk at D=64",
-                       hattn::topk_attention(hattn::TensorView::contiguous(q.data(), {B, Hq, Lq, D}),
-                                             hattn::TensorView::contiguous(k.data(), {B, Hkv, Lk, D}),
-                                             hattn::TensorView::contiguous(v.data(), {B, Hkv, Lk, D}),
-                                             hattn::TensorView::contiguous(out.data(), {B, Hq, Lq, D}), t),
-                       {"no topk kernel was generated", "example_kernels", "VARIANTS dense"});
+  ok &= refused_naming(
+      "topk at D=64",
+      hattn::topk_attention(hattn::TensorView::contiguous(q.data(), {B, Hq, Lq, D}),
+                            hattn::TensorView::contiguous(k.data(), {B, Hkv, Lk, D}),
+                            hattn::TensorView::contiguous(v.data(), {B, Hkv, Lk, D}),
+                            hattn::TensorView::contiguous(out.data(), {B, Hq, Lq, D}), t),
+      {"no topk kernel was generated", "example_kernels", "VARIANTS dense"});
   // CUDA is usable only with CUDA kernels in the set (TARGETS ... cuda), a driver and a device.
   std::string why;
   std::printf("CUDA: %s\n", hattn::cuda_available(&why) ? "usable" : why.c_str());
