@@ -40,13 +40,14 @@ Status check_weights(const MhaWeights& w, int64_t dm) {
                     : check_tensor(t, kWeightNames[i], 2, kWeight2, false);
     if (!s.ok()) return s;
     if (t.device != Device::cpu) {
-      return Status{StatusCode::unsupported,
-                    "el and the standard MHA path have CPU kernels only; weights must be on the CPU"};
+      return Status{
+          StatusCode::unsupported,
+          "el and the standard MHA path have CPU kernels only; weights must be on the CPU"};
     }
     if (t.shape[0] != dm || (!bias && t.shape[1] != dm)) {
       return invalid(std::string(kWeightNames[i]) + " must be " +
-                     (bias ? shape_str({dm}) : shape_str({dm, dm})) + " for Dm=" +
-                     std::to_string(dm) + ", got " + shape_str(t));
+                     (bias ? shape_str({dm}) : shape_str({dm, dm})) +
+                     " for Dm=" + std::to_string(dm) + ", got " + shape_str(t));
     }
   }
   return Status::success();
@@ -72,8 +73,8 @@ Status check_common(const TensorView& x, const TensorView& y, const MhaWeights& 
   s = check_rows3(y, "y", kRows3, true);
   if (!s.ok()) return s;
   if (x.shape[2] != dm) {
-    return invalid("model dim Dm differs: x " + shape_str(x) + ", memory has Dm=" +
-                   std::to_string(dm));
+    return invalid("model dim Dm differs: x " + shape_str(x) +
+                   ", memory has Dm=" + std::to_string(dm));
   }
   for (int i = 0; i < 3; ++i) {
     if (y.shape[i] != x.shape[i]) {
@@ -90,8 +91,8 @@ Status check_common(const TensorView& x, const TensorView& y, const MhaWeights& 
   }
   if (o.heads < 1) return invalid("heads must be >= 1, got " + std::to_string(o.heads));
   if (dm % o.heads != 0) {
-    return invalid("Dm=" + std::to_string(dm) + " is not divisible by heads=" +
-                   std::to_string(o.heads));
+    return invalid("Dm=" + std::to_string(dm) +
+                   " is not divisible by heads=" + std::to_string(o.heads));
   }
   if (o.beam < 1) return invalid("beam must be >= 1, got " + std::to_string(o.beam));
   if (x.shape[0] % o.beam != 0) {
@@ -99,8 +100,8 @@ Status check_common(const TensorView& x, const TensorView& y, const MhaWeights& 
                    std::to_string(o.beam) + " (x is [B * beam, T, Dm])");
   }
   if (x.shape[0] / o.beam != samples) {
-    return invalid("x has " + std::to_string(x.shape[0]) + " rows = " +
-                   std::to_string(x.shape[0] / o.beam) + " samples x beam " +
+    return invalid("x has " + std::to_string(x.shape[0]) +
+                   " rows = " + std::to_string(x.shape[0] / o.beam) + " samples x beam " +
                    std::to_string(o.beam) + ", but the memory has B=" + std::to_string(samples));
   }
   if (o.has_scale && !(o.scale > 0.f && std::isfinite(o.scale))) {
@@ -109,16 +110,13 @@ Status check_common(const TensorView& x, const TensorView& y, const MhaWeights& 
   if (o.key_lengths != nullptr) {
     for (int64_t b = 0; b < samples; ++b) {
       if (o.key_lengths[b] < 0 || o.key_lengths[b] > mem_len) {
-        return invalid("key_lengths[" + std::to_string(b) + "] = " +
-                       std::to_string(o.key_lengths[b]) + " is outside [0, N=" +
-                       std::to_string(mem_len) + "]");
+        return invalid("key_lengths[" + std::to_string(b) +
+                       "] = " + std::to_string(o.key_lengths[b]) +
+                       " is outside [0, N=" + std::to_string(mem_len) + "]");
       }
     }
   }
-  const TensorView* inputs[] = {&x};
-  for (const TensorView* in : inputs) {
-    if (tensors_overlap(y, *in)) return invalid("y overlaps x in memory");
-  }
+  if (tensors_overlap(y, x)) return invalid("y overlaps x in memory");
   for (int i = 0; i < 8; ++i) {
     const TensorView& t = *weight_views(w, i);
     if (t.rank != 0 && tensors_overlap(y, t)) {
@@ -196,6 +194,13 @@ Status find_kernel(const char* variant, const std::string& forced, const Attenti
   return choose_kernel(KernelRequest{variant, false, false, forced, false}, shape, k, &reason);
 }
 
+// `bias`, or (a missing bias, rank 0) a view of `n` zeros held in `zeros`.
+TensorView bias_or_zeros(const TensorView& bias, int64_t n, std::vector<float>* zeros) {
+  if (bias.rank != 0) return bias;
+  zeros->assign(static_cast<size_t>(n), 0.f);
+  return TensorView::contiguous(zeros->data(), {n});
+}
+
 // y2d = scale * (x2d W^T + bias) through the linear kernel; a missing bias is zero.
 Status run_linear(const TensorView& x2d, const TensorView& w, const TensorView& bias, float scale,
                   const TensorView& y2d) {
@@ -204,11 +209,7 @@ Status run_linear(const TensorView& x2d, const TensorView& w, const TensorView& 
   Status s = find_kernel("linear", "", shape, &k);
   if (!s.ok()) return s;
   std::vector<float> zeros;
-  TensorView b = bias;
-  if (b.rank == 0) {
-    zeros.assign(static_cast<size_t>(w.shape[0]), 0.f);
-    b = TensorView::contiguous(zeros.data(), {w.shape[0]});
-  }
+  const TensorView b = bias_or_zeros(bias, w.shape[0], &zeros);
   install_halide_handlers();
   HalideBuffer xb(x2d), wb(w), bb(b), yb(y2d);
   CallContext ctx;
@@ -248,12 +249,12 @@ Status el_attention(const TensorView& x, const TensorView& memory, const MhaWeig
   if (dm < kMinModelDim) {
     return Status{StatusCode::unsupported,
                   "el kernels need Dm >= " + std::to_string(kMinModelDim) +
-                      " (their model-dimension tiles are that wide), got Dm=" +
-                      std::to_string(dm) + "; use mha_attention"};
+                      " (their model-dimension tiles are that wide), got Dm=" + std::to_string(dm) +
+                      "; use mha_attention"};
   }
   const KernelEntry* kernel = nullptr;
-  AttentionShape shape{samples, options.heads, 1, x.shape[0] * x.shape[1], mem_len,
-                       dm / options.heads, Device::cpu};
+  AttentionShape shape{samples, options.heads,      1,          x.shape[0] * x.shape[1],
+                       mem_len, dm / options.heads, Device::cpu};
   s = find_kernel("el", options.kernel, shape, &kernel);
   if (!s.ok()) return s;
   if (options.check_finite) {
@@ -277,21 +278,17 @@ Status el_attention(const TensorView& x, const TensorView& memory, const MhaWeig
   if (!s.ok()) return s;
 
   std::vector<float> zero_bias;
-  TensorView bv = weights.bv;
-  if (bv.rank == 0) {
-    zero_bias.assign(static_cast<size_t>(dm), 0.f);
-    bv = TensorView::contiguous(zero_bias.data(), {dm});
-  }
+  const TensorView bv = bias_or_zeros(weights.bv, dm, &zero_bias);
   Lengths lengths(options, samples, mem_len);
   install_halide_handlers();
   HalideBuffer qb(TensorView::contiguous(q.data(), {rows, tokens, dm}));
   HalideBuffer ob(TensorView::contiguous(heads_out.data(), {rows, tokens, dm}));
   HalideBuffer hb(memory), wkb(weights.wk), wvb(weights.wv), bvb(bv);
   CallContext ctx;
-  const int rc = kernel->as<ElKernelFn>()(
-      &ctx, qb.get(), hb.get(), wkb.get(), wvb.get(), bvb.get(), &lengths.buf,
-      static_cast<int32_t>(options.heads), static_cast<int32_t>(options.beam), options.causal,
-      ob.get());
+  const int rc =
+      kernel->as<ElKernelFn>()(&ctx, qb.get(), hb.get(), wkb.get(), wvb.get(), bvb.get(),
+                               &lengths.buf, static_cast<int32_t>(options.heads),
+                               static_cast<int32_t>(options.beam), options.causal, ob.get());
   if (rc != 0) return kernel_failed(kernel->info.name, rc, ctx);
 
   Rows2D y2(y, true);
@@ -326,7 +323,8 @@ Status mha_project_memory(const TensorView& memory, const MhaWeights& weights,
                        ", got " + shape_str(*caches[i]));
       }
     }
-    if (tensors_overlap(*caches[i], memory)) return invalid(std::string(names[i]) + " overlaps memory");
+    if (tensors_overlap(*caches[i], memory))
+      return invalid(std::string(names[i]) + " overlaps memory");
   }
   if (tensors_overlap(k_cache, v_cache)) return invalid("k_cache and v_cache overlap");
   Rows2D m2(memory, false);
@@ -360,8 +358,9 @@ Status mha_attention_cached(const TensorView& x, const TensorView& k_cache,
   s = check_common(x, y, weights, options, samples, mem_len, dm);
   if (!s.ok()) return s;
   if (!per_beam && options.beam > 1 && options.causal) {
-    return invalid("a causal call with beam > 1 needs one cache per beam ([B * beam, N, Dm]): "
-                   "a shared cache folds the beams into one query block");
+    return invalid(
+        "a causal call with beam > 1 needs one cache per beam ([B * beam, N, Dm]): "
+        "a shared cache folds the beams into one query block");
   }
   if (options.check_finite) {
     s = refuse_non_finite(x, k_cache, "k_cache", weights);
@@ -398,8 +397,7 @@ Status mha_attention_cached(const TensorView& x, const TensorView& k_cache,
       std::fill(ap, ap + per_call * lq * dm, 0.f);
       continue;
     }
-    const TensorView qv =
-        TensorView::strided(qp, {per_call, h, lq, dh}, {lq * dm, dh, dm, 1});
+    const TensorView qv = TensorView::strided(qp, {per_call, h, lq, dh}, {lq * dm, dh, dm, 1});
     const TensorView av = TensorView::strided(ap, {per_call, h, lq, dh}, {lq * dm, dh, dm, 1});
     const float* kp = static_cast<const float*>(k_cache.data) + e0 * k_cache.strides[0];
     const float* vp = static_cast<const float*>(v_cache.data) + e0 * v_cache.strides[0];
@@ -428,13 +426,16 @@ Status mha_attention(const TensorView& x, const TensorView& memory, const MhaWei
   const TensorView vv = TensorView::contiguous(vc.data(), {samples, mem_len, dm});
   s = mha_project_memory(memory, weights, kv, vv);
   if (!s.ok()) return s;
-  if (!(options.causal && options.beam > 1)) return mha_attention_cached(x, kv, vv, weights, y, options);
+  if (!(options.causal && options.beam > 1))
+    return mha_attention_cached(x, kv, vv, weights, y, options);
   // Causal beams need a cache each: replicate the sample's cache per beam.
   const int64_t beam = options.beam, per = mem_len * dm;
   std::vector<float> kb(static_cast<size_t>(samples * beam * per)), vb(kb.size());
   for (int64_t e = 0; e < samples * beam; ++e) {
-    std::copy(kc.begin() + (e / beam) * per, kc.begin() + (e / beam + 1) * per, kb.begin() + e * per);
-    std::copy(vc.begin() + (e / beam) * per, vc.begin() + (e / beam + 1) * per, vb.begin() + e * per);
+    std::copy(kc.begin() + (e / beam) * per, kc.begin() + (e / beam + 1) * per,
+              kb.begin() + e * per);
+    std::copy(vc.begin() + (e / beam) * per, vc.begin() + (e / beam + 1) * per,
+              vb.begin() + e * per);
   }
   return mha_attention_cached(x, TensorView::contiguous(kb.data(), {samples * beam, mem_len, dm}),
                               TensorView::contiguous(vb.data(), {samples * beam, mem_len, dm}),
