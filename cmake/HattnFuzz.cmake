@@ -9,7 +9,7 @@ endif ()
 set(HATTN_KERNELS_FROM "${CMAKE_SOURCE_DIR}/build" CACHE PATH
     "A normal (Release) build whose generated kernels the fuzz build links")
 set(_manifest "${HATTN_KERNELS_FROM}/generated/hattn_kernels.inc")
-if (NOT EXISTS "${_manifest}" OR NOT EXISTS "${HATTN_KERNELS_FROM}/libhattn_halide_runtime.a")
+if (NOT EXISTS "${_manifest}" OR NOT EXISTS "${HATTN_KERNELS_FROM}/generators/libhattn_halide_runtime.a")
   message(FATAL_ERROR "HATTN_FUZZ: no built kernels in ${HATTN_KERNELS_FROM} (build it first: "
                       "scripts/build.sh, or set HATTN_KERNELS_FROM)")
 endif ()
@@ -18,7 +18,7 @@ set(HATTN_CUDA ${_host_HATTN_CUDA} CACHE BOOL "" FORCE)
 
 add_library(hattn_halide_runtime STATIC IMPORTED GLOBAL)
 set_target_properties(hattn_halide_runtime PROPERTIES
-                      IMPORTED_LOCATION "${HATTN_KERNELS_FROM}/libhattn_halide_runtime.a")
+                      IMPORTED_LOCATION "${HATTN_KERNELS_FROM}/generators/libhattn_halide_runtime.a")
 file(STRINGS "${_manifest}" _lines REGEX "^HATTN_KERNEL\\(")
 set(_libs "")
 foreach (_line IN LISTS _lines)
