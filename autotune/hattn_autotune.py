@@ -1,0 +1,318 @@
+#!/usr/bin/env python3
+"""hattn-autotune (first cut: dense CPU kernels): search a schedule's tunables, write a table.
+
+Each candidate is compiled ahead of time by hattn's own generator (build/generators/
+hattn_generators, `tunables=` overrides a table line), linked into a shared object and timed by
+autotune/runner.cpp in a separate process, which also checks the output against a double-precision
+reference: a wrong or crashing candidate is recorded as such and never wins. Compiles run in
+parallel (--jobs); timings run one at a time, so the machine should be otherwise idle.
+
+Search: coordinate descent from the seed (the current table, or --start for a deliberately bad
+one): each round tries every legal value of one tunable with the others fixed, nearest values
+first, keeps the best, and stops when a full round finds nothing better or the budget runs out.
+Every measured point is cached (--cache, JSON), so a second run resumes without re-measuring.
+
+  .venv/bin/python autotune/hattn_autotune.py --phase prefill --isa avx2 --budget 10m \
+      --out build/autotune/schedules
+writes a full schedules/ folder with the tuned line replaced (comments give the machine, date and
+times); -DHATTN_SCHEDULES is not wired yet: copy the table over schedules/x86/<isa>.table.
+"""
+import argparse
+import concurrent.futures as cf
+import datetime
+import itertools
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+ISAS = {  # lanes of fp32, vector registers, Halide target
+    "avx512": (16, 32, "x86-64-linux-avx-avx2-avx512-avx512_skylake-f16c-fma-sse41"),
+    "avx2": (8, 16, "x86-64-linux-avx-avx2-f16c-fma-sse41"),
+    "sse41": (4, 16, "x86-64-linux-sse41"),
+}
+
+# The declared legal space of schedules/cpu/dense_cpu.cpp, with its pruning rules.
+SPACE = {
+    "prefill": {
+        "qb": [8, 16, 24, 32, 48, 64, 96, 128],
+        "kb": [64, 128, 256, 512],
+        "tq": [1, 2, 3, 4],
+        "tk": [2, 3, 4, 5, 6, 8],
+        "td": [2, 4, 6, 8],
+    },
+    # qb = 1 and kb = 256 are fixed: the dispatcher's split count assumes 256 keys per block.
+    "decode": {"qb": [1], "kb": [256], "tq": [1, 2, 4], "tk": [1, 2, 4, 8], "td": [2, 4, 8, 16]},
+}
+
+
+def legal(phase, t, vec, regs):
+    if phase == "decode":
+        return True
+    if t["qb"] % (t["tq"] * vec) != 0:  # a query block is whole micro-tiles
+        return False
+    # Register pressure: tq x tk accumulators plus tq query vectors plus a broadcast (same for
+    # tq x td in P.V); more spills, so it is obviously bad.
+    return t["tq"] * t["tk"] + t["tq"] + 1 <= regs and t["tq"] * t["td"] + t["tq"] + 1 <= regs
+
+
+def key_of(t):
+    return ",".join(f"{n}:{t[n]}" for n in sorted(t))
+
+
+class Tuner:
+    def __init__(self, a):
+        self.a = a
+        self.vec, self.regs, self.target = ISAS[a.isa]
+        self.work = os.path.abspath(a.work)
+        os.makedirs(self.work, exist_ok=True)
+        self.cache_path = a.cache or os.path.join(self.work, "cache.json")
+        self.cache = json.load(open(self.cache_path)) if os.path.exists(self.cache_path) else {}
+        self.gen = os.path.join(a.build, "generators", "hattn_generators")
+        self.runner = os.path.join(self.work, "hattn-tune-runner")
+        self.deadline = time.time() + a.budget_s
+        self.done = 0
+
+    def build_runner(self):
+        import halide  # only for its include directory
+
+        inc = os.path.join(os.path.dirname(halide.__file__), "include")
+        rt = os.path.join(self.a.build, "generators", "libhattn_halide_runtime.a")
+        cmd = ["c++", "-O2", "-std=c++17", "-I", inc, os.path.join(HERE, "runner.cpp"), "-o",
+               self.runner, "-rdynamic", "-Wl,--whole-archive", rt, "-Wl,--no-whole-archive",
+               "-ldl", "-lpthread"]
+        subprocess.run(cmd, check=True)
+
+    def shape_args(self):
+        a = self.a
+        splits = 1
+        if a.phase == "decode":  # as runtime/src/dispatch.cpp chooses for CPU decode
+            blocks = (a.lk + 255) // 256
+            rows = a.b * a.h * a.lq
+            splits = max(1, min((64 * a.threads + rows - 1) // rows, max(1, blocks // 4)))
+        return [str(x) for x in (a.d, a.b, a.h, a.hkv, a.lq, a.lk, splits)]
+
+    def point_id(self, t):
+        a = self.a
+        return f"dense/{a.phase}/{a.mask}/d{a.d}/{a.isa}/{'x'.join(self.shape_args())}/{key_of(t)}"
+
+    def compile(self, t, name, extra=()):
+        out = os.path.join(self.work, name)
+        os.makedirs(out, exist_ok=True)
+        cmd = [self.gen, "-g", "dense", "-f", name, "-e", "object,h", "-o", out,
+               f"target={self.target}-no_runtime", f"phase={self.a.phase}",
+               f"causal={'true' if self.a.mask == 'causal' else 'false'}",
+               f"head_dim={self.a.d}", "with_lse=false" if self.a.phase == "prefill" else "with_lse=true",
+               f"tables={os.path.join(ROOT, 'schedules')}", f"tunables={key_of(t)}", *extra]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            return None, r.stderr.strip().splitlines()[-1:] or ["generator failed"]
+        so = os.path.join(out, name + ".so")
+        subprocess.run(["c++", "-shared", "-o", so, os.path.join(out, name + ".o")], check=True)
+        return so, None
+
+    def time_so(self, so, name):
+        cmd = [self.runner, so, name, "dense", self.a.phase,
+               "true" if self.a.mask == "causal" else "false", *self.shape_args(),
+               str(self.a.reps), "20261202"]
+        env = dict(os.environ, HL_NUM_THREADS=str(self.a.threads))
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+        except subprocess.TimeoutExpired:
+            return {"status": "timeout"}
+        line = (r.stdout.strip().splitlines() or ["error no output"])[-1]
+        fields = line.split()
+        res = {"status": fields[0]}
+        for f in fields[1:]:
+            if "=" in f:
+                k, v = f.split("=", 1)
+                res[k] = float(v)
+        if r.returncode != 0 and res["status"] == "ok":
+            res["status"] = "error"
+        return res
+
+    def measure(self, points):
+        """Measures the uncached points (compiling in parallel), returns their results."""
+        todo = [p for p in points if self.point_id(p) not in self.cache]
+        names = {key_of(p): "c_" + key_of(p).replace(":", "").replace(",", "_") for p in todo}
+        with cf.ThreadPoolExecutor(self.a.jobs) as ex:
+            built = list(ex.map(lambda p: self.compile(p, names[key_of(p)]), todo))
+        for p, (so, err) in zip(todo, built):
+            if time.time() > self.deadline:
+                break
+            res = {"status": "compile_error", "why": err} if so is None else self.time_so(so, names[key_of(p)])
+            self.cache[self.point_id(p)] = res
+            json.dump(self.cache, open(self.cache_path, "w"), indent=1)
+            self.done += 1
+        return [self.cache.get(self.point_id(p)) for p in points]
+
+    def score(self, t):
+        r = self.cache.get(self.point_id(t))
+        return r["median_ms"] if r and r["status"] == "ok" else float("inf")
+
+    def measure_chunked(self, points):
+        """As measure, a few points at a time, so the budget is checked between compiles."""
+        step = 2 * self.a.jobs
+        for i in range(0, len(points), step):
+            if time.time() > self.deadline:
+                break
+            self.measure(points[i:i + step])
+
+    def tile_moves(self, best):
+        """Joint moves over the micro-tile (tq, tk, td): one tunable at a time cannot leave a
+        tile that fills the registers (raising tq needs a lower tk first)."""
+        space = SPACE[self.a.phase]
+        moves = []
+        for tq, tk, td in itertools.product(space["tq"], space["tk"], space["td"]):
+            t = dict(best, tq=tq, tk=tk, td=td)
+            if self.a.phase == "prefill" and t["qb"] % (tq * self.vec) != 0:
+                fits = [q for q in space["qb"] if q % (tq * self.vec) == 0 and q >= best["qb"]]
+                if not fits:
+                    continue
+                t["qb"] = fits[0]
+            if legal(self.a.phase, t, self.vec, self.regs) and t != best:
+                moves.append(t)
+        # Tiles that use more of the register file first: they are the usual winners.
+        moves.sort(key=lambda t: -(t["tq"] * max(t["tk"], t["td"])))
+        return moves
+
+    def search(self, seed):
+        best = self.descend(dict(seed))
+        if time.time() < self.deadline:
+            moves = self.tile_moves(best)
+            print(f"[autotune] coordinate descent converged; trying {len(moves)} micro-tiles", flush=True)
+            self.measure_chunked(moves)
+            for t in moves:
+                if self.score(t) < self.score(best) * 0.99:
+                    best = t
+            best = self.descend(best)
+        return best
+
+    def descend(self, seed):
+        space = SPACE[self.a.phase]
+        best = dict(seed)
+        self.measure([best])
+        total = sum(1 for v in itertools.product(*space.values())
+                    if legal(self.a.phase, dict(zip(space, v)), self.vec, self.regs))
+        improved = True
+        while improved and time.time() < self.deadline:
+            improved = False
+            for name, values in space.items():
+                cur = best[name]
+                order = sorted(values, key=lambda v: abs(values.index(v) - values.index(cur))
+                               if cur in values else 0)
+                cands = []
+                for v in order:
+                    t = dict(best, **{name: v})
+                    if v != cur and legal(self.a.phase, t, self.vec, self.regs):
+                        cands.append(t)
+                self.measure_chunked(cands)
+                for t in cands:
+                    if self.score(t) < self.score(best) * 0.99:  # 1%: below that is noise
+                        best, improved = t, True
+                left = max(0, self.deadline - time.time())
+                print(f"[autotune] {self.done} measured ({total} legal points), best "
+                      f"{key_of(best)} {self.score(best):.2f} ms, {left:.0f} s left", flush=True)
+                if time.time() > self.deadline:
+                    break
+        return best
+
+
+def read_table_line(path, variant, phase):
+    for line in open(path):
+        f = line.split()
+        if f and not f[0].startswith("#") and f[0] == variant and f[1] == phase:
+            return dict((kv.split("=")[0], int(kv.split("=")[1])) for kv in f[4:])
+    raise SystemExit(f"hattn-autotune: no '{variant} {phase}' line in {path}")
+
+
+def write_table(src_dir, out_dir, isa, phase, best, seed_ms, best_ms, adams_ms, mask, d):
+    if os.path.exists(out_dir):
+        shutil.rmtree(out_dir)
+    shutil.copytree(src_dir, out_dir)
+    path = os.path.join(out_dir, "x86", f"{isa}.table")
+    lines = open(path).read().splitlines()
+    stamp = (f"# autotuned {datetime.date.today()} on {platform.node()} ({platform.processor() or 'cpu'}): "
+             f"dense {phase} {mask} d{d}: {best_ms:.2f} ms (seed {seed_ms:.2f} ms"
+             + (f", Adams2019 {adams_ms:.2f} ms" if adams_ms else "") + ")")
+    new = f"dense     {phase:<8} any      any   " + " ".join(f"{n}={best[n]}" for n in SPACE[phase])
+    for i, line in enumerate(lines):
+        f = line.split()
+        if f and f[0] == "dense" and f[1] == phase:
+            lines[i:i + 1] = [stamp, new]
+            break
+    open(path, "w").write("\n".join(lines) + "\n")
+    return path
+
+
+def parse_budget(s):
+    units = {"s": 1, "m": 60, "h": 3600}
+    return float(s[:-1]) * units[s[-1]] if s[-1] in units else float(s)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--phase", choices=["prefill", "decode"], default="prefill")
+    p.add_argument("--isa", choices=sorted(ISAS), default="avx2")
+    p.add_argument("--mask", choices=["causal", "noncausal"], default=None)
+    p.add_argument("--d", type=int, default=128)
+    p.add_argument("--b", type=int, default=1)
+    p.add_argument("--h", type=int, default=None)
+    p.add_argument("--hkv", type=int, default=None)
+    p.add_argument("--lq", type=int, default=None)
+    p.add_argument("--lk", type=int, default=None)
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--jobs", type=int, default=os.cpu_count())
+    p.add_argument("--budget", default="10m", help="e.g. 90s, 10m, 1h")
+    p.add_argument("--start", default=None, help="seed tunables 'qb:8,kb:64,...' (default: the table)")
+    p.add_argument("--adams", default=None, help="an Adams2019-scheduled .so of the same kernel, timed side by side")
+    p.add_argument("--build", default=os.path.join(ROOT, "build"))
+    p.add_argument("--work", default=os.path.join(ROOT, "build", "autotune"))
+    p.add_argument("--cache", default=None)
+    p.add_argument("--out", default=os.path.join(ROOT, "build", "autotune", "schedules"))
+    a = p.parse_args()
+    dec = a.phase == "decode"
+    a.mask = a.mask or ("noncausal" if dec else "causal")
+    a.h = a.h or (32 if dec else 8)
+    a.hkv = a.hkv or (8 if dec else a.h)
+    a.lq = a.lq or (1 if dec else 2048)
+    a.lk = a.lk or (32768 if dec else 2048)
+    a.budget_s = parse_budget(a.budget)
+
+    t = Tuner(a)
+    if not os.access(t.gen, os.X_OK):
+        raise SystemExit(f"hattn-autotune: no generator at {t.gen}: build hattn first (scripts/build.sh)")
+    t.build_runner()
+    table = os.path.join(ROOT, "schedules", "x86", f"{a.isa}.table")
+    hand = read_table_line(table, "dense", a.phase)
+    seed = dict(hand)
+    if a.start:
+        for kv in a.start.split(","):
+            n, v = kv.split(":")
+            seed[n] = int(v)
+    print(f"[autotune] dense {a.phase} {a.mask} d{a.d} on {a.isa}, shape {'x'.join(t.shape_args())}, "
+          f"budget {a.budget_s:.0f} s, seed {key_of(seed)}", flush=True)
+    best = t.search(seed)
+    t.measure([hand])
+    adams_ms = None
+    if a.adams:
+        r = t.time_so(os.path.abspath(a.adams), os.path.basename(a.adams)[:-3])
+        adams_ms = r.get("median_ms")
+    seed_ms, hand_ms, best_ms = t.score(seed), t.score(hand), t.score(best)
+    print("\n| kernel, shape | seed ms | hand-tuned table ms | tuned ms | tuned / hand" +
+          (" | Adams2019 ms |" if adams_ms else " |"))
+    print(f"| dense {a.phase} {a.mask} d{a.d}, {'x'.join(t.shape_args())} | {seed_ms:.2f} | {hand_ms:.2f} | "
+          f"{best_ms:.2f} | {hand_ms / best_ms:.3f} speed" + (f" | {adams_ms:.2f} |" if adams_ms else " |"))
+    print(f"[autotune] winner {key_of(best)}; table written to "
+          f"{write_table(os.path.join(ROOT, 'schedules'), a.out, a.isa, a.phase, best, seed_ms, best_ms, adams_ms, a.mask, a.d)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+// hattn-tune-runner: times one candidate kernel and checks its output. It needs no libHalide:
+// the candidate is a shared object built from a generator's `object` output (target with
+// no_runtime), and the Halide runtime is linked into this program and exported (-rdynamic) so
+// the candidate's halide_* references resolve against it at dlopen. The same program therefore
+// runs on a machine without Halide (the one being tuned), given candidates built elsewhere.
+//
+//   hattn-tune-runner SO FUNCTION dense PHASE CAUSAL D B H HKV LQ LK SPLITS REPS SEED
+//
+// Prints one line: `ok median_ms=.. min_ms=.. max_ms=.. rel_err=..` or `wrong rel_err=..` (the
+// output differs from a double-precision reference on sampled rows) or `error <why>`; the exit
+// status is 0 only for `ok`. Outputs are poisoned with NaN before the checked run.
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "HalideBuffer.h"
+
+namespace {
+
+using Buf = Halide::Runtime::Buffer<float>;
+using DenseFn = int (*)(halide_buffer_t*, halide_buffer_t*, halide_buffer_t*, float, int,
+                        halide_buffer_t*, halide_buffer_t*);
+
+struct Shape {
+  int d, b, h, hkv, lq, lk;
+  bool causal;
+};
+
+void fill(Buf& x, std::mt19937& rng) {
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  x.for_each_value([&](float& v) { v = u(rng); });
+}
+
+// Double-precision attention for one query row (bottom-right causal alignment, GQA by h / group).
+void reference_row(const Buf& q, const Buf& k, const Buf& v, const Shape& s, double scale, int i,
+                   int h, int b, std::vector<double>* out) {
+  const int kvh = h / (s.h / s.hkv);
+  const int visible = s.causal ? std::clamp(i + s.lk - s.lq + 1, 0, s.lk) : s.lk;
+  std::vector<double> p(visible);
+  double m = -INFINITY;
+  for (int j = 0; j < visible; j++) {
+    double acc = 0;
+    for (int c = 0; c < s.d; c++) acc += double(q(c, i, h, b)) * double(k(c, j, kvh, b));
+    p[j] = acc * scale;
+    m = std::max(m, p[j]);
+  }
+  double sum = 0;
+  for (double& x : p) sum += (x = std::exp(x - m));
+  out->assign(s.d, 0.0);
+  for (int j = 0; j < visible; j++) {
+    for (int c = 0; c < s.d; c++) (*out)[c] += p[j] / sum * double(v(c, j, kvh, b));
+  }
+}
+
+int fail(const std::string& why) {
+  std::printf("error %s\n", why.c_str());
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 15) {
+    return fail("usage: SO FUNCTION dense PHASE CAUSAL D B H HKV LQ LK SPLITS REPS SEED");
+  }
+  if (std::string(argv[3]) != "dense") return fail("only the dense variant is supported so far");
+  Shape s{};
+  s.causal = std::string(argv[5]) == "true";
+  s.d = std::atoi(argv[6]);
+  s.b = std::atoi(argv[7]);
+  s.h = std::atoi(argv[8]);
+  s.hkv = std::atoi(argv[9]);
+  s.lq = std::atoi(argv[10]);
+  s.lk = std::atoi(argv[11]);
+  const int splits = std::atoi(argv[12]);
+  const int reps = std::atoi(argv[13]);
+  const unsigned seed = static_cast<unsigned>(std::strtoul(argv[14], nullptr, 10));
+  if (s.d <= 0 || s.b <= 0 || s.h <= 0 || s.hkv <= 0 || s.h % s.hkv != 0 || s.lq <= 0 ||
+      s.lk <= 0 || splits <= 0 || reps <= 0) {
+    return fail("bad shape: need positive sizes, H divisible by HKV");
+  }
+  void* so = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+  if (so == nullptr) return fail(std::string("dlopen: ") + dlerror());
+  auto fn = reinterpret_cast<DenseFn>(dlsym(so, argv[2]));
+  if (fn == nullptr) return fail(std::string("no symbol ") + argv[2]);
+
+  std::mt19937 rng(seed);
+  Buf q(s.d, s.lq, s.h, s.b), k(s.d, s.lk, s.hkv, s.b), v(s.d, s.lk, s.hkv, s.b);
+  Buf out(s.d, s.lq, s.h, s.b), lse(s.lq, s.h, s.b);
+  fill(q, rng);
+  fill(k, rng);
+  fill(v, rng);
+  const float scale = 1.f / std::sqrt(float(s.d));
+  out.fill(NAN);
+
+  auto run = [&] { return fn(q, k, v, scale, splits, out, lse); };
+  if (int rc = run(); rc != 0) return fail("kernel returned " + std::to_string(rc));
+
+  // Check 64 sampled rows (all of them when fewer), normwise relative error.
+  double err2 = 0, ref2 = 0;
+  std::vector<double> ref;
+  std::uniform_int_distribution<int> pick_i(0, s.lq - 1), pick_h(0, s.h - 1), pick_b(0, s.b - 1);
+  const int rows = std::min(64, s.lq * s.h * s.b);
+  for (int r = 0; r < rows; r++) {
+    const int i = pick_i(rng), h = pick_h(rng), b = pick_b(rng);
+    reference_row(q, k, v, s, scale, i, h, b, &ref);
+    for (int c = 0; c < s.d; c++) {
+      const double got = out(c, i, h, b);
+      err2 += std::isfinite(got) ? (got - ref[c]) * (got - ref[c]) : INFINITY;
+      ref2 += ref[c] * ref[c];
+    }
+  }
+  const double rel = std::sqrt(err2 / std::max(ref2, 1e-300));
+  if (!(rel <= 1e-4)) {
+    std::printf("wrong rel_err=%.3e\n", rel);
+    return 1;
+  }
+
+  std::vector<double> ms;
+  for (int r = 0; r < reps + 2; r++) {  // the first two are warm-up
+    const auto t0 = std::chrono::steady_clock::now();
+    if (int rc = run(); rc != 0) return fail("kernel returned " + std::to_string(rc));
+    const auto t1 = std::chrono::steady_clock::now();
+    if (r >= 2) ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  std::printf("ok median_ms=%.4f min_ms=%.4f max_ms=%.4f rel_err=%.3e\n", ms[ms.size() / 2],
+              ms.front(), ms.back(), rel);
+  return 0;
+}
