@@ -66,6 +66,11 @@ def key_of(t):
     return ",".join(f"{n}:{t[n]}" for n in sorted(t))
 
 
+def cand_name(t):
+    """The candidate's function name and folder: its tunables, e.g. c_kb256_qb32_td6_tk6_tq2."""
+    return "c_" + key_of(t).replace(":", "").replace(",", "_")
+
+
 class Tuner:
     def __init__(self, a):
         self.a = a
@@ -113,9 +118,12 @@ class Tuner:
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
             return None, r.stderr.strip().splitlines()[-1:] or ["generator failed"]
-        so = os.path.join(out, name + ".so")
+        so = self.so_path(name)
         subprocess.run(["c++", "-shared", "-o", so, os.path.join(out, name + ".o")], check=True)
         return so, None
+
+    def so_path(self, name):
+        return os.path.join(self.work, name, name + ".so")
 
     def time_so(self, so, name):
         cmd = [self.runner, so, name, "dense", self.a.phase,
@@ -140,13 +148,12 @@ class Tuner:
     def measure(self, points):
         """Measures the uncached points (compiling in parallel), returns their results."""
         todo = [p for p in points if self.point_id(p) not in self.cache]
-        names = {key_of(p): "c_" + key_of(p).replace(":", "").replace(",", "_") for p in todo}
         with cf.ThreadPoolExecutor(self.a.jobs) as ex:
-            built = list(ex.map(lambda p: self.compile(p, names[key_of(p)]), todo))
+            built = list(ex.map(lambda p: self.compile(p, cand_name(p)), todo))
         for p, (so, err) in zip(todo, built):
             if time.time() > self.deadline:
                 break
-            res = {"status": "compile_error", "why": err} if so is None else self.time_so(so, names[key_of(p)])
+            res = {"status": "compile_error", "why": err} if so is None else self.time_so(so, cand_name(p))
             self.cache[self.point_id(p)] = res
             json.dump(self.cache, open(self.cache_path, "w"), indent=1)
             self.done += 1
@@ -185,12 +192,10 @@ class Tuner:
     def confirm(self, points, rounds=3):
         """Re-times the given points interleaved, `rounds` times each, and returns {key: median
         of the rounds' medians}: one timing per point is noise for a memory-bound kernel."""
-        names = {key_of(p): "c_" + key_of(p).replace(":", "").replace(",", "_") for p in points}
         runs = {key_of(p): [] for p in points}
         for _ in range(rounds):
             for p in points:
-                n = names[key_of(p)]
-                r = self.time_so(os.path.join(self.work, n, n + ".so"), n)
+                r = self.time_so(self.so_path(cand_name(p)), cand_name(p))
                 if r["status"] == "ok":
                     runs[key_of(p)].append(r["median_ms"])
         return {k: sorted(v)[len(v) // 2] if v else float("inf") for k, v in runs.items()}
@@ -255,20 +260,26 @@ def read_table_line(path, variant, phase):
 
 
 def write_table(src_dir, out_dir, isa, phase, best, seed_ms, best_ms, adams_ms, mask, d):
-    if os.path.exists(out_dir):
-        shutil.rmtree(out_dir)
-    shutil.copytree(src_dir, out_dir)
+    """Writes the winner as a line for exactly the tuned key (dense, phase, dD, mask), before the
+    general lines (the first match wins), into out_dir: a copy of src_dir made on the first run
+    and edited in place afterwards, so tuning one kernel keeps the lines tuned before."""
+    if not os.path.isdir(out_dir):
+        shutil.copytree(src_dir, out_dir)
     path = os.path.join(out_dir, "x86", f"{isa}.table")
     lines = open(path).read().splitlines()
     stamp = (f"# autotuned {datetime.date.today()} on {platform.node()} ({platform.processor() or 'cpu'}): "
-             f"dense {phase} {mask} d{d}: {best_ms:.2f} ms (seed {seed_ms:.2f} ms"
+             f"{best_ms:.2f} ms (seed {seed_ms:.2f} ms"
              + (f", Adams2019 {adams_ms:.2f} ms" if adams_ms else "") + ")")
-    new = f"dense     {phase:<8} any      any   " + " ".join(f"{n}={best[n]}" for n in SPACE[phase])
-    for i, line in enumerate(lines):
-        f = line.split()
-        if f and f[0] == "dense" and f[1] == phase:
-            lines[i:i + 1] = [stamp, new]
-            break
+    key = ["dense", phase, f"d{d}", mask]
+    new = f"dense     {phase:<8} d{d:<6} {mask:<9} " + " ".join(f"{n}={best[n]}" for n in SPACE[phase])
+    fields = [line.split()[:4] for line in lines]
+    if key in fields:  # retuned: replace the line and the stamp above it
+        i = fields.index(key)
+        first = i - 1 if i > 0 and lines[i - 1].startswith("# autotuned") else i
+        lines[first:i + 1] = [stamp, new]
+    else:
+        i = next(i for i, f in enumerate(fields) if f[:2] == ["dense", phase])
+        lines[i:i] = [stamp, new]
     open(path, "w").write("\n".join(lines) + "\n")
     return path
 
