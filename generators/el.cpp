@@ -50,8 +50,11 @@ ElStages el_attention(const ElInputs& in) {
   st.row_sum(w, b) += st.probs(st.rj, w, b);
 
   // 5. Unnormalised r_h = sum_j p_hj Hs_j, in model space.
+  // The model dim clamped too, as a boundary condition (`likely`: loop partitioning keeps the
+  // clamp out of every tile but the last), so model-dim tiles need not divide Dm.
+  Expr m_in = min(likely(m), in.model_dim - 1);
   st.mixed(m, w, b) = 0.f;
-  st.mixed(m, w, b) += st.probs(st.rj, w, b) * in.hs(m, st.rj, b);
+  st.mixed(m, w, b) += st.probs(st.rj, w, b) * in.hs(m_in, st.rj, b);
   // NaN for a row that saw no key (0 / 0); such rows are replaced by zeros in `out`.
   st.context(m, w, b) = st.mixed(m, w, b) / st.row_sum(w, b);
 

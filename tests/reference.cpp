@@ -260,4 +260,93 @@ void reference_mha(const float* x, const float* memory, const MhaHostWeights& w,
   }
 }
 
+double reference_sparsek_tau(const std::vector<double>& z, int64_t n, int64_t k) {
+  if (k >= n) return -std::numeric_limits<double>::infinity();
+  if (k == 0) return std::numeric_limits<double>::infinity();
+  double lo = *std::min_element(z.begin(), z.begin() + n) - 1;
+  double hi = *std::max_element(z.begin(), z.begin() + n);
+  for (int it = 0; it < 100; ++it) {
+    const double mid = 0.5 * (lo + hi);
+    double f = 0;
+    for (int64_t j = 0; j < n; ++j) f += std::clamp(z[static_cast<size_t>(j)] - mid, 0.0, 1.0);
+    (f >= static_cast<double>(k) ? lo : hi) = mid;
+  }
+  return 0.5 * (lo + hi);
+}
+
+void reference_sparsek_scores(const float* x, const float* w_score, int64_t batch, int64_t kv_heads,
+                              int64_t len, int64_t dm, double slope, std::vector<float>* u) {
+  u->assign(static_cast<size_t>(batch * kv_heads * len), 0.f);
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t h = 0; h < kv_heads; ++h) {
+      for (int64_t j = 0; j < len; ++j) {
+        double dot = slope * static_cast<double>(j);
+        for (int64_t m = 0; m < dm; ++m) {
+          dot += static_cast<double>(w_score[h * dm + m]) * x[(b * len + j) * dm + m];
+        }
+        (*u)[static_cast<size_t>((b * kv_heads + h) * len + j)] = static_cast<float>(dot);
+      }
+    }
+  }
+}
+
+void reference_sparsek_attention(const float* q, const float* k, const float* v, const float* u,
+                                 const AttnShape& s, int64_t budget, int64_t window, bool logit,
+                                 double scale, std::vector<double>* out, std::vector<double>* gap) {
+  const int64_t D = s.head_dim, group = s.q_heads / s.kv_heads;
+  out->assign(static_cast<size_t>(s.batch * s.q_heads * s.lq * D), 0.0);
+  gap->assign(static_cast<size_t>(s.batch * s.q_heads * s.lq), 1e30);
+  for (int64_t b = 0; b < s.batch; ++b) {
+    for (int64_t h = 0; h < s.q_heads; ++h) {
+      const int64_t hk = h / group;
+      std::vector<double> uu(static_cast<size_t>(s.lk));
+      for (int64_t j = 0; j < s.lk; ++j) uu[j] = u[(b * s.kv_heads + hk) * s.lk + j];
+      for (int64_t i = 0; i < s.lq; ++i) {
+        const int64_t pos = i + s.lk - s.lq;
+        const size_t row = static_cast<size_t>((b * s.q_heads + h) * s.lq + i);
+        std::vector<std::pair<int64_t, double>> keys;  // (j, gate)
+        for (int64_t j = std::max<int64_t>(0, pos - window + 1); j <= pos; ++j)
+          keys.push_back({j, 1.0});
+        const int64_t cands = std::max<int64_t>(0, std::min(s.lk, pos - window + 1));
+        if (budget > 0 && cands > 0) {
+          const double tau = reference_sparsek_tau(uu, cands, budget);
+          std::vector<int64_t> order(static_cast<size_t>(cands));
+          for (int64_t j = 0; j < cands; ++j) order[static_cast<size_t>(j)] = j;
+          std::stable_sort(order.begin(), order.end(),
+                           [&](int64_t a, int64_t c) { return uu[a] > uu[c]; });
+          const int64_t kept = std::min(budget, cands);
+          for (int64_t r = 0; r < kept; ++r) {
+            const double g = std::min(1.0, uu[order[r]] - tau);
+            if (g > 0) keys.push_back({order[r], g});
+          }
+          if (std::isfinite(tau)) {
+            for (int64_t j = 0; j < cands; ++j)
+              (*gap)[row] = std::min((*gap)[row], std::abs(uu[j] - tau));
+          }
+          if (kept < cands)
+            (*gap)[row] = std::min((*gap)[row], uu[order[kept - 1]] - uu[order[kept]]);
+        }
+        if (keys.empty()) continue;
+        std::vector<double> sc(keys.size());
+        double mx = -1e300;
+        const float* qr = q + ((b * s.q_heads + h) * s.lq + i) * D;
+        for (size_t t = 0; t < keys.size(); ++t) {
+          const float* kr = k + ((b * s.kv_heads + hk) * s.lk + keys[t].first) * D;
+          double dot = 0;
+          for (int64_t d = 0; d < D; ++d) dot += double(qr[d]) * kr[d];
+          sc[t] = scale * dot + (logit ? std::log(keys[t].second) : 0.0);
+          mx = std::max(mx, sc[t]);
+        }
+        double sum = 0;
+        for (double& x : sc) sum += (x = std::exp(x - mx));
+        for (size_t t = 0; t < keys.size(); ++t) {
+          const double wgt = sc[t] / sum * (logit ? 1.0 : keys[t].second);
+          const float* vr = v + ((b * s.kv_heads + hk) * s.lk + keys[t].first) * D;
+          for (int64_t d = 0; d < D; ++d) (*out)[row * D + d] += wgt * vr[d];
+        }
+      }
+    }
+  }
+}
+
 }  // namespace hattn_test

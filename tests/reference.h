@@ -84,4 +84,25 @@ void reference_mha(const float* x, const float* memory, const MhaHostWeights& w,
                    int64_t tokens, int64_t mem_len, int64_t heads, int64_t beam, bool causal,
                    const int32_t* lengths, double scale, float* y);
 
+// --- SPARSEK (Lou et al. 2024) ---------------------------------------------------------------
+
+// tau of the SparseK projection of z[0, n) onto {0 <= p <= 1, sum p = k}, by 100 bisection steps
+// on [min z - 1, max z] in double. k >= n: -inf (all ones); k = 0: +inf (all zeros).
+double reference_sparsek_tau(const std::vector<double>& z, int64_t n, int64_t k);
+
+// The scoring network in double, rounded to float: u[b, h, j] = w_score[h] . x[b, j] + slope * j.
+// x [B, L, Dm] and w_score [Hkv, Dm] dense row-major; u resized to B * Hkv * L.
+void reference_sparsek_scores(const float* x, const float* w_score, int64_t batch, int64_t kv_heads,
+                              int64_t len, int64_t dm, double slope, std::vector<float>* u);
+
+// SPARSEK attention in double over dense row-major q [B, Hq, Lq, D], k and v [B, Hkv, Lk, D] and
+// scores u [B, Hkv, Lk]: query i at p_i = i + Lk - Lq sees its window (p_i - w, p_i] with gate 1
+// and, of the keys j <= p_i - w, the min(k, candidates) largest u (ties: lower j) with gate
+// min(1, u_j - tau) where positive; softmax over those (gate multiplying the value, or log gate
+// added to the score when `logit`). A row that sees nothing is zero. `gap` per row: the smallest
+// distance of a selection decision to its boundary (|u - tau|, k-th vs (k+1)-th u).
+void reference_sparsek_attention(const float* q, const float* k, const float* v, const float* u,
+                                 const AttnShape& shape, int64_t budget, int64_t window, bool logit,
+                                 double scale, std::vector<double>* out, std::vector<double>* gap);
+
 }  // namespace hattn_test

@@ -133,7 +133,11 @@ INSTANTIATE_TEST_SUITE_P(
                       ElCase{2, 2, 6, 6, 64, 4, true, {}},            // causal self-attention
                       ElCase{2, 1, 3, 20, 96, 3, true, {20, 11}},     // causal + padding
                       ElCase{2, 2, 1, 9, 64, 4, false, {0, 9}},       // a sample with no keys
-                      ElCase{1, 1, 4, 300, 192, 12, false, {}}));     // GPT-2-like head split
+                      ElCase{1, 1, 4, 300, 192, 12, false, {}},       // GPT-2-like head split
+                      // Dm not a multiple of AVX-512's 64-float model-dim tiles (the last
+                      // tile reads clamped rows): Dh = 16 and Dh = 80.
+                      ElCase{1, 1, 3, 23, 80, 5, false, {}},
+                      ElCase{2, 1, 3, 23, 160, 2, true, {}}));
 
 TEST(El, SharingMemoryAcrossBeamsEqualsReplicatingIt) {
   TestRng rng("share");

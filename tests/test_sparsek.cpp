@@ -30,84 +30,19 @@ using namespace hattn_test;
 
 // --- independent reference ------------------------------------------------------------------
 
-// The projection of z[0, n) onto {0 <= p <= 1, sum p = k}: tau by 100 bisection steps on
-// [min z - 1, max z] in double. k >= n: all ones; k = 0: all zeros.
-double ref_tau(const std::vector<double>& z, int64_t n, int64_t k) {
-  if (k >= n) return -std::numeric_limits<double>::infinity();
-  if (k == 0) return std::numeric_limits<double>::infinity();
-  double lo = *std::min_element(z.begin(), z.begin() + n) - 1;
-  double hi = *std::max_element(z.begin(), z.begin() + n);
-  for (int it = 0; it < 100; ++it) {
-    const double mid = 0.5 * (lo + hi);
-    double f = 0;
-    for (int64_t j = 0; j < n; ++j) f += std::clamp(z[static_cast<size_t>(j)] - mid, 0.0, 1.0);
-    (f >= static_cast<double>(k) ? lo : hi) = mid;
-  }
-  return 0.5 * (lo + hi);
-}
-
 struct SparsekShape {
   int64_t batch = 1, q_heads = 2, kv_heads = 1, lq = 64, lk = 64, head_dim = 64, model_dim = 32;
 };
 
-// out [B, Hq, Lq, D] and, per row, the smallest distance of a selection decision to its boundary
-// (|u - tau| over candidates, the k-th vs (k+1)-th largest u): rows below kMinGap may select
-// differently in fp32 and are left out by compare_rows.
+// reference_sparsek_attention (tests/reference.cpp) over this shape, with the library's own
+// scores u (fp32) so that selections compare like with like.
 void ref_sparsek(const std::vector<float>& q, const std::vector<float>& k,
                  const std::vector<float>& v, const std::vector<float>& u, const SparsekShape& s,
                  int64_t budget, int64_t window, bool logit, double scale, std::vector<double>* out,
                  std::vector<double>* gap) {
-  const int64_t D = s.head_dim, group = s.q_heads / s.kv_heads;
-  out->assign(static_cast<size_t>(s.batch * s.q_heads * s.lq * D), 0.0);
-  gap->assign(static_cast<size_t>(s.batch * s.q_heads * s.lq), 1e30);
-  for (int64_t b = 0; b < s.batch; ++b) {
-    for (int64_t h = 0; h < s.q_heads; ++h) {
-      const int64_t hk = h / group;
-      std::vector<double> uu(static_cast<size_t>(s.lk));
-      for (int64_t j = 0; j < s.lk; ++j) uu[j] = u[static_cast<size_t>((b * s.kv_heads + hk) * s.lk + j)];
-      for (int64_t i = 0; i < s.lq; ++i) {
-        const int64_t pos = i + s.lk - s.lq;
-        const size_t row = static_cast<size_t>((b * s.q_heads + h) * s.lq + i);
-        std::vector<std::pair<int64_t, double>> keys;  // (j, gate)
-        for (int64_t j = std::max<int64_t>(0, pos - window + 1); j <= pos; ++j) keys.push_back({j, 1.0});
-        const int64_t cands = std::max<int64_t>(0, std::min(s.lk, pos - window + 1));
-        if (budget > 0 && cands > 0) {
-          const double tau = ref_tau(uu, cands, budget);
-          std::vector<int64_t> order(static_cast<size_t>(cands));
-          std::iota(order.begin(), order.end(), 0);
-          std::stable_sort(order.begin(), order.end(),
-                           [&](int64_t a, int64_t c) { return uu[a] > uu[c]; });
-          const int64_t kept = std::min(budget, cands);
-          for (int64_t r = 0; r < kept; ++r) {
-            const double g = std::min(1.0, uu[order[r]] - tau);
-            if (g > 0) keys.push_back({order[r], g});
-          }
-          if (std::isfinite(tau)) {
-            for (int64_t j = 0; j < cands; ++j) (*gap)[row] = std::min((*gap)[row], std::abs(uu[j] - tau));
-          }
-          if (kept < cands) (*gap)[row] = std::min((*gap)[row], uu[order[kept - 1]] - uu[order[kept]]);
-        }
-        if (keys.empty()) continue;
-        std::vector<double> sc(keys.size());
-        double mx = -1e300;
-        const float* qr = &q[static_cast<size_t>(((b * s.q_heads + h) * s.lq + i) * D)];
-        for (size_t t = 0; t < keys.size(); ++t) {
-          const float* kr = &k[static_cast<size_t>(((b * s.kv_heads + hk) * s.lk + keys[t].first) * D)];
-          double dot = 0;
-          for (int64_t d = 0; d < D; ++d) dot += double(qr[d]) * kr[d];
-          sc[t] = scale * dot + (logit ? std::log(keys[t].second) : 0.0);
-          mx = std::max(mx, sc[t]);
-        }
-        double sum = 0;
-        for (double& x : sc) sum += (x = std::exp(x - mx));
-        for (size_t t = 0; t < keys.size(); ++t) {
-          const double wgt = sc[t] / sum * (logit ? 1.0 : keys[t].second);
-          const float* vr = &v[static_cast<size_t>(((b * s.kv_heads + hk) * s.lk + keys[t].first) * D)];
-          for (int64_t d = 0; d < D; ++d) (*out)[row * D + d] += wgt * vr[d];
-        }
-      }
-    }
-  }
+  const AttnShape shape{s.batch, s.q_heads, s.kv_heads, s.lq, s.lk, s.head_dim};
+  reference_sparsek_attention(q.data(), k.data(), v.data(), u.data(), shape, budget, window, logit,
+                              scale, out, gap);
 }
 
 // --- helpers ----------------------------------------------------------------------------------
@@ -233,7 +168,7 @@ TEST(SparsekMask, InUnitBoxSumsToKAndEqualsBruteForceProjection) {
       const int64_t n = lengths[static_cast<size_t>(row)];
       SCOPED_TRACE("k=" + std::to_string(k) + " row=" + std::to_string(row) + " n=" + std::to_string(n));
       std::vector<double> zr(z.begin() + row * m, z.begin() + (row + 1) * m);
-      const double tau = ref_tau(zr, n, k);
+      const double tau = reference_sparsek_tau(zr, n, k);
       double sum = 0;
       for (int64_t j = 0; j < m; ++j) {
         const float p = r.p[static_cast<size_t>(row * m + j)];
@@ -325,7 +260,7 @@ TEST(SparsekSweep, EveryPrefixEqualsTheProjection) {
           continue;
         }
         // tau is unique unless f is flat at the root (no free entry); the mask always is.
-        const double ref = ref_tau(z, j + 1, k);
+        const double ref = reference_sparsek_tau(z, j + 1, k);
         double f = 0;
         for (int64_t i = 0; i <= j; ++i) {
           const double p = std::clamp(z[i] - sweep.tau(), 0.0, 1.0);

@@ -1,6 +1,8 @@
 #include "variants.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdlib>
 #include <iostream>
 #include <limits>
@@ -20,13 +22,19 @@ std::vector<std::vector<int64_t>> attention_shapes(const AttnShape& s) {
   return {q, kv, kv, q};
 }
 
-TensorView plain_view(const HostTensor& t) { return t.view(); }
-
-// topk_ffn's matrices are [1, rows, D] host tensors seen as [rows, D].
-TensorView matrix_view(const HostTensor& t) {
-  return TensorView::strided(t.data(), {t.shape()[1], t.shape()[2]},
-                             {t.strides()[1], t.strides()[2]});
+// The host tensor seen with `rank` dimensions: its leading (unit) dimensions dropped, so that a
+// [1, rows, cols] host tensor is a matrix and [1, 1, n] a vector.
+TensorView view_with_rank(const HostTensor& t, int rank) {
+  if (rank == t.rank()) return t.view();
+  const size_t drop = static_cast<size_t>(t.rank() - rank);
+  std::vector<int64_t> shape(t.shape().begin() + static_cast<std::ptrdiff_t>(drop), t.shape().end());
+  std::vector<int64_t> strides(t.strides().begin() + static_cast<std::ptrdiff_t>(drop),
+                               t.strides().end());
+  return TensorView::strided(t.data(), shape, strides);
 }
+
+// Rows of a [B * beam, T, ...] result: row = r * T + t.
+int64_t el_sample_of_row(int64_t row, const AttnShape& s) { return row / s.lq; }
 
 double scale_of(const Knobs& k, int64_t d) {
   return k.has_scale ? k.scale : 1.0 / std::sqrt(static_cast<double>(d));
@@ -96,7 +104,6 @@ std::vector<Variant> build() {
   dense.written = {false, false, false, true};
   dense.result = 3;
   dense.shapes = attention_shapes;
-  dense.view = plain_view;
   dense.call = [](const std::vector<TensorView>& t, const Knobs& k, hattn::Dispatch* d) {
     hattn::AttentionOptions o;
     o.causal = k.causal;
@@ -177,7 +184,8 @@ std::vector<Variant> build() {
     const std::vector<int64_t> x = {1, s.lq, s.head_dim}, w = {1, s.lk, s.head_dim};
     return std::vector<std::vector<int64_t>>{x, w, w, x};
   };
-  ffn.view = matrix_view;
+  ffn.view_ranks = {2, 2, 2, 2};
+  ffn.shared = {false, true, true, false};
   // Weights scaled as a trained layer's (and as test_topk's): pre-activations and outputs of
   // order 1, so that fp32 accumulation stays within the comparison's tolerance.
   ffn.stddev = [](size_t role, const AttnShape& s) {
@@ -297,12 +305,194 @@ std::vector<Variant> build() {
   };
   v.push_back(loki);
 
-  // el and sparsek: one entry each here (their roles, call, reference, reads and knob cases:
-  // window and budget at 1, at L, beyond L, 0 and negative).
+
+  Variant el;
+  el.name = "el";
+  el.roles = {"x", "memory", "wq", "bq", "wk", "bk", "wv", "bv", "wo", "bo", "y"};
+  el.written.assign(11, false);
+  el.written[10] = true;
+  el.result = 10;
+  el.view_ranks = {3, 3, 2, 1, 2, 1, 2, 1, 2, 1, 3};
+  el.shared = {false, false, true, true, true, true, true, true, true, true, false};
+  el.masked_rows_zero = false;  // a row that sees no memory row is bo (y = 0 Wo^T + bo)
+  el.defaults.heads = 2;
+  el.shapes = [](const AttnShape& s) {
+    const int64_t dm = el_model_dim(s);
+    const std::vector<int64_t> x = {s.batch, s.lq, dm}, mem = {s.batch, s.lk, dm};
+    const std::vector<int64_t> w = {1, dm, dm}, b = {1, 1, dm};
+    return std::vector<std::vector<int64_t>>{x, mem, w, b, w, b, w, b, w, b, x};
+  };
+  // Weights as a trained layer's (1/sqrt(Dm)): projections of order 1.
+  el.stddev = [](size_t role, const AttnShape& s) {
+    if (role < 2) return 1.f;
+    return role % 2 == 0 ? 1.f / std::sqrt(static_cast<float>(el_model_dim(s))) : 0.5f;
+  };
+  el.call = [](const std::vector<TensorView>& t, const Knobs& k, hattn::Dispatch* d) {
+    hattn::MhaWeights w{t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9]};
+    hattn::ElOptions o;
+    o.heads = k.heads;
+    o.beam = k.beam;
+    o.causal = k.causal;
+    o.has_scale = k.has_scale;
+    o.scale = k.scale;
+    o.kernel = k.kernel;
+    return hattn::el_attention(t[0], t[1], w, t[10], o, d);
+  };
+  el.reference = [](const std::vector<HostTensor>& t, const AttnShape& s, const Knobs& k,
+                    std::vector<double>* out, std::vector<double>* gap) {
+    const int64_t dm = el_model_dim(s);
+    MhaHostWeights w;
+    w.dm = dm;
+    std::vector<float>* parts[8] = {&w.wq, &w.bq, &w.wk, &w.bk, &w.wv, &w.bv, &w.wo, &w.bo};
+    for (size_t i = 0; i < 8; ++i) *parts[i] = t[i + 2].to_dense();
+    const std::vector<float> x = t[0].to_dense(), mem = t[1].to_dense();
+    std::vector<float> y(x.size());
+    const double scale = k.has_scale ? k.scale : 1.0 / std::sqrt(static_cast<double>(dm / k.heads));
+    reference_mha(x.data(), mem.data(), w, s.batch * k.beam, s.lq, s.lk, k.heads, k.beam,
+                  k.causal, nullptr, scale, y.data());
+    out->assign(y.begin(), y.end());
+    gap->clear();
+  };
+  el.reads = [](int role, const std::vector<int64_t>& idx, int64_t row, const AttnShape& s, bool) {
+    if (role == 0) return idx[0] * s.lq + idx[1] == row;  // x: its own token
+    if (role == 1) return idx[0] == el_sample_of_row(row, s);  // memory: its sample's rows
+    return true;  // weights and biases: every row
+  };
+  el.knob_cases = [](const AttnShape& s) {
+    const int64_t dm = el_model_dim(s);
+    std::vector<KnobCase> c;
+    auto hb = [](int64_t heads, int64_t beam) {
+      Knobs o;
+      o.heads = heads;
+      o.beam = beam;
+      return o;
+    };
+    for (int64_t h : {int64_t{1}, dm / 16, dm}) {
+      c.push_back({"heads=" + std::to_string(h), hb(h, 1), true, ""});
+    }
+    for (int64_t h : {int64_t{0}, int64_t{-1}, kI64Min}) {
+      c.push_back({"heads=" + std::to_string(h), hb(h, 1), false, "heads must be >= 1"});
+    }
+    for (int64_t h : {int64_t{3}, dm + 1, kI64Max}) {
+      c.push_back({"heads=" + std::to_string(h), hb(h, 1), false,
+                   "not divisible by heads=" + std::to_string(h)});
+    }
+    for (int64_t b : {int64_t{0}, int64_t{-1}, kI64Min}) {
+      c.push_back({"beam=" + std::to_string(b), hb(2, b), false, "beam must be >= 1"});
+    }
+    for (int64_t b : {s.batch + 1, kI64Max}) {
+      c.push_back({"beam=" + std::to_string(b), hb(2, b), false,
+                   "not divisible by beam=" + std::to_string(b)});
+    }
+    Knobs o = hb(2, 1);
+    o.has_scale = true;
+    o.scale = 1e-30f;
+    c.push_back({"scale=1e-30", o, true, ""});
+    o.scale = 0.f;
+    c.push_back({"scale=0", o, false, "scale must be positive and finite"});
+    o.scale = std::numeric_limits<float>::infinity();
+    c.push_back({"scale=inf", o, false, "scale must be positive and finite"});
+    return c;
+  };
+  v.push_back(el);
+
+  Variant sk = dense;
+  sk.name = "sparsek";
+  sk.roles = {"q", "k", "v", "x", "w_score", "out"};
+  sk.written = {false, false, false, false, false, true};
+  sk.result = 5;
+  sk.view_ranks = {4, 4, 4, 3, 2, 4};
+  sk.defaults = Knobs{};
+  sk.defaults.k = 3;
+  sk.defaults.window = 2;
+  sk.defaults.slope = 0.05f;
+  // x [B, Lk, Dm] with Dm = D; w_score [Hkv, Dm] as [1, Hkv, Dm].
+  sk.shapes = [](const AttnShape& s) {
+    std::vector<std::vector<int64_t>> a = attention_shapes(s);
+    a.insert(a.begin() + 3, {s.batch, s.lk, s.head_dim});
+    a.insert(a.begin() + 4, {1, s.kv_heads, s.head_dim});
+    return a;
+  };
+  sk.call = [](const std::vector<TensorView>& t, const Knobs& k, hattn::Dispatch* d) {
+    hattn::SparsekOptions o;
+    o.k = k.k;
+    o.window = k.window;
+    o.slope = k.slope;
+    o.gate = k.logit ? hattn::SparsekGate::logit : hattn::SparsekGate::value;
+    o.has_scale = k.has_scale;
+    o.scale = k.scale;
+    o.kernel = k.kernel;
+    return hattn::sparsek_attention(t[0], t[1], t[2], t[3], t[4], t[5], o, d);
+  };
+  // Always causal (the knob is ignored, by the call and here).
+  sk.reference = [](const std::vector<HostTensor>& t, const AttnShape& s, const Knobs& k,
+                    std::vector<double>* out, std::vector<double>* gap) {
+    const std::vector<float> q = t[0].to_dense(), key = t[1].to_dense(), val = t[2].to_dense();
+    const std::vector<float> x = t[3].to_dense(), w = t[4].to_dense();
+    std::vector<float> u;
+    reference_sparsek_scores(x.data(), w.data(), s.batch, s.kv_heads, s.lk, s.head_dim, k.slope,
+                             &u);
+    reference_sparsek_attention(q.data(), key.data(), val.data(), u.data(), s, k.k, k.window,
+                                k.logit, scale_of(k, s.head_dim), out, gap);
+  };
+  sk.reads = [](int role, const std::vector<int64_t>& idx, int64_t row, const AttnShape& s,
+                bool causal) {
+    const int64_t b = row / (s.lq * s.q_heads);
+    const int64_t kv_head = ((row / s.lq) % s.q_heads) / (s.q_heads / s.kv_heads);
+    if (role == 3) return idx[0] == b;        // x: the scores of every kv head of its batch
+    if (role == 4) return idx[1] == kv_head;  // w_score: its kv head's scores
+    return attention_reads(role, idx, row, s, causal);
+  };
+  sk.knob_cases = [](const AttnShape& s) {
+    std::vector<KnobCase> c;
+    auto kw = [](int64_t k, int64_t w) {
+      Knobs o;
+      o.k = k;
+      o.window = w;
+      return o;
+    };
+    const int64_t below30 = std::numeric_limits<int32_t>::max() / 2;
+    for (int64_t k : {int64_t{0}, int64_t{1}, s.lk, s.lk + 1, below30}) {
+      c.push_back({"k=" + std::to_string(k), kw(k, 2), true, ""});
+    }
+    for (int64_t w : {int64_t{0}, int64_t{1}, s.lk, s.lk + 1, below30}) {
+      c.push_back({"w=" + std::to_string(w), kw(3, w), true, ""});
+    }
+    c.push_back({"k=0,w=0", kw(0, 0), true, ""});  // sees nothing: zeros
+    for (int64_t k : {int64_t{-1}, kI64Min}) {
+      c.push_back({"k=" + std::to_string(k), kw(k, 2), false, "budget k must be >= 0"});
+    }
+    for (int64_t w : {int64_t{-1}, kI64Min}) {
+      c.push_back({"w=" + std::to_string(w), kw(3, w), false, "window w must be >= 0"});
+    }
+    c.push_back({"k=2^30", kw(below30 + 1, 2), false, "below 2^30"});
+    c.push_back({"w=INT64_MAX", kw(3, kI64Max), false, "below 2^30"});
+    Knobs o = kw(3, 2);
+    o.logit = true;
+    c.push_back({"gate=logit", o, true, ""});
+    o.logit = false;
+    o.slope = 1e6f;
+    c.push_back({"slope=1e6", o, true, ""});
+    o.slope = std::numeric_limits<float>::quiet_NaN();
+    c.push_back({"slope=NaN", o, false, "slope must be finite"});
+    o.slope = -std::numeric_limits<float>::infinity();
+    c.push_back({"slope=-inf", o, false, "slope must be finite"});
+    o.slope = 0.f;
+    o.has_scale = true;
+    o.scale = 0.f;
+    c.push_back({"scale=0", o, false, "scale must be finite and > 0"});
+    return c;
+  };
+  v.push_back(sk);
   return v;
 }
 
 }  // namespace
+
+int64_t el_model_dim(const AttnShape& s) {
+  const int64_t width = std::max<int64_t>(64, s.q_heads * s.head_dim);
+  return (width + 15) / 16 * 16;
+}
 
 const std::vector<Variant>& all_variants() {
   static const std::vector<Variant> v = build();
@@ -338,7 +528,10 @@ std::vector<HostTensor> make_tensors(const Variant& v, const AttnShape& s, TestR
 
 std::vector<TensorView> views_of(const Variant& v, const std::vector<HostTensor>& t) {
   std::vector<TensorView> views;
-  for (const HostTensor& x : t) views.push_back(v.view(x));
+  for (size_t i = 0; i < t.size(); ++i) {
+    views.push_back(v.view_ranks.empty() ? t[i].view()
+                                         : view_with_rank(t[i], v.view_ranks[i]));
+  }
   return views;
 }
 

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <new>
 #include <string>
 #include <thread>
 #include <vector>
@@ -141,7 +142,8 @@ void sweep_all(const AttentionShape& sh, const SparsekOptions& o, ScoreFn&& u_of
     const int64_t b = t / sh.kv_heads, h = t % sh.kv_heads;
     std::vector<float> u(static_cast<size_t>(sh.lk));
     u_of(b, h, u.data());
-    SparsekSweep sweep(o.k);
+    // A budget beyond Lk keeps every candidate, as Lk itself does (p is all ones either way).
+    SparsekSweep sweep(std::min(o.k, sh.lk));
     int64_t pushed = 0;
     for (int64_t i = 0; i < sh.lq; ++i) {
       const int64_t candidates = std::min(sh.lk, i + (sh.lk - sh.lq) - o.window + 1);
@@ -193,7 +195,13 @@ Status attention_common(const TensorView& q, const TensorView& k, const TensorVi
             ", gate " + (options.gate == SparsekGate::value ? "value" : "logit");
   if (chosen != nullptr) *chosen = Dispatch{kernel->info.name, reason, 1};
   Selections sel;
-  sweep_all(shape, options, u_of, &sel);
+  try {
+    sweep_all(shape, options, u_of, &sel);
+  } catch (const std::bad_alloc&) {
+    return invalid("sparsek: the selections of " + std::to_string(shape.lq) + " rows x " +
+                   std::to_string(std::min(options.k, shape.lk)) +
+                   " keys per kv head do not fit in memory");
+  }
   return run_attention_kernel(kernel, q, k, v, out, sel, shape.lq, shape.batch, shape.kv_heads,
                               resolve_scale(options, shape.head_dim), options.window,
                               shape.lk - shape.lq, 0, options.gate == SparsekGate::logit);
@@ -291,9 +299,8 @@ Status sparsek_attention(const TensorView& q, const TensorView& k, const TensorV
   if (s.ok()) s = check_options(options);
   if (s.ok()) s = check_scoring(x, w_score, shape.batch, shape.lk, shape.kv_heads);
   if (!s.ok()) return s;
-  if (tensors_overlap(out, x) || tensors_overlap(out, w_score)) {
-    return invalid("out overlaps x or w_score in memory");
-  }
+  if (tensors_overlap(out, x)) return invalid("out overlaps x in memory");
+  if (tensors_overlap(out, w_score)) return invalid("out overlaps w_score in memory");
   if (options.check_finite) {
     const TensorView* views[] = {&q, &k, &v, &x, &w_score};
     const char* names[] = {"q", "k", "v", "x", "w_score"};
@@ -388,6 +395,18 @@ void absorb_token(SparsekDecoder::State& st, int64_t t, const float* k_new, cons
   }
 }
 
+// The decoder's buffers, all sized by k + w up front (bad_alloc when they do not fit).
+void allocate_decoder_cache(SparsekDecoder::State* st, size_t heads, const SparsekOptions& o) {
+  st->kc.assign(heads * static_cast<size_t>(st->cap * st->head_dim), 0.f);
+  st->vc.assign(st->kc.size(), 0.f);
+  st->u_ring.assign(heads * static_cast<size_t>(o.window), 0.f);
+  st->sweeps.assign(heads, SparsekSweep(o.k));
+  st->sel.slots = std::max<int64_t>(1, o.k);
+  st->sel.index.assign(heads * static_cast<size_t>(st->sel.slots), 0);
+  st->sel.gate.assign(st->sel.index.size(), 0.f);
+  st->sel.count.assign(heads, 0);
+}
+
 }  // namespace
 
 SparsekDecoder::SparsekDecoder() = default;
@@ -429,17 +448,17 @@ Status SparsekDecoder::reset(int64_t batch, int64_t q_heads, int64_t kv_heads, i
   }
   st->cap = options.window + options.k;
   const size_t heads = static_cast<size_t>(batch * kv_heads);
-  st->kc.assign(heads * static_cast<size_t>(st->cap * head_dim), 0.f);
-  st->vc.assign(st->kc.size(), 0.f);
-  st->u_ring.assign(heads * static_cast<size_t>(options.window), 0.f);
-  st->sweeps.assign(heads, SparsekSweep(options.k));
-  st->sel.slots = std::max<int64_t>(1, options.k);
-  st->sel.index.assign(heads * static_cast<size_t>(st->sel.slots), 0);
-  st->sel.gate.assign(st->sel.index.size(), 0.f);
-  st->sel.count.assign(heads, 0);
+  try {
+    allocate_decoder_cache(st.get(), heads, options);
+  } catch (const std::bad_alloc&) {
+    return invalid("SparsekDecoder: a cache of k + w = " + std::to_string(st->cap) +
+                   " KV pairs per kv head (" + std::to_string(heads) + " kv heads, D=" +
+                   std::to_string(head_dim) + ") does not fit in memory");
+  }
   state_ = std::move(st);
   return Status::success();
 }
+
 
 int64_t SparsekDecoder::position() const { return state_ ? state_->pos : 0; }
 

@@ -16,7 +16,8 @@ bool heap_less(const SparsekSweep::Entry& a, const SparsekSweep::Entry& b) { ret
 }  // namespace
 
 SparsekSweep::SparsekSweep(int64_t k) : k_(k), tau_(-std::numeric_limits<double>::infinity()) {
-  top_.reserve(static_cast<size_t>(std::max<int64_t>(k, 0)));
+  // Grown as keys arrive beyond this: k may be far larger than any sequence (up to 2^30).
+  top_.reserve(static_cast<size_t>(std::clamp<int64_t>(k, 0, 4096)));
 }
 
 int32_t SparsekSweep::push(float u, int64_t pos) {
