@@ -34,7 +34,7 @@ namespace {
 using hattn::Status;
 using hattn::TensorView;
 
-constexpr size_t kArenaFloats = size_t{1} << 15;  // 128 KiB: every tensor of a call fits
+constexpr size_t kArenaFloats = size_t{1} << 16;  // 256 KiB: every tensor of a call fits
 
 [[noreturn]] void finding(const char* what, const std::string& detail) {
   std::fprintf(stderr, "fuzz_api finding: %s: %s\n", what, detail.c_str());
@@ -67,11 +67,16 @@ struct Knobs {
   bool check_basis = true;
   bool use_lse = false;   // dense: the optional lse output
   bool use_lead = false;  // loki: the optional k_lead
+  int64_t heads = 1, beam = 1;  // el
+  int64_t window = 0;           // sparsek (k is its budget)
+  float slope = 0.f;            // sparsek
+  bool logit = false;           // sparsek: SparsekGate::logit
 };
 
 // Logical sizes of one call (each variant maps them to its tensors).
 struct Dims {
   int64_t b, hq, hkv, lq, lk, d, lead;
+  int64_t dm, beam;  // el: model width, beams per sample (x has b * beam rows)
 };
 
 // One tensor of a call: its role name and its well-formed shape for `Dims`.
@@ -79,6 +84,8 @@ struct Role {
   const char* name;
   bool output;
   std::vector<int64_t> (*shape)(const Dims&);
+  float amplitude = 1.f;  // inputs are uniform in [-2, 2) times this
+  bool may_be_rank0 = false;  // an optional tensor given as rank 0 (el's biases: zero)
 };
 
 std::vector<int64_t> q_shape(const Dims& s) { return {s.b, s.hq, s.lq, s.d}; }
@@ -89,6 +96,14 @@ std::vector<int64_t> lead_shape(const Dims& s) { return {s.b, s.hkv, s.lk, s.lea
 // topk_ffn: T = lq tokens, D = d, d_ff = lk hidden units.
 std::vector<int64_t> x_shape(const Dims& s) { return {s.lq, s.d}; }
 std::vector<int64_t> w_shape(const Dims& s) { return {s.lk, s.d}; }
+// el: x [b * beam, T = lq, Dm], memory [b, N = lk, Dm], W [Dm, Dm], bias [Dm].
+std::vector<int64_t> el_x_shape(const Dims& s) { return {s.b * s.beam, s.lq, s.dm}; }
+std::vector<int64_t> el_mem_shape(const Dims& s) { return {s.b, s.lk, s.dm}; }
+std::vector<int64_t> el_w_shape(const Dims& s) { return {s.dm, s.dm}; }
+std::vector<int64_t> el_bias_shape(const Dims& s) { return {s.dm}; }
+// sparsek: x [B, Lk, Dm = D], w_score [Hkv, D].
+std::vector<int64_t> sk_x_shape(const Dims& s) { return {s.b, s.lk, s.d}; }
+std::vector<int64_t> sk_w_shape(const Dims& s) { return {s.hkv, s.d}; }
 
 struct Variant {
   const char* name;
@@ -229,6 +244,79 @@ void loki_ref(const std::vector<TensorView>& t, const Knobs& k, std::vector<doub
   gap_rows(gap, skip);
 }
 
+// A dense row-major copy of any view (empty for rank 0).
+std::vector<float> dense_copy(const TensorView& t) {
+  if (t.rank == 0) return {};
+  int64_t n = 1;
+  for (int i = 0; i < t.rank; ++i) n *= t.shape[i];
+  std::vector<float> d(static_cast<size_t>(n));
+  int64_t idx[4] = {0, 0, 0, 0};
+  for (int64_t e = 0; e < n; ++e) {
+    int64_t off = 0;
+    for (int i = 0; i < t.rank; ++i) off += idx[i] * t.strides[i];
+    d[static_cast<size_t>(e)] = static_cast<const float*>(t.data)[off];
+    for (int i = t.rank - 1; i >= 0 && ++idx[i] == t.shape[i]; --i) idx[i] = 0;
+  }
+  return d;
+}
+
+// el's roles: x, memory, wq, bq, wk, bk, wv, bv, wo, bo, y.
+Status el_call(const std::vector<TensorView>& t, const Knobs& k) {
+  hattn::MhaWeights w{t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9]};
+  hattn::ElOptions o;
+  o.heads = k.heads;
+  o.beam = k.beam;
+  o.causal = k.causal;
+  o.has_scale = k.has_scale;
+  o.scale = k.scale;
+  o.kernel = k.kernel;
+  o.check_finite = k.check_finite;
+  return hattn::el_attention(t[0], t[1], w, t[10], o);
+}
+void el_ref(const std::vector<TensorView>& t, const Knobs& k, std::vector<double>* out,
+            std::vector<bool>* skip) {
+  const int64_t dm = t[1].shape[2];
+  hattn_test::MhaHostWeights w;
+  w.dm = dm;
+  std::vector<float>* parts[8] = {&w.wq, &w.bq, &w.wk, &w.bk, &w.wv, &w.bv, &w.wo, &w.bo};
+  for (size_t i = 0; i < 8; ++i) *parts[i] = dense_copy(t[i + 2]);
+  const std::vector<float> x = dense_copy(t[0]), mem = dense_copy(t[1]);
+  std::vector<float> y(x.size());
+  const double scale =
+      k.has_scale ? k.scale : 1.0 / std::sqrt(static_cast<double>(static_cast<float>(dm / k.heads)));
+  hattn_test::reference_mha(x.data(), mem.data(), w, t[0].shape[0], t[0].shape[1], t[1].shape[1],
+                            k.heads, k.beam, k.causal, nullptr, scale, y.data());
+  out->assign(y.begin(), y.end());
+  skip->clear();
+}
+
+// sparsek's roles: q, k, v, x, w_score, out.
+Status sparsek_call(const std::vector<TensorView>& t, const Knobs& k) {
+  hattn::SparsekOptions o;
+  o.k = k.k;
+  o.window = k.window;
+  o.slope = k.slope;
+  o.gate = k.logit ? hattn::SparsekGate::logit : hattn::SparsekGate::value;
+  o.has_scale = k.has_scale;
+  o.scale = k.scale;
+  o.kernel = k.kernel;
+  o.check_finite = k.check_finite;
+  return hattn::sparsek_attention(t[0], t[1], t[2], t[3], t[4], t[5], o);
+}
+void sparsek_ref(const std::vector<TensorView>& t, const Knobs& k, std::vector<double>* out,
+                 std::vector<bool>* skip) {
+  const hattn_test::AttnShape s = attn_shape(t[0], t[1]);
+  const std::vector<float> q = dense_copy(t[0]), key = dense_copy(t[1]), val = dense_copy(t[2]);
+  const std::vector<float> x = dense_copy(t[3]), w = dense_copy(t[4]);
+  std::vector<float> u;
+  hattn_test::reference_sparsek_scores(x.data(), w.data(), s.batch, s.kv_heads, s.lk,
+                                       t[3].shape[2], k.slope, &u);
+  std::vector<double> gap;
+  hattn_test::reference_sparsek_attention(q.data(), key.data(), val.data(), u.data(), s, k.k,
+                                          k.window, k.logit, scale_of(k, s.head_dim), out, &gap);
+  gap_rows(gap, skip);
+}
+
 // The variants. Loki's roles put the basis before out (its call order): q, k_rot, v, basis, out.
 const std::vector<Variant> kVariants = {
     {"dense",
@@ -268,7 +356,30 @@ const std::vector<Variant> kVariants = {
       {"k_lead", false, lead_shape}},
      loki_call,
      loki_ref},
-    // el and sparsek: one entry each here.
+    {"el",
+     {{"x", false, el_x_shape},
+      {"memory", false, el_mem_shape},
+      // Weights scaled as a trained layer's, so that scores stay of order 1.
+      {"wq", false, el_w_shape, 0.125f},
+      {"bq", false, el_bias_shape, 0.5f, true},
+      {"wk", false, el_w_shape, 0.125f},
+      {"bk", false, el_bias_shape, 0.5f, true},
+      {"wv", false, el_w_shape, 0.125f},
+      {"bv", false, el_bias_shape, 0.5f, true},
+      {"wo", false, el_w_shape, 0.125f},
+      {"bo", false, el_bias_shape, 0.5f, true},
+      {"y", true, el_x_shape}},
+     el_call,
+     el_ref},
+    {"sparsek",
+     {{"q", false, q_shape},
+      {"k", false, kv_shape},
+      {"v", false, kv_shape},
+      {"x", false, sk_x_shape},
+      {"w_score", false, sk_w_shape, 0.25f},
+      {"out", true, q_shape}},
+     sparsek_call,
+     sparsek_ref},
 };
 
 // Loki's output is not last (k_lead follows it): the checks find outputs by Role::output.
@@ -335,6 +446,9 @@ class Harness {
     s.lk = pick(f, {1, 2, 3, 7, 16, 31, 33});
     s.d = pick(f, {1, 2, 3, 8, 16, 24, 33, 64, 128});
     s.lead = std::max<int64_t>(1, std::min<int64_t>(s.d, f.ConsumeIntegralInRange<int64_t>(1, 9)));
+    // el: 64 and 80 are taken (Dm >= 64, a multiple of 16), the others refused.
+    s.dm = pick(f, {64, 64, 80, 16, 33, 48});
+    s.beam = f.ConsumeIntegralInRange<int64_t>(1, 2);
     Knobs k = knobs(f, s);
 
     // Views: consecutive in the arena by default, each then possibly bent out of shape.
@@ -435,6 +549,13 @@ class Harness {
     }
     k.check_finite = f.ConsumeBool();
     k.check_basis = f.ConsumeBool();
+    k.heads = pick(f, {1, 2, 4, 4, 16, 3, 0, -1, std::numeric_limits<int64_t>::max()});
+    k.beam = f.ConsumeIntegralInRange<int>(0, 3) != 0 ? s.beam : pick(f, {0, -1, 3, s.beam + 1});
+    k.window = pick(f, {0, 1, 2, s.lk, s.lk + 1, -1, int64_t{1} << 30,
+                        std::numeric_limits<int64_t>::min()});
+    const float slopes[] = {0.f, 0.1f, -0.5f, NAN, INFINITY};
+    k.slope = slopes[f.ConsumeIntegralInRange<int>(0, 4)];
+    k.logit = f.ConsumeBool();
     return k;
   }
 
@@ -494,12 +615,15 @@ class Harness {
       for (Span sp : spans_of(v)) used.push_back(sp);
     }
     // Only the views' own elements (a strided view's span may cover most of the arena).
-    for (const TensorView& v : t) {
+    for (size_t i = 0; i < t.size(); ++i) {
+      const TensorView& v = t[i];
       if (spans_of(v).empty() || !aligned(v)) continue;
+      const double amplitude = var.roles[i].amplitude;
       for_each(v, [&](float& x) {
         state = state * 6364136223846793005ull + 1442695040888963407ull;
         // Uniform in [-2, 2): close enough to a normal for attention scores.
-        x = static_cast<float>(static_cast<double>(state >> 40) * (4.0 / 16777216.0) - 2.0);
+        x = static_cast<float>(
+            (static_cast<double>(state >> 40) * (4.0 / 16777216.0) - 2.0) * amplitude);
       });
     }
     non_finite_ = false;
@@ -564,6 +688,7 @@ class Harness {
     // Accepted: every view well-formed, and outputs overlapping nothing.
     for (size_t i = 0; i < t.size(); ++i) {
       const TensorView& v = t[i];
+      if (v.rank == 0 && var.roles[i].may_be_rank0) continue;  // an absent optional tensor
       if (!plausible(v) || !aligned(v) || v.dtype != hattn::DType::f32 ||
           v.device != hattn::Device::cpu || v.strides[v.rank - 1] != 1) {
         finding("accepted an invalid view", what + " " + var.roles[i].name + " " + v.describe());
