@@ -15,7 +15,7 @@ Every measured point is cached (--cache, JSON), so a second run resumes without 
   .venv/bin/python autotune/hattn_autotune.py --phase prefill --isa avx2 --budget 10m \
       --out build/autotune/schedules
 writes a full schedules/ folder with the tuned line replaced (comments give the machine, date and
-times); -DHATTN_SCHEDULES is not wired yet: copy the table over schedules/x86/<isa>.table.
+times); build with it: cmake -DHATTN_SCHEDULES=build/autotune/schedules ...
 """
 import argparse
 import concurrent.futures as cf
@@ -62,6 +62,19 @@ def legal(phase, t, vec, regs):
     return t["tq"] * t["tk"] + t["tq"] + 1 <= regs and t["tq"] * t["td"] + t["tq"] + 1 <= regs
 
 
+def detect_isa():
+    """The best ISA of ISAS this machine runs (Linux /proc/cpuinfo flags)."""
+    try:
+        flags = set(next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split())
+    except (OSError, StopIteration):
+        return "sse41"
+    if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags:
+        return "avx512"
+    if {"avx2", "fma", "f16c"} <= flags:
+        return "avx2"
+    return "sse41"
+
+
 def key_of(t):
     return ",".join(f"{n}:{t[n]}" for n in sorted(t))
 
@@ -85,9 +98,11 @@ class Tuner:
         self.done = 0
 
     def build_runner(self):
-        import halide  # only for its include directory
+        inc = self.a.halide_include
+        if not inc:
+            import halide  # only for its include directory (HalideRuntime.h)
 
-        inc = os.path.join(os.path.dirname(halide.__file__), "include")
+            inc = os.path.join(os.path.dirname(halide.__file__), "include")
         rt = os.path.join(self.a.build, "generators", "libhattn_halide_runtime.a")
         cmd = ["c++", "-O2", "-std=c++17", "-I", inc, os.path.join(HERE, "runner.cpp"), "-o",
                self.runner, "-rdynamic", "-Wl,--whole-archive", rt, "-Wl,--no-whole-archive",
@@ -110,11 +125,15 @@ class Tuner:
     def compile(self, t, name, extra=()):
         out = os.path.join(self.work, name)
         os.makedirs(out, exist_ok=True)
+        causal = self.a.mask == "causal"
+        tunables = dict(t)
+        if tunables.pop("wrong", 0):  # --inject-wrong: the other mask's kernel, a wrong answer
+            causal = not causal
         cmd = [self.gen, "-g", "dense", "-f", name, "-e", "object,h", "-o", out,
                f"target={self.target}-no_runtime", f"phase={self.a.phase}",
-               f"causal={'true' if self.a.mask == 'causal' else 'false'}",
+               f"causal={'true' if causal else 'false'}",
                f"head_dim={self.a.d}", "with_lse=false" if self.a.phase == "prefill" else "with_lse=true",
-               f"tables={os.path.join(ROOT, 'schedules')}", f"tunables={key_of(t)}", *extra]
+               f"tables={os.path.join(ROOT, 'schedules')}", f"tunables={key_of(tunables)}", *extra]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
             return None, r.stderr.strip().splitlines()[-1:] or ["generator failed"]
@@ -210,6 +229,13 @@ class Tuner:
         return best + ([hand] if hand not in best else [])
 
     def search(self, seed):
+        if self.a.inject_wrong:
+            # A candidate that computes the other mask (less work when the tuned one is
+            # non-causal): the runner's reference check must mark it wrong, or it would win.
+            wrong = dict(seed, wrong=1)
+            self.measure([wrong])
+            print(f"[autotune] injected wrong candidate {key_of(wrong)}: "
+                  f"{self.cache[self.point_id(wrong)]['status']}", flush=True)
         best = self.descend(dict(seed))
         if time.time() < self.deadline:
             moves = self.tile_moves(best)
@@ -292,7 +318,8 @@ def parse_budget(s):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--phase", choices=["prefill", "decode"], default="prefill")
-    p.add_argument("--isa", choices=sorted(ISAS), default="avx2")
+    p.add_argument("--isa", choices=sorted(ISAS) + ["auto"], default="auto",
+                   help="the table (and Halide target) to tune; auto: the best this CPU runs")
     p.add_argument("--mask", choices=["causal", "noncausal"], default=None)
     p.add_argument("--d", type=int, default=128)
     p.add_argument("--b", type=int, default=1)
@@ -310,7 +337,23 @@ def main():
     p.add_argument("--work", default=os.path.join(ROOT, "build", "autotune"))
     p.add_argument("--cache", default=None)
     p.add_argument("--out", default=os.path.join(ROOT, "build", "autotune", "schedules"))
+    p.add_argument("--space", default=None,
+                   help="restrict the search, e.g. 'qb:16|32,tk:2' (each value from the declared space)")
+    p.add_argument("--inject-wrong", action="store_true",
+                   help="also time a candidate known to be wrong (the other mask): it must never win")
+    p.add_argument("--halide-include", default=None,
+                   help="Halide's include folder for the runner (default: the halide Python package's)")
     a = p.parse_args()
+    if a.isa == "auto":
+        a.isa = detect_isa()
+    if a.space:  # --space tq:1|2,tk:2: a sub-space (values must be in the declared one)
+        for part in a.space.split(","):
+            n, vals = part.split(":")
+            vals = [int(v) for v in vals.split("|")]
+            if n not in SPACE[a.phase] or not set(vals) <= set(SPACE[a.phase][n]):
+                raise SystemExit(f"hattn-autotune: --space {part}: {n} must take values of "
+                                 f"{SPACE[a.phase].get(n)} for {a.phase}")
+            SPACE[a.phase][n] = vals
     dec = a.phase == "decode"
     a.mask = a.mask or ("noncausal" if dec else "causal")
     a.h = a.h or (32 if dec else 8)
@@ -348,6 +391,7 @@ def main():
           (" | Adams2019 ms |" if adams_ms else " |"))
     print(f"| dense {a.phase} {a.mask} d{a.d}, {'x'.join(t.shape_args())} | {seed_ms:.2f} | {hand_ms:.2f} | "
           f"{best_ms:.2f} | {hand_ms / best_ms:.3f} speed" + (f" | {adams_ms:.2f} |" if adams_ms else " |"))
+    print(f"[autotune] {t.done} points measured in this run, {len(t.cache)} in the cache")
     print(f"[autotune] winner {key_of(best)}; table written to "
           f"{write_table(os.path.join(ROOT, 'schedules'), a.out, a.isa, a.phase, best, seed_ms, best_ms, adams_ms, a.mask, a.d)}")
 

@@ -28,7 +28,8 @@ install(EXPORT hattnTargets NAMESPACE hattn:: DESTINATION ${HATTN_INSTALL_CMAKED
 if (TARGET hattn_cli)
   install(TARGETS hattn_cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT cli)
 endif ()
-install(DIRECTORY schedules/ DESTINATION ${CMAKE_INSTALL_DATADIR}/hattn/schedules
+# The tables the build used (HATTN_SCHEDULES, or the source tree's).
+install(DIRECTORY "${HATTN_SCHEDULES_DIR}/" DESTINATION ${CMAKE_INSTALL_DATADIR}/hattn/schedules
         FILES_MATCHING PATTERN "*.table")
 
 set(HATTN_INSTALL_SCHEDULES "${CMAKE_INSTALL_DATADIR}/hattn/schedules")

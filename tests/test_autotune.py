@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""ctest: hattn-autotune on a tiny search space (issue 8's tests).
+
+  test_autotune.py BUILD_DIR HALIDE_INCLUDE WORK_DIR
+
+1. A first run (4 points of dense prefill, d64, a small shape, plus an injected wrong candidate:
+   the causal kernel timed as the non-causal one, which does less work and so is faster) must
+   finish, mark the injected candidate `wrong`, pick a winner that is not it, and write a table
+   with the tuned line and its stamp.
+2. The generator must accept the written table (it parses every line) and build the tuned key
+   from it.
+3. A second run with the same cache must measure nothing new (it resumes from the cache).
+Every check prints what it found; any failure exits non-zero.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def fail(msg):
+    print(f"test_autotune: FAILED: {msg}", flush=True)
+    sys.exit(1)
+
+
+def run_tuner(build, inc, work, out):
+    cmd = [sys.executable, os.path.join(ROOT, "autotune", "hattn_autotune.py"),
+           "--phase", "prefill", "--mask", "noncausal", "--isa", "sse41", "--d", "64",
+           "--b", "1", "--h", "2", "--hkv", "2", "--lq", "256", "--lk", "256",
+           "--threads", "1", "--jobs", "2", "--reps", "3", "--budget", "5m",
+           "--space", "qb:16,kb:64|128,tq:1,tk:2,td:2|4", "--start", "qb:16,kb:64,tq:1,tk:2,td:2",
+           "--inject-wrong", "--build", build, "--work", work, "--out", out,
+           "--halide-include", inc]
+    print("test_autotune: $ " + " ".join(cmd), flush=True)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    print(r.stdout, r.stderr, sep="\n", flush=True)
+    if r.returncode != 0:
+        fail(f"the tuner exited with {r.returncode}")
+    return r.stdout
+
+
+def main():
+    build, inc, work = (os.path.abspath(x) for x in sys.argv[1:4])
+    shutil.rmtree(work, ignore_errors=True)
+    out = os.path.join(work, "schedules")
+
+    # 1. First run.
+    text = run_tuner(build, inc, work, out)
+    cache = json.load(open(os.path.join(work, "cache.json")))
+    wrong = {k: v for k, v in cache.items() if k.endswith("wrong:1") or ",wrong:1" in k}
+    if len(wrong) != 1:
+        fail(f"expected one injected candidate in the cache, found {list(wrong)}")
+    status = next(iter(wrong.values()))["status"]
+    if status != "wrong":
+        fail(f"the injected wrong candidate was recorded as '{status}', not 'wrong'")
+    winner = [l for l in text.splitlines() if l.startswith("[autotune] winner ")]
+    if not winner or "wrong" in winner[0]:
+        fail(f"winner line: {winner}")
+    ok = [k for k, v in cache.items() if v["status"] == "ok"]
+    if len(ok) < 4:
+        fail(f"expected the 4 points of the space (and the table's) timed ok, got {ok}")
+    if "| seed ms | hand-tuned table ms | tuned ms |" not in text:
+        fail("no summary table")
+    table = os.path.join(out, "x86", "sse41.table")
+    lines = open(table).read().splitlines()
+    tuned = [i for i, l in enumerate(lines) if l.split()[:4] == ["dense", "prefill", "d64", "noncausal"]]
+    if len(tuned) != 1 or not lines[tuned[0] - 1].startswith("# autotuned "):
+        fail(f"{table}: no stamped 'dense prefill d64 noncausal' line")
+    print(f"test_autotune: wrote {lines[tuned[0] - 1]}\n  {lines[tuned[0]]}", flush=True)
+
+    # 2. The generator accepts the written tables and builds the tuned key from them.
+    gen_out = os.path.join(work, "accept")
+    os.makedirs(gen_out, exist_ok=True)
+    cmd = [os.path.join(build, "generators", "hattn_generators"), "-g", "dense", "-f", "accept",
+           "-e", "h", "-o", gen_out, "target=x86-64-linux-sse41-no_runtime", "phase=prefill",
+           "causal=false", "head_dim=64", "with_lse=false", f"tables={out}"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        fail(f"the generator refused the written tables: {r.stderr.strip()}")
+    print("test_autotune: the generator accepted the written tables", flush=True)
+
+    # 3. Resume: nothing new to measure.
+    text = run_tuner(build, inc, work, out)
+    line = [l for l in text.splitlines() if "points measured in this run" in l]
+    if not line or not line[0].startswith("[autotune] 0 points measured"):
+        fail(f"the second run measured again: {line}")
+    lines = open(table).read().splitlines()
+    if sum(1 for l in lines if l.split()[:4] == ["dense", "prefill", "d64", "noncausal"]) != 1:
+        fail("the second run duplicated the tuned line")
+    print("test_autotune: passed", flush=True)
+
+
+if __name__ == "__main__":
+    main()
