@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <limits>
 #include <new>
 #include <string>
@@ -448,9 +449,14 @@ Status SparsekDecoder::reset(int64_t batch, int64_t q_heads, int64_t kv_heads, i
   }
   st->cap = options.window + options.k;
   const size_t heads = static_cast<size_t>(batch * kv_heads);
+  // k + w pairs of D floats per kv head, twice (keys and values): refused before allocating when
+  // the count alone overflows (a vector that large throws length_error, not bad_alloc).
+  const bool overflows =
+      static_cast<__int128>(heads) * st->cap * head_dim > (static_cast<__int128>(1) << 60);
   try {
+    if (overflows) throw std::bad_alloc();
     allocate_decoder_cache(st.get(), heads, options);
-  } catch (const std::bad_alloc&) {
+  } catch (const std::exception&) {  // bad_alloc or length_error
     return invalid("SparsekDecoder: a cache of k + w = " + std::to_string(st->cap) +
                    " KV pairs per kv head (" + std::to_string(heads) + " kv heads, D=" +
                    std::to_string(head_dim) + ") does not fit in memory");
