@@ -245,7 +245,7 @@ Status el_attention(const TensorView& x, const TensorView& memory, const MhaWeig
   const int64_t dm = memory.shape[2], samples = memory.shape[0], mem_len = memory.shape[1];
   s = check_common(x, y, weights, options, samples, mem_len, dm);
   if (!s.ok()) return s;
-  if (tensors_overlap(y, memory)) return invalid("y overlaps memory");
+  if (tensors_overlap(y, memory)) return invalid("y overlaps memory (the memory tensor); the output must not alias an input");
   if (dm < kMinModelDim) {
     return Status{StatusCode::unsupported,
                   "el kernels need Dm >= " + std::to_string(kMinModelDim) +
@@ -324,9 +324,9 @@ Status mha_project_memory(const TensorView& memory, const MhaWeights& weights,
       }
     }
     if (tensors_overlap(*caches[i], memory))
-      return invalid(std::string(names[i]) + " overlaps memory");
+      return invalid(std::string(names[i]) + " overlaps memory (the memory tensor)");
   }
-  if (tensors_overlap(k_cache, v_cache)) return invalid("k_cache and v_cache overlap");
+  if (tensors_overlap(k_cache, v_cache)) return invalid("k_cache and v_cache overlap in memory");
   Rows2D m2(memory, false);
   for (int i = 0; i < 2; ++i) {
     Rows2D c2(*caches[i], true);

@@ -498,7 +498,10 @@ Status SparsekDecoder::append(const TensorView& k, const TensorView& v, const Te
   if (!s.ok()) return s;
   const int64_t T = k.shape[2];
   for (int i = 0; i < 4; ++i) {
-    if (k.shape[i] != v.shape[i]) return invalid("k and v must have the same shape");
+    if (k.shape[i] != v.shape[i]) {
+      return invalid("k and v must have the same shape, got k " + shape_str(k) + " and v " +
+                     shape_str(v));
+    }
   }
   if (k.shape[0] != st.batch || k.shape[1] != st.kv_heads || k.shape[3] != st.head_dim) {
     return invalid("SparsekDecoder::append takes k, v [B=" + std::to_string(st.batch) +
