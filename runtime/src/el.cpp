@@ -245,7 +245,9 @@ Status el_attention(const TensorView& x, const TensorView& memory, const MhaWeig
   const int64_t dm = memory.shape[2], samples = memory.shape[0], mem_len = memory.shape[1];
   s = check_common(x, y, weights, options, samples, mem_len, dm);
   if (!s.ok()) return s;
-  if (tensors_overlap(y, memory)) return invalid("y overlaps memory (the memory tensor); the output must not alias an input");
+  if (tensors_overlap(y, memory)) {
+    return invalid("y overlaps memory (the memory tensor); the output must not alias an input");
+  }
   if (dm < kMinModelDim) {
     return Status{StatusCode::unsupported,
                   "el kernels need Dm >= " + std::to_string(kMinModelDim) +
