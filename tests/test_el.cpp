@@ -126,14 +126,14 @@ TEST_P(ElVsReference, ElAndStandardPathMatchDoubleReference) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, ElVsReference,
-    ::testing::Values(ElCase{2, 1, 1, 37, 64, 4, false, {}},          // decode
-                      ElCase{2, 3, 1, 50, 128, 8, false, {50, 17}},   // beams + padding
-                      ElCase{1, 2, 5, 29, 64, 2, false, {}},          // T > 1
-                      ElCase{2, 1, 2, 33, 64, 1, false, {}},          // H = 1
-                      ElCase{2, 2, 6, 6, 64, 4, true, {}},            // causal self-attention
-                      ElCase{2, 1, 3, 20, 96, 3, true, {20, 11}},     // causal + padding
-                      ElCase{2, 2, 1, 9, 64, 4, false, {0, 9}},       // a sample with no keys
-                      ElCase{1, 1, 4, 300, 192, 12, false, {}},       // GPT-2-like head split
+    ::testing::Values(ElCase{2, 1, 1, 37, 64, 4, false, {}},         // decode
+                      ElCase{2, 3, 1, 50, 128, 8, false, {50, 17}},  // beams + padding
+                      ElCase{1, 2, 5, 29, 64, 2, false, {}},         // T > 1
+                      ElCase{2, 1, 2, 33, 64, 1, false, {}},         // H = 1
+                      ElCase{2, 2, 6, 6, 64, 4, true, {}},           // causal self-attention
+                      ElCase{2, 1, 3, 20, 96, 3, true, {20, 11}},    // causal + padding
+                      ElCase{2, 2, 1, 9, 64, 4, false, {0, 9}},      // a sample with no keys
+                      ElCase{1, 1, 4, 300, 192, 12, false, {}},      // GPT-2-like head split
                       // Dm not a multiple of AVX-512's 64-float model-dim tiles (the last
                       // tile reads clamped rows): Dh = 16 and Dh = 80.
                       ElCase{1, 1, 3, 23, 80, 5, false, {}},

@@ -494,43 +494,119 @@ std::vector<Row> rows() {
       StatusCode::kernel_error, "failed (Halide error");
 
   // el.cpp: el_attention, mha_project_memory, mha_attention_cached, mha_attention.
-  add("el.cpp", "weight_device",
-      [](F x) { auto t = x.e(); t.w.wk.device = Device::cuda; return el(t); }, unsup,
-      "el and the standard MHA path have CPU kernels only; weights must be on the CPU");
-  add("el.cpp", "weight_shape", [](F x) { auto t = x.e(); t.w.wv.shape[1] = 32; return el(t); },
+  add(
+      "el.cpp", "weight_device",
+      [](F x) {
+        auto t = x.e();
+        t.w.wk.device = Device::cuda;
+        return el(t);
+      },
+      unsup, "el and the standard MHA path have CPU kernels only; weights must be on the CPU");
+  add(
+      "el.cpp", "weight_shape",
+      [](F x) {
+        auto t = x.e();
+        t.w.wv.shape[1] = 32;
+        return el(t);
+      },
       bad, "wv must be [64, 64] for Dm=64, got [64, 32]");
-  add("el.cpp", "weight_shape",
-      [](F x) { auto t = x.e(); t.w.bo.shape[0] = 32; return project(t); }, bad,
-      "bo must be [64] for Dm=64, got [32]");
-  add("el.cpp", "rows_device", [](F x) { auto t = x.e(); t.x.device = Device::cuda; return el(t); },
+  add(
+      "el.cpp", "weight_shape",
+      [](F x) {
+        auto t = x.e();
+        t.w.bo.shape[0] = 32;
+        return project(t);
+      },
+      bad, "bo must be [64] for Dm=64, got [32]");
+  add(
+      "el.cpp", "rows_device",
+      [](F x) {
+        auto t = x.e();
+        t.x.device = Device::cuda;
+        return el(t);
+      },
       unsup, "el and the standard MHA path have CPU kernels only; x is on cuda");
-  add("el.cpp", "rows_device",
-      [](F x) { auto t = x.e(); t.memory.device = Device::cuda; return mha(t); }, unsup,
-      "el and the standard MHA path have CPU kernels only; memory is on cuda");
-  add("el.cpp", "rows_device",
-      [](F x) { auto t = x.e(); t.v_cache.device = Device::cuda; return cached(t); }, unsup,
-      "el and the standard MHA path have CPU kernels only; v_cache is on cuda");
-  add("el.cpp", "model_dim", [](F x) { auto t = x.e(); t.x.shape[2] = 48; return el(t); }, bad,
-      "model dim Dm differs: x [1, 3, 48], memory has Dm=64");
-  add("el.cpp", "y_shape", [](F x) { auto t = x.e(); t.y.shape[1] = 2; return cached(t); }, bad,
-      "y must have x's shape [1, 3, 64], got [1, 2, 64]");
-  add("el.cpp", "dm_multiple", [](F x) { return el(with_dm(x.e(), 56)); }, unsup,
+  add(
+      "el.cpp", "rows_device",
+      [](F x) {
+        auto t = x.e();
+        t.memory.device = Device::cuda;
+        return mha(t);
+      },
+      unsup, "el and the standard MHA path have CPU kernels only; memory is on cuda");
+  add(
+      "el.cpp", "rows_device",
+      [](F x) {
+        auto t = x.e();
+        t.v_cache.device = Device::cuda;
+        return cached(t);
+      },
+      unsup, "el and the standard MHA path have CPU kernels only; v_cache is on cuda");
+  add(
+      "el.cpp", "model_dim",
+      [](F x) {
+        auto t = x.e();
+        t.x.shape[2] = 48;
+        return el(t);
+      },
+      bad, "model dim Dm differs: x [1, 3, 48], memory has Dm=64");
+  add(
+      "el.cpp", "y_shape",
+      [](F x) {
+        auto t = x.e();
+        t.y.shape[1] = 2;
+        return cached(t);
+      },
+      bad, "y must have x's shape [1, 3, 64], got [1, 2, 64]");
+  add(
+      "el.cpp", "dm_multiple", [](F x) { return el(with_dm(x.e(), 56)); }, unsup,
       "model dim Dm=56 is not a multiple of 16 (the linear and el kernels reduce over Dm");
-  add("el.cpp", "heads", [](F x) { auto o = el_opts(); o.heads = 0; return el(x.e(), o); }, bad,
-      "heads must be >= 1, got 0");
-  add("el.cpp", "heads_divide",
-      [](F x) { auto o = el_opts(); o.heads = 3; return cached(x.e(), o); }, bad,
-      "Dm=64 is not divisible by heads=3");
-  add("el.cpp", "beam", [](F x) { auto o = el_opts(); o.beam = 0; return el(x.e(), o); }, bad,
-      "beam must be >= 1, got 0");
-  add("el.cpp", "beam_divide", [](F x) { auto o = el_opts(); o.beam = 2; return el(x.e(), o); },
+  add(
+      "el.cpp", "heads",
+      [](F x) {
+        auto o = el_opts();
+        o.heads = 0;
+        return el(x.e(), o);
+      },
+      bad, "heads must be >= 1, got 0");
+  add(
+      "el.cpp", "heads_divide",
+      [](F x) {
+        auto o = el_opts();
+        o.heads = 3;
+        return cached(x.e(), o);
+      },
+      bad, "Dm=64 is not divisible by heads=3");
+  add(
+      "el.cpp", "beam",
+      [](F x) {
+        auto o = el_opts();
+        o.beam = 0;
+        return el(x.e(), o);
+      },
+      bad, "beam must be >= 1, got 0");
+  add(
+      "el.cpp", "beam_divide",
+      [](F x) {
+        auto o = el_opts();
+        o.beam = 2;
+        return el(x.e(), o);
+      },
       bad, "x has 1 rows, not divisible by beam=2 (x is [B * beam, T, Dm])");
-  add("el.cpp", "samples", [](F x) { return el(two_rows(x.e())); }, bad,
+  add(
+      "el.cpp", "samples", [](F x) { return el(two_rows(x.e())); }, bad,
       "x has 2 rows = 2 samples x beam 1, but the memory has B=1");
-  add("el.cpp", "scale",
-      [](F x) { auto o = el_opts(); o.has_scale = true; o.scale = kNaN; return el(x.e(), o); },
+  add(
+      "el.cpp", "scale",
+      [](F x) {
+        auto o = el_opts();
+        o.has_scale = true;
+        o.scale = kNaN;
+        return el(x.e(), o);
+      },
       bad, "scale must be positive and finite, got nan");
-  add("el.cpp", "key_lengths",
+  add(
+      "el.cpp", "key_lengths",
       [](F x) {
         const int32_t lengths[1] = {6};
         auto o = el_opts();
@@ -538,25 +614,50 @@ std::vector<Row> rows() {
         return el(x.e(), o);
       },
       bad, "key_lengths[0] = 6 is outside [0, N=5]");
-  add("el.cpp", "y_overlaps_x", [](F x) { auto t = x.e(); t.y.data = t.x.data; return el(t); },
+  add(
+      "el.cpp", "y_overlaps_x",
+      [](F x) {
+        auto t = x.e();
+        t.y.data = t.x.data;
+        return el(t);
+      },
       bad, "y overlaps x in memory");
-  add("el.cpp", "y_overlaps_weight",
-      [](F x) { auto t = x.e(); t.y.data = t.w.wo.data; return cached(t); }, bad,
-      "y overlaps wo in memory");
-  add("el.cpp", "y_overlaps_memory",
-      [](F x) { auto t = x.e(); t.y.data = t.memory.data; return el(t); }, bad,
-      "y overlaps memory");
-  add("el.cpp", "el_min_dm", [](F x) { return el(with_dm(x.e(), 48)); }, unsup,
+  add(
+      "el.cpp", "y_overlaps_weight",
+      [](F x) {
+        auto t = x.e();
+        t.y.data = t.w.wo.data;
+        return cached(t);
+      },
+      bad, "y overlaps wo in memory");
+  add(
+      "el.cpp", "y_overlaps_memory",
+      [](F x) {
+        auto t = x.e();
+        t.y.data = t.memory.data;
+        return el(t);
+      },
+      bad, "y overlaps memory");
+  add(
+      "el.cpp", "el_min_dm", [](F x) { return el(with_dm(x.e(), 48)); }, unsup,
       "el kernels need Dm >= 64 (their model-dimension tiles are that wide), got Dm=48; use "
       "mha_attention");
-  add("el.cpp", "project_dm_multiple", [](F x) { return project(with_dm(x.e(), 56)); }, unsup,
+  add(
+      "el.cpp", "project_dm_multiple", [](F x) { return project(with_dm(x.e(), 56)); }, unsup,
       "model dim Dm=56 is not a multiple of 16 (the linear kernel reduces over Dm");
-  add("el.cpp", "project_dm_multiple", [](F x) { return mha(with_dm(x.e(), 40)); }, unsup,
+  add(
+      "el.cpp", "project_dm_multiple", [](F x) { return mha(with_dm(x.e(), 40)); }, unsup,
       "model dim Dm=40 is not a multiple of 16 (the linear kernel reduces over Dm");
-  add("el.cpp", "cache_shape",
-      [](F x) { auto t = x.e(); t.k_cache.shape[1] = 4; return project(t); }, bad,
-      "k_cache must have memory's shape [1, 5, 64], got [1, 4, 64]");
-  add("el.cpp", "cache_shape",
+  add(
+      "el.cpp", "cache_shape",
+      [](F x) {
+        auto t = x.e();
+        t.k_cache.shape[1] = 4;
+        return project(t);
+      },
+      bad, "k_cache must have memory's shape [1, 5, 64], got [1, 4, 64]");
+  add(
+      "el.cpp", "cache_shape",
       [](F x) {
         auto t = x.e();
         t.v_cache.shape[0] = 2;
@@ -564,21 +665,48 @@ std::vector<Row> rows() {
         return project(t);
       },
       bad, "v_cache must have memory's shape [1, 5, 64], got [2, 2, 64]");
-  add("el.cpp", "cache_overlaps_memory",
-      [](F x) { auto t = x.e(); t.v_cache.data = t.memory.data; return project(t); }, bad,
-      "v_cache overlaps memory");
-  add("el.cpp", "caches_overlap",
-      [](F x) { auto t = x.e(); t.v_cache.data = t.k_cache.data; return project(t); }, bad,
-      "k_cache and v_cache overlap");
-  add("el.cpp", "cached_kv_shape",
-      [](F x) { auto t = x.e(); t.v_cache.shape[1] = 4; return cached(t); }, bad,
-      "k_cache and v_cache must have the same shape, got [1, 5, 64] and [1, 4, 64]");
-  add("el.cpp", "cached_beam",
-      [](F x) { auto o = el_opts(); o.beam = -1; return cached(x.e(), o); }, bad,
-      "beam must be >= 1, got -1");
-  add("el.cpp", "cached_beam", [](F x) { auto o = el_opts(); o.beam = 0; return mha(x.e(), o); },
+  add(
+      "el.cpp", "cache_overlaps_memory",
+      [](F x) {
+        auto t = x.e();
+        t.v_cache.data = t.memory.data;
+        return project(t);
+      },
+      bad, "v_cache overlaps memory");
+  add(
+      "el.cpp", "caches_overlap",
+      [](F x) {
+        auto t = x.e();
+        t.v_cache.data = t.k_cache.data;
+        return project(t);
+      },
+      bad, "k_cache and v_cache overlap");
+  add(
+      "el.cpp", "cached_kv_shape",
+      [](F x) {
+        auto t = x.e();
+        t.v_cache.shape[1] = 4;
+        return cached(t);
+      },
+      bad, "k_cache and v_cache must have the same shape, got [1, 5, 64] and [1, 4, 64]");
+  add(
+      "el.cpp", "cached_beam",
+      [](F x) {
+        auto o = el_opts();
+        o.beam = -1;
+        return cached(x.e(), o);
+      },
+      bad, "beam must be >= 1, got -1");
+  add(
+      "el.cpp", "cached_beam",
+      [](F x) {
+        auto o = el_opts();
+        o.beam = 0;
+        return mha(x.e(), o);
+      },
       bad, "beam must be >= 1, got 0");
-  add("el.cpp", "cached_causal_shared",
+  add(
+      "el.cpp", "cached_causal_shared",
       [](F x) {
         auto o = el_opts();
         o.beam = 2;
@@ -588,9 +716,16 @@ std::vector<Row> rows() {
       bad, "a causal call with beam > 1 needs one cache per beam ([B * beam, N, Dm])");
 
   // sparsek.cpp: sparsek_scores, sparsek_mask, sparsek_attention(_scored), SparsekDecoder.
-  add("sparsek.cpp", "options_k", [](F x) { auto o = sk_opts(); o.k = -1; return sk(x.k(), o); },
+  add(
+      "sparsek.cpp", "options_k",
+      [](F x) {
+        auto o = sk_opts();
+        o.k = -1;
+        return sk(x.k(), o);
+      },
       bad, "sparsek budget k must be >= 0, got -1");
-  add("sparsek.cpp", "options_k",
+  add(
+      "sparsek.cpp", "options_k",
       [](F x) {
         hattn::SparsekDecoder d;
         auto o = sk_opts();
@@ -598,16 +733,32 @@ std::vector<Row> rows() {
         return reset(&d, x.k(), o);
       },
       bad, "sparsek budget k must be >= 0, got -5");
-  add("sparsek.cpp", "options_window",
-      [](F x) { auto o = sk_opts(); o.window = -2; return sk_scored(x.k(), o); }, bad,
-      "sparsek window w must be >= 0, got -2");
-  add("sparsek.cpp", "options_slope",
-      [](F x) { auto o = sk_opts(); o.slope = kNaN; return sk(x.k(), o); }, bad,
-      "sparsek slope must be finite");
-  add("sparsek.cpp", "options_below_2p30",
-      [](F x) { auto o = sk_opts(); o.k = int64_t{1} << 30; return sk(x.k(), o); }, bad,
-      "sparsek k and w must be below 2^30");
-  add("sparsek.cpp", "options_below_2p30",
+  add(
+      "sparsek.cpp", "options_window",
+      [](F x) {
+        auto o = sk_opts();
+        o.window = -2;
+        return sk_scored(x.k(), o);
+      },
+      bad, "sparsek window w must be >= 0, got -2");
+  add(
+      "sparsek.cpp", "options_slope",
+      [](F x) {
+        auto o = sk_opts();
+        o.slope = kNaN;
+        return sk(x.k(), o);
+      },
+      bad, "sparsek slope must be finite");
+  add(
+      "sparsek.cpp", "options_below_2p30",
+      [](F x) {
+        auto o = sk_opts();
+        o.k = int64_t{1} << 30;
+        return sk(x.k(), o);
+      },
+      bad, "sparsek k and w must be below 2^30");
+  add(
+      "sparsek.cpp", "options_below_2p30",
       [](F x) {
         hattn::SparsekDecoder d;
         auto o = sk_opts();
@@ -615,15 +766,32 @@ std::vector<Row> rows() {
         return reset(&d, x.k(), o);
       },
       bad, "sparsek k and w must be below 2^30");
-  add("sparsek.cpp", "host", [](F x) { auto t = x.k(); t.x.device = Device::cuda; return sk(t); },
+  add(
+      "sparsek.cpp", "host",
+      [](F x) {
+        auto t = x.k();
+        t.x.device = Device::cuda;
+        return sk(t);
+      },
       unsup, "sparsek has CPU kernels only; x is on cuda");
-  add("sparsek.cpp", "host",
-      [](F x) { auto t = x.k(); t.u.device = Device::cuda; return sk_scored(t); }, unsup,
-      "sparsek has CPU kernels only; u is on cuda");
-  add("sparsek.cpp", "host",
-      [](F x) { auto t = x.k(); t.tau.device = Device::cuda; return sk_mask(t); }, unsup,
-      "sparsek has CPU kernels only; tau is on cuda");
-  add("sparsek.cpp", "host",
+  add(
+      "sparsek.cpp", "host",
+      [](F x) {
+        auto t = x.k();
+        t.u.device = Device::cuda;
+        return sk_scored(t);
+      },
+      unsup, "sparsek has CPU kernels only; u is on cuda");
+  add(
+      "sparsek.cpp", "host",
+      [](F x) {
+        auto t = x.k();
+        t.tau.device = Device::cuda;
+        return sk_mask(t);
+      },
+      unsup, "sparsek has CPU kernels only; tau is on cuda");
+  add(
+      "sparsek.cpp", "host",
       [](F x) {
         hattn::SparsekDecoder d;
         auto t = x.k();
@@ -631,18 +799,32 @@ std::vector<Row> rows() {
         return reset(&d, t);
       },
       unsup, "sparsek has CPU kernels only; w_score is on cuda");
-  add("sparsek.cpp", "scoring_x_shape", [](F x) { auto t = x.k(); t.x.shape[1] = 4; return sk(t); },
+  add(
+      "sparsek.cpp", "scoring_x_shape",
+      [](F x) {
+        auto t = x.k();
+        t.x.shape[1] = 4;
+        return sk(t);
+      },
       bad, "x must be [B, Lk, Dm] with B=1 and Lk=5 (the keys' batch and length), got [1, 4, 16]");
-  add("sparsek.cpp", "scoring_x_shape",
+  add(
+      "sparsek.cpp", "scoring_x_shape",
       [](F x) {
         auto t = x.k();
         t.u.shape[2] = 4;
         return hattn::sparsek_scores(t.x, t.w, 0.f, t.u);
       },
       bad, "x must be [B, Lk, Dm] with B=1 and Lk=4 (the keys' batch and length), got [1, 5, 16]");
-  add("sparsek.cpp", "scoring_w_shape", [](F x) { auto t = x.k(); t.w.shape[1] = 8; return sk(t); },
+  add(
+      "sparsek.cpp", "scoring_w_shape",
+      [](F x) {
+        auto t = x.k();
+        t.w.shape[1] = 8;
+        return sk(t);
+      },
       bad, "w_score must be [Hkv, Dm] = [1, 16], got [1, 8]");
-  add("sparsek.cpp", "selections_fit",
+  add(
+      "sparsek.cpp", "selections_fit",
       [](F) {
         // D = 1 and stride-0 keys: Lk = 2^31-1 keys held in one float each, so 2^16 query rows
         // x min(k, Lk) = 2^30-1 slots need 2^48 bytes of selections.
@@ -658,70 +840,125 @@ std::vector<Row> rows() {
       bad,
       "sparsek: the selections of 65536 rows x 1073741823 keys per kv head do not fit in memory");
   r.back().real_oom = true;
-  add("sparsek.cpp", "scores_slope",
-      [](F x) { auto t = x.k(); return hattn::sparsek_scores(t.x, t.w, kNaN, t.u); }, bad,
-      "sparsek slope must be finite");
-  add("sparsek.cpp", "scores_overlap",
+  add(
+      "sparsek.cpp", "scores_slope",
+      [](F x) {
+        auto t = x.k();
+        return hattn::sparsek_scores(t.x, t.w, kNaN, t.u);
+      },
+      bad, "sparsek slope must be finite");
+  add(
+      "sparsek.cpp", "scores_overlap",
       [](F x) {
         auto t = x.k();
         const TensorView u = TensorView::contiguous(static_cast<float*>(t.w.data), {1, 1, 5});
         return hattn::sparsek_scores(t.x, t.w, 0.f, u);
       },
       bad, "u overlaps x or w_score in memory");
-  add("sparsek.cpp", "mask_k", [](F x) { return sk_mask(x.k(), -1); }, bad,
+  add(
+      "sparsek.cpp", "mask_k", [](F x) { return sk_mask(x.k(), -1); }, bad,
       "sparsek budget k must be >= 0, got -1");
-  add("sparsek.cpp", "mask_p_shape",
-      [](F x) { auto t = x.k(); t.p.shape[1] = 4; return sk_mask(t); }, bad,
-      "p must have z's shape [3, 5], got [3, 4]");
-  add("sparsek.cpp", "mask_tau_shape",
-      [](F x) { auto t = x.k(); t.tau.shape[0] = 2; return sk_mask(t); }, bad,
-      "tau must be [rows] = [3], got [2]");
-  add("sparsek.cpp", "mask_overlap",
-      [](F x) { auto t = x.k(); t.tau.data = t.p.data; return sk_mask(t); }, bad,
-      "p, tau and z must not overlap in memory");
-  add("sparsek.cpp", "mask_overlap",
-      [](F x) { auto t = x.k(); t.p.data = t.z.data; return sk_mask(t); }, bad,
-      "p, tau and z must not overlap in memory");
-  add("sparsek.cpp", "mask_lengths_count",
-      [](F x) { const std::vector<int64_t> n = {5, 5}; return sk_mask(x.k(), 2, &n); }, bad,
-      "lengths has 2 entries for 3 rows");
-  add("sparsek.cpp", "mask_lengths_range",
-      [](F x) { const std::vector<int64_t> n = {0, 6, 1}; return sk_mask(x.k(), 2, &n); }, bad,
-      "lengths[1] = 6 is outside [0, m=5]");
-  add("sparsek.cpp", "out_overlaps_x",
+  add(
+      "sparsek.cpp", "mask_p_shape",
+      [](F x) {
+        auto t = x.k();
+        t.p.shape[1] = 4;
+        return sk_mask(t);
+      },
+      bad, "p must have z's shape [3, 5], got [3, 4]");
+  add(
+      "sparsek.cpp", "mask_tau_shape",
+      [](F x) {
+        auto t = x.k();
+        t.tau.shape[0] = 2;
+        return sk_mask(t);
+      },
+      bad, "tau must be [rows] = [3], got [2]");
+  add(
+      "sparsek.cpp", "mask_overlap",
+      [](F x) {
+        auto t = x.k();
+        t.tau.data = t.p.data;
+        return sk_mask(t);
+      },
+      bad, "p, tau and z must not overlap in memory");
+  add(
+      "sparsek.cpp", "mask_overlap",
+      [](F x) {
+        auto t = x.k();
+        t.p.data = t.z.data;
+        return sk_mask(t);
+      },
+      bad, "p, tau and z must not overlap in memory");
+  add(
+      "sparsek.cpp", "mask_lengths_count",
+      [](F x) {
+        const std::vector<int64_t> n = {5, 5};
+        return sk_mask(x.k(), 2, &n);
+      },
+      bad, "lengths has 2 entries for 3 rows");
+  add(
+      "sparsek.cpp", "mask_lengths_range",
+      [](F x) {
+        const std::vector<int64_t> n = {0, 6, 1};
+        return sk_mask(x.k(), 2, &n);
+      },
+      bad, "lengths[1] = 6 is outside [0, m=5]");
+  add(
+      "sparsek.cpp", "out_overlaps_x",
       [](F x) {
         auto t = x.k();
         t.x = TensorView::contiguous(static_cast<float*>(t.out.data), {1, 5, 16});
         return sk(t);
       },
       bad, "out overlaps x in memory");
-  add("sparsek.cpp", "out_overlaps_w_score",
+  add(
+      "sparsek.cpp", "out_overlaps_w_score",
       [](F x) {
         auto t = x.k();
         t.w = TensorView::contiguous(static_cast<float*>(t.out.data) + 16, {1, 16});
         return sk(t);
       },
       bad, "out overlaps w_score in memory");
-  add("sparsek.cpp", "scored_u_shape",
-      [](F x) { auto t = x.k(); t.u.shape[2] = 4; return sk_scored(t); }, bad,
-      "u must be [B, Hkv, Lk] = [1, 1, 5], got [1, 1, 4]");
-  add("sparsek.cpp", "scored_out_overlaps_u",
+  add(
+      "sparsek.cpp", "scored_u_shape",
+      [](F x) {
+        auto t = x.k();
+        t.u.shape[2] = 4;
+        return sk_scored(t);
+      },
+      bad, "u must be [B, Hkv, Lk] = [1, 1, 5], got [1, 1, 4]");
+  add(
+      "sparsek.cpp", "scored_out_overlaps_u",
       [](F x) {
         auto t = x.k();
         t.u = TensorView::contiguous(static_cast<float*>(t.out.data) + 3, {1, 1, 5});
         return sk_scored(t);
       },
       bad, "out overlaps u in memory");
-  add("sparsek.cpp", "decoder_sizes",
-      [](F x) { hattn::SparsekDecoder d; return d.reset(1, 2, 1, 0, x.k().w, sk_opts()); }, bad,
-      "SparsekDecoder sizes must be >= 1, got B=1 Hq=2 Hkv=1 D=0");
-  add("sparsek.cpp", "decoder_heads",
-      [](F x) { hattn::SparsekDecoder d; return d.reset(1, 3, 2, 16, x.k().w, sk_opts()); }, bad,
-      "Hq=3 is not a multiple of Hkv=2");
-  add("sparsek.cpp", "decoder_w_shape",
-      [](F x) { hattn::SparsekDecoder d; return d.reset(1, 2, 2, 16, x.k().w, sk_opts()); }, bad,
-      "w_score must be [Hkv=2, Dm], got [1, 16]");
-  add("sparsek.cpp", "decoder_cache_fits",
+  add(
+      "sparsek.cpp", "decoder_sizes",
+      [](F x) {
+        hattn::SparsekDecoder d;
+        return d.reset(1, 2, 1, 0, x.k().w, sk_opts());
+      },
+      bad, "SparsekDecoder sizes must be >= 1, got B=1 Hq=2 Hkv=1 D=0");
+  add(
+      "sparsek.cpp", "decoder_heads",
+      [](F x) {
+        hattn::SparsekDecoder d;
+        return d.reset(1, 3, 2, 16, x.k().w, sk_opts());
+      },
+      bad, "Hq=3 is not a multiple of Hkv=2");
+  add(
+      "sparsek.cpp", "decoder_w_shape",
+      [](F x) {
+        hattn::SparsekDecoder d;
+        return d.reset(1, 2, 2, 16, x.k().w, sk_opts());
+      },
+      bad, "w_score must be [Hkv=2, Dm], got [1, 16]");
+  add(
+      "sparsek.cpp", "decoder_cache_fits",
       [](F x) {
         // k + w = 2^30-1 slots of D = 2^24 floats: 2^56 bytes.
         hattn::SparsekDecoder d;
@@ -729,10 +966,12 @@ std::vector<Row> rows() {
         o.k = (int64_t{1} << 30) - 2;
         return d.reset(1, 1, 1, int64_t{1} << 24, x.k().w, o);
       },
-      bad, "SparsekDecoder: a cache of k + w = 1073741823 KV pairs per kv head (1 kv heads, "
+      bad,
+      "SparsekDecoder: a cache of k + w = 1073741823 KV pairs per kv head (1 kv heads, "
       "D=16777216) does not fit in memory");
   r.back().real_oom = true;
-  add("sparsek.cpp", "decoder_cache_fits",
+  add(
+      "sparsek.cpp", "decoder_cache_fits",
       [](F x) {
         // k + w = 2^31-2 slots of D = 2^40 floats: the element count alone overflows 2^63
         // (std::vector would throw length_error, not bad_alloc).
@@ -743,10 +982,16 @@ std::vector<Row> rows() {
         return d.reset(1, 1, 1, int64_t{1} << 40, x.k().w, o);
       },
       bad, "does not fit in memory");
-  add("sparsek.cpp", "append_before_reset",
-      [](F x) { hattn::SparsekDecoder d; auto t = x.k(); return d.append(t.k, t.v, t.x); }, bad,
-      "SparsekDecoder::append before a successful reset()");
-  add("sparsek.cpp", "append_before_reset",
+  add(
+      "sparsek.cpp", "append_before_reset",
+      [](F x) {
+        hattn::SparsekDecoder d;
+        auto t = x.k();
+        return d.append(t.k, t.v, t.x);
+      },
+      bad, "SparsekDecoder::append before a successful reset()");
+  add(
+      "sparsek.cpp", "append_before_reset",
       [](F x) {
         hattn::SparsekDecoder d;
         auto t = x.k();
@@ -754,7 +999,8 @@ std::vector<Row> rows() {
         return d.append(t.k, t.v, t.x);
       },
       bad, "SparsekDecoder::append before a successful reset()");
-  add("sparsek.cpp", "append_kv_shape",
+  add(
+      "sparsek.cpp", "append_kv_shape",
       [](F x) {
         hattn::SparsekDecoder d;
         auto t = x.k();
@@ -763,7 +1009,8 @@ std::vector<Row> rows() {
         return d.append(t.k, t.v, t.x);
       },
       bad, "k and v must have the same shape");
-  add("sparsek.cpp", "append_shape",
+  add(
+      "sparsek.cpp", "append_shape",
       [](F x) {
         hattn::SparsekDecoder d;
         auto t = x.k();
@@ -771,7 +1018,8 @@ std::vector<Row> rows() {
         return d.append(t.k, t.v, t.x);
       },
       bad, "SparsekDecoder::append takes k, v [B=1, Hkv=1, T, D=8], got [1, 1, 5, 16]");
-  add("sparsek.cpp", "append_x_shape",
+  add(
+      "sparsek.cpp", "append_x_shape",
       [](F x) {
         hattn::SparsekDecoder d;
         auto t = x.k();
@@ -780,7 +1028,8 @@ std::vector<Row> rows() {
         return d.append(t.k, t.v, t.x);
       },
       bad, "x must be [B=1, T=5, Dm=16], got [1, 4, 16]");
-  add("sparsek.cpp", "append_too_long",
+  add(
+      "sparsek.cpp", "append_too_long",
       [](F) {
         // T = 2^31-1 tokens of D = Dm = 1 in stride-0 views: refused before any is absorbed.
         float in[4] = {0.f, 0.f, 0.f, 0.f};
@@ -792,23 +1041,27 @@ std::vector<Row> rows() {
                         broadcast(&in[3], {1, INT32_MAX, 1}));
       },
       bad, "sequence too long (2^31)");
-  add("sparsek.cpp", "step_before_reset",
+  add(
+      "sparsek.cpp", "step_before_reset",
       [](F x) {
         hattn::SparsekDecoder d;
         auto t = one_token(x.k());
         return d.step(t.q, t.k, t.v, t.x, t.out);
       },
       bad, "SparsekDecoder::step before a successful reset()");
-  add("sparsek.cpp", "step_shape",
+  add(
+      "sparsek.cpp", "step_shape",
       [](F x) {
         hattn::SparsekDecoder d;
         auto t = x.k();
         EXPECT_TRUE(reset(&d, t).ok());
         return d.step(t.q, t.k, t.v, t.x, t.out);
       },
-      bad, "SparsekDecoder::step takes q [B=1, Hq=2, 1, D=16] and k, v [B, Hkv=1, 1, D], got q "
+      bad,
+      "SparsekDecoder::step takes q [B=1, Hq=2, 1, D=16] and k, v [B, Hkv=1, 1, D], got q "
       "[1, 2, 3, 16], k [1, 1, 5, 16]");
-  add("sparsek.cpp", "step_x_shape",
+  add(
+      "sparsek.cpp", "step_x_shape",
       [](F x) {
         hattn::SparsekDecoder d;
         auto t = one_token(x.k());
@@ -911,11 +1164,10 @@ int count_sites(const std::string& file) {
 TEST(ErrorPaths, EverySiteInTheSourcesHasARow) {
   std::map<std::string, std::set<std::string>> sites;
   for (const Row& row : rows()) sites[row.file].insert(row.site);
-  const std::vector<std::string> files = {"validate.cpp",  "attention.cpp",  "topk.cpp",
-                                          "loki.cpp",      "loki_basis.cpp", "dispatch.cpp",
-                                          "halide_glue.cpp", "c_api.cpp",    "cuda_glue.cpp",
-                                          "tensor.cpp",    "status.cpp",     "target_select.cpp",
-                                          "el.cpp",        "sparsek.cpp"};
+  const std::vector<std::string> files = {
+      "validate.cpp", "attention.cpp",     "topk.cpp",  "loki.cpp",      "loki_basis.cpp",
+      "dispatch.cpp", "halide_glue.cpp",   "c_api.cpp", "cuda_glue.cpp", "tensor.cpp",
+      "status.cpp",   "target_select.cpp", "el.cpp",    "sparsek.cpp"};
   for (const std::string& f : files) {
     const size_t unreachable = kUnreachable.count(f) ? kUnreachable.at(f).size() : 0;
     EXPECT_EQ(static_cast<size_t>(count_sites(f)), sites[f].size() + unreachable)

@@ -27,7 +27,8 @@ std::vector<std::vector<int64_t>> attention_shapes(const AttnShape& s) {
 TensorView view_with_rank(const HostTensor& t, int rank) {
   if (rank == t.rank()) return t.view();
   const size_t drop = static_cast<size_t>(t.rank() - rank);
-  std::vector<int64_t> shape(t.shape().begin() + static_cast<std::ptrdiff_t>(drop), t.shape().end());
+  std::vector<int64_t> shape(t.shape().begin() + static_cast<std::ptrdiff_t>(drop),
+                             t.shape().end());
   std::vector<int64_t> strides(t.strides().begin() + static_cast<std::ptrdiff_t>(drop),
                                t.strides().end());
   return TensorView::strided(t.data(), shape, strides);
@@ -305,7 +306,6 @@ std::vector<Variant> build() {
   };
   v.push_back(loki);
 
-
   Variant el;
   el.name = "el";
   el.roles = {"x", "memory", "wq", "bq", "wk", "bk", "wv", "bv", "wo", "bo", "y"};
@@ -348,15 +348,15 @@ std::vector<Variant> build() {
     const std::vector<float> x = t[0].to_dense(), mem = t[1].to_dense();
     std::vector<float> y(x.size());
     const double scale = k.has_scale ? k.scale : 1.0 / std::sqrt(static_cast<double>(dm / k.heads));
-    reference_mha(x.data(), mem.data(), w, s.batch * k.beam, s.lq, s.lk, k.heads, k.beam,
-                  k.causal, nullptr, scale, y.data());
+    reference_mha(x.data(), mem.data(), w, s.batch * k.beam, s.lq, s.lk, k.heads, k.beam, k.causal,
+                  nullptr, scale, y.data());
     out->assign(y.begin(), y.end());
     gap->clear();
   };
   el.reads = [](int role, const std::vector<int64_t>& idx, int64_t row, const AttnShape& s, bool) {
-    if (role == 0) return idx[0] * s.lq + idx[1] == row;  // x: its own token
+    if (role == 0) return idx[0] * s.lq + idx[1] == row;       // x: its own token
     if (role == 1) return idx[0] == el_sample_of_row(row, s);  // memory: its sample's rows
-    return true;  // weights and biases: every row
+    return true;                                               // weights and biases: every row
   };
   el.knob_cases = [](const AttnShape& s) {
     const int64_t dm = el_model_dim(s);
@@ -529,8 +529,7 @@ std::vector<HostTensor> make_tensors(const Variant& v, const AttnShape& s, TestR
 std::vector<TensorView> views_of(const Variant& v, const std::vector<HostTensor>& t) {
   std::vector<TensorView> views;
   for (size_t i = 0; i < t.size(); ++i) {
-    views.push_back(v.view_ranks.empty() ? t[i].view()
-                                         : view_with_rank(t[i], v.view_ranks[i]));
+    views.push_back(v.view_ranks.empty() ? t[i].view() : view_with_rank(t[i], v.view_ranks[i]));
   }
   return views;
 }

@@ -21,10 +21,10 @@ namespace hattn_test {
 // The knobs of every variant (each reads the ones it has).
 struct Knobs {
   bool causal = false;
-  int64_t k = 0;  // keys / hidden units kept (topk, topk_ffn, loki), budget (sparsek)
-  int64_t window = 0;  // sparsek
-  float slope = 0.f;   // sparsek
-  bool logit = false;  // sparsek: SparsekGate::logit
+  int64_t k = 0;                // keys / hidden units kept (topk, topk_ffn, loki), budget (sparsek)
+  int64_t window = 0;           // sparsek
+  float slope = 0.f;            // sparsek
+  bool logit = false;           // sparsek: SparsekGate::logit
   int64_t heads = 0, beam = 1;  // el
   int64_t rank = 0;
   double rank_fraction = 0, k_fraction = 0;

@@ -458,13 +458,12 @@ Status SparsekDecoder::reset(int64_t batch, int64_t q_heads, int64_t kv_heads, i
     allocate_decoder_cache(st.get(), heads, options);
   } catch (const std::exception&) {  // bad_alloc or length_error
     return invalid("SparsekDecoder: a cache of k + w = " + std::to_string(st->cap) +
-                   " KV pairs per kv head (" + std::to_string(heads) + " kv heads, D=" +
-                   std::to_string(head_dim) + ") does not fit in memory");
+                   " KV pairs per kv head (" + std::to_string(heads) +
+                   " kv heads, D=" + std::to_string(head_dim) + ") does not fit in memory");
   }
   state_ = std::move(st);
   return Status::success();
 }
-
 
 int64_t SparsekDecoder::position() const { return state_ ? state_->pos : 0; }
 

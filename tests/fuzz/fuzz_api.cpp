@@ -84,7 +84,7 @@ struct Role {
   const char* name;
   bool output;
   std::vector<int64_t> (*shape)(const Dims&);
-  float amplitude = 1.f;  // inputs are uniform in [-2, 2) times this
+  float amplitude = 1.f;      // inputs are uniform in [-2, 2) times this
   bool may_be_rank0 = false;  // an optional tensor given as rank 0 (el's biases: zero)
 };
 
@@ -181,13 +181,19 @@ void topk_ref(const std::vector<TensorView>& t, const Knobs& k, std::vector<doub
   gap_rows(gap, skip);
 }
 
-// A dense row-major copy of a rank-2 view.
-std::vector<float> dense2(const TensorView& t) {
-  std::vector<float> d(static_cast<size_t>(t.shape[0] * t.shape[1]));
-  const float* p = static_cast<const float*>(t.data);
-  for (int64_t i = 0; i < t.shape[0]; ++i)
-    for (int64_t j = 0; j < t.shape[1]; ++j)
-      d[static_cast<size_t>(i * t.shape[1] + j)] = p[i * t.strides[0] + j];
+// A dense row-major copy of any view (empty for rank 0).
+std::vector<float> dense_copy(const TensorView& t) {
+  if (t.rank == 0) return {};
+  int64_t n = 1;
+  for (int i = 0; i < t.rank; ++i) n *= t.shape[i];
+  std::vector<float> d(static_cast<size_t>(n));
+  int64_t idx[4] = {0, 0, 0, 0};
+  for (int64_t e = 0; e < n; ++e) {
+    int64_t off = 0;
+    for (int i = 0; i < t.rank; ++i) off += idx[i] * t.strides[i];
+    d[static_cast<size_t>(e)] = static_cast<const float*>(t.data)[off];
+    for (int i = t.rank - 1; i >= 0 && ++idx[i] == t.shape[i]; --i) idx[i] = 0;
+  }
   return d;
 }
 
@@ -200,7 +206,7 @@ Status ffn_call(const std::vector<TensorView>& t, const Knobs& k) {
 }
 void ffn_ref(const std::vector<TensorView>& t, const Knobs& k, std::vector<double>* out,
              std::vector<bool>* skip) {
-  std::vector<float> x = dense2(t[0]), w1 = dense2(t[1]), w2t = dense2(t[2]);
+  std::vector<float> x = dense_copy(t[0]), w1 = dense_copy(t[1]), w2t = dense_copy(t[2]);
   std::vector<double> gap;
   hattn_test::reference_topk_ffn(x.data(), w1.data(), w2t.data(), t[0].shape[0], t[0].shape[1],
                                  t[1].shape[0], k.k, out, &gap);
@@ -244,22 +250,6 @@ void loki_ref(const std::vector<TensorView>& t, const Knobs& k, std::vector<doub
   gap_rows(gap, skip);
 }
 
-// A dense row-major copy of any view (empty for rank 0).
-std::vector<float> dense_copy(const TensorView& t) {
-  if (t.rank == 0) return {};
-  int64_t n = 1;
-  for (int i = 0; i < t.rank; ++i) n *= t.shape[i];
-  std::vector<float> d(static_cast<size_t>(n));
-  int64_t idx[4] = {0, 0, 0, 0};
-  for (int64_t e = 0; e < n; ++e) {
-    int64_t off = 0;
-    for (int i = 0; i < t.rank; ++i) off += idx[i] * t.strides[i];
-    d[static_cast<size_t>(e)] = static_cast<const float*>(t.data)[off];
-    for (int i = t.rank - 1; i >= 0 && ++idx[i] == t.shape[i]; --i) idx[i] = 0;
-  }
-  return d;
-}
-
 // el's roles: x, memory, wq, bq, wk, bk, wv, bv, wo, bo, y.
 Status el_call(const std::vector<TensorView>& t, const Knobs& k) {
   hattn::MhaWeights w{t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9]};
@@ -282,8 +272,9 @@ void el_ref(const std::vector<TensorView>& t, const Knobs& k, std::vector<double
   for (size_t i = 0; i < 8; ++i) *parts[i] = dense_copy(t[i + 2]);
   const std::vector<float> x = dense_copy(t[0]), mem = dense_copy(t[1]);
   std::vector<float> y(x.size());
-  const double scale =
-      k.has_scale ? k.scale : 1.0 / std::sqrt(static_cast<double>(static_cast<float>(dm / k.heads)));
+  const double scale = k.has_scale
+                           ? k.scale
+                           : 1.0 / std::sqrt(static_cast<double>(static_cast<float>(dm / k.heads)));
   hattn_test::reference_mha(x.data(), mem.data(), w, t[0].shape[0], t[0].shape[1], t[1].shape[1],
                             k.heads, k.beam, k.causal, nullptr, scale, y.data());
   out->assign(y.begin(), y.end());
@@ -309,8 +300,8 @@ void sparsek_ref(const std::vector<TensorView>& t, const Knobs& k, std::vector<d
   const std::vector<float> q = dense_copy(t[0]), key = dense_copy(t[1]), val = dense_copy(t[2]);
   const std::vector<float> x = dense_copy(t[3]), w = dense_copy(t[4]);
   std::vector<float> u;
-  hattn_test::reference_sparsek_scores(x.data(), w.data(), s.batch, s.kv_heads, s.lk,
-                                       t[3].shape[2], k.slope, &u);
+  hattn_test::reference_sparsek_scores(x.data(), w.data(), s.batch, s.kv_heads, s.lk, t[3].shape[2],
+                                       k.slope, &u);
   std::vector<double> gap;
   hattn_test::reference_sparsek_attention(q.data(), key.data(), val.data(), u.data(), s, k.k,
                                           k.window, k.logit, scale_of(k, s.head_dim), out, &gap);
@@ -320,7 +311,10 @@ void sparsek_ref(const std::vector<TensorView>& t, const Knobs& k, std::vector<d
 // The variants. Loki's roles put the basis before out (its call order): q, k_rot, v, basis, out.
 const std::vector<Variant> kVariants = {
     {"dense",
-     {{"q", false, q_shape}, {"k", false, kv_shape}, {"v", false, kv_shape}, {"out", true, q_shape}},
+     {{"q", false, q_shape},
+      {"k", false, kv_shape},
+      {"v", false, kv_shape},
+      {"out", true, q_shape}},
      dense_call,
      dense_ref},
     {"dense_lse",
@@ -332,7 +326,10 @@ const std::vector<Variant> kVariants = {
      dense_call,
      dense_ref},
     {"topk",
-     {{"q", false, q_shape}, {"k", false, kv_shape}, {"v", false, kv_shape}, {"out", true, q_shape}},
+     {{"q", false, q_shape},
+      {"k", false, kv_shape},
+      {"v", false, kv_shape},
+      {"out", true, q_shape}},
      topk_call,
      topk_ref},
     {"topk_ffn",
@@ -551,8 +548,8 @@ class Harness {
     k.check_basis = f.ConsumeBool();
     k.heads = pick(f, {1, 2, 4, 4, 16, 3, 0, -1, std::numeric_limits<int64_t>::max()});
     k.beam = f.ConsumeIntegralInRange<int>(0, 3) != 0 ? s.beam : pick(f, {0, -1, 3, s.beam + 1});
-    k.window = pick(f, {0, 1, 2, s.lk, s.lk + 1, -1, int64_t{1} << 30,
-                        std::numeric_limits<int64_t>::min()});
+    k.window = pick(
+        f, {0, 1, 2, s.lk, s.lk + 1, -1, int64_t{1} << 30, std::numeric_limits<int64_t>::min()});
     const float slopes[] = {0.f, 0.1f, -0.5f, NAN, INFINITY};
     k.slope = slopes[f.ConsumeIntegralInRange<int>(0, 4)];
     k.logit = f.ConsumeBool();
@@ -622,8 +619,8 @@ class Harness {
       for_each(v, [&](float& x) {
         state = state * 6364136223846793005ull + 1442695040888963407ull;
         // Uniform in [-2, 2): close enough to a normal for attention scores.
-        x = static_cast<float>(
-            (static_cast<double>(state >> 40) * (4.0 / 16777216.0) - 2.0) * amplitude);
+        x = static_cast<float>((static_cast<double>(state >> 40) * (4.0 / 16777216.0) - 2.0) *
+                               amplitude);
       });
     }
     non_finite_ = false;
