@@ -42,5 +42,6 @@ list(LENGTH _libs _count)
 message(STATUS "hattn: fuzz build over ${_count} kernels from ${HATTN_KERNELS_FROM}")
 
 # Coverage instrumentation and sanitizers for hattn's own code; the fuzz targets link libFuzzer.
-add_compile_options(-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -g)
+add_compile_options(-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -g
+                    -fsanitize-coverage-ignorelist=${CMAKE_SOURCE_DIR}/cmake/fuzz-coverage-ignorelist.txt)
 add_link_options(-fsanitize=address,undefined)
