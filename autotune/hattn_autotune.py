@@ -141,6 +141,32 @@ class Tuner:
         subprocess.run(["c++", "-shared", "-o", so, os.path.join(out, name + ".o")], check=True)
         return so, None
 
+    def adams_so(self):
+        """Adams2019's schedule of the tuned kernel (estimates in generators/register.cpp), built
+        once and cached in the work folder: the autoscheduler is slow, so a rerun reuses it."""
+        a = self.a
+        name = f"adams_{a.phase}_{a.mask}_d{a.d}_{a.isa}"
+        so = self.so_path(name)
+        if os.path.exists(so):
+            print(f"[autotune] Adams2019: reusing {so}", flush=True)
+            return so
+        import halide  # the autoscheduler plugins ship with the halide package
+
+        pkg = os.path.dirname(halide.__file__)
+        plugin = next((os.path.join(pkg, d, "libautoschedule_adams2019.so") for d in ("lib64", "lib")
+                       if os.path.exists(os.path.join(pkg, d, "libautoschedule_adams2019.so"))), None)
+        if plugin is None:
+            raise SystemExit(f"hattn-autotune: --adams generate: no libautoschedule_adams2019.so in {pkg}")
+        print(f"[autotune] Adams2019: scheduling {name} (parallelism={a.threads}); this takes "
+              "minutes for decode and about an hour for prefill", flush=True)
+        start = time.time()
+        built, err = self.compile({}, name, ("-p", plugin, "autoscheduler=Adams2019",
+                                             f"autoscheduler.parallelism={a.threads}"))
+        if built is None:
+            raise SystemExit(f"hattn-autotune: Adams2019 failed: {err}")
+        print(f"[autotune] Adams2019: scheduled in {time.time() - start:.0f} s", flush=True)
+        return built
+
     def so_path(self, name):
         return os.path.join(self.work, name, name + ".so")
 
@@ -253,7 +279,7 @@ class Tuner:
         self.measure([best])
         total = sum(1 for v in itertools.product(*space.values())
                     if legal(self.a.phase, dict(zip(space, v)), self.vec, self.regs))
-        improved = True
+        improved, shown = True, -1
         while improved and time.time() < self.deadline:
             improved = False
             for name, values in space.items():
@@ -270,8 +296,10 @@ class Tuner:
                     if self.score(t) < self.score(best) * 0.99:  # 1%: below that is noise
                         best, improved = t, True
                 left = max(0, self.deadline - time.time())
-                print(f"[autotune] {self.done} measured ({total} legal points), best "
-                      f"{key_of(best)} {self.score(best):.2f} ms, {left:.0f} s left", flush=True)
+                if self.done != shown:  # a line per step that measured something (no repeats)
+                    shown = self.done
+                    print(f"[autotune] {self.done} measured ({total} legal points), best "
+                          f"{key_of(best)} {self.score(best):.2f} ms, {left:.0f} s left", flush=True)
                 if time.time() > self.deadline:
                     break
         return best
@@ -332,7 +360,10 @@ def main():
     p.add_argument("--jobs", type=int, default=os.cpu_count())
     p.add_argument("--budget", default="10m", help="e.g. 90s, 10m, 1h")
     p.add_argument("--start", default=None, help="seed tunables 'qb:8,kb:64,...' (default: the table)")
-    p.add_argument("--adams", default=None, help="an Adams2019-scheduled .so of the same kernel, timed side by side")
+    p.add_argument("--adams", default=None,
+                   help="time Adams2019's schedule of the same kernel side by side: a .so built "
+                        "earlier, or 'generate' to build it (cached in --work; minutes for decode, "
+                        "about an hour for prefill on 2 cores)")
     p.add_argument("--build", default=os.path.join(ROOT, "build"))
     p.add_argument("--work", default=os.path.join(ROOT, "build", "autotune"))
     p.add_argument("--cache", default=None)
@@ -383,8 +414,11 @@ def main():
     best = min(final, key=lambda p: confirmed[key_of(p)])
     adams_ms = None
     if a.adams:
-        r = t.time_so(os.path.abspath(a.adams), os.path.basename(a.adams)[:-3])
+        so = t.adams_so() if a.adams == "generate" else os.path.abspath(a.adams)
+        r = t.time_so(so, os.path.basename(so)[:-3])
         adams_ms = r.get("median_ms")
+        print(f"[autotune] Adams2019 {os.path.basename(so)}: {r['status']}"
+              + (f" {adams_ms:.2f} ms" if adams_ms else ""), flush=True)
     seed_ms = t.score(seed)
     hand_ms, best_ms = confirmed[key_of(hand)], confirmed[key_of(best)]
     print("\n| kernel, shape | seed ms | hand-tuned table ms | tuned ms | tuned / hand" +
