@@ -122,18 +122,18 @@ class Tuner:
         a = self.a
         return f"dense/{a.phase}/{a.mask}/d{a.d}/{a.isa}/{'x'.join(self.shape_args())}/{key_of(t)}"
 
-    def compile(self, t, name, extra=()):
+    def compile(self, t, name, flags=(), params=()):
         out = os.path.join(self.work, name)
         os.makedirs(out, exist_ok=True)
         causal = self.a.mask == "causal"
         tunables = dict(t)
         if tunables.pop("wrong", 0):  # --inject-wrong: the other mask's kernel, a wrong answer
             causal = not causal
-        cmd = [self.gen, "-g", "dense", "-f", name, "-e", "object,h", "-o", out,
+        cmd = [self.gen, *flags, "-g", "dense", "-f", name, "-e", "object,h", "-o", out,
                f"target={self.target}-no_runtime", f"phase={self.a.phase}",
                f"causal={'true' if causal else 'false'}",
                f"head_dim={self.a.d}", "with_lse=false" if self.a.phase == "prefill" else "with_lse=true",
-               f"tables={os.path.join(ROOT, 'schedules')}", f"tunables={key_of(tunables)}", *extra]
+               f"tables={os.path.join(ROOT, 'schedules')}", *([f"tunables={key_of(tunables)}"] if tunables else []), *params]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
             return None, r.stderr.strip().splitlines()[-1:] or ["generator failed"]
@@ -160,8 +160,8 @@ class Tuner:
         print(f"[autotune] Adams2019: scheduling {name} (parallelism={a.threads}); this takes "
               "minutes for decode and about an hour for prefill", flush=True)
         start = time.time()
-        built, err = self.compile({}, name, ("-p", plugin, "autoscheduler=Adams2019",
-                                             f"autoscheduler.parallelism={a.threads}"))
+        built, err = self.compile({}, name, flags=("-p", plugin),
+                                  params=("autoscheduler=Adams2019", f"autoscheduler.parallelism={a.threads}"))
         if built is None:
             raise SystemExit(f"hattn-autotune: Adams2019 failed: {err}")
         print(f"[autotune] Adams2019: scheduled in {time.time() - start:.0f} s", flush=True)
