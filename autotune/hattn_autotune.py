@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""hattn-autotune (first cut: dense CPU kernels): search a schedule's tunables, write a table.
+"""hattn-autotune (dense kernels, x86 and CUDA): search a schedule's tunables, write a table.
 
 Each candidate is compiled ahead of time by hattn's own generator (build/generators/
 hattn_generators, `tunables=` overrides a table line), linked into a shared object and timed by
@@ -16,6 +16,10 @@ Every measured point is cached (--cache, JSON), so a second run resumes without 
       --out build/autotune/schedules
 writes a full schedules/ folder with the tuned line replaced (comments give the machine, date and
 times); build with it: cmake -DHATTN_SCHEDULES=build/autotune/schedules ...
+
+Another machine (a GPU, a CPU without Halide): --export DIR builds every legal point of the space
+here (CUDA ones checked by ptxas), DIR/run.sh times them there with the same runner, and
+--import DIR (same options) writes the winner. See autotune/README.md.
 """
 import argparse
 import concurrent.futures as cf
@@ -36,6 +40,9 @@ ISAS = {  # lanes of fp32, vector registers, Halide target
     "avx512": (16, 32, "x86-64-linux-avx-avx2-avx512-avx512_skylake-f16c-fma-sse41"),
     "avx2": (8, 16, "x86-64-linux-avx-avx2-f16c-fma-sse41"),
     "sse41": (4, 16, "x86-64-linux-sse41"),
+    # Not a CPU: the cuda table (schedules/cuda/cuda.table), sm_80 PTX; timed by the runner on a
+    # machine with an NVIDIA GPU (--export builds the candidates for it here).
+    "cuda": (0, 0, "x86-64-linux-cuda-cuda_capability_80"),
 }
 
 # The declared legal space of schedules/cpu/dense_cpu.cpp, with its pruning rules.
@@ -51,8 +58,29 @@ SPACE = {
     "decode": {"qb": [1], "kb": [256], "tq": [1, 2, 4], "tk": [1, 2, 4, 8], "td": [2, 4, 8, 16]},
 }
 
+# The declared legal space of schedules/cuda/dense_cuda.cpp (no tq: a thread owns one row).
+CUDA_SPACE = {
+    "prefill": {"qb": [8, 16, 32, 64], "kb": [32, 64, 128], "tk": [1, 2, 4, 8],
+                "td": [2, 4, 8, 16, 32]},
+    "decode": {"qb": [1], "kb": [256], "tk": [1, 2, 4, 8], "td": [1, 2, 4, 8, 16]},
+}
 
-def legal(phase, t, vec, regs):
+
+def legal_cuda(phase, t, d):
+    """A thread block of at most 1024 threads and 48 KiB of static shared memory; tiles that
+    divide their dimension (a partial strip is guarded code on every iteration)."""
+    if d % t["td"] != 0 or t["kb"] % t["tk"] != 0:
+        return False
+    if phase == "decode":  # threads: D / td for the state, 256 / tk for the scores, 32 partials
+        return max(d // t["td"], t["kb"] // t["tk"], 32) <= 1024
+    threads = max(t["qb"] * (d // t["td"]), t["qb"] * (t["kb"] // t["tk"]))
+    shared = 4 * (4 * t["qb"] * d + 2 * t["qb"] * t["kb"])  # state (3), q, scores, probs
+    return threads <= 1024 and shared <= 48 * 1024
+
+
+def legal(phase, t, vec, regs, d=128):
+    if vec == 0:
+        return legal_cuda(phase, t, d)
     if phase == "decode":
         return True
     if t["qb"] % (t["tq"] * vec) != 0:  # a query block is whole micro-tiles
@@ -73,6 +101,45 @@ def detect_isa():
     if {"avx2", "fma", "f16c"} <= flags:
         return "avx2"
     return "sse41"
+
+
+def parse_runner_line(fields):
+    """`ok median_ms=.. ...`, `wrong rel_err=..` or `error <why>` as a dict."""
+    res = {"status": fields[0] if fields else "error"}
+    for f in fields[1:]:
+        if "=" in f:
+            k, v = f.split("=", 1)
+            try:
+                res[k] = float(v)
+            except ValueError:
+                res[k] = v
+    if res["status"] not in ("ok", "wrong"):  # `error <why>`, or anything else the runner printed
+        res["why"] = " ".join(fields[1:] if res["status"] == "error" else fields)
+        res["status"] = "error"
+    if res["status"] == "ok" and not isinstance(res.get("median_ms"), float):
+        res["status"] = "error"
+    return res
+
+
+# dest/run.sh of --export: needs only a POSIX shell and the files next to it.
+RUN_SH = """#!/bin/sh
+# Times every candidate of this folder with hattn-tune-runner (no Halide needed), ROUNDS times
+# interleaved (default 3), and prints one line per timing: NAME STATUS FIELDS...
+#   ./run.sh [ROUNDS] > results.txt     then, where the candidates were built:
+#   hattn_autotune.py <the same options> --import <this folder>
+cd "$(dirname "$0")" || exit 1
+rounds=${1:-3}
+args=$(cat args.txt)
+r=0
+while [ "$r" -lt "$rounds" ]; do
+  r=$((r + 1))
+  echo "[run.sh] round $r of $rounds" >&2
+  while read -r name key; do
+    line=$(timeout 120 ./hattn-tune-runner "./$name.so" "$name" $args 2>/dev/null | tail -n 1)
+    echo "$name ${line:-error no output}"
+  done < candidates.txt
+done
+"""
 
 
 def key_of(t):
@@ -105,17 +172,20 @@ class Tuner:
             inc = os.path.join(os.path.dirname(halide.__file__), "include")
         rt = os.path.join(self.a.build, "generators", "libhattn_halide_runtime.a")
         cmd = ["c++", "-O2", "-std=c++17", "-I", inc, os.path.join(HERE, "runner.cpp"), "-o",
-               self.runner, "-rdynamic", "-Wl,--whole-archive", rt, "-Wl,--no-whole-archive",
+               self.runner, "-rdynamic", "-static-libstdc++", "-static-libgcc", "-Wl,--whole-archive", rt, "-Wl,--no-whole-archive",
                "-ldl", "-lpthread"]
         subprocess.run(cmd, check=True)
 
     def shape_args(self):
         a = self.a
         splits = 1
-        if a.phase == "decode":  # as runtime/src/dispatch.cpp chooses for CPU decode
+        if a.phase == "decode":  # as runtime/src/dispatch.cpp chooses (choose_decode_splits)
             blocks = (a.lk + 255) // 256
             rows = a.b * a.h * a.lq
-            splits = max(1, min((64 * a.threads + rows - 1) // rows, max(1, blocks // 4)))
+            if a.isa == "cuda":
+                splits = max(1, min((1024 + rows - 1) // rows, blocks))
+            else:
+                splits = max(1, min((64 * a.threads + rows - 1) // rows, max(1, blocks // 4)))
         return [str(x) for x in (a.d, a.b, a.h, a.hkv, a.lq, a.lk, splits)]
 
     def point_id(self, t):
@@ -167,25 +237,124 @@ class Tuner:
         print(f"[autotune] Adams2019: scheduled in {time.time() - start:.0f} s", flush=True)
         return built
 
+    def export(self, points, dest):
+        """Builds `points` (and the runner) into `dest` for timing on another machine, one
+        that needs no Halide: dest/run.sh times every candidate, interleaved, and prints the
+        lines that --import reads back."""
+        os.makedirs(dest, exist_ok=True)
+        shutil.copy(self.runner, os.path.join(dest, "hattn-tune-runner"))
+        names = {cand_name(p): p for p in points}
+        print(f"[autotune] export: compiling {len(names)} candidates into {dest}", flush=True)
+        done = [0]
+
+        def build(item):
+            name, p = item
+            so, err = self.compile(p, name)
+            done[0] += 1
+            if done[0] % 10 == 0 or done[0] == len(names):
+                print(f"[autotune] export: {done[0]}/{len(names)} compiled", flush=True)
+            return name, p, so, err
+
+        with cf.ThreadPoolExecutor(self.a.jobs) as ex:
+            built = list(ex.map(build, names.items()))
+        checked = self.check_ptx(built) if self.a.isa == "cuda" else {}
+        with open(os.path.join(dest, "candidates.txt"), "w") as f:
+            for name, p, so, err in built:
+                if so is None:
+                    print(f"[autotune] export: {key_of(p)} did not compile: {err}", flush=True)
+                    continue
+                if checked.get(name) is False:
+                    continue  # ptxas refused it: illegal on the target, not worth a slot
+                shutil.copy(so, os.path.join(dest, name + ".so"))
+                f.write(f"{name} {key_of(p)}\n")
+        with open(os.path.join(dest, "args.txt"), "w") as f:
+            mask = "true" if self.a.mask == "causal" else "false"
+            f.write(" ".join(["dense", self.a.phase, mask, *self.shape_args(), *self.runner_tail()]) + "\n")
+        with open(os.path.join(dest, "point_prefix.txt"), "w") as f:
+            f.write(self.point_id({})[:-1] + "\n")
+        run = os.path.join(dest, "run.sh")
+        with open(run, "w") as f:
+            f.write(RUN_SH)
+        os.chmod(run, 0o755)
+
+    def check_ptx(self, built):
+        """CUDA candidates, offline: ptxas (sm_80, the target's architecture) must assemble each
+        one's PTX; registers and spills are reported. Returns {name: assembles}."""
+        sys.path.insert(0, os.path.join(ROOT, "scripts"))
+        import check_ptx  # scripts/check_ptx.py: the build's own PTX check
+
+        ptxas = check_ptx.find_ptxas(None)
+        if ptxas is None:
+            print("[autotune] export: no ptxas (CUDA toolkit): the PTX is not checked here", flush=True)
+            return {}
+        result, worst = {}, []
+        for name, p, so, _ in built:
+            if so is None:
+                continue
+            obj = os.path.join(self.work, name, name + ".o")
+            ptxs = check_ptx.ptx_in_bytes(open(obj, "rb").read())
+            ok, regs, spills = bool(ptxs), 0, 0
+            for n, ptx in enumerate(ptxs):
+                path = os.path.join(self.work, name, f"{name}.{n}.ptx")
+                open(path, "w").write(ptx)
+                good, funcs, log = check_ptx.run_ptxas(ptxas, path, "sm_80")
+                ok = ok and good
+                for fn in funcs.values():
+                    regs, spills = max(regs, fn["regs"]), spills + fn["spill_st"] + fn["spill_ld"]
+            result[name] = ok
+            if not ok:
+                print(f"[autotune] export: {key_of(p)}: ptxas refused its PTX; left out", flush=True)
+            worst.append((spills, regs, key_of(p)))
+        spilling = sum(1 for s_, _, _ in worst if s_)
+        print(f"[autotune] export: ptxas sm_80 assembled {sum(result.values())}/{len(result)}; "
+              f"{spilling} of them spill; most registers {max((r for _, r, _ in worst), default=0)}",
+              flush=True)
+        return result
+
+    def import_results(self, src):
+        """Reads src/results.txt (the output of src/run.sh) into the cache: a point's time is
+        the median of its rounds; a point wrong or failing in any round is recorded so."""
+        names = dict(l.split() for l in open(os.path.join(src, "candidates.txt")) if l.strip())
+        prefix = open(os.path.join(src, "point_prefix.txt")).read().strip()
+        if prefix != self.point_id({})[:-1]:
+            raise SystemExit(f"hattn-autotune: --import {src}: exported for {prefix}, but this run is "
+                             f"{self.point_id({})[:-1]} (give the same kernel and shape options)")
+        rounds = {}
+        for line in open(os.path.join(src, "results.txt")):
+            f = line.split()
+            if len(f) >= 2 and f[0] in names:
+                rounds.setdefault(f[0], []).append(f[1:])
+        for name, key in names.items():
+            res = [parse_runner_line(r) for r in rounds.get(name, [])]
+            bad = [r for r in res if r["status"] != "ok"]
+            if not res:
+                r = {"status": "not_timed"}
+            elif bad:
+                r = bad[0]
+            else:
+                ms = sorted(x["median_ms"] for x in res)
+                r = {"status": "ok", "median_ms": ms[len(ms) // 2], "rounds": len(ms)}
+            self.cache[f"{prefix}/{key}"] = r
+        json.dump(self.cache, open(self.cache_path, "w"), indent=1)
+        return {key: self.cache[f"{prefix}/{key}"] for key in names.values()}
+
     def so_path(self, name):
         return os.path.join(self.work, name, name + ".so")
+
+    def runner_tail(self):
+        return [str(self.a.reps), "20261202", "cuda" if self.a.isa == "cuda" else "cpu"]
 
     def time_so(self, so, name):
         cmd = [self.runner, so, name, "dense", self.a.phase,
                "true" if self.a.mask == "causal" else "false", *self.shape_args(),
-               str(self.a.reps), "20261202"]
+               *self.runner_tail()]
         env = dict(os.environ, HL_NUM_THREADS=str(self.a.threads))
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
         except subprocess.TimeoutExpired:
             return {"status": "timeout"}
         line = (r.stdout.strip().splitlines() or ["error no output"])[-1]
-        fields = line.split()
-        res = {"status": fields[0]}
-        for f in fields[1:]:
-            if "=" in f:
-                k, v = f.split("=", 1)
-                res[k] = float(v)
+        res = parse_runner_line(line.split())
         if r.returncode != 0 and res["status"] == "ok":
             res["status"] = "error"
         return res
@@ -221,17 +390,17 @@ class Tuner:
         tile that fills the registers (raising tq needs a lower tk first)."""
         space = SPACE[self.a.phase]
         moves = []
-        for tq, tk, td in itertools.product(space["tq"], space["tk"], space["td"]):
-            t = dict(best, tq=tq, tk=tk, td=td)
-            if self.a.phase == "prefill" and t["qb"] % (tq * self.vec) != 0:
+        for tq, tk, td in itertools.product(space.get("tq", [None]), space["tk"], space["td"]):
+            t = dict(best, tk=tk, td=td, **({"tq": tq} if tq else {}))
+            if tq and self.a.phase == "prefill" and t["qb"] % (tq * self.vec) != 0:
                 fits = [q for q in space["qb"] if q % (tq * self.vec) == 0 and q >= best["qb"]]
                 if not fits:
                     continue
                 t["qb"] = fits[0]
-            if legal(self.a.phase, t, self.vec, self.regs) and t != best:
+            if legal(self.a.phase, t, self.vec, self.regs, self.a.d) and t != best:
                 moves.append(t)
         # Tiles that use more of the register file first: they are the usual winners.
-        moves.sort(key=lambda t: -(t["tq"] * max(t["tk"], t["td"])))
+        moves.sort(key=lambda t: -(t.get("tq", 1) * max(t["tk"], t["td"])))
         return moves
 
     def confirm(self, points, rounds=3):
@@ -278,7 +447,7 @@ class Tuner:
         best = dict(seed)
         self.measure([best])
         total = sum(1 for v in itertools.product(*space.values())
-                    if legal(self.a.phase, dict(zip(space, v)), self.vec, self.regs))
+                    if legal(self.a.phase, dict(zip(space, v)), self.vec, self.regs, self.a.d))
         improved, shown = True, -1
         while improved and time.time() < self.deadline:
             improved = False
@@ -289,7 +458,7 @@ class Tuner:
                 cands = []
                 for v in order:
                     t = dict(best, **{name: v})
-                    if v != cur and legal(self.a.phase, t, self.vec, self.regs):
+                    if v != cur and legal(self.a.phase, t, self.vec, self.regs, self.a.d):
                         cands.append(t)
                 self.measure_chunked(cands)
                 for t in cands:
@@ -305,6 +474,11 @@ class Tuner:
         return best
 
 
+def table_file(isa):
+    """The table a target reads, relative to a schedules/ folder."""
+    return os.path.join("cuda", "cuda.table") if isa == "cuda" else os.path.join("x86", f"{isa}.table")
+
+
 def read_table_line(path, variant, phase):
     for line in open(path):
         f = line.split()
@@ -313,15 +487,16 @@ def read_table_line(path, variant, phase):
     raise SystemExit(f"hattn-autotune: no '{variant} {phase}' line in {path}")
 
 
-def write_table(src_dir, out_dir, isa, phase, best, seed_ms, best_ms, adams_ms, mask, d):
+def write_table(src_dir, out_dir, isa, phase, best, seed_ms, best_ms, adams_ms, mask, d, where=None):
     """Writes the winner as a line for exactly the tuned key (dense, phase, dD, mask), before the
     general lines (the first match wins), into out_dir: a copy of src_dir made on the first run
     and edited in place afterwards, so tuning one kernel keeps the lines tuned before."""
     if not os.path.isdir(out_dir):
         shutil.copytree(src_dir, out_dir)
-    path = os.path.join(out_dir, "x86", f"{isa}.table")
+    path = os.path.join(out_dir, table_file(isa))
     lines = open(path).read().splitlines()
-    stamp = (f"# autotuned {datetime.date.today()} on {platform.node()} ({platform.processor() or 'cpu'}): "
+    where = where or f"{platform.node()} ({platform.processor() or 'cpu'})"
+    stamp = (f"# autotuned {datetime.date.today()} on {where}: "
              f"{best_ms:.2f} ms (seed {seed_ms:.2f} ms"
              + (f", Adams2019 {adams_ms:.2f} ms" if adams_ms else "") + ")")
     key = ["dense", phase, f"d{d}", mask]
@@ -336,6 +511,59 @@ def write_table(src_dir, out_dir, isa, phase, best, seed_ms, best_ms, adams_ms, 
         lines[i:i] = [stamp, new]
     open(path, "w").write("\n".join(lines) + "\n")
     return path
+
+
+def all_legal_points(t):
+    space = SPACE[t.a.phase]
+    pts = [dict(zip(space, v)) for v in itertools.product(*space.values())]
+    return [p for p in pts if legal(t.a.phase, p, t.vec, t.regs, t.a.d)]
+
+
+def export_all(t, a, hand, seed):
+    """Step 1 of tuning another machine: the candidates, built here."""
+    points = all_legal_points(t)
+    for p in (hand, seed):
+        if p not in points:
+            points.append(p)
+    if a.inject_wrong:
+        points.append(dict(seed, wrong=1))
+    if len(points) > a.max_export:
+        raise SystemExit(f"hattn-autotune: --export: {len(points)} legal points is more than "
+                         f"--max-export {a.max_export}; restrict the space with --space")
+    t.export(points, os.path.abspath(a.export))
+    print(f"[autotune] export: {a.export} holds the candidates for dense {a.phase} {a.mask} d{a.d} "
+          f"on {a.isa}, shape {'x'.join(t.shape_args())}. On the target machine run\n"
+          f"    {a.export}/run.sh > {a.export}/results.txt\n"
+          f"  then here, with the same options, --import {a.export}", flush=True)
+    return 0
+
+
+def import_and_report(t, a, hand, seed):
+    """Step 2: the target's timings in, the winner's line out."""
+    got = t.import_results(os.path.abspath(a.import_dir))
+    ok = {k: r["median_ms"] for k, r in got.items() if r["status"] == "ok"}
+    counts = {}
+    for r in got.values():
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    print(f"[autotune] import: {len(got)} candidates: "
+          + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), flush=True)
+    for k, r in got.items():
+        if r["status"] == "wrong":
+            print(f"[autotune] import: {k} is wrong (rel_err {r.get('rel_err')}): never a winner", flush=True)
+    if not ok:
+        whys = sorted({str(r.get("why", r["status"])) for r in got.values()})
+        raise SystemExit(f"hattn-autotune: --import: no candidate ran correctly on the target "
+                         f"({'; '.join(whys)[:300]})")
+    best_key = min(ok, key=ok.get)
+    best = dict((kv.split(":")[0], int(kv.split(":")[1])) for kv in best_key.split(","))
+    hand_ms, seed_ms = ok.get(key_of(hand), float("inf")), ok.get(key_of(seed), float("inf"))
+    print("\n| kernel, shape | seed ms | hand-tuned table ms | tuned ms | tuned / hand |")
+    print(f"| dense {a.phase} {a.mask} d{a.d}, {'x'.join(t.shape_args())} | {seed_ms:.3f} | "
+          f"{hand_ms:.3f} | {ok[best_key]:.3f} | {hand_ms / ok[best_key]:.3f} speed |")
+    where = f"the --export target ({len(ok)} candidates timed, medians of their rounds)"
+    print(f"[autotune] winner {best_key}; table written to "
+          f"{write_table(os.path.join(ROOT, 'schedules'), a.out, a.isa, a.phase, best, seed_ms, ok[best_key], None, a.mask, a.d, where)}")
+    return 0
 
 
 def parse_budget(s):
@@ -374,9 +602,25 @@ def main():
                    help="also time a candidate known to be wrong (the other mask): it must never win")
     p.add_argument("--halide-include", default=None,
                    help="Halide's include folder for the runner (default: the halide Python package's)")
+    p.add_argument("--export", default=None, metavar="DIR",
+                   help="build every legal point of the (--space restricted) space, the table's and "
+                        "the seed into DIR with the runner and run.sh, to be timed on another "
+                        "machine (e.g. one with a GPU and no Halide); nothing is timed here")
+    p.add_argument("--import", dest="import_dir", default=None, metavar="DIR",
+                   help="read DIR/results.txt (DIR/run.sh's output) and write the winner's table "
+                        "line, with the same kernel and shape options as the --export run")
+    p.add_argument("--max-export", type=int, default=400,
+                   help="refuse an --export of more points than this (restrict with --space)")
     a = p.parse_args()
     if a.isa == "auto":
         a.isa = detect_isa()
+    if a.isa == "cuda":
+        SPACE.clear()
+        SPACE.update(CUDA_SPACE)
+        if a.adams:
+            raise SystemExit("hattn-autotune: --adams: Adams2019 schedules CPU pipelines only")
+    if a.export and a.import_dir:
+        raise SystemExit("hattn-autotune: --export and --import are two steps: give one")
     if a.space:  # --space tq:1|2,tk:2: a sub-space (values must be in the declared one)
         for part in a.space.split(","):
             n, vals = part.split(":")
@@ -396,14 +640,18 @@ def main():
     t = Tuner(a)
     if not os.access(t.gen, os.X_OK):
         raise SystemExit(f"hattn-autotune: no generator at {t.gen}: build hattn first (scripts/build.sh)")
-    t.build_runner()
-    table = os.path.join(ROOT, "schedules", "x86", f"{a.isa}.table")
+    table = os.path.join(ROOT, "schedules", table_file(a.isa))
     hand = read_table_line(table, "dense", a.phase)
     seed = dict(hand)
     if a.start:
         for kv in a.start.split(","):
             n, v = kv.split(":")
             seed[n] = int(v)
+    if a.import_dir:
+        return import_and_report(t, a, hand, seed)
+    t.build_runner()
+    if a.export:
+        return export_all(t, a, hand, seed)
     print(f"[autotune] dense {a.phase} {a.mask} d{a.d} on {a.isa}, shape {'x'.join(t.shape_args())}, "
           f"budget {a.budget_s:.0f} s, seed {key_of(seed)}", flush=True)
     best = t.search(seed)

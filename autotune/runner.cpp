@@ -4,7 +4,12 @@
 // the candidate's halide_* references resolve against it at dlopen. The same program therefore
 // runs on a machine without Halide (the one being tuned), given candidates built elsewhere.
 //
-//   hattn-tune-runner SO FUNCTION dense PHASE CAUSAL D B H HKV LQ LK SPLITS REPS SEED
+//   hattn-tune-runner SO FUNCTION dense PHASE CAUSAL D B H HKV LQ LK SPLITS REPS SEED [DEVICE]
+//
+// DEVICE is cpu (the default) or cuda: a CUDA candidate (a cuda target) gets its inputs copied
+// to the GPU by the pipeline on the first call, its poisoned output copied there before it, and
+// each timed call ends with a device sync. On a machine without a GPU or driver the CUDA
+// candidate cannot run and the runner prints `error no CUDA device: ..` (exit 2).
 //
 // Prints one line: `ok median_ms=.. min_ms=.. max_ms=.. rel_err=..` or `wrong rel_err=..` (the
 // output differs from a double-precision reference on sampled rows) or `error <why>`; the exit
@@ -59,17 +64,35 @@ void reference_row(const Buf& q, const Buf& k, const Buf& v, const Shape& s, dou
   }
 }
 
+// The Halide runtime's last error message: its default handler aborts the process, which would
+// read as a crash rather than as a candidate that cannot run here (e.g. no CUDA driver).
+std::string halide_message;
+
+void keep_halide_error(void*, const char* msg) {
+  halide_message = msg;
+  while (!halide_message.empty() && (halide_message.back() == '\n')) halide_message.pop_back();
+}
+
 int fail(const std::string& why) {
   std::printf("error %s\n", why.c_str());
   return 2;
 }
 
+int fail_call(const char* what, int rc) {
+  return fail(std::string(what) + " returned " + std::to_string(rc) +
+              (halide_message.empty() ? "" : ": " + halide_message));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 15) {
-    return fail("usage: SO FUNCTION dense PHASE CAUSAL D B H HKV LQ LK SPLITS REPS SEED");
+  if (argc != 15 && argc != 16) {
+    return fail("usage: SO FUNCTION dense PHASE CAUSAL D B H HKV LQ LK SPLITS REPS SEED [cpu|cuda]");
   }
+  const std::string device = argc == 16 ? argv[15] : "cpu";
+  if (device != "cpu" && device != "cuda") return fail("DEVICE must be cpu or cuda, got " + device);
+  const bool cuda = device == "cuda";
+  halide_set_error_handler(keep_halide_error);
   if (std::string(argv[3]) != "dense") return fail("only the dense variant is supported so far");
   Shape s{};
   s.causal = std::string(argv[5]) == "true";
@@ -99,9 +122,23 @@ int main(int argc, char** argv) {
   fill(v, rng);
   const float scale = 1.f / std::sqrt(float(s.d));
   out.fill(NAN);
+  if (cuda) {  // the poison must be where the kernel writes
+    // Looked up, not linked: a runtime built without CUDA support still makes a CPU runner.
+    using Interface = const halide_device_interface_t* (*)();
+    auto cuda_interface = reinterpret_cast<Interface>(dlsym(RTLD_DEFAULT, "halide_cuda_device_interface"));
+    if (cuda_interface == nullptr) return fail("this runner's Halide runtime has no CUDA support");
+    out.set_host_dirty();
+    if (int rc = out.copy_to_device(cuda_interface()); rc != 0) {
+      return fail_call("no CUDA device: copying the output to the GPU", rc);
+    }
+  }
 
-  auto run = [&] { return fn(q, k, v, scale, splits, out, lse); };
-  if (int rc = run(); rc != 0) return fail("kernel returned " + std::to_string(rc));
+  auto run = [&] {
+    int rc = fn(q, k, v, scale, splits, out, lse);
+    return rc != 0 ? rc : out.device_sync();  // a no-op for CPU candidates
+  };
+  if (int rc = run(); rc != 0) return fail_call("kernel", rc);
+  if (int rc = out.copy_to_host(); rc != 0) return fail_call("copy to host", rc);
 
   // Check 64 sampled rows (all of them when fewer), normwise relative error.
   double err2 = 0, ref2 = 0;
@@ -126,7 +163,7 @@ int main(int argc, char** argv) {
   std::vector<double> ms;
   for (int r = 0; r < reps + 2; r++) {  // the first two are warm-up
     const auto t0 = std::chrono::steady_clock::now();
-    if (int rc = run(); rc != 0) return fail("kernel returned " + std::to_string(rc));
+    if (int rc = run(); rc != 0) return fail_call("kernel", rc);
     const auto t1 = std::chrono::steady_clock::now();
     if (r >= 2) ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
   }

@@ -31,13 +31,19 @@ def extract_ptx(lib):
         subprocess.run(["ar", "x", os.path.abspath(lib)], cwd=tmp, check=True)
         found = []
         for member in sorted(os.listdir(tmp)):
-            data = open(os.path.join(tmp, member), "rb").read()
-            start = data.find(b"\n.version")
-            while start >= 0:
-                end = data.find(b"\0", start)
-                found.append(data[start + 1:end].decode("ascii", "replace"))
-                start = data.find(b"\n.version", end)
+            found += ptx_in_bytes(open(os.path.join(tmp, member), "rb").read())
         return found
+
+
+def ptx_in_bytes(data):
+    """The PTX strings embedded in one object file's bytes (also used by hattn-autotune)."""
+    found = []
+    start = data.find(b"\n.version")
+    while start >= 0:
+        end = data.find(b"\0", start)
+        found.append(data[start + 1:end].decode("ascii", "replace"))
+        start = data.find(b"\n.version", end)
+    return found
 
 
 def run_ptxas(ptxas, ptx_path, arch):

@@ -10,6 +10,11 @@
 2. The generator must accept the written table (it parses every line) and build the tuned key
    from it.
 3. A second run with the same cache must measure nothing new (it resumes from the cache).
+4. Tuning another machine: --export builds the same space into a folder, its run.sh (what the
+   target runs, no Halide) times it, --import reads the timings back: the injected candidate is
+   recorded wrong and the winner's line is written. A CUDA export (2 decode points) must pass
+   ptxas where the toolkit is installed, and its run.sh must report each candidate as an error
+   with a reason, not a crash, on a machine without a GPU (on one with a GPU: ok and a time).
 Every check prints what it found; any failure exits non-zero.
 """
 import json
@@ -27,20 +32,70 @@ def fail(msg):
     sys.exit(1)
 
 
-def run_tuner(build, inc, work, out):
-    cmd = [sys.executable, os.path.join(ROOT, "autotune", "hattn_autotune.py"),
-           "--phase", "prefill", "--mask", "noncausal", "--isa", "sse41", "--d", "64",
-           "--b", "1", "--h", "2", "--hkv", "2", "--lq", "256", "--lk", "256",
-           "--threads", "1", "--jobs", "2", "--reps", "3", "--budget", "5m",
-           "--space", "qb:16,kb:64|128,tq:1,tk:2,td:2|4", "--start", "qb:16,kb:64,tq:1,tk:2,td:2",
-           "--inject-wrong", "--build", build, "--work", work, "--out", out,
-           "--halide-include", inc]
+TINY = ["--phase", "prefill", "--mask", "noncausal", "--isa", "sse41", "--d", "64",
+        "--b", "1", "--h", "2", "--hkv", "2", "--lq", "256", "--lk", "256",
+        "--threads", "1", "--jobs", "2", "--reps", "3",
+        "--space", "qb:16,kb:64|128,tq:1,tk:2,td:2|4", "--start", "qb:16,kb:64,tq:1,tk:2,td:2",
+        "--inject-wrong"]
+
+
+def tuner(args, expect_rc=0):
+    cmd = [sys.executable, os.path.join(ROOT, "autotune", "hattn_autotune.py"), *args]
     print("test_autotune: $ " + " ".join(cmd), flush=True)
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     print(r.stdout, r.stderr, sep="\n", flush=True)
+    if r.returncode != expect_rc:
+        fail(f"the tuner exited with {r.returncode}, expected {expect_rc}")
+    return r.stdout + r.stderr
+
+
+def run_sh(folder):
+    r = subprocess.run([os.path.join(folder, "run.sh"), "2"], capture_output=True, text=True,
+                       timeout=900)
     if r.returncode != 0:
-        fail(f"the tuner exited with {r.returncode}")
-    return r.stdout
+        fail(f"{folder}/run.sh exited with {r.returncode}: {r.stderr}")
+    open(os.path.join(folder, "results.txt"), "w").write(r.stdout)
+    print(f"test_autotune: {folder}/run.sh printed\n{r.stdout}", flush=True)
+    return r.stdout.splitlines()
+
+
+def check_remote(build, inc, work):
+    """4. --export, the target's run.sh, --import."""
+    common = TINY + ["--build", build, "--work", os.path.join(work, "remote"),
+                     "--out", os.path.join(work, "remote", "schedules"), "--halide-include", inc]
+    pkg = os.path.join(work, "remote", "pkg")
+    tuner(common + ["--export", pkg])
+    lines = run_sh(pkg)
+    if len(lines) != 2 * 6:  # 4 points of the space, the table's, the injected one; 2 rounds
+        fail(f"run.sh printed {len(lines)} lines, expected 12")
+    text = tuner(common + ["--import", pkg])
+    if "is wrong" not in text or "wrong:1" in text.split("[autotune] winner ")[1].splitlines()[0]:
+        fail("--import: the injected candidate was not reported wrong, or it won")
+    table = open(os.path.join(work, "remote", "schedules", "x86", "sse41.table")).read().splitlines()
+    tuned = [i for i, l in enumerate(table) if l.split()[:4] == ["dense", "prefill", "d64", "noncausal"]]
+    if len(tuned) != 1 or "--export target" not in table[tuned[0] - 1]:
+        fail("--import wrote no stamped line for the key")
+    print(f"test_autotune: --import wrote {table[tuned[0] - 1]}", flush=True)
+
+    cuda = ["--phase", "decode", "--isa", "cuda", "--d", "128", "--h", "4", "--hkv", "2",
+            "--lk", "1024", "--jobs", "2", "--space", "tk:2|4,td:4", "--build", build,
+            "--work", os.path.join(work, "cuda"), "--out", os.path.join(work, "cuda", "schedules"),
+            "--halide-include", inc]
+    cpkg = os.path.join(work, "cuda", "pkg")
+    text = tuner(cuda + ["--export", cpkg])
+    if "ptxas sm_80 assembled" not in text and "no ptxas" not in text:
+        fail("the CUDA export neither checked its PTX nor said why not")
+    for line in run_sh(cpkg):
+        f = line.split()
+        if len(f) < 3 or f[1] not in ("ok", "error"):
+            fail(f"CUDA run.sh line is neither a time nor an error with a reason: {line}")
+        if f[1] == "ok":
+            print(f"test_autotune: a GPU is here; timed {line}", flush=True)
+
+
+def run_tuner(build, inc, work, out):
+    return tuner(TINY + ["--budget", "5m", "--build", build, "--work", work, "--out", out,
+                         "--halide-include", inc])
 
 
 def main():
@@ -91,6 +146,9 @@ def main():
     lines = open(table).read().splitlines()
     if sum(1 for l in lines if l.split()[:4] == ["dense", "prefill", "d64", "noncausal"]) != 1:
         fail("the second run duplicated the tuned line")
+
+    # 4. Another machine: export, its run.sh, import.
+    check_remote(build, inc, work)
     print("test_autotune: passed", flush=True)
 
 
