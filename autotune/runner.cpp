@@ -87,7 +87,8 @@ int fail_call(const char* what, int rc) {
 
 int main(int argc, char** argv) {
   if (argc != 15 && argc != 16) {
-    return fail("usage: SO FUNCTION dense PHASE CAUSAL D B H HKV LQ LK SPLITS REPS SEED [cpu|cuda]");
+    return fail(
+        "usage: SO FUNCTION dense PHASE CAUSAL D B H HKV LQ LK SPLITS REPS SEED [cpu|cuda]");
   }
   const std::string device = argc == 16 ? argv[15] : "cpu";
   if (device != "cpu" && device != "cuda") return fail("DEVICE must be cpu or cuda, got " + device);
@@ -125,7 +126,8 @@ int main(int argc, char** argv) {
   if (cuda) {  // the poison must be where the kernel writes
     // Looked up, not linked: a runtime built without CUDA support still makes a CPU runner.
     using Interface = const halide_device_interface_t* (*)();
-    auto cuda_interface = reinterpret_cast<Interface>(dlsym(RTLD_DEFAULT, "halide_cuda_device_interface"));
+    auto cuda_interface =
+        reinterpret_cast<Interface>(dlsym(RTLD_DEFAULT, "halide_cuda_device_interface"));
     if (cuda_interface == nullptr) return fail("this runner's Halide runtime has no CUDA support");
     out.set_host_dirty();
     if (int rc = out.copy_to_device(cuda_interface()); rc != 0) {
