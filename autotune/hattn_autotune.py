@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""hattn-autotune (dense kernels, x86 and CUDA): search a schedule's tunables, write a table.
+"""hattn-autotune (dense on x86 and CUDA, topk on x86): search a schedule's tunables, write a table.
 
 Each candidate is compiled ahead of time by hattn's own generator (build/generators/
 hattn_generators, `tunables=` overrides a table line), linked into a shared object and timed by
@@ -58,6 +58,15 @@ SPACE = {
     "decode": {"qb": [1], "kb": [256], "tq": [1, 2, 4], "tk": [1, 2, 4, 8], "td": [2, 4, 8, 16]},
 }
 
+# The declared legal space of schedules/cpu/topk_cpu.cpp: the rows of a prefill chunk (qb) in
+# the lanes of the dense micro-kernel (tq x tk; kb is not read by prefill); decode splits the
+# keys into blocks of kb, D in the lanes (tq vectors), tk keys unrolled.
+TOPK_SPACE = {
+    "prefill": {"qb": [8, 16, 24, 32, 48, 64, 96, 128], "kb": [256], "tq": [1, 2, 3, 4],
+                "tk": [2, 3, 4, 5, 6, 8]},
+    "decode": {"qb": [1], "kb": [64, 128, 256, 512, 1024], "tq": [1, 2, 4, 8], "tk": [1, 2, 4, 8]},
+}
+
 # The declared legal space of schedules/cuda/dense_cuda.cpp (no tq: a thread owns one row).
 CUDA_SPACE = {
     "prefill": {"qb": [8, 16, 32, 64], "kb": [32, 64, 128], "tk": [1, 2, 4, 8],
@@ -87,7 +96,7 @@ def legal(phase, t, vec, regs, d=128):
         return False
     # Register pressure: tq x tk accumulators plus tq query vectors plus a broadcast (same for
     # tq x td in P.V); more spills, so it is obviously bad.
-    return t["tq"] * t["tk"] + t["tq"] + 1 <= regs and t["tq"] * t["td"] + t["tq"] + 1 <= regs
+    return t["tq"] * t["tk"] + t["tq"] + 1 <= regs and t["tq"] * t.get("td", 0) + t["tq"] + 1 <= regs
 
 
 def detect_isa():
@@ -171,7 +180,9 @@ class Tuner:
 
             inc = os.path.join(os.path.dirname(halide.__file__), "include")
         rt = os.path.join(self.a.build, "generators", "libhattn_halide_runtime.a")
-        cmd = ["c++", "-O2", "-std=c++17", "-I", inc, os.path.join(HERE, "runner.cpp"), "-o",
+        # tests/reference.cpp: the test suite's double-precision oracle checks every candidate.
+        cmd = ["c++", "-O2", "-std=c++17", "-I", inc, "-I", os.path.join(ROOT, "tests"),
+               os.path.join(HERE, "runner.cpp"), os.path.join(ROOT, "tests", "reference.cpp"), "-o",
                self.runner, "-rdynamic", "-static-libstdc++", "-static-libgcc", "-Wl,--whole-archive", rt, "-Wl,--no-whole-archive",
                "-ldl", "-lpthread"]
         subprocess.run(cmd, check=True)
@@ -179,7 +190,9 @@ class Tuner:
     def shape_args(self):
         a = self.a
         splits = 1
-        if a.phase == "decode":  # as runtime/src/dispatch.cpp chooses (choose_decode_splits)
+        if a.variant == "topk":
+            splits = a.topk  # the runner's KNOB: k for topk
+        elif a.phase == "decode":  # as runtime/src/dispatch.cpp chooses (choose_decode_splits)
             blocks = (a.lk + 255) // 256
             rows = a.b * a.h * a.lq
             if a.isa == "cuda":
@@ -190,7 +203,7 @@ class Tuner:
 
     def point_id(self, t):
         a = self.a
-        return f"dense/{a.phase}/{a.mask}/d{a.d}/{a.isa}/{'x'.join(self.shape_args())}/{key_of(t)}"
+        return f"{a.variant}/{a.phase}/{a.mask}/d{a.d}/{a.isa}/{'x'.join(self.shape_args())}/{key_of(t)}"
 
     def compile(self, t, name, flags=(), params=()):
         out = os.path.join(self.work, name)
@@ -199,10 +212,11 @@ class Tuner:
         tunables = dict(t)
         if tunables.pop("wrong", 0):  # --inject-wrong: the other mask's kernel, a wrong answer
             causal = not causal
-        cmd = [self.gen, *flags, "-g", "dense", "-f", name, "-e", "object,h", "-o", out,
+        cmd = [self.gen, *flags, "-g", self.a.variant, "-f", name, "-e", "object,h", "-o", out,
                f"target={self.target}-no_runtime", f"phase={self.a.phase}",
                f"causal={'true' if causal else 'false'}",
-               f"head_dim={self.a.d}", "with_lse=false" if self.a.phase == "prefill" else "with_lse=true",
+               f"head_dim={self.a.d}",
+               *([f"with_lse={'false' if self.a.phase == 'prefill' else 'true'}"] if self.a.variant == "dense" else []),
                f"tables={os.path.join(ROOT, 'schedules')}", *([f"tunables={key_of(tunables)}"] if tunables else []), *params]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
@@ -269,7 +283,7 @@ class Tuner:
                 f.write(f"{name} {key_of(p)}\n")
         with open(os.path.join(dest, "args.txt"), "w") as f:
             mask = "true" if self.a.mask == "causal" else "false"
-            f.write(" ".join(["dense", self.a.phase, mask, *self.shape_args(), *self.runner_tail()]) + "\n")
+            f.write(" ".join([self.a.variant, self.a.phase, mask, *self.shape_args(), *self.runner_tail()]) + "\n")
         with open(os.path.join(dest, "point_prefix.txt"), "w") as f:
             f.write(self.point_id({})[:-1] + "\n")
         run = os.path.join(dest, "run.sh")
@@ -345,7 +359,7 @@ class Tuner:
         return [str(self.a.reps), "20261202", "cuda" if self.a.isa == "cuda" else "cpu"]
 
     def time_so(self, so, name):
-        cmd = [self.runner, so, name, "dense", self.a.phase,
+        cmd = [self.runner, so, name, self.a.variant, self.a.phase,
                "true" if self.a.mask == "causal" else "false", *self.shape_args(),
                *self.runner_tail()]
         env = dict(os.environ, HL_NUM_THREADS=str(self.a.threads))
@@ -390,8 +404,8 @@ class Tuner:
         tile that fills the registers (raising tq needs a lower tk first)."""
         space = SPACE[self.a.phase]
         moves = []
-        for tq, tk, td in itertools.product(space.get("tq", [None]), space["tk"], space["td"]):
-            t = dict(best, tk=tk, td=td, **({"tq": tq} if tq else {}))
+        for tq, tk, td in itertools.product(space.get("tq", [None]), space["tk"], space.get("td", [None])):
+            t = dict(best, tk=tk, **({"tq": tq} if tq else {}), **({"td": td} if td else {}))
             if tq and self.a.phase == "prefill" and t["qb"] % (tq * self.vec) != 0:
                 fits = [q for q in space["qb"] if q % (tq * self.vec) == 0 and q >= best["qb"]]
                 if not fits:
@@ -400,7 +414,7 @@ class Tuner:
             if legal(self.a.phase, t, self.vec, self.regs, self.a.d) and t != best:
                 moves.append(t)
         # Tiles that use more of the register file first: they are the usual winners.
-        moves.sort(key=lambda t: -(t.get("tq", 1) * max(t["tk"], t["td"])))
+        moves.sort(key=lambda t: -(t.get("tq", 1) * max(t["tk"], t.get("td", 0))))
         return moves
 
     def confirm(self, points, rounds=3):
@@ -487,27 +501,28 @@ def read_table_line(path, variant, phase):
     raise SystemExit(f"hattn-autotune: no '{variant} {phase}' line in {path}")
 
 
-def write_table(src_dir, out_dir, isa, phase, best, seed_ms, best_ms, adams_ms, mask, d, where=None):
-    """Writes the winner as a line for exactly the tuned key (dense, phase, dD, mask), before the
+def write_table(a, best, seed_ms, best_ms, adams_ms, where=None):
+    """Writes the winner as a line for exactly the tuned key (variant, phase, dD, mask), before the
     general lines (the first match wins), into out_dir: a copy of src_dir made on the first run
     and edited in place afterwards, so tuning one kernel keeps the lines tuned before."""
+    src_dir, out_dir, phase, variant = os.path.join(ROOT, "schedules"), a.out, a.phase, a.variant
     if not os.path.isdir(out_dir):
         shutil.copytree(src_dir, out_dir)
-    path = os.path.join(out_dir, table_file(isa))
+    path = os.path.join(out_dir, table_file(a.isa))
     lines = open(path).read().splitlines()
     where = where or f"{platform.node()} ({platform.processor() or 'cpu'})"
     stamp = (f"# autotuned {datetime.date.today()} on {where}: "
              f"{best_ms:.2f} ms (seed {seed_ms:.2f} ms"
              + (f", Adams2019 {adams_ms:.2f} ms" if adams_ms else "") + ")")
-    key = ["dense", phase, f"d{d}", mask]
-    new = f"dense     {phase:<8} d{d:<6} {mask:<9} " + " ".join(f"{n}={best[n]}" for n in SPACE[phase])
+    key = [variant, phase, f"d{a.d}", a.mask]
+    new = f"{variant:<9} {phase:<8} d{a.d:<6} {a.mask:<9} " + " ".join(f"{n}={best[n]}" for n in SPACE[phase])
     fields = [line.split()[:4] for line in lines]
     if key in fields:  # retuned: replace the line and the stamp above it
         i = fields.index(key)
         first = i - 1 if i > 0 and lines[i - 1].startswith("# autotuned") else i
         lines[first:i + 1] = [stamp, new]
     else:
-        i = next(i for i, f in enumerate(fields) if f[:2] == ["dense", phase])
+        i = next(i for i, f in enumerate(fields) if f[:2] == [variant, phase])
         lines[i:i] = [stamp, new]
     open(path, "w").write("\n".join(lines) + "\n")
     return path
@@ -531,7 +546,7 @@ def export_all(t, a, hand, seed):
         raise SystemExit(f"hattn-autotune: --export: {len(points)} legal points is more than "
                          f"--max-export {a.max_export}; restrict the space with --space")
     t.export(points, os.path.abspath(a.export))
-    print(f"[autotune] export: {a.export} holds the candidates for dense {a.phase} {a.mask} d{a.d} "
+    print(f"[autotune] export: {a.export} holds the candidates for {a.variant} {a.phase} {a.mask} d{a.d} "
           f"on {a.isa}, shape {'x'.join(t.shape_args())}. On the target machine run\n"
           f"    {a.export}/run.sh > {a.export}/results.txt\n"
           f"  then here, with the same options, --import {a.export}", flush=True)
@@ -558,11 +573,11 @@ def import_and_report(t, a, hand, seed):
     best = dict((kv.split(":")[0], int(kv.split(":")[1])) for kv in best_key.split(","))
     hand_ms, seed_ms = ok.get(key_of(hand), float("inf")), ok.get(key_of(seed), float("inf"))
     print("\n| kernel, shape | seed ms | hand-tuned table ms | tuned ms | tuned / hand |")
-    print(f"| dense {a.phase} {a.mask} d{a.d}, {'x'.join(t.shape_args())} | {seed_ms:.3f} | "
+    print(f"| {a.variant} {a.phase} {a.mask} d{a.d}, {'x'.join(t.shape_args())} | {seed_ms:.3f} | "
           f"{hand_ms:.3f} | {ok[best_key]:.3f} | {hand_ms / ok[best_key]:.3f} speed |")
     where = f"the --export target ({len(ok)} candidates timed, medians of their rounds)"
     print(f"[autotune] winner {best_key}; table written to "
-          f"{write_table(os.path.join(ROOT, 'schedules'), a.out, a.isa, a.phase, best, seed_ms, ok[best_key], None, a.mask, a.d, where)}")
+          f"{write_table(a, best, seed_ms, ok[best_key], None, where)}")
     return 0
 
 
@@ -573,7 +588,9 @@ def parse_budget(s):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variant", choices=["dense", "topk"], default="dense")
     p.add_argument("--phase", choices=["prefill", "decode"], default="prefill")
+    p.add_argument("--topk", type=int, default=64, help="topk: the k of the tuned calls")
     p.add_argument("--isa", choices=sorted(ISAS) + ["auto"], default="auto",
                    help="the table (and Halide target) to tune; auto: the best this CPU runs")
     p.add_argument("--mask", choices=["causal", "noncausal"], default=None)
@@ -614,6 +631,11 @@ def main():
     a = p.parse_args()
     if a.isa == "auto":
         a.isa = detect_isa()
+    if a.variant == "topk":
+        if a.isa == "cuda":
+            raise SystemExit("hattn-autotune: topk has no CUDA schedule (schedules/cuda/) to tune")
+        SPACE.clear()
+        SPACE.update(TOPK_SPACE)
     if a.isa == "cuda":
         SPACE.clear()
         SPACE.update(CUDA_SPACE)
@@ -636,12 +658,16 @@ def main():
     a.lq = a.lq or (1 if dec else 2048)
     a.lk = a.lk or (32768 if dec else 2048)
     a.budget_s = parse_budget(a.budget)
+    if a.inject_wrong and a.lq == 1:
+        raise SystemExit("hattn-autotune: --inject-wrong injects the other mask's kernel, which is "
+                         "right when there is one query row (both masks see every key): give --lq 2 "
+                         "or more")
 
     t = Tuner(a)
     if not os.access(t.gen, os.X_OK):
         raise SystemExit(f"hattn-autotune: no generator at {t.gen}: build hattn first (scripts/build.sh)")
     table = os.path.join(ROOT, "schedules", table_file(a.isa))
-    hand = read_table_line(table, "dense", a.phase)
+    hand = read_table_line(table, a.variant, a.phase)
     seed = dict(hand)
     if a.start:
         for kv in a.start.split(","):
@@ -652,7 +678,7 @@ def main():
     t.build_runner()
     if a.export:
         return export_all(t, a, hand, seed)
-    print(f"[autotune] dense {a.phase} {a.mask} d{a.d} on {a.isa}, shape {'x'.join(t.shape_args())}, "
+    print(f"[autotune] {a.variant} {a.phase} {a.mask} d{a.d} on {a.isa}, shape {'x'.join(t.shape_args())}, "
           f"budget {a.budget_s:.0f} s, seed {key_of(seed)}", flush=True)
     best = t.search(seed)
     t.measure([hand])
@@ -671,11 +697,11 @@ def main():
     hand_ms, best_ms = confirmed[key_of(hand)], confirmed[key_of(best)]
     print("\n| kernel, shape | seed ms | hand-tuned table ms | tuned ms | tuned / hand" +
           (" | Adams2019 ms |" if adams_ms else " |"))
-    print(f"| dense {a.phase} {a.mask} d{a.d}, {'x'.join(t.shape_args())} | {seed_ms:.2f} | {hand_ms:.2f} | "
+    print(f"| {a.variant} {a.phase} {a.mask} d{a.d}, {'x'.join(t.shape_args())} | {seed_ms:.2f} | {hand_ms:.2f} | "
           f"{best_ms:.2f} | {hand_ms / best_ms:.3f} speed" + (f" | {adams_ms:.2f} |" if adams_ms else " |"))
     print(f"[autotune] {t.done} points measured in this run, {len(t.cache)} in the cache")
     print(f"[autotune] winner {key_of(best)}; table written to "
-          f"{write_table(os.path.join(ROOT, 'schedules'), a.out, a.isa, a.phase, best, seed_ms, best_ms, adams_ms, a.mask, a.d)}")
+          f"{write_table(a, best, seed_ms, best_ms, adams_ms)}")
 
 
 if __name__ == "__main__":

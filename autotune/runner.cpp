@@ -4,7 +4,10 @@
 // the candidate's halide_* references resolve against it at dlopen. The same program therefore
 // runs on a machine without Halide (the one being tuned), given candidates built elsewhere.
 //
-//   hattn-tune-runner SO FUNCTION dense PHASE CAUSAL D B H HKV LQ LK SPLITS REPS SEED [DEVICE]
+//   hattn-tune-runner SO FUNCTION VARIANT PHASE CAUSAL D B H HKV LQ LK KNOB REPS SEED [DEVICE]
+//
+// VARIANT is dense (KNOB: decode splits) or topk (KNOB: k). Sampled rows are checked against
+// tests/reference.cpp, the test suite's double-precision oracle.
 //
 // DEVICE is cpu (the default) or cuda: a CUDA candidate (a cuda target) gets its inputs copied
 // to the GPU by the pipeline on the first call, its poisoned output copied there before it, and
@@ -26,12 +29,15 @@
 #include <vector>
 
 #include "HalideBuffer.h"
+#include "reference.h"
 
 namespace {
 
 using Buf = Halide::Runtime::Buffer<float>;
 using DenseFn = int (*)(halide_buffer_t*, halide_buffer_t*, halide_buffer_t*, float, int,
                         halide_buffer_t*, halide_buffer_t*);
+using TopkFn = int (*)(halide_buffer_t*, halide_buffer_t*, halide_buffer_t*, float, int,
+                       halide_buffer_t*);
 
 struct Shape {
   int d, b, h, hkv, lq, lk;
@@ -43,25 +49,35 @@ void fill(Buf& x, std::mt19937& rng) {
   x.for_each_value([&](float& v) { v = u(rng); });
 }
 
-// Double-precision attention for one query row (bottom-right causal alignment, GQA by h / group).
-void reference_row(const Buf& q, const Buf& k, const Buf& v, const Shape& s, double scale, int i,
-                   int h, int b, std::vector<double>* out) {
+// Row (i, h, b) of the result from tests/reference.cpp, the test suite's double-precision
+// oracle, on a one-row slice: the query row against its visible keys (bottom-right causal
+// alignment, GQA by h / group) as a non-causal call. Returns false for a top-k row too close to
+// a selection tie to compare (its k-th and (k+1)-th scores within 1e-4: fp32 may pick either).
+bool reference_row(const std::string& variant, const Buf& q, const Buf& k, const Buf& v,
+                   const Shape& s, double scale, int topk, int i, int h, int b,
+                   std::vector<double>* out) {
   const int kvh = h / (s.h / s.hkv);
   const int visible = s.causal ? std::clamp(i + s.lk - s.lq + 1, 0, s.lk) : s.lk;
-  std::vector<double> p(visible);
-  double m = -INFINITY;
-  for (int j = 0; j < visible; j++) {
-    double acc = 0;
-    for (int c = 0; c < s.d; c++) acc += double(q(c, i, h, b)) * double(k(c, j, kvh, b));
-    p[j] = acc * scale;
-    m = std::max(m, p[j]);
+  if (visible == 0) {  // a fully masked row is zeros
+    out->assign(s.d, 0.0);
+    return true;
   }
-  double sum = 0;
-  for (double& x : p) sum += (x = std::exp(x - m));
-  out->assign(s.d, 0.0);
-  for (int j = 0; j < visible; j++) {
-    for (int c = 0; c < s.d; c++) (*out)[c] += p[j] / sum * double(v(c, j, kvh, b));
+  hattn_test::AttnShape one;
+  one.lk = visible;
+  one.head_dim = s.d;
+  hattn_test::AttnStrides st;  // [b, h, l, d] element strides of one row's slice
+  st.q = {0, 0, 0, 1};
+  st.k = st.v = {0, 0, k.dim(1).stride(), 1};
+  const float* qi = &q(0, i, h, b);
+  const float* k0 = &k(0, 0, kvh, b);
+  const float* v0 = &v(0, 0, kvh, b);
+  if (variant == "dense") {
+    hattn_test::reference_attention(qi, k0, v0, one, st, false, scale, out, nullptr);
+    return true;
   }
+  std::vector<double> gap;
+  hattn_test::reference_topk_attention(qi, k0, v0, one, st, false, scale, topk, out, &gap);
+  return gap[0] > 1e-4;
 }
 
 // The Halide runtime's last error message: its default handler aborts the process, which would
@@ -88,13 +104,14 @@ int fail_call(const char* what, int rc) {
 int main(int argc, char** argv) {
   if (argc != 15 && argc != 16) {
     return fail(
-        "usage: SO FUNCTION dense PHASE CAUSAL D B H HKV LQ LK SPLITS REPS SEED [cpu|cuda]");
+        "usage: SO FUNCTION VARIANT PHASE CAUSAL D B H HKV LQ LK KNOB REPS SEED [cpu|cuda]");
   }
   const std::string device = argc == 16 ? argv[15] : "cpu";
   if (device != "cpu" && device != "cuda") return fail("DEVICE must be cpu or cuda, got " + device);
   const bool cuda = device == "cuda";
   halide_set_error_handler(keep_halide_error);
-  if (std::string(argv[3]) != "dense") return fail("only the dense variant is supported so far");
+  const std::string variant = argv[3];
+  if (variant != "dense" && variant != "topk") return fail("VARIANT must be dense or topk");
   Shape s{};
   s.causal = std::string(argv[5]) == "true";
   s.d = std::atoi(argv[6]);
@@ -103,16 +120,16 @@ int main(int argc, char** argv) {
   s.hkv = std::atoi(argv[9]);
   s.lq = std::atoi(argv[10]);
   s.lk = std::atoi(argv[11]);
-  const int splits = std::atoi(argv[12]);
+  const int knob = std::atoi(argv[12]);  // dense: decode splits; topk: k
   const int reps = std::atoi(argv[13]);
   const unsigned seed = static_cast<unsigned>(std::strtoul(argv[14], nullptr, 10));
   if (s.d <= 0 || s.b <= 0 || s.h <= 0 || s.hkv <= 0 || s.h % s.hkv != 0 || s.lq <= 0 ||
-      s.lk <= 0 || splits <= 0 || reps <= 0) {
+      s.lk <= 0 || knob <= 0 || reps <= 0) {
     return fail("bad shape: need positive sizes, H divisible by HKV");
   }
   void* so = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
   if (so == nullptr) return fail(std::string("dlopen: ") + dlerror());
-  auto fn = reinterpret_cast<DenseFn>(dlsym(so, argv[2]));
+  void* fn = dlsym(so, argv[2]);
   if (fn == nullptr) return fail(std::string("no symbol ") + argv[2]);
 
   std::mt19937 rng(seed);
@@ -136,7 +153,8 @@ int main(int argc, char** argv) {
   }
 
   auto run = [&] {
-    int rc = fn(q, k, v, scale, splits, out, lse);
+    int rc = variant == "dense" ? reinterpret_cast<DenseFn>(fn)(q, k, v, scale, knob, out, lse)
+                                : reinterpret_cast<TopkFn>(fn)(q, k, v, scale, knob, out);
     return rc != 0 ? rc : out.device_sync();  // a no-op for CPU candidates
   };
   if (int rc = run(); rc != 0) return fail_call("kernel", rc);
@@ -147,15 +165,18 @@ int main(int argc, char** argv) {
   std::vector<double> ref;
   std::uniform_int_distribution<int> pick_i(0, s.lq - 1), pick_h(0, s.h - 1), pick_b(0, s.b - 1);
   const int rows = std::min(64, s.lq * s.h * s.b);
+  int checked = 0;
   for (int r = 0; r < rows; r++) {
     const int i = pick_i(rng), h = pick_h(rng), b = pick_b(rng);
-    reference_row(q, k, v, s, scale, i, h, b, &ref);
+    if (!reference_row(variant, q, k, v, s, scale, knob, i, h, b, &ref)) continue;
+    checked++;
     for (int c = 0; c < s.d; c++) {
       const double got = out(c, i, h, b);
       err2 += std::isfinite(got) ? (got - ref[c]) * (got - ref[c]) : INFINITY;
       ref2 += ref[c] * ref[c];
     }
   }
+  if (checked < rows / 2) return fail("too few rows clear of a top-k tie to check the result");
   const double rel = std::sqrt(err2 / std::max(ref2, 1e-300));
   if (!(rel <= 1e-4)) {
     std::printf("wrong rel_err=%.3e\n", rel);

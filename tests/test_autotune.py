@@ -15,6 +15,9 @@
    recorded wrong and the winner's line is written. A CUDA export (2 decode points) must pass
    ptxas where the toolkit is installed, and its run.sh must report each candidate as an error
    with a reason, not a crash, on a machine without a GPU (on one with a GPU: ok and a time).
+5. Another variant: topk prefill d64 on 2 points plus an injected wrong candidate, checked by
+   the runner against the suite's top-k oracle: the injected one is wrong, a stamped
+   `topk prefill d64 noncausal` line is written and the generator builds topk from it.
 Every check prints what it found; any failure exits non-zero.
 """
 import json
@@ -149,6 +152,29 @@ def main():
 
     # 4. Another machine: export, its run.sh, import.
     check_remote(build, inc, work)
+
+    # 5. topk.
+    tw = os.path.join(work, "topk")
+    tout = os.path.join(tw, "schedules")
+    text = tuner(["--variant", "topk", "--phase", "prefill", "--mask", "noncausal", "--isa", "sse41",
+                  "--d", "64", "--h", "2", "--lq", "256", "--lk", "256", "--topk", "16",
+                  "--threads", "1", "--jobs", "2", "--reps", "3", "--budget", "5m",
+                  "--space", "qb:16,tq:1,tk:2|4", "--start", "qb:16,kb:256,tq:1,tk:2",
+                  "--inject-wrong", "--build", build, "--work", tw, "--out", tout,
+                  "--halide-include", inc])
+    if "injected wrong candidate kb:256,qb:16,tk:2,tq:1,wrong:1: wrong" not in text:
+        fail("topk: the injected candidate was not recorded wrong")
+    lines = open(os.path.join(tout, "x86", "sse41.table")).read().splitlines()
+    tuned = [i for i, l in enumerate(lines) if l.split()[:4] == ["topk", "prefill", "d64", "noncausal"]]
+    if len(tuned) != 1 or not lines[tuned[0] - 1].startswith("# autotuned "):
+        fail("topk: no stamped 'topk prefill d64 noncausal' line")
+    cmd = [os.path.join(build, "generators", "hattn_generators"), "-g", "topk", "-f", "accept_topk",
+           "-e", "h", "-o", gen_out, "target=x86-64-linux-sse41-no_runtime", "phase=prefill",
+           "causal=false", "head_dim=64", f"tables={tout}"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        fail(f"the generator refused the topk tables: {r.stderr.strip()}")
+    print(f"test_autotune: topk wrote {lines[tuned[0]]}", flush=True)
     print("test_autotune: passed", flush=True)
 
 
