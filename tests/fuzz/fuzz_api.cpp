@@ -70,8 +70,8 @@ struct Knobs {
   std::string kernel;
   bool check_finite = false;
   bool check_basis = true;
-  bool use_lse = false;   // dense: the optional lse output
-  bool use_lead = false;  // loki: the optional k_lead
+  bool use_lse = false;         // dense: the optional lse output
+  bool use_lead = false;        // loki: the optional k_lead
   int64_t heads = 1, beam = 1;  // el
   int64_t window = 0;           // sparsek (k is its budget)
   float slope = 0.f;            // sparsek
@@ -158,11 +158,10 @@ Status dense_call(const std::vector<TensorView>& t, const Knobs& k) {
 }
 void dense_ref(const std::vector<TensorView>& t, const Knobs& k, std::vector<double>* out,
                std::vector<bool>* skip) {
-  hattn_test::reference_attention(static_cast<const float*>(t[0].data),
-                                  static_cast<const float*>(t[1].data),
-                                  static_cast<const float*>(t[2].data), attn_shape(t[0], t[1]),
-                                  strides_of(t[0], t[1], t[2]), k.causal,
-                                  scale_of(k, t[0].shape[3]), out, nullptr);
+  hattn_test::reference_attention(
+      static_cast<const float*>(t[0].data), static_cast<const float*>(t[1].data),
+      static_cast<const float*>(t[2].data), attn_shape(t[0], t[1]), strides_of(t[0], t[1], t[2]),
+      k.causal, scale_of(k, t[0].shape[3]), out, nullptr);
   skip->clear();
 }
 
@@ -534,8 +533,8 @@ class Harness {
       k.k_fraction = fr[f.ConsumeIntegralInRange<int>(0, 7)];
       if (f.ConsumeBool()) k.k = 0;
     }
-    k.decode_splits = static_cast<int>(pick(f, {0, 0, 1, 3, 64, -1, std::numeric_limits<int>::max(),
-                                                std::numeric_limits<int>::min()}));
+    k.decode_splits = static_cast<int>(pick(
+        f, {0, 0, 1, 3, 64, -1, std::numeric_limits<int>::max(), std::numeric_limits<int>::min()}));
     const auto& kernels = hattn::list_kernels();
     switch (f.ConsumeIntegralInRange<int>(0, 7)) {
       case 0:
@@ -629,7 +628,8 @@ class Harness {
       });
     }
     non_finite_ = false;
-    const int bad = f.ConsumeIntegralInRange<int>(0, 15) == 0 ? f.ConsumeIntegralInRange<int>(1, 3) : 0;
+    const int bad =
+        f.ConsumeIntegralInRange<int>(0, 15) == 0 ? f.ConsumeIntegralInRange<int>(1, 3) : 0;
     for (int b = 0; b < bad && !used.empty(); ++b) {
       const float values[] = {NAN, INFINITY, -INFINITY};
       const Span sp = used[f.ConsumeIntegralInRange<size_t>(0, used.size() - 1)];
@@ -678,8 +678,8 @@ class Harness {
 
   void check(const Variant& var, const std::vector<TensorView>& t, const Knobs& k,
              const Status& st) {
-    const std::string what = std::string(var.name) + ": " + hattn::to_string(st.code) + ": " +
-                             st.message;
+    const std::string what =
+        std::string(var.name) + ": " + hattn::to_string(st.code) + ": " + st.message;
     if (!st.ok()) {
       if (st.message.empty()) finding("refusal without a message", var.name);
       if (std::memcmp(arena_.data(), before_.data(), kArenaFloats * sizeof(float)) != 0) {
@@ -714,7 +714,8 @@ class Harness {
     if (std::memcmp(arena_.data(), before_.data(), kArenaFloats * sizeof(float)) != 0) {
       size_t e = 0;
       while (bits(arena_[e]) == bits(before_[e])) ++e;
-      finding("memory outside the outputs changed", what + " at arena element " + std::to_string(e));
+      finding("memory outside the outputs changed",
+              what + " at arena element " + std::to_string(e));
     }
     // The result against the reference, when it is well defined and numerically tame.
     if (non_finite_ || (k.has_scale && k.scale > 100.f)) return;
@@ -732,9 +733,9 @@ class Harness {
       const double r = ref[static_cast<size_t>(flat++)];
       if (!skip.empty() && skip[row]) return;
       if (!(std::abs(x - r) <= 1e-4 + 1e-3 * std::abs(r))) {
-        finding("result differs from the reference",
-                what + " element " + std::to_string(flat - 1) + " got " + std::to_string(x) +
-                    " ref " + std::to_string(r));
+        finding("result differs from the reference", what + " element " + std::to_string(flat - 1) +
+                                                         " got " + std::to_string(x) + " ref " +
+                                                         std::to_string(r));
       }
     });
   }
