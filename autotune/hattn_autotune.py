@@ -112,6 +112,11 @@ def detect_isa():
     return "sse41"
 
 
+def parse_key(k):
+    """The inverse of key_of: 'kb:128,qb:16' -> {'kb': 128, 'qb': 16}."""
+    return {n: int(v) for n, v in (kv.split(":") for kv in k.split(","))}
+
+
 def parse_runner_line(fields):
     """`ok median_ms=.. ...`, `wrong rel_err=..` or `error <why>` as a dict."""
     res = {"status": fields[0] if fields else "error"}
@@ -181,10 +186,11 @@ class Tuner:
             inc = os.path.join(os.path.dirname(halide.__file__), "include")
         rt = os.path.join(self.a.build, "generators", "libhattn_halide_runtime.a")
         # tests/reference.cpp: the test suite's double-precision oracle checks every candidate.
+        # Static libstdc++: an exported runner needs only glibc on the target.
         cmd = ["c++", "-O2", "-std=c++17", "-I", inc, "-I", os.path.join(ROOT, "tests"),
-               os.path.join(HERE, "runner.cpp"), os.path.join(ROOT, "tests", "reference.cpp"), "-o",
-               self.runner, "-rdynamic", "-static-libstdc++", "-static-libgcc", "-Wl,--whole-archive", rt, "-Wl,--no-whole-archive",
-               "-ldl", "-lpthread"]
+               os.path.join(HERE, "runner.cpp"), os.path.join(ROOT, "tests", "reference.cpp"),
+               "-o", self.runner, "-rdynamic", "-static-libstdc++", "-static-libgcc",
+               "-Wl,--whole-archive", rt, "-Wl,--no-whole-archive", "-ldl", "-lpthread"]
         subprocess.run(cmd, check=True)
 
     def shape_args(self):
@@ -201,9 +207,13 @@ class Tuner:
                 splits = max(1, min((64 * a.threads + rows - 1) // rows, max(1, blocks // 4)))
         return [str(x) for x in (a.d, a.b, a.h, a.hkv, a.lq, a.lk, splits)]
 
-    def point_id(self, t):
+    def kernel_id(self):
+        """The tuned kernel and shape: the cache keys' prefix, and an export's identity."""
         a = self.a
-        return f"{a.variant}/{a.phase}/{a.mask}/d{a.d}/{a.isa}/{'x'.join(self.shape_args())}/{key_of(t)}"
+        return f"{a.variant}/{a.phase}/{a.mask}/d{a.d}/{a.isa}/{'x'.join(self.shape_args())}"
+
+    def point_id(self, t):
+        return f"{self.kernel_id()}/{key_of(t)}"
 
     def compile(self, t, name, flags=(), params=()):
         out = os.path.join(self.work, name)
@@ -286,7 +296,7 @@ class Tuner:
             mask = "true" if self.a.mask == "causal" else "false"
             f.write(" ".join([self.a.variant, self.a.phase, mask, *self.shape_args(), *self.runner_tail()]) + "\n")
         with open(os.path.join(dest, "point_prefix.txt"), "w") as f:
-            f.write(self.point_id({})[:-1] + "\n")
+            f.write(self.kernel_id() + "\n")
         run = os.path.join(dest, "run.sh")
         with open(run, "w") as f:
             f.write(RUN_SH)
@@ -302,7 +312,7 @@ class Tuner:
         if ptxas is None:
             print("[autotune] export: no ptxas (CUDA toolkit): the PTX is not checked here", flush=True)
             return {}
-        result, worst = {}, []
+        result, most_regs, spilling = {}, 0, 0
         for name, p, so, _ in built:
             if so is None:
                 continue
@@ -319,11 +329,9 @@ class Tuner:
             result[name] = ok
             if not ok:
                 print(f"[autotune] export: {key_of(p)}: ptxas refused its PTX; left out", flush=True)
-            worst.append((spills, regs, key_of(p)))
-        spilling = sum(1 for s_, _, _ in worst if s_)
+            most_regs, spilling = max(most_regs, regs), spilling + (spills > 0)
         print(f"[autotune] export: ptxas sm_80 assembled {sum(result.values())}/{len(result)}; "
-              f"{spilling} of them spill; most registers {max((r for _, r, _ in worst), default=0)}",
-              flush=True)
+              f"{spilling} of them spill; most registers {most_regs}", flush=True)
         return result
 
     def import_results(self, src):
@@ -331,9 +339,9 @@ class Tuner:
         the median of its rounds; a point wrong or failing in any round is recorded so."""
         names = dict(l.split() for l in open(os.path.join(src, "candidates.txt")) if l.strip())
         prefix = open(os.path.join(src, "point_prefix.txt")).read().strip()
-        if prefix != self.point_id({})[:-1]:
+        if prefix != self.kernel_id():
             raise SystemExit(f"hattn-autotune: --import {src}: exported for {prefix}, but this run is "
-                             f"{self.point_id({})[:-1]} (give the same kernel and shape options)")
+                             f"{self.kernel_id()} (give the same kernel and shape options)")
         rounds = {}
         for line in open(os.path.join(src, "results.txt")):
             f = line.split()
@@ -431,11 +439,10 @@ class Tuner:
 
     def finalists(self, hand, count=3):
         """The best `count` measured points of this kernel and shape, plus the hand-tuned one."""
-        prefix = self.point_id({})[:-1]
+        prefix = self.kernel_id()
         ok = [(r["median_ms"], k[len(prefix) + 1:]) for k, r in self.cache.items()
               if k.startswith(prefix + "/") and r.get("status") == "ok"]
-        best = [dict((kv.split(":")[0], int(kv.split(":")[1])) for kv in k.split(","))
-                for _, k in sorted(ok)[:count]]
+        best = [parse_key(k) for _, k in sorted(ok)[:count]]
         return best + ([hand] if hand not in best else [])
 
     def search(self, seed):
@@ -571,7 +578,7 @@ def import_and_report(t, a, hand, seed):
         raise SystemExit(f"hattn-autotune: --import: no candidate ran correctly on the target "
                          f"({'; '.join(whys)[:300]})")
     best_key = min(ok, key=ok.get)
-    best = dict((kv.split(":")[0], int(kv.split(":")[1])) for kv in best_key.split(","))
+    best = parse_key(best_key)
     hand_ms, seed_ms = ok.get(key_of(hand), float("inf")), ok.get(key_of(seed), float("inf"))
     print("\n| kernel, shape | seed ms | hand-tuned table ms | tuned ms | tuned / hand |")
     print(f"| {a.variant} {a.phase} {a.mask} d{a.d}, {'x'.join(t.shape_args())} | {seed_ms:.3f} | "
@@ -636,14 +643,13 @@ def main():
     a = p.parse_args()
     if a.isa == "auto":
         a.isa = detect_isa()
-    if a.variant == "topk":
-        if a.isa == "cuda":
-            raise SystemExit("hattn-autotune: topk has no CUDA schedule (schedules/cuda/) to tune")
-        SPACE.clear()
-        SPACE.update(TOPK_SPACE)
+    if a.variant == "topk" and a.isa == "cuda":
+        raise SystemExit("hattn-autotune: topk has no CUDA schedule (schedules/cuda/) to tune")
+    # SPACE (read by the search) becomes the declared space of the schedule being tuned.
+    chosen = CUDA_SPACE if a.isa == "cuda" else TOPK_SPACE if a.variant == "topk" else dict(SPACE)
+    SPACE.clear()
+    SPACE.update(chosen)
     if a.isa == "cuda":
-        SPACE.clear()
-        SPACE.update(CUDA_SPACE)
         if a.adams:
             raise SystemExit("hattn-autotune: --adams: Adams2019 schedules CPU pipelines only")
     if a.export and a.import_dir:
