@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""hattn-autotune (dense on x86 and CUDA, topk on x86): search a schedule's tunables, write a table.
+"""hattn-autotune (dense on x86 and CUDA; topk, loki, sparsek, topk_ffn on x86): search a schedule's
+tunables, write a table.
 
 Each candidate is compiled ahead of time by hattn's own generator (build/generators/
 hattn_generators, `tunables=` overrides a table line), linked into a shared object and timed by
@@ -67,6 +68,27 @@ TOPK_SPACE = {
     "decode": {"qb": [1], "kb": [64, 128, 256, 512, 1024], "tq": [1, 2, 4, 8], "tk": [1, 2, 4, 8]},
 }
 
+# The declared legal spaces of the selection variants' schedules (schedules/cpu/loki_cpu.cpp,
+# sparsek_cpu.cpp, topk_cpu.cpp's topk_ffn), as read_sparse_tiles reads them (qb kb tq tk). A
+# tunable a phase does not read is held at the table's value, so the line stays complete:
+#   loki prefill: rows in the lanes, as topk (kb unread); decode: kb keys per approximate-score
+#     block (qb, tq, tk unread);
+#   sparsek: qb query rows per parallel task (each row gathers its own k + w keys: no tiles);
+#   topk_ffn: qb tokens per task in the lanes of a tq x tk score tile (kb unread).
+LOKI_SPACE = {
+    "prefill": dict(TOPK_SPACE["prefill"]),
+    "decode": {"qb": [1], "kb": [64, 128, 256, 512, 1024, 2048], "tq": [1], "tk": [4]},
+}
+SPARSEK_SPACE = {"prefill": {"qb": [1, 2, 4, 8, 16, 32, 64, 128], "kb": [256], "tq": [1], "tk": [4]}}
+TOPK_FFN_SPACE = {"prefill": dict(TOPK_SPACE["prefill"])}
+
+# Each CPU variant's declared space; `all` tunes every (variant, phase) of this table.
+CPU_SPACES = {"dense": SPACE, "topk": TOPK_SPACE, "loki": LOKI_SPACE, "sparsek": SPARSEK_SPACE,
+              "topk_ffn": TOPK_FFN_SPACE}
+# Variants whose prefill schedule puts query rows (tokens) in the SIMD lanes: a block of qb rows
+# must be whole micro-tiles of tq vectors.
+ROWS_IN_LANES = {"dense", "topk", "loki", "topk_ffn"}
+
 # The declared legal space of schedules/cuda/dense_cuda.cpp (no tq: a thread owns one row).
 CUDA_SPACE = {
     "prefill": {"qb": [8, 16, 32, 64], "kb": [32, 64, 128], "tk": [1, 2, 4, 8],
@@ -87,10 +109,10 @@ def legal_cuda(phase, t, d):
     return threads <= 1024 and shared <= 48 * 1024
 
 
-def legal(phase, t, vec, regs, d=128):
+def legal(phase, t, vec, regs, d=128, variant="dense"):
     if vec == 0:
         return legal_cuda(phase, t, d)
-    if phase == "decode":
+    if phase == "decode" or variant not in ROWS_IN_LANES:
         return True
     if t["qb"] % (t["tq"] * vec) != 0:  # a query block is whole micro-tiles
         return False
@@ -187,8 +209,12 @@ class Tuner:
         rt = os.path.join(self.a.build, "generators", "libhattn_halide_runtime.a")
         # tests/reference.cpp: the test suite's double-precision oracle checks every candidate.
         # Static libstdc++: an exported runner needs only glibc on the target.
-        cmd = ["c++", "-O2", "-std=c++17", "-I", inc, "-I", os.path.join(ROOT, "tests"),
-               os.path.join(HERE, "runner.cpp"), os.path.join(ROOT, "tests", "reference.cpp"),
+        # runtime/src/sparsek_sweep.cpp: the runtime's own SparseK selection, sparsek's input.
+        cmd = ["c++", "-O2", "-std=c++17", "-Wall", "-Wextra", "-Werror", "-isystem", inc,
+               "-I", os.path.join(ROOT, "tests"),
+               "-I", os.path.join(ROOT, "runtime", "src"), os.path.join(HERE, "runner.cpp"),
+               os.path.join(HERE, "runner_cases.cpp"), os.path.join(ROOT, "tests", "reference.cpp"),
+               os.path.join(ROOT, "runtime", "src", "sparsek_sweep.cpp"),
                "-o", self.runner, "-rdynamic", "-static-libstdc++", "-static-libgcc",
                "-Wl,--whole-archive", rt, "-Wl,--no-whole-archive", "-ldl", "-lpthread"]
         subprocess.run(cmd, check=True)
@@ -196,8 +222,10 @@ class Tuner:
     def shape_args(self):
         a = self.a
         splits = 1
-        if a.variant == "topk":
-            splits = a.topk  # the runner's KNOB: k for topk
+        if a.variant == "topk_ffn":  # D: model dim, LQ: tokens, LK: d_ff
+            return [str(x) for x in (a.d, 1, 1, 1, a.lq, a.lk, a.topk)]
+        if a.variant in ("topk", "loki", "sparsek"):  # the runner's KNOB: k, k/rank, k/window
+            splits = {"topk": a.topk, "loki": f"{a.topk}/{a.rank}", "sparsek": f"{a.topk}/{a.window}"}[a.variant]
         elif a.phase == "decode":  # as runtime/src/dispatch.cpp chooses (choose_decode_splits)
             blocks = (a.lk + 255) // 256
             rows = a.b * a.h * a.lq
@@ -222,11 +250,14 @@ class Tuner:
         tunables = dict(t)
         if tunables.pop("wrong", 0):  # --inject-wrong: the other mask's kernel, a wrong answer
             causal = not causal
+        kernel = []  # the generator's own params: topk_ffn has no phase, mask or head dim
+        if self.a.variant != "topk_ffn":
+            kernel = [f"phase={self.a.phase}", f"causal={'true' if causal else 'false'}",
+                      f"head_dim={self.a.d}"]
+        if self.a.variant == "dense":
+            kernel.append(f"with_lse={'false' if self.a.phase == 'prefill' else 'true'}")
         cmd = [self.gen, *flags, "-g", self.a.variant, "-f", name, "-e", "object,h", "-o", out,
-               f"target={self.target}-no_runtime", f"phase={self.a.phase}",
-               f"causal={'true' if causal else 'false'}",
-               f"head_dim={self.a.d}",
-               *([f"with_lse={'false' if self.a.phase == 'prefill' else 'true'}"] if self.a.variant == "dense" else []),
+               f"target={self.target}-no_runtime", *kernel,
                f"tables={os.path.join(ROOT, 'schedules')}", *([f"tunables={key_of(tunables)}"] if tunables else []), *params]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
@@ -400,13 +431,19 @@ class Tuner:
         r = self.cache.get(self.point_id(t))
         return r["median_ms"] if r and r["status"] == "ok" else float("inf")
 
-    def measure_chunked(self, points):
-        """As measure, a few points at a time, so the budget is checked between compiles."""
+    def measure_chunked(self, points, label=None):
+        """As measure, a few points at a time, so the budget is checked between compiles; with
+        a label, a progress line after each chunk (a long phase is otherwise silent)."""
         step = 2 * self.a.jobs
         for i in range(0, len(points), step):
             if time.time() > self.deadline:
                 break
             self.measure(points[i:i + step])
+            if label:
+                best = min(points[:i + step], key=self.score)
+                print(f"[autotune] {label}: {min(i + step, len(points))}/{len(points)}, best "
+                      f"{key_of(best)} {self.score(best):.2f} ms, "
+                      f"{max(0, self.deadline - time.time()):.0f} s left", flush=True)
 
     def tile_moves(self, best):
         """Joint moves over the micro-tile (tq, tk, td): one tunable at a time cannot leave a
@@ -420,7 +457,7 @@ class Tuner:
                 if not fits:
                     continue
                 t["qb"] = fits[0]
-            if legal(self.a.phase, t, self.vec, self.regs, self.a.d) and t != best:
+            if legal(self.a.phase, t, self.vec, self.regs, self.a.d, self.a.variant) and t != best:
                 moves.append(t)
         # Tiles that use more of the register file first: they are the usual winners.
         moves.sort(key=lambda t: -(t.get("tq", 1) * max(t["tk"], t.get("td", 0))))
@@ -457,7 +494,7 @@ class Tuner:
         if time.time() < self.deadline:
             moves = self.tile_moves(best)
             print(f"[autotune] coordinate descent converged; trying {len(moves)} micro-tiles", flush=True)
-            self.measure_chunked(moves)
+            self.measure_chunked(moves, "micro-tiles")
             for t in moves:
                 if self.score(t) < self.score(best) * 0.99:
                     best = t
@@ -469,7 +506,7 @@ class Tuner:
         best = dict(seed)
         self.measure([best])
         total = sum(1 for v in itertools.product(*space.values())
-                    if legal(self.a.phase, dict(zip(space, v)), self.vec, self.regs, self.a.d))
+                    if legal(self.a.phase, dict(zip(space, v)), self.vec, self.regs, self.a.d, self.a.variant))
         improved, shown = True, -1
         while improved and time.time() < self.deadline:
             improved = False
@@ -480,7 +517,7 @@ class Tuner:
                 cands = []
                 for v in order:
                     t = dict(best, **{name: v})
-                    if v != cur and legal(self.a.phase, t, self.vec, self.regs, self.a.d):
+                    if v != cur and legal(self.a.phase, t, self.vec, self.regs, self.a.d, self.a.variant):
                         cands.append(t)
                 self.measure_chunked(cands)
                 for t in cands:
@@ -520,10 +557,11 @@ def write_table(a, best, seed_ms, best_ms, adams_ms, where=None):
     lines = open(path).read().splitlines()
     where = where or f"{platform.node()} ({platform.processor() or 'cpu'})"
     stamp = (f"# autotuned {datetime.date.today()} on {where}: "
-             f"{best_ms:.2f} ms (seed {seed_ms:.2f} ms"
+             f"{best_ms:.2f} ms (seed {fmt_ms(seed_ms)}"
              + (f", Adams2019 {fmt_ms(adams_ms)}" if adams_ms else "") + ")")
-    key = [variant, phase, f"d{a.d}", a.mask]
-    new = f"{variant:<9} {phase:<8} d{a.d:<6} {a.mask:<9} " + " ".join(f"{n}={best[n]}" for n in SPACE[phase])
+    head = "any" if variant == "topk_ffn" else f"d{a.d}"  # topk_ffn's key has no head dim
+    key = [variant, phase, head, a.mask]
+    new = f"{variant:<9} {phase:<8} {head:<7} {a.mask:<9} " + " ".join(f"{n}={best[n]}" for n in SPACE[phase])
     fields = [line.split()[:4] for line in lines]
     if key in fields:  # retuned: replace the line and the stamp above it
         i = fields.index(key)
@@ -539,7 +577,7 @@ def write_table(a, best, seed_ms, best_ms, adams_ms, where=None):
 def all_legal_points(t):
     space = SPACE[t.a.phase]
     pts = [dict(zip(space, v)) for v in itertools.product(*space.values())]
-    return [p for p in pts if legal(t.a.phase, p, t.vec, t.regs, t.a.d)]
+    return [p for p in pts if legal(t.a.phase, p, t.vec, t.regs, t.a.d, t.a.variant)]
 
 
 def export_all(t, a, hand, seed):
@@ -589,6 +627,62 @@ def import_and_report(t, a, hand, seed):
     return 0
 
 
+def set_default_shape(a):
+    """The shape each variant is tuned at unless told: a prefill of 2048 (sparsek 4096) rows of 8
+    heads, or a GQA decode step over 32K keys; topk_ffn a 512-token batch of a 768 x 3072 FFN."""
+    dec = a.phase == "decode"
+    if a.variant == "topk_ffn":
+        if a.mask == "causal" or a.phase != "prefill":
+            raise SystemExit("hattn-autotune: topk_ffn has one kernel: no mask, no decode phase")
+        a.d, a.lq, a.lk = a.d or 768, a.lq or 512, a.lk or 3072
+        a.b = a.h = a.hkv = 1
+        a.mask, a.topk = "noncausal", a.topk or 256
+        return
+    a.d = a.d or 128
+    if a.variant == "sparsek" and a.mask == "noncausal":
+        raise SystemExit("hattn-autotune: sparsek is causal by construction")
+    a.mask = a.mask or ("noncausal" if dec else "causal")
+    a.h = a.h or (32 if dec else 8)
+    a.hkv = a.hkv or (8 if dec else a.h)
+    long = 4096 if a.variant == "sparsek" else 2048
+    a.lq = a.lq or (1 if dec else long)
+    a.lk = a.lk or (32768 if dec else long)
+    a.topk = a.topk or {"topk": 64, "loki": max(1, a.lk // 8), "sparsek": 256}.get(a.variant, 64)
+    a.rank = a.rank or max(1, a.d // 4)
+    if a.variant == "loki" and not 1 <= a.rank <= a.d:
+        raise SystemExit(f"hattn-autotune: --rank {a.rank}: loki needs 1 <= rank <= D ({a.d})")
+
+
+def tune_all(a):
+    """--variant all: every (variant, phase) of CPU_SPACES in turn, each a run of this script
+    with the budget split evenly and its default shape, all writing into the same --out folder.
+    A run that fails is reported and the rest go on; the exit status says whether any failed."""
+    if a.isa == "cuda" or a.export or a.import_dir or a.space or a.start or a.inject_wrong:
+        raise SystemExit("hattn-autotune: --variant all tunes the CPU tables in place: it takes no "
+                         "--isa cuda, --export, --import, --space, --start or --inject-wrong")
+    kernels = [(v, ph) for v in sorted(CPU_SPACES) for ph in CPU_SPACES[v]]
+    share = parse_budget(a.budget) / len(kernels)
+    passed = ["--isa", a.isa, "--threads", str(a.threads), "--reps", str(a.reps), "--jobs",
+              str(a.jobs), "--budget", f"{share:.0f}s", "--build", a.build, "--work", a.work,
+              "--out", a.out, *(["--cache", a.cache] if a.cache else []),
+              *(["--adams", a.adams] if a.adams else []),
+              *(["--halide-include", a.halide_include] if a.halide_include else [])]
+    rows, failed = [], []
+    for n, (variant, phase) in enumerate(kernels, 1):
+        print(f"[autotune] all: {n}/{len(kernels)}: {variant} {phase}, {share:.0f} s", flush=True)
+        cmd = [sys.executable, os.path.abspath(__file__), "--variant", variant, "--phase", phase, *passed]
+        r = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+        sys.stdout.write(r.stdout)
+        rows += [l for l in r.stdout.splitlines() if l.startswith(f"| {variant} ")]
+        if r.returncode != 0:
+            failed.append(f"{variant} {phase} (exit {r.returncode})")
+    print("\n| kernel, shape | seed ms | hand-tuned table ms | tuned ms | tuned / hand | Adams2019 |")
+    print("\n".join(rows))
+    if failed:
+        print(f"[autotune] all: failed: {', '.join(failed)}", flush=True)
+    return 1 if failed else 0
+
+
 def fmt_ms(x):
     return f"{x:.2f} ms" if isinstance(x, float) else str(x)
 
@@ -600,13 +694,19 @@ def parse_budget(s):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--variant", choices=["dense", "topk"], default="dense")
+    p.add_argument("--variant", choices=sorted(CPU_SPACES) + ["all"], default="dense",
+                   help="the kernel to tune; all: every variant and phase, one after the other, "
+                        "the budget split evenly, each with its default shape")
     p.add_argument("--phase", choices=["prefill", "decode"], default="prefill")
-    p.add_argument("--topk", type=int, default=64, help="topk: the k of the tuned calls")
+    p.add_argument("--topk", type=int, default=None,
+                   help="the k of the tuned calls (default: topk 64, loki Lk/8, sparsek 256, "
+                        "topk_ffn 256)")
+    p.add_argument("--rank", type=int, default=None, help="loki: the approximate scores' rank (D/4)")
+    p.add_argument("--window", type=int, default=256, help="sparsek: the local window w")
     p.add_argument("--isa", choices=sorted(ISAS) + ["auto"], default="auto",
                    help="the table (and Halide target) to tune; auto: the best this CPU runs")
     p.add_argument("--mask", choices=["causal", "noncausal"], default=None)
-    p.add_argument("--d", type=int, default=128)
+    p.add_argument("--d", type=int, default=None, help="head dim (topk_ffn: model dim); 128 (768)")
     p.add_argument("--b", type=int, default=1)
     p.add_argument("--h", type=int, default=None)
     p.add_argument("--hkv", type=int, default=None)
@@ -643,12 +743,18 @@ def main():
     a = p.parse_args()
     if a.isa == "auto":
         a.isa = detect_isa()
-    if a.variant == "topk" and a.isa == "cuda":
-        raise SystemExit("hattn-autotune: topk has no CUDA schedule (schedules/cuda/) to tune")
+    if a.variant == "all":
+        return tune_all(a)
+    if a.variant != "dense" and a.isa == "cuda":
+        raise SystemExit(f"hattn-autotune: {a.variant} has no CUDA schedule (schedules/cuda/) to tune")
     # SPACE (read by the search) becomes the declared space of the schedule being tuned.
-    chosen = CUDA_SPACE if a.isa == "cuda" else TOPK_SPACE if a.variant == "topk" else dict(SPACE)
+    chosen = CUDA_SPACE if a.isa == "cuda" else CPU_SPACES[a.variant]
+    chosen = {ph: dict(sp) for ph, sp in chosen.items()}
     SPACE.clear()
     SPACE.update(chosen)
+    if a.phase not in SPACE:
+        raise SystemExit(f"hattn-autotune: {a.variant} has no {a.phase} schedule to tune "
+                         f"(phases: {', '.join(SPACE)})")
     if a.isa == "cuda":
         if a.adams:
             raise SystemExit("hattn-autotune: --adams: Adams2019 schedules CPU pipelines only")
@@ -662,13 +768,11 @@ def main():
                 raise SystemExit(f"hattn-autotune: --space {part}: {n} must take values of "
                                  f"{SPACE[a.phase].get(n)} for {a.phase}")
             SPACE[a.phase][n] = vals
-    dec = a.phase == "decode"
-    a.mask = a.mask or ("noncausal" if dec else "causal")
-    a.h = a.h or (32 if dec else 8)
-    a.hkv = a.hkv or (8 if dec else a.h)
-    a.lq = a.lq or (1 if dec else 2048)
-    a.lk = a.lk or (32768 if dec else 2048)
+    set_default_shape(a)
     a.budget_s = parse_budget(a.budget)
+    if a.inject_wrong and a.variant in ("sparsek", "topk_ffn"):
+        raise SystemExit(f"hattn-autotune: --inject-wrong injects the other mask's kernel; {a.variant} "
+                         "has one mask only (sparsek is causal, topk_ffn has none): use dense, topk or loki")
     if a.inject_wrong and a.lq == 1:
         raise SystemExit("hattn-autotune: --inject-wrong injects the other mask's kernel, which is "
                          "right when there is one query row (both masks see every key): give --lq 2 "
@@ -705,10 +809,12 @@ def main():
         print(f"[autotune] Adams2019 {os.path.basename(so or 'schedule')}: {r['status']}"
               + (f" {adams_ms:.2f} ms" if r.get("median_ms") else ""), flush=True)
     seed_ms = t.score(seed)
+    if seed_ms == float("inf"):  # the seed did not run: say why instead of an infinite time
+        seed_ms = t.cache.get(t.point_id(seed), {}).get("status", "not timed")
     hand_ms, best_ms = confirmed[key_of(hand)], confirmed[key_of(best)]
     print("\n| kernel, shape | seed ms | hand-tuned table ms | tuned ms | tuned / hand" +
           (" | Adams2019 |" if adams_ms else " |"))
-    print(f"| {a.variant} {a.phase} {a.mask} d{a.d}, {'x'.join(t.shape_args())} | {seed_ms:.2f} | {hand_ms:.2f} | "
+    print(f"| {a.variant} {a.phase} {a.mask} d{a.d}, {'x'.join(t.shape_args())} | {fmt_ms(seed_ms)} | {hand_ms:.2f} | "
           f"{best_ms:.2f} | {hand_ms / best_ms:.3f} speed" + (f" | {fmt_ms(adams_ms)} |" if adams_ms else " |"))
     print(f"[autotune] {t.done} points measured in this run, {len(t.cache)} in the cache")
     print(f"[autotune] winner {key_of(best)}; table written to "

@@ -6,8 +6,10 @@
 //
 //   hattn-tune-runner SO FUNCTION VARIANT PHASE CAUSAL D B H HKV LQ LK KNOB REPS SEED [DEVICE]
 //
-// VARIANT is dense (KNOB: decode splits) or topk (KNOB: k). Sampled rows are checked against
-// tests/reference.cpp, the test suite's double-precision oracle.
+// VARIANT is dense (KNOB: decode splits), topk (KNOB: k), loki (KNOB: k/rank), sparsek (KNOB:
+// k/window) or topk_ffn (D: model dim, LQ: tokens, LK: d_ff, KNOB: k); runner_cases.h has each
+// variant's inputs and call. Sampled rows are checked against tests/reference.cpp, the test
+// suite's double-precision oracle.
 //
 // DEVICE is cpu (the default) or cuda: a CUDA candidate (a cuda target) gets its inputs copied
 // to the GPU by the pipeline on the first call, its poisoned output copied there before it, and
@@ -28,57 +30,9 @@
 #include <string>
 #include <vector>
 
-#include "HalideBuffer.h"
-#include "reference.h"
+#include "runner_cases.h"
 
 namespace {
-
-using Buf = Halide::Runtime::Buffer<float>;
-using DenseFn = int (*)(halide_buffer_t*, halide_buffer_t*, halide_buffer_t*, float, int,
-                        halide_buffer_t*, halide_buffer_t*);
-using TopkFn = int (*)(halide_buffer_t*, halide_buffer_t*, halide_buffer_t*, float, int,
-                       halide_buffer_t*);
-
-struct Shape {
-  int d, b, h, hkv, lq, lk;
-  bool causal;
-};
-
-void fill(Buf& x, std::mt19937& rng) {
-  std::uniform_real_distribution<float> u(-1.f, 1.f);
-  x.for_each_value([&](float& v) { v = u(rng); });
-}
-
-// Row (i, h, b) of the result from tests/reference.cpp, the test suite's double-precision
-// oracle, on a one-row slice: the query row against its visible keys (bottom-right causal
-// alignment, GQA by h / group) as a non-causal call. Returns false for a top-k row too close to
-// a selection tie to compare (its k-th and (k+1)-th scores within 1e-4: fp32 may pick either).
-bool reference_row(const std::string& variant, const Buf& q, const Buf& k, const Buf& v,
-                   const Shape& s, double scale, int topk, int i, int h, int b,
-                   std::vector<double>* out) {
-  const int kvh = h / (s.h / s.hkv);
-  const int visible = s.causal ? std::clamp(i + s.lk - s.lq + 1, 0, s.lk) : s.lk;
-  if (visible == 0) {  // a fully masked row is zeros
-    out->assign(s.d, 0.0);
-    return true;
-  }
-  hattn_test::AttnShape one;
-  one.lk = visible;
-  one.head_dim = s.d;
-  hattn_test::AttnStrides st;  // [b, h, l, d] element strides of one row's slice
-  st.q = {0, 0, 0, 1};
-  st.k = st.v = {0, 0, k.dim(1).stride(), 1};
-  const float* qi = &q(0, i, h, b);
-  const float* k0 = &k(0, 0, kvh, b);
-  const float* v0 = &v(0, 0, kvh, b);
-  if (variant == "dense") {
-    hattn_test::reference_attention(qi, k0, v0, one, st, false, scale, out, nullptr);
-    return true;
-  }
-  std::vector<double> gap;
-  hattn_test::reference_topk_attention(qi, k0, v0, one, st, false, scale, topk, out, &gap);
-  return gap[0] > 1e-4;
-}
 
 // The Halide runtime's last error message: its default handler aborts the process, which would
 // read as a crash rather than as a candidate that cannot run here (e.g. no CUDA driver).
@@ -99,6 +53,14 @@ int fail_call(const char* what, int rc) {
               (halide_message.empty() ? "" : ": " + halide_message));
 }
 
+// KNOB as `K` or `K/K2` (loki: k/rank, sparsek: k/window); false if it is neither.
+bool parse_knob(const std::string& text, hattn_tune::Shape* s) {
+  char* end = nullptr;
+  s->knob = static_cast<int>(std::strtol(text.c_str(), &end, 10));
+  if (*end == '/') s->knob2 = static_cast<int>(std::strtol(end + 1, &end, 10));
+  return *end == '\0' && end != text.c_str();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -111,8 +73,8 @@ int main(int argc, char** argv) {
   const bool cuda = device == "cuda";
   halide_set_error_handler(keep_halide_error);
   const std::string variant = argv[3];
-  if (variant != "dense" && variant != "topk") return fail("VARIANT must be dense or topk");
-  Shape s{};
+  if (cuda && variant != "dense") return fail("only dense has a CUDA schedule");
+  hattn_tune::Shape s;
   s.causal = std::string(argv[5]) == "true";
   s.d = std::atoi(argv[6]);
   s.b = std::atoi(argv[7]);
@@ -120,12 +82,12 @@ int main(int argc, char** argv) {
   s.hkv = std::atoi(argv[9]);
   s.lq = std::atoi(argv[10]);
   s.lk = std::atoi(argv[11]);
-  const int knob = std::atoi(argv[12]);  // dense: decode splits; topk: k
+  const bool knob_ok = parse_knob(argv[12], &s);
   const int reps = std::atoi(argv[13]);
   const unsigned seed = static_cast<unsigned>(std::strtoul(argv[14], nullptr, 10));
   if (s.d <= 0 || s.b <= 0 || s.h <= 0 || s.hkv <= 0 || s.h % s.hkv != 0 || s.lq <= 0 ||
-      s.lk <= 0 || knob <= 0 || reps <= 0) {
-    return fail("bad shape: need positive sizes, H divisible by HKV");
+      s.lk <= 0 || !knob_ok || s.knob <= 0 || reps <= 0) {
+    return fail("bad shape: need positive sizes, H divisible by HKV, KNOB as K or K/K2");
   }
   void* so = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
   if (so == nullptr) return fail(std::string("dlopen: ") + dlerror());
@@ -133,12 +95,10 @@ int main(int argc, char** argv) {
   if (fn == nullptr) return fail(std::string("no symbol ") + argv[2]);
 
   std::mt19937 rng(seed);
-  Buf q(s.d, s.lq, s.h, s.b), k(s.d, s.lk, s.hkv, s.b), v(s.d, s.lk, s.hkv, s.b);
-  Buf out(s.d, s.lq, s.h, s.b), lse(s.lq, s.h, s.b);
-  fill(q, rng);
-  fill(k, rng);
-  fill(v, rng);
-  const float scale = 1.f / std::sqrt(float(s.d));
+  std::string why;
+  const std::unique_ptr<hattn_tune::Case> c = hattn_tune::make_case(variant, s, rng, &why);
+  if (c == nullptr) return fail(why);
+  hattn_tune::Buf& out = c->out();
   out.fill(NAN);
   if (cuda) {  // the poison must be where the kernel writes
     // Looked up, not linked: a runtime built without CUDA support still makes a CPU runner.
@@ -153,8 +113,7 @@ int main(int argc, char** argv) {
   }
 
   auto run = [&] {
-    int rc = variant == "dense" ? reinterpret_cast<DenseFn>(fn)(q, k, v, scale, knob, out, lse)
-                                : reinterpret_cast<TopkFn>(fn)(q, k, v, scale, knob, out);
+    const int rc = c->call(fn);
     return rc != 0 ? rc : out.device_sync();  // a no-op for CPU candidates
   };
   if (int rc = run(); rc != 0) return fail_call("kernel", rc);
@@ -163,20 +122,21 @@ int main(int argc, char** argv) {
   // Check 64 sampled rows (all of them when fewer), normwise relative error.
   double err2 = 0, ref2 = 0;
   std::vector<double> ref;
-  std::uniform_int_distribution<int> pick_i(0, s.lq - 1), pick_h(0, s.h - 1), pick_b(0, s.b - 1);
-  const int rows = std::min(64, s.lq * s.h * s.b);
-  int checked = 0;
-  for (int r = 0; r < rows; r++) {
-    const int i = pick_i(rng), h = pick_h(rng), b = pick_b(rng);
-    if (!reference_row(variant, q, k, v, s, scale, knob, i, h, b, &ref)) continue;
+  const int64_t all_rows = c->rows(), width = out.dim(0).extent();
+  std::uniform_int_distribution<int64_t> pick(0, all_rows - 1);
+  const int64_t rows = std::min<int64_t>(64, all_rows);
+  int64_t checked = 0;
+  for (int64_t n = 0; n < rows; n++) {
+    const int64_t r = rows == all_rows ? n : pick(rng);
+    if (!c->reference_row(r, &ref)) continue;
     checked++;
-    for (int c = 0; c < s.d; c++) {
-      const double got = out(c, i, h, b);
-      err2 += std::isfinite(got) ? (got - ref[c]) * (got - ref[c]) : INFINITY;
-      ref2 += ref[c] * ref[c];
+    const float* got = out.data() + r * width;
+    for (int64_t x = 0; x < width; x++) {
+      err2 += std::isfinite(got[x]) ? (got[x] - ref[x]) * (got[x] - ref[x]) : INFINITY;
+      ref2 += ref[x] * ref[x];
     }
   }
-  if (checked < rows / 2) return fail("too few rows clear of a top-k tie to check the result");
+  if (checked < (rows + 1) / 2) return fail("too few rows clear of a selection tie to check");
   const double rel = std::sqrt(err2 / std::max(ref2, 1e-300));
   if (!(rel <= 1e-4)) {
     std::printf("wrong rel_err=%.3e\n", rel);

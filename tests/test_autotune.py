@@ -15,9 +15,10 @@
    recorded wrong and the winner's line is written. A CUDA export (2 decode points) must pass
    ptxas where the toolkit is installed, and its run.sh must report each candidate as an error
    with a reason, not a crash, on a machine without a GPU (on one with a GPU: ok and a time).
-5. Another variant: topk prefill d64 on 2 points plus an injected wrong candidate, checked by
-   the runner against the suite's top-k oracle: the injected one is wrong, a stamped
-   `topk prefill d64 noncausal` line is written and the generator builds topk from it.
+5. The other variants (topk, loki, sparsek, topk_ffn), prefill on 2 points each, checked by the
+   runner against the suite's oracle for each: an injected wrong candidate (topk and loki, which
+   have a mask) is recorded wrong, a stamped line for the key is written and the generator
+   builds the variant from the written tables.
 Every check prints what it found; any failure exits non-zero.
 """
 import json
@@ -96,6 +97,33 @@ def check_remote(build, inc, work):
             print(f"test_autotune: a GPU is here; timed {line}", flush=True)
 
 
+def check_variant(build, inc, work, gen_out, variant, args, key, gen_params):
+    """Tunes `variant` on a tiny space: an injected candidate (if asked) is recorded wrong, a
+    stamped line is written for `key`, and the generator builds the variant from the tables."""
+    vw = os.path.join(work, variant)
+    vout = os.path.join(vw, "schedules")
+    text = tuner(["--variant", variant, "--phase", "prefill", *args, "--build", build, "--work", vw,
+                  "--out", vout, "--halide-include", inc])
+    if "--inject-wrong" in args and not any(
+            l.startswith("[autotune] injected wrong candidate") and l.endswith(": wrong")
+            for l in text.splitlines()):
+        fail(f"{variant}: the injected candidate was not recorded wrong")
+    cache = json.load(open(os.path.join(vw, "cache.json")))
+    if sum(1 for v in cache.values() if v["status"] == "ok") < 2:
+        fail(f"{variant}: fewer than 2 candidates timed ok: {cache}")
+    lines = open(os.path.join(vout, "x86", "sse41.table")).read().splitlines()
+    tuned = [i for i, l in enumerate(lines) if l.split()[:4] == [variant, *key]]
+    if len(tuned) != 1 or not lines[tuned[0] - 1].startswith("# autotuned "):
+        fail(f"{variant}: no stamped '{variant} {' '.join(key)}' line")
+    cmd = [os.path.join(build, "generators", "hattn_generators"), "-g", variant, "-f",
+           f"accept_{variant}", "-e", "h", "-o", gen_out, "target=x86-64-linux-sse41-no_runtime",
+           *gen_params, f"tables={vout}"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        fail(f"the generator refused the {variant} tables: {r.stderr.strip()}")
+    print(f"test_autotune: {variant} wrote {lines[tuned[0]]}", flush=True)
+
+
 def run_tuner(build, inc, work, out):
     return tuner(TINY + ["--budget", "5m", "--build", build, "--work", work, "--out", out,
                          "--halide-include", inc])
@@ -153,28 +181,25 @@ def main():
     # 4. Another machine: export, its run.sh, import.
     check_remote(build, inc, work)
 
-    # 5. topk.
-    tw = os.path.join(work, "topk")
-    tout = os.path.join(tw, "schedules")
-    text = tuner(["--variant", "topk", "--phase", "prefill", "--mask", "noncausal", "--isa", "sse41",
-                  "--d", "64", "--h", "2", "--lq", "256", "--lk", "256", "--topk", "16",
-                  "--threads", "1", "--jobs", "2", "--reps", "3", "--budget", "5m",
-                  "--space", "qb:16,tq:1,tk:2|4", "--start", "qb:16,kb:256,tq:1,tk:2",
-                  "--inject-wrong", "--build", build, "--work", tw, "--out", tout,
-                  "--halide-include", inc])
-    if "injected wrong candidate kb:256,qb:16,tk:2,tq:1,wrong:1: wrong" not in text:
-        fail("topk: the injected candidate was not recorded wrong")
-    lines = open(os.path.join(tout, "x86", "sse41.table")).read().splitlines()
-    tuned = [i for i, l in enumerate(lines) if l.split()[:4] == ["topk", "prefill", "d64", "noncausal"]]
-    if len(tuned) != 1 or not lines[tuned[0] - 1].startswith("# autotuned "):
-        fail("topk: no stamped 'topk prefill d64 noncausal' line")
-    cmd = [os.path.join(build, "generators", "hattn_generators"), "-g", "topk", "-f", "accept_topk",
-           "-e", "h", "-o", gen_out, "target=x86-64-linux-sse41-no_runtime", "phase=prefill",
-           "causal=false", "head_dim=64", f"tables={tout}"]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        fail(f"the generator refused the topk tables: {r.stderr.strip()}")
-    print(f"test_autotune: topk wrote {lines[tuned[0]]}", flush=True)
+    # 5. The other variants, each on a 2-point space, checked by the runner against the suite's
+    # oracle for that variant; those with a mask also get an injected wrong candidate.
+    small = ["--isa", "sse41", "--threads", "1", "--jobs", "2", "--reps", "3", "--budget", "5m"]
+    attn = ["--d", "64", "--h", "2", "--lq", "256", "--lk", "256", "--topk", "16"]
+    check_variant(build, inc, work, gen_out, "topk",
+                  ["--mask", "noncausal", *attn, "--space", "qb:16,tq:1,tk:2|4",
+                   "--start", "qb:16,kb:256,tq:1,tk:2", "--inject-wrong", *small],
+                  ["prefill", "d64", "noncausal"], ["phase=prefill", "causal=false", "head_dim=64"])
+    check_variant(build, inc, work, gen_out, "loki",
+                  ["--mask", "noncausal", *attn, "--rank", "16", "--space", "qb:16,tq:1,tk:2|4",
+                   "--start", "qb:16,kb:256,tq:1,tk:2", "--inject-wrong", *small],
+                  ["prefill", "d64", "noncausal"], ["phase=prefill", "causal=false", "head_dim=64"])
+    check_variant(build, inc, work, gen_out, "sparsek",
+                  [*attn, "--window", "16", "--space", "qb:4|8", "--start", "qb:4", *small],
+                  ["prefill", "d64", "causal"], ["phase=prefill", "causal=true", "head_dim=64"])
+    check_variant(build, inc, work, gen_out, "topk_ffn",
+                  ["--d", "64", "--lq", "64", "--lk", "256", "--topk", "16",
+                   "--space", "qb:16,tq:1,tk:2|4", "--start", "qb:16,tq:1,tk:2", *small],
+                  ["prefill", "any", "noncausal"], [])
     print("test_autotune: passed", flush=True)
 
 

@@ -11,6 +11,8 @@
 // Decode has one (or a few) query rows: it streams K and V once, splits the key blocks across
 // threads (split-K) and merges the partial states at the end.
 #include <algorithm>
+#include <stdexcept>
+#include <string>
 
 #include "cpu_common.h"
 #include "schedules.h"
@@ -38,6 +40,14 @@ Tiles read_tiles(const ScheduleContext& ctx) {
 
 void schedule_prefill(DenseStages& st, const ScheduleContext& ctx) {
   const Tiles x = read_tiles(ctx);
+  // A query block is whole micro-tiles of tq vectors: otherwise the tiles round the block up
+  // past its rows and the kernel reads q before row 0 (Halide error -4 on every call; measured
+  // with qb=8 on AVX-512). Refused here, at build time, with the line that asked for it.
+  if (x.qb <= 0 || x.tq <= 0 || x.qb % (x.tq * x.vec) != 0) {
+    throw std::runtime_error(
+        ctx.tunables.source() + ": dense prefill needs qb a multiple of tq x " +
+        std::to_string(x.vec) + " (the vector width), got " + ctx.tunables.str());
+  }
   const bool fixed_d = ctx.head_dim > 0;
   const TailStrategy d_tail = fixed_d ? TailStrategy::ShiftInwards : TailStrategy::GuardWithIf;
   Var qo("qo"), qi("qi"), task("task");

@@ -1,0 +1,256 @@
+// hattn-tune-runner's variants: inputs, the call and the oracle of one row (see runner_cases.h).
+//
+// Every oracle is tests/reference.cpp's, called on a one-row slice: the query row against its
+// visible keys (bottom-right causal alignment, GQA by h / group) as a non-causal call, so a check
+// costs one row's work rather than the whole tensor's.
+#include "runner_cases.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "reference.h"
+#include "sparsek_sweep.h"
+
+namespace hattn_tune {
+namespace {
+
+using IBuf = Halide::Runtime::Buffer<int32_t>;
+
+void fill(Buf& x, std::mt19937& rng, float lo = -1.f, float hi = 1.f) {
+  std::uniform_real_distribution<float> u(lo, hi);
+  x.for_each_value([&](float& v) { v = u(rng); });
+}
+
+// The attention variants' common part: q [D, LQ, H, B], k and v [D, LK, HKV, B] (Halide order),
+// the output [D, LQ, H, B] and the mapping of an output row to its query row and kv head.
+class AttentionCase : public Case {
+ public:
+  AttentionCase(const Shape& s, std::mt19937& rng)
+      : s_(s),
+        q_(s.d, s.lq, s.h, s.b),
+        k_(s.d, s.lk, s.hkv, s.b),
+        v_(s.d, s.lk, s.hkv, s.b),
+        out_(s.d, s.lq, s.h, s.b),
+        scale_(1.f / std::sqrt(float(s.d))) {
+    fill(q_, rng);
+    fill(k_, rng);
+    fill(v_, rng);
+  }
+  Buf& out() override { return out_; }
+
+ protected:
+  struct Row {
+    int i, h, b, kvh;
+    int visible;  // keys the row sees: a prefix of k and v
+    hattn_test::AttnShape shape;
+    hattn_test::AttnStrides strides;
+    const float *q, *k, *v;
+  };
+
+  Row row(int64_t r) const {
+    Row w{};
+    w.i = static_cast<int>(r % s_.lq);
+    w.h = static_cast<int>((r / s_.lq) % s_.h);
+    w.b = static_cast<int>(r / (int64_t(s_.lq) * s_.h));
+    w.kvh = w.h / (s_.h / s_.hkv);
+    w.visible = s_.causal ? std::clamp(w.i + s_.lk - s_.lq + 1, 0, s_.lk) : s_.lk;
+    w.shape.lk = std::max(w.visible, 1);
+    w.shape.head_dim = s_.d;
+    w.strides.q = {0, 0, 0, 1};  // [b, h, l, d] element strides of the one-row slice
+    w.strides.k = w.strides.v = {0, 0, k_.dim(1).stride(), 1};
+    w.q = &q_(0, w.i, w.h, w.b);
+    w.k = &k_(0, 0, w.kvh, w.b);
+    w.v = &v_(0, 0, w.kvh, w.b);
+    return w;
+  }
+
+  Shape s_;
+  Buf q_, k_, v_, out_;
+  float scale_;
+};
+
+class DenseCase : public AttentionCase {
+ public:
+  using AttentionCase::AttentionCase;
+  int call(void* fn) override {
+    using Fn = int (*)(halide_buffer_t*, halide_buffer_t*, halide_buffer_t*, float, int,
+                       halide_buffer_t*, halide_buffer_t*);
+    return reinterpret_cast<Fn>(fn)(q_, k_, v_, scale_, s_.knob, out_, lse_);
+  }
+  bool reference_row(int64_t r, std::vector<double>* ref) override {
+    const Row w = row(r);
+    if (w.visible == 0) return ref->assign(s_.d, 0.0), true;  // a fully masked row is zeros
+    hattn_test::reference_attention(w.q, w.k, w.v, w.shape, w.strides, false, scale_, ref, nullptr);
+    return true;
+  }
+
+ private:
+  Buf lse_{s_.lq, s_.h, s_.b};
+};
+
+class TopkCase : public AttentionCase {
+ public:
+  using AttentionCase::AttentionCase;
+  int call(void* fn) override {
+    using Fn =
+        int (*)(halide_buffer_t*, halide_buffer_t*, halide_buffer_t*, float, int, halide_buffer_t*);
+    return reinterpret_cast<Fn>(fn)(q_, k_, v_, scale_, s_.knob, out_);
+  }
+  bool reference_row(int64_t r, std::vector<double>* ref) override {
+    const Row w = row(r);
+    if (w.visible == 0) return ref->assign(s_.d, 0.0), true;
+    std::vector<double> gap;
+    hattn_test::reference_topk_attention(w.q, w.k, w.v, w.shape, w.strides, false, scale_, s_.knob,
+                                         ref, &gap);
+    return gap[0] > 1e-4;
+  }
+};
+
+// Loki: k is taken as already rotated; each kv head's basis is a Householder reflection
+// I - 2 u u^T / |u|^2 (orthonormal and dense, so no channel of q passes through unmixed);
+// k_lead holds k's first `rank` channels, as the runtime's cache keeps them.
+class LokiCase : public AttentionCase {
+ public:
+  LokiCase(const Shape& s, std::mt19937& rng)
+      : AttentionCase(s, rng),
+        rank_(s.knob2),
+        k_lead_(rank_, s.lk, s.hkv, s.b),
+        basis_(s.d, s.d, s.hkv) {
+    k_lead_.for_each_element(
+        [&](int c, int j, int h, int b) { k_lead_(c, j, h, b) = k_(c, j, h, b); });
+    std::normal_distribution<double> n(0.0, 1.0);
+    for (int h = 0; h < s.hkv; h++) {
+      std::vector<double> u(s.d);
+      double norm2 = 0;
+      for (double& x : u) {
+        x = n(rng);
+        norm2 += x * x;
+      }
+      for (int e = 0; e < s.d; e++) {
+        for (int c = 0; c < s.d; c++) {
+          basis_(c, e, h) = static_cast<float>((e == c ? 1.0 : 0.0) - 2 * u[e] * u[c] / norm2);
+        }
+      }
+    }
+  }
+  int call(void* fn) override {
+    using Fn = int (*)(halide_buffer_t*, halide_buffer_t*, halide_buffer_t*, halide_buffer_t*,
+                       halide_buffer_t*, float, int, int, halide_buffer_t*);
+    return reinterpret_cast<Fn>(fn)(q_, k_, k_lead_, v_, basis_, scale_, rank_, s_.knob, out_);
+  }
+  bool reference_row(int64_t r, std::vector<double>* ref) override {
+    const Row w = row(r);
+    if (w.visible == 0) return ref->assign(s_.d, 0.0), true;
+    std::vector<double> gap;
+    hattn_test::reference_loki_attention(w.q, w.k, w.v, &basis_(0, 0, w.kvh), w.shape, w.strides,
+                                         false, scale_, rank_, s_.knob, ref, &gap);
+    return gap[0] > 1e-4;
+  }
+
+ private:
+  int rank_;
+  Buf k_lead_, basis_;
+};
+
+// SPARSEK: scores u drawn from [0, 8) (a spread that leaves free and saturated keys); each row's
+// selection comes from the runtime's sweep (runtime/src/sparsek_sweep.cpp), as a prefill call
+// makes it, and the oracle recomputes the selection from u itself.
+class SparsekCase : public AttentionCase {
+ public:
+  SparsekCase(const Shape& s, std::mt19937& rng)
+      : AttentionCase(s, rng),
+        slots_(std::max(1, std::min(s.knob, s.lk))),
+        u_(s.lk, s.hkv, s.b),
+        index_(slots_, s.lq, s.hkv, s.b),
+        gate_(slots_, s.lq, s.hkv, s.b),
+        count_(s.lq, s.hkv, s.b) {
+    fill(u_, rng, 0.f, 8.f);
+    index_.fill(0);
+    gate_.fill(0.f);
+    for (int b = 0; b < s.b; b++) {
+      for (int h = 0; h < s.hkv; h++) {
+        hattn::SparsekSweep sweep(std::min(s.knob, s.lk));
+        int pushed = 0;
+        for (int i = 0; i < s.lq; i++) {
+          const int candidates = std::min(s.lk, i + (s.lk - s.lq) - s.knob2 + 1);
+          for (; pushed < candidates; pushed++) sweep.push(u_(pushed, h, b), pushed);
+          count_(i, h, b) = sweep.select(&index_(0, i, h, b), &gate_(0, i, h, b), false);
+        }
+      }
+    }
+  }
+  int call(void* fn) override {
+    using Fn =
+        int (*)(halide_buffer_t*, halide_buffer_t*, halide_buffer_t*, halide_buffer_t*,
+                halide_buffer_t*, halide_buffer_t*, float, int, int, int, int, halide_buffer_t*);
+    return reinterpret_cast<Fn>(fn)(q_, k_, v_, index_, gate_, count_, scale_, s_.knob2,
+                                    s_.lk - s_.lq, 0, 0, out_);
+  }
+  bool reference_row(int64_t r, std::vector<double>* ref) override {
+    const Row w = row(r);  // causal: the prefix of keys up to the row's position
+    hattn_test::AttnShape one = w.shape;
+    std::vector<double> gap;
+    hattn_test::reference_sparsek_attention(w.q, w.k, w.v, &u_(0, w.kvh, w.b), one, s_.knob,
+                                            s_.knob2, false, scale_, ref, &gap);
+    return gap[0] > 1e-4;
+  }
+
+ private:
+  int slots_;
+  Buf u_;
+  IBuf index_;
+  Buf gate_;
+  IBuf count_;
+};
+
+// The top-k FFN: x [T, D], w1 and w2t [d_ff, D]; an output row is a token.
+class TopkFfnCase : public Case {
+ public:
+  TopkFfnCase(const Shape& s, std::mt19937& rng)
+      : s_(s), x_(s.d, s.lq), w1_(s.d, s.lk), w2t_(s.d, s.lk), y_(s.d, s.lq) {
+    fill(x_, rng);
+    fill(w1_, rng);
+    fill(w2t_, rng);
+  }
+  Buf& out() override { return y_; }
+  int call(void* fn) override {
+    using Fn = int (*)(halide_buffer_t*, halide_buffer_t*, halide_buffer_t*, int, halide_buffer_t*);
+    return reinterpret_cast<Fn>(fn)(x_, w1_, w2t_, s_.knob, y_);
+  }
+  bool reference_row(int64_t r, std::vector<double>* ref) override {
+    std::vector<double> gap;
+    hattn_test::reference_topk_ffn(&x_(0, static_cast<int>(r)), w1_.data(), w2t_.data(), 1, s_.d,
+                                   s_.lk, s_.knob, ref, &gap);
+    return gap[0] > 1e-4;
+  }
+
+ private:
+  Shape s_;
+  Buf x_, w1_, w2t_, y_;
+};
+
+}  // namespace
+
+std::unique_ptr<Case> make_case(const std::string& variant, const Shape& s, std::mt19937& rng,
+                                std::string* why) {
+  if (variant == "dense") return std::make_unique<DenseCase>(s, rng);
+  if (variant == "topk") return std::make_unique<TopkCase>(s, rng);
+  if (variant == "loki") {
+    if (s.knob2 < 1 || s.knob2 > s.d) *why = "loki: KNOB is k/rank with 1 <= rank <= D";
+    return why->empty() ? std::make_unique<LokiCase>(s, rng) : nullptr;
+  }
+  if (variant == "sparsek") {
+    if (!s.causal || s.lq > s.lk || s.knob2 < 0) {
+      *why = "sparsek: causal only, LQ <= LK, KNOB is k/window with window >= 0";
+    }
+    return why->empty() ? std::make_unique<SparsekCase>(s, rng) : nullptr;
+  }
+  if (variant == "topk_ffn") {
+    if (s.b != 1 || s.h != 1 || s.hkv != 1) *why = "topk_ffn: B, H and HKV must be 1";
+    return why->empty() ? std::make_unique<TopkFfnCase>(s, rng) : nullptr;
+  }
+  *why = "VARIANT must be dense, topk, loki, sparsek or topk_ffn, got " + variant;
+  return nullptr;
+}
+
+}  // namespace hattn_tune

@@ -1,0 +1,50 @@
+// The variants hattn-tune-runner can time: for each, its inputs (random, from a seed), the call
+// of a candidate's entry point and the double-precision oracle of one output row
+// (tests/reference.cpp, the test suite's). runner.cpp holds what every variant shares: loading
+// the candidate, poisoning the output, checking sampled rows and timing.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "HalideBuffer.h"
+
+namespace hattn_tune {
+
+using Buf = Halide::Runtime::Buffer<float>;
+
+// The command line's shape fields. Their meaning per variant is in make_case's comment.
+struct Shape {
+  int d = 0, b = 0, h = 0, hkv = 0, lq = 0, lk = 0;
+  bool causal = false;
+  int knob = 0, knob2 = 0;  // KNOB as `K` or `K/K2`; knob2 is 0 when not given
+};
+
+class Case {
+ public:
+  virtual ~Case() = default;
+  // Calls the candidate's entry point once (a CPU call, or an enqueued GPU one); Halide's status.
+  virtual int call(void* fn) = 0;
+  // The output: rows of out().dim(0).extent() contiguous floats, rows() of them.
+  virtual Buf& out() = 0;
+  int64_t rows() {
+    return static_cast<int64_t>(out().number_of_elements()) / out().dim(0).extent();
+  }
+  // Row `r` of the output in double. False: the row sits too close to a selection boundary
+  // (a top-k tie, |u - tau| of SparseK) for fp32 and double to be compared; it is skipped.
+  virtual bool reference_row(int64_t r, std::vector<double>* ref) = 0;
+};
+
+// The case of `variant` with inputs drawn from `rng`, or null with `why` set.
+//   dense, topk:  q [B, H, LQ, D], k and v [B, HKV, LK, D]; KNOB: decode splits (dense), k (topk)
+//   loki:         as topk, keys already in a random orthonormal basis; KNOB k/rank
+//   sparsek:      causal; random scores u [B, HKV, LK] select k keys per row (the runtime's
+//                 sweep); KNOB k/window
+//   topk_ffn:     D = model dim, LQ = tokens, LK = d_ff (B = H = HKV = 1); KNOB k
+std::unique_ptr<Case> make_case(const std::string& variant, const Shape& s, std::mt19937& rng,
+                                std::string* why);
+
+}  // namespace hattn_tune
