@@ -81,10 +81,19 @@ LOKI_SPACE = {
 }
 SPARSEK_SPACE = {"prefill": {"qb": [1, 2, 4, 8, 16, 32, 64, 128], "kb": [256], "tq": [1], "tk": [4]}}
 TOPK_FFN_SPACE = {"prefill": dict(TOPK_SPACE["prefill"])}
+# schedules/cpu/el_cpu.cpp: qb core rows per task, kb keys per block of r = P Hs; the score dot
+# tile tj x tw, the outer-product tile tv vectors x tc rows (qt and P Hs), the head-space dot
+# tile to x tn. One kernel serves both masks (causal is a run-time input).
+EL_SPACE = {"prefill": {"qb": [4, 8, 16, 32], "kb": [8, 16, 32, 64], "tj": [2, 3, 4, 6, 8],
+                        "tw": [1, 2, 4, 6], "tv": [1, 2, 4], "tc": [1, 2, 4, 6],
+                        "to": [2, 3, 4, 6], "tn": [2, 3, 4, 6]}}
 
 # Each CPU variant's declared space; `all` tunes every (variant, phase) of this table.
 CPU_SPACES = {"dense": SPACE, "topk": TOPK_SPACE, "loki": LOKI_SPACE, "sparsek": SPARSEK_SPACE,
-              "topk_ffn": TOPK_FFN_SPACE}
+              "topk_ffn": TOPK_FFN_SPACE, "el": EL_SPACE}
+# Variants whose generator takes no phase, mask or head-dim parameter, and whose table key has
+# no head dim: one kernel per table line.
+UNKEYED = {"topk_ffn", "el"}
 # Variants whose prefill schedule puts query rows (tokens) in the SIMD lanes: a block of qb rows
 # must be whole micro-tiles of tq vectors.
 ROWS_IN_LANES = {"dense", "topk", "loki", "topk_ffn"}
@@ -112,6 +121,9 @@ def legal_cuda(phase, t, d):
 def legal(phase, t, vec, regs, d=128, variant="dense"):
     if vec == 0:
         return legal_cuda(phase, t, d)
+    if variant == "el":  # each tile's accumulators plus its operands fit the registers
+        return (t["tv"] * t["tc"] + t["tv"] + 1 <= regs and t["tj"] * t["tw"] + t["tw"] + 1 <= regs
+                and t["to"] * t["tn"] + t["tn"] + 1 <= regs)
     if phase == "decode" or variant not in ROWS_IN_LANES:
         return True
     if t["qb"] % (t["tq"] * vec) != 0:  # a query block is whole micro-tiles
@@ -182,9 +194,13 @@ def key_of(t):
     return ",".join(f"{n}:{t[n]}" for n in sorted(t))
 
 
-def cand_name(t):
-    """The candidate's function name and folder: its tunables, e.g. c_kb256_qb32_td6_tk6_tq2."""
-    return "c_" + key_of(t).replace(":", "").replace(",", "_")
+def cand_name(a, t):
+    """The candidate's function name and folder: the kernel it is (variant, phase, mask, head dim,
+    ISA: what the compile depends on) and its tunables, e.g.
+    c_topk_prefill_causal_d128_avx512_kb256_qb16_tk6_tq2. Points of different kernels with the
+    same tunables must not share a folder: re-timing one would run the other's code."""
+    kernel = f"{a.variant}_{a.phase}_{a.mask}_d{a.d}_{a.isa}"
+    return f"c_{kernel}_" + key_of(t).replace(":", "").replace(",", "_")
 
 
 class Tuner:
@@ -224,6 +240,8 @@ class Tuner:
         splits = 1
         if a.variant == "topk_ffn":  # D: model dim, LQ: tokens, LK: d_ff
             return [str(x) for x in (a.d, 1, 1, 1, a.lq, a.lk, a.topk)]
+        if a.variant == "el":  # D: model dim, H: heads, LQ: tokens, LK: hidden states, KNOB: beam
+            return [str(x) for x in (a.d, a.b, a.h, 1, a.lq, a.lk, a.beam)]
         if a.variant in ("topk", "loki", "sparsek"):  # the runner's KNOB: k, k/rank, k/window
             splits = {"topk": a.topk, "loki": f"{a.topk}/{a.rank}", "sparsek": f"{a.topk}/{a.window}"}[a.variant]
         elif a.phase == "decode":  # as runtime/src/dispatch.cpp chooses (choose_decode_splits)
@@ -251,7 +269,7 @@ class Tuner:
         if tunables.pop("wrong", 0):  # --inject-wrong: the other mask's kernel, a wrong answer
             causal = not causal
         kernel = []  # the generator's own params: topk_ffn has no phase, mask or head dim
-        if self.a.variant != "topk_ffn":
+        if self.a.variant not in UNKEYED:
             kernel = [f"phase={self.a.phase}", f"causal={'true' if causal else 'false'}",
                       f"head_dim={self.a.d}"]
         if self.a.variant == "dense":
@@ -299,7 +317,7 @@ class Tuner:
         lines that --import reads back."""
         os.makedirs(dest, exist_ok=True)
         shutil.copy(self.runner, os.path.join(dest, "hattn-tune-runner"))
-        names = {cand_name(p): p for p in points}
+        names = {cand_name(self.a, p): p for p in points}
         print(f"[autotune] export: compiling {len(names)} candidates into {dest}", flush=True)
         done = [0]
 
@@ -417,11 +435,11 @@ class Tuner:
         """Measures the uncached points (compiling in parallel), returns their results."""
         todo = [p for p in points if self.point_id(p) not in self.cache]
         with cf.ThreadPoolExecutor(self.a.jobs) as ex:
-            built = list(ex.map(lambda p: self.compile(p, cand_name(p)), todo))
+            built = list(ex.map(lambda p: self.compile(p, cand_name(self.a, p)), todo))
         for p, (so, err) in zip(todo, built):
             if time.time() > self.deadline:
                 break
-            res = {"status": "compile_error", "why": err} if so is None else self.time_so(so, cand_name(p))
+            res = {"status": "compile_error", "why": err} if so is None else self.time_so(so, cand_name(self.a, p))
             self.cache[self.point_id(p)] = res
             json.dump(self.cache, open(self.cache_path, "w"), indent=1)
             self.done += 1
@@ -449,6 +467,8 @@ class Tuner:
         """Joint moves over the micro-tile (tq, tk, td): one tunable at a time cannot leave a
         tile that fills the registers (raising tq needs a lower tk first)."""
         space = SPACE[self.a.phase]
+        if "tk" not in space:  # el: its three tiles are independent, coordinate descent suffices
+            return []
         moves = []
         for tq, tk, td in itertools.product(space.get("tq", [None]), space["tk"], space.get("td", [None])):
             t = dict(best, tk=tk, **({"tq": tq} if tq else {}), **({"td": td} if td else {}))
@@ -467,9 +487,13 @@ class Tuner:
         """Re-times the given points interleaved, `rounds` times each, and returns {key: median
         of the rounds' medians}: one timing per point is noise for a memory-bound kernel."""
         runs = {key_of(p): [] for p in points}
+        # A point measured by an earlier run (in the cache) may have no .so here any more.
+        missing = [p for p in points if not os.path.exists(self.so_path(cand_name(self.a, p)))]
+        with cf.ThreadPoolExecutor(self.a.jobs) as ex:
+            list(ex.map(lambda p: self.compile(p, cand_name(self.a, p)), missing))
         for _ in range(rounds):
             for p in points:
-                r = self.time_so(self.so_path(cand_name(p)), cand_name(p))
+                r = self.time_so(self.so_path(cand_name(self.a, p)), cand_name(self.a, p))
                 if r["status"] == "ok":
                     runs[key_of(p)].append(r["median_ms"])
         return {k: sorted(v)[len(v) // 2] if v else float("inf") for k, v in runs.items()}
@@ -559,7 +583,7 @@ def write_table(a, best, seed_ms, best_ms, adams_ms, where=None):
     stamp = (f"# autotuned {datetime.date.today()} on {where}: "
              f"{best_ms:.2f} ms (seed {fmt_ms(seed_ms)}"
              + (f", Adams2019 {fmt_ms(adams_ms)}" if adams_ms else "") + ")")
-    head = "any" if variant == "topk_ffn" else f"d{a.d}"  # topk_ffn's key has no head dim
+    head = "any" if variant in UNKEYED else f"d{a.d}"  # topk_ffn's and el's keys have no head dim
     key = [variant, phase, head, a.mask]
     new = f"{variant:<9} {phase:<8} {head:<7} {a.mask:<9} " + " ".join(f"{n}={best[n]}" for n in SPACE[phase])
     fields = [line.split()[:4] for line in lines]
@@ -629,8 +653,18 @@ def import_and_report(t, a, hand, seed):
 
 def set_default_shape(a):
     """The shape each variant is tuned at unless told: a prefill of 2048 (sparsek 4096) rows of 8
-    heads, or a GQA decode step over 32K keys; topk_ffn a 512-token batch of a 768 x 3072 FFN."""
+    heads, or a GQA decode step over 32K keys; topk_ffn a 512-token batch of a 768 x 3072 FFN;
+    el one generation step of 4 samples x a beam of 4 over 1024 hidden states of 1024 (16 heads)."""
     dec = a.phase == "decode"
+    if a.variant == "el":  # generation: B samples of a beam of 4, one new token, N states each
+        a.d, a.b, a.h, a.lq, a.lk = a.d or 1024, a.b or 4, a.h or 16, a.lq or 1, a.lk or 1024
+        if a.mask == "causal":
+            raise SystemExit("hattn-autotune: el takes its mask at run time, so one table line "
+                             "serves both; it is tuned on non-causal calls (drop --mask causal)")
+        a.mask = "noncausal"
+        if a.d % 16 or a.d % a.h:
+            raise SystemExit(f"hattn-autotune: el: --d {a.d} must be a multiple of 16 and of --h {a.h}")
+        return
     if a.variant == "topk_ffn":
         if a.mask == "causal" or a.phase != "prefill":
             raise SystemExit("hattn-autotune: topk_ffn has one kernel: no mask, no decode phase")
@@ -638,7 +672,7 @@ def set_default_shape(a):
         a.b = a.h = a.hkv = 1
         a.mask, a.topk = "noncausal", a.topk or 256
         return
-    a.d = a.d or 128
+    a.d, a.b = a.d or 128, a.b or 1
     if a.variant == "sparsek" and a.mask == "noncausal":
         raise SystemExit("hattn-autotune: sparsek is causal by construction")
     a.mask = a.mask or ("noncausal" if dec else "causal")
@@ -703,11 +737,12 @@ def main():
                         "topk_ffn 256)")
     p.add_argument("--rank", type=int, default=None, help="loki: the approximate scores' rank (D/4)")
     p.add_argument("--window", type=int, default=256, help="sparsek: the local window w")
+    p.add_argument("--beam", type=int, default=4, help="el: query rows per sample")
     p.add_argument("--isa", choices=sorted(ISAS) + ["auto"], default="auto",
                    help="the table (and Halide target) to tune; auto: the best this CPU runs")
     p.add_argument("--mask", choices=["causal", "noncausal"], default=None)
     p.add_argument("--d", type=int, default=None, help="head dim (topk_ffn: model dim); 128 (768)")
-    p.add_argument("--b", type=int, default=1)
+    p.add_argument("--b", type=int, default=None, help="batch (el: samples); 1 (el: 4)")
     p.add_argument("--h", type=int, default=None)
     p.add_argument("--hkv", type=int, default=None)
     p.add_argument("--lq", type=int, default=None)
@@ -770,9 +805,10 @@ def main():
             SPACE[a.phase][n] = vals
     set_default_shape(a)
     a.budget_s = parse_budget(a.budget)
-    if a.inject_wrong and a.variant in ("sparsek", "topk_ffn"):
+    if a.inject_wrong and a.variant in ("sparsek", "topk_ffn", "el"):
         raise SystemExit(f"hattn-autotune: --inject-wrong injects the other mask's kernel; {a.variant} "
-                         "has one mask only (sparsek is causal, topk_ffn has none): use dense, topk or loki")
+                         "has one kernel for its masks (sparsek is causal, topk_ffn has none, el's "
+                         "is a run-time input): use dense, topk or loki")
     if a.inject_wrong and a.lq == 1:
         raise SystemExit("hattn-autotune: --inject-wrong injects the other mask's kernel, which is "
                          "right when there is one query row (both masks see every key): give --lq 2 "

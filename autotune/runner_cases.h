@@ -44,6 +44,8 @@ class Case {
 //   sparsek:      causal; random scores u [B, HKV, LK] select k keys per row (the runtime's
 //                 sweep); KNOB k/window
 //   topk_ffn:     D = model dim, LQ = tokens, LK = d_ff (B = H = HKV = 1); KNOB k
+//   el:           D = model dim, B samples, H heads, LQ = tokens, LK = hidden states per
+//                 sample, HKV = 1; KNOB the beam (query rows per sample)
 std::unique_ptr<Case> make_case(const std::string& variant, const Shape& s, std::mt19937& rng,
                                 std::string* why);
 

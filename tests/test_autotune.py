@@ -15,7 +15,7 @@
    recorded wrong and the winner's line is written. A CUDA export (2 decode points) must pass
    ptxas where the toolkit is installed, and its run.sh must report each candidate as an error
    with a reason, not a crash, on a machine without a GPU (on one with a GPU: ok and a time).
-5. The other variants (topk, loki, sparsek, topk_ffn), prefill on 2 points each, checked by the
+5. The other variants (topk, loki, sparsek, topk_ffn, el), prefill on 2 points each, checked by the
    runner against the suite's oracle for each: an injected wrong candidate (topk and loki, which
    have a mask) is recorded wrong, a stamped line for the key is written and the generator
    builds the variant from the written tables.
@@ -199,6 +199,11 @@ def main():
     check_variant(build, inc, work, gen_out, "topk_ffn",
                   ["--d", "64", "--lq", "64", "--lk", "256", "--topk", "16",
                    "--space", "qb:16,tq:1,tk:2|4", "--start", "qb:16,tq:1,tk:2", *small],
+                  ["prefill", "any", "noncausal"], [])
+    check_variant(build, inc, work, gen_out, "el",
+                  ["--d", "64", "--h", "4", "--b", "2", "--beam", "2", "--lq", "2", "--lk", "64",
+                   "--space", "qb:4|8,kb:16,tj:3,tw:2,tv:2,tc:4,to:3,tn:2",
+                   "--start", "qb:4,kb:16,tj:3,tw:2,tv:2,tc:4,to:3,tn:2", *small],
                   ["prefill", "any", "noncausal"], [])
     print("test_autotune: passed", flush=True)
 
