@@ -25,6 +25,7 @@ here (CUDA ones checked by ptxas), DIR/run.sh times them there with the same run
 import argparse
 import concurrent.futures as cf
 import datetime
+import hashlib
 import itertools
 import json
 import os
@@ -215,6 +216,12 @@ class Tuner:
         self.runner = os.path.join(self.work, "hattn-tune-runner")
         self.deadline = time.time() + a.budget_s
         self.done = 0
+        # What judged a point: a cached failure judged by another runner (its sources changed,
+        # e.g. a fixed check) is measured again; a cached time stays.
+        sources = [os.path.join(HERE, f) for f in ("runner.cpp", "runner_cases.cpp", "runner_cases.h")]
+        sources += [os.path.join(ROOT, "tests", "reference.cpp"),
+                    os.path.join(ROOT, "runtime", "src", "sparsek_sweep.cpp")]
+        self.runner_id = hashlib.sha1(b"".join(open(f, "rb").read() for f in sources)).hexdigest()[:12]
 
     def build_runner(self):
         inc = self.a.halide_include
@@ -433,17 +440,23 @@ class Tuner:
 
     def measure(self, points):
         """Measures the uncached points (compiling in parallel), returns their results."""
-        todo = [p for p in points if self.point_id(p) not in self.cache]
+        todo = [p for p in points if self.stale(self.point_id(p))]
         with cf.ThreadPoolExecutor(self.a.jobs) as ex:
             built = list(ex.map(lambda p: self.compile(p, cand_name(self.a, p)), todo))
         for p, (so, err) in zip(todo, built):
             if time.time() > self.deadline:
                 break
             res = {"status": "compile_error", "why": err} if so is None else self.time_so(so, cand_name(self.a, p))
+            res["runner"] = self.runner_id
             self.cache[self.point_id(p)] = res
             json.dump(self.cache, open(self.cache_path, "w"), indent=1)
             self.done += 1
         return [self.cache.get(self.point_id(p)) for p in points]
+
+    def stale(self, pid):
+        """True if the point must be measured: not cached, or a failure another runner judged."""
+        r = self.cache.get(pid)
+        return r is None or (r.get("status") != "ok" and r.get("runner") != self.runner_id)
 
     def score(self, t):
         r = self.cache.get(self.point_id(t))
@@ -496,7 +509,11 @@ class Tuner:
                 r = self.time_so(self.so_path(cand_name(self.a, p)), cand_name(self.a, p))
                 if r["status"] == "ok":
                     runs[key_of(p)].append(r["median_ms"])
-        return {k: sorted(v)[len(v) // 2] if v else float("inf") for k, v in runs.items()}
+        confirmed = {k: sorted(v)[len(v) // 2] if v else float("inf") for k, v in runs.items()}
+        for k, v in runs.items():
+            print(f"[autotune] re-timed {k}: median {confirmed[k]:.2f} ms of rounds "
+                  f"{', '.join(f'{x:.2f}' for x in v) or 'none ok'}", flush=True)
+        return confirmed
 
     def finalists(self, hand, count=3):
         """The best `count` measured points of this kernel and shape, plus the hand-tuned one."""
