@@ -286,7 +286,8 @@ class Tuner:
                f"tables={os.path.join(ROOT, 'schedules')}", *([f"tunables={key_of(tunables)}"] if tunables else []), *params]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
-            return None, r.stderr.strip().splitlines()[-1:] or ["generator failed"]
+            # A generator killed (e.g. out of memory) prints nothing: its exit status says so.
+            return None, r.stderr.strip().splitlines()[-1:] or [f"generator exited with {r.returncode}"]
         so = self.so_path(name)
         subprocess.run(["c++", "-shared", "-o", so, os.path.join(out, name + ".o")], check=True)
         return so, None
