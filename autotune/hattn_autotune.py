@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""hattn-autotune (dense on x86 and CUDA; topk, loki, sparsek, topk_ffn on x86): search a schedule's
-tunables, write a table.
+"""hattn-autotune (dense on x86 and CUDA; topk, loki, sparsek, topk_ffn, el on x86): search a
+schedule's tunables, write a table.
 
 Each candidate is compiled ahead of time by hattn's own generator (build/generators/
 hattn_generators, `tunables=` overrides a table line), linked into a shared object and timed by
@@ -92,6 +92,14 @@ EL_SPACE = {"prefill": {"qb": [4, 8, 16, 32], "kb": [8, 16, 32, 64], "tj": [2, 3
 # Each CPU variant's declared space; `all` tunes every (variant, phase) of this table.
 CPU_SPACES = {"dense": SPACE, "topk": TOPK_SPACE, "loki": LOKI_SPACE, "sparsek": SPARSEK_SPACE,
               "topk_ffn": TOPK_FFN_SPACE, "el": EL_SPACE}
+# The runner's sources: what it is built from, and what judged a cached point (see Tuner.stale).
+# runtime/src/sparsek_sweep.cpp is the runtime's own SparseK selection, sparsek's input;
+# tests/reference.cpp the test suite's double-precision oracle.
+RUNNER_SOURCES = [os.path.join(HERE, "runner.cpp"), os.path.join(HERE, "runner_cases.cpp"),
+                  os.path.join(ROOT, "tests", "reference.cpp"),
+                  os.path.join(ROOT, "runtime", "src", "sparsek_sweep.cpp")]
+RUNNER_HEADERS = [os.path.join(HERE, "runner_cases.h"), os.path.join(ROOT, "tests", "reference.h")]
+
 # Variants whose generator takes no phase, mask or head-dim parameter, and whose table key has
 # no head dim: one kernel per table line.
 UNKEYED = {"topk_ffn", "el"}
@@ -195,15 +203,6 @@ def key_of(t):
     return ",".join(f"{n}:{t[n]}" for n in sorted(t))
 
 
-def cand_name(a, t):
-    """The candidate's function name and folder: the kernel it is (variant, phase, mask, head dim,
-    ISA: what the compile depends on) and its tunables, e.g.
-    c_topk_prefill_causal_d128_avx512_kb256_qb16_tk6_tq2. Points of different kernels with the
-    same tunables must not share a folder: re-timing one would run the other's code."""
-    kernel = f"{a.variant}_{a.phase}_{a.mask}_d{a.d}_{a.isa}"
-    return f"c_{kernel}_" + key_of(t).replace(":", "").replace(",", "_")
-
-
 class Tuner:
     def __init__(self, a):
         self.a = a
@@ -218,10 +217,8 @@ class Tuner:
         self.done = 0
         # What judged a point: a cached failure judged by another runner (its sources changed,
         # e.g. a fixed check) is measured again; a cached time stays.
-        sources = [os.path.join(HERE, f) for f in ("runner.cpp", "runner_cases.cpp", "runner_cases.h")]
-        sources += [os.path.join(ROOT, "tests", "reference.cpp"),
-                    os.path.join(ROOT, "runtime", "src", "sparsek_sweep.cpp")]
-        self.runner_id = hashlib.sha1(b"".join(open(f, "rb").read() for f in sources)).hexdigest()[:12]
+        self.runner_id = hashlib.sha1(b"".join(open(f, "rb").read()
+                                               for f in RUNNER_SOURCES + RUNNER_HEADERS)).hexdigest()[:12]
 
     def build_runner(self):
         inc = self.a.halide_include
@@ -230,15 +227,10 @@ class Tuner:
 
             inc = os.path.join(os.path.dirname(halide.__file__), "include")
         rt = os.path.join(self.a.build, "generators", "libhattn_halide_runtime.a")
-        # tests/reference.cpp: the test suite's double-precision oracle checks every candidate.
         # Static libstdc++: an exported runner needs only glibc on the target.
-        # runtime/src/sparsek_sweep.cpp: the runtime's own SparseK selection, sparsek's input.
         cmd = ["c++", "-O2", "-std=c++17", "-Wall", "-Wextra", "-Werror", "-isystem", inc,
-               "-I", os.path.join(ROOT, "tests"),
-               "-I", os.path.join(ROOT, "runtime", "src"), os.path.join(HERE, "runner.cpp"),
-               os.path.join(HERE, "runner_cases.cpp"), os.path.join(ROOT, "tests", "reference.cpp"),
-               os.path.join(ROOT, "runtime", "src", "sparsek_sweep.cpp"),
-               "-o", self.runner, "-rdynamic", "-static-libstdc++", "-static-libgcc",
+               "-I", os.path.join(ROOT, "tests"), "-I", os.path.join(ROOT, "runtime", "src"),
+               *RUNNER_SOURCES, "-o", self.runner, "-rdynamic", "-static-libstdc++", "-static-libgcc",
                "-Wl,--whole-archive", rt, "-Wl,--no-whole-archive", "-ldl", "-lpthread"]
         subprocess.run(cmd, check=True)
 
@@ -325,7 +317,7 @@ class Tuner:
         lines that --import reads back."""
         os.makedirs(dest, exist_ok=True)
         shutil.copy(self.runner, os.path.join(dest, "hattn-tune-runner"))
-        names = {cand_name(self.a, p): p for p in points}
+        names = {self.cand_name(p): p for p in points}
         print(f"[autotune] export: compiling {len(names)} candidates into {dest}", flush=True)
         done = [0]
 
@@ -418,6 +410,15 @@ class Tuner:
         json.dump(self.cache, open(self.cache_path, "w"), indent=1)
         return {key: self.cache[f"{prefix}/{key}"] for key in names.values()}
 
+    def cand_name(self, t):
+        """The candidate's function name and folder: the kernel it is (variant, phase, mask, head dim,
+        ISA: what the compile depends on) and its tunables, e.g.
+        c_topk_prefill_causal_d128_avx512_kb256_qb16_tk6_tq2. Points of different kernels with the
+        same tunables must not share a folder: re-timing one would run the other's code."""
+        a = self.a
+        kernel = f"{a.variant}_{a.phase}_{a.mask}_d{a.d}_{a.isa}"
+        return f"c_{kernel}_" + key_of(t).replace(":", "").replace(",", "_")
+
     def so_path(self, name):
         return os.path.join(self.work, name, name + ".so")
 
@@ -443,11 +444,11 @@ class Tuner:
         """Measures the uncached points (compiling in parallel), returns their results."""
         todo = [p for p in points if self.stale(self.point_id(p))]
         with cf.ThreadPoolExecutor(self.a.jobs) as ex:
-            built = list(ex.map(lambda p: self.compile(p, cand_name(self.a, p)), todo))
+            built = list(ex.map(lambda p: self.compile(p, self.cand_name(p)), todo))
         for p, (so, err) in zip(todo, built):
             if time.time() > self.deadline:
                 break
-            res = {"status": "compile_error", "why": err} if so is None else self.time_so(so, cand_name(self.a, p))
+            res = {"status": "compile_error", "why": err} if so is None else self.time_so(so, self.cand_name(p))
             res["runner"] = self.runner_id
             self.cache[self.point_id(p)] = res
             json.dump(self.cache, open(self.cache_path, "w"), indent=1)
@@ -502,12 +503,12 @@ class Tuner:
         of the rounds' medians}: one timing per point is noise for a memory-bound kernel."""
         runs = {key_of(p): [] for p in points}
         # A point measured by an earlier run (in the cache) may have no .so here any more.
-        missing = [p for p in points if not os.path.exists(self.so_path(cand_name(self.a, p)))]
+        missing = [p for p in points if not os.path.exists(self.so_path(self.cand_name(p)))]
         with cf.ThreadPoolExecutor(self.a.jobs) as ex:
-            list(ex.map(lambda p: self.compile(p, cand_name(self.a, p)), missing))
+            list(ex.map(lambda p: self.compile(p, self.cand_name(p)), missing))
         for _ in range(rounds):
             for p in points:
-                r = self.time_so(self.so_path(cand_name(self.a, p)), cand_name(self.a, p))
+                r = self.time_so(self.so_path(self.cand_name(p)), self.cand_name(p))
                 if r["status"] == "ok":
                     runs[key_of(p)].append(r["median_ms"])
         confirmed = {k: sorted(v)[len(v) // 2] if v else float("inf") for k, v in runs.items()}

@@ -41,6 +41,10 @@ void reference_attention(const float* q, const float* k, const float* v, const A
                          const AttnStrides& strides, bool causal, double scale,
                          std::vector<double>* out, std::vector<double>* lse);
 
+// Rows whose `gap` (below) is smaller than this (in scaled-score units) may select differently in
+// fp32 and in double: the sparse variants' tests and the autotuner's runner leave them out.
+constexpr double kMinGap = 1e-5;
+
 // Top-k attention in double precision: per row, the visible keys sorted by (score descending,
 // index ascending), the first min(k, visible) kept, softmax and the V sum over those only.
 // `gap` (if not null) gets, per row, the distance between the last kept and the first dropped

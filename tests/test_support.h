@@ -210,10 +210,6 @@ std::string isa_restriction();        // "native", "avx2" or "sse41"
 std::string isa_restriction_error();  // "" unless HATTN_TEST_ISA has an unknown value
 int isa_refusals();                   // times the hook refused a feature set so far
 
-// Rows whose k-th and (k+1)-th selection scores are closer than this (in scaled-score units) may
-// select differently in fp32 and in double: the sparse variants' tests leave them out and count.
-constexpr double kMinGap = 1e-5;
-
 // Compares `got` with the dense reference `ref` row by row (rows of row_len elements), leaving
 // out rows whose gap (when given) is below kMinGap, counted in *left_out; fails when more than
 // 1 + rows/20 rows are left out (the test would check too little). Returns "" when all match.
