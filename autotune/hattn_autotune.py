@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""hattn-autotune (dense on x86 and CUDA; topk, loki, sparsek, topk_ffn, el on x86): search a
-schedule's tunables, write a table.
+"""hattn-autotune (dense on x86 and CUDA; topk, loki, sparsek and its mask operator, topk_ffn,
+el and linear on x86): search a schedule's tunables, write a table.
 
 Each candidate is compiled ahead of time by hattn's own generator (build/generators/
 hattn_generators, `tunables=` overrides a table line), linked into a shared object and timed by
@@ -88,10 +88,17 @@ TOPK_FFN_SPACE = {"prefill": dict(TOPK_SPACE["prefill"])}
 EL_SPACE = {"prefill": {"qb": [4, 8, 16, 32], "kb": [8, 16, 32, 64], "tj": [2, 3, 4, 6, 8],
                         "tw": [1, 2, 4, 6], "tv": [1, 2, 4], "tc": [1, 2, 4, 6],
                         "to": [2, 3, 4, 6], "tn": [2, 3, 4, 6]}}
+# schedules/cpu/el_cpu.cpp's linear layer: chunks of qb tiles of `to` outputs per task (their
+# rows of W stay in L2), a to x tn (outputs x input rows) dot-product tile.
+LINEAR_SPACE = {"prefill": {"qb": [1, 2, 4, 8, 16, 32, 64], "to": [1, 2, 3, 4, 6, 8],
+                            "tn": [1, 2, 3, 4, 6]}}
+# schedules/cpu/sparsek_cpu.cpp's SparseK operator ("sparsek mask"): qb rows per task, tk vectors
+# of partial sums per bisection pass.
+SPARSEK_SPACE["mask"] = {"qb": [1, 2, 4, 8, 16], "tk": [1, 2, 3, 4, 6, 8]}
 
 # Each CPU variant's declared space; `all` tunes every (variant, phase) of this table.
 CPU_SPACES = {"dense": SPACE, "topk": TOPK_SPACE, "loki": LOKI_SPACE, "sparsek": SPARSEK_SPACE,
-              "topk_ffn": TOPK_FFN_SPACE, "el": EL_SPACE}
+              "topk_ffn": TOPK_FFN_SPACE, "el": EL_SPACE, "linear": LINEAR_SPACE}
 # The runner's sources: what it is built from, and what judged a cached point (see Tuner.stale).
 # runtime/src/sparsek_sweep.cpp is the runtime's own SparseK selection, sparsek's input;
 # tests/reference.cpp the test suite's double-precision oracle.
@@ -101,8 +108,18 @@ RUNNER_SOURCES = [os.path.join(HERE, "runner.cpp"), os.path.join(HERE, "runner_c
 RUNNER_HEADERS = [os.path.join(HERE, "runner_cases.h"), os.path.join(ROOT, "tests", "reference.h")]
 
 # Variants whose generator takes no phase, mask or head-dim parameter, and whose table key has
-# no head dim: one kernel per table line.
-UNKEYED = {"topk_ffn", "el"}
+# no head dim: one kernel per table line. sparsek's mask phase is one too (see unkeyed()).
+UNKEYED = {"topk_ffn", "el", "linear"}
+
+
+def unkeyed(variant, phase):
+    return variant in UNKEYED or (variant, phase) == ("sparsek", "mask")
+
+
+def generator_of(variant, phase):
+    """The generator (and the runner's VARIANT) of a table line: sparsek's mask phase is the
+    SparseK operator, a generator of its own; every other line is its variant's."""
+    return "sparsek_mask" if (variant, phase) == ("sparsek", "mask") else variant
 # Variants whose prefill schedule puts query rows (tokens) in the SIMD lanes: a block of qb rows
 # must be whole micro-tiles of tq vectors.
 ROWS_IN_LANES = {"dense", "topk", "loki", "topk_ffn"}
@@ -130,6 +147,8 @@ def legal_cuda(phase, t, d):
 def legal(phase, t, vec, regs, d=128, variant="dense"):
     if vec == 0:
         return legal_cuda(phase, t, d)
+    if variant == "linear":  # to x tn accumulators, a vector of each of the tn rows, one of W
+        return t["to"] * t["tn"] + t["tn"] + 1 <= regs
     if variant == "el":  # each tile's accumulators plus its operands fit the registers
         return (t["tv"] * t["tc"] + t["tv"] + 1 <= regs and t["tj"] * t["tw"] + t["tw"] + 1 <= regs
                 and t["to"] * t["tn"] + t["tn"] + 1 <= regs)
@@ -241,6 +260,10 @@ class Tuner:
             return [str(x) for x in (a.d, 1, 1, 1, a.lq, a.lk, a.topk)]
         if a.variant == "el":  # D: model dim, H: heads, LQ: tokens, LK: hidden states, KNOB: beam
             return [str(x) for x in (a.d, a.b, a.h, 1, a.lq, a.lk, a.beam)]
+        if a.variant == "linear":  # D: input features, LQ: rows, LK: output features
+            return [str(x) for x in (a.d, 1, 1, 1, a.lq, a.lk, 1)]
+        if a.phase == "mask":  # the SparseK operator: LQ rows of LK scores, KNOB: k
+            return [str(x) for x in (a.d, 1, 1, 1, a.lq, a.lk, a.topk)]
         if a.variant in ("topk", "loki", "sparsek"):  # the runner's KNOB: k, k/rank, k/window
             splits = {"topk": a.topk, "loki": f"{a.topk}/{a.rank}", "sparsek": f"{a.topk}/{a.window}"}[a.variant]
         elif a.phase == "decode":  # as runtime/src/dispatch.cpp chooses (choose_decode_splits)
@@ -268,12 +291,12 @@ class Tuner:
         if tunables.pop("wrong", 0):  # --inject-wrong: the other mask's kernel, a wrong answer
             causal = not causal
         kernel = []  # the generator's own params: topk_ffn has no phase, mask or head dim
-        if self.a.variant not in UNKEYED:
+        if not unkeyed(self.a.variant, self.a.phase):
             kernel = [f"phase={self.a.phase}", f"causal={'true' if causal else 'false'}",
                       f"head_dim={self.a.d}"]
         if self.a.variant == "dense":
             kernel.append(f"with_lse={'false' if self.a.phase == 'prefill' else 'true'}")
-        cmd = [self.gen, *flags, "-g", self.a.variant, "-f", name, "-e", "object,h", "-o", out,
+        cmd = [self.gen, *flags, "-g", generator_of(self.a.variant, self.a.phase), "-f", name, "-e", "object,h", "-o", out,
                f"target={self.target}-no_runtime", *kernel,
                f"tables={os.path.join(ROOT, 'schedules')}", *([f"tunables={key_of(tunables)}"] if tunables else []), *params]
         r = subprocess.run(cmd, capture_output=True, text=True)
@@ -343,7 +366,7 @@ class Tuner:
                 f.write(f"{name} {key_of(p)}\n")
         with open(os.path.join(dest, "args.txt"), "w") as f:
             mask = "true" if self.a.mask == "causal" else "false"
-            f.write(" ".join([self.a.variant, self.a.phase, mask, *self.shape_args(), *self.runner_tail()]) + "\n")
+            f.write(" ".join([generator_of(self.a.variant, self.a.phase), self.a.phase, mask, *self.shape_args(), *self.runner_tail()]) + "\n")
         with open(os.path.join(dest, "point_prefix.txt"), "w") as f:
             f.write(self.kernel_id() + "\n")
         run = os.path.join(dest, "run.sh")
@@ -426,7 +449,7 @@ class Tuner:
         return [str(self.a.reps), "20261202", "cuda" if self.a.isa == "cuda" else "cpu"]
 
     def time_so(self, so, name):
-        cmd = [self.runner, so, name, self.a.variant, self.a.phase,
+        cmd = [self.runner, so, name, generator_of(self.a.variant, self.a.phase), self.a.phase,
                "true" if self.a.mask == "causal" else "false", *self.shape_args(),
                *self.runner_tail()]
         env = dict(os.environ, HL_NUM_THREADS=str(self.a.threads))
@@ -602,7 +625,7 @@ def write_table(a, best, seed_ms, best_ms, adams_ms, where=None):
     stamp = (f"# autotuned {datetime.date.today()} on {where}: "
              f"{best_ms:.2f} ms (seed {fmt_ms(seed_ms)}"
              + (f", Adams2019 {fmt_ms(adams_ms)}" if adams_ms else "") + ")")
-    head = "any" if variant in UNKEYED else f"d{a.d}"  # topk_ffn's and el's keys have no head dim
+    head = "any" if unkeyed(variant, phase) else f"d{a.d}"  # e.g. topk_ffn's key has no head dim
     key = [variant, phase, head, a.mask]
     new = f"{variant:<9} {phase:<8} {head:<7} {a.mask:<9} " + " ".join(f"{n}={best[n]}" for n in SPACE[phase])
     fields = [line.split()[:4] for line in lines]
@@ -673,8 +696,23 @@ def import_and_report(t, a, hand, seed):
 def set_default_shape(a):
     """The shape each variant is tuned at unless told: a prefill of 2048 (sparsek 4096) rows of 8
     heads, or a GQA decode step over 32K keys; topk_ffn a 512-token batch of a 768 x 3072 FFN;
-    el one generation step of 4 samples x a beam of 4 over 1024 hidden states of 1024 (16 heads)."""
+    el one generation step of 4 samples x a beam of 4 over 1024 hidden states of 1024 (16 heads);
+    linear 1024 rows of 1024 -> 1024 features; the SparseK operator 2048 rows of 2048, k = 256."""
     dec = a.phase == "decode"
+    if a.variant == "linear" or a.phase == "mask":
+        if a.mask == "causal":
+            raise SystemExit(f"hattn-autotune: {a.variant} {a.phase} has no mask: drop --mask")
+        a.mask, a.b, a.h, a.hkv = "noncausal", 1, 1, 1
+        if a.variant == "linear":  # the standard path's K/V projection of 1024 hidden states
+            a.d, a.lq, a.lk = a.d or 1024, a.lq or 1024, a.lk or 1024
+            if a.d % 16:
+                raise SystemExit(f"hattn-autotune: linear: --d {a.d} (input features) must be a "
+                                 "multiple of 16")
+        else:  # one head of a 2048-token prefill, a row of 2048 scores per query
+            a.d, a.lq, a.lk, a.topk = a.d or 1, a.lq or 2048, a.lk or 2048, a.topk or 256
+            if a.topk < 1:
+                raise SystemExit("hattn-autotune: sparsek mask: --topk must be >= 1")
+        return
     if a.variant == "el":  # generation: B samples of a beam of 4, one new token, N states each
         a.d, a.b, a.h, a.lq, a.lk = a.d or 1024, a.b or 4, a.h or 16, a.lq or 1, a.lk or 1024
         if a.mask == "causal":
@@ -750,7 +788,8 @@ def main():
     p.add_argument("--variant", choices=sorted(CPU_SPACES) + ["all"], default="dense",
                    help="the kernel to tune; all: every variant and phase, one after the other, "
                         "the budget split evenly, each with its default shape")
-    p.add_argument("--phase", choices=["prefill", "decode"], default="prefill")
+    p.add_argument("--phase", choices=["prefill", "decode", "mask"], default="prefill",
+                   help="mask: sparsek's SparseK operator alone (the sparsek_mask kernel)")
     p.add_argument("--topk", type=int, default=None,
                    help="the k of the tuned calls (default: topk 64, loki Lk/8, sparsek 256, "
                         "topk_ffn 256)")
@@ -824,10 +863,10 @@ def main():
             SPACE[a.phase][n] = vals
     set_default_shape(a)
     a.budget_s = parse_budget(a.budget)
-    if a.inject_wrong and a.variant in ("sparsek", "topk_ffn", "el"):
+    if a.inject_wrong and a.variant in ("sparsek", "topk_ffn", "el", "linear"):
         raise SystemExit(f"hattn-autotune: --inject-wrong injects the other mask's kernel; {a.variant} "
-                         "has one kernel for its masks (sparsek is causal, topk_ffn has none, el's "
-                         "is a run-time input): use dense, topk or loki")
+                         "has one kernel for its masks (sparsek is causal, topk_ffn and linear have "
+                         "none, el's is a run-time input): use dense, topk or loki")
     if a.inject_wrong and a.lq == 1:
         raise SystemExit("hattn-autotune: --inject-wrong injects the other mask's kernel, which is "
                          "right when there is one query row (both masks see every key): give --lq 2 "

@@ -7,10 +7,11 @@
 //   hattn-tune-runner SO FUNCTION VARIANT PHASE CAUSAL D B H HKV LQ LK KNOB REPS SEED [DEVICE]
 //
 // VARIANT is dense (KNOB: decode splits), topk (KNOB: k), loki (KNOB: k/rank), sparsek (KNOB:
-// k/window), topk_ffn (D: model dim, LQ: tokens, LK: d_ff, KNOB: k) or el (D: model dim, H:
-// heads, LQ: tokens, LK: hidden states, KNOB: beam); runner_cases.h has each variant's inputs
-// and call. Sampled rows are checked against tests/reference.cpp, the test
-// suite's double-precision oracle.
+// k/window), topk_ffn (D: model dim, LQ: tokens, LK: d_ff, KNOB: k), el (D: model dim, H:
+// heads, LQ: tokens, LK: hidden states, KNOB: beam), linear (D: in, LQ: rows, LK: out) or
+// sparsek_mask (LQ: rows, LK: columns, KNOB: k); runner_cases.h has each variant's inputs and
+// call. Sampled rows are checked against tests/reference.cpp, the test suite's
+// double-precision oracle.
 //
 // DEVICE is cpu (the default) or cuda: a CUDA candidate (a cuda target) gets its inputs copied
 // to the GPU by the pipeline on the first call, its poisoned output copied there before it, and

@@ -308,6 +308,67 @@ class ElCase : public Case {
   std::vector<std::vector<float>> ref_;  // per sample, computed on first use
 };
 
+// The linear layer y = scale * (x W^T + bias): x [rows, in], W [out, in]; an output row is an
+// input row's outputs.
+class LinearCase : public Case {
+ public:
+  LinearCase(const Shape& s, std::mt19937& rng)
+      : s_(s), x_(s.d, s.lq), w_(s.d, s.lk), bias_(s.lk), y_(s.lk, s.lq) {
+    fill(x_, rng);
+    const float w = 1.f / std::sqrt(float(s.d));  // outputs of order 1
+    fill(w_, rng, -w, w);
+    fill(bias_, rng);
+  }
+  Buf& out() override { return y_; }
+  int call(void* fn) override {
+    using Fn =
+        int (*)(halide_buffer_t*, halide_buffer_t*, halide_buffer_t*, float, halide_buffer_t*);
+    return reinterpret_cast<Fn>(fn)(x_, w_, bias_, kScale, y_);
+  }
+  bool reference_row(int64_t r, std::vector<double>* ref) override {
+    hattn_test::reference_linear_row(&x_(0, static_cast<int>(r)), w_.data(), bias_.data(), s_.d,
+                                     s_.lk, kScale, ref);
+    return true;
+  }
+
+ private:
+  static constexpr float kScale = 0.125f;  // not 1, so a kernel that drops it is wrong
+  Shape s_;
+  Buf x_, w_, bias_, y_;
+};
+
+// The SparseK operator on rows of scores z [rows, m] drawn from [0, 8), each row with its own
+// valid length in [m/2, m] (row 0 full): mask = clip(z - tau, 0, 1) on the first len columns, 0
+// past them. The mask is continuous in tau, so no row sits at a decision boundary.
+class SparsekMaskCase : public Case {
+ public:
+  SparsekMaskCase(const Shape& s, std::mt19937& rng)
+      : s_(s), z_(s.lk, s.lq), len_(s.lq), mask_(s.lk, s.lq), tau_(s.lq) {
+    fill(z_, rng, 0.f, 8.f);
+    std::uniform_int_distribution<int> len(s.lk / 2, s.lk);
+    for (int r = 0; r < s.lq; r++) len_(r) = r == 0 ? s.lk : len(rng);
+  }
+  Buf& out() override { return mask_; }
+  int call(void* fn) override {
+    using Fn = int (*)(halide_buffer_t*, halide_buffer_t*, int, halide_buffer_t*, halide_buffer_t*);
+    return reinterpret_cast<Fn>(fn)(z_, len_, s_.knob, mask_, tau_);
+  }
+  bool reference_row(int64_t r, std::vector<double>* ref) override {
+    const int row = static_cast<int>(r), n = len_(row);
+    std::vector<double> z(&z_(0, row), &z_(0, row) + n);
+    const double tau = hattn_test::reference_sparsek_tau(z, n, s_.knob);
+    ref->assign(s_.lk, 0.0);
+    for (int j = 0; j < n; j++) (*ref)[j] = std::clamp(z[j] - tau, 0.0, 1.0);
+    return true;
+  }
+
+ private:
+  Shape s_;
+  Buf z_;
+  IBuf len_;
+  Buf mask_, tau_;
+};
+
 }  // namespace
 
 std::unique_ptr<Case> make_case(const std::string& variant, const Shape& s, std::mt19937& rng,
@@ -334,7 +395,18 @@ std::unique_ptr<Case> make_case(const std::string& variant, const Shape& s, std:
     }
     return why->empty() ? std::make_unique<ElCase>(s, rng) : nullptr;
   }
-  *why = "VARIANT must be dense, topk, loki, sparsek, topk_ffn or el, got " + variant;
+  if (variant == "linear") {
+    if (s.b != 1 || s.h != 1 || s.hkv != 1 || s.d % 16 != 0) {
+      *why = "linear: D (input features) a multiple of 16, B, H and HKV 1";
+    }
+    return why->empty() ? std::make_unique<LinearCase>(s, rng) : nullptr;
+  }
+  if (variant == "sparsek_mask") {
+    if (s.b != 1 || s.h != 1 || s.hkv != 1) *why = "sparsek_mask: B, H and HKV must be 1";
+    return why->empty() ? std::make_unique<SparsekMaskCase>(s, rng) : nullptr;
+  }
+  *why = "VARIANT must be dense, topk, loki, sparsek, topk_ffn, el, linear or sparsek_mask, got " +
+         variant;
   return nullptr;
 }
 

@@ -46,6 +46,9 @@ class Case {
 //   topk_ffn:     D = model dim, LQ = tokens, LK = d_ff (B = H = HKV = 1); KNOB k
 //   el:           D = model dim, B samples, H heads, LQ = tokens, LK = hidden states per
 //                 sample, HKV = 1; KNOB the beam (query rows per sample)
+//   linear:       D = input features, LQ = rows, LK = output features (B = H = HKV = 1); KNOB
+//                 unused (give 1)
+//   sparsek_mask: LQ = rows of scores, LK = their length m (B = H = HKV = 1); KNOB k
 std::unique_ptr<Case> make_case(const std::string& variant, const Shape& s, std::mt19937& rng,
                                 std::string* why);
 

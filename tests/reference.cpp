@@ -219,6 +219,16 @@ std::vector<double> project(const std::vector<float>& w, const std::vector<float
 
 }  // namespace
 
+void reference_linear_row(const float* x, const float* w, const float* bias, int64_t in_dim,
+                          int64_t out_dim, double scale, std::vector<double>* y) {
+  y->assign(static_cast<size_t>(out_dim), 0.0);
+  for (int64_t o = 0; o < out_dim; ++o) {
+    double acc = bias[o];
+    for (int64_t i = 0; i < in_dim; ++i) acc += double(x[i]) * double(w[o * in_dim + i]);
+    (*y)[static_cast<size_t>(o)] = scale * acc;
+  }
+}
+
 void reference_mha(const float* x, const float* memory, const MhaHostWeights& w, int64_t rows,
                    int64_t tokens, int64_t mem_len, int64_t heads, int64_t beam, bool causal,
                    const int32_t* lengths, double scale, float* y) {

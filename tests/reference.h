@@ -88,6 +88,11 @@ void reference_mha(const float* x, const float* memory, const MhaHostWeights& w,
                    int64_t tokens, int64_t mem_len, int64_t heads, int64_t beam, bool causal,
                    const int32_t* lengths, double scale, float* y);
 
+// The linear layer in double: y[n, o] = scale * (sum_i x[n, i] w[o, i] + bias[o]) for one row
+// x [in] of the input, w [out, in] row-major; y resized to out.
+void reference_linear_row(const float* x, const float* w, const float* bias, int64_t in_dim,
+                          int64_t out_dim, double scale, std::vector<double>* y);
+
 // --- SPARSEK (Lou et al. 2024) ---------------------------------------------------------------
 
 // tau of the SparseK projection of z[0, n) onto {0 <= p <= 1, sum p = k}, by 100 bisection steps

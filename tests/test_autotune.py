@@ -15,10 +15,11 @@
    recorded wrong and the winner's line is written. A CUDA export (2 decode points) must pass
    ptxas where the toolkit is installed, and its run.sh must report each candidate as an error
    with a reason, not a crash, on a machine without a GPU (on one with a GPU: ok and a time).
-5. The other variants (topk, loki, sparsek, topk_ffn, el), prefill on 2 points each, checked by the
+5. The other variants (topk, loki, sparsek, topk_ffn, el, linear prefill and the SparseK
+   operator, sparsek's mask phase) on 2 points each, at shapes with partial tiles, checked by the
    runner against the suite's oracle for each: an injected wrong candidate (topk and loki, which
    have a mask) is recorded wrong, a stamped line for the key is written and the generator
-   builds the variant from the written tables.
+   builds the kernel from the written tables.
 Every check prints what it found; any failure exits non-zero.
 """
 import json
@@ -97,12 +98,14 @@ def check_remote(build, inc, work):
             print(f"test_autotune: a GPU is here; timed {line}", flush=True)
 
 
-def check_variant(build, inc, work, gen_out, variant, args, key, gen_params):
-    """Tunes `variant` on a tiny space: an injected candidate (if asked) is recorded wrong, a
-    stamped line is written for `key`, and the generator builds the variant from the tables."""
-    vw = os.path.join(work, variant)
+def check_variant(build, inc, work, gen_out, variant, args, key, gen_params, generator=None):
+    """Tunes `variant` (the phase is key[0]) on a tiny space: an injected candidate (if asked) is
+    recorded wrong, a stamped line is written for `key`, and the generator (the variant's, unless
+    given) builds the kernel from the tables."""
+    generator = generator or variant
+    vw = os.path.join(work, f"{variant}_{key[0]}")
     vout = os.path.join(vw, "schedules")
-    text = tuner(["--variant", variant, "--phase", "prefill", *args, "--build", build, "--work", vw,
+    text = tuner(["--variant", variant, "--phase", key[0], *args, "--build", build, "--work", vw,
                   "--out", vout, "--halide-include", inc])
     if "--inject-wrong" in args and not any(
             l.startswith("[autotune] injected wrong candidate") and l.endswith(": wrong")
@@ -115,12 +118,12 @@ def check_variant(build, inc, work, gen_out, variant, args, key, gen_params):
     tuned = [i for i, l in enumerate(lines) if l.split()[:4] == [variant, *key]]
     if len(tuned) != 1 or not lines[tuned[0] - 1].startswith("# autotuned "):
         fail(f"{variant}: no stamped '{variant} {' '.join(key)}' line")
-    cmd = [os.path.join(build, "generators", "hattn_generators"), "-g", variant, "-f",
-           f"accept_{variant}", "-e", "h", "-o", gen_out, "target=x86-64-linux-sse41-no_runtime",
+    cmd = [os.path.join(build, "generators", "hattn_generators"), "-g", generator, "-f",
+           f"accept_{generator}", "-e", "h", "-o", gen_out, "target=x86-64-linux-sse41-no_runtime",
            *gen_params, f"tables={vout}"]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
-        fail(f"the generator refused the {variant} tables: {r.stderr.strip()}")
+        fail(f"the generator refused the {generator} tables: {r.stderr.strip()}")
     print(f"test_autotune: {variant} wrote {lines[tuned[0]]}", flush=True)
 
 
@@ -205,6 +208,14 @@ def main():
                    "--space", "qb:4|8,kb:16,tj:3,tw:2,tv:2,tc:4,to:3,tn:2",
                    "--start", "qb:4,kb:16,tj:3,tw:2,tv:2,tc:4,to:3,tn:2", *small],
                   ["prefill", "any", "noncausal"], [])
+    check_variant(build, inc, work, gen_out, "linear",
+                  ["--d", "64", "--lq", "41", "--lk", "50", "--space", "qb:2|4,to:3,tn:2",
+                   "--start", "qb:2,to:3,tn:2", *small],
+                  ["prefill", "any", "noncausal"], [])
+    check_variant(build, inc, work, gen_out, "sparsek",
+                  ["--lq", "25", "--lk", "300", "--topk", "20", "--space", "qb:2|4,tk:2",
+                   "--start", "qb:2,tk:2", *small],
+                  ["mask", "any", "noncausal"], [], generator="sparsek_mask")
     print("test_autotune: passed", flush=True)
 
 

@@ -6,8 +6,8 @@
 // slots and the gated V sum (D in the lanes). Rows gather different keys, so rows in the lanes
 // would make every load a gather; whole key rows are contiguous.
 //
-// Operator: one task per row; each of the 32 bisection passes sums clip(z - t, 0, 1) over the row
-// with one partial sum per SIMD lane; the closed-form finish and the mask follow per row.
+// Operator: one task per qb rows; each of the 32 bisection passes sums clip(z - t, 0, 1) over the
+// row into tk vectors of partial sums; the closed-form finish and the mask follow per row.
 #include "cpu_common.h"
 #include "schedules.h"
 #include "selection_cpu.h"
@@ -35,14 +35,29 @@ void schedule_sparsek_cpu(SparsekStages& st, const ScheduleContext& ctx) {
 
 void schedule_sparsek_mask_cpu(SparsekMaskStages& st, const ScheduleContext& ctx) {
   const int vec = ctx.target.natural_vector_size<float>();
-  st.tau.compute_root().parallel(st.r);
-  const LoopLevel per_row(st.tau, st.r);
+  // qb rows per parallel task; tk vectors of partial sums per pass: one vector makes every pass
+  // a chain of dependent adds (its latency, not the loads, is the bound), tk of them are
+  // independent chains.
+  const int rows_per_task = ctx.tunables.get("qb");
+  const int partials = ctx.tunables.get("tk") * vec;
+  const Var task("task"), row("row");
+  st.tau.compute_root()
+      .split(st.r, task, row, rows_per_task, TailStrategy::GuardWithIf)
+      .parallel(task);
+  const LoopLevel per_row(st.tau, row);
   for (Func f : st.passes) {
     f.compute_at(per_row);
-    if (f.has_update_definition()) reduce_in_lanes(f, st.rj.x, vec, per_row);
+    if (f.has_update_definition()) reduce_in_lanes(f, st.rj.x, partials, per_row);
   }
-  for (Func f : {st.finish, st.first_root, st.finish2}) f.compute_at(per_row);
-  st.mask.parallel(st.r).vectorize(st.j, vec, TailStrategy::GuardWithIf);
+  // The two closed-form passes sum doubles and counts (a Tuple): in lanes as well.
+  for (Func f : {st.finish, st.finish2}) {
+    f.compute_at(per_row);
+    reduce_in_lanes(f, st.rj.x, vec, per_row);
+  }
+  st.first_root.compute_at(per_row);
+  st.mask.split(st.r, task, row, rows_per_task, TailStrategy::GuardWithIf)
+      .parallel(task)
+      .vectorize(st.j, vec, TailStrategy::GuardWithIf);
 }
 
 }  // namespace hattn
