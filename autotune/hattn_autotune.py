@@ -42,6 +42,10 @@ ISAS = {  # lanes of fp32, vector registers, Halide target
     "avx512": (16, 32, "x86-64-linux-avx-avx2-avx512-avx512_skylake-f16c-fma-sse41"),
     "avx2": (8, 16, "x86-64-linux-avx-avx2-f16c-fma-sse41"),
     "sse41": (4, 16, "x86-64-linux-sse41"),
+    # aarch64 (schedules/arm/neon.table). On another CPU the candidates, the runner and its
+    # Halide runtime are cross-compiled (g++-aarch64-linux-gnu) for --export: timed on the ARM
+    # machine by its run.sh (or under qemu-aarch64, for a check of the flow, not of speed).
+    "neon": (4, 32, "arm-64-linux"),
     # Not a CPU: the cuda table (schedules/cuda/cuda.table), sm_80 PTX; timed by the runner on a
     # machine with an NVIDIA GPU (--export builds the candidates for it here).
     "cuda": (0, 0, "x86-64-linux-cuda-cuda_capability_80"),
@@ -161,8 +165,14 @@ def legal(phase, t, vec, regs, d=128, variant="dense"):
     return t["tq"] * t["tk"] + t["tq"] + 1 <= regs and t["tq"] * t.get("td", 0) + t["tq"] + 1 <= regs
 
 
+def is_aarch64_host():
+    return platform.machine() in ("aarch64", "arm64")
+
+
 def detect_isa():
     """The best ISA of ISAS this machine runs (Linux /proc/cpuinfo flags)."""
+    if is_aarch64_host():
+        return "neon"
     try:
         flags = set(next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split())
     except (OSError, StopIteration):
@@ -211,7 +221,9 @@ while [ "$r" -lt "$rounds" ]; do
   r=$((r + 1))
   echo "[run.sh] round $r of $rounds" >&2
   while read -r name key; do
-    line=$(timeout 120 ./hattn-tune-runner "./$name.so" "$name" $args 2>/dev/null | tail -n 1)
+    # HATTN_RUNNER_WRAPPER: e.g. "qemu-aarch64 -L /usr/aarch64-linux-gnu" to try an ARM export
+    # on another CPU (a check that it runs and is right; its times are the emulator's).
+    line=$(timeout 120 $HATTN_RUNNER_WRAPPER ./hattn-tune-runner "./$name.so" "$name" $args 2>/dev/null | tail -n 1)
     echo "$name ${line:-error no output}"
   done < candidates.txt
 done
@@ -232,6 +244,15 @@ class Tuner:
         self.cache = json.load(open(self.cache_path)) if os.path.exists(self.cache_path) else {}
         self.gen = os.path.join(a.build, "generators", "hattn_generators")
         self.runner = os.path.join(self.work, "hattn-tune-runner")
+        # Candidates for another CPU architecture: cross-compiled, timed only on that machine.
+        self.cross = a.isa == "neon" and not is_aarch64_host()
+        self.cxx = "aarch64-linux-gnu-g++" if self.cross else "c++"
+        if self.cross and shutil.which(self.cxx) is None:
+            raise SystemExit(f"hattn-autotune: --isa neon on this {platform.machine()} machine "
+                             f"cross-compiles with {self.cxx}, which is not installed "
+                             "(scripts/setup.sh installs g++-aarch64-linux-gnu)")
+        if self.cross:
+            self.runner = os.path.join(self.work, "hattn-tune-runner-aarch64")
         self.deadline = time.time() + a.budget_s
         self.done = 0
         # What judged a point: a cached failure judged by another runner (its sources changed,
@@ -246,8 +267,12 @@ class Tuner:
 
             inc = os.path.join(os.path.dirname(halide.__file__), "include")
         rt = os.path.join(self.a.build, "generators", "libhattn_halide_runtime.a")
+        if self.cross:  # the Halide runtime for the target, from hattn's own generator binary
+            rt = os.path.join(self.work, "hattn_tune_runtime_aarch64.a")
+            subprocess.run([self.gen, "-r", "hattn_tune_runtime_aarch64", "-e", "static_library",
+                            "-o", self.work, f"target={self.target}"], check=True)
         # Static libstdc++: an exported runner needs only glibc on the target.
-        cmd = ["c++", "-O2", "-std=c++17", "-Wall", "-Wextra", "-Werror", "-isystem", inc,
+        cmd = [self.cxx, "-O2", "-std=c++17", "-Wall", "-Wextra", "-Werror", "-isystem", inc,
                "-I", os.path.join(ROOT, "tests"), "-I", os.path.join(ROOT, "runtime", "src"),
                *RUNNER_SOURCES, "-o", self.runner, "-rdynamic", "-static-libstdc++", "-static-libgcc",
                "-Wl,--whole-archive", rt, "-Wl,--no-whole-archive", "-ldl", "-lpthread"]
@@ -304,7 +329,7 @@ class Tuner:
             # A generator killed (e.g. out of memory) prints nothing: its exit status says so.
             return None, r.stderr.strip().splitlines()[-1:] or [f"generator exited with {r.returncode}"]
         so = self.so_path(name)
-        subprocess.run(["c++", "-shared", "-o", so, os.path.join(out, name + ".o")], check=True)
+        subprocess.run([self.cxx, "-shared", "-o", so, os.path.join(out, name + ".o")], check=True)
         return so, None
 
     def adams_so(self):
@@ -601,7 +626,9 @@ class Tuner:
 
 def table_file(isa):
     """The table a target reads, relative to a schedules/ folder."""
-    return os.path.join("cuda", "cuda.table") if isa == "cuda" else os.path.join("x86", f"{isa}.table")
+    if isa in ("cuda", "neon"):
+        return os.path.join({"cuda": "cuda", "neon": "arm"}[isa], f"{isa}.table")
+    return os.path.join("x86", f"{isa}.table")
 
 
 def read_table_line(path, variant, phase):
@@ -748,9 +775,11 @@ def tune_all(a):
     """--variant all: every (variant, phase) of CPU_SPACES in turn, each a run of this script
     with the budget split evenly and its default shape, all writing into the same --out folder.
     A run that fails is reported and the rest go on; the exit status says whether any failed."""
-    if a.isa == "cuda" or a.export or a.import_dir or a.space or a.start or a.inject_wrong:
-        raise SystemExit("hattn-autotune: --variant all tunes the CPU tables in place: it takes no "
-                         "--isa cuda, --export, --import, --space, --start or --inject-wrong")
+    if (a.isa == "cuda" or (a.isa == "neon" and not is_aarch64_host()) or a.export or a.import_dir
+            or a.space or a.start or a.inject_wrong):
+        raise SystemExit("hattn-autotune: --variant all tunes this machine's CPU tables in place: it "
+                         "takes no --isa cuda (nor neon off ARM), --export, --import, --space, "
+                         "--start or --inject-wrong")
     kernels = [(v, ph) for v in sorted(CPU_SPACES) for ph in CPU_SPACES[v]]
     share = parse_budget(a.budget) / len(kernels)
     passed = ["--isa", a.isa, "--threads", str(a.threads), "--reps", str(a.reps), "--jobs",
@@ -851,6 +880,13 @@ def main():
     if a.isa == "cuda":
         if a.adams:
             raise SystemExit("hattn-autotune: --adams: Adams2019 schedules CPU pipelines only")
+    if a.isa == "neon" and not is_aarch64_host() and not (a.export or a.import_dir):
+        raise SystemExit(f"hattn-autotune: --isa neon candidates are aarch64 code, which this "
+                         f"{platform.machine()} machine cannot time: build them with --export DIR, "
+                         "run DIR/run.sh on the ARM machine, then --import DIR (autotune/README.md)")
+    if a.isa == "neon" and a.adams and not is_aarch64_host():
+        raise SystemExit("hattn-autotune: --adams with --isa neon: run it on the ARM machine "
+                         "(its schedule is timed where it is built)")
     if a.export and a.import_dir:
         raise SystemExit("hattn-autotune: --export and --import are two steps: give one")
     if a.space:  # --space tq:1|2,tk:2: a sub-space (values must be in the declared one)

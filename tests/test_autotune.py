@@ -15,6 +15,8 @@
    recorded wrong and the winner's line is written. A CUDA export (2 decode points) must pass
    ptxas where the toolkit is installed, and its run.sh must report each candidate as an error
    with a reason, not a crash, on a machine without a GPU (on one with a GPU: ok and a time).
+   An ARM export (NEON, cross-compiled) is timed under qemu-aarch64 and imported into
+   arm/neon.table, which the generator then builds from.
 5. The other variants (topk, loki, sparsek, topk_ffn, el, linear prefill and the SparseK
    operator, sparsek's mask phase) on 2 points each, at shapes with partial tiles, checked by the
    runner against the suite's oracle for each: an injected wrong candidate (topk and loki, which
@@ -62,6 +64,46 @@ def run_sh(folder):
     open(os.path.join(folder, "results.txt"), "w").write(r.stdout)
     print(f"test_autotune: {folder}/run.sh printed\n{r.stdout}", flush=True)
     return r.stdout.splitlines()
+
+
+def check_remote_arm(build, inc, work):
+    """4b. An ARM export from this x86 machine: cross-compiled candidates and runner, its run.sh
+    under qemu-aarch64 (the flow and the check, not ARM's speed), --import into arm/neon.table,
+    and the generator builds the NEON kernel from it."""
+    for tool in ("aarch64-linux-gnu-g++", "qemu-aarch64"):
+        if shutil.which(tool) is None:
+            fail(f"{tool} not found: scripts/setup.sh installs it (the ARM export needs it)")
+    aw = os.path.join(work, "arm")
+    common = ["--isa", "neon", "--mask", "noncausal", "--d", "64", "--h", "2", "--lq", "128",
+              "--lk", "128", "--space", "qb:16,kb:128,tq:1,tk:2|4,td:4", "--start",
+              "qb:16,kb:128,tq:1,tk:2,td:4", "--inject-wrong", "--reps", "3", "--jobs", "2",
+              "--build", build, "--work", aw, "--out", os.path.join(aw, "schedules"),
+              "--halide-include", inc]
+    pkg = os.path.join(aw, "pkg")
+    tuner(common + ["--export", pkg])
+    r = subprocess.run([os.path.join(pkg, "run.sh"), "1"], capture_output=True, text=True,
+                       timeout=900, env=dict(os.environ, HATTN_RUNNER_WRAPPER="qemu-aarch64 -L "
+                                             "/usr/aarch64-linux-gnu"))
+    open(os.path.join(pkg, "results.txt"), "w").write(r.stdout)
+    print(f"test_autotune: the ARM run.sh under qemu printed\n{r.stdout}", flush=True)
+    lines = r.stdout.splitlines()
+    if r.returncode != 0 or len(lines) != 4:  # 2 points, the table's, the injected one
+        fail(f"ARM run.sh: exit {r.returncode}, {len(lines)} lines (expected 4): {r.stderr}")
+    text = tuner(common + ["--import", pkg])
+    if "is wrong" not in text or "wrong:1" in text.split("[autotune] winner ")[1].splitlines()[0]:
+        fail("ARM --import: the injected candidate was not reported wrong, or it won")
+    vout = os.path.join(aw, "schedules")
+    table = open(os.path.join(vout, "arm", "neon.table")).read().splitlines()
+    tuned = [i for i, l in enumerate(table) if l.split()[:4] == ["dense", "prefill", "d64", "noncausal"]]
+    if len(tuned) != 1 or "--export target" not in table[tuned[0] - 1]:
+        fail("ARM --import wrote no stamped line into arm/neon.table")
+    cmd = [os.path.join(build, "generators", "hattn_generators"), "-g", "dense", "-f", "accept_arm",
+           "-e", "h", "-o", aw, "target=arm-64-linux-no_runtime", "phase=prefill", "causal=false",
+           "head_dim=64", "with_lse=false", f"tables={vout}"]
+    g = subprocess.run(cmd, capture_output=True, text=True)
+    if g.returncode != 0:
+        fail(f"the generator refused the ARM tables: {g.stderr.strip()}")
+    print(f"test_autotune: ARM --import wrote {table[tuned[0]]}", flush=True)
 
 
 def check_remote(build, inc, work):
@@ -183,6 +225,7 @@ def main():
 
     # 4. Another machine: export, its run.sh, import.
     check_remote(build, inc, work)
+    check_remote_arm(build, inc, work)
 
     # 5. The other variants, each on a 2-point space, checked by the runner against the suite's
     # oracle for that variant; those with a mask also get an injected wrong candidate.
