@@ -24,10 +24,12 @@ here (CUDA ones checked by ptxas), DIR/run.sh times them there with the same run
 """
 import argparse
 import concurrent.futures as cf
+import copy
 import datetime
 import hashlib
 import itertools
 import json
+import math
 import os
 import platform
 import shutil
@@ -234,9 +236,18 @@ def key_of(t):
     return ",".join(f"{n}:{t[n]}" for n in sorted(t))
 
 
+def geomean(xs):
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("inf")
+
+
 class Tuner:
-    def __init__(self, a):
+    """`a` holds the kernel (variant, phase, mask, head dim, ISA) and the first shape; `shapes`
+    (default [a]) every shape it is timed at: a point's score is the geometric mean of its
+    times over them, so each shape weighs the same whatever its size."""
+
+    def __init__(self, a, shapes=None):
         self.a = a
+        self.shapes = shapes or [a]
         self.vec, self.regs, self.target = ISAS[a.isa]
         self.work = os.path.abspath(a.work)
         os.makedirs(self.work, exist_ok=True)
@@ -278,8 +289,8 @@ class Tuner:
                "-Wl,--whole-archive", rt, "-Wl,--no-whole-archive", "-ldl", "-lpthread"]
         subprocess.run(cmd, check=True)
 
-    def shape_args(self):
-        a = self.a
+    def shape_args(self, s=None):
+        a = s or self.a
         splits = 1
         if a.variant == "topk_ffn":  # D: model dim, LQ: tokens, LK: d_ff
             return [str(x) for x in (a.d, 1, 1, 1, a.lq, a.lk, a.topk)]
@@ -300,13 +311,13 @@ class Tuner:
                 splits = max(1, min((64 * a.threads + rows - 1) // rows, max(1, blocks // 4)))
         return [str(x) for x in (a.d, a.b, a.h, a.hkv, a.lq, a.lk, splits)]
 
-    def kernel_id(self):
+    def kernel_id(self, s=None):
         """The tuned kernel and shape: the cache keys' prefix, and an export's identity."""
         a = self.a
-        return f"{a.variant}/{a.phase}/{a.mask}/d{a.d}/{a.isa}/{'x'.join(self.shape_args())}"
+        return f"{a.variant}/{a.phase}/{a.mask}/d{a.d}/{a.isa}/{'x'.join(self.shape_args(s))}"
 
-    def point_id(self, t):
-        return f"{self.kernel_id()}/{key_of(t)}"
+    def point_id(self, t, s=None):
+        return f"{self.kernel_id(s)}/{key_of(t)}"
 
     def compile(self, t, name, flags=(), params=()):
         out = os.path.join(self.work, name)
@@ -473,9 +484,9 @@ class Tuner:
     def runner_tail(self):
         return [str(self.a.reps), "20261202", "cuda" if self.a.isa == "cuda" else "cpu"]
 
-    def time_so(self, so, name):
+    def time_so(self, so, name, s=None):
         cmd = [self.runner, so, name, generator_of(self.a.variant, self.a.phase), self.a.phase,
-               "true" if self.a.mask == "causal" else "false", *self.shape_args(),
+               "true" if self.a.mask == "causal" else "false", *self.shape_args(s),
                *self.runner_tail()]
         env = dict(os.environ, HL_NUM_THREADS=str(self.a.threads))
         try:
@@ -489,28 +500,51 @@ class Tuner:
         return res
 
     def measure(self, points):
-        """Measures the uncached points (compiling in parallel), returns their results."""
-        todo = [p for p in points if self.stale(self.point_id(p))]
+        """Measures the uncached points at every shape (compiling each once, in parallel)."""
+        todo = [p for p in points if self.shapes_to_time(p)]
         with cf.ThreadPoolExecutor(self.a.jobs) as ex:
             built = list(ex.map(lambda p: self.compile(p, self.cand_name(p)), todo))
         for p, (so, err) in zip(todo, built):
             if time.time() > self.deadline:
                 break
-            res = {"status": "compile_error", "why": err} if so is None else self.time_so(so, self.cand_name(p))
-            res["runner"] = self.runner_id
-            self.cache[self.point_id(p)] = res
-            json.dump(self.cache, open(self.cache_path, "w"), indent=1)
+            for s in self.shapes_to_time(p):
+                res = ({"status": "compile_error", "why": err} if so is None
+                       else self.time_so(so, self.cand_name(p), s))
+                res["runner"] = self.runner_id
+                self.cache[self.point_id(p, s)] = res
+                json.dump(self.cache, open(self.cache_path, "w"), indent=1)
+                if res["status"] != "ok":  # wrong or failing at one shape: not worth the others
+                    break
             self.done += 1
-        return [self.cache.get(self.point_id(p)) for p in points]
+
+    def shapes_to_time(self, p):
+        """The shapes `p` still needs timing at: none once it failed at one (by this runner)."""
+        if any(r.get("status") != "ok" and r.get("runner") == self.runner_id
+               for r in (self.cache.get(self.point_id(p, s), {}) for s in self.shapes)):
+            return []
+        return [s for s in self.shapes if self.stale(self.point_id(p, s))]
 
     def stale(self, pid):
         """True if the point must be measured: not cached, or a failure another runner judged."""
         r = self.cache.get(pid)
         return r is None or (r.get("status") != "ok" and r.get("runner") != self.runner_id)
 
-    def score(self, t):
-        r = self.cache.get(self.point_id(t))
+    def shape_ms(self, t, s):
+        r = self.cache.get(self.point_id(t, s))
         return r["median_ms"] if r and r["status"] == "ok" else float("inf")
+
+    def score(self, t):
+        """The point's time (several shapes: the geometric mean); inf unless ok at every one."""
+        ms = [self.shape_ms(t, s) for s in self.shapes]
+        return float("inf") if float("inf") in ms else geomean(ms)
+
+    def status(self, t):
+        """Why a point has no score: the first shape's failure, or `not timed`."""
+        for s in self.shapes:
+            r = self.cache.get(self.point_id(t, s), {"status": "not timed"})
+            if r["status"] != "ok":
+                return r["status"]
+        return "ok"
 
     def measure_chunked(self, points, label=None):
         """As measure, a few points at a time, so the budget is checked between compiles; with
@@ -547,8 +581,20 @@ class Tuner:
         return moves
 
     def confirm(self, points, rounds=3):
-        """Re-times the given points interleaved, `rounds` times each, and returns {key: median
-        of the rounds' medians}: one timing per point is noise for a memory-bound kernel."""
+        """Re-times the given points interleaved, `rounds` times each at each shape, and returns
+        {key: [median of the rounds' medians, per shape]}: one timing per point is noise for a
+        memory-bound kernel."""
+        per_shape = {}
+        for n, s in enumerate(self.shapes):
+            if len(self.shapes) > 1:
+                print(f"[autotune] shape {n + 1}/{len(self.shapes)}: {'x'.join(self.shape_args(s))}",
+                      flush=True)
+            got = self.confirm_shape(points, rounds, s)
+            for k, ms in got.items():
+                per_shape.setdefault(k, []).append(ms)
+        return per_shape
+
+    def confirm_shape(self, points, rounds, s):
         runs = {key_of(p): [] for p in points}
         # A point measured by an earlier run (in the cache) may have no .so here any more.
         missing = [p for p in points if not os.path.exists(self.so_path(self.cand_name(p)))]
@@ -556,7 +602,7 @@ class Tuner:
             list(ex.map(lambda p: self.compile(p, self.cand_name(p)), missing))
         for _ in range(rounds):
             for p in points:
-                r = self.time_so(self.so_path(self.cand_name(p)), self.cand_name(p))
+                r = self.time_so(self.so_path(self.cand_name(p)), self.cand_name(p), s)
                 if r["status"] == "ok":
                     runs[key_of(p)].append(r["median_ms"])
         confirmed = {k: sorted(v)[len(v) // 2] if v else float("inf") for k, v in runs.items()}
@@ -566,11 +612,12 @@ class Tuner:
         return confirmed
 
     def finalists(self, hand, count=3):
-        """The best `count` measured points of this kernel and shape, plus the hand-tuned one."""
-        prefix = self.kernel_id()
-        ok = [(r["median_ms"], k[len(prefix) + 1:]) for k, r in self.cache.items()
-              if k.startswith(prefix + "/") and r.get("status") == "ok"]
-        best = [parse_key(k) for _, k in sorted(ok)[:count]]
+        """The best `count` points of this kernel measured at every shape, plus the hand-tuned one."""
+        prefix = self.kernel_id(self.shapes[0])
+        points = [parse_key(k[len(prefix) + 1:]) for k, r in self.cache.items()
+                  if k.startswith(prefix + "/") and r.get("status") == "ok"]
+        scored = sorted((self.score(p), key_of(p)) for p in points)
+        best = [parse_key(k) for ms, k in scored[:count] if ms < float("inf")]
         return best + ([hand] if hand not in best else [])
 
     def search(self, seed):
@@ -580,7 +627,7 @@ class Tuner:
             wrong = dict(seed, wrong=1)
             self.measure([wrong])
             print(f"[autotune] injected wrong candidate {key_of(wrong)}: "
-                  f"{self.cache[self.point_id(wrong)]['status']}", flush=True)
+                  f"{self.status(wrong)}", flush=True)
         best = self.descend(dict(seed))
         if time.time() < self.deadline:
             moves = self.tile_moves(best)
@@ -639,7 +686,7 @@ def read_table_line(path, variant, phase):
     raise SystemExit(f"hattn-autotune: no '{variant} {phase}' line in {path}")
 
 
-def write_table(a, best, seed_ms, best_ms, adams_ms, where=None):
+def write_table(a, best, times, where=None):
     """Writes the winner as a line for exactly the tuned key (variant, phase, dD, mask), before the
     general lines (the first match wins), into out_dir: a copy of src_dir made on the first run
     and edited in place afterwards, so tuning one kernel keeps the lines tuned before."""
@@ -649,9 +696,7 @@ def write_table(a, best, seed_ms, best_ms, adams_ms, where=None):
     path = os.path.join(out_dir, table_file(a.isa))
     lines = open(path).read().splitlines()
     where = where or f"{platform.node()} ({platform.processor() or 'cpu'})"
-    stamp = (f"# autotuned {datetime.date.today()} on {where}: "
-             f"{best_ms:.2f} ms (seed {fmt_ms(seed_ms)}"
-             + (f", Adams2019 {fmt_ms(adams_ms)}" if adams_ms else "") + ")")
+    stamp = f"# autotuned {datetime.date.today()} on {where}: {times}"
     head = "any" if unkeyed(variant, phase) else f"d{a.d}"  # e.g. topk_ffn's key has no head dim
     key = [variant, phase, head, a.mask]
     new = f"{variant:<9} {phase:<8} {head:<7} {a.mask:<9} " + " ".join(f"{n}={best[n]}" for n in SPACE[phase])
@@ -716,8 +761,12 @@ def import_and_report(t, a, hand, seed):
           f"{hand_ms:.3f} | {ok[best_key]:.3f} | {hand_ms / ok[best_key]:.3f} speed |")
     where = f"the --export target ({len(ok)} candidates timed, medians of their rounds)"
     print(f"[autotune] winner {best_key}; table written to "
-          f"{write_table(a, best, seed_ms, ok[best_key], None, where)}")
+          f"{write_table(a, best, f'{ok[best_key]:.2f} ms (seed {fmt_ms(seed_ms)})', where)}")
     return 0
+
+
+# The fields --shapes may set (each variant reads those of its default shape, set_default_shape).
+SHAPE_FIELDS = ("b", "h", "hkv", "lq", "lk", "topk", "rank", "window", "beam")
 
 
 def set_default_shape(a):
@@ -834,6 +883,11 @@ def main():
     p.add_argument("--hkv", type=int, default=None)
     p.add_argument("--lq", type=int, default=None)
     p.add_argument("--lk", type=int, default=None)
+    p.add_argument("--shapes", default=None,
+                   help="tune for a set of shapes, e.g. 'lq:512,lk:512;lq:8192,lk:8192' (fields "
+                        "b h hkv lq lk topk rank window beam; others from the options and "
+                        "defaults): the winner has the best geometric mean of its times, and the "
+                        "summary has a row per shape")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--jobs", type=int, default=os.cpu_count())
@@ -897,18 +951,19 @@ def main():
                 raise SystemExit(f"hattn-autotune: --space {part}: {n} must take values of "
                                  f"{SPACE[a.phase].get(n)} for {a.phase}")
             SPACE[a.phase][n] = vals
-    set_default_shape(a)
     a.budget_s = parse_budget(a.budget)
+    shapes = shape_set(a)  # each from the options as given, its own defaults filled in
+    a = shapes[0]
     if a.inject_wrong and a.variant in ("sparsek", "topk_ffn", "el", "linear"):
         raise SystemExit(f"hattn-autotune: --inject-wrong injects the other mask's kernel; {a.variant} "
                          "has one kernel for its masks (sparsek is causal, topk_ffn and linear have "
                          "none, el's is a run-time input): use dense, topk or loki")
-    if a.inject_wrong and a.lq == 1:
+    if a.inject_wrong and any(s.lq == 1 for s in shapes):
         raise SystemExit("hattn-autotune: --inject-wrong injects the other mask's kernel, which is "
                          "right when there is one query row (both masks see every key): give --lq 2 "
                          "or more")
 
-    t = Tuner(a)
+    t = Tuner(a, shapes)
     if not os.access(t.gen, os.X_OK):
         raise SystemExit(f"hattn-autotune: no generator at {t.gen}: build hattn first (scripts/build.sh)")
     table = os.path.join(ROOT, "schedules", table_file(a.isa))
@@ -923,32 +978,74 @@ def main():
     t.build_runner()
     if a.export:
         return export_all(t, a, hand, seed)
-    print(f"[autotune] {a.variant} {a.phase} {a.mask} d{a.d} on {a.isa}, shape {'x'.join(t.shape_args())}, "
-          f"budget {a.budget_s:.0f} s, seed {key_of(seed)}", flush=True)
+    names = [shape_name(t, s) for s in shapes]
+    print(f"[autotune] {a.variant} {a.phase} {a.mask} d{a.d} on {a.isa}, "
+          f"shape{'s' if len(shapes) > 1 else ''} {', '.join(names)}"
+          + (" (scored by the geometric mean of their times)" if len(shapes) > 1 else "")
+          + f", budget {a.budget_s:.0f} s, seed {key_of(seed)}", flush=True)
     best = t.search(seed)
     t.measure([hand])
     final = t.finalists(hand)
     print(f"[autotune] re-timing {len(final)} finalists interleaved (3 rounds each)", flush=True)
     confirmed = t.confirm(final)
-    best = min(final, key=lambda p: confirmed[key_of(p)])
-    adams_ms = None
+    best = min(final, key=lambda p: geomean(confirmed[key_of(p)]))
+    adams = [None] * len(shapes)
     if a.adams:
         so = t.adams_so() if a.adams == "generate" else os.path.abspath(a.adams)
-        r = t.time_so(so, os.path.basename(so)[:-3]) if so else {"status": "compile_error"}
-        adams_ms = r.get("median_ms") or r["status"]  # a time, or why there is none
-        print(f"[autotune] Adams2019 {os.path.basename(so or 'schedule')}: {r['status']}"
-              + (f" {adams_ms:.2f} ms" if r.get("median_ms") else ""), flush=True)
-    seed_ms = t.score(seed)
-    if seed_ms == float("inf"):  # the seed did not run: say why instead of an infinite time
-        seed_ms = t.cache.get(t.point_id(seed), {}).get("status", "not timed")
-    hand_ms, best_ms = confirmed[key_of(hand)], confirmed[key_of(best)]
+        for n, s in enumerate(shapes):
+            r = t.time_so(so, os.path.basename(so)[:-3], s) if so else {"status": "compile_error"}
+            adams[n] = r.get("median_ms") or r["status"]  # a time, or why there is none
+            print(f"[autotune] Adams2019 {os.path.basename(so or 'schedule')} at {names[n]}: "
+                  f"{r['status']}" + (f" {adams[n]:.2f} ms" if r.get("median_ms") else ""), flush=True)
+    seeds = [t.shape_ms(seed, s) for s in shapes]
+    seeds = [x if x < float("inf") else t.status(seed) for x in seeds]  # why it has no time
+    hands, bests = confirmed[key_of(hand)], confirmed[key_of(best)]
     print("\n| kernel, shape | seed ms | hand-tuned table ms | tuned ms | tuned / hand" +
-          (" | Adams2019 |" if adams_ms else " |"))
-    print(f"| {a.variant} {a.phase} {a.mask} d{a.d}, {'x'.join(t.shape_args())} | {fmt_ms(seed_ms)} | {hand_ms:.2f} | "
-          f"{best_ms:.2f} | {hand_ms / best_ms:.3f} speed" + (f" | {fmt_ms(adams_ms)} |" if adams_ms else " |"))
+          (" | Adams2019 |" if a.adams else " |"))
+    kernel = f"{a.variant} {a.phase} {a.mask} d{a.d}"
+    for n in range(len(shapes)):
+        print(f"| {kernel}, {names[n]} | {fmt_ms(seeds[n])} | {hands[n]:.2f} | {bests[n]:.2f} | "
+              f"{hands[n] / bests[n]:.3f} speed" + (f" | {fmt_ms(adams[n])} |" if a.adams else " |"))
+    if len(shapes) > 1:
+        ratios = [h / b for h, b in zip(hands, bests)]
+        print(f"| {kernel}, geometric mean of {len(shapes)} shapes | - | {geomean(hands):.2f} | "
+              f"{geomean(bests):.2f} | {geomean(ratios):.3f} speed" + (" | - |" if a.adams else " |"))
     print(f"[autotune] {t.done} points measured in this run, {len(t.cache)} in the cache")
-    print(f"[autotune] winner {key_of(best)}; table written to "
-          f"{write_table(a, best, seed_ms, best_ms, adams_ms)}")
+    times = "; ".join(f"{bests[n]:.2f} ms (seed {fmt_ms(seeds[n])}"
+                      + (f", Adams2019 {fmt_ms(adams[n])}" if a.adams else "") + ")"
+                      + (f" at {names[n]}" if len(shapes) > 1 else "") for n in range(len(shapes)))
+    print(f"[autotune] winner {key_of(best)}; table written to {write_table(a, best, times)}")
+
+
+def shape_name(t, s):
+    return "x".join(t.shape_args(s))
+
+
+def shape_set(a):
+    """--shapes 'lq:512,lk:512;lq:8192,lk:8192': the shapes to time, each the defaults with its
+    fields replaced. The table key (variant, phase, head dim, mask) is the same for all of them,
+    so one line is written for the set."""
+    if not a.shapes:
+        set_default_shape(a)
+        return [a]
+    shapes = []
+    for spec in a.shapes.split(";"):
+        s = copy.copy(a)
+        for part in filter(None, spec.split(",")):
+            if ":" not in part:
+                raise SystemExit(f"hattn-autotune: --shapes: '{part}' is not name:value")
+            n, v = part.split(":", 1)
+            if n not in SHAPE_FIELDS:
+                raise SystemExit(f"hattn-autotune: --shapes: '{n}' is not a shape field; give "
+                                 f"{', '.join(SHAPE_FIELDS)} (d and mask are the table key: tune "
+                                 "each head dim and mask in its own run)")
+            setattr(s, n, int(v))
+        set_default_shape(s)
+        shapes.append(s)
+    if (a.export or a.import_dir) and len(shapes) > 1:
+        raise SystemExit("hattn-autotune: --export/--import take one shape: export each shape of "
+                         "the set into its own folder")
+    return shapes
 
 
 if __name__ == "__main__":

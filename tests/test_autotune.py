@@ -10,6 +10,8 @@
 2. The generator must accept the written table (it parses every line) and build the tuned key
    from it.
 3. A second run with the same cache must measure nothing new (it resumes from the cache).
+   The same space tuned for a set of two shapes (--shapes) times every point at both, reports a
+   row per shape and their geometric mean, stamps each shape's time, and resumes too.
 4. Tuning another machine: --export builds the same space into a folder, its run.sh (what the
    target runs, no Halide) times it, --import reads the timings back: the injected candidate is
    recorded wrong and the winner's line is written. A CUDA export (2 decode points) must pass
@@ -64,6 +66,32 @@ def run_sh(folder):
     open(os.path.join(folder, "results.txt"), "w").write(r.stdout)
     print(f"test_autotune: {folder}/run.sh printed\n{r.stdout}", flush=True)
     return r.stdout.splitlines()
+
+
+def check_shape_set(build, inc, work):
+    """3b. A set of shapes: every point is timed at each (the injected one is wrong at the
+    first and not timed further), the summary has a row per shape and their geometric mean, the
+    stamp gives each shape's time, and a second run resumes from the cache."""
+    sw = os.path.join(work, "shapes")
+    args = TINY + ["--shapes", "lq:128,lk:128;lq:200,lk:160", "--budget", "5m", "--build", build,
+                   "--work", sw, "--out", os.path.join(sw, "schedules"), "--halide-include", inc]
+    text = tuner(args)
+    cache = json.load(open(os.path.join(sw, "cache.json")))
+    for shape in ("64x1x2x2x128x128x1", "64x1x2x2x200x160x1"):
+        rows = [l for l in text.splitlines() if l.startswith("| dense prefill") and shape in l]
+        timed = [k for k, v in cache.items() if f"/{shape}/" in k and v["status"] == "ok"]
+        if len(rows) != 1 or len(timed) < 4:
+            fail(f"--shapes: shape {shape}: {len(rows)} summary rows, {len(timed)} points timed ok")
+    if "geometric mean of 2 shapes" not in text:
+        fail("--shapes: no geometric-mean row in the summary")
+    table = open(os.path.join(sw, "schedules", "x86", "sse41.table")).read().splitlines()
+    stamp = [l for l in table if l.startswith("# autotuned ")]
+    if len(stamp) != 1 or "at 64x1x2x2x200x160x1" not in stamp[0]:
+        fail(f"--shapes: the stamp does not give each shape's time: {stamp}")
+    again = tuner(args)
+    if "[autotune] 0 points measured" not in again:
+        fail("--shapes: the second run measured again")
+    print(f"test_autotune: --shapes wrote {stamp[0]}", flush=True)
 
 
 def check_remote_arm(build, inc, work):
@@ -222,6 +250,8 @@ def main():
     lines = open(table).read().splitlines()
     if sum(1 for l in lines if l.split()[:4] == ["dense", "prefill", "d64", "noncausal"]) != 1:
         fail("the second run duplicated the tuned line")
+
+    check_shape_set(build, inc, work)
 
     # 4. Another machine: export, its run.sh, import.
     check_remote(build, inc, work)
