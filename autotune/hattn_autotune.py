@@ -167,6 +167,17 @@ def legal(phase, t, vec, regs, d=128, variant="dense"):
     return t["tq"] * t["tk"] + t["tq"] + 1 <= regs and t["tq"] * t.get("td", 0) + t["tq"] + 1 <= regs
 
 
+def cpu_model():
+    """This machine's CPU as /proc/cpuinfo names it (the stamp of a written line)."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.split(":")[0].strip() in ("model name", "Model", "CPU part"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def is_aarch64_host():
     return platform.machine() in ("aarch64", "arm64")
 
@@ -695,7 +706,7 @@ def write_table(a, best, times, where=None):
         shutil.copytree(src_dir, out_dir)
     path = os.path.join(out_dir, table_file(a.isa))
     lines = open(path).read().splitlines()
-    where = where or f"{platform.node()} ({platform.processor() or 'cpu'})"
+    where = where or f"{platform.node()} ({cpu_model()}, {a.threads} threads)"
     stamp = f"# autotuned {datetime.date.today()} on {where}: {times}"
     head = "any" if unkeyed(variant, phase) else f"d{a.d}"  # e.g. topk_ffn's key has no head dim
     key = [variant, phase, head, a.mask]
@@ -825,10 +836,10 @@ def tune_all(a):
     with the budget split evenly and its default shape, all writing into the same --out folder.
     A run that fails is reported and the rest go on; the exit status says whether any failed."""
     if (a.isa == "cuda" or (a.isa == "neon" and not is_aarch64_host()) or a.export or a.import_dir
-            or a.space or a.start or a.inject_wrong):
+            or a.space or a.start or a.inject_wrong or a.shapes):
         raise SystemExit("hattn-autotune: --variant all tunes this machine's CPU tables in place: it "
                          "takes no --isa cuda (nor neon off ARM), --export, --import, --space, "
-                         "--start or --inject-wrong")
+                         "--start, --inject-wrong or --shapes")
     kernels = [(v, ph) for v in sorted(CPU_SPACES) for ph in CPU_SPACES[v]]
     share = parse_budget(a.budget) / len(kernels)
     passed = ["--isa", a.isa, "--threads", str(a.threads), "--reps", str(a.reps), "--jobs",
