@@ -182,6 +182,12 @@ def is_aarch64_host():
     return platform.machine() in ("aarch64", "arm64")
 
 
+def cross_compiled(isa):
+    """True for an ISA this machine cannot run: its candidates are built here (cross-compiled)
+    and timed only on the target, by --export and --import."""
+    return isa == "neon" and not is_aarch64_host()
+
+
 def detect_isa():
     """The best ISA of ISAS this machine runs (Linux /proc/cpuinfo flags)."""
     if is_aarch64_host():
@@ -267,7 +273,7 @@ class Tuner:
         self.gen = os.path.join(a.build, "generators", "hattn_generators")
         self.runner = os.path.join(self.work, "hattn-tune-runner")
         # Candidates for another CPU architecture: cross-compiled, timed only on that machine.
-        self.cross = a.isa == "neon" and not is_aarch64_host()
+        self.cross = cross_compiled(a.isa)
         self.cxx = "aarch64-linux-gnu-g++" if self.cross else "c++"
         if self.cross and shutil.which(self.cxx) is None:
             raise SystemExit(f"hattn-autotune: --isa neon on this {platform.machine()} machine "
@@ -322,10 +328,13 @@ class Tuner:
                 splits = max(1, min((64 * a.threads + rows - 1) // rows, max(1, blocks // 4)))
         return [str(x) for x in (a.d, a.b, a.h, a.hkv, a.lq, a.lk, splits)]
 
+    def shape_name(self, s=None):
+        return "x".join(self.shape_args(s))
+
     def kernel_id(self, s=None):
         """The tuned kernel and shape: the cache keys' prefix, and an export's identity."""
         a = self.a
-        return f"{a.variant}/{a.phase}/{a.mask}/d{a.d}/{a.isa}/{'x'.join(self.shape_args(s))}"
+        return f"{a.variant}/{a.phase}/{a.mask}/d{a.d}/{a.isa}/{self.shape_name(s)}"
 
     def point_id(self, t, s=None):
         return f"{self.kernel_id(s)}/{key_of(t)}"
@@ -595,11 +604,14 @@ class Tuner:
         """Re-times the given points interleaved, `rounds` times each at each shape, and returns
         {key: [median of the rounds' medians, per shape]}: one timing per point is noise for a
         memory-bound kernel."""
+        # A point measured by an earlier run (in the cache) may have no .so here any more.
+        missing = [p for p in points if not os.path.exists(self.so_path(self.cand_name(p)))]
+        with cf.ThreadPoolExecutor(self.a.jobs) as ex:
+            list(ex.map(lambda p: self.compile(p, self.cand_name(p)), missing))
         per_shape = {}
         for n, s in enumerate(self.shapes):
             if len(self.shapes) > 1:
-                print(f"[autotune] shape {n + 1}/{len(self.shapes)}: {'x'.join(self.shape_args(s))}",
-                      flush=True)
+                print(f"[autotune] shape {n + 1}/{len(self.shapes)}: {self.shape_name(s)}", flush=True)
             got = self.confirm_shape(points, rounds, s)
             for k, ms in got.items():
                 per_shape.setdefault(k, []).append(ms)
@@ -607,10 +619,6 @@ class Tuner:
 
     def confirm_shape(self, points, rounds, s):
         runs = {key_of(p): [] for p in points}
-        # A point measured by an earlier run (in the cache) may have no .so here any more.
-        missing = [p for p in points if not os.path.exists(self.so_path(self.cand_name(p)))]
-        with cf.ThreadPoolExecutor(self.a.jobs) as ex:
-            list(ex.map(lambda p: self.compile(p, self.cand_name(p)), missing))
         for _ in range(rounds):
             for p in points:
                 r = self.time_so(self.so_path(self.cand_name(p)), self.cand_name(p), s)
@@ -684,9 +692,7 @@ class Tuner:
 
 def table_file(isa):
     """The table a target reads, relative to a schedules/ folder."""
-    if isa in ("cuda", "neon"):
-        return os.path.join({"cuda": "cuda", "neon": "arm"}[isa], f"{isa}.table")
-    return os.path.join("x86", f"{isa}.table")
+    return os.path.join({"cuda": "cuda", "neon": "arm"}.get(isa, "x86"), f"{isa}.table")
 
 
 def read_table_line(path, variant, phase):
@@ -706,7 +712,7 @@ def write_table(a, best, times, where=None):
         shutil.copytree(src_dir, out_dir)
     path = os.path.join(out_dir, table_file(a.isa))
     lines = open(path).read().splitlines()
-    where = where or f"{platform.node()} ({cpu_model()}, {a.threads} threads)"
+    where = where or f"{platform.node()} ({cpu_model()}, {a.threads} thread{'s' if a.threads != 1 else ''})"
     stamp = f"# autotuned {datetime.date.today()} on {where}: {times}"
     head = "any" if unkeyed(variant, phase) else f"d{a.d}"  # e.g. topk_ffn's key has no head dim
     key = [variant, phase, head, a.mask]
@@ -742,7 +748,7 @@ def export_all(t, a, hand, seed):
                          f"--max-export {a.max_export}; restrict the space with --space")
     t.export(points, os.path.abspath(a.export))
     print(f"[autotune] export: {a.export} holds the candidates for {a.variant} {a.phase} {a.mask} d{a.d} "
-          f"on {a.isa}, shape {'x'.join(t.shape_args())}. On the target machine run\n"
+          f"on {a.isa}, shape {t.shape_name()}. On the target machine run\n"
           f"    {a.export}/run.sh > {a.export}/results.txt\n"
           f"  then here, with the same options, --import {a.export}", flush=True)
     return 0
@@ -768,7 +774,7 @@ def import_and_report(t, a, hand, seed):
     best = parse_key(best_key)
     hand_ms, seed_ms = ok.get(key_of(hand), float("inf")), ok.get(key_of(seed), float("inf"))
     print("\n| kernel, shape | seed ms | hand-tuned table ms | tuned ms | tuned / hand |")
-    print(f"| {a.variant} {a.phase} {a.mask} d{a.d}, {'x'.join(t.shape_args())} | {seed_ms:.3f} | "
+    print(f"| {a.variant} {a.phase} {a.mask} d{a.d}, {t.shape_name()} | {seed_ms:.3f} | "
           f"{hand_ms:.3f} | {ok[best_key]:.3f} | {hand_ms / ok[best_key]:.3f} speed |")
     where = f"the --export target ({len(ok)} candidates timed, medians of their rounds)"
     print(f"[autotune] winner {best_key}; table written to "
@@ -835,7 +841,7 @@ def tune_all(a):
     """--variant all: every (variant, phase) of CPU_SPACES in turn, each a run of this script
     with the budget split evenly and its default shape, all writing into the same --out folder.
     A run that fails is reported and the rest go on; the exit status says whether any failed."""
-    if (a.isa == "cuda" or (a.isa == "neon" and not is_aarch64_host()) or a.export or a.import_dir
+    if (a.isa == "cuda" or cross_compiled(a.isa) or a.export or a.import_dir
             or a.space or a.start or a.inject_wrong or a.shapes):
         raise SystemExit("hattn-autotune: --variant all tunes this machine's CPU tables in place: it "
                          "takes no --isa cuda (nor neon off ARM), --export, --import, --space, "
@@ -945,11 +951,11 @@ def main():
     if a.isa == "cuda":
         if a.adams:
             raise SystemExit("hattn-autotune: --adams: Adams2019 schedules CPU pipelines only")
-    if a.isa == "neon" and not is_aarch64_host() and not (a.export or a.import_dir):
+    if cross_compiled(a.isa) and not (a.export or a.import_dir):
         raise SystemExit(f"hattn-autotune: --isa neon candidates are aarch64 code, which this "
                          f"{platform.machine()} machine cannot time: build them with --export DIR, "
                          "run DIR/run.sh on the ARM machine, then --import DIR (autotune/README.md)")
-    if a.isa == "neon" and a.adams and not is_aarch64_host():
+    if cross_compiled(a.isa) and a.adams:
         raise SystemExit("hattn-autotune: --adams with --isa neon: run it on the ARM machine "
                          "(its schedule is timed where it is built)")
     if a.export and a.import_dir:
@@ -989,7 +995,7 @@ def main():
     t.build_runner()
     if a.export:
         return export_all(t, a, hand, seed)
-    names = [shape_name(t, s) for s in shapes]
+    names = [t.shape_name(s) for s in shapes]
     print(f"[autotune] {a.variant} {a.phase} {a.mask} d{a.d} on {a.isa}, "
           f"shape{'s' if len(shapes) > 1 else ''} {', '.join(names)}"
           + (" (scored by the geometric mean of their times)" if len(shapes) > 1 else "")
@@ -1026,10 +1032,6 @@ def main():
                       + (f", Adams2019 {fmt_ms(adams[n])}" if a.adams else "") + ")"
                       + (f" at {names[n]}" if len(shapes) > 1 else "") for n in range(len(shapes)))
     print(f"[autotune] winner {key_of(best)}; table written to {write_table(a, best, times)}")
-
-
-def shape_name(t, s):
-    return "x".join(t.shape_args(s))
 
 
 def shape_set(a):

@@ -58,14 +58,27 @@ def tuner(args, expect_rc=0):
     return r.stdout + r.stderr
 
 
-def run_sh(folder):
-    r = subprocess.run([os.path.join(folder, "run.sh"), "2"], capture_output=True, text=True,
-                       timeout=900)
+def run_sh(folder, rounds=2, env=None):
+    r = subprocess.run([os.path.join(folder, "run.sh"), str(rounds)], capture_output=True,
+                       text=True, timeout=900, env=env)
     if r.returncode != 0:
         fail(f"{folder}/run.sh exited with {r.returncode}: {r.stderr}")
     open(os.path.join(folder, "results.txt"), "w").write(r.stdout)
     print(f"test_autotune: {folder}/run.sh printed\n{r.stdout}", flush=True)
     return r.stdout.splitlines()
+
+
+def check_import(common, pkg, table, what):
+    """--import of pkg: the injected candidate is reported wrong and does not win, and a stamped
+    'dense prefill d64 noncausal' line is written into `table`; returns that table's lines."""
+    text = tuner(common + ["--import", pkg])
+    if "is wrong" not in text or "wrong:1" in text.split("[autotune] winner ")[1].splitlines()[0]:
+        fail(f"{what}: the injected candidate was not reported wrong, or it won")
+    lines = open(table).read().splitlines()
+    tuned = [i for i, l in enumerate(lines) if l.split()[:4] == ["dense", "prefill", "d64", "noncausal"]]
+    if len(tuned) != 1 or "--export target" not in lines[tuned[0] - 1]:
+        fail(f"{what} wrote no stamped line into {table}")
+    print(f"test_autotune: {what} wrote {lines[tuned[0] - 1]}\n  {lines[tuned[0]]}", flush=True)
 
 
 def check_shape_set(build, inc, work):
@@ -109,29 +122,18 @@ def check_remote_arm(build, inc, work):
               "--halide-include", inc]
     pkg = os.path.join(aw, "pkg")
     tuner(common + ["--export", pkg])
-    r = subprocess.run([os.path.join(pkg, "run.sh"), "1"], capture_output=True, text=True,
-                       timeout=900, env=dict(os.environ, HATTN_RUNNER_WRAPPER="qemu-aarch64 -L "
-                                             "/usr/aarch64-linux-gnu"))
-    open(os.path.join(pkg, "results.txt"), "w").write(r.stdout)
-    print(f"test_autotune: the ARM run.sh under qemu printed\n{r.stdout}", flush=True)
-    lines = r.stdout.splitlines()
-    if r.returncode != 0 or len(lines) != 4:  # 2 points, the table's, the injected one
-        fail(f"ARM run.sh: exit {r.returncode}, {len(lines)} lines (expected 4): {r.stderr}")
-    text = tuner(common + ["--import", pkg])
-    if "is wrong" not in text or "wrong:1" in text.split("[autotune] winner ")[1].splitlines()[0]:
-        fail("ARM --import: the injected candidate was not reported wrong, or it won")
+    lines = run_sh(pkg, 1, dict(os.environ, HATTN_RUNNER_WRAPPER="qemu-aarch64 -L /usr/aarch64-linux-gnu"))
+    if len(lines) != 4:  # 2 points, the table's, the injected one
+        fail(f"ARM run.sh under qemu printed {len(lines)} lines, expected 4")
     vout = os.path.join(aw, "schedules")
-    table = open(os.path.join(vout, "arm", "neon.table")).read().splitlines()
-    tuned = [i for i, l in enumerate(table) if l.split()[:4] == ["dense", "prefill", "d64", "noncausal"]]
-    if len(tuned) != 1 or "--export target" not in table[tuned[0] - 1]:
-        fail("ARM --import wrote no stamped line into arm/neon.table")
+    check_import(common, pkg, os.path.join(vout, "arm", "neon.table"), "ARM --import")
     cmd = [os.path.join(build, "generators", "hattn_generators"), "-g", "dense", "-f", "accept_arm",
            "-e", "h", "-o", aw, "target=arm-64-linux-no_runtime", "phase=prefill", "causal=false",
            "head_dim=64", "with_lse=false", f"tables={vout}"]
     g = subprocess.run(cmd, capture_output=True, text=True)
     if g.returncode != 0:
         fail(f"the generator refused the ARM tables: {g.stderr.strip()}")
-    print(f"test_autotune: ARM --import wrote {table[tuned[0]]}", flush=True)
+    print("test_autotune: the generator built a NEON kernel from the imported table", flush=True)
 
 
 def check_remote(build, inc, work):
@@ -143,14 +145,8 @@ def check_remote(build, inc, work):
     lines = run_sh(pkg)
     if len(lines) != 2 * 6:  # 4 points of the space, the table's, the injected one; 2 rounds
         fail(f"run.sh printed {len(lines)} lines, expected 12")
-    text = tuner(common + ["--import", pkg])
-    if "is wrong" not in text or "wrong:1" in text.split("[autotune] winner ")[1].splitlines()[0]:
-        fail("--import: the injected candidate was not reported wrong, or it won")
-    table = open(os.path.join(work, "remote", "schedules", "x86", "sse41.table")).read().splitlines()
-    tuned = [i for i, l in enumerate(table) if l.split()[:4] == ["dense", "prefill", "d64", "noncausal"]]
-    if len(tuned) != 1 or "--export target" not in table[tuned[0] - 1]:
-        fail("--import wrote no stamped line for the key")
-    print(f"test_autotune: --import wrote {table[tuned[0] - 1]}", flush=True)
+    check_import(common, pkg, os.path.join(work, "remote", "schedules", "x86", "sse41.table"),
+                 "--import")
 
     cuda = ["--phase", "decode", "--isa", "cuda", "--d", "128", "--h", "4", "--hkv", "2",
             "--lk", "1024", "--jobs", "2", "--space", "tk:2|4,td:4", "--build", build,
