@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
+#include <string>
+#include <utility>
 
 namespace hattn_test {
 
@@ -270,18 +273,300 @@ void reference_mha(const float* x, const float* memory, const MhaHostWeights& w,
   }
 }
 
+namespace {
+// An exact running sum of doubles (Shewchuk's expansion: non-overlapping partials, smallest
+// first): the free set's sum after entries join and leave it, with no residue of the large ones
+// that left (a long double sum lost 1e-42 against 0.3 and found a root among subnormals).
+class ExactSum {
+ public:
+  void add(double x) {
+    size_t kept = 0;
+    for (size_t i = 0; i < partials_.size(); ++i) {
+      double y = partials_[i];
+      if (std::abs(x) < std::abs(y)) std::swap(x, y);
+      const double hi = x + y;
+      const double lo = y - (hi - x);
+      if (lo != 0) partials_[kept++] = lo;
+      x = hi;
+    }
+    partials_.resize(kept);
+    partials_.push_back(x);
+  }
+  long double value() const {
+    long double s = 0;
+    for (double p : partials_) s += p;
+    return s;
+  }
+  void clear() { partials_.clear(); }
+
+ private:
+  std::vector<double> partials_;
+};
+}  // namespace
+
+SparsekRoots reference_sparsek_roots(const std::vector<double>& z, int64_t n, int64_t k) {
+  constexpr double kInf = std::numeric_limits<double>::infinity();
+  if (n <= 0) return {-kInf, kInf, 0};
+  const auto first = z.begin(), last = z.begin() + n;
+  // A NaN or infinite score has no projection (f is undefined or never reaches k): NaN roots.
+  if (!std::all_of(first, last, [](double v) { return std::isfinite(v); })) {
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    return {nan, nan, 0};
+  }
+  if (k <= 0) return {*std::max_element(first, last), kInf, 0};
+  if (k >= n) return {-kInf, *std::min_element(first, last) - 1, 0};
+  // Breakpoints: entry j turns from saturated to free at z_j - 1, from free to dead at z_j.
+  struct Event {
+    double t;
+    bool dies;  // false: saturated -> free; true: free -> dead
+    double z;
+  };
+  std::vector<Event> events;
+  events.reserve(static_cast<size_t>(2 * n));
+  for (auto it = first; it != last; ++it) {
+    events.push_back({*it - 1, false, *it});
+    events.push_back({*it, true, *it});
+  }
+  std::sort(events.begin(), events.end(), [](const Event& a, const Event& b) { return a.t < b.t; });
+  // Left of every breakpoint all n entries are saturated (f = n > k).
+  int64_t sat = n, free = 0;
+  ExactSum free_sum;
+  double prev = -kInf;
+  const long double kk = static_cast<long double>(k);
+  for (size_t e = 0; e < events.size();) {
+    const double b = events[e].t;
+    // The piece (prev, b): f(t) = sat + free_sum - free * t.
+    if (free == 0) {
+      if (sat == k) return {prev, b, 0};
+    } else {
+      // The integers first: 1 + 1e-42 - 1 would lose what a tiny free set sums to.
+      const long double root = (static_cast<long double>(sat) - kk + free_sum.value()) / free;
+      if (root < b) {  // at b itself the next piece may be flat at k: look there
+        const double r = static_cast<double>(std::max<long double>(root, prev));
+        return {r, r, free};
+      }
+    }
+    for (; e < events.size() && events[e].t == b; ++e) {
+      if (events[e].dies) {
+        --free;
+        free_sum.add(-events[e].z);
+      } else {
+        --sat;
+        ++free;
+        free_sum.add(events[e].z);
+      }
+    }
+    if (free == 0) free_sum.clear();
+    // From |z| >= 2^53 on, z - 1 == z in double: an entry's free piece collapses into its
+    // breakpoint and f jumps there. If it jumped below k, the root is b (to a double's spacing).
+    if (static_cast<long double>(sat) - kk + free_sum.value() - static_cast<long double>(free) * b <
+        0) {
+      return {b, b, std::max<int64_t>(free, 1)};
+    }
+    prev = b;
+  }
+  return {prev, prev, 0};  // not reached for 0 < k < n: f is 0 right of max z
+}
+
 double reference_sparsek_tau(const std::vector<double>& z, int64_t n, int64_t k) {
   if (k >= n) return -std::numeric_limits<double>::infinity();
-  if (k == 0) return std::numeric_limits<double>::infinity();
-  double lo = *std::min_element(z.begin(), z.begin() + n) - 1;
-  double hi = *std::max_element(z.begin(), z.begin() + n);
-  for (int it = 0; it < 100; ++it) {
-    const double mid = 0.5 * (lo + hi);
-    double f = 0;
-    for (int64_t j = 0; j < n; ++j) f += std::clamp(z[static_cast<size_t>(j)] - mid, 0.0, 1.0);
-    (f >= static_cast<double>(k) ? lo : hi) = mid;
+  if (k <= 0) return std::numeric_limits<double>::infinity();
+  const SparsekRoots r = reference_sparsek_roots(z, n, k);
+  return r.lo == r.hi ? r.lo : 0.5 * (r.lo + r.hi);
+}
+
+namespace {
+// The float spacing at |t| (its unit in the last place), in double.
+double float_spacing(double t) {
+  const float a =
+      static_cast<float>(std::min(std::abs(t), double(std::numeric_limits<float>::max())));
+  return double(std::nextafter(a, std::numeric_limits<float>::infinity())) - double(a);
+}
+std::string g17(double v) {
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+}  // namespace
+
+std::string check_sparsek_row(const float* z, const float* p, int64_t n, int64_t k, float tau,
+                              SparsekRootKind* kind) {
+  double sum = 0, zmax = 1;
+  for (int64_t j = 0; j < n; ++j) {
+    const float want = std::clamp(z[j] - tau, 0.f, 1.f);
+    if (!(p[j] >= 0.f && p[j] <= 1.f) || !(p[j] == want)) {
+      return "p[" + std::to_string(j) + "] = " + g17(p[j]) +
+             " but clip(z - tau, 0, 1) = " + g17(want) + " (z = " + g17(z[j]) + ")";
+    }
+    sum += p[j];
+    zmax = std::max(zmax, double(std::abs(z[j])));
   }
-  return 0.5 * (lo + hi);
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  if (k <= 0 || k >= n) {
+    if (kind != nullptr) *kind = k <= 0 ? SparsekRootKind::zero_k : SparsekRootKind::all_ones;
+    const float want = k <= 0 ? kInf : -kInf;
+    if (!(tau == want)) return "tau = " + g17(tau) + ", want " + g17(want);
+    if (sum != double(k <= 0 ? 0 : n)) return "sum p = " + g17(sum);
+    return "";
+  }
+  const SparsekRoots roots = reference_sparsek_roots(std::vector<double>(z, z + n), n, k);
+  if (kind != nullptr)
+    *kind = roots.free_count == 0 ? SparsekRootKind::flat : SparsekRootKind::free;
+  const std::string root = "the reference's root [" + g17(roots.lo) + ", " + g17(roots.hi) + "] (" +
+                           std::to_string(roots.free_count) + " free)";
+  const double u = float_spacing(std::max(std::abs(roots.lo), std::abs(roots.hi)));
+  const double slack = u + double(n) * 0x1p-52 * zmax;
+  if (!(tau >= roots.lo - slack && tau <= roots.hi + slack)) {
+    return "tau = " + g17(tau) + " outside " + root + " +- " + g17(slack);
+  }
+  if (roots.free_count == 0 && u < 0.5 && sum != double(k)) {
+    return "sum p = " + g17(sum) + " at a flat root, want exactly " + std::to_string(k);
+  }
+  const double sum_tol = double(n) * (u + 0x1p-23);
+  if (!(std::abs(sum - double(k)) <= sum_tol)) {
+    return "sum p = " + g17(sum) + ", want " + std::to_string(k) + " within " + g17(sum_tol) +
+           ", " + root;
+  }
+  return "";
+}
+
+namespace {
+
+// A small deterministic generator (splitmix64): the same rows from the same seed everywhere.
+struct RowRng {
+  uint64_t state;
+  uint64_t next() {
+    uint64_t x = (state += 0x9e3779b97f4a7c15ull);
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+  }
+  double uniform() { return static_cast<double>(next() >> 11) * 0x1p-53; }  // [0, 1)
+  int64_t below(int64_t n) { return static_cast<int64_t>(next() % static_cast<uint64_t>(n)); }
+  double normal() {
+    const double u = std::max(uniform(), 1e-300), v = uniform();
+    return std::sqrt(-2 * std::log(u)) * std::cos(6.283185307179586 * v);
+  }
+  void shuffle(std::vector<float>* z) {
+    for (size_t i = z->size(); i > 1; --i)
+      std::swap((*z)[i - 1], (*z)[static_cast<size_t>(below(static_cast<int64_t>(i)))]);
+  }
+};
+
+}  // namespace
+
+std::vector<BoundaryRow> boundary_rows(uint64_t seed, int64_t max_len) {
+  RowRng rng{seed};
+  std::vector<BoundaryRow> rows;
+  const int64_t cap = std::max<int64_t>(max_len, 2);
+  auto len = [&](int64_t lo) {
+    return std::min(cap, lo + rng.below(std::max<int64_t>(1, cap - lo + 1)));
+  };
+  // Every k that matters for a row of length n, plus one random one.
+  auto add_ks = [&](const std::string& kind, const std::vector<float>& z) {
+    const int64_t n = static_cast<int64_t>(z.size());
+    for (int64_t k :
+         {int64_t{0}, int64_t{1}, n - 1, n, n + 3, 1 + rng.below(std::max<int64_t>(1, n))}) {
+      if (k >= 0) rows.push_back({kind + " k=" + std::to_string(k), z, k});
+    }
+  };
+
+  // The row of issue 21, and its family: the top k - 1 far above, z_(k) in [P, P + 1) for a power
+  // of two P below k, the rest more than 1 below z_(k) (or exactly 1 below: coinciding
+  // breakpoints). The root is flat: every p is 0 or 1.
+  rows.push_back({"issue21 [11.5, 1.5, 0] k=2", {11.5f, 1.5f, 0.f}, 2});
+  for (int64_t k : {2, 3, 5, 9, 17, 33, 37, 41, 65, 129}) {
+    if (k + 1 > cap) continue;
+    for (int variant = 0; variant < 3; ++variant) {
+      int64_t p2 = 1;
+      while (p2 * 2 < k) p2 *= 2;
+      const float zk =
+          static_cast<float>(p2) + (variant == 2 ? 0.f : static_cast<float>(rng.uniform()));
+      const int64_t n = std::min(cap, k + 1 + rng.below(k + 8));
+      std::vector<float> z;
+      for (int64_t i = 0; i + 1 < k; ++i)
+        z.push_back(zk + 2.f + static_cast<float>(rng.below(3 * k)));
+      z.push_back(zk);
+      for (int64_t i = k; i < n; ++i) {
+        z.push_back(variant == 1 && i == k
+                        ? zk - 1.f
+                        : zk - 1.f - 0.25f - static_cast<float>(rng.below(4 * k)) * 0.5f);
+      }
+      rng.shuffle(&z);
+      rows.push_back({"pow2-flat P=" + std::to_string(p2) + " v" + std::to_string(variant) +
+                          " k=" + std::to_string(k),
+                      z, k});
+    }
+  }
+  // Distinct integers spaced 1, 2 or 3 apart (maybe all + 0.5), shuffled.
+  for (int spacing = 1; spacing <= 3; ++spacing) {
+    const int64_t n = len(2);
+    std::vector<float> z;
+    const float base = static_cast<float>(rng.below(200)) - 100.f + (rng.below(2) ? 0.5f : 0.f);
+    for (int64_t i = 0; i < n; ++i) z.push_back(base + static_cast<float>(spacing * i));
+    rng.shuffle(&z);
+    add_ks("integers spaced " + std::to_string(spacing), z);
+  }
+  // All-0/1 solutions: k values within 0.5 of each other, more than 1 above the rest.
+  for (int rep = 0; rep < 2; ++rep) {
+    const int64_t n = len(3), k = 1 + rng.below(n - 1);
+    std::vector<float> z;
+    for (int64_t i = 0; i < n; ++i) {
+      z.push_back(static_cast<float>(i < k ? 4 + 0.5 * rng.uniform() : 2.5 - 3 * rng.uniform()));
+    }
+    rng.shuffle(&z);
+    rows.push_back({"all-0/1 k=" + std::to_string(k), z, k});
+  }
+  // Ties: a coarse grid, so the k-th place is shared with others.
+  {
+    const int64_t n = len(4);
+    std::vector<float> z;
+    for (int64_t i = 0; i < n; ++i) z.push_back(0.25f * static_cast<float>(rng.below(9)));
+    add_ks("ties on a 0.25 grid", z);
+    add_ks("all equal", std::vector<float>(static_cast<size_t>(n), 1.f));
+  }
+  // Values at and around powers of two (their neighbours in float too).
+  {
+    const int64_t n = len(4);
+    std::vector<float> z;
+    for (int64_t i = 0; i < n; ++i) {
+      float v = std::ldexp(1.f, static_cast<int>(rng.below(24)) - 8);
+      if (rng.below(3) == 0) v = std::nextafter(v, rng.below(2) ? 0.f : 1e30f);
+      z.push_back(rng.below(4) == 0 ? -v : v);
+    }
+    add_ks("powers of two", z);
+  }
+  // Tiny, subnormal and huge magnitudes, the float range's ends.
+  for (double scale : {1e-30, 1e-42, 1e30}) {
+    const int64_t n = len(2);
+    std::vector<float> z;
+    for (int64_t i = 0; i < n; ++i) z.push_back(static_cast<float>(scale * rng.normal()));
+    add_ks("normal x " + std::to_string(scale), z);
+  }
+  // Subnormals among values of order 1 (the top k clear of them): a sum over the free set that
+  // keeps residue of the large entries that passed through it finds a root among the subnormals.
+  {
+    const int64_t n = len(8);
+    std::vector<float> z;
+    for (int64_t i = 0; i < n; ++i) {
+      z.push_back(static_cast<float>(i % 3 == 0 ? 1e-42 * rng.normal() : rng.normal()));
+    }
+    add_ks("subnormals among normal x 1", z);
+  }
+  {
+    const float big = std::numeric_limits<float>::max();
+    add_ks("+-FLT_MAX", {big, -big, 0.f, big, 1.f});
+    add_ks("near -FLT_MAX", {-big, std::nextafter(-big, 0.f), -1e38f});
+  }
+  // Rows of length 1 and a plain random row.
+  add_ks("length 1", {static_cast<float>(rng.normal())});
+  {
+    const int64_t n = len(2);
+    std::vector<float> z;
+    for (int64_t i = 0; i < n; ++i) z.push_back(static_cast<float>(2 * rng.normal()));
+    add_ks("normal x 2", z);
+  }
+  return rows;
 }
 
 void reference_sparsek_scores(const float* x, const float* w_score, int64_t batch, int64_t kv_heads,

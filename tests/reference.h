@@ -7,6 +7,7 @@
 
 #include <array>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace hattn_test {
@@ -95,9 +96,51 @@ void reference_linear_row(const float* x, const float* w, const float* bias, int
 
 // --- SPARSEK (Lou et al. 2024) ---------------------------------------------------------------
 
-// tau of the SparseK projection of z[0, n) onto {0 <= p <= 1, sum p = k}, by 100 bisection steps
-// on [min z - 1, max z] in double. k >= n: -inf (all ones); k = 0: +inf (all zeros).
+// The roots of f(t) = sum_j clip(z_j - t, 0, 1) = k over z[0, n): the SparseK projection of the
+// row onto {0 <= p <= 1, sum p = k} is p = clip(z - t, 0, 1) for every t in [lo, hi]. One point
+// when some entry is free at the root (0 < z_j - t < 1); an interval when f is flat there (every
+// p is 0 or 1). k <= 0: [max z, +inf); k >= n: (-inf, min z - 1] (n = 0: the whole line).
+// Computed without a bisection: the 2n breakpoints (z_j - 1, z_j) sorted, then a sweep over the
+// pieces between them, each linear with the free set F and saturated set S known, until the piece
+// whose line reaches k: t = (sum_F z + |S| - k) / |F|, in long double.
+struct SparsekRoots {
+  double lo, hi;
+  int64_t free_count;  // |F| at the root (0: f flat there)
+};
+SparsekRoots reference_sparsek_roots(const std::vector<double>& z, int64_t n, int64_t k);
+
+// One root of the above (the midpoint of a flat interval, or its finite end). k >= n: -inf (all
+// ones); k <= 0: +inf (all zeros).
 double reference_sparsek_tau(const std::vector<double>& z, int64_t n, int64_t k);
+
+// The SparseK operator's answer for one row of length n (z, p and the returned tau) against
+// reference_sparsek_roots: "" when right, else what is wrong. The tests and the fuzz target share
+// it. Stated tolerances, with u the float spacing at the root and zmax = max(1, |z_j|):
+//   * p = clip(z - tau, 0, 1) exactly as fp32 arithmetic gives it at the returned tau, in [0, 1];
+//   * k <= 0: tau = +inf; k >= n: tau = -inf;
+//   * tau within the root interval widened by u + n 2^-52 zmax (the bisection sums f in double);
+//   * a flat root (every p 0 or 1) gives sum p = k exactly; otherwise |sum p - k| <= n (u + 2^-23)
+//     (tau rounded to a float moves each free p by at most u; each p's subtraction rounds by at
+//     most 2^-24). Where u >= 1/2 (|root| >= 2^23) floats are too sparse for any float tau to give
+//     sum p = k (two ties at FLT_MAX with k = 1 need tau = FLT_MAX - 0.5): there the sum bound is
+//     n (u + 2^-23), vacuous by construction, and only tau's position and p's formula bind.
+enum class SparsekRootKind { zero_k, all_ones, flat, free };
+std::string check_sparsek_row(const float* z, const float* p, int64_t n, int64_t k, float tau,
+                              SparsekRootKind* kind = nullptr);
+
+// Rows built to sit on the boundaries of selections that work on float values and their bit
+// patterns (the SparseK operator's bisection over ordered keys, topk's radix select, the sweep):
+// integer-spaced values (no fractional entry at the root), the k-th largest just above a power of
+// two below k, all-0/1 solutions, ties (at the k-th place too), breakpoints that coincide
+// (z_i = z_j - 1), tiny (subnormal) and huge (up to +-FLT_MAX) magnitudes, rows of length 1.
+// Each row comes with the k to ask for (k = 0, 1, n - 1, n, n + 3 and in between appear).
+struct BoundaryRow {
+  std::string kind;
+  std::vector<float> z;
+  int64_t k;
+};
+// `seed` drives the random parts (the caller prints it); max_len bounds each row's length.
+std::vector<BoundaryRow> boundary_rows(uint64_t seed, int64_t max_len);
 
 // The scoring network in double, rounded to float: u[b, h, j] = w_score[h] . x[b, j] + slope * j.
 // x [B, L, Dm] and w_score [Hkv, Dm] dense row-major; u resized to B * Hkv * L.

@@ -1,6 +1,8 @@
 // SPARSEK (Lou et al. 2024) against plain double-precision loops written here, and the spec's
-// invariants: the mask lies in [0, 1] and sums to k; it equals a brute-force projection (100
-// bisection steps in double); tau is shift-equivariant; the per-prefix sweep equals that
+// invariants: the mask lies in [0, 1] and sums to k; it equals the projection of a sort-based
+// float64 reference (tests/reference.cpp), on random rows and on rows built to hit the operator's
+// boundaries (boundary_rows: integer spacing, powers of two, 0/1 solutions, ties, tiny and huge
+// magnitudes, k = 0, 1, n - 1, n, > n); tau is shift-equivariant; the per-prefix sweep equals that
 // projection on every prefix (ties and monotone sequences included); k >= L with w = 0 is dense
 // causal attention; k = 0 is sliding-window attention; both gate modes; bottom-right alignment;
 // decode over the bounded cache equals prefill with the full mask; every refusal.
@@ -11,6 +13,7 @@
 #include <iostream>
 #include <limits>
 #include <numeric>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -82,10 +85,10 @@ AttnInputs make_inputs(const AttnCase& c, TestRng& rng) {
   in.x = randn(static_cast<size_t>(s.batch * s.lk * s.model_dim), rng);
   in.w = randn(static_cast<size_t>(s.kv_heads * s.model_dim), rng, 0.5f);
   in.u.assign(static_cast<size_t>(s.batch * s.kv_heads * s.lk), 0.f);
-  Status st = hattn::sparsek_scores(
-      TensorView::contiguous(in.x.data(), {s.batch, s.lk, s.model_dim}),
-      TensorView::contiguous(in.w.data(), {s.kv_heads, s.model_dim}), c.slope,
-      TensorView::contiguous(in.u.data(), {s.batch, s.kv_heads, s.lk}));
+  Status st =
+      hattn::sparsek_scores(TensorView::contiguous(in.x.data(), {s.batch, s.lk, s.model_dim}),
+                            TensorView::contiguous(in.w.data(), {s.kv_heads, s.model_dim}), c.slope,
+                            TensorView::contiguous(in.u.data(), {s.batch, s.kv_heads, s.lk}));
   EXPECT_TRUE(st.ok()) << st.message;
   return in;
 }
@@ -166,7 +169,8 @@ TEST(SparsekMask, InUnitBoxSumsToKAndEqualsBruteForceProjection) {
     MaskResult r = run_mask(z, rows, m, lengths, k);
     for (int64_t row = 0; row < rows; ++row) {
       const int64_t n = lengths[static_cast<size_t>(row)];
-      SCOPED_TRACE("k=" + std::to_string(k) + " row=" + std::to_string(row) + " n=" + std::to_string(n));
+      SCOPED_TRACE("k=" + std::to_string(k) + " row=" + std::to_string(row) +
+                   " n=" + std::to_string(n));
       std::vector<double> zr(z.begin() + row * m, z.begin() + (row + 1) * m);
       const double tau = reference_sparsek_tau(zr, n, k);
       double sum = 0;
@@ -190,6 +194,135 @@ TEST(SparsekMask, InUnitBoxSumsToKAndEqualsBruteForceProjection) {
       }
       if (std::isfinite(tau) && unique) {
         ASSERT_NEAR(r.tau[static_cast<size_t>(row)], tau, 1e-6 * (1 + std::abs(tau)));
+      }
+    }
+  }
+}
+
+// Every boundary row, alone (m = n) and packed with others into one call of several lengths (the
+// columns past a row's length hold huge values that must not count), p and tau poisoned first.
+TEST(SparsekMask, BoundaryRowsMatchTheSortedProjection) {
+  TestRng rng("boundary");
+  SCOPED_TRACE(rng.description());
+  const std::vector<BoundaryRow> rows = boundary_rows(rng.seed(), 200);
+  int failures = 0;
+  for (const BoundaryRow& row : rows) {
+    const int64_t n = static_cast<int64_t>(row.z.size());
+    std::vector<float> p(static_cast<size_t>(n), std::nanf("")), tau(1, std::nanf(""));
+    const std::vector<int64_t> len = {n};
+    Status s = hattn::sparsek_mask(TensorView::contiguous(row.z.data(), {1, n}), &len, row.k,
+                                   TensorView::contiguous(p.data(), {1, n}),
+                                   TensorView::contiguous(tau.data(), {1}));
+    ASSERT_TRUE(s.ok()) << s.message;
+    const std::string why = check_sparsek_row(row.z.data(), p.data(), n, row.k, tau[0]);
+    if (!why.empty() && ++failures <= 20) ADD_FAILURE() << row.kind << " (n=" << n << "): " << why;
+  }
+  EXPECT_EQ(failures, 0) << "of " << rows.size() << " rows";
+  std::cout << "[  ROWS    ] " << rows.size() << " boundary rows, " << failures << " wrong\n";
+
+  // Packed: rows of one k side by side, m = the longest, the rest of each row poisoned.
+  for (int64_t k : {1, 2, 9, 33}) {
+    std::vector<const BoundaryRow*> group;
+    int64_t m = 1;
+    for (const BoundaryRow& row : rows) {
+      if (row.k != k) continue;
+      group.push_back(&row);
+      m = std::max<int64_t>(m, static_cast<int64_t>(row.z.size()));
+    }
+    if (group.empty()) continue;
+    const int64_t r = static_cast<int64_t>(group.size());
+    std::vector<float> z(static_cast<size_t>(r * m), 3e38f), p(z.size(), std::nanf(""));
+    std::vector<float> tau(static_cast<size_t>(r), std::nanf(""));
+    std::vector<int64_t> len;
+    for (int64_t i = 0; i < r; ++i) {
+      std::copy(group[i]->z.begin(), group[i]->z.end(), z.begin() + i * m);
+      len.push_back(static_cast<int64_t>(group[i]->z.size()));
+    }
+    Status s = hattn::sparsek_mask(TensorView::contiguous(z.data(), {r, m}), &len, k,
+                                   TensorView::contiguous(p.data(), {r, m}),
+                                   TensorView::contiguous(tau.data(), {r}));
+    ASSERT_TRUE(s.ok()) << s.message;
+    for (int64_t i = 0; i < r; ++i) {
+      const std::string why =
+          check_sparsek_row(group[i]->z.data(), p.data() + i * m, len[i], k, tau[i]);
+      EXPECT_TRUE(why.empty()) << "packed, k=" << k << ", " << group[i]->kind << ": " << why;
+      for (int64_t j = len[i]; j < m; ++j) ASSERT_EQ(p[i * m + j], 0.f) << "past the length";
+    }
+  }
+}
+
+// The operator's own example of issue 21: the projection of [11.5, 1.5, 0] onto sum p = 2.
+TEST(SparsekMask, FlatRootBelowAPowerOfTwo) {
+  const std::vector<float> z = {11.5f, 1.5f, 0.f};
+  std::vector<float> p(3, std::nanf("")), tau(1, std::nanf(""));
+  ASSERT_TRUE(hattn::sparsek_mask(TensorView::contiguous(z.data(), {1, 3}), nullptr, 2,
+                                  TensorView::contiguous(p.data(), {1, 3}),
+                                  TensorView::contiguous(tau.data(), {1}))
+                  .ok());
+  EXPECT_EQ(p, (std::vector<float>{1.f, 1.f, 0.f}));
+  EXPECT_TRUE(tau[0] >= 0.f && tau[0] <= 0.5f) << tau[0];
+}
+
+// The reference itself on rows whose projection is known by hand.
+TEST(SparsekMask, SortedReferenceOnKnownRows) {
+  auto roots = [](std::vector<double> z, int64_t k) {
+    return reference_sparsek_roots(z, static_cast<int64_t>(z.size()), k);
+  };
+  SparsekRoots r = roots({11.5, 1.5, 0}, 2);  // flat: [z_(3), z_(2) - 1]
+  EXPECT_EQ(r.free_count, 0);
+  EXPECT_EQ(r.lo, 0.0);
+  EXPECT_EQ(r.hi, 0.5);
+  r = roots({1.0, 0.5, 0.25}, 1);  // (1.75 - 1) / 3 = 0.25, where z = 0.25 is no longer free
+  EXPECT_EQ(r.free_count, 2);
+  EXPECT_NEAR(r.lo, 0.25, 1e-15);
+  r = roots({3.0, 2.0, 1.0}, 1);  // z_(2) = z_(1) - 1: a single point, nothing free
+  EXPECT_EQ(r.lo, 2.0);
+  EXPECT_EQ(r.hi, 2.0);
+  r = roots({5.0, 4.5}, 1);  // both free: (9.5 - 1) / 2
+  EXPECT_EQ(r.lo, 4.25);
+  EXPECT_EQ(roots({1.0, 2.0}, 2).hi, 0.0);  // k >= n: up to min z - 1
+  EXPECT_TRUE(std::isinf(roots({1.0, 2.0}, 0).hi));
+}
+
+// The per-prefix sweep (which builds sparsek_attention's masks) on the same boundary rows: its tau
+// on every prefix gives the reference's projection of that prefix.
+TEST(SparsekSweep, BoundaryRowsEveryPrefix) {
+  TestRng rng("boundary");
+  SCOPED_TRACE(rng.description());
+  for (const BoundaryRow& row : boundary_rows(rng.seed(), 64)) {
+    if (row.k <= 0) continue;  // the sweep keeps no candidate for k = 0 (tested below)
+    hattn::SparsekSweep sweep(row.k);
+    std::vector<double> z;
+    for (size_t j = 0; j < row.z.size(); ++j) {
+      sweep.push(row.z[j], static_cast<int64_t>(j));
+      z.push_back(row.z[j]);
+      const int64_t n = static_cast<int64_t>(z.size());
+      const SparsekRoots roots = reference_sparsek_roots(z, n, row.k);
+      const double t = sweep.tau();
+      if (row.k >= n) {
+        ASSERT_TRUE(std::isinf(t) && t < 0) << row.kind << " prefix " << n;
+        continue;
+      }
+      // Within the root interval, up to double rounding (of the closed form, and of z - 1 itself
+      // once |z| >= 2^53, where a saturated entry goes straight to dead).
+      double zmax = 1;
+      for (double v : z) zmax = std::max(zmax, std::abs(v));
+      const double slack = double(n) * 0x1p-52 * zmax;
+      ASSERT_TRUE(t >= roots.lo - slack && t <= roots.hi + slack)
+          << row.kind << " prefix " << n << ": tau " << t << " not in [" << roots.lo << ", "
+          << roots.hi << "]";
+      std::vector<int32_t> index(static_cast<size_t>(row.k));
+      std::vector<float> gate(static_cast<size_t>(row.k));
+      const int32_t got = sweep.select(index.data(), gate.data(), false);
+      double sum = 0;
+      for (int32_t s = 0; s < got; ++s) sum += gate[s];
+      // The gates are p on the k largest: they sum to k unless ties past the k-th hold mass, or
+      // doubles are 1 or more apart at tau (|tau| >= 2^52: two ties at FLT_MAX with k = 1 need
+      // tau = FLT_MAX - 0.5, which no double holds; only tau's position is checked there).
+      int64_t positive = 0;
+      for (double v : z) positive += (v - t > 0) ? 1 : 0;
+      if (positive <= row.k && std::abs(t) < 0x1p52) {
+        ASSERT_NEAR(sum, double(row.k), 1e-5 * double(row.k)) << row.kind << " prefix " << n;
       }
     }
   }
@@ -244,9 +377,9 @@ TEST(SparsekSweep, EveryPrefixEqualsTheProjection) {
   for (int64_t j = 0; j < n; ++j) {
     sequences[0][j] = rng.normal(2.f);
     sequences[1][j] = std::round(rng.normal(2.f)) * 0.25f;  // ties
-    sequences[2][j] = 0.01f * float(j);                      // increasing
-    sequences[3][j] = -0.02f * float(j);                     // decreasing
-    sequences[4][j] = 1.f + 0.001f * rng.normal();           // a dense cluster
+    sequences[2][j] = 0.01f * float(j);                     // increasing
+    sequences[3][j] = -0.02f * float(j);                    // decreasing
+    sequences[4][j] = 1.f + 0.001f * rng.normal();          // a dense cluster
   }
   for (size_t sq = 0; sq < sequences.size(); ++sq) {
     for (int64_t k : {1, 3, 16, 64}) {
@@ -399,11 +532,13 @@ TEST(SparsekAttention, RefusesBadArguments) {
   s = hattn::sparsek_attention(qv, kv, vv, xv, wv, ov, opt);
   EXPECT_NE(s.message.find("window w must be >= 0"), std::string::npos) << s.message;
   opt.window = 2;
-  s = hattn::sparsek_attention(qv, kv, vv, TensorView::contiguous(x.data(), {1, 4, 8}), wv, ov, opt);
+  s = hattn::sparsek_attention(qv, kv, vv, TensorView::contiguous(x.data(), {1, 4, 8}), wv, ov,
+                               opt);
   EXPECT_NE(s.message.find("x must be [B, Lk, Dm]"), std::string::npos) << s.message;
   s = hattn::sparsek_attention(qv, kv, vv, xv, TensorView::contiguous(w.data(), {2, 2}), ov, opt);
   EXPECT_NE(s.message.find("w_score must be [Hkv, Dm]"), std::string::npos) << s.message;
-  s = hattn::sparsek_attention(qv, kv, TensorView::contiguous(v.data(), {1, 1, 4, 32}), xv, wv, ov, opt);
+  s = hattn::sparsek_attention(qv, kv, TensorView::contiguous(v.data(), {1, 1, 4, 32}), xv, wv, ov,
+                               opt);
   EXPECT_EQ(s.code, StatusCode::invalid_argument) << s.message;
   opt.slope = std::nanf("");
   s = hattn::sparsek_attention(qv, kv, vv, xv, wv, ov, opt);
@@ -500,8 +635,12 @@ void check_decode(int64_t budget, int64_t window, bool logit, TestRng& rng) {
 }
 
 TEST(SparsekDecode, BoundedCacheEqualsPrefill) {
-  struct P { int64_t k, w; bool logit; };
-  for (P p : {P{16, 24, false}, P{16, 24, true}, P{12, 0, false}, P{0, 9, false}, P{300, 4, false}}) {
+  struct P {
+    int64_t k, w;
+    bool logit;
+  };
+  for (P p :
+       {P{16, 24, false}, P{16, 24, true}, P{12, 0, false}, P{0, 9, false}, P{300, 4, false}}) {
     TestRng rng("decode_k" + std::to_string(p.k) + "_w" + std::to_string(p.w));
     SCOPED_TRACE(rng.description());
     check_decode(p.k, p.w, p.logit, rng);

@@ -425,4 +425,267 @@ TEST(TopkFfn, RefusesBadArguments) {
   EXPECT_NE(s.message.find("model dim"), std::string::npos) << s.message;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Boundary rows (issue 21): rows built on float boundaries (reference.h, boundary_rows) through
+// the radix select on the float bits that topk attention and the top-k FFN share. The expected
+// selection is computed independently, by a stable sort.
+
+// The min(k, m) largest of values[0, m), ties by the lower index: a stable sort of the indices by
+// value, descending (-0 and +0 compare equal, as scores). Returned in ascending index order.
+std::vector<int64_t> stable_sort_topk(const std::vector<double>& values, int64_t m, int64_t k) {
+  std::vector<int64_t> idx(static_cast<size_t>(m));
+  for (int64_t j = 0; j < m; ++j) idx[static_cast<size_t>(j)] = j;
+  std::stable_sort(idx.begin(), idx.end(), [&](int64_t a, int64_t b) {
+    return values[static_cast<size_t>(a)] > values[static_cast<size_t>(b)];
+  });
+  idx.resize(static_cast<size_t>(std::min(k, m)));
+  std::sort(idx.begin(), idx.end());
+  return idx;
+}
+
+std::string index_list(const std::vector<int64_t>& idx) {
+  std::ostringstream os;
+  os << "{";
+  for (size_t i = 0; i < idx.size(); ++i) os << (i ? ", " : "") << idx[i];
+  os << "}";
+  return os.str();
+}
+
+// A softmax scale that feeds a row z through attention unchanged in order: scores scale * z_j with
+// scale = 2^e, e <= 0 the largest with 2^e (max z - min z) <= 64, so that no selected weight falls
+// below exp(-64) (fast_exp is cut to 0 below -87, and out = w / sum stays a normal float). The
+// scores are exact only while no 2^e z_j rounds (into the subnormals): then order and ties are
+// z's own. A row where that fails cannot be tested through attention with both properties; it
+// returns false with the reason (such a row is still run through topk_ffn, unscaled). In
+// practice every boundary row scales exactly, the +-FLT_MAX ones too (to +-32, with 1 at 2^-123,
+// still normal). Unscaled, those rows could not be tested through attention at all: scores below
+// the kernels' finite mask score (-1e30, online_softmax.h) give NaN rows, and under a causal mask
+// a hidden key (its score - 1e30) outranks them and takes their weight.
+bool exact_boundary_scale(const std::vector<float>& z, float* scale, std::string* why) {
+  double lo = z[0], hi = z[0];
+  for (float v : z) {
+    lo = std::min(lo, double(v));
+    hi = std::max(hi, double(v));
+  }
+  int e = 0;
+  while (e > -126 && std::ldexp(hi - lo, e) > 64) --e;
+  if (std::ldexp(hi - lo, e) > 64) {
+    *why = "range " + std::to_string(hi - lo) + " cannot be scaled to <= 64";
+    return false;
+  }
+  const float s = std::ldexp(1.f, e);
+  for (float v : z) {
+    const float scaled = v * s;
+    if (double(scaled) != double(v) * double(s)) {
+      std::ostringstream os;
+      os << "2^" << e << " * " << v << " is not exact in fp32 (" << scaled << ")";
+      *why = os.str();
+      return false;
+    }
+  }
+  *scale = s;
+  return true;
+}
+
+// What a boundary test counted; printed, and checked to leave no row out unseen.
+struct BoundaryTally {
+  int rows = 0, calls = 0, refused_k0 = 0, left_out = 0, failures = 0;
+  void fail(const std::string& what) {
+    if (++failures <= 20) ADD_FAILURE() << what;
+  }
+};
+
+// The boundary rows plus signed zeros (equal scores in different bits: -0 and +0 must tie).
+std::vector<BoundaryRow> boundary_rows_for(const TestRng& rng, int64_t max_len) {
+  std::vector<BoundaryRow> rows = boundary_rows(rng.seed(), max_len);
+  const std::vector<float> zeros = {-0.f, 0.f, 1.f, -0.f, -1.f, 0.f, -0.f};
+  for (int64_t k = 1; k <= static_cast<int64_t>(zeros.size()); ++k) {
+    rows.push_back({"signed zeros k=" + std::to_string(k), zeros, k});
+  }
+  return rows;
+}
+
+// Each row as the scores of one query: D = n (or the kernel's compiled D), q = +-e_0, key j =
+// z_j e_0 (other channels 0) so that scale q . k_j = +-scale z_j exactly, v_j = e_j so that out
+// is the weight vector: out[j] > 0 iff key j was selected. Two query rows, q = +e_0 (the k largest
+// z) and q = -e_0 (the k smallest, ties still by the lower index); under a causal mask (Lq = 2,
+// bottom-right) the first sees keys [0, n - 1) only. Through the dispatcher's choice and every
+// topk kernel forced, whose D fits n. The weights are compared with a double softmax over the
+// expected set. k = 0 is refused by topk_attention (k >= 1): checked to be refused, with its
+// message, and out untouched.
+TEST(TopkBoundary, AttentionSelectsTheStableSortTopk) {
+  TestRng rng("boundary");
+  SCOPED_TRACE(rng.description());
+  const std::vector<BoundaryRow> rows = boundary_rows_for(rng, 160);
+  std::vector<const hattn::KernelInfo*> kernels = {nullptr};  // nullptr: the dispatcher chooses
+  for (const std::string& name : kernel_names("topk")) kernels.push_back(find_kernel(name));
+  BoundaryTally tally;
+  for (const BoundaryRow& row : rows) {
+    const int64_t n = static_cast<int64_t>(row.z.size());
+    ++tally.rows;
+    if (row.k == 0) {
+      HostTensor q({1, 1, 1, n}, Layout::kContiguous), k({1, 1, n, n}, Layout::kContiguous),
+          v({1, 1, n, n}, Layout::kContiguous), out({1, 1, 1, n}, Layout::kContiguous);
+      q.fill(1.f);
+      k.fill(1.f);
+      v.fill(1.f);
+      out.snapshot();
+      TopkOptions o;
+      o.k = 0;
+      Status s = hattn::topk_attention(q.view(), k.view(), v.view(), out.view(), o);
+      if (s.code != StatusCode::invalid_argument ||
+          s.message.find("k (keys kept per row) must be >= 1, got 0") == std::string::npos ||
+          !out.changed_since_snapshot(false).empty()) {
+        tally.fail(row.kind + ": k = 0 not refused as it should be: " + s.message);
+      }
+      ++tally.refused_k0;
+      continue;
+    }
+    float scale = 0;
+    std::string why;
+    if (!exact_boundary_scale(row.z, &scale, &why)) {
+      ++tally.left_out;
+      std::cout << "[  LEFT OUT] " << row.kind << " (n=" << n << "): " << why
+                << "; its selection is tested through topk_ffn\n";
+      continue;
+    }
+    for (const hattn::KernelInfo* kernel : kernels) {
+      if (kernel != nullptr && kernel->head_dim != 0 && kernel->head_dim < n) continue;
+      const int64_t d = kernel != nullptr && kernel->head_dim != 0 ? kernel->head_dim : n;
+      const bool causal = kernel != nullptr && kernel->causal;
+      HostTensor q({1, 1, 2, d}, Layout::kContiguous), k({1, 1, n, d}, Layout::kContiguous),
+          v({1, 1, n, d}, Layout::kContiguous), out({1, 1, 2, d}, Layout::kContiguous);
+      q.fill(0.f);
+      k.fill(0.f);
+      v.fill(0.f);
+      out.poison();
+      q.data()[0] = 1.f;
+      q.data()[d] = -1.f;
+      for (int64_t j = 0; j < n; ++j) {
+        k.data()[j * d] = row.z[static_cast<size_t>(j)];
+        v.data()[j * d + j] = 1.f;
+      }
+      TopkOptions o;
+      o.k = row.k;
+      o.causal = causal;
+      o.has_scale = true;
+      o.scale = scale;
+      o.kernel = kernel != nullptr ? kernel->name : "";
+      Dispatch disp;
+      Status s = hattn::topk_attention(q.view(), k.view(), v.view(), out.view(), o, &disp);
+      ++tally.calls;
+      const std::string where = row.kind + " (n=" + std::to_string(n) + ", scale 2^" +
+                                std::to_string(std::ilogb(scale)) + ", kernel " + disp.kernel + ")";
+      if (!s.ok()) {
+        tally.fail(where + ": " + s.message);
+        continue;
+      }
+      for (int64_t r = 0; r < 2; ++r) {
+        const double sign = r == 0 ? 1.0 : -1.0;
+        const int64_t visible = causal ? n - 1 + r : n;
+        std::vector<double> values(static_cast<size_t>(n));
+        for (int64_t j = 0; j < n; ++j) values[static_cast<size_t>(j)] = sign * row.z[j];
+        const std::vector<int64_t> want = stable_sort_topk(values, visible, row.k);
+        double top = -std::numeric_limits<double>::infinity(), sum = 0;
+        for (int64_t j : want) top = std::max(top, double(scale) * values[j]);
+        std::vector<double> weight(static_cast<size_t>(d), 0.0);
+        for (int64_t j : want) sum += weight[j] = std::exp(double(scale) * values[j] - top);
+        std::vector<int64_t> got;
+        std::ostringstream bad;
+        for (int64_t j = 0; j < d; ++j) {
+          const float w = out.data()[r * d + j];
+          if (w != 0.f) got.push_back(j);
+          const double ref = weight[static_cast<size_t>(j)] / (sum > 0 ? sum : 1);
+          const bool ok = ref == 0 ? w == 0.f : std::abs(w - ref) <= 1e-5 * ref;
+          if (!ok && bad.tellp() < 400) bad << " key " << j << ": " << w << " want " << ref << ";";
+        }
+        if (got != want || !bad.str().empty()) {
+          tally.fail(where + ", q = " + (r == 0 ? "+" : "-") + "e_0, " + std::to_string(visible) +
+                     " visible: selected " + index_list(got) + ", want " + index_list(want) +
+                     bad.str());
+        }
+      }
+    }
+  }
+  std::cout << "[  ROWS    ] topk_attention: " << tally.rows << " boundary rows, " << tally.calls
+            << " calls, " << tally.refused_k0 << " with k = 0 refused, " << tally.left_out
+            << " left out, " << tally.failures << " wrong\n";
+  EXPECT_EQ(tally.failures, 0);
+  EXPECT_LE(tally.left_out, 2) << "most rows must reach topk_attention";
+}
+
+// Each row as one FFN hidden layer: x = +-e_0 (two tokens), w1 row j = z_j e_0 so that the
+// pre-activation h_j = +-z_j exactly (no scale: the +-FLT_MAX rows go through unchanged), w2t row
+// j = e_j (D = n) so that y[j] = relu(h_j) if unit j was selected, else 0. ReLU zeroes the
+// negative entries, so y shows the selection on the positive ones only; the token x = -e_0 shows
+// it on the negative z (the k largest of -z). Checked exactly. k = 0 is refused.
+TEST(TopkBoundary, FfnSelectsTheStableSortTopk) {
+  TestRng rng("boundary");
+  SCOPED_TRACE(rng.description());
+  const std::vector<BoundaryRow> rows = boundary_rows_for(rng, 160);
+  BoundaryTally tally;
+  for (const BoundaryRow& row : rows) {
+    const int64_t n = static_cast<int64_t>(row.z.size());
+    ++tally.rows;
+    FfnProblem p{HostTensor({1, 2, n}, Layout::kContiguous),
+                 HostTensor({1, n, n}, Layout::kContiguous),
+                 HostTensor({1, n, n}, Layout::kContiguous)};
+    p.x.fill(0.f);
+    p.w1.fill(0.f);
+    p.w2t.fill(0.f);
+    p.x.data()[0] = 1.f;
+    p.x.data()[n] = -1.f;
+    for (int64_t j = 0; j < n; ++j) {
+      p.w1.data()[j * n] = row.z[static_cast<size_t>(j)];
+      p.w2t.data()[j * n + j] = 1.f;
+    }
+    HostTensor y;
+    Dispatch d;
+    Status s = run_ffn(p, row.k, &y, &d);
+    ++tally.calls;
+    const std::string where = row.kind + " (n=" + std::to_string(n) + ", kernel " + d.kernel + ")";
+    if (row.k == 0) {
+      if (s.code != StatusCode::invalid_argument ||
+          s.message.find("k (hidden units kept per row) must be >= 1") == std::string::npos ||
+          !y.changed_since_snapshot(false).empty()) {
+        tally.fail(where + ": k = 0 not refused as it should be: " + s.message);
+      }
+      ++tally.refused_k0;
+      continue;
+    }
+    if (!s.ok()) {
+      tally.fail(where + ": " + s.message);
+      continue;
+    }
+    for (int64_t t = 0; t < 2; ++t) {
+      const double sign = t == 0 ? 1.0 : -1.0;
+      std::vector<double> values(static_cast<size_t>(n));
+      for (int64_t j = 0; j < n; ++j) values[static_cast<size_t>(j)] = sign * row.z[j];
+      const std::vector<int64_t> want = stable_sort_topk(values, n, row.k);
+      std::vector<float> ref(static_cast<size_t>(n), 0.f);
+      for (int64_t j : want) ref[j] = std::max(static_cast<float>(values[j]), 0.f);
+      std::vector<int64_t> got, want_positive;
+      for (int64_t j : want) {
+        if (ref[j] > 0) want_positive.push_back(j);
+      }
+      std::ostringstream bad;
+      for (int64_t j = 0; j < n; ++j) {
+        const float yj = y.at_flat(t * n + j);
+        if (yj > 0) got.push_back(j);
+        if (!(yj == ref[j]) && bad.tellp() < 400)
+          bad << " y[" << j << "] " << yj << " want " << ref[j] << ";";
+      }
+      if (got != want_positive || !bad.str().empty()) {
+        tally.fail(where + ", x = " + (t == 0 ? "+" : "-") + "e_0: selected with h > 0 " +
+                   index_list(got) + ", want " + index_list(want_positive) + " (of " +
+                   index_list(want) + ")" + bad.str());
+      }
+    }
+  }
+  std::cout << "[  ROWS    ] topk_ffn: " << tally.rows << " boundary rows, " << tally.calls
+            << " calls, " << tally.refused_k0 << " with k = 0 refused, " << tally.failures
+            << " wrong\n";
+  EXPECT_EQ(tally.failures, 0);
+}
+
 }  // namespace

@@ -80,8 +80,13 @@ void SparsekSweep::settle() {
     } else {
       const double z = saturated_.top();
       saturated_.pop();
-      free_.push(z);
-      free_sum_ += z;
+      // From |z| >= 2^53 on, z - 1 rounds to z: at tau = z - 1 the entry is already dead (its
+      // free interval holds no double). Kept as free, it made f(tau) look like k with a +1 that
+      // the closed form's sum had rounded away, and tau stopped short (issue 21).
+      if (z - tau_ > 0) {
+        free_.push(z);
+        free_sum_ += z;
+      }
     }
     // Recomputing the free sum when the set empties drops the rounding it accumulated.
     if (free_.empty()) free_sum_ = 0;

@@ -7,7 +7,7 @@
 // would make every load a gather; whole key rows are contiguous.
 //
 // Operator: one task per qb rows; each of the 32 bisection passes sums clip(z - t, 0, 1) over the
-// row into tk vectors of partial sums; the closed-form finish and the mask follow per row.
+// row into tk vectors of double partial sums; the closed-form finish and the mask follow per row.
 #include "cpu_common.h"
 #include "schedules.h"
 #include "selection_cpu.h"
@@ -37,24 +37,24 @@ void schedule_sparsek_mask_cpu(SparsekMaskStages& st, const ScheduleContext& ctx
   const int vec = ctx.target.natural_vector_size<float>();
   // qb rows per parallel task; tk vectors of partial sums per pass: one vector makes every pass
   // a chain of dependent adds (its latency, not the loads, is the bound), tk of them are
-  // independent chains.
+  // independent chains. The passes sum in double: a vector holds half as many lanes.
   const int rows_per_task = ctx.tunables.get("qb");
-  const int partials = ctx.tunables.get("tk") * vec;
+  const int vec_d = ctx.target.natural_vector_size<double>();
+  const int partials = ctx.tunables.get("tk") * vec_d;
   const Var task("task"), row("row");
   st.tau.compute_root()
       .split(st.r, task, row, rows_per_task, TailStrategy::GuardWithIf)
       .parallel(task);
   const LoopLevel per_row(st.tau, row);
+  // The row converted once (m doubles), not in each of the 33 passes that read it.
+  st.zd.compute_at(per_row).vectorize(st.j, vec_d, TailStrategy::GuardWithIf);
   for (Func f : st.passes) {
     f.compute_at(per_row);
     if (f.has_update_definition()) reduce_in_lanes(f, st.rj.x, partials, per_row);
   }
-  // The two closed-form passes sum doubles and counts (a Tuple): in lanes as well.
-  for (Func f : {st.finish, st.finish2}) {
-    f.compute_at(per_row);
-    reduce_in_lanes(f, st.rj.x, vec, per_row);
-  }
-  st.first_root.compute_at(per_row);
+  // The closed-form pass sums doubles and counts (a Tuple): in lanes as well.
+  st.finish.compute_at(per_row);
+  reduce_in_lanes(st.finish, st.rj.x, vec_d, per_row);
   st.mask.split(st.r, task, row, rows_per_task, TailStrategy::GuardWithIf)
       .parallel(task)
       .vectorize(st.j, vec, TailStrategy::GuardWithIf);

@@ -9,11 +9,14 @@
 //   * refused: a non-empty message, and not one byte of the arena changed;
 //   * accepted: the output's elements all written, nothing else in the arena changed, no output
 //     overlapping an input, and (finite inputs, moderate scale) the result matches the
-//     double-precision reference of tests/reference.cpp.
+//     double-precision reference of tests/reference.cpp (or, for a variant whose result is not
+//     an elementwise function of a reference, satisfies its invariants: `Variant::verify`).
 // A finding aborts with a line saying what was wrong.
 //
 // Variants: one entry each in kVariants below (an el or sparsek variant is one more entry: its
-// tensors, its knobs and how to call it; see `Variant`).
+// tensors, its knobs and how to call it; see `Variant`). The SparseK operator (sparsek_mask) is
+// one such entry, with its own draws (per-row lengths, rows built on the selection's boundaries)
+// and its own invariants.
 #include <fuzzer/FuzzedDataProvider.h>
 
 #include <algorithm>
@@ -76,6 +79,11 @@ struct Knobs {
   int64_t window = 0;           // sparsek (k is its budget)
   float slope = 0.f;            // sparsek
   bool logit = false;           // sparsek: SparsekGate::logit
+  // sparsek_mask (drawn by its `prepare`): lengths passed when has_lengths, and what each row of
+  // z holds (a finding prints it).
+  bool has_lengths = false;
+  std::vector<int64_t> lengths;
+  std::vector<std::string> row_kind;
 };
 
 // Logical sizes of one call (each variant maps them to its tensors).
@@ -109,6 +117,11 @@ std::vector<int64_t> el_bias_shape(const Dims& s) { return {s.dm}; }
 // sparsek: x [B, Lk, Dm = D], w_score [Hkv, D].
 std::vector<int64_t> sk_x_shape(const Dims& s) { return {s.b, s.lk, s.d}; }
 std::vector<int64_t> sk_w_shape(const Dims& s) { return {s.hkv, s.d}; }
+// sparsek_mask: z and p [rows = B Lq, m], tau [rows]. m is Lk times 1, 2 or 4 (the query group
+// and the beam): widths up to 132, several vectors of partial sums, from draws already made.
+int64_t mask_width(const Dims& s) { return s.lk * (s.hq / s.hkv) * s.beam; }
+std::vector<int64_t> mask_z_shape(const Dims& s) { return {s.b * s.lq, mask_width(s)}; }
+std::vector<int64_t> mask_tau_shape(const Dims& s) { return {s.b * s.lq}; }
 
 struct Variant {
   const char* name;
@@ -119,7 +132,21 @@ struct Variant {
   // for this call); `skip_row[r]` marks rows too close to a selection tie to compare.
   void (*reference)(const std::vector<TensorView>& t, const Knobs& k, std::vector<double>* out,
                     std::vector<bool>* skip_row);
+  // Optional: the variant's own draws, made after the views are laid out and filled with noise
+  // (only for this variant: the others' inputs do not carry them). It may rewrite the values of
+  // the views marked `writable` (inside the arena, aligned) and set its knobs.
+  void (*prepare)(FuzzedDataProvider& f, const Dims& s, const std::vector<TensorView>& t,
+                  const std::vector<bool>& writable, Knobs* k) = nullptr;
+  // Optional, instead of `reference`: checks an accepted call's result against the variant's
+  // invariants ("" when they hold, else what is wrong). Arguments it should have refused are
+  // checked whatever the inputs; the values only when `finite` (no non-finite value injected).
+  std::string (*verify)(const std::vector<TensorView>& t, const Knobs& k, bool finite) = nullptr;
 };
+
+int64_t pick(FuzzedDataProvider& f, std::initializer_list<int64_t> values) {
+  std::vector<int64_t> v(values);
+  return v[f.ConsumeIntegralInRange<size_t>(0, v.size() - 1)];
+}
 
 hattn_test::AttnStrides strides_of(const TensorView& q, const TensorView& k, const TensorView& v) {
   hattn_test::AttnStrides s;
@@ -312,6 +339,258 @@ void sparsek_ref(const std::vector<TensorView>& t, const Knobs& k, std::vector<d
   gap_rows(gap, skip);
 }
 
+// sparsek_mask's roles: z, p, tau.
+Status mask_call(const std::vector<TensorView>& t, const Knobs& k) {
+  return hattn::sparsek_mask(t[0], k.has_lengths ? &k.lengths : nullptr, k.k, t[1], t[2]);
+}
+
+// splitmix64: the values of the mask's patterned rows, from a seed the fuzzer draws.
+struct PatternRng {
+  uint64_t state;
+  uint64_t next() {
+    uint64_t x = (state += 0x9e3779b97f4a7c15ull);
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+  }
+  int64_t below(int64_t n) { return static_cast<int64_t>(next() % static_cast<uint64_t>(n)); }
+};
+
+std::string g9(double x) {  // round-trips a float
+  char b[32];
+  std::snprintf(b, sizeof b, "%.9g", x);
+  return b;
+}
+
+// What a row of z holds (sparsek_mask).
+enum MaskRowKind { kNoiseRow, kBoundaryRow, kIntegerRow, kPowerRow };
+
+// A row of m integers on a grid, or of signed powers of two and their float neighbours.
+HATTN_HARNESS_LOOP std::vector<float> pattern_row(int kind, int64_t m, PatternRng& rng,
+                                                  std::string* what) {
+  std::vector<float> v(static_cast<size_t>(m));
+  if (kind == kIntegerRow) {
+    const float steps[] = {1.f, 2.f, 0.5f, 3.f}, bases[] = {0.f, 0.5f, -7.f, 1024.f};
+    const float step = steps[rng.below(4)], base = bases[rng.below(4)];
+    for (float& x : v) x = base + step * static_cast<float>(rng.below(2 * m + 1) - m);
+    *what = "integers " + g9(base) + " + " + g9(step) + " * [-m, m]";
+    return v;
+  }
+  for (float& x : v) {
+    x = std::ldexp(1.f, static_cast<int>(rng.below(17)) - 4);
+    const int64_t c = rng.below(8);
+    if (c == 0) x = std::nextafter(x, 0.f);
+    if (c == 1) x = std::nextafter(x, 1e30f);
+    if (rng.below(4) == 0) x = -x;
+  }
+  *what = "powers of two and their neighbours";
+  return v;
+}
+
+// Row r of a rank-2 view (in the arena) gets v's values, as many as fit.
+HATTN_HARNESS_LOOP void write_row(const TensorView& z, int64_t r, const std::vector<float>& v) {
+  if (r >= z.shape[0]) return;
+  for (int64_t j = 0; j < std::min<int64_t>(static_cast<int64_t>(v.size()), z.shape[1]); ++j) {
+    static_cast<float*>(z.data)[r * z.strides[0] + j * z.strides[1]] = v[static_cast<size_t>(j)];
+  }
+}
+
+// The mask's own draws: k (around the width m); what each row of z holds: the noise as filled,
+// a row of hattn_test::boundary_rows (integer-spaced values, flat roots with the k-th largest
+// just above a power of two, all-0/1 solutions, ties, coinciding breakpoints, subnormal and huge
+// magnitudes; row r takes the (first + r)-th, and the call's k is mostly the first one's own),
+// integers on a grid, or signed powers of two and their float neighbours: one kind for every row
+// or one per row; and the lengths: none, valid ones (a boundary row's own length), or invalid
+// ones (a wrong count, an entry outside [0, m]) that the call must refuse.
+void mask_prepare(FuzzedDataProvider& f, const Dims& s, const std::vector<TensorView>& t,
+                  const std::vector<bool>& writable, Knobs* k) {
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
+  const int64_t rows = s.b * s.lq, m = mask_width(s);
+  k->k = pick(f, {0, 1, 2, 3, 5, 9, 17, m / 2, m - 1, m, m + 1, -1, kMin, kMax,
+                  (int64_t{1} << 31) - 1, int64_t{1} << 31, (int64_t{1} << 32) + 2});
+  const int mode = f.ConsumeIntegralInRange<int>(0, 7);  // 0-2 noise, 3-4 boundary, 5 integers,
+                                                         // 6 powers, 7 a kind per row
+  const uint64_t seed = f.ConsumeIntegral<uint64_t>();
+  const bool own_k = f.ConsumeIntegralInRange<int>(0, 3) != 0;
+  PatternRng rng{seed};
+  std::vector<hattn_test::BoundaryRow> boundary;
+  size_t first = 0;
+  if (mode >= 3 && mode != 5 && mode != 6) {
+    boundary = hattn_test::boundary_rows(seed, m);
+    first = f.ConsumeIntegralInRange<size_t>(0, boundary.size() - 1);
+  }
+  const TensorView& z = t[0];
+  const bool write = writable[0] && z.rank == 2;
+  k->row_kind.assign(static_cast<size_t>(rows), "uniform noise");
+  std::vector<int64_t> own_len(static_cast<size_t>(rows), -1);  // -1: none of its own
+  for (int64_t r = 0; r < rows; ++r) {
+    int kind = mode < 3 ? kNoiseRow : mode < 5 ? kBoundaryRow : mode == 5 ? kIntegerRow : kPowerRow;
+    if (mode == 7) kind = f.ConsumeIntegralInRange<int>(kNoiseRow, kPowerRow);
+    std::string& what = k->row_kind[static_cast<size_t>(r)];
+    std::vector<float> v;
+    if (kind == kNoiseRow) continue;
+    if (kind == kBoundaryRow) {
+      const size_t i = (first + static_cast<size_t>(r)) % boundary.size();
+      v = boundary[i].z;
+      what = boundary[i].kind + " (boundary_rows(" + std::to_string(seed) + ", " +
+             std::to_string(m) + ")[" + std::to_string(i) + "]";
+      if (static_cast<int64_t>(v.size()) > m) {
+        v.resize(static_cast<size_t>(m));
+        what += ", cut to m";
+      }
+      what += ")";
+      own_len[static_cast<size_t>(r)] = static_cast<int64_t>(v.size());
+      if (r == 0 && own_k) k->k = boundary[i].k;
+    } else {
+      v = pattern_row(kind, m, rng, &what);
+    }
+    if (write) write_row(z, r, v);
+  }
+  const int lengths = f.ConsumeIntegralInRange<int>(0, 7);  // 0-1 none, 2-3 valid, 4-6 a row's
+                                                            // own (else valid), 7 invalid
+  k->has_lengths = lengths >= 2;
+  if (!k->has_lengths) return;
+  k->lengths.resize(static_cast<size_t>(rows));
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t& n = k->lengths[static_cast<size_t>(r)];
+    n = own_len[static_cast<size_t>(r)];
+    if (n >= 0 && lengths >= 4) continue;
+    switch (f.ConsumeIntegralInRange<int>(0, 4)) {
+      case 0:
+        n = 0;
+        break;
+      case 1:
+        n = 1;
+        break;
+      case 2:
+        n = m - 1;
+        break;
+      case 3:
+        n = m;
+        break;
+      default:
+        n = f.ConsumeIntegralInRange<int64_t>(0, m);
+        break;
+    }
+  }
+  if (lengths == 7) {
+    switch (f.ConsumeIntegralInRange<int>(0, 2)) {
+      case 0:
+        k->lengths.pop_back();
+        break;
+      case 1:
+        k->lengths.push_back(0);
+        break;
+      default:
+        k->lengths[f.ConsumeIntegralInRange<size_t>(0, k->lengths.size() - 1)] =
+            pick(f, {-1, m + 1, kMax, kMin, int64_t{1} << 31, int64_t{1} << 32});
+        break;
+    }
+  }
+}
+
+// What a checked row of the mask was (or that the call's values went unchecked), as coverage
+// the fuzzer can see: mask_verify is not instrumented, and the kernel (generated code) never is,
+// so without this an input reaching a flat root or k >= n would look like any other.
+enum MaskReached { kUnchecked, kEmptyRow, kZeroK, kAllOnes, kFlatRoot, kFreeRoot };
+volatile int mask_sink;  // a distinct store per case: distinct edges
+__attribute__((noinline)) void mask_reached(MaskReached what) {
+  switch (what) {
+    case kUnchecked:
+      mask_sink = 0;
+      break;
+    case kEmptyRow:
+      mask_sink = 1;
+      break;
+    case kZeroK:
+      mask_sink = 2;
+      break;
+    case kAllOnes:
+      mask_sink = 3;
+      break;
+    case kFlatRoot:
+      mask_sink = 4;
+      break;
+    case kFreeRoot:
+      mask_sink = 5;
+      break;
+  }
+}
+
+// The operator's invariants, per row of length n: p = 0 past n, and for finite inputs
+// hattn_test::check_sparsek_row, the oracle tests/test_sparsek.cpp uses (p in [0, 1], p ==
+// clamp(z - tau, 0, 1) in float exactly, tau = +-inf for k = 0 and k >= n, tau and sum p against
+// the sort-based float64 roots with the tolerances stated in tests/reference.h).
+HATTN_HARNESS_LOOP std::string mask_verify(const std::vector<TensorView>& t, const Knobs& k,
+                                           bool finite) {
+  const TensorView &z = t[0], &p = t[1], &tau = t[2];
+  const int64_t rows = z.shape[0], m = z.shape[1];
+  if (z.rank != 2 || p.rank != 2 || tau.rank != 1 || p.shape[0] != rows || p.shape[1] != m ||
+      tau.shape[0] != rows) {
+    return "accepted mismatched shapes: z " + z.describe() + ", p " + p.describe() + ", tau " +
+           tau.describe();
+  }
+  if (k.k < 0) return "accepted k = " + std::to_string(k.k);
+  if (k.has_lengths) {
+    if (static_cast<int64_t>(k.lengths.size()) != rows) {
+      return "accepted " + std::to_string(k.lengths.size()) + " lengths for " +
+             std::to_string(rows) + " rows";
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t n = k.lengths[static_cast<size_t>(r)];
+      if (n < 0 || n > m) {
+        return "accepted lengths[" + std::to_string(r) + "] = " + std::to_string(n) +
+               " outside [0, " + std::to_string(m) + "]";
+      }
+    }
+  }
+  if (!finite) {
+    mask_reached(kUnchecked);
+    return "";
+  }
+  const std::vector<float> zf = dense_copy(z), pf = dense_copy(p);
+  const float* td = static_cast<const float*>(tau.data);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t n = k.has_lengths ? k.lengths[static_cast<size_t>(r)] : m;
+    const float* zr = zf.data() + r * m;
+    const float* pr = pf.data() + r * m;
+    const float tr = td[r * tau.strides[0]];
+    const std::string kind = static_cast<size_t>(r) < k.row_kind.size()
+                                 ? k.row_kind[static_cast<size_t>(r)]
+                                 : std::string("?");
+    auto wrong = [&](const std::string& what) {
+      std::string msg = "row " + std::to_string(r) + " (" + kind + ") n=" + std::to_string(n) +
+                        " k=" + std::to_string(k.k) + " tau=" + g9(tr) + ": " + what +
+                        "; z[0:n] = [";
+      for (int64_t j = 0; j < n; ++j) msg += g9(zr[j]) + (j + 1 < n ? ", " : "");
+      return msg + "]";
+    };
+    for (int64_t j = n; j < m; ++j) {
+      if (!(pr[j] == 0.f)) return wrong("p[" + std::to_string(j) + "] = " + g9(pr[j]) + " past n");
+    }
+    if (n == 0) mask_reached(kEmptyRow);
+    hattn_test::SparsekRootKind reached{};
+    const std::string why = hattn_test::check_sparsek_row(zr, pr, n, k.k, tr, &reached);
+    switch (reached) {
+      case hattn_test::SparsekRootKind::zero_k:
+        mask_reached(kZeroK);
+        break;
+      case hattn_test::SparsekRootKind::all_ones:
+        mask_reached(kAllOnes);
+        break;
+      case hattn_test::SparsekRootKind::flat:
+        mask_reached(kFlatRoot);
+        break;
+      case hattn_test::SparsekRootKind::free:
+        mask_reached(kFreeRoot);
+        break;
+    }
+    if (!why.empty()) return wrong(why);
+  }
+  return "";
+}
+
 // The variants. Loki's roles put the basis before out (its call order): q, k_rot, v, basis, out.
 const std::vector<Variant> kVariants = {
     {"dense",
@@ -381,14 +660,15 @@ const std::vector<Variant> kVariants = {
       {"out", true, q_shape}},
      sparsek_call,
      sparsek_ref},
+    {"sparsek_mask",
+     {{"z", false, mask_z_shape}, {"p", true, mask_z_shape}, {"tau", true, mask_tau_shape}},
+     mask_call,
+     nullptr,
+     mask_prepare,
+     mask_verify},
 };
 
 // Loki's output is not last (k_lead follows it): the checks find outputs by Role::output.
-
-int64_t pick(FuzzedDataProvider& f, std::initializer_list<int64_t> values) {
-  std::vector<int64_t> v(values);
-  return v[f.ConsumeIntegralInRange<size_t>(0, v.size() - 1)];
-}
 
 // Hostile values for one shape entry or stride.
 const std::initializer_list<int64_t> kHostileDims = {0,
@@ -476,7 +756,7 @@ class Harness {
       if (next >= static_cast<int64_t>(kArenaFloats)) next = 0;
       bend(f, &v);
     }
-    fill(f, var, t);
+    fill(f, var, s, t, &k);
 
     // Views hattn cannot check (plausible but outside the arena): only dense has a call that
     // validates without touching memory.
@@ -607,9 +887,11 @@ class Harness {
     }
   }
 
-  // Input values: a seeded normal-ish fill; a few non-finite values when the fuzzer asks; the
-  // Loki basis orthonormal (a signed permutation) unless the fuzzer asks for garbage.
-  void fill(FuzzedDataProvider& f, const Variant& var, const std::vector<TensorView>& t) {
+  // Input values: a seeded normal-ish fill (then the variant's own, `Variant::prepare`); a few
+  // non-finite values when the fuzzer asks; the Loki basis orthonormal (a signed permutation)
+  // unless the fuzzer asks for garbage.
+  void fill(FuzzedDataProvider& f, const Variant& var, const Dims& s,
+            const std::vector<TensorView>& t, Knobs* k) {
     uint64_t state = f.ConsumeIntegral<uint64_t>() | 1;
     std::vector<Span> used;
     for (const TensorView& v : t) {
@@ -626,6 +908,11 @@ class Harness {
         x = static_cast<float>((static_cast<double>(state >> 40) * (4.0 / 16777216.0) - 2.0) *
                                amplitude);
       });
+    }
+    if (var.prepare != nullptr) {
+      std::vector<bool> writable;
+      for (const TensorView& v : t) writable.push_back(!spans_of(v).empty() && aligned(v));
+      var.prepare(f, s, t, writable, k);
     }
     non_finite_ = false;
     const int bad =
@@ -717,7 +1004,14 @@ class Harness {
       finding("memory outside the outputs changed",
               what + " at arena element " + std::to_string(e));
     }
-    // The result against the reference, when it is well defined and numerically tame.
+    // The result against the variant's invariants, or against the reference when it is well
+    // defined and numerically tame.
+    if (var.verify != nullptr) {
+      const std::string wrong = var.verify(t, k, !non_finite_);
+      if (!wrong.empty())
+        finding("the result breaks the operator's invariants", what + ": " + wrong);
+      return;
+    }
     if (non_finite_ || (k.has_scale && k.scale > 100.f)) return;
     size_t out_i = 0;
     while (!var.roles[out_i].output) ++out_i;

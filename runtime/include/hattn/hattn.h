@@ -263,9 +263,12 @@ Status sparsek_scores(const TensorView& x, const TensorView& w_score, float slop
 
 // The SparseK operator on rows: p = clip(z - tau, 0, 1), tau the root of sum_j p_j = k over the
 // first lengths[r] entries of row r (all m when lengths is null); p = 0 past a row's length.
-// z and p [rows, m], tau [rows] (rank 1). Exact: a bisection down to adjacent floats, then the
-// closed form on the free set. k = 0 gives p = 0 (tau = +FLT_MAX), k >= length all ones (tau =
-// -FLT_MAX when k > length). Cost O(33 m) per row.
+// z and p [rows, m], tau [rows] (rank 1). Exact: a bisection down to adjacent floats (f summed in
+// double), then the closed form on the free set, rounded to the nearer float; p = clip(z - tau,
+// 0, 1) in fp32 at the returned tau, and a root where every p is 0 or 1 gives sum p = k exactly.
+// k = 0 gives p = 0 (tau = +inf), k >= length all ones (tau = -inf). Where |tau| >= 2^23 floats
+// are 1 or more apart and no float tau need give sum p = k (ties at FLT_MAX): tau is the float
+// nearest the root there. Cost O(34 m) per row.
 Status sparsek_mask(const TensorView& z, const std::vector<int64_t>* lengths, int64_t k,
                     const TensorView& p, const TensorView& tau, Dispatch* chosen = nullptr);
 
