@@ -1,8 +1,6 @@
 // The math of Loki attention. See loki.h.
 #include "loki.h"
 
-#include "online_softmax.h"
-
 namespace hattn {
 
 using namespace Halide;
@@ -30,11 +28,11 @@ LokiStages loki_attention(const LokiInputs& in) {
       st.q_rot(i, st.rr, h, b) * in.k_lead(st.rr, clamp(j, 0, in.lk - 1), hk, b);
 
   // Bottom-right causal alignment, as everywhere: key j is visible to row i iff
-  // j <= i + (Lk - Lq). Masked keys score far below any real one and k is clamped to the visible
-  // count, so they are never selected.
+  // j <= i + (Lk - Lq). Masked keys get the lowest key and k is clamped to the visible count, so
+  // they are never selected.
   const Expr offset = in.lk - in.lq;
   const Expr visible = in.causal ? j <= i + offset : Expr(true);
-  st.key(j, i, h, b) = ordered_key(st.approx(j, i, h, b) + select(visible, 0.f, kMaskedScore));
+  st.key(j, i, h, b) = masked_key(st.approx(j, i, h, b), visible);
   const Expr n_visible = in.causal ? clamp(i + offset + 1, 0, in.lk) : in.lk;
   const Expr k_eff = min(in.topk, n_visible);
   st.sel = select_topk(st.key, {i, h, b}, in.lk, k_eff, "loki");

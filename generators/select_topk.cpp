@@ -19,6 +19,10 @@ Expr score_of_key(const Expr& key) {
   return reinterpret(Float(32), bits);
 }
 
+Expr masked_key(const Expr& score, const Expr& visible) {
+  return select(visible, ordered_key(score), u32(0));
+}
+
 TopkSelection select_topk(const Func& key, const std::vector<Var>& rows, const Expr& n,
                           const Expr& k_eff, const std::string& prefix) {
   TopkSelection sel;

@@ -24,6 +24,12 @@ namespace hattn {
 Halide::Expr ordered_key(const Halide::Expr& score);
 Halide::Expr score_of_key(const Halide::Expr& key);
 
+// The key of a candidate that may be masked out (causal): ordered_key(score) where visible, else
+// 0, which lies below the key of every non-NaN float, so masked candidates sort last whatever the
+// scores. (An additive -1e30 mask let a masked key at score 5 - 1e30 outrank visible scores below
+// -1e30.) Callers clamp k to the visible count, so a masked candidate is never selected.
+Halide::Expr masked_key(const Halide::Expr& score, const Halide::Expr& visible);
+
 struct TopkSelection {
   std::vector<Halide::Func> passes;  // (rows...) threshold after each bit, MSB first (32)
   Halide::Func threshold;            // (rows...) the k-th largest key (== passes.back())

@@ -1,5 +1,7 @@
 #include "selected_attention.h"
 
+#include <cfloat>
+
 #include "online_softmax.h"
 
 namespace hattn {
@@ -13,8 +15,11 @@ SelectedAttention attend_selected(const Func& score, const Func& index, const Fu
   SelectedAttention a;
   a.rs = RDom(0, max(k_max, 1), "rs");
   const Expr live = a.rs < k_eff;
-  a.row_max(i, h, b) = kMaskedScore;
-  a.row_max(i, h, b) = max(a.row_max(i, h, b), select(live, score(a.rs, i, h, b), kMaskedScore));
+  // The max over the live slots, from -FLT_MAX: from kMaskedScore (-1e30) it stayed -1e30 over
+  // scores below it, every weight underflowed to 0 and the row came out 0 / 0.
+  const Expr lowest = Expr(-FLT_MAX);
+  a.row_max(i, h, b) = lowest;
+  a.row_max(i, h, b) = max(a.row_max(i, h, b), select(live, score(a.rs, i, h, b), lowest));
   a.weights(s, i, h, b) =
       select(s < k_eff, exp_nonpositive(score(s, i, h, b) - a.row_max(i, h, b)), 0.f);
   a.row_sum(i, h, b) = 0.f;

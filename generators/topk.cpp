@@ -1,7 +1,6 @@
 // The math of topk attention and of the top-k feed-forward layer. See topk.h.
 #include "topk.h"
 
-#include "online_softmax.h"
 #include "selected_attention.h"
 
 namespace hattn {
@@ -21,11 +20,11 @@ TopkStages topk_attention(const TopkInputs& in) {
   st.dot(j, i, h, b) += st.q_scaled(i, st.rc, h, b) * in.k(st.rc, clamp(j, 0, in.lk - 1), hk, b);
 
   // Bottom-right causal alignment: key j is visible to row i iff j <= i + (Lk - Lq). Masked keys
-  // get a finite score far below any real one, so they sort last and are never among the k
-  // (k is clamped to the visible count).
+  // get the lowest key, so they sort last and are never among the k (k is clamped to the
+  // visible count).
   Expr offset = in.lk - in.lq;
   Expr visible = in.causal ? j <= i + offset : Expr(true);
-  st.key(j, i, h, b) = ordered_key(st.dot(j, i, h, b) + select(visible, 0.f, kMaskedScore));
+  st.key(j, i, h, b) = masked_key(st.dot(j, i, h, b), visible);
 
   Expr n_visible = in.causal ? clamp(i + offset + 1, 0, in.lk) : in.lk;
   Expr k_eff = min(in.topk, n_visible);

@@ -689,3 +689,60 @@ TEST(TopkBoundary, FfnSelectsTheStableSortTopk) {
 }
 
 }  // namespace
+
+// Scores far below -1e30 (the finite mask value of the dense kernels) with a causal mask: masked
+// keys must still never be selected, and a row whose every score is below -1e30 is a softmax, not
+// 0 / 0. Before masked_key and the -FLT_MAX row max, a masked key at score 5 - 1e30 outranked the
+// visible ones (row 0 returned v_2, which it cannot see) and such rows were NaN. topk and Loki
+// (rank 1 of an identity basis: the same scores) share the selection and the softmax.
+TEST(TopkBoundary, ScoresFarBelowTheMaskValue) {
+  using hattn::LokiOptions;
+  const int64_t lq = 2, lk = 3, dim = 3;
+  std::vector<float> basis = {1, 0, 0, 0, 1, 0, 0, 0, 1};
+  std::vector<float> v = basis;  // v_j = e_j: the output says which keys got weight
+  std::vector<float> q = {1, 0, 0, 1, 0, 0};
+  auto view = [](std::vector<float>& x, std::vector<int64_t> shape) {
+    return TensorView::contiguous(x.data(), std::move(shape));
+  };
+  for (float z0 : {-2e30f, -1e38f}) {
+    for (bool causal : {true, false}) {
+      // Causal: row 0 sees keys 0 and 1 (z0 > 2 z0), row 1 all three (key 2 scores 5). Not causal:
+      // every score below -1e30, the largest at key 0.
+      std::vector<float> keys = {z0, 0, 0, 2 * z0, 0, 0, causal ? 5.f : 3 * z0, 0, 0};
+      const int64_t want_row1 = causal ? 2 : 0;
+      for (int64_t k : {1, 2, 3}) {
+        for (const char* variant : {"topk", "loki"}) {
+          SCOPED_TRACE(std::string(variant) + " z0=" + std::to_string(z0) +
+                       (causal ? " causal" : "") + " k=" + std::to_string(k));
+          std::vector<float> out(static_cast<size_t>(lq * dim), std::nanf(""));
+          Status s;
+          if (std::string(variant) == "topk") {
+            TopkOptions o;
+            o.k = k;
+            o.causal = causal;
+            o.has_scale = true;
+            o.scale = 1.f;
+            s = hattn::topk_attention(view(q, {1, 1, lq, dim}), view(keys, {1, 1, lk, dim}),
+                                      view(v, {1, 1, lk, dim}), view(out, {1, 1, lq, dim}), o);
+          } else {
+            LokiOptions o;
+            o.k = k;
+            o.rank = 1;
+            o.causal = causal;
+            o.has_scale = true;
+            o.scale = 1.f;
+            s = hattn::loki_attention(view(q, {1, 1, lq, dim}), view(keys, {1, 1, lk, dim}),
+                                      view(v, {1, 1, lk, dim}), view(basis, {1, dim, dim}),
+                                      view(out, {1, 1, lq, dim}), o);
+          }
+          ASSERT_TRUE(s.ok()) << s.message;
+          for (int64_t c = 0; c < dim; ++c) {
+            EXPECT_EQ(out[static_cast<size_t>(c)], c == 0 ? 1.f : 0.f) << "row 0, channel " << c;
+            EXPECT_EQ(out[static_cast<size_t>(dim + c)], c == want_row1 ? 1.f : 0.f)
+                << "row 1, channel " << c;
+          }
+        }
+      }
+    }
+  }
+}
