@@ -558,6 +558,11 @@ std::vector<BoundaryRow> boundary_rows(uint64_t seed, int64_t max_len) {
     add_ks("+-FLT_MAX", {big, -big, 0.f, big, 1.f});
     add_ks("near -FLT_MAX", {-big, std::nextafter(-big, 0.f), -1e38f});
   }
+  // Signed zeros: equal scores in different bits (-0 and +0 must tie, by the lower index).
+  for (int64_t k = 1; k <= 7; ++k) {
+    rows.push_back(
+        {"signed zeros k=" + std::to_string(k), {-0.f, 0.f, 1.f, -0.f, -1.f, 0.f, -0.f}, k});
+  }
   // Rows of length 1 and a plain random row.
   add_ks("length 1", {static_cast<float>(rng.normal())});
   {
@@ -642,6 +647,42 @@ void reference_sparsek_attention(const float* q, const float* k, const float* v,
       }
     }
   }
+}
+
+std::vector<int64_t> stable_sort_topk(const std::vector<double>& values, int64_t m, int64_t k) {
+  std::vector<int64_t> idx(static_cast<size_t>(m));
+  for (int64_t j = 0; j < m; ++j) idx[static_cast<size_t>(j)] = j;
+  std::stable_sort(idx.begin(), idx.end(), [&](int64_t a, int64_t b) {
+    return values[static_cast<size_t>(a)] > values[static_cast<size_t>(b)];
+  });
+  idx.resize(static_cast<size_t>(std::max<int64_t>(0, std::min(k, m))));
+  std::sort(idx.begin(), idx.end());
+  return idx;
+}
+
+bool exact_boundary_scale(const std::vector<float>& z, float* scale, std::string* why) {
+  double lo = z[0], hi = z[0];
+  for (float v : z) {
+    lo = std::min(lo, double(v));
+    hi = std::max(hi, double(v));
+  }
+  int e = 0;
+  while (e > -126 && std::ldexp(hi - lo, e) > 64) --e;
+  if (std::ldexp(hi - lo, e) > 64) {
+    *why = "range " + g17(hi - lo) + " cannot be scaled to <= 64";
+    return false;
+  }
+  const float s = std::ldexp(1.f, e);
+  for (float v : z) {
+    const float scaled = v * s;
+    if (double(scaled) != double(v) * double(s)) {
+      *why =
+          "2^" + std::to_string(e) + " * " + g17(v) + " is not exact in fp32 (" + g17(scaled) + ")";
+      return false;
+    }
+  }
+  *scale = s;
+  return true;
 }
 
 }  // namespace hattn_test

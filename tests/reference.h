@@ -142,6 +142,19 @@ struct BoundaryRow {
 // `seed` drives the random parts (the caller prints it); max_len bounds each row's length.
 std::vector<BoundaryRow> boundary_rows(uint64_t seed, int64_t max_len);
 
+// The reference of a top-k selection: the min(k, m) largest of values[0, m), ties by the lower
+// index (a stable sort of the indices by value, descending; -0 and +0 compare equal, as
+// scores). Returned in ascending index order.
+std::vector<int64_t> stable_sort_topk(const std::vector<double>& values, int64_t m, int64_t k);
+
+// A softmax scale that feeds a row z through attention unchanged in order: scale = 2^e, e <= 0
+// the largest with 2^e (max z - min z) <= 64, so that no selected weight falls below exp(-64)
+// (fast_exp is cut to 0 below -87, and out = w / sum stays a normal float), and every 2^e z_j
+// exact in fp32 (no rounding into the subnormals), so that order and ties are z's own. false,
+// with the reason, when no such scale exists. Every boundary row scales exactly, the +-FLT_MAX
+// ones too (to +-32, with 1 at 2^-123, still normal).
+bool exact_boundary_scale(const std::vector<float>& z, float* scale, std::string* why);
+
 // The scoring network in double, rounded to float: u[b, h, j] = w_score[h] . x[b, j] + slope * j.
 // x [B, L, Dm] and w_score [Hkv, Dm] dense row-major; u resized to B * Hkv * L.
 void reference_sparsek_scores(const float* x, const float* w_score, int64_t batch, int64_t kv_heads,

@@ -624,4 +624,12 @@ std::string compare_rows(const HostTensor& got, const std::vector<double>& ref,
   return e.str();
 }
 
+std::string index_list(const std::vector<int64_t>& idx) {
+  std::ostringstream os;
+  os << "{";
+  for (size_t i = 0; i < idx.size(); ++i) os << (i ? ", " : "") << idx[i];
+  os << "}";
+  return os.str();
+}
+
 }  // namespace hattn_test

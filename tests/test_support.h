@@ -216,4 +216,7 @@ int isa_refusals();                   // times the hook refused a feature set so
 std::string compare_rows(const HostTensor& got, const std::vector<double>& ref,
                          const std::vector<double>* gap, int64_t row_len, int* left_out);
 
+// "{1, 4, 7}": a list of indices for a failure message.
+std::string index_list(const std::vector<int64_t>& idx);
+
 }  // namespace hattn_test

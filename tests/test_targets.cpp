@@ -10,6 +10,7 @@
 #include <iostream>
 #include <string>
 
+#include "dispatch.h"  // runtime/src: the kernel table and its signature check
 #include "hattn/hattn.h"
 #include "test_support.h"
 
@@ -77,3 +78,31 @@ TEST(CpuFeatures, EveryKernelHasARunnableBuild) {
 }
 
 }  // namespace
+
+// Every generated kernel's arguments carry the names hattn/kernel_registry.h gives its variant,
+// in order (the types are checked when the registration source compiles).
+TEST(KernelSignatures, EveryKernelMatchesItsVariant) {
+  int checked = 0;
+  for (const hattn::KernelEntry& e : hattn::kernel_table()) {
+    EXPECT_EQ(e.signature_problem, "") << e.info.name;
+    ++checked;
+  }
+  EXPECT_GT(checked, 0);
+  std::cout << "[  KERNELS ] " << checked << " signatures checked\n";
+}
+
+// The name check itself: two buffers swapped keep the C type, not the names.
+TEST(KernelSignatures, SwappedArgumentsAreNamed) {
+  halide_filter_argument_t args[6] = {};
+  const char* names[6] = {"__user_context", "z", "len", "budget", "mask$7", "tau__5"};
+  for (int i = 0; i < 6; ++i) args[i].name = names[i];
+  halide_filter_metadata_t meta = {};
+  meta.num_arguments = 6;
+  meta.arguments = args;
+  EXPECT_EQ(hattn::signature_mismatch(&meta, HATTN_ARGS_sparsek_mask), "");
+  std::swap(args[1].name, args[2].name);
+  const std::string why = hattn::signature_mismatch(&meta, HATTN_ARGS_sparsek_mask);
+  EXPECT_NE(why.find("(len,z,budget,mask,tau)"), std::string::npos) << why;
+  EXPECT_NE(why.find("(z,len,budget,mask,tau)"), std::string::npos) << why;
+  EXPECT_NE(hattn::signature_mismatch(nullptr, HATTN_ARGS_dense), "");
+}

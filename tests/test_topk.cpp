@@ -430,63 +430,6 @@ TEST(TopkFfn, RefusesBadArguments) {
 // the radix select on the float bits that topk attention and the top-k FFN share. The expected
 // selection is computed independently, by a stable sort.
 
-// The min(k, m) largest of values[0, m), ties by the lower index: a stable sort of the indices by
-// value, descending (-0 and +0 compare equal, as scores). Returned in ascending index order.
-std::vector<int64_t> stable_sort_topk(const std::vector<double>& values, int64_t m, int64_t k) {
-  std::vector<int64_t> idx(static_cast<size_t>(m));
-  for (int64_t j = 0; j < m; ++j) idx[static_cast<size_t>(j)] = j;
-  std::stable_sort(idx.begin(), idx.end(), [&](int64_t a, int64_t b) {
-    return values[static_cast<size_t>(a)] > values[static_cast<size_t>(b)];
-  });
-  idx.resize(static_cast<size_t>(std::min(k, m)));
-  std::sort(idx.begin(), idx.end());
-  return idx;
-}
-
-std::string index_list(const std::vector<int64_t>& idx) {
-  std::ostringstream os;
-  os << "{";
-  for (size_t i = 0; i < idx.size(); ++i) os << (i ? ", " : "") << idx[i];
-  os << "}";
-  return os.str();
-}
-
-// A softmax scale that feeds a row z through attention unchanged in order: scores scale * z_j with
-// scale = 2^e, e <= 0 the largest with 2^e (max z - min z) <= 64, so that no selected weight falls
-// below exp(-64) (fast_exp is cut to 0 below -87, and out = w / sum stays a normal float). The
-// scores are exact only while no 2^e z_j rounds (into the subnormals): then order and ties are
-// z's own. A row where that fails cannot be tested through attention with both properties; it
-// returns false with the reason (such a row is still run through topk_ffn, unscaled). In
-// practice every boundary row scales exactly, the +-FLT_MAX ones too (to +-32, with 1 at 2^-123,
-// still normal). Unscaled, those rows could not be tested through attention at all: scores below
-// the kernels' finite mask score (-1e30, online_softmax.h) give NaN rows, and under a causal mask
-// a hidden key (its score - 1e30) outranks them and takes their weight.
-bool exact_boundary_scale(const std::vector<float>& z, float* scale, std::string* why) {
-  double lo = z[0], hi = z[0];
-  for (float v : z) {
-    lo = std::min(lo, double(v));
-    hi = std::max(hi, double(v));
-  }
-  int e = 0;
-  while (e > -126 && std::ldexp(hi - lo, e) > 64) --e;
-  if (std::ldexp(hi - lo, e) > 64) {
-    *why = "range " + std::to_string(hi - lo) + " cannot be scaled to <= 64";
-    return false;
-  }
-  const float s = std::ldexp(1.f, e);
-  for (float v : z) {
-    const float scaled = v * s;
-    if (double(scaled) != double(v) * double(s)) {
-      std::ostringstream os;
-      os << "2^" << e << " * " << v << " is not exact in fp32 (" << scaled << ")";
-      *why = os.str();
-      return false;
-    }
-  }
-  *scale = s;
-  return true;
-}
-
 // What a boundary test counted; printed, and checked to leave no row out unseen.
 struct BoundaryTally {
   int rows = 0, calls = 0, refused_k0 = 0, left_out = 0, failures = 0;
@@ -494,16 +437,6 @@ struct BoundaryTally {
     if (++failures <= 20) ADD_FAILURE() << what;
   }
 };
-
-// The boundary rows plus signed zeros (equal scores in different bits: -0 and +0 must tie).
-std::vector<BoundaryRow> boundary_rows_for(const TestRng& rng, int64_t max_len) {
-  std::vector<BoundaryRow> rows = boundary_rows(rng.seed(), max_len);
-  const std::vector<float> zeros = {-0.f, 0.f, 1.f, -0.f, -1.f, 0.f, -0.f};
-  for (int64_t k = 1; k <= static_cast<int64_t>(zeros.size()); ++k) {
-    rows.push_back({"signed zeros k=" + std::to_string(k), zeros, k});
-  }
-  return rows;
-}
 
 // Each row as the scores of one query: D = n (or the kernel's compiled D), q = +-e_0, key j =
 // z_j e_0 (other channels 0) so that scale q . k_j = +-scale z_j exactly, v_j = e_j so that out
@@ -516,7 +449,7 @@ std::vector<BoundaryRow> boundary_rows_for(const TestRng& rng, int64_t max_len) 
 TEST(TopkBoundary, AttentionSelectsTheStableSortTopk) {
   TestRng rng("boundary");
   SCOPED_TRACE(rng.description());
-  const std::vector<BoundaryRow> rows = boundary_rows_for(rng, 160);
+  const std::vector<BoundaryRow> rows = boundary_rows(rng.seed(), 160);
   std::vector<const hattn::KernelInfo*> kernels = {nullptr};  // nullptr: the dispatcher chooses
   for (const std::string& name : kernel_names("topk")) kernels.push_back(find_kernel(name));
   BoundaryTally tally;
@@ -622,7 +555,7 @@ TEST(TopkBoundary, AttentionSelectsTheStableSortTopk) {
 TEST(TopkBoundary, FfnSelectsTheStableSortTopk) {
   TestRng rng("boundary");
   SCOPED_TRACE(rng.description());
-  const std::vector<BoundaryRow> rows = boundary_rows_for(rng, 160);
+  const std::vector<BoundaryRow> rows = boundary_rows(rng.seed(), 160);
   BoundaryTally tally;
   for (const BoundaryRow& row : rows) {
     const int64_t n = static_cast<int64_t>(row.z.size());

@@ -16,11 +16,30 @@ const std::vector<KernelEntry>& kernel_table() {
       const hattn_kernel_record& k = r->kernels[i];
       t.push_back({KernelInfo{k.name, k.variant, k.phase, k.causal != 0, k.head_dim, k.dtype,
                               k.family, k.targets, k.lse != 0},
-                   k.fn});
+                   k.fn, signature_mismatch(k.metadata ? k.metadata() : nullptr, k.args)});
     }
     return t;
   }();
   return table;
+}
+
+std::string signature_mismatch(const halide_filter_metadata_t* metadata, const char* expected) {
+  if (metadata == nullptr || expected == nullptr) return "no argument metadata to check";
+  std::vector<std::string> want;
+  std::stringstream list(expected);
+  for (std::string name; std::getline(list, name, ',');) want.push_back(name);
+  std::vector<std::string> have;
+  for (int i = 0; i < metadata->num_arguments; ++i) {
+    std::string name = metadata->arguments[i].name;
+    if (name == "__user_context") continue;
+    name = name.substr(0, std::min(name.find('$'), name.find("__")));  // "out$5", "out__5"
+    have.push_back(name);
+  }
+  if (have == want) return "";
+  std::string got;
+  for (const std::string& n : have) got += (got.empty() ? "" : ",") + n;
+  return std::string("its arguments (") + got + ") are not hattn/kernel_registry.h's (" + expected +
+         "): the generator and the runtime disagree";
 }
 
 const std::vector<KernelInfo>& list_kernels() {
@@ -84,7 +103,8 @@ std::string built_summary() {
   for (const KernelEntry& e : kernel_table()) {
     const std::string key = e.info.variant + " " + e.info.family;
     const std::string d = e.info.head_dim ? std::to_string(e.info.head_dim) : "any";
-    auto g = std::find_if(groups.begin(), groups.end(), [&](const auto& x) { return x.first == key; });
+    auto g =
+        std::find_if(groups.begin(), groups.end(), [&](const auto& x) { return x.first == key; });
     if (g == groups.end()) g = groups.insert(groups.end(), {key, {}});
     if (std::find(g->second.begin(), g->second.end(), d) == g->second.end()) g->second.push_back(d);
   }
@@ -93,7 +113,8 @@ std::string built_summary() {
   if (groups.empty()) out << " no kernels";
   for (size_t i = 0; i < groups.size(); ++i) {
     out << (i ? "; " : " ") << groups[i].first << " D=";
-    for (size_t j = 0; j < groups[i].second.size(); ++j) out << (j ? "," : "") << groups[i].second[j];
+    for (size_t j = 0; j < groups[i].second.size(); ++j)
+      out << (j ? "," : "") << groups[i].second[j];
   }
   return out.str();
 }
@@ -112,7 +133,8 @@ Status choose_kernel(const KernelRequest& options, const AttentionShape& shape,
   if (!options.forced.empty()) {
     for (const KernelEntry& e : table) {
       if (e.info.name != options.forced) continue;
-      std::string why = incapable_reason(e.info, shape, options);
+      std::string why = e.signature_problem.empty() ? incapable_reason(e.info, shape, options)
+                                                    : e.signature_problem;
       if (!why.empty()) {
         return Status{StatusCode::unsupported,
                       "kernel " + e.info.name + " cannot take this call: " + why};
@@ -135,7 +157,8 @@ Status choose_kernel(const KernelRequest& options, const AttentionShape& shape,
   for (const KernelEntry& e : table) {
     if (e.info.variant != options.variant) continue;  // other variants: not worth a line each
     ++of_variant;
-    std::string why = incapable_reason(e.info, shape, options);
+    std::string why = e.signature_problem.empty() ? incapable_reason(e.info, shape, options)
+                                                  : e.signature_problem;
     if (why.empty() && e.info.phase != phase) {
       why = e.info.phase + " kernel, but Lq=" + std::to_string(shape.lq) + " selects " + phase +
             " (decode when Lq <= " + std::to_string(kDecodeMaxLq) + ")";
@@ -152,10 +175,10 @@ Status choose_kernel(const KernelRequest& options, const AttentionShape& shape,
                       asked(options, shape, phase) + ", and the " + built_summary()};
   }
   if (best == nullptr) {
-    return Status{StatusCode::unsupported,
-                  "no generated " + options.variant + " kernel can take this call: asked for " +
-                      asked(options, shape, phase) + "; the " + built_summary() + ":" +
-                      refusals.str()};
+    return Status{StatusCode::unsupported, "no generated " + options.variant +
+                                               " kernel can take this call: asked for " +
+                                               asked(options, shape, phase) + "; the " +
+                                               built_summary() + ":" + refusals.str()};
   }
   *chosen = best;
   std::ostringstream r;

@@ -6,43 +6,29 @@
 
 #include "HalideRuntime.h"
 #include "hattn/hattn.h"
+#include "hattn/kernel_registry.h"
 #include "validate.h"
 
 namespace hattn {
 
-// Signatures of the generated kernels, per variant (user_context first):
-//   dense:    (q, k, v, scale, splits, out, lse)
-//   topk:     (q, k, v, scale, k, out)
-//   topk_ffn: (x, w1, w2t, k, y)
-//   loki:     (q, k_rot, k_lead, v, basis, scale, rank, k, out)
-using DenseKernelFn = int (*)(const void*, halide_buffer_t*, halide_buffer_t*, halide_buffer_t*,
-                              float, int32_t, halide_buffer_t*, halide_buffer_t*);
-using TopkKernelFn = int (*)(const void*, halide_buffer_t*, halide_buffer_t*, halide_buffer_t*,
-                             float, int32_t, halide_buffer_t*);
-using LokiKernelFn = int (*)(const void*, halide_buffer_t*, halide_buffer_t*, halide_buffer_t*,
-                             halide_buffer_t*, halide_buffer_t*, float, int32_t, int32_t,
-                             halide_buffer_t*);
-// el:     (q, hs, wk, wv, bv, lengths, heads, beam, causal, out)
-// linear: (x, w, bias, scale, y)
-using ElKernelFn = int (*)(const void*, halide_buffer_t*, halide_buffer_t*, halide_buffer_t*,
-                           halide_buffer_t*, halide_buffer_t*, halide_buffer_t*, int32_t, int32_t,
-                           bool, halide_buffer_t*);
-using LinearKernelFn = int (*)(const void*, halide_buffer_t*, halide_buffer_t*, halide_buffer_t*,
-                               float, halide_buffer_t*);
-//   sparsek:  (q, k, v, sel_index, sel_gate, sel_count, scale, window, q_pos0, ring, gate_logit,
-//              out);  sparsek_mask: (z, len, k, mask, tau)
-using SparsekKernelFn = int (*)(const void*, halide_buffer_t*, halide_buffer_t*, halide_buffer_t*,
-                                halide_buffer_t*, halide_buffer_t*, halide_buffer_t*, float,
-                                int32_t, int32_t, int32_t, int32_t, halide_buffer_t*);
-using SparsekMaskKernelFn = int (*)(const void*, halide_buffer_t*, halide_buffer_t*, int32_t,
-                                    halide_buffer_t*, halide_buffer_t*);
-using TopkFfnKernelFn = int (*)(const void*, halide_buffer_t*, halide_buffer_t*, halide_buffer_t*,
-                                int32_t, halide_buffer_t*);
+// The generated kernels' signatures, one per variant: hattn/kernel_registry.h declares them (the
+// registration source checks every kernel against them when it compiles).
+using DenseKernelFn = hattn_dense_fn;
+using TopkKernelFn = hattn_topk_fn;
+using TopkFfnKernelFn = hattn_topk_ffn_fn;
+using LokiKernelFn = hattn_loki_fn;
+using ElKernelFn = hattn_el_fn;
+using LinearKernelFn = hattn_linear_fn;
+using SparsekKernelFn = hattn_sparsek_fn;
+using SparsekMaskKernelFn = hattn_sparsek_mask_fn;
 
 struct KernelEntry {
   using AnyFn = void (*)();
   KernelInfo info;
   AnyFn fn;  // cast back to the variant's signature (above) before calling
+  // Non-empty when the kernel's argument names (Halide's metadata) differ from its variant's
+  // HATTN_ARGS_<variant>: the kernel is never called, and refusals quote this.
+  std::string signature_problem;
   template <typename Fn>
   Fn as() const {
     return reinterpret_cast<Fn>(fn);
@@ -63,6 +49,10 @@ Status choose_kernel(const KernelRequest& request, const AttentionShape& shape,
                      const KernelEntry** chosen, std::string* reason);
 
 const std::vector<KernelEntry>& kernel_table();
+
+// "" when `metadata`'s arguments are named `expected` (comma-separated) in that order (Halide's
+// uniquifying suffixes such as "out$5" ignored), else what differs.
+std::string signature_mismatch(const halide_filter_metadata_t* metadata, const char* expected);
 
 // Lq at or below which the decode kernels are chosen. Measured (AVX-512, 2 threads, H=8, D=128,
 // Lk=16K): decode vs prefill kernel 5.1/19.9 ms at Lq=1, 16.0/20.2 at Lq=8, 29.5/20.0 at Lq=16.

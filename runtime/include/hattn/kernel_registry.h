@@ -8,7 +8,9 @@
 // layout does not depend on the C++ standard library a consumer compiles with.
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "HalideRuntime.h"
 #include "HalideRuntimeCuda.h"
@@ -17,8 +19,48 @@
 extern "C" {
 #endif
 
+// Each variant's kernel signature, written once. The generated registration source checks every
+// kernel's own declaration (its Halide header) against its variant's type at compile time, so a
+// generator whose parameters change in type, count or order of types no longer builds; the
+// runtime calls kernels through these types only. HATTN_ARGS_<variant> names the parameters in
+// the same order (the generators' Input and Output names): the runtime compares it with each
+// kernel's Halide metadata and refuses a kernel whose names differ (two buffers swapped keep
+// the type), saying so.
+typedef int (*hattn_dense_fn)(const void*, struct halide_buffer_t*, struct halide_buffer_t*,
+                              struct halide_buffer_t*, float, int32_t, struct halide_buffer_t*,
+                              struct halide_buffer_t*);
+#define HATTN_ARGS_dense "q,k,v,scale,splits,out,lse"
+typedef int (*hattn_topk_fn)(const void*, struct halide_buffer_t*, struct halide_buffer_t*,
+                             struct halide_buffer_t*, float, int32_t, struct halide_buffer_t*);
+#define HATTN_ARGS_topk "q,k,v,scale,topk,out"
+typedef int (*hattn_topk_ffn_fn)(const void*, struct halide_buffer_t*, struct halide_buffer_t*,
+                                 struct halide_buffer_t*, int32_t, struct halide_buffer_t*);
+#define HATTN_ARGS_topk_ffn "x,w1,w2t,topk,y"
+typedef int (*hattn_loki_fn)(const void*, struct halide_buffer_t*, struct halide_buffer_t*,
+                             struct halide_buffer_t*, struct halide_buffer_t*,
+                             struct halide_buffer_t*, float, int32_t, int32_t,
+                             struct halide_buffer_t*);
+#define HATTN_ARGS_loki "q,k,k_lead,v,basis,scale,rank,topk,out"
+typedef int (*hattn_el_fn)(const void*, struct halide_buffer_t*, struct halide_buffer_t*,
+                           struct halide_buffer_t*, struct halide_buffer_t*,
+                           struct halide_buffer_t*, struct halide_buffer_t*, int32_t, int32_t, bool,
+                           struct halide_buffer_t*);
+#define HATTN_ARGS_el "q,hs,wk,wv,bv,lengths,heads,beam,causal,out"
+typedef int (*hattn_linear_fn)(const void*, struct halide_buffer_t*, struct halide_buffer_t*,
+                               struct halide_buffer_t*, float, struct halide_buffer_t*);
+#define HATTN_ARGS_linear "x,w,bias,scale,y"
+typedef int (*hattn_sparsek_fn)(const void*, struct halide_buffer_t*, struct halide_buffer_t*,
+                                struct halide_buffer_t*, struct halide_buffer_t*,
+                                struct halide_buffer_t*, struct halide_buffer_t*, float, int32_t,
+                                int32_t, int32_t, int32_t, struct halide_buffer_t*);
+#define HATTN_ARGS_sparsek \
+  "q,k,v,sel_index,sel_gate,sel_count,scale,window,q_pos0,ring,gate_logit,out"
+typedef int (*hattn_sparsek_mask_fn)(const void*, struct halide_buffer_t*, struct halide_buffer_t*,
+                                     int32_t, struct halide_buffer_t*, struct halide_buffer_t*);
+#define HATTN_ARGS_sparsek_mask "z,len,budget,mask,tau"
+
 // One generated kernel: the manifest's fields and the kernel's entry point (cast back to the
-// variant's signature by runtime/src/dispatch.h before it is called).
+// variant's signature above by runtime/src/dispatch.h before it is called).
 struct hattn_kernel_record {
   const char* name;     // the configuration key, e.g. dense_prefill_causal_d64_f32_x86
   const char* variant;  // "dense", "topk", ...
@@ -30,6 +72,8 @@ struct hattn_kernel_record {
   const char* targets;  // Halide targets, best first, comma-separated
   int lse;
   void (*fn)(void);
+  const struct halide_filter_metadata_t* (*metadata)(void);  // Halide's, names the arguments
+  const char* args;  // HATTN_ARGS_<variant>: the names the runtime expects, comma-separated
 };
 
 // The entry points of Halide's CUDA runtime that libhattn_runtime calls. They exist only in a
@@ -45,7 +89,7 @@ struct hattn_cuda_runtime {
 };
 
 struct hattn_kernel_registry {
-  const char* set_name;  // the kernel set: "hattn" for hattn's own build, else the consumer's name
+  const char* set_name;   // the kernel set: "hattn" for hattn's own build, else the consumer's name
   const char* requested;  // what the set was asked for, for refusals ("VARIANTS dense ...")
   const struct hattn_kernel_record* kernels;
   size_t count;
