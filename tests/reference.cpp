@@ -432,17 +432,8 @@ std::string check_sparsek_row(const float* z, const float* p, int64_t n, int64_t
 
 namespace {
 
-// A small deterministic generator (splitmix64): the same rows from the same seed everywhere.
-struct RowRng {
-  uint64_t state;
-  uint64_t next() {
-    uint64_t x = (state += 0x9e3779b97f4a7c15ull);
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-  }
-  double uniform() { return static_cast<double>(next() >> 11) * 0x1p-53; }  // [0, 1)
-  int64_t below(int64_t n) { return static_cast<int64_t>(next() % static_cast<uint64_t>(n)); }
+// SplitMix64 with the draws boundary_rows needs.
+struct RowRng : SplitMix64 {
   double normal() {
     const double u = std::max(uniform(), 1e-300), v = uniform();
     return std::sqrt(-2 * std::log(u)) * std::cos(6.283185307179586 * v);
@@ -455,8 +446,19 @@ struct RowRng {
 
 }  // namespace
 
+uint64_t SplitMix64::next() {
+  uint64_t x = (state += 0x9e3779b97f4a7c15ull);
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+int64_t SplitMix64::below(int64_t n) {
+  return static_cast<int64_t>(next() % static_cast<uint64_t>(n));
+}
+double SplitMix64::uniform() { return static_cast<double>(next() >> 11) * 0x1p-53; }
+
 std::vector<BoundaryRow> boundary_rows(uint64_t seed, int64_t max_len) {
-  RowRng rng{seed};
+  RowRng rng{{seed}};
   std::vector<BoundaryRow> rows;
   const int64_t cap = std::max<int64_t>(max_len, 2);
   auto len = [&](int64_t lo) {

@@ -128,6 +128,15 @@ enum class SparsekRootKind { zero_k, all_ones, flat, free };
 std::string check_sparsek_row(const float* z, const float* p, int64_t n, int64_t k, float tau,
                               SparsekRootKind* kind = nullptr);
 
+// splitmix64: a small deterministic generator, so that the same seed gives the same rows in the
+// tests and in the fuzz target.
+struct SplitMix64 {
+  uint64_t state;
+  uint64_t next();
+  int64_t below(int64_t n);  // uniform in [0, n), n >= 1
+  double uniform();          // [0, 1)
+};
+
 // Rows built to sit on the boundaries of selections that work on float values and their bit
 // patterns (the SparseK operator's bisection over ordered keys, topk's radix select, the sweep):
 // integer-spaced values (no fractional entry at the root), the k-th largest just above a power of

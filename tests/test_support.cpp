@@ -632,4 +632,26 @@ std::string index_list(const std::vector<int64_t>& idx) {
   return os.str();
 }
 
+std::string check_selected_weights(const float* out, int64_t d, const std::vector<double>& values,
+                                   int64_t visible, int64_t k, double scale) {
+  const std::vector<int64_t> want = stable_sort_topk(values, visible, k);
+  double top = -std::numeric_limits<double>::infinity(), sum = 0;
+  for (int64_t j : want) top = std::max(top, scale * values[static_cast<size_t>(j)]);
+  std::vector<double> weight(static_cast<size_t>(d), 0.0);
+  for (int64_t j : want) {
+    sum += weight[static_cast<size_t>(j)] = std::exp(scale * values[static_cast<size_t>(j)] - top);
+  }
+  std::vector<int64_t> got;
+  std::ostringstream bad;
+  for (int64_t j = 0; j < d; ++j) {
+    const float w = out[j];
+    if (w != 0.f) got.push_back(j);
+    const double ref = weight[static_cast<size_t>(j)] / (sum > 0 ? sum : 1);
+    const bool ok = ref == 0 ? w == 0.f : std::abs(w - ref) <= 1e-5 * ref;
+    if (!ok && bad.tellp() < 400) bad << " key " << j << ": " << w << " want " << ref << ";";
+  }
+  if (got == want && bad.str().empty()) return "";
+  return "selected " + index_list(got) + ", want " + index_list(want) + bad.str();
+}
+
 }  // namespace hattn_test

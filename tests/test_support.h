@@ -219,4 +219,11 @@ std::string compare_rows(const HostTensor& got, const std::vector<double>& ref,
 // "{1, 4, 7}": a list of indices for a failure message.
 std::string index_list(const std::vector<int64_t>& idx);
 
+// One query row's output over one-hot values (v_j = e_j, so out[j] is key j's weight) against
+// the expected selection of scores scale * values[j]: the stable-sort top k of values[0, visible)
+// (stable_sort_topk) with a double softmax over them; every other key exactly 0, each weight
+// within 1e-5 relative. "" when right, else the selected and expected sets and the wrong keys.
+std::string check_selected_weights(const float* out, int64_t d, const std::vector<double>& values,
+                                   int64_t visible, int64_t k, double scale);
+
 }  // namespace hattn_test

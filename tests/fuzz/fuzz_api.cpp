@@ -344,17 +344,8 @@ Status mask_call(const std::vector<TensorView>& t, const Knobs& k) {
   return hattn::sparsek_mask(t[0], k.has_lengths ? &k.lengths : nullptr, k.k, t[1], t[2]);
 }
 
-// splitmix64: the values of the mask's patterned rows, from a seed the fuzzer draws.
-struct PatternRng {
-  uint64_t state;
-  uint64_t next() {
-    uint64_t x = (state += 0x9e3779b97f4a7c15ull);
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-  }
-  int64_t below(int64_t n) { return static_cast<int64_t>(next() % static_cast<uint64_t>(n)); }
-};
+// The values of the mask's patterned rows, from a seed the fuzzer draws.
+using PatternRng = hattn_test::SplitMix64;
 
 std::string g9(double x) {  // round-trips a float
   char b[32];
