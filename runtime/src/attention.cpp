@@ -95,8 +95,7 @@ Status attention(const TensorView& q, const TensorView& k, const TensorView& v,
     }
   }
 
-  const float scale =
-      options.has_scale ? options.scale : 1.f / std::sqrt(static_cast<float>(shape.head_dim));
+  const float scale = resolve_scale(options.has_scale, options.scale, shape.head_dim);
   install_halide_handlers();
   CallContext ctx;
   int rc = 0;

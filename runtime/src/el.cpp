@@ -127,7 +127,7 @@ Status check_common(const TensorView& x, const TensorView& y, const MhaWeights& 
 }
 
 float scale_of(const ElOptions& o, int64_t dm) {
-  return o.has_scale ? o.scale : 1.f / std::sqrt(static_cast<float>(dm / o.heads));
+  return resolve_scale(o.has_scale, o.scale, dm / o.heads);
 }
 
 Status refuse_non_finite(const TensorView& x, const TensorView& mem, const char* mem_name,

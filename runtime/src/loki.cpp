@@ -136,8 +136,7 @@ Status loki_attention(const TensorView& q, const TensorView& k_rot, const Tensor
     if (s.ok() && options.k_lead != nullptr) s = check_finite(*options.k_lead, "k_lead");
     if (!s.ok()) return s;
   }
-  const float scale =
-      options.has_scale ? options.scale : 1.f / std::sqrt(static_cast<float>(shape.head_dim));
+  const float scale = resolve_scale(options.has_scale, options.scale, shape.head_dim);
   install_halide_handlers();
   // Without a narrow copy the approximate scores read k_rot's own leading channels.
   HalideBuffer qb(q), kb(k_rot), lb(options.k_lead ? *options.k_lead : k_rot), vb(v), pb(basis),

@@ -120,10 +120,6 @@ void parallel_for(int64_t n, F&& body) {
   for (auto& th : pool) th.join();
 }
 
-float resolve_scale(const SparsekOptions& o, int64_t head_dim) {
-  return o.has_scale ? o.scale : 1.f / std::sqrt(static_cast<float>(head_dim));
-}
-
 // Selections of every query row: sel_index / sel_gate [B, Hkv, Lq, slots], sel_count
 // [B, Hkv, Lq]. `u_of(b, h)` gives the Lk scores of a kv head.
 struct Selections {
@@ -204,7 +200,7 @@ Status attention_common(const TensorView& q, const TensorView& k, const TensorVi
                    " keys per kv head do not fit in memory");
   }
   return run_attention_kernel(kernel, q, k, v, out, sel, shape.lq, shape.batch, shape.kv_heads,
-                              resolve_scale(options, shape.head_dim), options.window,
+                              resolve_scale(options.has_scale, options.scale, shape.head_dim), options.window,
                               shape.lk - shape.lq, 0, options.gate == SparsekGate::logit);
 }
 
@@ -598,7 +594,7 @@ Status SparsekDecoder::step(const TensorView& q, const TensorView& k, const Tens
   TensorView kv = TensorView::contiguous(st.kc.data(), {st.batch, st.kv_heads, st.cap, D});
   TensorView vv = TensorView::contiguous(st.vc.data(), {st.batch, st.kv_heads, st.cap, D});
   return run_attention_kernel(kernel, q, kv, vv, out, st.sel, 1, st.batch, st.kv_heads,
-                              resolve_scale(o, D), w, p, w, o.gate == SparsekGate::logit);
+                              resolve_scale(o.has_scale, o.scale, D), w, p, w, o.gate == SparsekGate::logit);
 }
 
 }  // namespace hattn

@@ -33,8 +33,7 @@ Status topk_attention(const TensorView& q, const TensorView& k, const TensorView
     s = finite_or_refuse(views, names, 3);
     if (!s.ok()) return s;
   }
-  const float scale =
-      options.has_scale ? options.scale : 1.f / std::sqrt(static_cast<float>(shape.head_dim));
+  const float scale = resolve_scale(options.has_scale, options.scale, shape.head_dim);
   install_halide_handlers();
   HalideBuffer qb(q), kb(k), vb(v), ob(out);
   CallContext ctx;

@@ -282,4 +282,8 @@ Status validate_cpu_attention(const char* variant, const TensorView& q, const Te
   return s;
 }
 
+float resolve_scale(bool has_scale, float scale, int64_t head_dim) {
+  return has_scale ? scale : 1.f / std::sqrt(static_cast<float>(head_dim));
+}
+
 }  // namespace hattn

@@ -43,6 +43,10 @@ Status validate_cpu_attention(const char* variant, const TensorView& q, const Te
                               bool has_scale, float scale, AttentionShape* shape,
                               const char* const* names = nullptr);
 
+// The softmax scale of a call: the caller's when has_scale, else 1/sqrt(head_dim) computed in
+// fp32 (the one default-scale rule of every variant; el passes its per-head dim Dm / heads).
+float resolve_scale(bool has_scale, float scale, int64_t head_dim);
+
 // Refuses with non_finite_input, naming the tensor and the first bad index, if `t` holds a NaN
 // or an infinity.
 Status check_finite(const TensorView& t, const char* name);

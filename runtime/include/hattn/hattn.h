@@ -3,7 +3,7 @@
 // This header is the whole public API. It includes no Halide header: the generated kernels are
 // linked as plain objects and users never see LLVM or Halide's compiler.
 //
-// Conventions (see README.md and the spec in docs):
+// Conventions (see README.md):
 //   * Tensors are row-major [B, H, L, D] with D contiguous (stride 1); the other strides are free.
 //   * Query head h reads key/value head h / (Hq / Hkv)  (GQA; MQA when Hkv == 1).
 //   * Causal masks are aligned bottom-right: key j is visible to query i iff j <= i + (Lk - Lq).
@@ -94,7 +94,7 @@ struct AttentionOptions {
 
 // What the dispatcher chose for a call (filled on success and on kernel errors).
 struct Dispatch {
-  std::string kernel;  // e.g. "dense_prefill_causal_d64_f32_x86avx2"
+  std::string kernel;  // e.g. "dense_prefill_causal_d64_f32_x86" (the name is the key)
   std::string reason;  // why this kernel, e.g. "Lq=2048 > decode threshold 8; D=64 specialized"
   int decode_splits = 0;
 };
