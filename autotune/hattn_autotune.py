@@ -364,8 +364,8 @@ class Tuner:
         return so, None
 
     def adams_so(self):
-        """Adams2019's schedule of the tuned kernel (estimates in generators/register.cpp), built
-        once and cached in the work folder: the autoscheduler is slow, so a rerun reuses it."""
+        """Adams2019's schedule of the tuned kernel (estimates in generators/register_<variant>.cpp),
+        built once and cached in the work folder: the autoscheduler is slow, so a rerun reuses it."""
         a = self.a
         name = f"adams_{a.variant}_{a.phase}_{a.mask}_d{a.d}_{a.isa}"
         so = self.so_path(name)

@@ -1,10 +1,10 @@
 // The Generators for EL-attention ("el") and the linear layer ("linear") that EL and the standard
 // multi-head path share. Algorithms in el.cpp, CPU schedules in schedules/cpu/el_cpu.cpp.
-#include <stdexcept>
 #include <string>
 
 #include "Halide.h"
 #include "el.h"
+#include "generator_common.h"
 #include "schedules.h"
 #include "table.h"
 
@@ -12,18 +12,6 @@ namespace hattn {
 namespace {
 
 using namespace Halide;
-
-Tunables el_tunables(const Target& target, const std::string& tables, const std::string& variant,
-                     const std::string& overrides) {
-  if (target.has_feature(Target::CUDA)) {
-    throw std::runtime_error("hattn: " + variant +
-                             " has no CUDA schedule yet; build it for a CPU target");
-  }
-  Tunables t = lookup_tunables(tables + "/" + table_for_target(target),
-                               TableKey{variant, "prefill", "dany", "noncausal"});
-  apply_overrides(&t, overrides);
-  return t;
-}
 
 class ElAttentionGenerator : public Generator<ElAttentionGenerator> {
  public:
@@ -42,8 +30,11 @@ class ElAttentionGenerator : public Generator<ElAttentionGenerator> {
   Output<Buffer<float, 3>> out{"out"};  // [B * beam, T, Dm]: concat_h(o_h), before Wo
 
   void generate() {
-    ScheduleContext ctx{get_target(), 0, false, false,
-                        el_tunables(get_target(), tables, "el", tunables)};
+    // One kernel serves every phase and mask (run-time inputs): one table line, keyed as prefill.
+    ScheduleContext ctx{
+        get_target(), 0, false, false,
+        read_cpu_tunables(get_target(), tables, TableKey{"el", "prefill", "dany", "noncausal"},
+                          tunables)};
     // Dm is a multiple of 16 (the runtime refuses others): written so, the vector reductions
     // over it need no tail predicate (measured: predicated loads in every inner step).
     const Expr dm = (q.dim(0).extent() / 16) * 16;
@@ -98,8 +89,10 @@ class LinearGenerator : public Generator<LinearGenerator> {
   Output<Buffer<float, 2>> y{"y"};  // [rows, out]: scale * (x W^T + bias)
 
   void generate() {
-    ScheduleContext ctx{get_target(), 0, false, false,
-                        el_tunables(get_target(), tables, "linear", tunables)};
+    ScheduleContext ctx{
+        get_target(), 0, false, false,
+        read_cpu_tunables(get_target(), tables, TableKey{"linear", "prefill", "dany", "noncausal"},
+                          tunables)};
     LinearInputs in;
     in.x = x;
     in.w = w;

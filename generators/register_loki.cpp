@@ -1,9 +1,9 @@
 // The Generator for Loki attention ("loki"). Algorithm in loki.cpp, CPU schedules in
 // schedules/cpu/loki_cpu.cpp.
-#include <stdexcept>
 #include <string>
 
 #include "Halide.h"
+#include "generator_common.h"
 #include "loki.h"
 #include "schedules.h"
 #include "table.h"
@@ -15,7 +15,7 @@ using namespace Halide;
 
 class LokiAttentionGenerator : public Generator<LokiAttentionGenerator> {
  public:
-  GeneratorParam<std::string> phase{"phase", "decode"};  // decode | prefill
+  GeneratorParam<KernelPhase> phase{"phase", KernelPhase::decode, phase_names()};
   GeneratorParam<bool> causal{"causal", false};
   GeneratorParam<int> head_dim{"head_dim", 0};  // 0: any D
   GeneratorParam<std::string> tables{"tables", ""};
@@ -32,21 +32,12 @@ class LokiAttentionGenerator : public Generator<LokiAttentionGenerator> {
   Output<Buffer<float, 4>> out{"out"};
 
   void generate() {
-    const bool decode = phase.value() == "decode";
-    if (!decode && phase.value() != "prefill") {
-      throw std::runtime_error("phase must be prefill or decode, got " + phase.value());
-    }
-    if (get_target().has_feature(Target::CUDA)) {
-      throw std::runtime_error("hattn: loki has no CUDA schedule yet; build it for a CPU target");
-    }
-    const std::string dname = head_dim > 0 ? "d" + std::to_string(int(head_dim)) : "dany";
-    Tunables t =
-        lookup_tunables(tables.value() + "/" + table_for_target(get_target()),
-                        TableKey{"loki", phase.value(), dname, causal ? "causal" : "noncausal"});
-    apply_overrides(&t, tunables);
-    ScheduleContext ctx{get_target(), head_dim, decode, false, t};
+    const bool decode = phase.value() == KernelPhase::decode;
+    TableKey key{"loki", phase_name(phase), head_dim_name(head_dim), mask_name(causal)};
+    ScheduleContext ctx{get_target(), head_dim, decode, false,
+                        read_cpu_tunables(get_target(), tables, key, tunables)};
 
-    const Expr d = head_dim > 0 ? Expr(int(head_dim)) : q.dim(0).extent();
+    const Expr d = head_dim_expr(head_dim, q.dim(0).extent());
     LokiInputs in;
     in.q = q;
     in.k = k;
@@ -71,17 +62,16 @@ class LokiAttentionGenerator : public Generator<LokiAttentionGenerator> {
     basis.dim(1).set_bounds(0, d);
     out.dim(0).set_stride(1).set_bounds(0, d);
 
-    const int dd = head_dim > 0 ? int(head_dim) : 128;
-    const int lq = decode ? 1 : 2048, lk = decode ? 32768 : 2048;
-    q.set_estimates({{0, dd}, {0, lq}, {0, 32}, {0, 1}});
-    k.set_estimates({{0, dd}, {0, lk}, {0, 32}, {0, 1}});
-    v.set_estimates({{0, dd}, {0, lk}, {0, 32}, {0, 1}});
-    k_lead.set_estimates({{0, dd / 4}, {0, lk}, {0, 32}, {0, 1}});
-    basis.set_estimates({{0, dd}, {0, dd}, {0, 32}});
+    const EstimateShape s = estimate_shape(head_dim, phase);
+    q.set_estimates(attention_region(s.d, s.lq, 32));
+    k.set_estimates(attention_region(s.d, s.lk, 32));
+    v.set_estimates(attention_region(s.d, s.lk, 32));
+    k_lead.set_estimates(attention_region(s.d / 4, s.lk, 32));
+    basis.set_estimates({{0, s.d}, {0, s.d}, {0, 32}});
     scale.set_estimate(0.088f);
-    rank.set_estimate(dd / 4);
-    topk.set_estimate(lk / 8);
-    out.set_estimates({{0, dd}, {0, lq}, {0, 32}, {0, 1}});
+    rank.set_estimate(s.d / 4);
+    topk.set_estimate(s.lk / 8);
+    out.set_estimates(attention_region(s.d, s.lq, 32));
     if (!using_autoscheduler()) schedule_loki_cpu(st, ctx);
   }
 };

@@ -5,35 +5,21 @@
 #include <string>
 
 #include "Halide.h"
+#include "generator_common.h"
 #include "schedules.h"
 #include "sparsek.h"
 #include "table.h"
 
 namespace hattn {
-
-// schedules/cpu/sparsek_cpu.cpp
-void schedule_sparsek_cpu(SparsekStages& st, const ScheduleContext& ctx);
-void schedule_sparsek_mask_cpu(SparsekMaskStages& st, const ScheduleContext& ctx);
-
 namespace {
 
 using namespace Halide;
-
-Tunables sparsek_tunables(const Target& target, const std::string& tables, const TableKey& key,
-                          const std::string& overrides) {
-  if (target.has_feature(Target::CUDA)) {
-    throw std::runtime_error("hattn: sparsek has no CUDA schedule yet; build it for a CPU target");
-  }
-  Tunables t = lookup_tunables(tables + "/" + table_for_target(target), key);
-  apply_overrides(&t, overrides);
-  return t;
-}
 
 class SparsekAttentionGenerator : public Generator<SparsekAttentionGenerator> {
  public:
   // One phase: a prefill call and a decode step over the bounded cache are the same per-row
   // computation (k + w slots per row), so decode needs no kernel of its own.
-  GeneratorParam<std::string> phase{"phase", "prefill"};
+  GeneratorParam<KernelPhase> phase{"phase", KernelPhase::prefill, phase_names()};
   GeneratorParam<bool> causal{"causal", true};  // sparsek is causal by construction
   GeneratorParam<int> head_dim{"head_dim", 0};  // 0: any D
   GeneratorParam<std::string> tables{"tables", ""};
@@ -53,14 +39,13 @@ class SparsekAttentionGenerator : public Generator<SparsekAttentionGenerator> {
   Output<Buffer<float, 4>> out{"out"};
 
   void generate() {
-    if (phase.value() != "prefill" || !causal) {
+    if (phase.value() != KernelPhase::prefill || !causal) {
       throw std::runtime_error("sparsek: only phase=prefill causal=true is defined");
     }
-    const std::string dname = head_dim > 0 ? "d" + std::to_string(int(head_dim)) : "dany";
-    TableKey key{"sparsek", "prefill", dname, "causal"};
+    TableKey key{"sparsek", "prefill", head_dim_name(head_dim), "causal"};
     ScheduleContext ctx{get_target(), head_dim, false, false,
-                        sparsek_tunables(get_target(), tables, key, tunables)};
-    const Expr d = head_dim > 0 ? Expr(int(head_dim)) : q.dim(0).extent();
+                        read_cpu_tunables(get_target(), tables, key, tunables)};
+    const Expr d = head_dim_expr(head_dim, q.dim(0).extent());
     SparsekInputs in;
     in.q = q;
     in.k = k;
@@ -86,19 +71,19 @@ class SparsekAttentionGenerator : public Generator<SparsekAttentionGenerator> {
     sel_gate.dim(0).set_stride(1);
     out.dim(0).set_stride(1).set_bounds(0, d);
 
-    const int dd = head_dim > 0 ? int(head_dim) : 128;
-    q.set_estimates({{0, dd}, {0, 4096}, {0, 8}, {0, 1}});
-    k.set_estimates({{0, dd}, {0, 4096}, {0, 8}, {0, 1}});
-    v.set_estimates({{0, dd}, {0, 4096}, {0, 8}, {0, 1}});
-    sel_index.set_estimates({{0, 256}, {0, 4096}, {0, 8}, {0, 1}});
-    sel_gate.set_estimates({{0, 256}, {0, 4096}, {0, 8}, {0, 1}});
+    const int dd = estimate_shape(head_dim, KernelPhase::prefill).d;
+    q.set_estimates(attention_region(dd, 4096, 8));
+    k.set_estimates(attention_region(dd, 4096, 8));
+    v.set_estimates(attention_region(dd, 4096, 8));
+    sel_index.set_estimates(attention_region(256, 4096, 8));
+    sel_gate.set_estimates(attention_region(256, 4096, 8));
     sel_count.set_estimates({{0, 4096}, {0, 8}, {0, 1}});
     scale.set_estimate(0.088f);
     window.set_estimate(256);
     q_pos0.set_estimate(0);
     ring.set_estimate(0);
     gate_logit.set_estimate(0);
-    out.set_estimates({{0, dd}, {0, 4096}, {0, 8}, {0, 1}});
+    out.set_estimates(attention_region(dd, 4096, 8));
     if (!using_autoscheduler()) schedule_sparsek_cpu(st, ctx);
   }
 };
@@ -117,7 +102,7 @@ class SparsekMaskGenerator : public Generator<SparsekMaskGenerator> {
   void generate() {
     TableKey key{"sparsek", "mask", "dany", "noncausal"};
     ScheduleContext ctx{get_target(), 0, false, false,
-                        sparsek_tunables(get_target(), tables, key, tunables)};
+                        read_cpu_tunables(get_target(), tables, key, tunables)};
     SparsekMaskStages st = sparsek_mask(z, len, z.dim(0).extent(), max(budget, 0));
     mask = st.mask;
     tau = st.tau;

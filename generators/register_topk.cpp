@@ -1,9 +1,9 @@
 // Generators for the topk variant: top-k attention ("topk") and the top-k feed-forward layer
 // ("topk_ffn"). Algorithms in topk.cpp, CPU schedules in schedules/cpu/topk_cpu.cpp.
-#include <stdexcept>
 #include <string>
 
 #include "Halide.h"
+#include "generator_common.h"
 #include "schedules.h"
 #include "table.h"
 #include "topk.h"
@@ -13,19 +13,9 @@ namespace {
 
 using namespace Halide;
 
-Tunables tunables_for(const Target& target, const std::string& tables, const TableKey& key,
-                      const std::string& overrides) {
-  if (target.has_feature(Target::CUDA)) {
-    throw std::runtime_error("hattn: topk has no CUDA schedule yet; build it for a CPU target");
-  }
-  Tunables t = lookup_tunables(tables + "/" + table_for_target(target), key);
-  apply_overrides(&t, overrides);
-  return t;
-}
-
 class TopkAttentionGenerator : public Generator<TopkAttentionGenerator> {
  public:
-  GeneratorParam<std::string> phase{"phase", "prefill"};  // prefill | decode
+  GeneratorParam<KernelPhase> phase{"phase", KernelPhase::prefill, phase_names()};
   GeneratorParam<bool> causal{"causal", false};
   GeneratorParam<int> head_dim{"head_dim", 0};  // 0: any D
   GeneratorParam<std::string> tables{"tables", ""};
@@ -39,19 +29,15 @@ class TopkAttentionGenerator : public Generator<TopkAttentionGenerator> {
   Output<Buffer<float, 4>> out{"out"};
 
   void generate() {
-    const bool decode = phase.value() == "decode";
-    if (!decode && phase.value() != "prefill") {
-      throw std::runtime_error("phase must be prefill or decode, got " + phase.value());
-    }
-    TableKey key{"topk", phase.value(), head_dim > 0 ? "d" + std::to_string(int(head_dim)) : "dany",
-                 causal ? "causal" : "noncausal"};
+    const bool decode = phase.value() == KernelPhase::decode;
+    TableKey key{"topk", phase_name(phase), head_dim_name(head_dim), mask_name(causal)};
     ScheduleContext ctx{get_target(), head_dim, decode, false,
-                        tunables_for(get_target(), tables, key, tunables)};
+                        read_cpu_tunables(get_target(), tables, key, tunables)};
     TopkInputs in;
     in.q = q;
     in.k = k;
     in.v = v;
-    in.head_dim = head_dim > 0 ? Expr(int(head_dim)) : q.dim(0).extent();
+    in.head_dim = head_dim_expr(head_dim, q.dim(0).extent());
     in.lq = q.dim(1).extent();
     in.lk = k.dim(1).extent();
     in.q_heads = q.dim(2).extent();
@@ -64,20 +50,19 @@ class TopkAttentionGenerator : public Generator<TopkAttentionGenerator> {
 
     for (auto* p : {&q, &k, &v}) (*p).dim(0).set_stride(1);
     out.dim(0).set_stride(1);
-    Expr d = head_dim > 0 ? Expr(int(head_dim)) : q.dim(0).extent();
+    Expr d = head_dim_expr(head_dim, q.dim(0).extent());
     if (head_dim > 0) q.dim(0).set_bounds(0, d);
     k.dim(0).set_bounds(0, d);
     v.dim(0).set_bounds(0, d);
     out.dim(0).set_bounds(0, d);
 
-    const int dd = head_dim > 0 ? int(head_dim) : 128;
-    const int lq = decode ? 1 : 2048, lk = decode ? 32768 : 2048;
-    q.set_estimates({{0, dd}, {0, lq}, {0, 8}, {0, 1}});
-    k.set_estimates({{0, dd}, {0, lk}, {0, 8}, {0, 1}});
-    v.set_estimates({{0, dd}, {0, lk}, {0, 8}, {0, 1}});
+    const EstimateShape s = estimate_shape(head_dim, phase);
+    q.set_estimates(attention_region(s.d, s.lq, 8));
+    k.set_estimates(attention_region(s.d, s.lk, 8));
+    v.set_estimates(attention_region(s.d, s.lk, 8));
     scale.set_estimate(0.125f);
     topk.set_estimate(64);
-    out.set_estimates({{0, dd}, {0, lq}, {0, 8}, {0, 1}});
+    out.set_estimates(attention_region(s.d, s.lq, 8));
     if (!using_autoscheduler()) schedule_topk_cpu(st, ctx);
   }
 };
@@ -96,7 +81,7 @@ class TopkFfnGenerator : public Generator<TopkFfnGenerator> {
   void generate() {
     TableKey key{"topk_ffn", "prefill", "dany", "noncausal"};
     ScheduleContext ctx{get_target(), 0, false, false,
-                        tunables_for(get_target(), tables, key, tunables)};
+                        read_cpu_tunables(get_target(), tables, key, tunables)};
     TopkFfnInputs in;
     in.x = x;
     in.w1 = w1;

@@ -7,6 +7,7 @@
 #include "dense.h"
 #include "el.h"
 #include "loki.h"
+#include "sparsek.h"
 #include "table.h"
 #include "topk.h"
 
@@ -32,6 +33,9 @@ void schedule_loki_cpu(LokiStages& st, const ScheduleContext& ctx);
 // EL-attention and the linear layer on x86 and ARM (schedules/cpu/el_cpu.cpp).
 void schedule_el_cpu(ElStages& st, const ScheduleContext& ctx);
 void schedule_linear_cpu(LinearStages& st, const ScheduleContext& ctx);
+// SPARSEK attention and the SparseK operator on x86 and ARM (schedules/cpu/sparsek_cpu.cpp).
+void schedule_sparsek_cpu(SparsekStages& st, const ScheduleContext& ctx);
+void schedule_sparsek_mask_cpu(SparsekMaskStages& st, const ScheduleContext& ctx);
 // Picks the family's schedule for ctx.target.
 void schedule_dense(DenseStages& st, const ScheduleContext& ctx);
 

@@ -1,11 +1,12 @@
-// The Halide Generators: each joins one algorithm (generators/<variant>.cpp) with the schedule for
-// the target it is asked to build (schedules/<family>/), reading tunables from the family's table.
+// The Halide Generator for dense attention ("dense"). Each generators/register_<variant>.cpp joins
+// one algorithm (generators/<variant>.cpp) with the schedule for the target it is asked to build
+// (schedules/<family>/), reading tunables from the family's table (generator_common.h).
 // GeneratorParams pick the specialization; together they form the kernel's name.
-#include <stdexcept>
 #include <string>
 
 #include "Halide.h"
 #include "dense.h"
+#include "generator_common.h"
 #include "schedules.h"
 #include "table.h"
 
@@ -16,7 +17,7 @@ using namespace Halide;
 
 class DenseAttentionGenerator : public Generator<DenseAttentionGenerator> {
  public:
-  GeneratorParam<std::string> phase{"phase", "prefill"};  // prefill | decode
+  GeneratorParam<KernelPhase> phase{"phase", KernelPhase::prefill, phase_names()};
   GeneratorParam<bool> causal{"causal", false};
   // Without lse, prefill writes `out` inside each task; the lse output is then a placeholder
   // (zeros) that the runtime never hands to a caller.
@@ -34,17 +35,17 @@ class DenseAttentionGenerator : public Generator<DenseAttentionGenerator> {
   Output<Buffer<float, 3>> lse{"lse"};
 
   void generate() {
-    const bool decode = phase.value() == "decode";
-    if (!decode && phase.value() != "prefill") {
-      throw std::runtime_error("phase must be prefill or decode, got " + phase.value());
-    }
-    ScheduleContext ctx{get_target(), head_dim, decode, with_lse || decode, read_tunables(decode)};
+    const bool decode = phase.value() == KernelPhase::decode;
+    // Dense has a CUDA schedule: every target's table is read.
+    TableKey key{"dense", phase_name(phase), head_dim_name(head_dim), mask_name(causal)};
+    ScheduleContext ctx{get_target(), head_dim, decode, with_lse || decode,
+                        read_tunables(get_target(), tables, key, tunables)};
 
     DenseInputs in;
     in.q = q;
     in.k = k;
     in.v = v;
-    in.head_dim = head_dim > 0 ? Expr(int(head_dim)) : q.dim(0).extent();
+    in.head_dim = head_dim_expr(head_dim, q.dim(0).extent());
     in.lq = q.dim(1).extent();
     in.lk = k.dim(1).extent();
     in.q_heads = q.dim(2).extent();
@@ -68,15 +69,6 @@ class DenseAttentionGenerator : public Generator<DenseAttentionGenerator> {
   }
 
  private:
-  Tunables read_tunables(bool decode) {
-    TableKey key{"dense", decode ? "decode" : "prefill",
-                 head_dim > 0 ? "d" + std::to_string(int(head_dim)) : "dany",
-                 causal ? "causal" : "noncausal"};
-    Tunables t = lookup_tunables(tables.value() + "/" + table_for_target(get_target()), key);
-    apply_overrides(&t, tunables);
-    return t;
-  }
-
   // D is contiguous in every tensor and equal across q, k, v, out; a fixed head dim is compiled in.
   void constrain_inputs() {
     for (auto* p : {&q, &k, &v}) (*p).dim(0).set_stride(1);
@@ -93,15 +85,15 @@ class DenseAttentionGenerator : public Generator<DenseAttentionGenerator> {
   }
 
   void set_estimates(bool decode) {
-    const int d = head_dim > 0 ? int(head_dim) : 128;
-    const int lq = decode ? 1 : 2048, lk = decode ? 32768 : 2048, heads = decode ? 32 : 8;
-    q.set_estimates({{0, d}, {0, lq}, {0, heads}, {0, 1}});
-    k.set_estimates({{0, d}, {0, lk}, {0, heads}, {0, 1}});
-    v.set_estimates({{0, d}, {0, lk}, {0, heads}, {0, 1}});
+    const EstimateShape s = estimate_shape(head_dim, phase);
+    const int heads = decode ? 32 : 8;
+    q.set_estimates(attention_region(s.d, s.lq, heads));
+    k.set_estimates(attention_region(s.d, s.lk, heads));
+    v.set_estimates(attention_region(s.d, s.lk, heads));
     scale.set_estimate(0.125f);
     splits.set_estimate(decode ? 4 : 1);
-    out.set_estimates({{0, d}, {0, lq}, {0, heads}, {0, 1}});
-    lse.set_estimates({{0, lq}, {0, heads}, {0, 1}});
+    out.set_estimates(attention_region(s.d, s.lq, heads));
+    lse.set_estimates({{0, s.lq}, {0, heads}, {0, 1}});
   }
 };
 
