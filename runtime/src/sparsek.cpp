@@ -77,9 +77,8 @@ Status check_scoring(const TensorView& x, const TensorView& w_score, int64_t bat
   if (s.ok()) s = check_host(w_score, "w_score");
   if (!s.ok()) return s;
   if (x.shape[0] != batch || x.shape[1] != lk) {
-    return invalid("x must be [B, Lk, Dm] with B=" + std::to_string(batch) +
-                   " and Lk=" + std::to_string(lk) + " (the keys' batch and length), got " +
-                   shape_str(x));
+    return invalid("x must be [B, Lk, Dm] with B=" + std::to_string(batch) + " and Lk=" +
+                   std::to_string(lk) + " (the keys' batch and length), got " + shape_str(x));
   }
   if (w_score.shape[0] != kv_heads || w_score.shape[1] != x.shape[2]) {
     return invalid("w_score must be [Hkv, Dm] = [" + std::to_string(kv_heads) + ", " +
@@ -146,17 +145,17 @@ void sweep_all(const AttentionShape& sh, const SparsekOptions& o, ScoreFn&& u_of
       const int64_t candidates = std::min(sh.lk, i + (sh.lk - sh.lq) - o.window + 1);
       for (; pushed < candidates; ++pushed) sweep.push(u[static_cast<size_t>(pushed)], pushed);
       const size_t row = static_cast<size_t>(t * sh.lq + i);
-      sel->count[row] =
-          o.k > 0 ? sweep.select(&sel->index[row * static_cast<size_t>(sel->slots)],
-                                 &sel->gate[row * static_cast<size_t>(sel->slots)], false)
-                  : 0;
+      sel->count[row] = o.k > 0
+                            ? sweep.select(&sel->index[row * static_cast<size_t>(sel->slots)],
+                                           &sel->gate[row * static_cast<size_t>(sel->slots)], false)
+                            : 0;
     }
   });
 }
 
 Status run_attention_kernel(const KernelEntry* kernel, const TensorView& q, const TensorView& k,
-                            const TensorView& v, const TensorView& out, Selections& sel,
-                            int64_t lq, int64_t batch, int64_t kv_heads, float scale, int64_t window,
+                            const TensorView& v, const TensorView& out, Selections& sel, int64_t lq,
+                            int64_t batch, int64_t kv_heads, float scale, int64_t window,
                             int64_t q_pos0, int64_t ring, bool logit) {
   install_halide_handlers();
   HalideBuffer qb(q), kb(k), vb(v), ob(out);
@@ -200,8 +199,9 @@ Status attention_common(const TensorView& q, const TensorView& k, const TensorVi
                    " keys per kv head do not fit in memory");
   }
   return run_attention_kernel(kernel, q, k, v, out, sel, shape.lq, shape.batch, shape.kv_heads,
-                              resolve_scale(options.has_scale, options.scale, shape.head_dim), options.window,
-                              shape.lk - shape.lq, 0, options.gate == SparsekGate::logit);
+                              resolve_scale(options.has_scale, options.scale, shape.head_dim),
+                              options.window, shape.lk - shape.lq, 0,
+                              options.gate == SparsekGate::logit);
 }
 
 }  // namespace
@@ -291,8 +291,8 @@ Status sparsek_attention(const TensorView& q, const TensorView& k, const TensorV
                          const TensorView& x, const TensorView& w_score, const TensorView& out,
                          const SparsekOptions& options, Dispatch* chosen) {
   AttentionShape shape;
-  Status s = validate_cpu_attention("sparsek", q, k, v, out, true, options.has_scale,
-                                    options.scale, &shape);
+  Status s = validate_cpu_attention("sparsek", q, k, v, out, true, options.has_scale, options.scale,
+                                    &shape);
   if (s.ok()) s = check_options(options);
   if (s.ok()) s = check_scoring(x, w_score, shape.batch, shape.lk, shape.kv_heads);
   if (!s.ok()) return s;
@@ -315,8 +315,8 @@ Status sparsek_attention_scored(const TensorView& q, const TensorView& k, const 
                                 const SparsekOptions& options, Dispatch* chosen) {
   static const char* const kU[3] = {"B", "Hkv", "Lk"};
   AttentionShape shape;
-  Status s = validate_cpu_attention("sparsek", q, k, v, out, true, options.has_scale,
-                                    options.scale, &shape);
+  Status s = validate_cpu_attention("sparsek", q, k, v, out, true, options.has_scale, options.scale,
+                                    &shape);
   if (s.ok()) s = check_options(options);
   if (s.ok()) s = check_tensor(u, "u", 3, kU, false);
   if (s.ok()) s = check_host(u, "u");
@@ -345,10 +345,10 @@ Status sparsek_attention_scored(const TensorView& q, const TensorView& k, const 
 struct SparsekDecoder::State {
   int64_t batch = 0, q_heads = 0, kv_heads = 0, head_dim = 0, model_dim = 0;
   SparsekOptions options;
-  std::vector<float> w;   // [Hkv, Dm]
-  int64_t cap = 0;        // KV slots per head: w ring slots, then k selected
-  std::vector<float> kc, vc;       // [B, Hkv, cap, D]
-  std::vector<float> u_ring;       // [B, Hkv, w]: scores of the window's keys
+  std::vector<float> w;              // [Hkv, Dm]
+  int64_t cap = 0;                   // KV slots per head: w ring slots, then k selected
+  std::vector<float> kc, vc;         // [B, Hkv, cap, D]
+  std::vector<float> u_ring;         // [B, Hkv, w]: scores of the window's keys
   std::vector<SparsekSweep> sweeps;  // [B, Hkv]
   Selections sel;
   int64_t pos = 0;
@@ -420,8 +420,8 @@ Status SparsekDecoder::reset(int64_t batch, int64_t q_heads, int64_t kv_heads, i
                    " D=" + std::to_string(head_dim));
   }
   if (q_heads % kv_heads != 0) {
-    return invalid("Hq=" + std::to_string(q_heads) + " is not a multiple of Hkv=" +
-                   std::to_string(kv_heads));
+    return invalid("Hq=" + std::to_string(q_heads) +
+                   " is not a multiple of Hkv=" + std::to_string(kv_heads));
   }
   static const char* const kW[2] = {"Hkv", "Dm"};
   s = check_tensor(w_score, "w_score", 2, kW, false);
@@ -440,7 +440,8 @@ Status SparsekDecoder::reset(int64_t batch, int64_t q_heads, int64_t kv_heads, i
   st->options = options;
   st->w.resize(static_cast<size_t>(kv_heads * st->model_dim));
   for (int64_t h = 0; h < kv_heads; ++h) {
-    std::memcpy(&st->w[static_cast<size_t>(h * st->model_dim)], fptr(w_score) + h * w_score.strides[0],
+    std::memcpy(&st->w[static_cast<size_t>(h * st->model_dim)],
+                fptr(w_score) + h * w_score.strides[0],
                 static_cast<size_t>(st->model_dim) * sizeof(float));
   }
   st->cap = options.window + options.k;
@@ -500,8 +501,8 @@ Status SparsekDecoder::append(const TensorView& k, const TensorView& v, const Te
   }
   if (k.shape[0] != st.batch || k.shape[1] != st.kv_heads || k.shape[3] != st.head_dim) {
     return invalid("SparsekDecoder::append takes k, v [B=" + std::to_string(st.batch) +
-                   ", Hkv=" + std::to_string(st.kv_heads) + ", T, D=" +
-                   std::to_string(st.head_dim) + "], got " + shape_str(k));
+                   ", Hkv=" + std::to_string(st.kv_heads) +
+                   ", T, D=" + std::to_string(st.head_dim) + "], got " + shape_str(k));
   }
   if (x.shape[0] != st.batch || x.shape[1] != T || x.shape[2] != st.model_dim) {
     return invalid("x must be [B=" + std::to_string(st.batch) + ", T=" + std::to_string(T) +
@@ -542,8 +543,8 @@ Status SparsekDecoder::step(const TensorView& q, const TensorView& k, const Tens
   if (s.ok()) s = check_host(x, "x");
   if (!s.ok()) return s;
   if (x.shape[0] != st.batch || x.shape[1] != 1 || x.shape[2] != st.model_dim) {
-    return invalid("x must be [B=" + std::to_string(st.batch) + ", 1, Dm=" +
-                   std::to_string(st.model_dim) + "], got " + shape_str(x));
+    return invalid("x must be [B=" + std::to_string(st.batch) +
+                   ", 1, Dm=" + std::to_string(st.model_dim) + "], got " + shape_str(x));
   }
   if (st.pos >= std::numeric_limits<int32_t>::max()) return invalid("sequence too long (2^31)");
   if (o.check_finite) {
@@ -588,13 +589,15 @@ Status SparsekDecoder::step(const TensorView& q, const TensorView& k, const Tens
   s = choose_sparsek(o, cache_shape, &kernel, &reason);
   if (!s.ok()) return s;
   if (chosen != nullptr) {
-    *chosen = Dispatch{kernel->info.name, reason + "; bounded cache of " +
-                                              std::to_string(st.cap) + " KV slots per head", 1};
+    *chosen =
+        Dispatch{kernel->info.name,
+                 reason + "; bounded cache of " + std::to_string(st.cap) + " KV slots per head", 1};
   }
   TensorView kv = TensorView::contiguous(st.kc.data(), {st.batch, st.kv_heads, st.cap, D});
   TensorView vv = TensorView::contiguous(st.vc.data(), {st.batch, st.kv_heads, st.cap, D});
   return run_attention_kernel(kernel, q, kv, vv, out, st.sel, 1, st.batch, st.kv_heads,
-                              resolve_scale(o.has_scale, o.scale, D), w, p, w, o.gate == SparsekGate::logit);
+                              resolve_scale(o.has_scale, o.scale, D), w, p, w,
+                              o.gate == SparsekGate::logit);
 }
 
 }  // namespace hattn

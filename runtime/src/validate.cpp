@@ -101,9 +101,9 @@ Status check_view(const TensorView& t, const char* name, int rank, const char* c
   for (int i = 0; i < rank && last <= kMaxElements; ++i) last += (t.shape[i] - 1) * t.strides[i];
   if (elements > kMaxElements || last > kMaxElements) {
     e << name << " " << t.describe() << " has "
-      << (elements > kMaxElements ? "more than 2^31-1 elements"
-                                  : "an element offset beyond 2^31-1 (" + std::to_string(last) +
-                                        ")")
+      << (elements > kMaxElements
+              ? "more than 2^31-1 elements"
+              : "an element offset beyond 2^31-1 (" + std::to_string(last) + ")")
       << "; hattn's kernels index with 32 bits (split the call, e.g. over B or H)";
     return invalid(e.str());
   }
@@ -272,8 +272,8 @@ Status validate_cpu_attention(const char* variant, const TensorView& q, const Te
   as_dense.causal = causal;
   as_dense.has_scale = has_scale;
   as_dense.scale = scale;
-  Status s = validate_attention_named(q, k, v, out, as_dense, names ? names : kAttentionNames,
-                                      shape);
+  Status s =
+      validate_attention_named(q, k, v, out, as_dense, names ? names : kAttentionNames, shape);
   if (s.ok() && shape->device != Device::cpu) {
     return Status{StatusCode::unsupported, std::string(variant) +
                                                " attention has CPU kernels only; tensors are on " +
