@@ -233,12 +233,12 @@ function(hattn_write_manifest)
     list(GET f 9 lib)
     string(APPEND inc "HATTN_KERNEL(${name}, \"${variant}\", \"${phase}\", ${causal}, ${hd}, \"${dtype}\", \"${family}\", \"${tl}\", ${lse})\n")
     string(APPEND hdr "#include \"${lib}.h\"\n")
-    # static_cast to the variant's type (hattn/kernel_registry.h): a kernel whose generated
-    # declaration differs does not compile, and the message names it.
+    # Each kernel's generated declaration against its variant's type (hattn/kernel_registry.h):
+    # a kernel that differs does not compile, and the message names it.
     string(APPEND checks "static_assert(std::is_same<decltype(&${name}), hattn_${variant}_fn>::value,\n"
            "              \"${name}: its generated signature is not hattn_${variant}_fn (hattn/kernel_registry.h)\");\n")
     string(APPEND records "    {\"${name}\", \"${variant}\", \"${phase}\", ${causal}, ${hd}, \"${dtype}\", \"${family}\", \"${tl}\", ${lse},\n"
-           "     reinterpret_cast<void (*)(void)>(static_cast<hattn_${variant}_fn>(&${name})), &${name}_metadata,\n"
+           "     reinterpret_cast<void (*)(void)>(&${name}), &${name}_metadata,\n"
            "     HATTN_ARGS_${variant}},\n")
     list(APPEND libs ${lib})
     if (family STREQUAL "cuda")

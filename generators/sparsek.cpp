@@ -85,8 +85,7 @@ SparsekMaskStages sparsek_mask(const Func& z, const Func& len, const Expr& m, co
   const Expr inf = Internal::make_const(Float(32), std::numeric_limits<float>::infinity());
   // k = 0: +inf (every p = 0); k >= n: -inf (every p = 1). Infinities, not +-FLT_MAX, so that
   // p = clip(z - tau, 0, 1) holds at the returned tau for every finite z, FLT_MAX included.
-  st.tau(r) = select(k <= 0, inf, cast<double>(k) >= cast<double>(n), -inf, free_n > 0,
-                     cast<float>(bounded), t_lo);
+  st.tau(r) = select(k <= 0, inf, k >= n, -inf, free_n > 0, cast<float>(bounded), t_lo);
   st.mask(j, r) = select(j < n, clamp(z(j, r) - st.tau(r), 0.f, 1.f), 0.f);
   return st;
 }

@@ -13,7 +13,6 @@
 #include <iostream>
 #include <limits>
 #include <numeric>
-#include <sstream>
 #include <string>
 #include <vector>
 

@@ -55,9 +55,12 @@ int decode_threshold() { return static_cast<int>(kDecodeMaxLq); }
 
 namespace {
 
-// Why `k` cannot compute this call at all (empty: it can). Phase is a preference, not a
-// capability: every dense kernel computes every shape correctly.
-std::string incapable_reason(const KernelInfo& k, const AttentionShape& s, const KernelRequest& o) {
+// Why kernel `e` cannot compute this call at all (empty: it can), a signature mismatch first. Phase
+// is a preference, not a capability: every dense kernel computes every shape correctly.
+std::string incapable_reason(const KernelEntry& e, const AttentionShape& s,
+                             const KernelRequest& o) {
+  if (!e.signature_problem.empty()) return e.signature_problem;
+  const KernelInfo& k = e.info;
   if (k.variant != o.variant) return "variant " + k.variant + ", not " + o.variant;
   const bool cuda_kernel = k.family == "cuda";
   if (cuda_kernel != (s.device == Device::cuda)) {
@@ -133,8 +136,7 @@ Status choose_kernel(const KernelRequest& options, const AttentionShape& shape,
   if (!options.forced.empty()) {
     for (const KernelEntry& e : table) {
       if (e.info.name != options.forced) continue;
-      std::string why = e.signature_problem.empty() ? incapable_reason(e.info, shape, options)
-                                                    : e.signature_problem;
+      std::string why = incapable_reason(e, shape, options);
       if (!why.empty()) {
         return Status{StatusCode::unsupported,
                       "kernel " + e.info.name + " cannot take this call: " + why};
@@ -157,8 +159,7 @@ Status choose_kernel(const KernelRequest& options, const AttentionShape& shape,
   for (const KernelEntry& e : table) {
     if (e.info.variant != options.variant) continue;  // other variants: not worth a line each
     ++of_variant;
-    std::string why = e.signature_problem.empty() ? incapable_reason(e.info, shape, options)
-                                                  : e.signature_problem;
+    std::string why = incapable_reason(e, shape, options);
     if (why.empty() && e.info.phase != phase) {
       why = e.info.phase + " kernel, but Lq=" + std::to_string(shape.lq) + " selects " + phase +
             " (decode when Lq <= " + std::to_string(kDecodeMaxLq) + ")";
