@@ -205,8 +205,8 @@ TensorView broadcast(float* data, std::vector<int64_t> shape) {
 Status c_call(const hattn_tensor* q) {
   hattn_tensor t{};
   char message[256] = {0};
-  const int rc = hattn_dense_attention(q, &t, &t, &t, nullptr, 0, 0.f, nullptr, message,
-                                       sizeof message);
+  const int rc =
+      hattn_dense_attention(q, &t, &t, &t, nullptr, 0, 0.f, nullptr, message, sizeof message);
   return Status{static_cast<StatusCode>(rc), message};
 }
 
@@ -215,7 +215,7 @@ struct Row {
   std::string site;  // one error return in it (several rows may exercise one site)
   std::function<Status(const Fixture&)> call;
   StatusCode code;
-  std::string phrase;  // the message must contain it
+  std::string phrase;     // the message must contain it
   bool real_oom = false;  // needs an allocation to fail with bad_alloc (not under ASan)
 };
 
@@ -245,68 +245,201 @@ std::vector<Row> rows() {
   const StatusCode bad = StatusCode::invalid_argument, unsup = StatusCode::unsupported;
 
   // validate.cpp: one view.
-  add("validate.cpp", "rank", [](F x) { auto t = x.d(); t[0].rank = 3; return dense(t); }, bad,
-      "q must have rank 4 (B, H, L, D), got rank 3");
-  add("validate.cpp", "null", [](F x) { auto t = x.d(); t[1].data = nullptr; return dense(t); },
+  add(
+      "validate.cpp", "rank",
+      [](F x) {
+        auto t = x.d();
+        t[0].rank = 3;
+        return dense(t);
+      },
+      bad, "q must have rank 4 (B, H, L, D), got rank 3");
+  add(
+      "validate.cpp", "null",
+      [](F x) {
+        auto t = x.d();
+        t[1].data = nullptr;
+        return dense(t);
+      },
       bad, "k has a null data pointer");
-  add("validate.cpp", "misaligned",
-      [](F x) { auto t = x.d(); t[2].data = static_cast<char*>(t[2].data) + 2; return dense(t); },
+  add(
+      "validate.cpp", "misaligned",
+      [](F x) {
+        auto t = x.d();
+        t[2].data = static_cast<char*>(t[2].data) + 2;
+        return dense(t);
+      },
       bad, "is misaligned: fp32 tensors must be aligned to 4 bytes");
-  add("validate.cpp", "dtype", [](F x) { auto t = x.d(); t[0].dtype = DType::bf16; return dense(t); },
+  add(
+      "validate.cpp", "dtype",
+      [](F x) {
+        auto t = x.d();
+        t[0].dtype = DType::bf16;
+        return dense(t);
+      },
       unsup, "q has dtype bf16; this build of hattn has fp32 kernels only");
-  add("validate.cpp", "device_value",
-      [](F x) { auto t = x.d(); t[3].device = static_cast<Device>(7); return dense(t); }, bad,
-      "out has an unknown device value 7");
-  add("validate.cpp", "size_le_0", [](F x) { auto t = x.d(); t[1].shape[2] = 0; return dense(t); },
+  add(
+      "validate.cpp", "device_value",
+      [](F x) {
+        auto t = x.d();
+        t[3].device = static_cast<Device>(7);
+        return dense(t);
+      },
+      bad, "out has an unknown device value 7");
+  add(
+      "validate.cpp", "size_le_0",
+      [](F x) {
+        auto t = x.d();
+        t[1].shape[2] = 0;
+        return dense(t);
+      },
       bad, "k has a zero-size dimension L = 0");
-  add("validate.cpp", "size_le_0", [](F x) { auto t = x.d(); t[1].shape[0] = -2; return dense(t); },
+  add(
+      "validate.cpp", "size_le_0",
+      [](F x) {
+        auto t = x.d();
+        t[1].shape[0] = -2;
+        return dense(t);
+      },
       bad, "k has a negative dimension B = -2");
-  add("validate.cpp", "size_gt_int32",
-      [](F x) { auto t = x.d(); t[0].shape[1] = int64_t{1} << 31; return dense(t); }, bad,
-      "q dimension H = 2147483648 exceeds 2^31-1");
-  add("validate.cpp", "stride_range",
-      [](F x) { auto t = x.d(); t[0].strides[1] = -16; return dense(t); }, bad,
-      "q stride of H = -16 is not supported (strides must be in [0, 2^31-1])");
-  add("validate.cpp", "int32_indexing",
-      [](F x) { auto t = x.d(); t[1].shape[0] = 1 << 30; t[1].strides[0] = 0; return dense(t); },
+  add(
+      "validate.cpp", "size_gt_int32",
+      [](F x) {
+        auto t = x.d();
+        t[0].shape[1] = int64_t{1} << 31;
+        return dense(t);
+      },
+      bad, "q dimension H = 2147483648 exceeds 2^31-1");
+  add(
+      "validate.cpp", "stride_range",
+      [](F x) {
+        auto t = x.d();
+        t[0].strides[1] = -16;
+        return dense(t);
+      },
+      bad, "q stride of H = -16 is not supported (strides must be in [0, 2^31-1])");
+  add(
+      "validate.cpp", "int32_indexing",
+      [](F x) {
+        auto t = x.d();
+        t[1].shape[0] = 1 << 30;
+        t[1].strides[0] = 0;
+        return dense(t);
+      },
       bad, "has more than 2^31-1 elements; hattn's kernels index with 32 bits");
-  add("validate.cpp", "int32_indexing",
-      [](F x) { auto t = x.d(); t[3].strides[1] = INT32_MAX; return dense(t); }, bad,
-      "has an element offset beyond 2^31-1");
-  add("validate.cpp", "innermost_stride",
-      [](F x) { auto t = x.d(); t[2].strides[3] = 2; t[2].strides[2] = 32; t[2].strides[1] = 160; t[2].strides[0] = 160; return dense(t); },
+  add(
+      "validate.cpp", "int32_indexing",
+      [](F x) {
+        auto t = x.d();
+        t[3].strides[1] = INT32_MAX;
+        return dense(t);
+      },
+      bad, "has an element offset beyond 2^31-1");
+  add(
+      "validate.cpp", "innermost_stride",
+      [](F x) {
+        auto t = x.d();
+        t[2].strides[3] = 2;
+        t[2].strides[2] = 32;
+        t[2].strides[1] = 160;
+        t[2].strides[0] = 160;
+        return dense(t);
+      },
       bad, "v must be contiguous in its last dimension D (stride 1)");
-  add("validate.cpp", "self_alias", [](F x) { auto t = x.d(); t[3].strides[2] = 0; return dense(t); },
+  add(
+      "validate.cpp", "self_alias",
+      [](F x) {
+        auto t = x.d();
+        t[3].strides[2] = 0;
+        return dense(t);
+      },
       bad, "out is written but its strides make elements alias each other");
   // validate.cpp: the call.
-  add("validate.cpp", "one_device",
-      [](F x) { auto t = x.d(); t[2].device = Device::cuda; return dense(t); }, bad,
-      "q is on cpu but v is on cuda; every tensor of a call must be on one device");
-  add("validate.cpp", "head_dim",
-      [](F x) { auto t = x.d(); t[1].shape[3] = 8; t[2].shape[3] = 8; return dense(t); }, bad,
-      "head dim D differs: q [1, 2, 3, 16], k [1, 1, 5, 8], v [1, 1, 5, 8]");
-  add("validate.cpp", "kv_shape", [](F x) { auto t = x.d(); t[2].shape[2] = 4; return dense(t); },
+  add(
+      "validate.cpp", "one_device",
+      [](F x) {
+        auto t = x.d();
+        t[2].device = Device::cuda;
+        return dense(t);
+      },
+      bad, "q is on cpu but v is on cuda; every tensor of a call must be on one device");
+  add(
+      "validate.cpp", "head_dim",
+      [](F x) {
+        auto t = x.d();
+        t[1].shape[3] = 8;
+        t[2].shape[3] = 8;
+        return dense(t);
+      },
+      bad, "head dim D differs: q [1, 2, 3, 16], k [1, 1, 5, 8], v [1, 1, 5, 8]");
+  add(
+      "validate.cpp", "kv_shape",
+      [](F x) {
+        auto t = x.d();
+        t[2].shape[2] = 4;
+        return dense(t);
+      },
       bad, "k and v must have the same shape, got k [1, 1, 5, 16] and v [1, 1, 4, 16]");
-  add("validate.cpp", "kv_shape", [](F x) { auto t = x.l(); t[2].shape[2] = 4; return loki(t); },
+  add(
+      "validate.cpp", "kv_shape",
+      [](F x) {
+        auto t = x.l();
+        t[2].shape[2] = 4;
+        return loki(t);
+      },
       bad, "k_rot and v must have the same shape");
-  add("validate.cpp", "out_shape", [](F x) { auto t = x.d(); t[3].shape[2] = 2; return dense(t); },
+  add(
+      "validate.cpp", "out_shape",
+      [](F x) {
+        auto t = x.d();
+        t[3].shape[2] = 2;
+        return dense(t);
+      },
       bad, "out must have q's shape [1, 2, 3, 16], got [1, 2, 2, 16]");
-  add("validate.cpp", "batch",
-      [](F x) { auto t = x.d(); t[1].shape[0] = 2; t[2].shape[0] = 2; return dense(t); }, bad,
-      "batch B differs: q [1, 2, 3, 16], k [2, 1, 5, 16]");
-  add("validate.cpp", "heads",
-      [](F x) { auto t = x.d(); t[1].shape[1] = 3; t[2].shape[1] = 3; return dense(t); }, bad,
-      "query heads Hq = 2 must be a multiple of key/value heads Hkv = 3");
-  add("validate.cpp", "out_overlaps",
-      [](F x) { auto t = x.d(); t[3].data = t[0].data; return dense(t); }, bad,
-      "out overlaps q in memory; the output must not alias an input");
-  add("validate.cpp", "scale",
-      [](F x) { hattn::AttentionOptions o; o.has_scale = true; o.scale = kNaN; return dense(x.d(), o); },
+  add(
+      "validate.cpp", "batch",
+      [](F x) {
+        auto t = x.d();
+        t[1].shape[0] = 2;
+        t[2].shape[0] = 2;
+        return dense(t);
+      },
+      bad, "batch B differs: q [1, 2, 3, 16], k [2, 1, 5, 16]");
+  add(
+      "validate.cpp", "heads",
+      [](F x) {
+        auto t = x.d();
+        t[1].shape[1] = 3;
+        t[2].shape[1] = 3;
+        return dense(t);
+      },
+      bad, "query heads Hq = 2 must be a multiple of key/value heads Hkv = 3");
+  add(
+      "validate.cpp", "out_overlaps",
+      [](F x) {
+        auto t = x.d();
+        t[3].data = t[0].data;
+        return dense(t);
+      },
+      bad, "out overlaps q in memory; the output must not alias an input");
+  add(
+      "validate.cpp", "scale",
+      [](F x) {
+        hattn::AttentionOptions o;
+        o.has_scale = true;
+        o.scale = kNaN;
+        return dense(x.d(), o);
+      },
       bad, "scale must be finite and > 0, got nan");
-  add("validate.cpp", "decode_splits",
-      [](F x) { hattn::AttentionOptions o; o.decode_splits = -4; return dense(x.d(), o); }, bad,
-      "decode_splits must be >= 0 (0 = automatic), got -4");
-  add("validate.cpp", "lse_shape",
+  add(
+      "validate.cpp", "decode_splits",
+      [](F x) {
+        hattn::AttentionOptions o;
+        o.decode_splits = -4;
+        return dense(x.d(), o);
+      },
+      bad, "decode_splits must be >= 0 (0 = automatic), got -4");
+  add(
+      "validate.cpp", "lse_shape",
       [](F x) {
         TensorView lse = TensorView::contiguous(x.lse[0].data(), {1, 2, 2});
         hattn::AttentionOptions o;
@@ -314,7 +447,8 @@ std::vector<Row> rows() {
         return dense(x.d(), o);
       },
       bad, "lse must have shape [B, Hq, Lq] = [1, 2, 3], got [1, 2, 2]");
-  add("validate.cpp", "lse_overlaps",
+  add(
+      "validate.cpp", "lse_overlaps",
       [](F x) {
         auto t = x.d();
         TensorView lse = TensorView::contiguous(static_cast<float*>(t[0].data), {1, 2, 3});
@@ -323,7 +457,8 @@ std::vector<Row> rows() {
         return dense(t, o);
       },
       bad, "lse overlaps another tensor in memory");
-  add("validate.cpp", "lse_device",
+  add(
+      "validate.cpp", "lse_device",
       [](F x) {
         TensorView lse = x.lse[0].view();
         lse.device = Device::cuda;
@@ -332,10 +467,16 @@ std::vector<Row> rows() {
         return dense(x.d(), o);
       },
       bad, "lse is on cuda but q is on cpu; every tensor of a call must be on one device");
-  add("validate.cpp", "check_finite_cuda",
-      [](F x) { hattn::AttentionOptions o; o.check_finite = true; return dense(all_cuda(x.d()), o); },
+  add(
+      "validate.cpp", "check_finite_cuda",
+      [](F x) {
+        hattn::AttentionOptions o;
+        o.check_finite = true;
+        return dense(all_cuda(x.d()), o);
+      },
       unsup, "check_finite scans host memory and is not available for CUDA tensors");
-  add("validate.cpp", "non_finite",
+  add(
+      "validate.cpp", "non_finite",
       [](F x) {
         Fixture copy = x;
         copy.dense[1].at_flat(7) = kNaN;
@@ -344,50 +485,121 @@ std::vector<Row> rows() {
         return dense(copy.d(), o);
       },
       StatusCode::non_finite_input, "k holds a non-finite value (nan) at [0, 0, 0, 7]");
-  add("validate.cpp", "check_k", [](F x) { return topk(x.d(), 0); }, bad,
+  add(
+      "validate.cpp", "check_k", [](F x) { return topk(x.d(), 0); }, bad,
       "k (keys kept per row) must be >= 1, got 0");
-  add("validate.cpp", "check_k", [](F x) { return ffn(x.f(), -3); }, bad,
+  add(
+      "validate.cpp", "check_k", [](F x) { return ffn(x.f(), -3); }, bad,
       "k (hidden units kept per row) must be >= 1, got -3");
-  add("validate.cpp", "cpu_only", [](F x) { return topk(all_cuda(x.d())); }, unsup,
+  add(
+      "validate.cpp", "cpu_only", [](F x) { return topk(all_cuda(x.d())); }, unsup,
       "topk attention has CPU kernels only; tensors are on cuda");
 
   // attention.cpp: CUDA tensors without a usable device (skipped where one is usable).
-  add("attention.cpp", "no_device", [](F x) { return dense(all_cuda(x.d())); },
+  add(
+      "attention.cpp", "no_device", [](F x) { return dense(all_cuda(x.d())); },
       StatusCode::no_device, "cannot run on CUDA: ");
 
   // topk.cpp: topk_ffn.
-  add("topk.cpp", "ffn_cpu_only", [](F x) { return ffn(all_cuda(x.f())); }, unsup,
+  add(
+      "topk.cpp", "ffn_cpu_only", [](F x) { return ffn(all_cuda(x.f())); }, unsup,
       "topk_ffn has CPU kernels only");
-  add("topk.cpp", "ffn_model_dim", [](F x) { auto t = x.f(); t[1].shape[1] = 8; return ffn(t); },
+  add(
+      "topk.cpp", "ffn_model_dim",
+      [](F x) {
+        auto t = x.f();
+        t[1].shape[1] = 8;
+        return ffn(t);
+      },
       bad, "model dim D differs: x has D=16, w1 [d_ff, D] = [5, 8], w2t [d_ff, D] = [5, 16]");
-  add("topk.cpp", "ffn_d_ff", [](F x) { auto t = x.f(); t[2].shape[0] = 4; return ffn(t); }, bad,
-      "w1 and w2t must have the same d_ff, got 5 and 4");
-  add("topk.cpp", "ffn_y_shape", [](F x) { auto t = x.f(); t[3].shape[0] = 2; return ffn(t); },
+  add(
+      "topk.cpp", "ffn_d_ff",
+      [](F x) {
+        auto t = x.f();
+        t[2].shape[0] = 4;
+        return ffn(t);
+      },
+      bad, "w1 and w2t must have the same d_ff, got 5 and 4");
+  add(
+      "topk.cpp", "ffn_y_shape",
+      [](F x) {
+        auto t = x.f();
+        t[3].shape[0] = 2;
+        return ffn(t);
+      },
       bad, "y must have x's shape [3, 16]");
-  add("topk.cpp", "ffn_y_overlaps", [](F x) { auto t = x.f(); t[3].data = t[1].data; return ffn(t); },
+  add(
+      "topk.cpp", "ffn_y_overlaps",
+      [](F x) {
+        auto t = x.f();
+        t[3].data = t[1].data;
+        return ffn(t);
+      },
       bad, "y overlaps w1 in memory");
 
   // loki.cpp.
-  add("loki.cpp", "rank_both",
-      [](F x) { auto o = loki_opts(); o.rank_fraction = 0.5; return loki(x.l(), o); }, bad,
-      "give the Loki rank as rank or as rank_fraction, not both");
-  add("loki.cpp", "rank_fraction",
-      [](F x) { auto o = loki_opts(); o.rank = 0; o.rank_fraction = 2; return loki(x.l(), o); },
-      bad, "Loki rank: set rank in [1, D] or rank_fraction in (0, 1], got rank=0 and rank_fraction=2.000000");
-  add("loki.cpp", "rank_range", [](F x) { auto o = loki_opts(); o.rank = 17; return loki(x.l(), o); },
+  add(
+      "loki.cpp", "rank_both",
+      [](F x) {
+        auto o = loki_opts();
+        o.rank_fraction = 0.5;
+        return loki(x.l(), o);
+      },
+      bad, "give the Loki rank as rank or as rank_fraction, not both");
+  add(
+      "loki.cpp", "rank_fraction",
+      [](F x) {
+        auto o = loki_opts();
+        o.rank = 0;
+        o.rank_fraction = 2;
+        return loki(x.l(), o);
+      },
+      bad,
+      "Loki rank: set rank in [1, D] or rank_fraction in (0, 1], got rank=0 and "
+      "rank_fraction=2.000000");
+  add(
+      "loki.cpp", "rank_range",
+      [](F x) {
+        auto o = loki_opts();
+        o.rank = 17;
+        return loki(x.l(), o);
+      },
       bad, "Loki rank r=17 is outside [1, D=16]");
-  add("loki.cpp", "k_both",
-      [](F x) { auto o = loki_opts(); o.k_fraction = 0.5; return loki(x.l(), o); }, bad,
-      "give the Loki top-k count as k or as k_fraction, not both");
-  add("loki.cpp", "k_fraction",
-      [](F x) { auto o = loki_opts(); o.k = 0; o.k_fraction = -1; return loki(x.l(), o); }, bad,
-      "Loki k_fraction must be in (0, 1], got -1.000000");
-  add("loki.cpp", "basis_shape", [](F x) { auto t = x.l(); t[3].shape[0] = 2; return loki(t); },
+  add(
+      "loki.cpp", "k_both",
+      [](F x) {
+        auto o = loki_opts();
+        o.k_fraction = 0.5;
+        return loki(x.l(), o);
+      },
+      bad, "give the Loki top-k count as k or as k_fraction, not both");
+  add(
+      "loki.cpp", "k_fraction",
+      [](F x) {
+        auto o = loki_opts();
+        o.k = 0;
+        o.k_fraction = -1;
+        return loki(x.l(), o);
+      },
+      bad, "Loki k_fraction must be in (0, 1], got -1.000000");
+  add(
+      "loki.cpp", "basis_shape",
+      [](F x) {
+        auto t = x.l();
+        t[3].shape[0] = 2;
+        return loki(t);
+      },
       bad, "basis must be [Hkv, D, D] = [1, 16, 16], got");
-  add("loki.cpp", "basis_device",
-      [](F x) { auto t = x.l(); t[3].device = Device::cuda; return loki(t); }, unsup,
-      "loki attention has CPU kernels only; basis is on cuda");
-  add("loki.cpp", "lead_device",
+  add(
+      "loki.cpp", "basis_device",
+      [](F x) {
+        auto t = x.l();
+        t[3].device = Device::cuda;
+        return loki(t);
+      },
+      unsup, "loki attention has CPU kernels only; basis is on cuda");
+  add(
+      "loki.cpp", "lead_device",
       [](F x) {
         TensorView lead = x.loki[1].view();
         lead.device = Device::cuda;
@@ -396,7 +608,8 @@ std::vector<Row> rows() {
         return loki(x.l(), o);
       },
       unsup, "k_lead must be in host (cpu) memory");
-  add("loki.cpp", "lead_shape",
+  add(
+      "loki.cpp", "lead_shape",
       [](F x) {
         TensorView lead = x.loki[1].view();
         lead.shape[2] = 4;
@@ -405,7 +618,8 @@ std::vector<Row> rows() {
         return loki(x.l(), o);
       },
       bad, "k_lead must be [B, Hkv, Lk, R] with k_rot's B, Hkv, Lk");
-  add("loki.cpp", "lead_channels",
+  add(
+      "loki.cpp", "lead_channels",
       [](F x) {
         TensorView lead = x.loki[1].view();
         lead.shape[3] = 3;  // r = 4 needs R >= 4
@@ -414,7 +628,8 @@ std::vector<Row> rows() {
         return loki(x.l(), o);
       },
       bad, "k_lead holds R=3 channels; it needs r=4 <= R <= D=16");
-  add("loki.cpp", "out_overlaps_lead",
+  add(
+      "loki.cpp", "out_overlaps_lead",
       [](F x) {
         auto t = x.l();
         TensorView lead = TensorView::contiguous(static_cast<float*>(t[4].data), {1, 1, 5, 4});
@@ -423,56 +638,103 @@ std::vector<Row> rows() {
         return loki(t, o);
       },
       bad, "out overlaps k_lead in memory");
-  add("loki.cpp", "out_overlaps_basis",
-      [](F x) { auto t = x.l(); t[4].data = t[3].data; return loki(t); }, bad,
-      "out overlaps basis in memory");
-  add("loki.cpp", "basis_not_orthonormal",
-      [](F x) { Fixture c = x; c.loki[3].at_flat(5) += 0.01f; return loki(c.l()); }, bad,
-      "(the basis must be orthonormal; LokiOptions::check_basis)");
+  add(
+      "loki.cpp", "out_overlaps_basis",
+      [](F x) {
+        auto t = x.l();
+        t[4].data = t[3].data;
+        return loki(t);
+      },
+      bad, "out overlaps basis in memory");
+  add(
+      "loki.cpp", "basis_not_orthonormal",
+      [](F x) {
+        Fixture c = x;
+        c.loki[3].at_flat(5) += 0.01f;
+        return loki(c.l());
+      },
+      bad, "(the basis must be orthonormal; LokiOptions::check_basis)");
 
   // loki_basis.cpp: loki_check_basis (public, hattn/loki_prep.h).
   const auto basis = [](F x) { return x.loki[3].view(); };
-  add("loki_basis.cpp", "rank",
-      [=](F x) { auto b = basis(x); b.rank = 2; return hattn::loki_check_basis(b, 1e-4); }, bad,
-      "basis must have rank 3 [Hkv, D, D] or 4 [L, Hkv, D, D], got rank 2");
-  add("loki_basis.cpp", "null",
-      [=](F x) { auto b = basis(x); b.data = nullptr; return hattn::loki_check_basis(b, 1e-4); },
+  add(
+      "loki_basis.cpp", "rank",
+      [=](F x) {
+        auto b = basis(x);
+        b.rank = 2;
+        return hattn::loki_check_basis(b, 1e-4);
+      },
+      bad, "basis must have rank 3 [Hkv, D, D] or 4 [L, Hkv, D, D], got rank 2");
+  add(
+      "loki_basis.cpp", "null",
+      [=](F x) {
+        auto b = basis(x);
+        b.data = nullptr;
+        return hattn::loki_check_basis(b, 1e-4);
+      },
       bad, "basis has a null data pointer");
-  add("loki_basis.cpp", "dtype",
-      [=](F x) { auto b = basis(x); b.dtype = DType::f16; return hattn::loki_check_basis(b, 1e-4); },
+  add(
+      "loki_basis.cpp", "dtype",
+      [=](F x) {
+        auto b = basis(x);
+        b.dtype = DType::f16;
+        return hattn::loki_check_basis(b, 1e-4);
+      },
       bad, "basis has dtype f16; it must be f32");
-  add("loki_basis.cpp", "device",
-      [=](F x) { auto b = basis(x); b.device = Device::cuda; return hattn::loki_check_basis(b, 1e-4); },
+  add(
+      "loki_basis.cpp", "device",
+      [=](F x) {
+        auto b = basis(x);
+        b.device = Device::cuda;
+        return hattn::loki_check_basis(b, 1e-4);
+      },
       bad, "basis is on device cuda; the check reads host (cpu) memory only");
-  add("loki_basis.cpp", "square",
-      [=](F x) { auto b = basis(x); b.shape[2] = 8; return hattn::loki_check_basis(b, 1e-4); }, bad,
-      "basis must be square per head (..., D, D)");
-  add("loki_basis.cpp", "tolerance",
-      [=](F x) { return hattn::loki_check_basis(basis(x), -1.0); }, bad,
-      "tolerance must be finite and >= 0, got -1");
-  add("loki_basis.cpp", "not_orthonormal",
+  add(
+      "loki_basis.cpp", "square",
+      [=](F x) {
+        auto b = basis(x);
+        b.shape[2] = 8;
+        return hattn::loki_check_basis(b, 1e-4);
+      },
+      bad, "basis must be square per head (..., D, D)");
+  add(
+      "loki_basis.cpp", "tolerance", [=](F x) { return hattn::loki_check_basis(basis(x), -1.0); },
+      bad, "tolerance must be finite and >= 0, got -1");
+  add(
+      "loki_basis.cpp", "not_orthonormal",
       [](F x) {
         Fixture c = x;
         c.loki[3].at_flat(0) = kNaN;
         return hattn::loki_check_basis(c.loki[3].view(), 1e-4);
       },
-      bad, "basis is not orthonormal: head 0: max |P^T P - I| = inf exceeds the tolerance 0.0001 (non-finite entries)");
+      bad,
+      "basis is not orthonormal: head 0: max |P^T P - I| = inf exceeds the tolerance 0.0001 "
+      "(non-finite entries)");
 
   // dispatch.cpp.
-  add("dispatch.cpp", "forced_incapable",
+  add(
+      "dispatch.cpp", "forced_incapable",
       [](F x) {
         hattn::AttentionOptions o;
         o.kernel = "topk_prefill_noncausal_dany_f32_" + cpu_family();
         return dense(x.d(), o);
       },
       unsup, "cannot take this call: variant topk, not dense");
-  add("dispatch.cpp", "no_such_kernel",
-      [](F x) { hattn::TopkOptions o; o.k = 2; o.kernel = "nope"; auto t = x.d(); return hattn::topk_attention(t[0], t[1], t[2], t[3], o); },
+  add(
+      "dispatch.cpp", "no_such_kernel",
+      [](F x) {
+        hattn::TopkOptions o;
+        o.k = 2;
+        o.kernel = "nope";
+        auto t = x.d();
+        return hattn::topk_attention(t[0], t[1], t[2], t[3], o);
+      },
       bad, "no kernel named 'nope' was generated for this program");
 
   // halide_glue.cpp: a kernel that fails (here: its scratch allocation) is a kernel_error
   // with Halide's message, not a crash.
-  add("halide_glue.cpp", "kernel_failed",
+  add(
+      "halide_glue.cpp", "kernel_failed",
       [](F x) {
         // A first call installs hattn's allocator; then every allocation fails, once.
         TensorView lse = x.lse[0].view();
@@ -483,7 +745,8 @@ std::vector<Row> rows() {
             halide_set_custom_malloc([](void*, size_t) -> void* { return nullptr; });
         // Prefill with lse keeps its final states in scratch (Lq > the decode threshold).
         TestRng rng("oom");
-        std::vector<HostTensor> t = make_tensors(variant_named("dense"), {1, 2, 1, 40, 50, 16}, rng);
+        std::vector<HostTensor> t =
+            make_tensors(variant_named("dense"), {1, 2, 1, 40, 50, 16}, rng);
         HostTensor big_lse({1, 2, 40}, Layout::kContiguous);
         TensorView big = big_lse.view();
         o.lse = &big;
@@ -715,9 +978,10 @@ std::vector<Row> rows() {
       },
       bad, "a causal call with beam > 1 needs one cache per beam ([B * beam, N, Dm])");
 
-  // sparsek.cpp: sparsek_scores, sparsek_mask, sparsek_attention(_scored), SparsekDecoder.
+  // sparsek_{scoring,mask,attention,decoder}.cpp: sparsek_scores and the shared checks,
+  // sparsek_mask, sparsek_attention(_scored), SparsekDecoder.
   add(
-      "sparsek.cpp", "options_k",
+      "sparsek_scoring.cpp", "options_k",
       [](F x) {
         auto o = sk_opts();
         o.k = -1;
@@ -725,7 +989,7 @@ std::vector<Row> rows() {
       },
       bad, "sparsek budget k must be >= 0, got -1");
   add(
-      "sparsek.cpp", "options_k",
+      "sparsek_scoring.cpp", "options_k",
       [](F x) {
         hattn::SparsekDecoder d;
         auto o = sk_opts();
@@ -734,7 +998,7 @@ std::vector<Row> rows() {
       },
       bad, "sparsek budget k must be >= 0, got -5");
   add(
-      "sparsek.cpp", "options_window",
+      "sparsek_scoring.cpp", "options_window",
       [](F x) {
         auto o = sk_opts();
         o.window = -2;
@@ -742,7 +1006,7 @@ std::vector<Row> rows() {
       },
       bad, "sparsek window w must be >= 0, got -2");
   add(
-      "sparsek.cpp", "options_slope",
+      "sparsek_scoring.cpp", "options_slope",
       [](F x) {
         auto o = sk_opts();
         o.slope = kNaN;
@@ -750,7 +1014,7 @@ std::vector<Row> rows() {
       },
       bad, "sparsek slope must be finite");
   add(
-      "sparsek.cpp", "options_below_2p30",
+      "sparsek_scoring.cpp", "options_below_2p30",
       [](F x) {
         auto o = sk_opts();
         o.k = int64_t{1} << 30;
@@ -758,7 +1022,7 @@ std::vector<Row> rows() {
       },
       bad, "sparsek k and w must be below 2^30");
   add(
-      "sparsek.cpp", "options_below_2p30",
+      "sparsek_scoring.cpp", "options_below_2p30",
       [](F x) {
         hattn::SparsekDecoder d;
         auto o = sk_opts();
@@ -767,7 +1031,7 @@ std::vector<Row> rows() {
       },
       bad, "sparsek k and w must be below 2^30");
   add(
-      "sparsek.cpp", "host",
+      "sparsek_scoring.cpp", "host",
       [](F x) {
         auto t = x.k();
         t.x.device = Device::cuda;
@@ -775,7 +1039,7 @@ std::vector<Row> rows() {
       },
       unsup, "sparsek has CPU kernels only; x is on cuda");
   add(
-      "sparsek.cpp", "host",
+      "sparsek_scoring.cpp", "host",
       [](F x) {
         auto t = x.k();
         t.u.device = Device::cuda;
@@ -783,7 +1047,7 @@ std::vector<Row> rows() {
       },
       unsup, "sparsek has CPU kernels only; u is on cuda");
   add(
-      "sparsek.cpp", "host",
+      "sparsek_scoring.cpp", "host",
       [](F x) {
         auto t = x.k();
         t.tau.device = Device::cuda;
@@ -791,7 +1055,7 @@ std::vector<Row> rows() {
       },
       unsup, "sparsek has CPU kernels only; tau is on cuda");
   add(
-      "sparsek.cpp", "host",
+      "sparsek_scoring.cpp", "host",
       [](F x) {
         hattn::SparsekDecoder d;
         auto t = x.k();
@@ -800,7 +1064,7 @@ std::vector<Row> rows() {
       },
       unsup, "sparsek has CPU kernels only; w_score is on cuda");
   add(
-      "sparsek.cpp", "scoring_x_shape",
+      "sparsek_scoring.cpp", "scoring_x_shape",
       [](F x) {
         auto t = x.k();
         t.x.shape[1] = 4;
@@ -808,7 +1072,7 @@ std::vector<Row> rows() {
       },
       bad, "x must be [B, Lk, Dm] with B=1 and Lk=5 (the keys' batch and length), got [1, 4, 16]");
   add(
-      "sparsek.cpp", "scoring_x_shape",
+      "sparsek_scoring.cpp", "scoring_x_shape",
       [](F x) {
         auto t = x.k();
         t.u.shape[2] = 4;
@@ -816,7 +1080,7 @@ std::vector<Row> rows() {
       },
       bad, "x must be [B, Lk, Dm] with B=1 and Lk=4 (the keys' batch and length), got [1, 5, 16]");
   add(
-      "sparsek.cpp", "scoring_w_shape",
+      "sparsek_scoring.cpp", "scoring_w_shape",
       [](F x) {
         auto t = x.k();
         t.w.shape[1] = 8;
@@ -824,7 +1088,7 @@ std::vector<Row> rows() {
       },
       bad, "w_score must be [Hkv, Dm] = [1, 16], got [1, 8]");
   add(
-      "sparsek.cpp", "selections_fit",
+      "sparsek_attention.cpp", "selections_fit",
       [](F) {
         // D = 1 and stride-0 keys: Lk = 2^31-1 keys held in one float each, so 2^16 query rows
         // x min(k, Lk) = 2^30-1 slots need 2^48 bytes of selections.
@@ -841,14 +1105,14 @@ std::vector<Row> rows() {
       "sparsek: the selections of 65536 rows x 1073741823 keys per kv head do not fit in memory");
   r.back().real_oom = true;
   add(
-      "sparsek.cpp", "scores_slope",
+      "sparsek_scoring.cpp", "scores_slope",
       [](F x) {
         auto t = x.k();
         return hattn::sparsek_scores(t.x, t.w, kNaN, t.u);
       },
       bad, "sparsek slope must be finite");
   add(
-      "sparsek.cpp", "scores_overlap",
+      "sparsek_scoring.cpp", "scores_overlap",
       [](F x) {
         auto t = x.k();
         const TensorView u = TensorView::contiguous(static_cast<float*>(t.w.data), {1, 1, 5});
@@ -856,10 +1120,10 @@ std::vector<Row> rows() {
       },
       bad, "u overlaps x or w_score in memory");
   add(
-      "sparsek.cpp", "mask_k", [](F x) { return sk_mask(x.k(), -1); }, bad,
+      "sparsek_mask.cpp", "mask_k", [](F x) { return sk_mask(x.k(), -1); }, bad,
       "sparsek budget k must be >= 0, got -1");
   add(
-      "sparsek.cpp", "mask_p_shape",
+      "sparsek_mask.cpp", "mask_p_shape",
       [](F x) {
         auto t = x.k();
         t.p.shape[1] = 4;
@@ -867,7 +1131,7 @@ std::vector<Row> rows() {
       },
       bad, "p must have z's shape [3, 5], got [3, 4]");
   add(
-      "sparsek.cpp", "mask_tau_shape",
+      "sparsek_mask.cpp", "mask_tau_shape",
       [](F x) {
         auto t = x.k();
         t.tau.shape[0] = 2;
@@ -875,7 +1139,7 @@ std::vector<Row> rows() {
       },
       bad, "tau must be [rows] = [3], got [2]");
   add(
-      "sparsek.cpp", "mask_overlap",
+      "sparsek_mask.cpp", "mask_overlap",
       [](F x) {
         auto t = x.k();
         t.tau.data = t.p.data;
@@ -883,7 +1147,7 @@ std::vector<Row> rows() {
       },
       bad, "p, tau and z must not overlap in memory");
   add(
-      "sparsek.cpp", "mask_overlap",
+      "sparsek_mask.cpp", "mask_overlap",
       [](F x) {
         auto t = x.k();
         t.p.data = t.z.data;
@@ -891,21 +1155,21 @@ std::vector<Row> rows() {
       },
       bad, "p, tau and z must not overlap in memory");
   add(
-      "sparsek.cpp", "mask_lengths_count",
+      "sparsek_mask.cpp", "mask_lengths_count",
       [](F x) {
         const std::vector<int64_t> n = {5, 5};
         return sk_mask(x.k(), 2, &n);
       },
       bad, "lengths has 2 entries for 3 rows");
   add(
-      "sparsek.cpp", "mask_lengths_range",
+      "sparsek_mask.cpp", "mask_lengths_range",
       [](F x) {
         const std::vector<int64_t> n = {0, 6, 1};
         return sk_mask(x.k(), 2, &n);
       },
       bad, "lengths[1] = 6 is outside [0, m=5]");
   add(
-      "sparsek.cpp", "out_overlaps_x",
+      "sparsek_attention.cpp", "out_overlaps_x",
       [](F x) {
         auto t = x.k();
         t.x = TensorView::contiguous(static_cast<float*>(t.out.data), {1, 5, 16});
@@ -913,7 +1177,7 @@ std::vector<Row> rows() {
       },
       bad, "out overlaps x in memory");
   add(
-      "sparsek.cpp", "out_overlaps_w_score",
+      "sparsek_attention.cpp", "out_overlaps_w_score",
       [](F x) {
         auto t = x.k();
         t.w = TensorView::contiguous(static_cast<float*>(t.out.data) + 16, {1, 16});
@@ -921,7 +1185,7 @@ std::vector<Row> rows() {
       },
       bad, "out overlaps w_score in memory");
   add(
-      "sparsek.cpp", "scored_u_shape",
+      "sparsek_attention.cpp", "scored_u_shape",
       [](F x) {
         auto t = x.k();
         t.u.shape[2] = 4;
@@ -929,7 +1193,7 @@ std::vector<Row> rows() {
       },
       bad, "u must be [B, Hkv, Lk] = [1, 1, 5], got [1, 1, 4]");
   add(
-      "sparsek.cpp", "scored_out_overlaps_u",
+      "sparsek_attention.cpp", "scored_out_overlaps_u",
       [](F x) {
         auto t = x.k();
         t.u = TensorView::contiguous(static_cast<float*>(t.out.data) + 3, {1, 1, 5});
@@ -937,28 +1201,28 @@ std::vector<Row> rows() {
       },
       bad, "out overlaps u in memory");
   add(
-      "sparsek.cpp", "decoder_sizes",
+      "sparsek_decoder.cpp", "decoder_sizes",
       [](F x) {
         hattn::SparsekDecoder d;
         return d.reset(1, 2, 1, 0, x.k().w, sk_opts());
       },
       bad, "SparsekDecoder sizes must be >= 1, got B=1 Hq=2 Hkv=1 D=0");
   add(
-      "sparsek.cpp", "decoder_heads",
+      "sparsek_decoder.cpp", "decoder_heads",
       [](F x) {
         hattn::SparsekDecoder d;
         return d.reset(1, 3, 2, 16, x.k().w, sk_opts());
       },
       bad, "Hq=3 is not a multiple of Hkv=2");
   add(
-      "sparsek.cpp", "decoder_w_shape",
+      "sparsek_decoder.cpp", "decoder_w_shape",
       [](F x) {
         hattn::SparsekDecoder d;
         return d.reset(1, 2, 2, 16, x.k().w, sk_opts());
       },
       bad, "w_score must be [Hkv=2, Dm], got [1, 16]");
   add(
-      "sparsek.cpp", "decoder_cache_fits",
+      "sparsek_decoder.cpp", "decoder_cache_fits",
       [](F x) {
         // k + w = 2^30-1 slots of D = 2^24 floats: 2^56 bytes.
         hattn::SparsekDecoder d;
@@ -971,7 +1235,7 @@ std::vector<Row> rows() {
       "D=16777216) does not fit in memory");
   r.back().real_oom = true;
   add(
-      "sparsek.cpp", "decoder_cache_fits",
+      "sparsek_decoder.cpp", "decoder_cache_fits",
       [](F x) {
         // k + w = 2^31-2 slots of D = 2^40 floats: the element count alone overflows 2^63
         // (std::vector would throw length_error, not bad_alloc).
@@ -983,7 +1247,7 @@ std::vector<Row> rows() {
       },
       bad, "does not fit in memory");
   add(
-      "sparsek.cpp", "append_before_reset",
+      "sparsek_decoder.cpp", "append_before_reset",
       [](F x) {
         hattn::SparsekDecoder d;
         auto t = x.k();
@@ -991,7 +1255,7 @@ std::vector<Row> rows() {
       },
       bad, "SparsekDecoder::append before a successful reset()");
   add(
-      "sparsek.cpp", "append_before_reset",
+      "sparsek_decoder.cpp", "append_before_reset",
       [](F x) {
         hattn::SparsekDecoder d;
         auto t = x.k();
@@ -1000,7 +1264,7 @@ std::vector<Row> rows() {
       },
       bad, "SparsekDecoder::append before a successful reset()");
   add(
-      "sparsek.cpp", "append_kv_shape",
+      "sparsek_decoder.cpp", "append_kv_shape",
       [](F x) {
         hattn::SparsekDecoder d;
         auto t = x.k();
@@ -1010,7 +1274,7 @@ std::vector<Row> rows() {
       },
       bad, "k and v must have the same shape");
   add(
-      "sparsek.cpp", "append_shape",
+      "sparsek_decoder.cpp", "append_shape",
       [](F x) {
         hattn::SparsekDecoder d;
         auto t = x.k();
@@ -1019,7 +1283,7 @@ std::vector<Row> rows() {
       },
       bad, "SparsekDecoder::append takes k, v [B=1, Hkv=1, T, D=8], got [1, 1, 5, 16]");
   add(
-      "sparsek.cpp", "append_x_shape",
+      "sparsek_decoder.cpp", "append_x_shape",
       [](F x) {
         hattn::SparsekDecoder d;
         auto t = x.k();
@@ -1029,7 +1293,7 @@ std::vector<Row> rows() {
       },
       bad, "x must be [B=1, T=5, Dm=16], got [1, 4, 16]");
   add(
-      "sparsek.cpp", "append_too_long",
+      "sparsek_decoder.cpp", "append_too_long",
       [](F) {
         // T = 2^31-1 tokens of D = Dm = 1 in stride-0 views: refused before any is absorbed.
         float in[4] = {0.f, 0.f, 0.f, 0.f};
@@ -1042,7 +1306,7 @@ std::vector<Row> rows() {
       },
       bad, "sequence too long (2^31)");
   add(
-      "sparsek.cpp", "step_before_reset",
+      "sparsek_decoder.cpp", "step_before_reset",
       [](F x) {
         hattn::SparsekDecoder d;
         auto t = one_token(x.k());
@@ -1050,7 +1314,7 @@ std::vector<Row> rows() {
       },
       bad, "SparsekDecoder::step before a successful reset()");
   add(
-      "sparsek.cpp", "step_shape",
+      "sparsek_decoder.cpp", "step_shape",
       [](F x) {
         hattn::SparsekDecoder d;
         auto t = x.k();
@@ -1061,7 +1325,7 @@ std::vector<Row> rows() {
       "SparsekDecoder::step takes q [B=1, Hq=2, 1, D=16] and k, v [B, Hkv=1, 1, D], got q "
       "[1, 2, 3, 16], k [1, 1, 5, 16]");
   add(
-      "sparsek.cpp", "step_x_shape",
+      "sparsek_decoder.cpp", "step_x_shape",
       [](F x) {
         hattn::SparsekDecoder d;
         auto t = one_token(x.k());
@@ -1072,13 +1336,25 @@ std::vector<Row> rows() {
       bad, "x must be [B=1, 1, Dm=16], got [1, 1, 8]");
 
   // c_api.cpp: the C interface's own conversions.
-  add("c_api.cpp", "null_tensor", [](F) { return c_call(nullptr); }, bad, "q is NULL");
-  add("c_api.cpp", "rank",
-      [](F) { hattn_tensor q{}; q.rank = 5; return c_call(&q); }, bad,
-      "q has rank 5 (1..4 allowed)");
-  add("c_api.cpp", "device",
-      [](F) { hattn_tensor q{}; q.rank = 4; q.device = 9; return c_call(&q); }, bad,
-      "q has unknown device 9");
+  add(
+      "c_api.cpp", "null_tensor", [](F) { return c_call(nullptr); }, bad, "q is NULL");
+  add(
+      "c_api.cpp", "rank",
+      [](F) {
+        hattn_tensor q{};
+        q.rank = 5;
+        return c_call(&q);
+      },
+      bad, "q has rank 5 (1..4 allowed)");
+  add(
+      "c_api.cpp", "device",
+      [](F) {
+        hattn_tensor q{};
+        q.rank = 4;
+        q.device = 9;
+        return c_call(&q);
+      },
+      bad, "q has unknown device 9");
   return r;
 }
 
@@ -1091,7 +1367,7 @@ const std::map<std::string, std::vector<std::string>> kUnreachable = {
       "no capable kernel: each variant has generic-D kernels for both masks and phases, and an "
       "SSE4.1 / NEON build every such CPU runs; reachable only where a CPU runs none of a "
       "kernel's builds"}},
-    {"sparsek.cpp",
+    {"sparsek_decoder.cpp",
      {"SparsekDecoder::step's sequence too long (2^31): append refuses position + T >= 2^31-1, "
       "so a decoder reaches position 2^31-1 only by absorbing 2^31-1 tokens one at a time (about "
       "20 s even with D = Dm = 1 and k = w = 0), then one step; append's own check is a row"}},
@@ -1164,10 +1440,23 @@ int count_sites(const std::string& file) {
 TEST(ErrorPaths, EverySiteInTheSourcesHasARow) {
   std::map<std::string, std::set<std::string>> sites;
   for (const Row& row : rows()) sites[row.file].insert(row.site);
-  const std::vector<std::string> files = {
-      "validate.cpp", "attention.cpp",     "topk.cpp",  "loki.cpp",      "loki_basis.cpp",
-      "dispatch.cpp", "halide_glue.cpp",   "c_api.cpp", "cuda_glue.cpp", "tensor.cpp",
-      "status.cpp",   "target_select.cpp", "el.cpp",    "sparsek.cpp"};
+  const std::vector<std::string> files = {"validate.cpp",
+                                          "attention.cpp",
+                                          "topk.cpp",
+                                          "loki.cpp",
+                                          "loki_basis.cpp",
+                                          "dispatch.cpp",
+                                          "halide_glue.cpp",
+                                          "c_api.cpp",
+                                          "cuda_glue.cpp",
+                                          "tensor.cpp",
+                                          "status.cpp",
+                                          "target_select.cpp",
+                                          "el.cpp",
+                                          "sparsek_scoring.cpp",
+                                          "sparsek_mask.cpp",
+                                          "sparsek_attention.cpp",
+                                          "sparsek_decoder.cpp"};
   for (const std::string& f : files) {
     const size_t unreachable = kUnreachable.count(f) ? kUnreachable.at(f).size() : 0;
     EXPECT_EQ(static_cast<size_t>(count_sites(f)), sites[f].size() + unreachable)

@@ -10,8 +10,10 @@
 namespace hattn {
 namespace {
 
+using DenseKernel = Kernel<hattn_dense_fn>;
+
 Status plan(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
-            const AttentionOptions& options, AttentionShape* shape, const KernelEntry** kernel,
+            const AttentionOptions& options, AttentionShape* shape, DenseKernel* kernel,
             Dispatch* chosen) {
   Status s = validate_attention(q, k, v, out, options, shape);
   if (!s.ok()) return s;
@@ -19,26 +21,27 @@ Status plan(const TensorView& q, const TensorView& k, const TensorView& v, const
   if (shape->device == Device::cuda && !cuda_ready(&why)) {
     return Status{StatusCode::no_device, "cannot run on CUDA: " + why};
   }
+  KernelRequest request = attention_request(*shape, options.causal, options.kernel);
+  request.lse = options.lse != nullptr;
   std::string reason;
-  s = choose_dense_kernel(*shape, options, kernel, &reason);
+  s = choose_kernel(request, kernel, &reason);
   if (!s.ok()) return s;
-  if (chosen != nullptr) {
-    chosen->kernel = (*kernel)->info.name;
-    chosen->reason = reason;
-    chosen->decode_splits =
-        (*kernel)->info.phase == "decode" ? choose_decode_splits(*shape, options.decode_splits) : 1;
-  }
+  chosen->kernel = kernel->name();
+  chosen->reason = reason;
+  chosen->decode_splits =
+      kernel->info().phase == "decode" ? choose_decode_splits(*shape, options.decode_splits) : 1;
   return Status::success();
 }
 
 // A CUDA call: buffers over device pointers, the caller's context and stream, lse scratch in
 // device memory (Halide allocates it; the kernels always write lse) when none was passed.
-int run_cuda(const KernelEntry* kernel, const TensorView& q, const TensorView& k,
-             const TensorView& v, const TensorView& out, const AttentionOptions& options,
-             const AttentionShape& shape, float scale, int splits, CallContext* ctx) {
+Status run_cuda(const DenseKernel& kernel, const TensorView& q, const TensorView& k,
+                const TensorView& v, const TensorView& out, const AttentionOptions& options,
+                const AttentionShape& shape, float scale, int32_t splits) {
   install_cuda_hooks();
-  ctx->cuda_context = options.cuda_context;
-  ctx->cuda_stream = options.cuda_stream;
+  CallContext ctx;
+  ctx.cuda_context = options.cuda_context;
+  ctx.cuda_stream = options.cuda_stream;
   TensorView lse_view;
   const bool own_lse = options.lse == nullptr;
   if (own_lse) {
@@ -50,22 +53,21 @@ int run_cuda(const KernelEntry* kernel, const TensorView& q, const TensorView& k
   HalideBuffer qb(q), kb(k), vb(v), ob(out), lb(lse_view);
   halide_buffer_t* device_bufs[] = {qb.get(), kb.get(), vb.get(), ob.get()};
   const TensorView* views[] = {&q, &k, &v, &out};
-  for (int n = 0; n < 4; ++n) wrap_device_buffer(ctx, device_bufs[n], views[n]->data);
+  for (int n = 0; n < 4; ++n) wrap_device_buffer(&ctx, device_bufs[n], views[n]->data);
   if (own_lse) {
     lb.get()->host = nullptr;  // Halide allocates it on the device
-    halide_device_malloc(ctx, lb.get(), cuda_interface());
+    halide_device_malloc(&ctx, lb.get(), cuda_interface());
   } else {
-    wrap_device_buffer(ctx, lb.get(), options.lse->data);
+    wrap_device_buffer(&ctx, lb.get(), options.lse->data);
   }
-  int rc = kernel->as<DenseKernelFn>()(ctx, qb.get(), kb.get(), vb.get(), scale, splits, ob.get(),
-                                       lb.get());
-  for (int n = 0; n < 4; ++n) detach_device_buffer(ctx, device_bufs[n]);
+  const Status s = kernel.call(ctx, qb, kb, vb, scale, splits, ob, lb);
+  for (int n = 0; n < 4; ++n) detach_device_buffer(&ctx, device_bufs[n]);
   if (own_lse) {
-    halide_device_free(ctx, lb.get());
+    halide_device_free(&ctx, lb.get());
   } else {
-    detach_device_buffer(ctx, lb.get());
+    detach_device_buffer(&ctx, lb.get());
   }
-  return rc;
+  return s;
 }
 
 }  // namespace
@@ -73,7 +75,7 @@ int run_cuda(const KernelEntry* kernel, const TensorView& q, const TensorView& k
 Status plan_attention(const TensorView& q, const TensorView& k, const TensorView& v,
                       const TensorView& out, const AttentionOptions& options, Dispatch* chosen) {
   AttentionShape shape;
-  const KernelEntry* kernel = nullptr;
+  DenseKernel kernel;
   Dispatch local;
   return plan(q, k, v, out, options, &shape, &kernel, chosen ? chosen : &local);
 }
@@ -81,7 +83,7 @@ Status plan_attention(const TensorView& q, const TensorView& k, const TensorView
 Status attention(const TensorView& q, const TensorView& k, const TensorView& v,
                  const TensorView& out, const AttentionOptions& options, Dispatch* chosen) {
   AttentionShape shape;
-  const KernelEntry* kernel = nullptr;
+  DenseKernel kernel;
   Dispatch d;
   Status s = plan(q, k, v, out, options, &shape, &kernel, &d);
   if (chosen != nullptr) *chosen = d;
@@ -89,34 +91,26 @@ Status attention(const TensorView& q, const TensorView& k, const TensorView& v,
   if (options.check_finite) {
     const TensorView* views[] = {&q, &k, &v};
     const char* names[] = {"q", "k", "v"};
-    for (int n = 0; n < 3; ++n) {
-      s = check_finite(*views[n], names[n]);
-      if (!s.ok()) return s;
-    }
+    s = finite_or_refuse(views, names, 3);
+    if (!s.ok()) return s;
   }
 
-  const float scale = resolve_scale(options.has_scale, options.scale, shape.head_dim);
-  install_halide_handlers();
-  CallContext ctx;
-  int rc = 0;
+  const float scale = resolve_scale(options, shape.head_dim);
+  const int32_t splits = d.decode_splits;
   if (shape.device == Device::cuda) {
-    rc = run_cuda(kernel, q, k, v, out, options, shape, scale, d.decode_splits, &ctx);
-  } else {
-    // The kernels always produce lse; without a caller buffer it goes to scratch.
-    std::vector<float> lse_scratch;
-    TensorView lse_view;
-    if (options.lse != nullptr) {
-      lse_view = *options.lse;
-    } else {
-      lse_scratch.resize(static_cast<size_t>(shape.batch * shape.q_heads * shape.lq));
-      lse_view = TensorView::contiguous(lse_scratch.data(), {shape.batch, shape.q_heads, shape.lq});
-    }
-    HalideBuffer qb(q), kb(k), vb(v), ob(out), lb(lse_view);
-    rc = kernel->as<DenseKernelFn>()(&ctx, qb.get(), kb.get(), vb.get(), scale, d.decode_splits,
-                                     ob.get(), lb.get());
+    return run_cuda(kernel, q, k, v, out, options, shape, scale, splits);
   }
-  if (rc != 0) return kernel_failed(d.kernel, rc, ctx);
-  return Status::success();
+  // The kernels always produce lse; without a caller buffer it goes to scratch.
+  std::vector<float> lse_scratch;
+  TensorView lse_view;
+  if (options.lse != nullptr) {
+    lse_view = *options.lse;
+  } else {
+    lse_scratch.resize(static_cast<size_t>(shape.batch * shape.q_heads * shape.lq));
+    lse_view = TensorView::contiguous(lse_scratch.data(), {shape.batch, shape.q_heads, shape.lq});
+  }
+  HalideBuffer qb(q), kb(k), vb(v), ob(out), lb(lse_view);
+  return kernel.call(qb, kb, vb, scale, splits, ob, lb);
 }
 
 }  // namespace hattn

@@ -57,15 +57,15 @@ namespace {
 
 // Why kernel `e` cannot compute this call at all (empty: it can), a signature mismatch first. Phase
 // is a preference, not a capability: every dense kernel computes every shape correctly.
-std::string incapable_reason(const KernelEntry& e, const AttentionShape& s,
+std::string incapable_reason(const KernelEntry& e, const std::string& variant,
                              const KernelRequest& o) {
   if (!e.signature_problem.empty()) return e.signature_problem;
   const KernelInfo& k = e.info;
-  if (k.variant != o.variant) return "variant " + k.variant + ", not " + o.variant;
+  if (k.variant != variant) return "variant " + k.variant + ", not " + variant;
   const bool cuda_kernel = k.family == "cuda";
-  if (cuda_kernel != (s.device == Device::cuda)) {
+  if (cuda_kernel != (o.device == Device::cuda)) {
     return std::string(cuda_kernel ? "CUDA kernel" : "CPU kernel") + ", tensors are on " +
-           to_string(s.device);
+           to_string(o.device);
   }
   if (!cuda_kernel && selected_build(k).empty()) {
     return "none of its builds (" + k.target + ") runs on this CPU";
@@ -74,9 +74,9 @@ std::string incapable_reason(const KernelEntry& e, const AttentionShape& s,
     return std::string("built for ") + (k.causal ? "causal" : "non-causal") + " masks, call is " +
            (o.causal ? "causal" : "non-causal");
   }
-  if (k.head_dim != 0 && k.head_dim != s.head_dim) {
+  if (k.head_dim != 0 && k.head_dim != o.head_dim) {
     return "compiled for D=" + std::to_string(k.head_dim) +
-           ", call has D=" + std::to_string(s.head_dim);
+           ", call has D=" + std::to_string(o.head_dim);
   }
   if (o.lse && !k.lse) return "computes no log-sum-exp, and lse was requested";
   return "";
@@ -91,11 +91,10 @@ bool preferred(const KernelInfo& a, const KernelInfo& b, const KernelRequest& o)
 }
 
 // What the call asked for, in the words of the kernel names: "topk decode causal D=96 on cpu".
-std::string asked(const KernelRequest& o, const AttentionShape& s, const std::string& phase) {
-  std::string a = o.variant + (o.has_phases ? " " + phase : "") + (o.causal ? " causal" : "") +
-                  (o.lse ? " lse" : "") + " D=" + std::to_string(s.head_dim) + " on " +
-                  (s.device == Device::cuda ? "cuda" : "cpu");
-  return a;
+std::string asked(const std::string& variant, const KernelRequest& o, const std::string& phase) {
+  return variant + (o.has_phases ? " " + phase : "") + (o.causal ? " causal" : "") +
+         (o.lse ? " lse" : "") + (o.head_dim > 0 ? " D=" + std::to_string(o.head_dim) : "") +
+         " on " + to_string(o.device);
 }
 
 // What this program's kernel set holds, one entry per variant and family with its head dims:
@@ -124,19 +123,26 @@ std::string built_summary() {
 
 }  // namespace
 
-Status choose_dense_kernel(const AttentionShape& shape, const AttentionOptions& options,
-                           const KernelEntry** chosen, std::string* reason) {
-  KernelRequest r{"dense", options.causal, options.lse != nullptr, options.kernel, true};
-  return choose_kernel(r, shape, chosen, reason);
+KernelRequest attention_request(const AttentionShape& shape, bool causal,
+                                const std::string& forced) {
+  KernelRequest r;
+  r.causal = causal;
+  r.forced = forced;
+  r.has_phases = true;
+  r.device = shape.device;
+  r.head_dim = shape.head_dim;
+  r.rows = shape.lq;
+  return r;
 }
 
-Status choose_kernel(const KernelRequest& options, const AttentionShape& shape,
+Status choose_kernel(const char* variant_name, const KernelRequest& options,
                      const KernelEntry** chosen, std::string* reason) {
+  const std::string variant = variant_name;
   const auto& table = kernel_table();
   if (!options.forced.empty()) {
     for (const KernelEntry& e : table) {
       if (e.info.name != options.forced) continue;
-      std::string why = incapable_reason(e, shape, options);
+      std::string why = incapable_reason(e, variant, options);
       if (!why.empty()) {
         return Status{StatusCode::unsupported,
                       "kernel " + e.info.name + " cannot take this call: " + why};
@@ -150,18 +156,18 @@ Status choose_kernel(const KernelRequest& options, const AttentionShape& shape,
                       built_summary() + "; see hattn::list_kernels())"};
   }
 
-  const std::string phase = !options.has_phases        ? "prefill"
-                            : shape.lq <= kDecodeMaxLq ? "decode"
-                                                       : "prefill";
+  const std::string phase = !options.has_phases            ? "prefill"
+                            : options.rows <= kDecodeMaxLq ? "decode"
+                                                           : "prefill";
   const KernelEntry* best = nullptr;
   std::ostringstream refusals;
   int of_variant = 0;
   for (const KernelEntry& e : table) {
-    if (e.info.variant != options.variant) continue;  // other variants: not worth a line each
+    if (e.info.variant != variant) continue;  // other variants: not worth a line each
     ++of_variant;
-    std::string why = incapable_reason(e, shape, options);
+    std::string why = incapable_reason(e, variant, options);
     if (why.empty() && e.info.phase != phase) {
-      why = e.info.phase + " kernel, but Lq=" + std::to_string(shape.lq) + " selects " + phase +
+      why = e.info.phase + " kernel, but Lq=" + std::to_string(options.rows) + " selects " + phase +
             " (decode when Lq <= " + std::to_string(kDecodeMaxLq) + ")";
     }
     if (!why.empty()) {
@@ -172,38 +178,44 @@ Status choose_kernel(const KernelRequest& options, const AttentionShape& shape,
   }
   if (of_variant == 0) {
     return Status{StatusCode::unsupported,
-                  "no " + options.variant + " kernel was generated for this program: asked for " +
-                      asked(options, shape, phase) + ", and the " + built_summary()};
+                  "no " + variant + " kernel was generated for this program: asked for " +
+                      asked(variant, options, phase) + ", and the " + built_summary()};
   }
   if (best == nullptr) {
-    return Status{StatusCode::unsupported, "no generated " + options.variant +
+    return Status{StatusCode::unsupported, "no generated " + variant +
                                                " kernel can take this call: asked for " +
-                                               asked(options, shape, phase) + "; the " +
+                                               asked(variant, options, phase) + "; the " +
                                                built_summary() + ":" + refusals.str()};
   }
   *chosen = best;
   std::ostringstream r;
-  r << phase << " (Lq=" << shape.lq << (phase == "decode" ? " <= " : " > ") << kDecodeMaxLq << "), "
-    << (options.causal ? "causal" : "non-causal") << ", "
+  r << phase << " (Lq=" << options.rows << (phase == "decode" ? " <= " : " > ") << kDecodeMaxLq
+    << "), " << (options.causal ? "causal" : "non-causal") << ", "
     << (best->info.head_dim
-            ? "D=" + std::to_string(shape.head_dim) + " specialized"
-            : "generic D (no kernel specialized for D=" + std::to_string(shape.head_dim) + ")");
+            ? "D=" + std::to_string(options.head_dim) + " specialized"
+            : "generic D (no kernel specialized for D=" + std::to_string(options.head_dim) + ")");
   *reason = r.str();
   return Status::success();
 }
 
+// Counted in keys: the runtime does not know a kernel's key block (its table does, and tables
+// differ: 128 to 256 keys), and a decode kernel given more splits than it has key blocks leaves
+// the extra ones empty, which is still exact.
 int choose_decode_splits(const AttentionShape& shape, int requested) {
-  constexpr int64_t kKeyBlock = 256;  // keys per block in the decode tables (schedules/x86/*.table)
-  constexpr int64_t kMinBlocksPerSplit = 4;
-  const int64_t blocks = (shape.lk + kKeyBlock - 1) / kKeyBlock;
-  const int64_t max_splits = std::max<int64_t>(1, blocks / kMinBlocksPerSplit);
-  if (requested > 0) return static_cast<int>(std::min<int64_t>(requested, blocks));
+  // At most one split per this many keys: finer splits only add partial states to merge.
+  constexpr int64_t kMinKeysPerSplit = 256;
+  // Automatic CPU splits hold at least this many keys (measured with 256-key blocks: four blocks
+  // per split keep the per-split merge small next to the streaming).
+  constexpr int64_t kMinKeysPerCpuSplit = 1024;
+  const int64_t most = std::max<int64_t>(1, (shape.lk + kMinKeysPerSplit - 1) / kMinKeysPerSplit);
+  const int64_t max_splits = std::max<int64_t>(1, most * kMinKeysPerSplit / kMinKeysPerCpuSplit);
+  if (requested > 0) return static_cast<int>(std::min<int64_t>(requested, most));
   const int64_t rows = shape.batch * shape.q_heads * shape.lq;
   if (shape.device == Device::cuda) {
     // A thread block per (split, row): enough blocks to fill a large GPU several times over
-    // (an H100 has 132 SMs), each split at least one key block.
+    // (an H100 has 132 SMs), each split at least kMinKeysPerSplit keys.
     const int64_t want = (1024 + rows - 1) / rows;
-    return static_cast<int>(std::clamp<int64_t>(want, 1, blocks));
+    return static_cast<int>(std::clamp<int64_t>(want, 1, most));
   }
   // Many more tasks than threads: more streams in flight per core read closer to the memory
   // bandwidth (measured: H=32, Lk=32K decode, 1 split 30 GB/s, 4 splits 32 GB/s of 35 GB/s).

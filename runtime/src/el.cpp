@@ -126,9 +126,7 @@ Status check_common(const TensorView& x, const TensorView& y, const MhaWeights& 
   return Status::success();
 }
 
-float scale_of(const ElOptions& o, int64_t dm) {
-  return resolve_scale(o.has_scale, o.scale, dm / o.heads);
-}
+float scale_of(const ElOptions& o, int64_t dm) { return resolve_scale(o, dm / o.heads); }
 
 Status refuse_non_finite(const TensorView& x, const TensorView& mem, const char* mem_name,
                          const MhaWeights& w) {
@@ -188,10 +186,13 @@ class Rows2D {
   TensorView view_;
 };
 
-Status find_kernel(const char* variant, const std::string& forced, const AttentionShape& shape,
-                   const KernelEntry** k) {
+// el and linear have one kernel per family (mask, beam and sizes are run-time arguments).
+template <typename Fn>
+Status find_kernel(const std::string& forced, Kernel<Fn>* kernel) {
+  KernelRequest request;
+  request.forced = forced;
   std::string reason;
-  return choose_kernel(KernelRequest{variant, false, false, forced, false}, shape, k, &reason);
+  return choose_kernel(request, kernel, &reason);
 }
 
 // `bias`, or (a missing bias, rank 0) a view of `n` zeros held in `zeros`.
@@ -204,37 +205,24 @@ TensorView bias_or_zeros(const TensorView& bias, int64_t n, std::vector<float>* 
 // y2d = scale * (x2d W^T + bias) through the linear kernel; a missing bias is zero.
 Status run_linear(const TensorView& x2d, const TensorView& w, const TensorView& bias, float scale,
                   const TensorView& y2d) {
-  const KernelEntry* k = nullptr;
-  AttentionShape shape{1, 1, 1, x2d.shape[0], w.shape[0], x2d.shape[1], Device::cpu};
-  Status s = find_kernel("linear", "", shape, &k);
+  Kernel<hattn_linear_fn> kernel;
+  Status s = find_kernel("", &kernel);
   if (!s.ok()) return s;
   std::vector<float> zeros;
   const TensorView b = bias_or_zeros(bias, w.shape[0], &zeros);
-  install_halide_handlers();
   HalideBuffer xb(x2d), wb(w), bb(b), yb(y2d);
-  CallContext ctx;
-  const int rc = k->as<LinearKernelFn>()(&ctx, xb.get(), wb.get(), bb.get(), scale, yb.get());
-  if (rc != 0) return kernel_failed(k->info.name, rc, ctx);
-  return Status::success();
+  return kernel.call(xb, wb, bb, scale, yb);
 }
 
-// Per-sample visible lengths as the kernel's int32 buffer.
-struct Lengths {
-  std::vector<int32_t> values;
-  halide_dimension_t dim{};
-  halide_buffer_t buf{};
-  Lengths(const ElOptions& o, int64_t samples, int64_t mem_len) {
-    values.resize(static_cast<size_t>(samples));
-    for (int64_t b = 0; b < samples; ++b) {
-      values[b] = o.key_lengths != nullptr ? o.key_lengths[b] : static_cast<int32_t>(mem_len);
-    }
-    dim = halide_dimension_t{0, static_cast<int32_t>(samples), 1, 0};
-    buf.host = reinterpret_cast<uint8_t*>(values.data());
-    buf.type = halide_type_t(halide_type_int, 32, 1);
-    buf.dimensions = 1;
-    buf.dim = &dim;
+// Per-sample visible lengths, as the kernel's int32 [B].
+std::vector<int32_t> visible_lengths(const ElOptions& o, int64_t samples, int64_t mem_len) {
+  std::vector<int32_t> values(static_cast<size_t>(samples));
+  for (int64_t b = 0; b < samples; ++b) {
+    values[static_cast<size_t>(b)] =
+        o.key_lengths != nullptr ? o.key_lengths[b] : static_cast<int32_t>(mem_len);
   }
-};
+  return values;
+}
 
 }  // namespace
 
@@ -254,17 +242,15 @@ Status el_attention(const TensorView& x, const TensorView& memory, const MhaWeig
                       " (their model-dimension tiles are that wide), got Dm=" + std::to_string(dm) +
                       "; use mha_attention"};
   }
-  const KernelEntry* kernel = nullptr;
-  AttentionShape shape{samples, options.heads,      1,          x.shape[0] * x.shape[1],
-                       mem_len, dm / options.heads, Device::cpu};
-  s = find_kernel("el", options.kernel, shape, &kernel);
+  Kernel<hattn_el_fn> kernel;
+  s = find_kernel(options.kernel, &kernel);
   if (!s.ok()) return s;
   if (options.check_finite) {
     s = refuse_non_finite(x, memory, "memory", weights);
     if (!s.ok()) return s;
   }
   if (chosen != nullptr) {
-    *chosen = Dispatch{kernel->info.name,
+    *chosen = Dispatch{kernel.name(),
                        "B=" + std::to_string(samples) + " beam=" + std::to_string(options.beam) +
                            " T=" + std::to_string(x.shape[1]) + " N=" + std::to_string(mem_len) +
                            " Dm=" + std::to_string(dm) + " H=" + std::to_string(options.heads),
@@ -281,17 +267,12 @@ Status el_attention(const TensorView& x, const TensorView& memory, const MhaWeig
 
   std::vector<float> zero_bias;
   const TensorView bv = bias_or_zeros(weights.bv, dm, &zero_bias);
-  Lengths lengths(options, samples, mem_len);
-  install_halide_handlers();
-  HalideBuffer qb(TensorView::contiguous(q.data(), {rows, tokens, dm}));
-  HalideBuffer ob(TensorView::contiguous(heads_out.data(), {rows, tokens, dm}));
-  HalideBuffer hb(memory), wkb(weights.wk), wvb(weights.wv), bvb(bv);
-  CallContext ctx;
-  const int rc =
-      kernel->as<ElKernelFn>()(&ctx, qb.get(), hb.get(), wkb.get(), wvb.get(), bvb.get(),
-                               &lengths.buf, static_cast<int32_t>(options.heads),
-                               static_cast<int32_t>(options.beam), options.causal, ob.get());
-  if (rc != 0) return kernel_failed(kernel->info.name, rc, ctx);
+  std::vector<int32_t> lengths = visible_lengths(options, samples, mem_len);
+  HalideBuffer qb(q.data(), {rows, tokens, dm}), ob(heads_out.data(), {rows, tokens, dm});
+  HalideBuffer hb(memory), wkb(weights.wk), wvb(weights.wv), bvb(bv), lb(lengths.data(), {samples});
+  s = kernel.call(qb, hb, wkb, wvb, bvb, lb, static_cast<int32_t>(options.heads),
+                  static_cast<int32_t>(options.beam), options.causal, ob);
+  if (!s.ok()) return s;
 
   Rows2D y2(y, true);
   s = run_linear(TensorView::contiguous(heads_out.data(), {rows * tokens, dm}), weights.wo,

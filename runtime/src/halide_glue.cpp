@@ -1,8 +1,10 @@
 #include "halide_glue.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -106,17 +108,91 @@ void install_halide_handlers() {
   });
 }
 
-HalideBuffer::HalideBuffer(const TensorView& t) {
-  buf.host = static_cast<uint8_t*>(t.data);
-  buf.type = halide_type_t(halide_type_float, 32, 1);
-  buf.dimensions = t.rank;
-  buf.dim = dims;
-  for (int i = 0; i < t.rank; ++i) {
-    halide_dimension_t& d = dims[t.rank - 1 - i];
+halide_type_t halide_type_of(DType t) {
+  switch (t) {
+    case DType::f16:
+      return halide_type_t(halide_type_float, 16, 1);
+    case DType::bf16:
+      return halide_type_t(halide_type_bfloat, 16, 1);
+    case DType::f32:
+      break;
+  }
+  return halide_type_t(halide_type_float, 32, 1);
+}
+
+void HalideBuffer::describe(void* data, halide_type_t type, int rank, const int64_t* shape,
+                            const int64_t* strides) {
+  buf_.host = static_cast<uint8_t*>(data);
+  buf_.type = type;
+  buf_.dimensions = rank;
+  buf_.dim = dims_;
+  for (int i = 0; i < rank; ++i) {
+    halide_dimension_t& d = dims_[rank - 1 - i];
     d.min = 0;
-    d.extent = static_cast<int32_t>(t.shape[i]);
-    d.stride = static_cast<int32_t>(t.strides[i]);
+    d.extent = static_cast<int32_t>(shape[i]);
+    d.stride = static_cast<int32_t>(strides[i]);
     d.flags = 0;
+  }
+}
+
+void HalideBuffer::dense(void* data, halide_type_t type, std::initializer_list<int64_t> shape) {
+  int64_t sizes[4] = {}, strides[4] = {};
+  const int rank = static_cast<int>(shape.size());
+  std::copy(shape.begin(), shape.end(), sizes);
+  int64_t stride = 1;
+  for (int i = rank - 1; i >= 0; --i) {
+    strides[i] = stride;
+    stride *= sizes[i];
+  }
+  describe(data, type, rank, sizes, strides);
+}
+
+HalideBuffer::HalideBuffer(const TensorView& t) {
+  describe(t.data, halide_type_of(t.dtype), t.rank, t.shape, t.strides);
+}
+
+HalideBuffer::HalideBuffer(int32_t* data, std::initializer_list<int64_t> shape) {
+  dense(data, halide_type_t(halide_type_int, 32, 1), shape);
+}
+
+HalideBuffer::HalideBuffer(float* data, std::initializer_list<int64_t> shape) {
+  dense(data, halide_type_t(halide_type_float, 32, 1), shape);
+}
+
+namespace {
+
+// One parallel_for call: the body and the first exception a task threw.
+struct ParallelClosure {
+  const std::function<void(int64_t)>* body;
+  std::mutex mutex;
+  std::exception_ptr error;
+};
+
+int run_task(void* /*user_context*/, int i, uint8_t* closure) {
+  auto* c = reinterpret_cast<ParallelClosure*>(closure);
+  try {
+    (*c->body)(i);
+  } catch (...) {
+    const std::lock_guard<std::mutex> lock(c->mutex);
+    if (!c->error) c->error = std::current_exception();
+  }
+  return 0;  // a failed task still lets the others finish; the error is rethrown below
+}
+
+}  // namespace
+
+void parallel_for(int64_t n, const std::function<void(int64_t)>& body) {
+  if (n <= 0) return;
+  // Halide's pool takes int task counts; more tasks than that run in chunks.
+  constexpr int64_t kMaxTasks = int64_t{1} << 30;
+  for (int64_t base = 0; base < n; base += kMaxTasks) {
+    const int64_t count = std::min(kMaxTasks, n - base);
+    const std::function<void(int64_t)> shifted = [&](int64_t i) { body(base + i); };
+    ParallelClosure closure{&shifted, {}, nullptr};
+    install_halide_handlers();
+    halide_do_par_for(nullptr, run_task, 0, static_cast<int>(count),
+                      reinterpret_cast<uint8_t*>(&closure));
+    if (closure.error) std::rethrow_exception(closure.error);
   }
 }
 

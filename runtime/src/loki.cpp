@@ -99,8 +99,8 @@ Status loki_attention(const TensorView& q, const TensorView& k_rot, const Tensor
                       Dispatch* chosen) {
   AttentionShape shape;
   static const char* const kNames[4] = {"q", "k_rot", "v", "out"};
-  Status s = validate_cpu_attention("loki", q, k_rot, v, out, options.causal, options.has_scale,
-                                    options.scale, &shape, kNames);
+  Status s =
+      validate_cpu_attention("loki", q, k_rot, v, out, options.causal, options, &shape, kNames);
   if (!s.ok()) return s;
   s = check_basis_tensor(basis, shape);
   if (!s.ok()) return s;
@@ -117,10 +117,9 @@ Status loki_attention(const TensorView& q, const TensorView& k_rot, const Tensor
   }
   s = check_lead(options.k_lead, k_rot, rank, out);
   if (!s.ok()) return s;
-  KernelRequest request{"loki", options.causal, false, options.kernel, true};
-  const KernelEntry* kernel = nullptr;
+  Kernel<hattn_loki_fn> kernel;
   std::string reason;
-  s = choose_kernel(request, shape, &kernel, &reason);
+  s = choose_kernel(attention_request(shape, options.causal, options.kernel), &kernel, &reason);
   if (!s.ok()) return s;
   const int64_t k_used = std::min<int64_t>(k, shape.lk);
   reason += "; r=" + std::to_string(rank) + " of D=" + std::to_string(shape.head_dim) +
@@ -128,7 +127,7 @@ Status loki_attention(const TensorView& q, const TensorView& k_rot, const Tensor
   if (k_used < k) {
     reason += " (k=" + std::to_string(k) + " clamped to Lk: exact dense attention)";
   }
-  if (chosen != nullptr) *chosen = Dispatch{kernel->info.name, reason, 1};
+  if (chosen != nullptr) *chosen = Dispatch{kernel.name(), reason, 1};
   if (options.check_finite) {
     const TensorView* views[] = {&q, &k_rot, &v, &basis};
     const char* names[] = {"q", "k_rot", "v", "basis"};
@@ -136,17 +135,11 @@ Status loki_attention(const TensorView& q, const TensorView& k_rot, const Tensor
     if (s.ok() && options.k_lead != nullptr) s = check_finite(*options.k_lead, "k_lead");
     if (!s.ok()) return s;
   }
-  const float scale = resolve_scale(options.has_scale, options.scale, shape.head_dim);
-  install_halide_handlers();
   // Without a narrow copy the approximate scores read k_rot's own leading channels.
   HalideBuffer qb(q), kb(k_rot), lb(options.k_lead ? *options.k_lead : k_rot), vb(v), pb(basis),
       ob(out);
-  CallContext ctx;
-  const int rc = kernel->as<LokiKernelFn>()(&ctx, qb.get(), kb.get(), lb.get(), vb.get(), pb.get(),
-                                            scale, static_cast<int32_t>(rank),
-                                            static_cast<int32_t>(k_used), ob.get());
-  if (rc != 0) return kernel_failed(kernel->info.name, rc, ctx);
-  return Status::success();
+  return kernel.call(qb, kb, lb, vb, pb, resolve_scale(options, shape.head_dim),
+                     static_cast<int32_t>(rank), static_cast<int32_t>(k_used), ob);
 }
 
 }  // namespace hattn

@@ -2,45 +2,26 @@
 //
 // Calibration: per head, mean and covariance of the keys in double (two passes over the keys),
 // then LAPACK's symmetric eigensolver. Heads are independent, so the covariances of one layer's
-// heads are accumulated on parallel threads (each head by one thread, so the result does not
-// depend on the thread count); the eigensolver runs on the calling thread, because LAPACK may
-// run its own BLAS threads and O(D^3) per head is small next to the O(N D^2) covariance.
+// heads are accumulated as parallel tasks on the kernels' thread pool (parallel_for, sized by
+// set_num_threads; each head by one task, so the result does not depend on the thread count); the
+// eigensolver runs on the calling thread, because LAPACK may run its own BLAS threads and O(D^3)
+// per head is small next to the O(N D^2) covariance.
 #include "hattn/loki_prep.h"
 
 #include <lapacke.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cfloat>
 #include <cmath>
-#include <functional>
 #include <new>
 #include <sstream>
-#include <system_error>
-#include <thread>
 #include <vector>
 
+#include "halide_glue.h"
 #include "validate.h"
 
 namespace hattn {
 namespace {
-
-// Runs fn(i) for every i in [0, n) on up to one thread per core.
-void parallel_for(int64_t n, const std::function<void(int64_t)>& fn) {
-  const int64_t cores = std::max(1u, std::thread::hardware_concurrency());
-  std::atomic<int64_t> next{0};
-  auto work = [&] {
-    for (int64_t i = next++; i < n; i = next++) fn(i);
-  };
-  std::vector<std::thread> pool;
-  try {
-    for (int64_t t = 1; t < std::min(n, cores); ++t) pool.emplace_back(work);
-  } catch (const std::system_error&) {
-    // No more threads to be had: the ones started (and this one) do all the work.
-  }
-  work();
-  for (std::thread& t : pool) t.join();
-}
 
 // What check_tensor leaves open for these host-only functions: it accepts CUDA views and calls
 // other dtypes "unsupported"; here both are invalid arguments.

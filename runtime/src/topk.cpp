@@ -11,36 +11,29 @@ namespace hattn {
 Status topk_attention(const TensorView& q, const TensorView& k, const TensorView& v,
                       const TensorView& out, const TopkOptions& options, Dispatch* chosen) {
   AttentionShape shape;
-  Status s = validate_cpu_attention("topk", q, k, v, out, options.causal, options.has_scale,
-                                    options.scale, &shape);
+  Status s = validate_cpu_attention("topk", q, k, v, out, options.causal, options, &shape);
   if (!s.ok()) return s;
   s = check_k(options.k, "keys");
   if (!s.ok()) return s;
-  KernelRequest request{"topk", options.causal, false, options.kernel, true};
-  const KernelEntry* kernel = nullptr;
+  Kernel<hattn_topk_fn> kernel;
   std::string reason;
-  s = choose_kernel(request, shape, &kernel, &reason);
+  s = choose_kernel(attention_request(shape, options.causal, options.kernel), &kernel, &reason);
   if (!s.ok()) return s;
   const int64_t k_used = std::min<int64_t>(options.k, shape.lk);
   if (k_used < options.k) {
     reason += "; k=" + std::to_string(options.k) + " clamped to Lk=" + std::to_string(shape.lk) +
               " (exact dense attention)";
   }
-  if (chosen != nullptr) *chosen = Dispatch{kernel->info.name, reason, 1};
+  if (chosen != nullptr) *chosen = Dispatch{kernel.name(), reason, 1};
   if (options.check_finite) {
     const TensorView* views[] = {&q, &k, &v};
     const char* names[] = {"q", "k", "v"};
     s = finite_or_refuse(views, names, 3);
     if (!s.ok()) return s;
   }
-  const float scale = resolve_scale(options.has_scale, options.scale, shape.head_dim);
-  install_halide_handlers();
   HalideBuffer qb(q), kb(k), vb(v), ob(out);
-  CallContext ctx;
-  const int rc = kernel->as<TopkKernelFn>()(&ctx, qb.get(), kb.get(), vb.get(), scale,
-                                            static_cast<int32_t>(k_used), ob.get());
-  if (rc != 0) return kernel_failed(kernel->info.name, rc, ctx);
-  return Status::success();
+  return kernel.call(qb, kb, vb, resolve_scale(options, shape.head_dim),
+                     static_cast<int32_t>(k_used), ob);
 }
 
 Status topk_ffn(const TensorView& x, const TensorView& w1, const TensorView& w2t,
@@ -82,11 +75,11 @@ Status topk_ffn(const TensorView& x, const TensorView& w1, const TensorView& w2t
   s = check_k(options.k, "hidden units");
   if (!s.ok()) return s;
 
-  AttentionShape shape{1, 1, 1, x.shape[0], d_ff, d, Device::cpu};
-  KernelRequest request{"topk_ffn", false, false, options.kernel, false};
-  const KernelEntry* kernel = nullptr;
+  KernelRequest request;  // one kernel per family: no phase, mask or head dim
+  request.forced = options.kernel;
+  Kernel<hattn_topk_ffn_fn> kernel;
   std::string reason;
-  s = choose_kernel(request, shape, &kernel, &reason);
+  s = choose_kernel(request, &kernel, &reason);
   if (!s.ok()) return s;
   const int64_t k_used = std::min<int64_t>(options.k, d_ff);
   reason = "T=" + std::to_string(x.shape[0]) + " D=" + std::to_string(d) +
@@ -94,18 +87,13 @@ Status topk_ffn(const TensorView& x, const TensorView& w1, const TensorView& w2t
   if (k_used < options.k) {
     reason += " (k=" + std::to_string(options.k) + " clamped to d_ff: the dense FFN)";
   }
-  if (chosen != nullptr) *chosen = Dispatch{kernel->info.name, reason, 1};
+  if (chosen != nullptr) *chosen = Dispatch{kernel.name(), reason, 1};
   if (options.check_finite) {
     s = finite_or_refuse(views, names, 3);
     if (!s.ok()) return s;
   }
-  install_halide_handlers();
   HalideBuffer xb(x), w1b(w1), w2b(w2t), yb(y);
-  CallContext ctx;
-  const int rc = kernel->as<TopkFfnKernelFn>()(&ctx, xb.get(), w1b.get(), w2b.get(),
-                                               static_cast<int32_t>(k_used), yb.get());
-  if (rc != 0) return kernel_failed(kernel->info.name, rc, ctx);
-  return Status::success();
+  return kernel.call(xb, w1b, w2b, static_cast<int32_t>(k_used), yb);
 }
 
 }  // namespace hattn

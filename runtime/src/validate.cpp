@@ -266,12 +266,12 @@ Status check_k(int64_t k, const char* what) {
 
 Status validate_cpu_attention(const char* variant, const TensorView& q, const TensorView& k,
                               const TensorView& v, const TensorView& out, bool causal,
-                              bool has_scale, float scale, AttentionShape* shape,
+                              const ScaledOptions& options, AttentionShape* shape,
                               const char* const* names) {
   AttentionOptions as_dense;
   as_dense.causal = causal;
-  as_dense.has_scale = has_scale;
-  as_dense.scale = scale;
+  as_dense.has_scale = options.has_scale;
+  as_dense.scale = options.scale;
   Status s =
       validate_attention_named(q, k, v, out, as_dense, names ? names : kAttentionNames, shape);
   if (s.ok() && shape->device != Device::cpu) {
@@ -282,8 +282,8 @@ Status validate_cpu_attention(const char* variant, const TensorView& q, const Te
   return s;
 }
 
-float resolve_scale(bool has_scale, float scale, int64_t head_dim) {
-  return has_scale ? scale : 1.f / std::sqrt(static_cast<float>(head_dim));
+float resolve_scale(const ScaledOptions& options, int64_t head_dim) {
+  return options.has_scale ? options.scale : 1.f / std::sqrt(static_cast<float>(head_dim));
 }
 
 }  // namespace hattn

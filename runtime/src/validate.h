@@ -8,6 +8,9 @@
 
 namespace hattn {
 
+// The sizes of an attention call ([B, Hq, Lq, D] queries over [B, Hkv, Lk, D] keys). Calls of
+// other kinds (the FFN, el, the linear layer, the SparseK operator) have their own sizes and
+// ask dispatch with a KernelRequest of their own (dispatch.h).
 struct AttentionShape {
   int64_t batch = 0, q_heads = 0, kv_heads = 0, lq = 0, lk = 0, head_dim = 0;
   Device device = Device::cpu;  // where every tensor of the call lives
@@ -40,12 +43,12 @@ Status validate_attention_named(const TensorView& q, const TensorView& k, const 
 // (`variant` names it in the refusal of device tensors; `names`, when given, the four tensors).
 Status validate_cpu_attention(const char* variant, const TensorView& q, const TensorView& k,
                               const TensorView& v, const TensorView& out, bool causal,
-                              bool has_scale, float scale, AttentionShape* shape,
+                              const ScaledOptions& options, AttentionShape* shape,
                               const char* const* names = nullptr);
 
 // The softmax scale of a call: the caller's when has_scale, else 1/sqrt(head_dim) computed in
 // fp32 (the one default-scale rule of every variant; el passes its per-head dim Dm / heads).
-float resolve_scale(bool has_scale, float scale, int64_t head_dim);
+float resolve_scale(const ScaledOptions& options, int64_t head_dim);
 
 // Refuses with non_finite_input, naming the tensor and the first bad index, if `t` holds a NaN
 // or an infinity.

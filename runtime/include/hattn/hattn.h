@@ -67,21 +67,30 @@ struct Status {
 
 const char* to_string(StatusCode c);
 
-struct AttentionOptions {
-  bool causal = false;
-  // Softmax scale; a value <= 0 or NaN is refused. has_scale = false means 1/sqrt(D).
-  bool has_scale = false;
-  float scale = 0.f;
-  // Optional log-sum-exp output, fp32 [B, Hq, Lq] (any strides, innermost stride 1):
-  // lse = max_j s_ij + log(sum_j exp(s_ij - max)) over visible keys, -inf where none is visible.
-  const TensorView* lse = nullptr;
+// What the options of every call share.
+struct CallOptions {
   // Force a kernel by name (as printed by list_kernels()); the call is refused with the reason if
   // that kernel cannot take it. Empty: the dispatcher chooses.
   std::string kernel;
-  // Scan q, k, v for NaN/Inf before running and refuse with non_finite_input if any is found.
-  // Off by default because it reads the inputs once more; without it, non-finite inputs give
-  // non-finite outputs but never a crash.
+  // Scan the call's inputs for NaN/Inf before running and refuse with non_finite_input if any is
+  // found. Off by default because it reads the inputs once more; without it, non-finite inputs
+  // give non-finite outputs but never a crash.
   bool check_finite = false;
+};
+
+// ... and those of every call with a softmax scale.
+struct ScaledOptions : CallOptions {
+  // Softmax scale; a value <= 0 or NaN is refused. has_scale = false means 1/sqrt(D) (el:
+  // 1/sqrt(Dm / heads)).
+  bool has_scale = false;
+  float scale = 0.f;
+};
+
+struct AttentionOptions : ScaledOptions {
+  bool causal = false;
+  // Optional log-sum-exp output, fp32 [B, Hq, Lq] (any strides, innermost stride 1):
+  // lse = max_j s_ij + log(sum_j exp(s_ij - max)) over visible keys, -inf where none is visible.
+  const TensorView* lse = nullptr;
   // Decode only: number of key splits processed in parallel (0 = chosen from the shape).
   int decode_splits = 0;
   // CUDA tensors only: the CUcontext and CUstream to run in. Null context: the context current on
@@ -115,13 +124,9 @@ Status plan_attention(const TensorView& q, const TensorView& k, const TensorView
 
 // --- topk: top-k attention and the top-k feed-forward layer (Gupta et al. 2021) ---------------
 
-struct TopkOptions {
+struct TopkOptions : ScaledOptions {
   int64_t k = 0;  // keys kept per query row, >= 1; clamped to the row's visible key count
   bool causal = false;
-  bool has_scale = false;  // as in AttentionOptions
-  float scale = 0.f;
-  std::string kernel;         // force a kernel by name ("" = the dispatcher chooses)
-  bool check_finite = false;  // as in AttentionOptions
 };
 
 // out_i = sum over the k highest-scoring visible keys j of softmax(scale * q_i . k_j) v_j, with
@@ -132,10 +137,8 @@ Status topk_attention(const TensorView& q, const TensorView& k, const TensorView
                       const TensorView& out, const TopkOptions& options,
                       Dispatch* chosen = nullptr);
 
-struct TopkFfnOptions {
+struct TopkFfnOptions : CallOptions {
   int64_t k = 0;  // hidden units kept per token, >= 1; clamped to d_ff
-  std::string kernel;
-  bool check_finite = false;
 };
 
 // The ReLU feed-forward layer y = relu(x W1^T) W2^T keeping, per token, only the k largest
@@ -147,7 +150,7 @@ Status topk_ffn(const TensorView& x, const TensorView& w1, const TensorView& w2t
 
 // --- loki: low-rank key scoring with top-k attention (Singhania et al. 2024) ------------------
 
-struct LokiOptions {
+struct LokiOptions : ScaledOptions {
   // r: channels of the rotated keys used for the approximate scores, in [1, D]. 0: use
   // rank_fraction (d_f), r = max(1, round(d_f * D)).
   int64_t rank = 0;
@@ -157,10 +160,6 @@ struct LokiOptions {
   int64_t k = 0;
   double k_fraction = 0;
   bool causal = false;
-  bool has_scale = false;  // as in AttentionOptions (default 1/sqrt(D))
-  float scale = 0.f;
-  std::string kernel;         // force a kernel by name ("" = the dispatcher chooses)
-  bool check_finite = false;  // as in AttentionOptions
   // Check that every head's basis is orthonormal (max |P^T P - I| <= basis_tolerance) before
   // running: the exact scores rely on qh . kh = q . k. It costs O(Hkv D^3) per call (about 1 ms
   // at Hkv=8, D=128): check once with loki_check_basis (hattn/loki_prep.h) when the basis is
@@ -196,20 +195,16 @@ struct MhaWeights {
   TensorView wq, bq, wk, bk, wv, bv, wo, bo;
 };
 
-struct ElOptions {
-  int64_t heads = 0;  // H >= 1 with Dm % H == 0; Dh = Dm / H
-  int64_t beam = 1;   // x holds B * beam rows (sample b's beams are rows b*beam .. b*beam+beam-1)
+struct ElOptions : ScaledOptions {  // check_finite scans x, memory and the weights
+  int64_t heads = 0;                // H >= 1 with Dm % H == 0; Dh = Dm / H
+  int64_t beam = 1;  // x holds B * beam rows (sample b's beams are rows b*beam .. b*beam+beam-1)
   // Decoder self-attention form: token t of a query block of T tokens sees memory rows
   // j <= t + (len_b - T) (aligned bottom-right, as attention()'s causal mask).
   bool causal = false;
-  bool has_scale = false;  // default 1/sqrt(Dh)
-  float scale = 0.f;
   // Optional [B] visible memory rows per sample, each in [0, N] (key padding): sample b's memory
   // is its first len_b rows. Null: every sample sees all N. A sample with len_b = 0 (or a causal
   // row that sees nothing) gets a zero attention output, so its y rows are bo.
   const int32_t* key_lengths = nullptr;
-  bool check_finite = false;  // as in AttentionOptions, over x, memory and the weights
-  std::string kernel;         // force the EL kernel by name ("" = the dispatcher chooses)
 };
 
 // Multi-head attention of queries x [B * beam, T, Dm] over a memory [B, N, Dm] that all beams of
@@ -245,15 +240,11 @@ enum class SparsekGate {
   logit,  // log g is added to the score instead
 };
 
-struct SparsekOptions {
+struct SparsekOptions : ScaledOptions {  // check_finite also scans x, w_score / u
   int64_t k = 0;       // budget: keys selected per query among those older than the window, >= 0
   int64_t window = 0;  // w >= 0: the w newest visible keys (the query's own included), gate 1
   float slope = 0.f;   // delta in u_j = w_score . x_j + delta * j (finite)
   SparsekGate gate = SparsekGate::value;
-  bool has_scale = false;  // as in AttentionOptions (default 1/sqrt(D))
-  float scale = 0.f;
-  std::string kernel;         // force a kernel by name ("" = the dispatcher chooses)
-  bool check_finite = false;  // as in AttentionOptions (also scans x, w_score / u)
 };
 
 // The scoring network: u[b, h, j] = w_score[h] . x[b, j] + slope * j. x [B, L, Dm], w_score
@@ -314,7 +305,7 @@ class SparsekDecoder {
   int64_t cached_pairs() const;  // most KV pairs held by one kv head (<= k + w)
   int64_t mask_scores() const;   // most scores one kv head keeps for tau
 
-  struct State;  // defined in runtime/src/sparsek.cpp
+  struct State;  // defined in runtime/src/sparsek_decoder.cpp
 
  private:
   std::unique_ptr<State> state_;
