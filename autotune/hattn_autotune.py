@@ -111,7 +111,14 @@ CPU_SPACES = {"dense": SPACE, "topk": TOPK_SPACE, "loki": LOKI_SPACE, "sparsek":
 RUNNER_SOURCES = [os.path.join(HERE, "runner.cpp"), os.path.join(HERE, "runner_cases.cpp"),
                   os.path.join(ROOT, "tests", "reference.cpp"),
                   os.path.join(ROOT, "runtime", "src", "sparsek_sweep.cpp")]
-RUNNER_HEADERS = [os.path.join(HERE, "runner_cases.h"), os.path.join(ROOT, "tests", "reference.h")]
+# runtime/include/hattn/kernel_registry.h holds each variant's kernel signature, which the runner
+# calls a candidate through.
+RUNNER_HEADERS = [os.path.join(HERE, "runner_cases.h"), os.path.join(ROOT, "tests", "reference.h"),
+                  os.path.join(ROOT, "runtime", "include", "hattn", "kernel_registry.h")]
+# A candidate's target features after the ISA's: no runtime (the runner holds it), and
+# user_context, as cmake/HattnKernels.cmake builds the library's kernels: the runner calls each
+# through its variant's signature in kernel_registry.h, user_context first.
+CANDIDATE_FEATURES = "-no_runtime-user_context"
 
 # Variants whose generator takes no phase, mask or head-dim parameter, and whose table key has
 # no head dim: one kernel per table line. sparsek's mask phase is one too (see unkeyed()).
@@ -302,6 +309,7 @@ class Tuner:
         # Static libstdc++: an exported runner needs only glibc on the target.
         cmd = [self.cxx, "-O2", "-std=c++17", "-Wall", "-Wextra", "-Werror", "-isystem", inc,
                "-I", os.path.join(ROOT, "tests"), "-I", os.path.join(ROOT, "runtime", "src"),
+               "-I", os.path.join(ROOT, "runtime", "include"),
                *RUNNER_SOURCES, "-o", self.runner, "-rdynamic", "-static-libstdc++", "-static-libgcc",
                "-Wl,--whole-archive", rt, "-Wl,--no-whole-archive", "-ldl", "-lpthread"]
         subprocess.run(cmd, check=True)
@@ -353,7 +361,7 @@ class Tuner:
         if self.a.variant == "dense":
             kernel.append(f"with_lse={'false' if self.a.phase == 'prefill' else 'true'}")
         cmd = [self.gen, *flags, "-g", generator_of(self.a.variant, self.a.phase), "-f", name, "-e", "object,h", "-o", out,
-               f"target={self.target}-no_runtime", *kernel,
+               f"target={self.target}{CANDIDATE_FEATURES}", *kernel,
                f"tables={os.path.join(ROOT, 'schedules')}", *([f"tunables={key_of(tunables)}"] if tunables else []), *params]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
@@ -499,7 +507,10 @@ class Tuner:
         return f"c_{kernel}_" + key_of(t).replace(":", "").replace(",", "_")
 
     def so_path(self, name):
-        return os.path.join(self.work, name, name + ".so")
+        """The shared object of candidate `name`. Its name carries the calling convention, so that
+        one built by an older tuner (without user_context) in the same work folder is never
+        reused: the runner would refuse it."""
+        return os.path.join(self.work, name, name + ".user_context.so")
 
     def runner_tail(self):
         return [str(self.a.reps), "20261202", "cuda" if self.a.isa == "cuda" else "cpu"]
@@ -1010,7 +1021,8 @@ def main():
     if a.adams:
         so = t.adams_so() if a.adams == "generate" else os.path.abspath(a.adams)
         for n, s in enumerate(shapes):
-            r = t.time_so(so, os.path.basename(so)[:-3], s) if so else {"status": "compile_error"}
+            fn = os.path.basename(so).split(".")[0] if so else None  # the .so's entry point
+            r = t.time_so(so, fn, s) if so else {"status": "compile_error"}
             adams[n] = r.get("median_ms") or r["status"]  # a time, or why there is none
             print(f"[autotune] Adams2019 {os.path.basename(so or 'schedule')} at {names[n]}: "
                   f"{r['status']}" + (f" {adams[n]:.2f} ms" if r.get("median_ms") else ""), flush=True)

@@ -1,8 +1,9 @@
 // hattn-tune-runner: times one candidate kernel and checks its output. It needs no libHalide:
 // the candidate is a shared object built from a generator's `object` output (target with
-// no_runtime), and the Halide runtime is linked into this program and exported (-rdynamic) so
-// the candidate's halide_* references resolve against it at dlopen. The same program therefore
-// runs on a machine without Halide (the one being tuned), given candidates built elsewhere.
+// no_runtime, and with user_context as the library's kernels are built), and the Halide runtime
+// is linked into this program and exported (-rdynamic) so the candidate's halide_* references
+// resolve against it at dlopen. The same program therefore runs on a machine without Halide (the
+// one being tuned), given candidates built elsewhere.
 //
 //   hattn-tune-runner SO FUNCTION VARIANT PHASE CAUSAL D B H HKV LQ LK KNOB REPS SEED [DEVICE]
 //
@@ -10,7 +11,10 @@
 // k/window), topk_ffn (D: model dim, LQ: tokens, LK: d_ff, KNOB: k), el (D: model dim, H:
 // heads, LQ: tokens, LK: hidden states, KNOB: beam), linear (D: in, LQ: rows, LK: out) or
 // sparsek_mask (LQ: rows, LK: columns, KNOB: k); runner_cases.h has each variant's inputs and
-// call. Sampled rows are checked against tests/reference.cpp, the test suite's
+// call, through the variant's kernel signature in hattn/kernel_registry.h (the runtime's own,
+// with a null user_context). A candidate built without user_context (an older tuner's, or a
+// `--adams` file) would take every argument one place off: its metadata says so, and it is
+// refused as an error. Sampled rows are checked against tests/reference.cpp, the test suite's
 // double-precision oracle.
 //
 // DEVICE is cpu (the default) or cuda: a CUDA candidate (a cuda target) gets its inputs copied
@@ -48,6 +52,14 @@ void keep_halide_error(void*, const char* msg) {
 int fail(const std::string& why) {
   std::printf("error %s\n", why.c_str());
   return 2;
+}
+
+// True if the kernel takes user_context: its Halide metadata lists the argument.
+bool takes_user_context(const halide_filter_metadata_t* md) {
+  for (int i = 0; i < md->num_arguments; i++) {
+    if (std::string(md->arguments[i].name) == "__user_context") return true;
+  }
+  return false;
 }
 
 int fail_call(const char* what, int rc) {
@@ -95,6 +107,14 @@ int main(int argc, char** argv) {
   if (so == nullptr) return fail(std::string("dlopen: ") + dlerror());
   void* fn = dlsym(so, argv[2]);
   if (fn == nullptr) return fail(std::string("no symbol ") + argv[2]);
+  using Metadata = const halide_filter_metadata_t* (*)();
+  auto metadata =
+      reinterpret_cast<Metadata>(dlsym(so, (std::string(argv[2]) + "_metadata").c_str()));
+  if (metadata == nullptr) return fail(std::string("no symbol ") + argv[2] + "_metadata");
+  if (!takes_user_context(metadata())) {
+    return fail(std::string("built without user_context (target ") + metadata()->target +
+                "): rebuild it with the target's -user_context feature");
+  }
 
   std::mt19937 rng(seed);
   std::string why;

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "hattn/kernel_registry.h"
 #include "reference.h"
 #include "sparsek_sweep.h"
 
@@ -88,9 +89,7 @@ class DenseCase : public AttentionCase {
  public:
   using AttentionCase::AttentionCase;
   int call(void* fn) override {
-    using Fn = int (*)(halide_buffer_t*, halide_buffer_t*, halide_buffer_t*, float, int,
-                       halide_buffer_t*, halide_buffer_t*);
-    return reinterpret_cast<Fn>(fn)(q_, k_, v_, scale_, s_.knob, out_, lse_);
+    return reinterpret_cast<hattn_dense_fn>(fn)(nullptr, q_, k_, v_, scale_, s_.knob, out_, lse_);
   }
   bool reference_visible(const Row& w, std::vector<double>* ref) override {
     hattn_test::reference_attention(w.q, w.k, w.v, w.shape, w.strides, false, scale_, ref, nullptr);
@@ -105,9 +104,7 @@ class TopkCase : public AttentionCase {
  public:
   using AttentionCase::AttentionCase;
   int call(void* fn) override {
-    using Fn =
-        int (*)(halide_buffer_t*, halide_buffer_t*, halide_buffer_t*, float, int, halide_buffer_t*);
-    return reinterpret_cast<Fn>(fn)(q_, k_, v_, scale_, s_.knob, out_);
+    return reinterpret_cast<hattn_topk_fn>(fn)(nullptr, q_, k_, v_, scale_, s_.knob, out_);
   }
   bool reference_visible(const Row& w, std::vector<double>* ref) override {
     std::vector<double> gap;
@@ -145,9 +142,8 @@ class LokiCase : public AttentionCase {
     }
   }
   int call(void* fn) override {
-    using Fn = int (*)(halide_buffer_t*, halide_buffer_t*, halide_buffer_t*, halide_buffer_t*,
-                       halide_buffer_t*, float, int, int, halide_buffer_t*);
-    return reinterpret_cast<Fn>(fn)(q_, k_, k_lead_, v_, basis_, scale_, rank_, s_.knob, out_);
+    return reinterpret_cast<hattn_loki_fn>(fn)(nullptr, q_, k_, k_lead_, v_, basis_, scale_, rank_,
+                                               s_.knob, out_);
   }
   bool reference_visible(const Row& w, std::vector<double>* ref) override {
     std::vector<double> gap;
@@ -189,11 +185,8 @@ class SparsekCase : public AttentionCase {
     }
   }
   int call(void* fn) override {
-    using Fn =
-        int (*)(halide_buffer_t*, halide_buffer_t*, halide_buffer_t*, halide_buffer_t*,
-                halide_buffer_t*, halide_buffer_t*, float, int, int, int, int, halide_buffer_t*);
-    return reinterpret_cast<Fn>(fn)(q_, k_, v_, index_, gate_, count_, scale_, s_.knob2,
-                                    s_.lk - s_.lq, 0, 0, out_);
+    return reinterpret_cast<hattn_sparsek_fn>(fn)(nullptr, q_, k_, v_, index_, gate_, count_,
+                                                  scale_, s_.knob2, s_.lk - s_.lq, 0, 0, out_);
   }
   bool reference_visible(const Row& w, std::vector<double>* ref) override {
     std::vector<double> gap;  // causal: w's keys are the prefix up to the row's position
@@ -221,8 +214,7 @@ class TopkFfnCase : public Case {
   }
   Buf& out() override { return y_; }
   int call(void* fn) override {
-    using Fn = int (*)(halide_buffer_t*, halide_buffer_t*, halide_buffer_t*, int, halide_buffer_t*);
-    return reinterpret_cast<Fn>(fn)(x_, w1_, w2t_, s_.knob, y_);
+    return reinterpret_cast<hattn_topk_ffn_fn>(fn)(nullptr, x_, w1_, w2t_, s_.knob, y_);
   }
   bool reference_row(int64_t r, std::vector<double>* ref) override {
     std::vector<double> gap;
@@ -280,10 +272,8 @@ class ElCase : public Case {
   }
   Buf& out() override { return out_; }
   int call(void* fn) override {
-    using Fn = int (*)(halide_buffer_t*, halide_buffer_t*, halide_buffer_t*, halide_buffer_t*,
-                       halide_buffer_t*, halide_buffer_t*, int, int, bool, halide_buffer_t*);
-    return reinterpret_cast<Fn>(fn)(q_, hs_, wk_, wv_, bv_, lengths_, s_.h, s_.knob, s_.causal,
-                                    out_);
+    return reinterpret_cast<hattn_el_fn>(fn)(nullptr, q_, hs_, wk_, wv_, bv_, lengths_, s_.h,
+                                             s_.knob, s_.causal, out_);
   }
   bool reference_row(int64_t r, std::vector<double>* ref) override {
     const int64_t per_sample = int64_t(s_.knob) * s_.lq;  // rows of one sample: beam x T
@@ -321,9 +311,7 @@ class LinearCase : public Case {
   }
   Buf& out() override { return y_; }
   int call(void* fn) override {
-    using Fn =
-        int (*)(halide_buffer_t*, halide_buffer_t*, halide_buffer_t*, float, halide_buffer_t*);
-    return reinterpret_cast<Fn>(fn)(x_, w_, bias_, kScale, y_);
+    return reinterpret_cast<hattn_linear_fn>(fn)(nullptr, x_, w_, bias_, kScale, y_);
   }
   bool reference_row(int64_t r, std::vector<double>* ref) override {
     hattn_test::reference_linear_row(&x_(0, static_cast<int>(r)), w_.data(), bias_.data(), s_.d,
@@ -350,8 +338,7 @@ class SparsekMaskCase : public Case {
   }
   Buf& out() override { return mask_; }
   int call(void* fn) override {
-    using Fn = int (*)(halide_buffer_t*, halide_buffer_t*, int, halide_buffer_t*, halide_buffer_t*);
-    return reinterpret_cast<Fn>(fn)(z_, len_, s_.knob, mask_, tau_);
+    return reinterpret_cast<hattn_sparsek_mask_fn>(fn)(nullptr, z_, len_, s_.knob, mask_, tau_);
   }
   bool reference_row(int64_t r, std::vector<double>* ref) override {
     const int row = static_cast<int>(r), n = len_(row);

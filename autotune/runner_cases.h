@@ -26,7 +26,8 @@ struct Shape {
 class Case {
  public:
   virtual ~Case() = default;
-  // Calls the candidate's entry point once (a CPU call, or an enqueued GPU one); Halide's status.
+  // Calls the candidate's entry point once (a CPU call, or an enqueued GPU one) through its
+  // variant's signature in hattn/kernel_registry.h, user_context null; Halide's status.
   virtual int call(void* fn) = 0;
   // The output: rows of out().dim(0).extent() contiguous floats, rows() of them.
   virtual Buf& out() = 0;

@@ -2,6 +2,7 @@
 // the tunables of its table line, and the typical shapes its estimates describe.
 #pragma once
 
+#include <cmath>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -57,15 +58,47 @@ inline Halide::Expr head_dim_expr(int head_dim, const Halide::Expr& q_extent) {
   return head_dim > 0 ? Halide::Expr(head_dim) : q_extent;
 }
 
-// Estimates only steer the autoscheduler (the Adams2019 baseline in autotune/); a kernel built
-// with its own schedule ignores them. The typical attention shape of a phase: a long prompt for
-// prefill, one row against a long cache for decode, D = 128 where D is not compiled in.
+// Estimates only steer the autoscheduler (the Adams2019 baseline in autotune/) and fill Halide's
+// metadata; a kernel built with its own schedule ignores them. Every Generator's estimates
+// describe one typical model, written here once so that no two variants describe the same input
+// differently: kEstimateHeads heads (query and key/value alike) of D = kEstimateHeadDim where D
+// is not compiled in, the scale 1/sqrt(D) a caller passes, a prompt of kEstimatePrompt tokens
+// (prefill: its queries and keys), a cache of kEstimateCache keys (decode: one query row against
+// it), a selection that keeps one candidate in kEstimateKeepOneIn, and around attention a model
+// dim of heads x D with a feed-forward layer kEstimateFfnRatio times as wide.
+constexpr int kEstimateHeads = 32;
+constexpr int kEstimateHeadDim = 128;
+constexpr int kEstimatePrompt = 2048;
+constexpr int kEstimateCache = 32768;
+constexpr int kEstimateKeepOneIn = 8;
+constexpr int kEstimateFfnRatio = 4;
+
+// The attention shape of a phase.
 struct EstimateShape {
   int d, lq, lk;
+  int heads;    // of q, and of k and v (the estimates assume no grouping)
+  float scale;  // 1/sqrt(d)
+  int topk;     // keys a selection keeps of lk
 };
 inline EstimateShape estimate_shape(int head_dim, KernelPhase phase) {
   const bool decode = phase == KernelPhase::decode;
-  return {head_dim > 0 ? head_dim : 128, decode ? 1 : 2048, decode ? 32768 : 2048};
+  const int d = head_dim > 0 ? head_dim : kEstimateHeadDim;
+  const int lk = decode ? kEstimateCache : kEstimatePrompt;
+  return {d,
+          decode ? 1 : kEstimatePrompt,
+          lk,
+          kEstimateHeads,
+          1.f / std::sqrt(float(d)),
+          lk / kEstimateKeepOneIn};
+}
+// The layers around attention (el, linear, topk_ffn): the model dim, the feed-forward width and
+// the tokens of a prompt.
+struct EstimateModel {
+  int dm, d_ff, tokens;
+};
+inline EstimateModel estimate_model() {
+  constexpr int dm = kEstimateHeads * kEstimateHeadDim;
+  return {dm, kEstimateFfnRatio * dm, kEstimatePrompt};
 }
 // The region of a [D, L, H, B] tensor of one batch.
 inline Halide::Region attention_region(int d, int len, int heads) {

@@ -86,14 +86,13 @@ class DenseAttentionGenerator : public Generator<DenseAttentionGenerator> {
 
   void set_estimates(bool decode) {
     const EstimateShape s = estimate_shape(head_dim, phase);
-    const int heads = decode ? 32 : 8;
-    q.set_estimates(attention_region(s.d, s.lq, heads));
-    k.set_estimates(attention_region(s.d, s.lk, heads));
-    v.set_estimates(attention_region(s.d, s.lk, heads));
-    scale.set_estimate(0.125f);
+    q.set_estimates(attention_region(s.d, s.lq, s.heads));
+    k.set_estimates(attention_region(s.d, s.lk, s.heads));
+    v.set_estimates(attention_region(s.d, s.lk, s.heads));
+    scale.set_estimate(s.scale);
     splits.set_estimate(decode ? 4 : 1);
-    out.set_estimates(attention_region(s.d, s.lq, heads));
-    lse.set_estimates({{0, s.lq}, {0, heads}, {0, 1}});
+    out.set_estimates(attention_region(s.d, s.lq, s.heads));
+    lse.set_estimates({{0, s.lq}, {0, s.heads}, {0, 1}});
   }
 };
 

@@ -63,16 +63,20 @@ class ElAttentionGenerator : public Generator<ElAttentionGenerator> {
     bv.dim(0).set_bounds(0, dm);
     out.dim(0).set_stride(1).set_bounds(0, dm);
 
-    q.set_estimates({{0, 1024}, {0, 1}, {0, 32}});
-    hs.set_estimates({{0, 1024}, {0, 1024}, {0, 8}});
-    wk.set_estimates({{0, 1024}, {0, 1024}});
-    wv.set_estimates({{0, 1024}, {0, 1024}});
-    bv.set_estimates({{0, 1024}});
-    lengths.set_estimates({{0, 8}});
-    heads.set_estimate(16);
-    beam.set_estimate(4);
+    // One decoding step (a token per row) of `samples` x `beam_width` rows, each sample's
+    // hidden states a prompt long.
+    const EstimateModel m = estimate_model();
+    const int samples = 8, beam_width = 4;
+    q.set_estimates({{0, m.dm}, {0, 1}, {0, samples * beam_width}});
+    hs.set_estimates({{0, m.dm}, {0, m.tokens}, {0, samples}});
+    wk.set_estimates({{0, m.dm}, {0, m.dm}});
+    wv.set_estimates({{0, m.dm}, {0, m.dm}});
+    bv.set_estimates({{0, m.dm}});
+    lengths.set_estimates({{0, samples}});
+    heads.set_estimate(kEstimateHeads);
+    beam.set_estimate(beam_width);
     causal.set_estimate(false);
-    out.set_estimates({{0, 1024}, {0, 1}, {0, 32}});
+    out.set_estimates({{0, m.dm}, {0, 1}, {0, samples * beam_width}});
     if (!using_autoscheduler()) schedule_el_cpu(st, ctx);
   }
 };
@@ -110,11 +114,13 @@ class LinearGenerator : public Generator<LinearGenerator> {
     y.dim(0).set_stride(1).set_bounds(0, w.dim(1).extent());
     y.dim(1).set_bounds(0, x.dim(1).extent());
 
-    x.set_estimates({{0, 1024}, {0, 128}});
-    w.set_estimates({{0, 1024}, {0, 1024}});
-    bias.set_estimates({{0, 1024}});
-    scale.set_estimate(0.125f);
-    y.set_estimates({{0, 1024}, {0, 128}});
+    // The projection of a prompt's tokens, e.g. Q scaled by 1/sqrt(D) (EL-attention's input).
+    const EstimateModel m = estimate_model();
+    x.set_estimates({{0, m.dm}, {0, m.tokens}});
+    w.set_estimates({{0, m.dm}, {0, m.dm}});
+    bias.set_estimates({{0, m.dm}});
+    scale.set_estimate(estimate_shape(0, KernelPhase::prefill).scale);
+    y.set_estimates({{0, m.dm}, {0, m.tokens}});
     if (!using_autoscheduler()) schedule_linear_cpu(st, ctx);
   }
 };

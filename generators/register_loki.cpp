@@ -63,15 +63,16 @@ class LokiAttentionGenerator : public Generator<LokiAttentionGenerator> {
     out.dim(0).set_stride(1).set_bounds(0, d);
 
     const EstimateShape s = estimate_shape(head_dim, phase);
-    q.set_estimates(attention_region(s.d, s.lq, 32));
-    k.set_estimates(attention_region(s.d, s.lk, 32));
-    v.set_estimates(attention_region(s.d, s.lk, 32));
-    k_lead.set_estimates(attention_region(s.d / 4, s.lk, 32));
-    basis.set_estimates({{0, s.d}, {0, s.d}, {0, 32}});
-    scale.set_estimate(0.088f);
-    rank.set_estimate(s.d / 4);
-    topk.set_estimate(s.lk / 8);
-    out.set_estimates(attention_region(s.d, s.lq, 32));
+    const int rank_estimate = s.d / 4;  // Loki's usual rank: a quarter of the channels
+    q.set_estimates(attention_region(s.d, s.lq, s.heads));
+    k.set_estimates(attention_region(s.d, s.lk, s.heads));
+    v.set_estimates(attention_region(s.d, s.lk, s.heads));
+    k_lead.set_estimates(attention_region(rank_estimate, s.lk, s.heads));
+    basis.set_estimates({{0, s.d}, {0, s.d}, {0, s.heads}});
+    scale.set_estimate(s.scale);
+    rank.set_estimate(rank_estimate);
+    topk.set_estimate(s.topk);
+    out.set_estimates(attention_region(s.d, s.lq, s.heads));
     if (!using_autoscheduler()) schedule_loki_cpu(st, ctx);
   }
 };

@@ -71,19 +71,19 @@ class SparsekAttentionGenerator : public Generator<SparsekAttentionGenerator> {
     sel_gate.dim(0).set_stride(1);
     out.dim(0).set_stride(1).set_bounds(0, d);
 
-    const int dd = estimate_shape(head_dim, KernelPhase::prefill).d;
-    q.set_estimates(attention_region(dd, 4096, 8));
-    k.set_estimates(attention_region(dd, 4096, 8));
-    v.set_estimates(attention_region(dd, 4096, 8));
-    sel_index.set_estimates(attention_region(256, 4096, 8));
-    sel_gate.set_estimates(attention_region(256, 4096, 8));
-    sel_count.set_estimates({{0, 4096}, {0, 8}, {0, 1}});
-    scale.set_estimate(0.088f);
-    window.set_estimate(256);
+    const EstimateShape s = estimate_shape(head_dim, KernelPhase::prefill);
+    q.set_estimates(attention_region(s.d, s.lq, s.heads));
+    k.set_estimates(attention_region(s.d, s.lk, s.heads));
+    v.set_estimates(attention_region(s.d, s.lk, s.heads));
+    sel_index.set_estimates(attention_region(s.topk, s.lq, s.heads));
+    sel_gate.set_estimates(attention_region(s.topk, s.lq, s.heads));
+    sel_count.set_estimates({{0, s.lq}, {0, s.heads}, {0, 1}});
+    scale.set_estimate(s.scale);
+    window.set_estimate(s.topk);  // as many recent keys as selected ones
     q_pos0.set_estimate(0);
     ring.set_estimate(0);
     gate_logit.set_estimate(0);
-    out.set_estimates(attention_region(dd, 4096, 8));
+    out.set_estimates(attention_region(s.d, s.lq, s.heads));
     if (!using_autoscheduler()) schedule_sparsek_cpu(st, ctx);
   }
 };
@@ -108,11 +108,12 @@ class SparsekMaskGenerator : public Generator<SparsekMaskGenerator> {
     tau = st.tau;
     z.dim(0).set_stride(1);
     mask.dim(0).set_stride(1).set_bounds(0, z.dim(0).extent());
-    z.set_estimates({{0, 4096}, {0, 1024}});
-    len.set_estimates({{0, 1024}});
-    budget.set_estimate(256);
-    mask.set_estimates({{0, 4096}, {0, 1024}});
-    tau.set_estimates({{0, 1024}});
+    const EstimateShape s = estimate_shape(0, KernelPhase::prefill);  // a row of scores per query
+    z.set_estimates({{0, s.lk}, {0, s.lq}});
+    len.set_estimates({{0, s.lq}});
+    budget.set_estimate(s.topk);
+    mask.set_estimates({{0, s.lk}, {0, s.lq}});
+    tau.set_estimates({{0, s.lq}});
     if (!using_autoscheduler()) schedule_sparsek_mask_cpu(st, ctx);
   }
 };

@@ -57,12 +57,12 @@ class TopkAttentionGenerator : public Generator<TopkAttentionGenerator> {
     out.dim(0).set_bounds(0, d);
 
     const EstimateShape s = estimate_shape(head_dim, phase);
-    q.set_estimates(attention_region(s.d, s.lq, 8));
-    k.set_estimates(attention_region(s.d, s.lk, 8));
-    v.set_estimates(attention_region(s.d, s.lk, 8));
-    scale.set_estimate(0.125f);
-    topk.set_estimate(64);
-    out.set_estimates(attention_region(s.d, s.lq, 8));
+    q.set_estimates(attention_region(s.d, s.lq, s.heads));
+    k.set_estimates(attention_region(s.d, s.lk, s.heads));
+    v.set_estimates(attention_region(s.d, s.lk, s.heads));
+    scale.set_estimate(s.scale);
+    topk.set_estimate(s.topk);
+    out.set_estimates(attention_region(s.d, s.lq, s.heads));
     if (!using_autoscheduler()) schedule_topk_cpu(st, ctx);
   }
 };
@@ -98,11 +98,12 @@ class TopkFfnGenerator : public Generator<TopkFfnGenerator> {
     w1.dim(0).set_bounds(0, d);
     w2t.dim(0).set_bounds(0, d);
     y.dim(0).set_bounds(0, d);
-    x.set_estimates({{0, 768}, {0, 512}});
-    w1.set_estimates({{0, 768}, {0, 3072}});
-    w2t.set_estimates({{0, 768}, {0, 3072}});
-    topk.set_estimate(256);
-    y.set_estimates({{0, 768}, {0, 512}});
+    const EstimateModel m = estimate_model();
+    x.set_estimates({{0, m.dm}, {0, m.tokens}});
+    w1.set_estimates({{0, m.dm}, {0, m.d_ff}});
+    w2t.set_estimates({{0, m.dm}, {0, m.d_ff}});
+    topk.set_estimate(m.d_ff / kEstimateKeepOneIn);
+    y.set_estimates({{0, m.dm}, {0, m.tokens}});
     if (!using_autoscheduler()) schedule_topk_ffn_cpu(st, ctx);
   }
 };
