@@ -41,11 +41,76 @@ set(HATTN_ARM_TARGETS "arm-64-linux"
 set(HATTN_CUDA_TARGETS "x86-64-linux-cuda-cuda_capability_80"
     CACHE STRING "Halide targets for CUDA kernels")
 
-# Adds one kernel to kernel set SET (default: hattn), compiled with add_halide_library for
-# TARGETS (best first) with the tables in SCHEDULES (default: hattn's), linked against the set's
-# Halide runtime <SET>_halide_runtime, which the caller creates with add_halide_runtime.
+# --- The variants, one declaration each ------------------------------------------------------
+#
+#   hattn_declare_variant(<variant> [DTYPES <dtype>...] CPU <form>... [CUDA <form>...])
+#
+# says which kernels of a variant exist, for CPU families (x86, arm) and for CUDA, in hattn's own
+# build and in consumers' alike. A form is one family of kernels:
+#   <generator>/<phases>/<masks>/<lse>/<dims>
+#   generator  the Halide generator, which is also the kernel's variant in the manifest: the
+#              variant's own, or a companion its API calls (el's linear layer, sparsek's operator)
+#   phases     prefill,decode | prefill | decode | -    (-: one kernel for every Lq)
+#   masks      0,1 | 0 | 1 | -                           (1: causal; -: the mask is a run-time argument)
+#   lse        0,1 | 0 | 1 | -                           (1: also returns the log-sum-exp)
+#   dims       each (every head dim asked, 0 = any D) | generic (the any-D kernel, when asked) | -
+# Each axis that is not - is a generator parameter and a part of the kernel's name, which is its
+# configuration key everywhere:
+#   <generator>[_<phase>][_causal|_noncausal][_lse]_<d64|dany>_<dtype>_<family>
+# DTYPES: the element types of q, k, v and out each kernel is built for (the name's <dtype>);
+# f32, the default, is the only one the generators take today.
+# HATTN_VARIANTS (and the global property HATTN_VARIANT_LIST) lists the declared variants.
+set_property(GLOBAL PROPERTY HATTN_VARIANT_LIST "")
+function(hattn_declare_variant variant)
+  cmake_parse_arguments(D "" "" "DTYPES;CPU;CUDA" ${ARGN})
+  if (D_UNPARSED_ARGUMENTS OR NOT D_CPU)
+    message(FATAL_ERROR "hattn_declare_variant(${variant}): give CPU <form>... [CUDA <form>...] "
+                        "[DTYPES <dtype>...] (got ${ARGN})")
+  endif ()
+  if (NOT D_DTYPES)
+    set(D_DTYPES f32)
+  endif ()
+  foreach (form IN LISTS D_CPU D_CUDA)
+    if (NOT form MATCHES "^[a-z_]+/(prefill,decode|prefill|decode|-)/(0,1|0|1|-)/(0,1|0|1|-)/(each|generic|-)$")
+      message(FATAL_ERROR "hattn_declare_variant(${variant}): bad form '${form}' "
+                          "(<generator>/<phases>/<masks>/<lse>/<dims>)")
+    endif ()
+  endforeach ()
+  set_property(GLOBAL PROPERTY HATTN_VARIANT_${variant}_CPU "${D_CPU}")
+  set_property(GLOBAL PROPERTY HATTN_VARIANT_${variant}_CUDA "${D_CUDA}")
+  set_property(GLOBAL PROPERTY HATTN_VARIANT_${variant}_DTYPES "${D_DTYPES}")
+  set_property(GLOBAL APPEND PROPERTY HATTN_VARIANT_LIST ${variant})
+  get_property(all GLOBAL PROPERTY HATTN_VARIANT_LIST)
+  set(HATTN_VARIANTS ${all} PARENT_SCOPE)
+endfunction()
+
+# Prefill with and without lse (without, `out` is written inside each task and no buffer of final
+# states is needed); decode always returns it (its merge is at root). CUDA: every kernel returns
+# lse (its final states are a root buffer either way).
+hattn_declare_variant(dense
+  CPU  dense/prefill/0,1/0,1/each dense/decode/0,1/1/each
+  CUDA dense/prefill,decode/0,1/1/each)
+hattn_declare_variant(topk CPU topk/prefill,decode/0,1/-/each)
+# The FFN has no head dim, phase or mask: one kernel.
+hattn_declare_variant(topk_ffn CPU topk_ffn/-/-/-/-)
+# Decode is where Loki pays (each head dim asked); prefill (full-sequence) is for fidelity
+# evaluation, generic D only, built when the generic kernel is asked for.
+hattn_declare_variant(loki CPU loki/decode/0,1/-/each loki/prefill/0,1/-/generic)
+# EL-attention (phase and mask at run time, any Dm) and the linear layer it and the standard
+# multi-head path are built from.
+hattn_declare_variant(el CPU el/-/-/-/- linear/-/-/-/-)
+# Causal attention over window + selected keys (prefill and decode steps over the bounded cache
+# are one kernel) per head dim, and the SparseK operator.
+hattn_declare_variant(sparsek CPU sparsek/prefill/1/-/each sparsek_mask/-/-/-/-)
+
+# Adds one kernel to kernel set SET (default: hattn): GENERATOR with the axes of one form's entry
+# (PHASE, CAUSAL, LSE, HEAD_DIM: a value, or - where the form has no such axis) and DTYPE,
+# compiled with add_halide_library for TARGETS (best first) with the tables in SCHEDULES
+# (default: hattn's), linked against the set's Halide runtime <SET>_halide_runtime, which the
+# caller creates with add_halide_runtime. The kernel's record (hattn_write_manifest reads it by
+# field name) is the global property HATTN_KERNEL_<SET>_<name>.
 function(hattn_add_kernel)
-  cmake_parse_arguments(K "" "VARIANT;PHASE;CAUSAL;HEAD_DIM;FAMILY;LSE;SET;SCHEDULES" "TARGETS" ${ARGN})
+  cmake_parse_arguments(K "" "GENERATOR;PHASE;CAUSAL;HEAD_DIM;LSE;DTYPE;FAMILY;SET;SCHEDULES" "TARGETS" ${ARGN})
   if (NOT K_SET)
     set(K_SET hattn)
   endif ()
@@ -53,47 +118,47 @@ function(hattn_add_kernel)
     get_property(K_SCHEDULES GLOBAL PROPERTY HATTN_SCHEDULES_DIR)
   endif ()
   get_property(generator GLOBAL PROPERTY HATTN_GENERATOR)
-  if (K_CAUSAL)
-    set(mask causal)
-    set(causal_param true)
-  else ()
-    set(mask noncausal)
-    set(causal_param false)
+  set(name ${K_GENERATOR})
+  set(gen_params "")
+  # The manifest's fields for a kernel without the axis: prefill, non-causal, no lse, any D.
+  set(phase prefill)
+  set(causal 0)
+  set(lse 0)
+  set(head_dim 0)
+  if (NOT K_PHASE STREQUAL "-")
+    set(phase ${K_PHASE})
+    string(APPEND name _${phase})
+    list(APPEND gen_params phase=${phase})
   endif ()
-  if (K_HEAD_DIM EQUAL 0)
-    set(dname dany)
-  else ()
-    set(dname d${K_HEAD_DIM})
+  if (NOT K_CAUSAL STREQUAL "-")
+    set(causal ${K_CAUSAL})
+    if (causal)
+      string(APPEND name _causal)
+      list(APPEND gen_params causal=true)
+    else ()
+      string(APPEND name _noncausal)
+      list(APPEND gen_params causal=false)
+    endif ()
   endif ()
-  if (K_LSE)
-    set(lse_param true)
-    set(lse_part _lse)
-    set(lse_flag 1)
-  else ()
-    set(lse_param false)
-    set(lse_part "")
-    set(lse_flag 0)
+  if (NOT K_LSE STREQUAL "-")
+    set(lse ${K_LSE})
+    if (lse)
+      string(APPEND name _lse)
+      list(APPEND gen_params with_lse=true)
+    else ()
+      list(APPEND gen_params with_lse=false)
+    endif ()
   endif ()
-  # Each variant's generator takes its own parameters; topk_ffn, el, linear and sparsek_mask have
-  # one kernel per family (their masks and sizes are run-time arguments).
-  if (K_VARIANT STREQUAL "dense")
-    set(name ${K_VARIANT}_${K_PHASE}_${mask}${lse_part}_${dname}_f32_${K_FAMILY})
-    set(gen_params phase=${K_PHASE} causal=${causal_param} head_dim=${K_HEAD_DIM} with_lse=${lse_param})
-  elseif (K_VARIANT STREQUAL "topk" OR K_VARIANT STREQUAL "loki")
-    set(name ${K_VARIANT}_${K_PHASE}_${mask}_${dname}_f32_${K_FAMILY})
-    set(gen_params phase=${K_PHASE} causal=${causal_param} head_dim=${K_HEAD_DIM})
-  elseif (K_VARIANT STREQUAL "topk_ffn" OR K_VARIANT STREQUAL "el" OR K_VARIANT STREQUAL "linear")
-    set(name ${K_VARIANT}_dany_f32_${K_FAMILY})
-    set(gen_params "")
-  elseif (K_VARIANT STREQUAL "sparsek")
-    set(name ${K_VARIANT}_${K_PHASE}_${mask}_${dname}_f32_${K_FAMILY})
-    set(gen_params phase=${K_PHASE} causal=${causal_param} head_dim=${K_HEAD_DIM})
-  elseif (K_VARIANT STREQUAL "sparsek_mask")
-    set(name ${K_VARIANT}_dany_f32_${K_FAMILY})
-    set(gen_params "")
-  else ()
-    message(FATAL_ERROR "hattn_add_kernel: unknown variant ${K_VARIANT}")
+  if (NOT K_HEAD_DIM STREQUAL "-")
+    set(head_dim ${K_HEAD_DIM})
+    list(APPEND gen_params head_dim=${head_dim})
   endif ()
+  if (head_dim EQUAL 0)
+    string(APPEND name _dany)
+  else ()
+    string(APPEND name _d${head_dim})
+  endif ()
+  string(APPEND name _${K_DTYPE}_${K_FAMILY})
 
   set(targets "")
   foreach (t IN LISTS K_TARGETS)
@@ -111,7 +176,7 @@ function(hattn_add_kernel)
   endif ()
   add_halide_library(${lib}
                      FROM ${generator}
-                     GENERATOR ${K_VARIANT}
+                     GENERATOR ${K_GENERATOR}
                      FUNCTION_NAME ${name}
                      TARGETS ${targets}
                      USE_RUNTIME ${K_SET}_halide_runtime
@@ -119,79 +184,62 @@ function(hattn_add_kernel)
                      DEPENDS ${tables})
 
   string(REPLACE ";" "," target_list "${K_TARGETS}")
-  set_property(GLOBAL APPEND PROPERTY HATTN_KERNELS_${K_SET}
-               "${name}|${K_VARIANT}|${K_PHASE}|${K_CAUSAL}|${K_HEAD_DIM}|f32|${K_FAMILY}|${target_list}|${lse_flag}|${lib}")
+  set_property(GLOBAL APPEND PROPERTY HATTN_KERNELS_${K_SET} ${name})
+  set_property(GLOBAL PROPERTY HATTN_KERNEL_${K_SET}_${name}
+               VARIANT ${K_GENERATOR} PHASE ${phase} CAUSAL ${causal} HEAD_DIM ${head_dim}
+               DTYPE ${K_DTYPE} FAMILY ${K_FAMILY} TARGETS ${target_list} LSE ${lse} LIB ${lib})
 endfunction()
 
-# The variants hattn_add_kernels() accepts. A new variant is added here and in
-# hattn_add_variant_kernels (which kernels of it exist), next to its branch in hattn_add_kernel.
-set(HATTN_VARIANTS dense topk topk_ffn loki el sparsek)
-
-# Every kernel of one variant for one family: which phases, masks and lse outputs exist is decided
-# here, once, for hattn's own build and for consumers. HEAD_DIMS: specialized head dims, 0 for
-# the generic kernel (any D).
+# Every kernel of one variant for one family, as its declaration (above) says. HEAD_DIMS: the
+# head dims asked for, 0 for the generic kernel (any D).
 function(hattn_add_variant_kernels)
   cmake_parse_arguments(V "" "VARIANT;FAMILY;SET;SCHEDULES" "HEAD_DIMS;TARGETS" ${ARGN})
-  set(common FAMILY ${V_FAMILY} TARGETS ${V_TARGETS} SET ${V_SET} SCHEDULES ${V_SCHEDULES})
-  if (V_FAMILY STREQUAL "cuda" AND NOT V_VARIANT STREQUAL "dense")
-    message(FATAL_ERROR "hattn: variant ${V_VARIANT} has no CUDA schedule yet (CPU targets only); "
-                        "only dense runs on cuda")
+  get_property(known GLOBAL PROPERTY HATTN_VARIANT_LIST)
+  if (NOT V_VARIANT IN_LIST known)
+    message(FATAL_ERROR "hattn: unknown variant '${V_VARIANT}' (known: ${known})")
   endif ()
-  if (V_VARIANT STREQUAL "dense")
-    foreach (causal IN ITEMS 0 1)
-      foreach (d IN LISTS V_HEAD_DIMS)
-        if (V_FAMILY STREQUAL "cuda")
-          # CUDA: every kernel returns lse (its final states are a root buffer either way).
-          foreach (phase IN ITEMS prefill decode)
-            hattn_add_kernel(VARIANT dense PHASE ${phase} CAUSAL ${causal} HEAD_DIM ${d} LSE 1 ${common})
+  if (V_FAMILY STREQUAL "cuda")
+    get_property(forms GLOBAL PROPERTY HATTN_VARIANT_${V_VARIANT}_CUDA)
+    if (NOT forms)
+      message(FATAL_ERROR "hattn: variant ${V_VARIANT} has no CUDA schedule yet (CPU targets only); "
+                          "only dense runs on cuda")
+    endif ()
+  else ()
+    get_property(forms GLOBAL PROPERTY HATTN_VARIANT_${V_VARIANT}_CPU)
+  endif ()
+  get_property(dtypes GLOBAL PROPERTY HATTN_VARIANT_${V_VARIANT}_DTYPES)
+  set(common FAMILY ${V_FAMILY} TARGETS ${V_TARGETS} SET ${V_SET} SCHEDULES ${V_SCHEDULES})
+  foreach (form IN LISTS forms)
+    string(REPLACE "/" ";" f "${form}")
+    list(GET f 0 gen)
+    list(GET f 1 phases)
+    list(GET f 2 masks)
+    list(GET f 3 lses)
+    list(GET f 4 dims)
+    string(REPLACE "," ";" phases "${phases}")
+    string(REPLACE "," ";" masks "${masks}")
+    string(REPLACE "," ";" lses "${lses}")
+    if (dims STREQUAL "each")
+      set(dims ${V_HEAD_DIMS})
+    elseif (dims STREQUAL "generic")
+      set(dims "")
+      if (0 IN_LIST V_HEAD_DIMS)
+        set(dims 0)
+      endif ()
+    endif ()
+    foreach (dtype IN LISTS dtypes)
+      foreach (mask IN LISTS masks)
+        foreach (d IN LISTS dims)
+          foreach (phase IN LISTS phases)
+            foreach (lse IN LISTS lses)
+              hattn_add_kernel(GENERATOR ${gen} PHASE ${phase} CAUSAL ${mask} LSE ${lse}
+                               HEAD_DIM ${d} DTYPE ${dtype} ${common})
+            endforeach ()
           endforeach ()
-        else ()
-          # Prefill with and without lse (without, `out` is written inside each task and no
-          # buffer of final states is needed); decode always returns it (its merge is at root).
-          foreach (lse IN ITEMS 0 1)
-            hattn_add_kernel(VARIANT dense PHASE prefill CAUSAL ${causal} HEAD_DIM ${d} LSE ${lse} ${common})
-          endforeach ()
-          hattn_add_kernel(VARIANT dense PHASE decode CAUSAL ${causal} HEAD_DIM ${d} LSE 1 ${common})
-        endif ()
-      endforeach ()
-    endforeach ()
-  elseif (V_VARIANT STREQUAL "topk")
-    foreach (causal IN ITEMS 0 1)
-      foreach (d IN LISTS V_HEAD_DIMS)
-        foreach (phase IN ITEMS prefill decode)
-          hattn_add_kernel(VARIANT topk PHASE ${phase} CAUSAL ${causal} HEAD_DIM ${d} ${common})
         endforeach ()
       endforeach ()
     endforeach ()
-  elseif (V_VARIANT STREQUAL "topk_ffn")
-    # One kernel: the FFN has no head dim, phase or mask.
-    hattn_add_kernel(VARIANT topk_ffn PHASE prefill CAUSAL 0 HEAD_DIM 0 ${common})
-  elseif (V_VARIANT STREQUAL "el")
-    # EL-attention (any phase and mask at run time, any Dm) and the linear layer it and the
-    # standard multi-head path are built from: one kernel each.
-    hattn_add_kernel(VARIANT el PHASE prefill CAUSAL 0 HEAD_DIM 0 ${common})
-    hattn_add_kernel(VARIANT linear PHASE prefill CAUSAL 0 HEAD_DIM 0 ${common})
-  elseif (V_VARIANT STREQUAL "sparsek")
-    # Causal attention over window + selected keys (prefill, and decode steps over the bounded
-    # cache, are the same kernel) per head dim, and the SparseK operator once.
-    foreach (d IN LISTS V_HEAD_DIMS)
-      hattn_add_kernel(VARIANT sparsek PHASE prefill CAUSAL 1 HEAD_DIM ${d} ${common})
-    endforeach ()
-    hattn_add_kernel(VARIANT sparsek_mask PHASE prefill CAUSAL 0 HEAD_DIM 0 ${common})
-  elseif (V_VARIANT STREQUAL "loki")
-    # Decode is where Loki pays (specialized D as asked, and any D); prefill (full-sequence) is for
-    # fidelity evaluation, generic D only, built when the generic kernel is asked for.
-    foreach (causal IN ITEMS 0 1)
-      foreach (d IN LISTS V_HEAD_DIMS)
-        hattn_add_kernel(VARIANT loki PHASE decode CAUSAL ${causal} HEAD_DIM ${d} ${common})
-      endforeach ()
-      if (0 IN_LIST V_HEAD_DIMS)
-        hattn_add_kernel(VARIANT loki PHASE prefill CAUSAL ${causal} HEAD_DIM 0 ${common})
-      endif ()
-    endforeach ()
-  else ()
-    message(FATAL_ERROR "hattn: unknown variant '${V_VARIANT}' (known: ${HATTN_VARIANTS})")
-  endif ()
+  endforeach ()
 endfunction()
 
 # Writes the manifest of kernel set SET (default: hattn) into <build>/generated (hattn's set) or
@@ -219,18 +267,18 @@ function(hattn_write_manifest)
   set(checks "")
   set(libs "")
   set(has_cuda 0)
-  foreach (k IN LISTS kernels)
-    string(REPLACE "|" ";" f "${k}")
-    list(GET f 0 name)
-    list(GET f 1 variant)
-    list(GET f 2 phase)
-    list(GET f 3 causal)
-    list(GET f 4 hd)
-    list(GET f 5 dtype)
-    list(GET f 6 family)
-    list(GET f 7 tl)
-    list(GET f 8 lse)
-    list(GET f 9 lib)
+  foreach (name IN LISTS kernels)
+    get_property(record GLOBAL PROPERTY HATTN_KERNEL_${M_SET}_${name})
+    cmake_parse_arguments(R "" "VARIANT;PHASE;CAUSAL;HEAD_DIM;DTYPE;FAMILY;TARGETS;LSE;LIB" "" ${record})
+    set(variant ${R_VARIANT})
+    set(phase ${R_PHASE})
+    set(causal ${R_CAUSAL})
+    set(hd ${R_HEAD_DIM})
+    set(dtype ${R_DTYPE})
+    set(family ${R_FAMILY})
+    set(tl ${R_TARGETS})
+    set(lse ${R_LSE})
+    set(lib ${R_LIB})
     string(APPEND inc "HATTN_KERNEL(${name}, \"${variant}\", \"${phase}\", ${causal}, ${hd}, \"${dtype}\", \"${family}\", \"${tl}\", ${lse})\n")
     string(APPEND hdr "#include \"${lib}.h\"\n")
     # Each kernel's generated declaration against its variant's type (hattn/kernel_registry.h):
@@ -291,7 +339,7 @@ endfunction()
 # target, and defines the target <name> to link: the kernels, their registration with the runtime
 # (the dispatch table is exactly these kernels; any other call is refused with a status naming what
 # was built and what was asked), libhattn_runtime and Halide's runtime.
-#   VARIANTS   any of HATTN_VARIANTS (dense topk topk_ffn loki el sparsek)
+#   VARIANTS   any of the declared variants, HATTN_VARIANTS (dense topk topk_ffn loki el sparsek)
 #   HEAD_DIMS  specialized head dims, and `any` for the generic kernel (default: any)
 #   TARGETS    host (default: this build's CPU: x86 with its three ISA builds, or arm when
 #              cross-compiling for aarch64), x86, arm, cuda, or Halide target strings
@@ -301,6 +349,7 @@ endfunction()
 # One kernel set per program (the kernels' C symbols are their names).
 function(hattn_add_kernels name)
   cmake_parse_arguments(A "" "SCHEDULES" "VARIANTS;HEAD_DIMS;TARGETS" ${ARGN})
+  get_property(HATTN_VARIANTS GLOBAL PROPERTY HATTN_VARIANT_LIST)
   if (A_UNPARSED_ARGUMENTS)
     message(FATAL_ERROR "hattn_add_kernels(${name}): unexpected arguments: ${A_UNPARSED_ARGUMENTS}")
   endif ()
