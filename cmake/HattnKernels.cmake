@@ -43,10 +43,12 @@ set(HATTN_CUDA_TARGETS "x86-64-linux-cuda-cuda_capability_80"
 
 # --- The variants, one declaration each ------------------------------------------------------
 #
-#   hattn_declare_variant(<variant> [DTYPES <dtype>...] CPU <form>... [CUDA <form>...])
+#   hattn_declare_variant(<variant> [DTYPES <dtype>...] [HEAD_DIMS <d>...] CPU <form>...
+#                         [CUDA <form>...])
 #
 # says which kernels of a variant exist, for CPU families (x86, arm) and for CUDA, in hattn's own
-# build and in consumers' alike. A form is one family of kernels:
+# build and in consumers' alike (HEAD_DIMS: the head dims hattn's own build generates, 0 for the
+# generic kernel; a consumer asks for its own). A form is one family of kernels:
 #   <generator>/<phases>/<masks>/<lse>/<dims>
 #   generator  the Halide generator, which is also the kernel's variant in the manifest: the
 #              variant's own, or a companion its API calls (el's linear layer, sparsek's operator)
@@ -62,10 +64,10 @@ set(HATTN_CUDA_TARGETS "x86-64-linux-cuda-cuda_capability_80"
 # HATTN_VARIANTS (and the global property HATTN_VARIANT_LIST) lists the declared variants.
 set_property(GLOBAL PROPERTY HATTN_VARIANT_LIST "")
 function(hattn_declare_variant variant)
-  cmake_parse_arguments(D "" "" "DTYPES;CPU;CUDA" ${ARGN})
+  cmake_parse_arguments(D "" "" "DTYPES;HEAD_DIMS;CPU;CUDA" ${ARGN})
   if (D_UNPARSED_ARGUMENTS OR NOT D_CPU)
     message(FATAL_ERROR "hattn_declare_variant(${variant}): give CPU <form>... [CUDA <form>...] "
-                        "[DTYPES <dtype>...] (got ${ARGN})")
+                        "[DTYPES <dtype>...] [HEAD_DIMS <d>...] (got ${ARGN})")
   endif ()
   if (NOT D_DTYPES)
     set(D_DTYPES f32)
@@ -79,6 +81,7 @@ function(hattn_declare_variant variant)
   set_property(GLOBAL PROPERTY HATTN_VARIANT_${variant}_CPU "${D_CPU}")
   set_property(GLOBAL PROPERTY HATTN_VARIANT_${variant}_CUDA "${D_CUDA}")
   set_property(GLOBAL PROPERTY HATTN_VARIANT_${variant}_DTYPES "${D_DTYPES}")
+  set_property(GLOBAL PROPERTY HATTN_VARIANT_${variant}_HEAD_DIMS "${D_HEAD_DIMS}")
   set_property(GLOBAL APPEND PROPERTY HATTN_VARIANT_LIST ${variant})
   get_property(all GLOBAL PROPERTY HATTN_VARIANT_LIST)
   set(HATTN_VARIANTS ${all} PARENT_SCOPE)
@@ -87,21 +90,22 @@ endfunction()
 # Prefill with and without lse (without, `out` is written inside each task and no buffer of final
 # states is needed); decode always returns it (its merge is at root). CUDA: every kernel returns
 # lse (its final states are a root buffer either way).
-hattn_declare_variant(dense
+hattn_declare_variant(dense HEAD_DIMS 64 128 0
   CPU  dense/prefill/0,1/0,1/each dense/decode/0,1/1/each
   CUDA dense/prefill,decode/0,1/1/each)
-hattn_declare_variant(topk CPU topk/prefill,decode/0,1/-/each)
+hattn_declare_variant(topk HEAD_DIMS 64 128 0 CPU topk/prefill,decode/0,1/-/each)
 # The FFN has no head dim, phase or mask: one kernel.
 hattn_declare_variant(topk_ffn CPU topk_ffn/-/-/-/-)
-# Decode is where Loki pays (each head dim asked); prefill (full-sequence) is for fidelity
-# evaluation, generic D only, built when the generic kernel is asked for.
-hattn_declare_variant(loki CPU loki/decode/0,1/-/each loki/prefill/0,1/-/generic)
+# Decode is where Loki pays (each head dim asked; hattn's build: D=128, as in the models it
+# targets, and any D); prefill (full-sequence) is for fidelity evaluation, generic D only, built
+# when the generic kernel is asked for.
+hattn_declare_variant(loki HEAD_DIMS 128 0 CPU loki/decode/0,1/-/each loki/prefill/0,1/-/generic)
 # EL-attention (phase and mask at run time, any Dm) and the linear layer it and the standard
 # multi-head path are built from.
 hattn_declare_variant(el CPU el/-/-/-/- linear/-/-/-/-)
 # Causal attention over window + selected keys (prefill and decode steps over the bounded cache
 # are one kernel) per head dim, and the SparseK operator.
-hattn_declare_variant(sparsek CPU sparsek/prefill/1/-/each sparsek_mask/-/-/-/-)
+hattn_declare_variant(sparsek HEAD_DIMS 128 0 CPU sparsek/prefill/1/-/each sparsek_mask/-/-/-/-)
 
 # Adds one kernel to kernel set SET (default: hattn): GENERATOR with the axes of one form's entry
 # (PHASE, CAUSAL, LSE, HEAD_DIM: a value, or - where the form has no such axis) and DTYPE,

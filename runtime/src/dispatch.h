@@ -24,14 +24,7 @@ struct VariantOf;
   struct VariantOf<hattn_##v##_fn> {        \
     static constexpr const char* name = #v; \
   };
-HATTN_VARIANT_OF(dense)
-HATTN_VARIANT_OF(topk)
-HATTN_VARIANT_OF(topk_ffn)
-HATTN_VARIANT_OF(loki)
-HATTN_VARIANT_OF(el)
-HATTN_VARIANT_OF(linear)
-HATTN_VARIANT_OF(sparsek)
-HATTN_VARIANT_OF(sparsek_mask)
+HATTN_KERNEL_VARIANTS(HATTN_VARIANT_OF)
 #undef HATTN_VARIANT_OF
 
 struct KernelEntry {

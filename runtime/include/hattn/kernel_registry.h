@@ -59,6 +59,11 @@ typedef int (*hattn_sparsek_mask_fn)(const void*, struct halide_buffer_t*, struc
                                      int32_t, struct halide_buffer_t*, struct halide_buffer_t*);
 #define HATTN_ARGS_sparsek_mask "z,len,budget,mask,tau"
 
+// Every variant with a signature above: X(variant) each (runtime/src/dispatch.h ties each
+// signature to its variant's name with it).
+#define HATTN_KERNEL_VARIANTS(X) \
+  X(dense) X(topk) X(topk_ffn) X(loki) X(el) X(linear) X(sparsek) X(sparsek_mask)
+
 // One generated kernel: the manifest's fields and the kernel's entry point (cast back to the
 // variant's signature above by runtime/src/dispatch.h before it is called).
 struct hattn_kernel_record {
