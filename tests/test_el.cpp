@@ -372,7 +372,11 @@ TEST(El, RefusalsSayWhy) {
   expect(hattn::el_attention(xv, mv, views(w), yv, bad), StatusCode::non_finite_input, "x");
   EXPECT_TRUE(hattn::el_attention(xv, mv, views(w), yv, o).ok());
   // The standard path's own refusal: a causal shared cache with several beams.
-  std::vector<float> kc(mem.size(), 1.f), vc(mem.size(), 1.f);
+  // (Copies of mem refilled, not vector(n, 1.f): aarch64 g++ 12 reports a false
+  // -Wfree-nonheap-object on that constructor inlined here.)
+  std::vector<float> kc = mem, vc = mem;
+  std::fill(kc.begin(), kc.end(), 1.f);
+  std::fill(vc.begin(), vc.end(), 1.f);
   bad = o;
   bad.causal = true;
   expect(hattn::mha_attention_cached(xv, TensorView::contiguous(kc.data(), {2, 5, dm}),
