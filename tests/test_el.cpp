@@ -111,9 +111,8 @@ TEST_P(ElVsReference, ElAndStandardPathMatchDoubleReference) {
   const auto mv = TensorView::contiguous(mem.data(), {c.samples, c.mem_len, c.dm});
   std::vector<float> y_el(x.size(), kPoison), y_std(x.size(), kPoison);
   hattn::Dispatch chosen;
-  Status s = hattn::el_attention(xv, mv, views(w),
-                                 TensorView::contiguous(y_el.data(), {rows, c.tokens, c.dm}), o,
-                                 &chosen);
+  Status s = hattn::el_attention(
+      xv, mv, views(w), TensorView::contiguous(y_el.data(), {rows, c.tokens, c.dm}), o, &chosen);
   ASSERT_TRUE(s.ok()) << s.message;
   EXPECT_NE(chosen.kernel.find("el_dany_f32_"), std::string::npos) << chosen.kernel;
   s = hattn::mha_attention(xv, mv, views(w),
@@ -155,10 +154,10 @@ TEST(El, SharingMemoryAcrossBeamsEqualsReplicatingIt) {
   o.heads = heads;
   o.beam = beam;
   const auto xv = TensorView::contiguous(x.data(), {samples * beam, 1, dm});
-  ASSERT_TRUE(hattn::el_attention(xv, TensorView::contiguous(mem.data(), {samples, n, dm}), views(w),
-                                  TensorView::contiguous(y_shared.data(), {samples * beam, 1, dm}),
-                                  o)
-                  .ok());
+  ASSERT_TRUE(
+      hattn::el_attention(xv, TensorView::contiguous(mem.data(), {samples, n, dm}), views(w),
+                          TensorView::contiguous(y_shared.data(), {samples * beam, 1, dm}), o)
+          .ok());
   o.beam = 1;
   ASSERT_TRUE(hattn::el_attention(xv, TensorView::contiguous(rep.data(), {samples * beam, n, dm}),
                                   views(w),
@@ -333,7 +332,8 @@ TEST(El, RefusalsSayWhy) {
          "wk must be [64, 64]");
   wrong = views(w);
   wrong.bv = TensorView::contiguous(w.bv.data(), {dm - 1});
-  expect(hattn::el_attention(xv, mv, wrong, yv, o), StatusCode::invalid_argument, "bv must be [64]");
+  expect(hattn::el_attention(xv, mv, wrong, yv, o), StatusCode::invalid_argument,
+         "bv must be [64]");
   std::vector<float> mem32(static_cast<size_t>(2 * 5 * 32), 1.f);
   expect(hattn::el_attention(xv, TensorView::contiguous(mem32.data(), {2, 5, 32}), views(w), yv, o),
          StatusCode::invalid_argument, "model dim Dm differs");
@@ -379,10 +379,10 @@ TEST(El, RefusalsSayWhy) {
   std::fill(vc.begin(), vc.end(), 1.f);
   bad = o;
   bad.causal = true;
-  expect(hattn::mha_attention_cached(xv, TensorView::contiguous(kc.data(), {2, 5, dm}),
-                                     TensorView::contiguous(vc.data(), {2, 5, dm}), views(w), yv,
-                                     bad),
-         StatusCode::invalid_argument, "needs one cache per beam");
+  expect(
+      hattn::mha_attention_cached(xv, TensorView::contiguous(kc.data(), {2, 5, dm}),
+                                  TensorView::contiguous(vc.data(), {2, 5, dm}), views(w), yv, bad),
+      StatusCode::invalid_argument, "needs one cache per beam");
 }
 
 }  // namespace
