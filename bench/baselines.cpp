@@ -159,4 +159,34 @@ double array_read(const float* data, int64_t n, int threads) {
   return s;
 }
 
+double fma_peak(int threads, int64_t rounds, float* sink) {
+  using V16 = float __attribute__((vector_size(64)));
+  constexpr int kChains = 12;
+  std::vector<float> partial(static_cast<size_t>(threads), 0.f);
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      V16 acc[kChains];
+      for (int j = 0; j < kChains; ++j) {
+        for (int l = 0; l < 16; ++l) acc[j][l] = 0.5f + 0.01f * static_cast<float>(j + l + t);
+      }
+      // x <- x * 0.999 + 1e-3 converges to 1: no overflow, no denormals, however long it runs.
+      const V16 m = V16{} + 0.999f, a = V16{} + 1e-3f;
+      for (int64_t r = 0; r < rounds; ++r) {
+        for (int j = 0; j < kChains; ++j) acc[j] = acc[j] * m + a;
+      }
+      float s = 0.f;
+      for (int j = 0; j < kChains; ++j) {
+        for (int l = 0; l < 16; ++l) s += acc[j][l];
+      }
+      partial[static_cast<size_t>(t)] = s;
+    });
+  }
+  for (std::thread& th : pool) th.join();
+  float s = 0.f;
+  for (float p : partial) s += p;
+  *sink = s;
+  return 2.0 * threads * static_cast<double>(rounds) * kChains * 16;
+}
+
 }  // namespace hattn_bench

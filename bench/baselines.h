@@ -34,4 +34,10 @@ void openblas_sgemm_nn(int64_t m, int64_t n, int64_t k, const float* a, const fl
 // Sums `n` floats with `threads` threads (a pure read of memory); returns the sum.
 double array_read(const float* data, int64_t n, int threads);
 
+// The machine's fp32 FMA peak, measured: `threads` threads each run `rounds` rounds of 12
+// independent chains of 16-float fused multiply-adds (enough chains to cover the FMA latency on
+// every x86 and ARM core hattn targets; compiled for this CPU's widest vectors). Returns the
+// floating-point operations done; `sink` receives a value that depends on all of them.
+double fma_peak(int threads, int64_t rounds, float* sink);
+
 }  // namespace hattn_bench

@@ -5,6 +5,8 @@
 //   openblas_attention_mt/...           unfused attention, heads in sequence, N-thread BLAS
 //   openblas_sgemm/{qk,pv}/...          sgemm alone at the matching GEMM shapes, N-thread BLAS
 //   array_read/threads:N                a 1 GiB read, for the bandwidth decode is bound by
+//   machine_peak/fma/threads:N          the fp32 FMA peak, for the bound compute is read against
+//   openblas_sgemm/square/N:2048        a square sgemm: how near the peak the BLAS here runs
 // Threads: 2, or HATTN_BENCH_THREADS. Inputs are random (seed printed), never zeros.
 #include <benchmark/benchmark.h>
 
@@ -112,6 +114,19 @@ void run_sgemm(benchmark::State& state, int64_t m, int64_t n, int64_t k, bool nt
       benchmark::Counter(2.0 * m * n * k * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// The FMA peak of `threads` threads (GFLOP/s), the bound every compute rate here is read against.
+void run_fma_peak(benchmark::State& state, int threads) {
+  constexpr int64_t kRounds = int64_t{1} << 22;
+  double flops = 0;
+  float sink = 0.f;
+  for (auto _ : state) {
+    flops = hattn_bench::fma_peak(threads, kRounds, &sink);
+    benchmark::DoNotOptimize(sink);
+  }
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
 void run_array_read(benchmark::State& state, int threads) {
   const int64_t n = (int64_t{1} << 30) / 4;
   auto& b = buffers("array_read", {n});
@@ -152,6 +167,10 @@ void register_all() {
     hattn_bench::register_loki_decode(s);  // right after dense: the same inputs, still cached
   }
   for (int t : {1, 2}) add("array_read/threads:" + std::to_string(t), run_array_read, t);
+  // The machine's compute bound, and a square GEMM: a BLAS far below the peak at this shape is
+  // misconfigured for this CPU, and bench/report.py then says so instead of quoting ratios to it.
+  for (int t : {1, 2}) add("machine_peak/fma/threads:" + std::to_string(t), run_fma_peak, t);
+  add("openblas_sgemm/square/N:2048", run_sgemm, 2048, 2048, 2048, false);
   hattn_bench::register_topk();
   hattn_bench::register_el();
   hattn_bench::register_sparsek();

@@ -55,6 +55,30 @@ def main():
                                 "real_time": t * 1e3, "time_unit": "ms",
                                 "GFLOP/s": flops / t * 1e-9})
                 print(f"{name}: {t * 1e3:.2f} ms, {flops / t * 1e-9:.1f} GFLOP/s", flush=True)
+    # torch.matmul at the GEMM shapes hattn_bench times OpenBLAS at: the well-configured GEMM
+    # bench/report.py compares with when OpenBLAS runs far below the machine's peak.
+    gemms = [("square/N:2048", 2048, 2048, 2048, False)]
+    for d in (64, 128):
+        for length in lengths:
+            gemms.append((f"qk/L:{length}/D:{d}", length, length, d, True))
+            gemms.append((f"pv/L:{length}/D:{d}", length, d, length, False))
+    for tail, m, n, kk, nt in gemms:
+        a_ = torch.randn(m, kk)
+        b_ = torch.randn(n, kk) if nt else torch.randn(kk, n)
+        run = (lambda: a_ @ b_.t()) if nt else (lambda: a_ @ b_)
+        for _ in range(2):
+            run()
+        times = []
+        for _ in range(a.reps):
+            t0 = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - t0)
+        t = statistics.median(times)
+        name = f"torch_matmul/{tail}"
+        results.append({"name": name, "run_type": "aggregate", "aggregate_name": "median",
+                         "real_time": t * 1e3, "time_unit": "ms",
+                         "GFLOP/s": 2.0 * m * n * kk / t * 1e-9})
+        print(f"{name}: {t * 1e3:.2f} ms, {2.0 * m * n * kk / t * 1e-9:.1f} GFLOP/s", flush=True)
     decode = [4096, 32768] if a.quick else [4096, 32768, 131072]
     for lk in decode:
         q = torch.randn(1, 32, 1, 128)

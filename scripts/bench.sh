@@ -20,7 +20,7 @@ reps=5
 filter=()
 if [ "$quick" = 1 ]; then
   reps=3
-  filter=(--benchmark_filter='L:(512|2048)/|Lk:(4096|32768)/|array_read')
+  filter=(--benchmark_filter='L:(512|2048)/|Lk:(4096|32768)/|array_read|machine_peak|square')
 fi
 "$here/build/bench/hattn_bench" --benchmark_out="$here/results/bench_dense.json" \
   --benchmark_out_format=json --benchmark_repetitions="$reps" \
