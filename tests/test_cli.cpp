@@ -160,7 +160,8 @@ TEST_F(Cli, VersionIsThePackageVersion) {
   Result r = run_cli({"--version"});
   EXPECT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out.rfind(std::string("hattn ") + HATTN_PROJECT_VERSION + " (", 0), 0u) << r.out;
-  EXPECT_NE(r.out.find(std::to_string(hattn::list_kernels().size()) + " kernels"), std::string::npos)
+  EXPECT_NE(r.out.find(std::to_string(hattn::list_kernels().size()) + " kernels"),
+            std::string::npos)
       << r.out;
 }
 
@@ -393,7 +394,7 @@ TEST_F(Cli, LokiCalibrateRotateRun) {
     EXPECT_NEAR(sum, 1.0, 1e-5) << "head " << h;
   }
   r = run_cli({"rotate", "--keys", dir() + "cal_k.npy", "--basis", dir() + "cal_basis.npy", "--out",
-               dir() + "cal_krot.npy"});
+               dir() + "cal_krot.npy", "--lead-out", dir() + "cal_lead.npy", "--lead", "4"});
   ASSERT_EQ(r.status, 0) << r.err;
   save("cal_q.npy", {1, heads, 1, d}, random_vec(rng, heads * d));
   r = run_cli({"run", "loki", "--q", dir() + "cal_q.npy", "--k", dir() + "cal_krot.npy", "--v",
@@ -401,6 +402,33 @@ TEST_F(Cli, LokiCalibrateRotateRun) {
                "--topk-fraction", "0.125", "--out", dir() + "cal_o.npy"});
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.out.find("r=4 of D=16, k=50"), std::string::npos) << r.out;
+  std::vector<std::string> run = {"run", "loki", "--q", dir() + "cal_q.npy"};
+  run.insert(run.end(), {"--k", dir() + "cal_krot.npy", "--v", dir() + "cal_k.npy"});
+  run.insert(run.end(), {"--basis", dir() + "cal_basis.npy", "--rank", "4"});
+  run.insert(run.end(), {"--topk-fraction", "0.125"});
+  std::vector<std::string> copied = run, from_file = run;
+  copied.insert(copied.end(), {"--copy-lead", "--out", dir() + "cal_o.npy"});
+  r = run_cli(copied);
+  ASSERT_EQ(r.status, 0) << r.err;
+  // rotate's --lead-out holds the same channels as --copy-lead's copy: the same result, bitwise.
+  hattn::npy::Array lead, o_copied, o_file;
+  ASSERT_TRUE(hattn::npy::read_f32(dir() + "cal_lead.npy", &lead, &error)) << error;
+  EXPECT_EQ(lead.shape, (std::vector<int64_t>{1, heads, n, 4}));
+  ASSERT_TRUE(hattn::npy::read_f32(dir() + "cal_o.npy", &o_copied, &error)) << error;
+  from_file.insert(from_file.end(),
+                   {"--k-lead", dir() + "cal_lead.npy", "--out", dir() + "cal_o2.npy"});
+  r = run_cli(from_file);
+  ASSERT_EQ(r.status, 0) << r.err;
+  ASSERT_TRUE(hattn::npy::read_f32(dir() + "cal_o2.npy", &o_file, &error)) << error;
+  EXPECT_EQ(o_file.data, o_copied.data) << "--k-lead from rotate differs from --copy-lead";
+  // A copy narrower than r, and a --lead outside [1, D], are one-line refusals.
+  std::vector<std::string> wide = from_file;
+  wide[11] = "8";  // --rank 8 > R = 4
+  expect_one_line_error(run_cli(wide), "k_lead holds R=4");
+  expect_one_line_error(
+      run_cli({"rotate", "--keys", dir() + "cal_k.npy", "--basis", dir() + "cal_basis.npy", "--out",
+               dir() + "x.npy", "--lead-out", dir() + "y.npy", "--lead", "17"}),
+      "--lead must be in [1, D=16]");
   expect_one_line_error(run_cli({"rotate", "--keys", dir() + "cal_k.npy", "--basis",
                                  dir() + "cal_keys.npy", "--out", dir() + "x.npy"}),
                         "basis");
@@ -486,11 +514,11 @@ TEST_F(Cli, RunSparsekAndMask) {
   save("wscore.npy", {2, 16}, random_vec(rng, 2 * 16));
   save("x_bad.npy", {1, 8, 16}, random_vec(rng, 8 * 16));
   auto args = [&](const std::string& budget, const std::string& window, const std::string& x) {
-    return std::vector<std::string>{"run", "sparsek", "--q", dir() + "q.npy", "--k",
-                                    dir() + "k.npy", "--v", dir() + "v.npy", "--x", dir() + x,
-                                    "--w-score", dir() + "wscore.npy", "--budget", budget,
-                                    "--window", window, "--slope", "0.01", "--out",
-                                    dir() + "o.npy"};
+    return std::vector<std::string>{"run",      "sparsek",       "--q",       dir() + "q.npy",
+                                    "--k",      dir() + "k.npy", "--v",       dir() + "v.npy",
+                                    "--x",      dir() + x,       "--w-score", dir() + "wscore.npy",
+                                    "--budget", budget,          "--window",  window,
+                                    "--slope",  "0.01",          "--out",     dir() + "o.npy"};
   };
   Result r = run_cli(args("9", "0", "x.npy"));
   ASSERT_EQ(r.status, 0) << r.err;
@@ -564,16 +592,20 @@ TEST_F(Cli, RunElMatchesReference) {
   w.bv = random_vec(rng, dm);
   save("el_weights/bk.npy", {dm}, w.bk);
   save("el_weights/bv.npy", {dm}, w.bv);
-  std::vector<float> x = random_vec(rng, samples * beam * dm), mem = random_vec(rng, samples * n * dm);
+  std::vector<float> x = random_vec(rng, samples * beam * dm),
+                     mem = random_vec(rng, samples * n * dm);
   save("el_x.npy", {samples * beam, 1, dm}, x);
   save("el_mem.npy", {samples, n, dm}, mem);
   std::vector<float> ref(x.size());
   hattn_test::reference_mha(x.data(), mem.data(), w, samples * beam, 1, n, heads, beam, false,
                             nullptr, 1.0 / 4.0, ref.data());
-  const std::vector<std::string> args = {"run",      "el",    "--x",      dir() + "el_x.npy",
-                                         "--memory", dir() + "el_mem.npy", "--weights", wdir,
-                                         "--heads",  "4",     "--beam",   "2",
-                                         "--out",    dir() + "el_y.npy"};
+  const std::vector<std::string> args = {"run",       "el",
+                                         "--x",       dir() + "el_x.npy",
+                                         "--memory",  dir() + "el_mem.npy",
+                                         "--weights", wdir,
+                                         "--heads",   "4",
+                                         "--beam",    "2",
+                                         "--out",     dir() + "el_y.npy"};
   for (bool standard : {false, true}) {
     std::vector<std::string> a = args;
     if (standard) a.push_back("--standard");

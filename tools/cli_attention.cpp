@@ -19,6 +19,7 @@ struct AttentionArgs {
   int64_t rank = 0;
   double rank_fraction = 0, topk_fraction = 0;
   bool no_check_basis = false, copy_lead = false;
+  std::string k_lead;  // [B, Hkv, Lk, R] from `hattn rotate --lead-out`
   CommonRunArgs common;
 };
 
@@ -147,6 +148,12 @@ int run_loki(const AttentionArgs& a) {
                                               {l.k.shape[0], l.k.shape[1], l.k.shape[2], a.rank});
     opt.k_lead = &lead_view;
   }
+  hattn::npy::Array lead_file;
+  if (!a.k_lead.empty()) {  // the library checks its shape against k_rot and r
+    lead_file = load(a.k_lead, "k_lead", 4, "[B, Hkv, Lk, R]");
+    lead_view = view(lead_file);
+    opt.k_lead = &lead_view;
+  }
   hattn::TensorView ov = hattn::TensorView::contiguous(l.out.data(), l.q.shape);
   hattn::Dispatch chosen;
   const double t = median_seconds(a.common.repeat, [&] {
@@ -195,8 +202,13 @@ Action add_run_attention(CLI::App* run) {
   loki->add_option("--topk-fraction", loki_args.topk_fraction, "k as a fraction k_f of Lk");
   loki->add_flag("--no-check-basis", loki_args.no_check_basis,
                  "skip the orthonormality check of the basis");
-  loki->add_flag("--copy-lead", loki_args.copy_lead,
-                 "time with the leading r channels in a contiguous copy (LokiOptions::k_lead)");
+  CLI::Option* copy_lead =
+      loki->add_flag("--copy-lead", loki_args.copy_lead,
+                     "time with the leading r channels in a contiguous copy (LokiOptions::k_lead)");
+  loki->add_option("--k-lead", loki_args.k_lead,
+                   "leading channels of the rotated keys [B, Hkv, Lk, R], R >= r "
+                   "(hattn rotate --lead-out): read by the approximate scores")
+      ->excludes(copy_lead);
   return [dense, topk, loki]() {
     if (*dense) return run_dense(dense_args);
     if (*topk) return run_topk(topk_args);

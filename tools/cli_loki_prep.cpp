@@ -27,6 +27,8 @@ struct CalibrateArgs {
 struct RotateArgs {
   std::string keys, basis, out;
   int64_t layer = -1;
+  std::string lead_out;  // also write the first `lead` channels contiguous (LokiOptions::k_lead)
+  int64_t lead = 0;
 };
 
 #if HATTN_HAS_LOKI_PREP
@@ -125,6 +127,10 @@ int run_calibrate(const CalibrateArgs& a) {
 
 int run_rotate(const RotateArgs& a) {
   hattn::npy::Array keys = load(a.keys, "keys", 4, "[B, Hkv, L, D]");
+  if (!a.lead_out.empty() && (a.lead < 1 || a.lead > keys.shape[3])) {
+    die(2, "--lead must be in [1, D=" + std::to_string(keys.shape[3]) + "] with --lead-out, got " +
+               std::to_string(a.lead));
+  }
   hattn::npy::Array basis;
   std::string error;
   if (!hattn::npy::read_f32(a.basis, &basis, &error)) die(1, error);
@@ -159,6 +165,19 @@ int run_rotate(const RotateArgs& a) {
   std::printf("rotated keys %s with basis %s (worst %s); wrote %s\n",
               shape_text(keys.shape).c_str(), shape_text(shape).c_str(), worst.c_str(),
               a.out.c_str());
+  if (!a.lead_out.empty()) {
+    // The leading R channels of every rotated key, contiguous: what `run loki --k-lead` and
+    // LokiOptions::k_lead read for the approximate scores instead of strided rows of k_rot.
+    const int64_t d = keys.shape[3], rows = keys.shape[0] * keys.shape[1] * keys.shape[2];
+    std::vector<float> lead(static_cast<size_t>(rows * a.lead));
+    for (int64_t j = 0; j < rows; ++j) {
+      std::copy_n(out.begin() + j * d, a.lead, lead.begin() + j * a.lead);
+    }
+    const std::vector<int64_t> lead_shape = {keys.shape[0], keys.shape[1], keys.shape[2], a.lead};
+    save(a.lead_out, lead_shape, lead.data());
+    std::printf("wrote the leading %lld channels %s to %s\n", static_cast<long long>(a.lead),
+                shape_text(lead_shape).c_str(), a.lead_out.c_str());
+  }
   return 0;
 }
 
@@ -202,6 +221,12 @@ Action add_rotate(CLI::App* app) {
       ->required();
   c->add_option("--out", args.out, "rotated keys [B, Hkv, L, D] .npy to write")->required();
   c->add_option("--layer", args.layer, "layer of a per-layer basis [L, Hkv, D, D] to use");
+  CLI::Option* lead_out = c->add_option(
+      "--lead-out", args.lead_out,
+      "also write the leading --lead channels [B, Hkv, L, R] contiguous (run loki --k-lead)");
+  c->add_option("--lead", args.lead, "channels R of --lead-out, in [1, D] (R >= the rank r used)")
+      ->needs(lead_out);
+  lead_out->needs("--lead");
   return [c]() { return *c ? run_rotate(args) : -1; };
 }
 
