@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "hattn/hattn.h"
@@ -33,12 +34,15 @@ class Hostile : public ::testing::TestWithParam<std::string> {
                      const Knobs& k, const std::vector<std::string>& phrases) {
     hattn::Dispatch d;
     Status s = var().call(views, k, &d);
-    EXPECT_EQ(s.code, StatusCode::invalid_argument) << hattn::to_string(s.code) << ": " << s.message;
+    EXPECT_EQ(s.code, StatusCode::invalid_argument)
+        << hattn::to_string(s.code) << ": " << s.message;
     for (const std::string& p : phrases) {
-      EXPECT_NE(s.message.find(p), std::string::npos) << "message lacks \"" << p << "\": " << s.message;
+      EXPECT_NE(s.message.find(p), std::string::npos)
+          << "message lacks \"" << p << "\": " << s.message;
     }
     for (size_t i = 0; i < t.size(); ++i) {
-      EXPECT_EQ(t[i].changed_since_snapshot(false), "") << var().roles[i] << " changed by a refused call";
+      EXPECT_EQ(t[i].changed_since_snapshot(false), "")
+          << var().roles[i] << " changed by a refused call";
     }
   }
 };
@@ -137,7 +141,8 @@ TEST_P(Hostile, MisalignedPointers) {
   std::vector<HostTensor> padded = make_tensors(var(), kSmall, rng, Layout::kPadded);
   for (size_t i = 0; i < padded.size(); ++i) {
     if (var().roles[i] == "basis") continue;  // kept contiguous by make_tensors
-    EXPECT_NE(reinterpret_cast<uintptr_t>(padded[i].data()) % 16, 0u) << "the view is vector-aligned";
+    EXPECT_NE(reinterpret_cast<uintptr_t>(padded[i].data()) % 16, 0u)
+        << "the view is vector-aligned";
   }
   EXPECT_EQ(run_and_compare(var(), &padded, kSmall, var().defaults), "") << rng.description();
 }
@@ -263,6 +268,27 @@ TEST_P(Hostile, KnobsAtAndBeyondTheirLimits) {
       ExpectRefused(views_of(var(), t), t, c.knobs, {c.phrase});
     }
   }
+}
+
+// Every variant this program's kernel set holds has an entry in the tests' variant table (so the
+// tests above, test_determinism, test_threads and the fuzz target cover it): a variant added to
+// cmake/HattnKernels.cmake without one fails here. A companion kernel is covered through the
+// entry of the API that calls it (its declaration's other forms: el's linear layer).
+TEST(VariantTable, CoversEveryCompiledVariant) {
+  const std::vector<std::pair<std::string, std::string>> kCompanions = {{"linear", "el"}};
+  std::vector<std::string> missing;
+  for (const hattn::KernelInfo& k : hattn::list_kernels()) {
+    std::string entry = k.variant;
+    for (const auto& [companion, api] : kCompanions) {
+      if (entry == companion) entry = api;
+    }
+    bool found = false;
+    for (const Variant& v : variant_table()) found |= v.name == entry;
+    if (!found) missing.push_back(k.name + " (variant " + k.variant + ")");
+  }
+  EXPECT_TRUE(missing.empty()) << "kernels whose variant has no entry in tests/variants.cpp: "
+                               << ::testing::PrintToString(missing);
+  EXPECT_FALSE(hattn::list_kernels().empty());
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, Hostile, ::testing::ValuesIn([] {
