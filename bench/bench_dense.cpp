@@ -1,5 +1,6 @@
 // Dense attention next to its baselines, measured in one run (see scripts/bench.sh for the table).
 //   hattn_dense/{prefill,decode}/...    hattn::attention through the public API
+//   hattn_dense_{bf16,f16}/...          the same on 16-bit q, k, v, out (GB/s of 2-byte elements)
 //   openblas_attention/...              unfused attention, heads in parallel, 1-thread BLAS each
 //                                       (decode: sgemv per head)
 //   openblas_attention_mt/...           unfused attention, heads in sequence, N-thread BLAS
@@ -11,8 +12,10 @@
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <utility>
 #include <vector>
@@ -73,6 +76,54 @@ void run_hattn(benchmark::State& state, Shape s) {
   if (state.error_occurred()) return;
   state.SetLabel(chosen.kernel + " [" + isa_of(chosen.kernel) + "]");
   set_counters(state, s);
+}
+
+// hattn::attention on 16-bit tensors (bf16 or f16): the same random values as the fp32 run,
+// rounded (bf16: to nearest even; f16: the compiler's conversion). GB/s counts 2-byte elements.
+void run_hattn_16bit(benchmark::State& state, Shape s, hattn::DType dtype) {
+  Inputs in(s);
+  const int64_t nq = s.batch * s.heads * s.lq * s.head_dim;
+  const int64_t nkv = s.batch * s.heads * s.lk * s.head_dim;
+  auto round16 = [&](const float* x, int64_t n) {
+    std::vector<uint16_t> r(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+      if (dtype == hattn::DType::f16) {
+        const _Float16 h = static_cast<_Float16>(x[i]);
+        std::memcpy(&r[static_cast<size_t>(i)], &h, sizeof(uint16_t));
+      } else {
+        uint32_t bits;
+        std::memcpy(&bits, &x[i], sizeof bits);
+        r[static_cast<size_t>(i)] =
+            static_cast<uint16_t>((bits + 0x7fff + ((bits >> 16) & 1)) >> 16);
+      }
+    }
+    return r;
+  };
+  std::vector<uint16_t> q = round16(in.q, nq), k = round16(in.k, nkv), v = round16(in.v, nkv);
+  std::vector<uint16_t> out(static_cast<size_t>(nq));
+  auto view = [&](std::vector<uint16_t>& x, int64_t l) {
+    return hattn::TensorView::contiguous(x.data(), dtype, {s.batch, s.heads, l, s.head_dim});
+  };
+  hattn::AttentionOptions opt;
+  opt.causal = s.causal;
+  hattn::Dispatch chosen;
+  hattn::set_num_threads(bench_threads());
+  for (auto _ : state) {
+    hattn::Status st = hattn::attention(view(q, s.lq), view(k, s.lk), view(v, s.lk),
+                                        view(out, s.lq), opt, &chosen);
+    if (!st.ok()) {
+      state.SkipWithError(st.message.c_str());
+      break;
+    }
+    benchmark::DoNotOptimize(out.data());
+  }
+  if (state.error_occurred()) return;
+  state.SetLabel(chosen.kernel + " [" + isa_of(chosen.kernel) + "]");
+  set_counters(state, s);
+  const double bytes =
+      2.0 * static_cast<double>(s.batch * s.heads * s.head_dim) * (2.0 * s.lq + 2.0 * s.lk);
+  state.counters["GB/s"] =
+      benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 void run_openblas_attention(benchmark::State& state, Shape s, bool heads_parallel) {
@@ -150,6 +201,10 @@ void register_all() {
       for (bool causal : {false, true}) {
         const Shape s{1, 8, l, l, d, causal};
         add(prefill_name("hattn_dense", s), run_hattn, s);
+        if (l == 2048) {
+          add(prefill_name("hattn_dense_bf16", s), run_hattn_16bit, s, hattn::DType::bf16);
+          add(prefill_name("hattn_dense_f16", s), run_hattn_16bit, s, hattn::DType::f16);
+        }
         add(prefill_name("openblas_attention", s), run_openblas_attention, s, true);
         if (l == 2048)
           add(prefill_name("openblas_attention_mt", s), run_openblas_attention, s, false);
@@ -163,6 +218,8 @@ void register_all() {
     const Shape s{1, 32, 1, lk, 128, false};
     const std::string shape = "/decode/Lk:" + std::to_string(lk) + "/D:128";
     add("hattn_dense" + shape, run_hattn, s);
+    add("hattn_dense_bf16" + shape, run_hattn_16bit, s, hattn::DType::bf16);
+    add("hattn_dense_f16" + shape, run_hattn_16bit, s, hattn::DType::f16);
     add("openblas_attention" + shape, run_openblas_decode, s);
     hattn_bench::register_loki_decode(s);  // right after dense: the same inputs, still cached
   }

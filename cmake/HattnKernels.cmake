@@ -43,8 +43,8 @@ set(HATTN_CUDA_TARGETS "x86-64-linux-cuda-cuda_capability_80"
 
 # --- The variants, one declaration each ------------------------------------------------------
 #
-#   hattn_declare_variant(<variant> [DTYPES <dtype>...] [HEAD_DIMS <d>...] CPU <form>...
-#                         [CUDA <form>...])
+#   hattn_declare_variant(<variant> [DTYPES <dtype>...] [CUDA_DTYPES <dtype>...]
+#                         [HEAD_DIMS <d>...] CPU <form>... [CUDA <form>...])
 #
 # says which kernels of a variant exist, for CPU families (x86, arm) and for CUDA, in hattn's own
 # build and in consumers' alike (HEAD_DIMS: the head dims hattn's own build generates, 0 for the
@@ -59,19 +59,33 @@ set(HATTN_CUDA_TARGETS "x86-64-linux-cuda-cuda_capability_80"
 # Each axis that is not - is a generator parameter and a part of the kernel's name, which is its
 # configuration key everywhere:
 #   <generator>[_<phase>][_causal|_noncausal][_lse]_<d64|dany>_<dtype>_<family>
-# DTYPES: the element types of q, k, v and out each kernel is built for (the name's <dtype>);
-# f32, the default, is the only one the generators take today.
+# DTYPES (CPU forms) and CUDA_DTYPES (CUDA forms): the element types of the tensors each kernel
+# is built for (the name's <dtype>: f32, bf16, f16), f32 when not given. A variant that gives
+# DTYPES has generators that take the `dtype` parameter (float32, bfloat16, float16); the
+# others are fp32 only and are not passed one. HATTN_DTYPES (hattn's own build) and
+# hattn_add_kernels(DTYPES) choose which of the declared dtypes are built.
 # HATTN_VARIANTS (and the global property HATTN_VARIANT_LIST) lists the declared variants.
 set_property(GLOBAL PROPERTY HATTN_VARIANT_LIST "")
 function(hattn_declare_variant variant)
-  cmake_parse_arguments(D "" "" "DTYPES;HEAD_DIMS;CPU;CUDA" ${ARGN})
+  cmake_parse_arguments(D "" "" "DTYPES;CUDA_DTYPES;HEAD_DIMS;CPU;CUDA" ${ARGN})
   if (D_UNPARSED_ARGUMENTS OR NOT D_CPU)
     message(FATAL_ERROR "hattn_declare_variant(${variant}): give CPU <form>... [CUDA <form>...] "
                         "[DTYPES <dtype>...] [HEAD_DIMS <d>...] (got ${ARGN})")
   endif ()
-  if (NOT D_DTYPES)
+  set(dtype_param 0)
+  if (D_DTYPES)
+    set(dtype_param 1)
+  else ()
     set(D_DTYPES f32)
   endif ()
+  if (NOT D_CUDA_DTYPES)
+    set(D_CUDA_DTYPES f32)
+  endif ()
+  foreach (t IN LISTS D_DTYPES D_CUDA_DTYPES)
+    if (NOT t MATCHES "^(f32|bf16|f16)$")
+      message(FATAL_ERROR "hattn_declare_variant(${variant}): unknown dtype '${t}' (f32, bf16, f16)")
+    endif ()
+  endforeach ()
   foreach (form IN LISTS D_CPU D_CUDA)
     if (NOT form MATCHES "^[a-z_]+/(prefill,decode|prefill|decode|-)/(0,1|0|1|-)/(0,1|0|1|-)/(each|generic|-)$")
       message(FATAL_ERROR "hattn_declare_variant(${variant}): bad form '${form}' "
@@ -81,6 +95,8 @@ function(hattn_declare_variant variant)
   set_property(GLOBAL PROPERTY HATTN_VARIANT_${variant}_CPU "${D_CPU}")
   set_property(GLOBAL PROPERTY HATTN_VARIANT_${variant}_CUDA "${D_CUDA}")
   set_property(GLOBAL PROPERTY HATTN_VARIANT_${variant}_DTYPES "${D_DTYPES}")
+  set_property(GLOBAL PROPERTY HATTN_VARIANT_${variant}_CUDA_DTYPES "${D_CUDA_DTYPES}")
+  set_property(GLOBAL PROPERTY HATTN_VARIANT_${variant}_DTYPE_PARAM ${dtype_param})
   set_property(GLOBAL PROPERTY HATTN_VARIANT_${variant}_HEAD_DIMS "${D_HEAD_DIMS}")
   set_property(GLOBAL APPEND PROPERTY HATTN_VARIANT_LIST ${variant})
   get_property(all GLOBAL PROPERTY HATTN_VARIANT_LIST)
@@ -89,8 +105,9 @@ endfunction()
 
 # Prefill with and without lse (without, `out` is written inside each task and no buffer of final
 # states is needed); decode always returns it (its merge is at root). CUDA: every kernel returns
-# lse (its final states are a root buffer either way).
-hattn_declare_variant(dense HEAD_DIMS 64 128 0
+# lse (its final states are a root buffer either way). 16-bit tensors on CPUs (fp32 arithmetic);
+# CUDA is fp32 only so far.
+hattn_declare_variant(dense HEAD_DIMS 64 128 0 DTYPES f32 bf16 f16
   CPU  dense/prefill/0,1/0,1/each dense/decode/0,1/1/each
   CUDA dense/prefill,decode/0,1/1/each)
 hattn_declare_variant(topk HEAD_DIMS 64 128 0 CPU topk/prefill,decode/0,1/-/each)
@@ -114,7 +131,7 @@ hattn_declare_variant(sparsek HEAD_DIMS 128 0 CPU sparsek/prefill/1/-/each spars
 # caller creates with add_halide_runtime. The kernel's record (hattn_write_manifest reads it by
 # field name) is the global property HATTN_KERNEL_<SET>_<name>.
 function(hattn_add_kernel)
-  cmake_parse_arguments(K "" "GENERATOR;PHASE;CAUSAL;HEAD_DIM;LSE;DTYPE;FAMILY;SET;SCHEDULES" "TARGETS" ${ARGN})
+  cmake_parse_arguments(K "" "GENERATOR;PHASE;CAUSAL;HEAD_DIM;LSE;DTYPE;DTYPE_PARAM;FAMILY;SET;SCHEDULES" "TARGETS" ${ARGN})
   if (NOT K_SET)
     set(K_SET hattn)
   endif ()
@@ -157,6 +174,12 @@ function(hattn_add_kernel)
     set(head_dim ${K_HEAD_DIM})
     list(APPEND gen_params head_dim=${head_dim})
   endif ()
+  if (K_DTYPE_PARAM)
+    set(halide_type_f32 float32)
+    set(halide_type_bf16 bfloat16)
+    set(halide_type_f16 float16)
+    list(APPEND gen_params dtype=${halide_type_${K_DTYPE}})
+  endif ()
   if (head_dim EQUAL 0)
     string(APPEND name _dany)
   else ()
@@ -195,9 +218,13 @@ function(hattn_add_kernel)
 endfunction()
 
 # Every kernel of one variant for one family, as its declaration (above) says. HEAD_DIMS: the
-# head dims asked for, 0 for the generic kernel (any D).
+# head dims asked for, 0 for the generic kernel (any D). DTYPES: the dtypes wanted (default f32),
+# of which those the variant declares for the family are built.
 function(hattn_add_variant_kernels)
-  cmake_parse_arguments(V "" "VARIANT;FAMILY;SET;SCHEDULES" "HEAD_DIMS;TARGETS" ${ARGN})
+  cmake_parse_arguments(V "" "VARIANT;FAMILY;SET;SCHEDULES" "HEAD_DIMS;TARGETS;DTYPES" ${ARGN})
+  if (NOT V_DTYPES)
+    set(V_DTYPES f32)
+  endif ()
   get_property(known GLOBAL PROPERTY HATTN_VARIANT_LIST)
   if (NOT V_VARIANT IN_LIST known)
     message(FATAL_ERROR "hattn: unknown variant '${V_VARIANT}' (known: ${known})")
@@ -211,8 +238,20 @@ function(hattn_add_variant_kernels)
   else ()
     get_property(forms GLOBAL PROPERTY HATTN_VARIANT_${V_VARIANT}_CPU)
   endif ()
-  get_property(dtypes GLOBAL PROPERTY HATTN_VARIANT_${V_VARIANT}_DTYPES)
-  set(common FAMILY ${V_FAMILY} TARGETS ${V_TARGETS} SET ${V_SET} SCHEDULES ${V_SCHEDULES})
+  if (V_FAMILY STREQUAL "cuda")
+    get_property(declared GLOBAL PROPERTY HATTN_VARIANT_${V_VARIANT}_CUDA_DTYPES)
+  else ()
+    get_property(declared GLOBAL PROPERTY HATTN_VARIANT_${V_VARIANT}_DTYPES)
+  endif ()
+  set(dtypes "")
+  foreach (t IN LISTS declared)
+    if (t IN_LIST V_DTYPES)
+      list(APPEND dtypes ${t})
+    endif ()
+  endforeach ()
+  get_property(dtype_param GLOBAL PROPERTY HATTN_VARIANT_${V_VARIANT}_DTYPE_PARAM)
+  set(common FAMILY ${V_FAMILY} TARGETS ${V_TARGETS} SET ${V_SET} SCHEDULES ${V_SCHEDULES}
+             DTYPE_PARAM ${dtype_param})
   foreach (form IN LISTS forms)
     string(REPLACE "/" ";" f "${form}")
     list(GET f 0 gen)
@@ -337,7 +376,7 @@ endfunction()
 # For projects that use hattn (after find_package(hattn)):
 #
 #   hattn_add_kernels(<name> VARIANTS <variant>... [HEAD_DIMS <d|any>...] [TARGETS <target>...]
-#                     [SCHEDULES <dir>])
+#                     [DTYPES <f32|bf16|f16>...] [SCHEDULES <dir>])
 #
 # generates, at this project's build time, the kernels of each variant for each head dim and
 # target, and defines the target <name> to link: the kernels, their registration with the runtime
@@ -349,10 +388,12 @@ endfunction()
 #              cross-compiling for aarch64), x86, arm, cuda, or Halide target strings
 #              (x86-64-linux-avx2-fma, arm-64-linux, ...); at most one CPU family, the one this
 #              build compiles for, plus cuda (dense only, x86-64 hosts)
+#   DTYPES     tensor element types to build kernels for (default: f32), each where the variant
+#              has kernels of it (dense: f32, bf16, f16 on CPUs; the others f32)
 #   SCHEDULES  a folder laid out like hattn's schedules/ (<family>/<isa>.table) to tune with
 # One kernel set per program (the kernels' C symbols are their names).
 function(hattn_add_kernels name)
-  cmake_parse_arguments(A "" "SCHEDULES" "VARIANTS;HEAD_DIMS;TARGETS" ${ARGN})
+  cmake_parse_arguments(A "" "SCHEDULES" "VARIANTS;HEAD_DIMS;TARGETS;DTYPES" ${ARGN})
   get_property(HATTN_VARIANTS GLOBAL PROPERTY HATTN_VARIANT_LIST)
   if (A_UNPARSED_ARGUMENTS)
     message(FATAL_ERROR "hattn_add_kernels(${name}): unexpected arguments: ${A_UNPARSED_ARGUMENTS}")
@@ -368,6 +409,14 @@ function(hattn_add_kernels name)
   if (NOT A_HEAD_DIMS)
     set(A_HEAD_DIMS any)
   endif ()
+  if (NOT A_DTYPES)
+    set(A_DTYPES f32)
+  endif ()
+  foreach (t IN LISTS A_DTYPES)
+    if (NOT t MATCHES "^(f32|bf16|f16)$")
+      message(FATAL_ERROR "hattn_add_kernels(${name}): unknown dtype '${t}' (f32, bf16, f16)")
+    endif ()
+  endforeach ()
   set(dims "")
   foreach (d IN LISTS A_HEAD_DIMS)
     if (d STREQUAL "any")
@@ -448,15 +497,18 @@ function(hattn_add_kernels name)
   foreach (v IN LISTS A_VARIANTS)
     if (cpu_family)
       hattn_add_variant_kernels(VARIANT ${v} HEAD_DIMS ${dims} FAMILY ${cpu_family}
-                                TARGETS ${cpu_targets} SET ${name} SCHEDULES ${A_SCHEDULES})
+                                TARGETS ${cpu_targets} SET ${name} SCHEDULES ${A_SCHEDULES}
+                                DTYPES ${A_DTYPES})
     endif ()
     if (cuda)
       hattn_add_variant_kernels(VARIANT ${v} HEAD_DIMS ${dims} FAMILY cuda
-                                TARGETS ${cuda_targets} SET ${name} SCHEDULES ${A_SCHEDULES})
+                                TARGETS ${cuda_targets} SET ${name} SCHEDULES ${A_SCHEDULES}
+                                DTYPES ${A_DTYPES})
     endif ()
   endforeach ()
 
-  string(JOIN " " requested VARIANTS ${A_VARIANTS} HEAD_DIMS ${A_HEAD_DIMS} TARGETS ${A_TARGETS})
+  string(JOIN " " requested VARIANTS ${A_VARIANTS} HEAD_DIMS ${A_HEAD_DIMS} TARGETS ${A_TARGETS}
+         DTYPES ${A_DTYPES})
   hattn_write_manifest(SET ${name} REQUESTED "hattn_add_kernels ${requested}" OUT_SOURCE registry)
   get_property(libs GLOBAL PROPERTY HATTN_KERNEL_LIBS_${name})
 

@@ -98,7 +98,7 @@ DenseStages dense_attention(const DenseInputs& in, const DenseBlocking& blocking
   if (in.causal) any_visible = any_visible && i + causal_offset >= 0;
   Expr fl = final_state(i % qb, d, i / qb, h, b)[1];
   Expr facc = final_state(i % qb, d, i / qb, h, b)[2];
-  st.out(d, i, h, b) = select(any_visible, facc / fl, 0.f);
+  st.out(d, i, h, b) = cast(in.out_type, select(any_visible, facc / fl, 0.f));
 
   Expr lm = final_state(i % qb, 0, i / qb, h, b)[0];
   Expr ll = final_state(i % qb, 0, i / qb, h, b)[1];

@@ -24,12 +24,13 @@ struct DenseBlocking {
 };
 
 struct DenseInputs {
-  Halide::Func q, k, v;            // (d, i, h, b)
-  Halide::Expr head_dim;           // D
-  Halide::Expr lq, lk;             // query and key lengths
-  Halide::Expr q_heads, kv_heads;  // Hq, Hkv
-  Halide::Expr scale;              // softmax scale
-  Halide::Expr splits;             // number of key splits (split_keys only)
+  Halide::Func q, k, v;  // (d, i, h, b), fp32 values (16-bit inputs widened on load)
+  Halide::Type out_type = Halide::Float(32);  // the output's element type (rounded once, last)
+  Halide::Expr head_dim;                      // D
+  Halide::Expr lq, lk;                        // query and key lengths
+  Halide::Expr q_heads, kv_heads;             // Hq, Hkv
+  Halide::Expr scale;                         // softmax scale
+  Halide::Expr splits;                        // number of key splits (split_keys only)
   bool causal = false;
   bool split_keys = false;
 };

@@ -2,6 +2,7 @@
 // one algorithm (generators/<variant>.cpp) with the schedule for the target it is asked to build
 // (schedules/<family>/), reading tunables from the family's table (generator_common.h).
 // GeneratorParams pick the specialization; together they form the kernel's name.
+#include <stdexcept>
 #include <string>
 
 #include "Halide.h"
@@ -25,14 +26,26 @@ class DenseAttentionGenerator : public Generator<DenseAttentionGenerator> {
   GeneratorParam<int> head_dim{"head_dim", 0};           // 0: any D
   GeneratorParam<std::string> tables{"tables", ""};      // the schedules/ folder
   GeneratorParam<std::string> tunables{"tunables", ""};  // overrides: "kb:128,tq:2"
+  // The element type of q, k, v and out (the dtype in the kernel's name): float32, bfloat16 or
+  // float16. Whatever it is, products accumulate in fp32, the softmax state and lse are fp32.
+  GeneratorParam<Type> dtype{"dtype", Float(32)};
 
-  Input<Buffer<float, 4>> q{"q"};
-  Input<Buffer<float, 4>> k{"k"};
-  Input<Buffer<float, 4>> v{"v"};
+  Input<Buffer<void, 4>> q{"q"};
+  Input<Buffer<void, 4>> k{"k"};
+  Input<Buffer<void, 4>> v{"v"};
   Input<float> scale{"scale"};
   Input<int> splits{"splits"};
-  Output<Buffer<float, 4>> out{"out"};
+  Output<Buffer<void, 4>> out{"out"};
   Output<Buffer<float, 3>> lse{"lse"};
+
+  void configure() {
+    const Type t = dtype;
+    if (!(t == Float(32) || t == BFloat(16) || t == Float(16))) {
+      throw std::invalid_argument("dense: dtype must be float32, bfloat16 or float16");
+    }
+    for (auto* p : {&q, &k, &v}) p->set_type(t);
+    out.set_type(t);
+  }
 
   void generate() {
     const bool decode = phase.value() == KernelPhase::decode;
@@ -42,9 +55,10 @@ class DenseAttentionGenerator : public Generator<DenseAttentionGenerator> {
                         read_tunables(get_target(), tables, key, tunables)};
 
     DenseInputs in;
-    in.q = q;
-    in.k = k;
-    in.v = v;
+    in.q = as_f32(q);
+    in.k = as_f32(k);
+    in.v = as_f32(v);
+    in.out_type = dtype;
     in.head_dim = head_dim_expr(head_dim, q.dim(0).extent());
     in.lq = q.dim(1).extent();
     in.lk = k.dim(1).extent();
@@ -69,6 +83,15 @@ class DenseAttentionGenerator : public Generator<DenseAttentionGenerator> {
   }
 
  private:
+  // The input read as fp32 (inlined: the conversion happens where the value is loaded; a no-op
+  // for float32 inputs, whose kernels are unchanged).
+  static Func as_f32(const Func& f) {
+    Var d("d"), i("i"), h("h"), b("b");
+    Func g(f.name() + "_f32");
+    g(d, i, h, b) = cast<float>(f(d, i, h, b));
+    return g;
+  }
+
   // D is contiguous in every tensor and equal across q, k, v, out; a fixed head dim is compiled in.
   void constrain_inputs() {
     for (auto* p : {&q, &k, &v}) (*p).dim(0).set_stride(1);

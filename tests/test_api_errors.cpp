@@ -334,8 +334,8 @@ TEST_F(ApiErrors, OutShapeDiffersFromQ) {
 }
 
 TEST_F(ApiErrors, DtypeNotF32) {
-  // Only f32 kernels exist. The header lists dtype under invalid_argument, while the runtime may
-  // report it as unsupported (a valid call no compiled kernel takes); accept either.
+  // One tensor of another dtype than the rest: q, k, v and out share one dtype (refused as
+  // invalid; a dtype no compiled kernel takes would be unsupported: accept either).
   for (DType dt : {DType::f16, DType::bf16}) {
     for (int n = 0; n < 4; ++n) {
       SCOPED_TRACE(std::string(kNames[n]) + " " + hattn::to_string(dt));
@@ -447,7 +447,8 @@ TEST_F(ApiErrors, UnknownKernelName) {
   // It names what was asked and what this program's kernel set holds (hattn's own here; a
   // consumer's set is checked by examples/consumer, run by scripts/test_consumer.sh).
   ExpectRefusedOptions(o, {{StatusCode::invalid_argument},
-                           {o.kernel, "kernel set 'hattn'", "dense " + hattn_test::cpu_family() + " D=64,128,any"},
+                           {o.kernel, "kernel set 'hattn'",
+                            "dense " + hattn_test::cpu_family() + " f32 D=64,128,any"},
                            {},
                            {}});
 }
@@ -457,7 +458,7 @@ TEST_F(ApiErrors, ForcedKernelCannotTakeTheShape) {
   const hattn::KernelInfo* d64 = nullptr;
   const hattn::KernelInfo* causal_kernel = nullptr;
   for (const hattn::KernelInfo& kinfo : hattn::list_kernels()) {
-    if (kinfo.family == "cuda" || kinfo.variant != "dense") continue;
+    if (kinfo.family == "cuda" || kinfo.variant != "dense" || kinfo.dtype != "f32") continue;
     if (kinfo.head_dim == 64 && !kinfo.causal && d64 == nullptr) d64 = &kinfo;
     if (kinfo.causal && causal_kernel == nullptr) causal_kernel = &kinfo;
   }

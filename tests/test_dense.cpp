@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <limits>
 #include <set>
 #include <string>
@@ -206,6 +208,172 @@ TEST(DenseConventions, RowsWithoutVisibleKeysAreZeroWithLseMinusInf) {
     std::string m = compare_to_reference(r.out, p.ref_out, c.tol, "out");
     EXPECT_TRUE(m.empty()) << m;
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 16-bit tensors: q, k, v and out in bf16 or f16, lse in fp32. The kernels widen each element to
+// fp32 on load, accumulate in fp32 and round out once, so out is compared with the double
+// reference on the 16-bit inputs within half a unit in the last place of the dtype plus fp32
+// noise, and lse (fp32) as in the fp32 tests. The conversions here are the compiler's
+// (_Float16) and a bit-level round-to-nearest-even (bf16), independent of the runtime's.
+
+uint16_t to_16bit(hattn::DType t, float x) {
+  if (t == hattn::DType::f16) {
+    const _Float16 h = static_cast<_Float16>(x);
+    uint16_t bits;
+    std::memcpy(&bits, &h, sizeof bits);
+    return bits;
+  }
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  return static_cast<uint16_t>((bits + 0x7fff + ((bits >> 16) & 1)) >> 16);
+}
+
+float from_16bit(hattn::DType t, uint16_t bits) {
+  if (t == hattn::DType::f16) {
+    _Float16 h;
+    std::memcpy(&h, &bits, sizeof h);
+    return static_cast<float>(h);
+  }
+  const uint32_t wide = static_cast<uint32_t>(bits) << 16;
+  float x;
+  std::memcpy(&x, &wide, sizeof x);
+  return x;
+}
+
+struct Sixteen {
+  std::vector<uint16_t> bits;  // what the kernel reads or writes
+  std::vector<float> values;   // the same values in fp32, for the reference
+};
+
+Sixteen draw_16bit(hattn::DType t, int64_t n, TestRng& rng) {
+  Sixteen s;
+  for (int64_t i = 0; i < n; ++i) {
+    s.bits.push_back(to_16bit(t, rng.normal()));
+    s.values.push_back(from_16bit(t, s.bits.back()));
+  }
+  return s;
+}
+
+TEST(Dense16Bit, MatchesReferenceOnRoundedInputs) {
+  struct Shape16 {
+    const char* name;
+    AttnShape shape;
+  };
+  // Prefill at the specialized and a generic D, decode (Lq <= 8) with GQA, and Lq > Lk, whose
+  // causal rows that see no key must be exactly 0 with lse -inf.
+  const Shape16 shapes[] = {{"prefill_d64_gqa", {1, 4, 2, 70, 70, 64}},
+                            {"prefill_d128_lq_lt_lk", {2, 2, 1, 40, 100, 128}},
+                            {"prefill_d80", {1, 2, 2, 33, 33, 80}},
+                            {"decode_d128_gqa", {1, 8, 2, 1, 600, 128}},
+                            {"decode_d64_lq3", {1, 2, 2, 3, 40, 64}},
+                            {"decode_d80", {1, 2, 1, 1, 50, 80}},
+                            {"lq_gt_lk_d64", {1, 2, 2, 12, 5, 64}}};
+  std::set<std::string> used;
+  for (hattn::DType t : {hattn::DType::bf16, hattn::DType::f16}) {
+    // Half an ulp relative to |ref| (rounding out once) plus fp32 accumulation noise.
+    const double rel = t == hattn::DType::bf16 ? std::ldexp(1.0, -8) : std::ldexp(1.0, -11);
+    for (const Shape16& sh : shapes) {
+      for (int form = 0; form < 4; ++form) {
+        const bool causal = (form & 1) != 0, with_lse = (form & 2) != 0;
+        const AttnShape& a = sh.shape;
+        const std::string name = std::string(hattn::to_string(t)) + "_" + sh.name +
+                                 (causal ? "_causal" : "") + (with_lse ? "_lse" : "");
+        SCOPED_TRACE(name);
+        TestRng rng(name);
+        SCOPED_TRACE(rng.description());
+        const int64_t nq = a.batch * a.q_heads * a.lq * a.head_dim;
+        const int64_t nkv = a.batch * a.kv_heads * a.lk * a.head_dim;
+        Sixteen q = draw_16bit(t, nq, rng), k = draw_16bit(t, nkv, rng),
+                v = draw_16bit(t, nkv, rng);
+        std::vector<uint16_t> out(static_cast<size_t>(nq), 0xffff);  // NaN in both dtypes
+        std::vector<float> lse(static_cast<size_t>(a.batch * a.q_heads * a.lq),
+                               std::numeric_limits<float>::quiet_NaN());
+        const std::vector<int64_t> qs = {a.batch, a.q_heads, a.lq, a.head_dim};
+        const std::vector<int64_t> kvs = {a.batch, a.kv_heads, a.lk, a.head_dim};
+        const hattn::TensorView lse_view =
+            hattn::TensorView::contiguous(lse.data(), {a.batch, a.q_heads, a.lq});
+        hattn::AttentionOptions o;
+        o.causal = causal;
+        o.lse = with_lse ? &lse_view : nullptr;
+        Dispatch d;
+        const hattn::Status st =
+            hattn::attention(hattn::TensorView::contiguous(q.bits.data(), t, qs),
+                             hattn::TensorView::contiguous(k.bits.data(), t, kvs),
+                             hattn::TensorView::contiguous(v.bits.data(), t, kvs),
+                             hattn::TensorView::contiguous(out.data(), t, qs), o, &d);
+        ASSERT_TRUE(st.ok()) << hattn::to_string(st.code) << ": " << st.message;
+        EXPECT_NE(d.kernel.find(std::string("_") + hattn::to_string(t) + "_"), std::string::npos)
+            << d.kernel;
+        used.insert(d.kernel);
+        std::vector<double> ref, ref_lse;
+        const AttnStrides strides{dense_strides(a.batch, a.q_heads, a.lq, a.head_dim),
+                                  dense_strides(a.batch, a.kv_heads, a.lk, a.head_dim),
+                                  dense_strides(a.batch, a.kv_heads, a.lk, a.head_dim)};
+        reference_attention(q.values.data(), k.values.data(), v.values.data(), a, strides, causal,
+                            1.0 / std::sqrt(static_cast<double>(a.head_dim)), &ref, &ref_lse);
+        int bad = 0;
+        for (size_t i = 0; i < ref.size() && bad < 5; ++i) {
+          const double got = from_16bit(t, out[i]);
+          const double tol = rel * std::fabs(ref[i]) + 2e-5 * (1 + std::fabs(ref[i]));
+          if (!(std::fabs(got - ref[i]) <= tol)) {
+            ADD_FAILURE() << "out[" << i << "] = " << got << ", reference " << ref[i]
+                          << " (tolerance " << tol << ")";
+            ++bad;
+          }
+        }
+        for (size_t r = 0; r < ref_lse.size() && bad < 5; ++r) {
+          if (std::isinf(ref_lse[r])) {
+            EXPECT_TRUE(!with_lse || (std::isinf(lse[r]) && lse[r] < 0))
+                << "lse[" << r << "] = " << lse[r];
+            for (int64_t x = 0; x < a.head_dim; ++x) {
+              EXPECT_EQ(from_16bit(t, out[r * static_cast<size_t>(a.head_dim) + x]), 0.f)
+                  << "row " << r << " sees no key";
+            }
+          } else if (with_lse &&
+                     !(std::fabs(lse[r] - ref_lse[r]) <= 1e-5 * (1 + std::fabs(ref_lse[r])))) {
+            ADD_FAILURE() << "lse[" << r << "] = " << lse[r] << ", reference " << ref_lse[r];
+            ++bad;
+          }
+        }
+      }
+    }
+  }
+  // Every 16-bit CPU kernel ran on some shape above (prefill with and without lse, decode, the
+  // specialized and the generic head dims).
+  for (const KernelInfo& k : hattn::list_kernels()) {
+    if (k.family != "cuda" && (k.dtype == "bf16" || k.dtype == "f16")) {
+      EXPECT_EQ(used.count(k.name), 1u) << k.name << " never ran";
+    }
+  }
+}
+
+// Mixed dtypes are refused before anything is written; an fp32-only variant refuses 16-bit.
+TEST(Dense16Bit, MixedDtypesAreRefused) {
+  TestRng rng("mixed");
+  Sixteen q = draw_16bit(hattn::DType::bf16, 2 * 4 * 64, rng);
+  std::vector<float> k(2 * 6 * 64, 0.5f), v(k.size(), -0.25f);
+  std::vector<uint16_t> out(q.bits.size(), 0xffff);
+  const hattn::Status st = hattn::attention(
+      hattn::TensorView::contiguous(q.bits.data(), hattn::DType::bf16, {1, 2, 4, 64}),
+      hattn::TensorView::contiguous(k.data(), {1, 2, 6, 64}),
+      hattn::TensorView::contiguous(v.data(), {1, 2, 6, 64}),
+      hattn::TensorView::contiguous(out.data(), hattn::DType::bf16, {1, 2, 4, 64}));
+  EXPECT_EQ(st.code, StatusCode::invalid_argument) << st.message;
+  EXPECT_NE(st.message.find("share one dtype"), std::string::npos) << st.message;
+  for (uint16_t x : out) ASSERT_EQ(x, 0xffff) << "a refused call wrote out";
+  hattn::TopkOptions to;
+  to.k = 2;
+  const hattn::TensorView q16 =
+      hattn::TensorView::contiguous(q.bits.data(), hattn::DType::bf16, {1, 2, 4, 64});
+  std::vector<uint16_t> k16(k.size(), 0x3f00), v16(k.size(), 0x3e80);
+  const hattn::Status st2 = hattn::topk_attention(
+      q16, hattn::TensorView::contiguous(k16.data(), hattn::DType::bf16, {1, 2, 6, 64}),
+      hattn::TensorView::contiguous(v16.data(), hattn::DType::bf16, {1, 2, 6, 64}),
+      hattn::TensorView::contiguous(out.data(), hattn::DType::bf16, {1, 2, 4, 64}), to);
+  EXPECT_EQ(st2.code, StatusCode::unsupported) << st2.message;
+  EXPECT_NE(st2.message.find("fp32 kernels only"), std::string::npos) << st2.message;
+  for (uint16_t x : out) ASSERT_EQ(x, 0xffff) << "a refused call wrote out";
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -430,7 +598,11 @@ TEST(KernelList, NamesAreUniqueAndDescribed) {
                 k.variant == "el" || k.variant == "linear")
         << k.name;
     EXPECT_TRUE(k.phase == "prefill" || k.phase == "decode") << k.name << ": " << k.phase;
-    EXPECT_EQ(k.dtype, "f32") << k.name;
+    // 16-bit kernels: dense on CPUs only.
+    EXPECT_TRUE(k.dtype == "f32" || ((k.dtype == "bf16" || k.dtype == "f16") &&
+                                     k.variant == "dense" && k.family != "cuda"))
+        << k.name;
+    EXPECT_NE(k.name.find("_" + k.dtype + "_"), std::string::npos) << k.name;
     EXPECT_GE(k.head_dim, 0) << k.name;
     EXPECT_FALSE(k.target.empty()) << k.name;
     if (k.variant == "dense" && k.head_dim == 0) generic[k.causal ? 1 : 0] = true;

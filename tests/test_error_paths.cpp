@@ -268,15 +268,31 @@ std::vector<Row> rows() {
         t[2].data = static_cast<char*>(t[2].data) + 2;
         return dense(t);
       },
-      bad, "is misaligned: fp32 tensors must be aligned to 4 bytes");
+      bad, "is misaligned: f32 tensors must be aligned to 4 bytes");
   add(
       "validate.cpp", "dtype",
       [](F x) {
         auto t = x.d();
-        t[0].dtype = DType::bf16;
+        for (TensorView& v : t) v.dtype = DType::bf16;
+        return topk(t);
+      },
+      unsup, "q has dtype bf16; this call has fp32 kernels only (16-bit tensors: attention())");
+  add(
+      "validate.cpp", "dtype_value",
+      [](F x) {
+        auto t = x.d();
+        t[1].dtype = static_cast<DType>(7);
         return dense(t);
       },
-      unsup, "q has dtype bf16; this build of hattn has fp32 kernels only");
+      bad, "k has an unknown dtype value 7");
+  add(
+      "validate.cpp", "dtype_differs",
+      [](F x) {
+        auto t = x.d();
+        t[2].dtype = DType::f16;
+        return dense(t);
+      },
+      bad, "q has dtype f32 but v has f16; q, k, v and out of a call share one dtype");
   add(
       "validate.cpp", "device_value",
       [](F x) {
@@ -467,6 +483,16 @@ std::vector<Row> rows() {
         return dense(x.d(), o);
       },
       bad, "lse is on cuda but q is on cpu; every tensor of a call must be on one device");
+  add(
+      "validate.cpp", "lse_dtype",
+      [](F x) {
+        TensorView lse = x.lse[0].view();
+        lse.dtype = DType::bf16;
+        hattn::AttentionOptions o;
+        o.lse = &lse;
+        return dense(x.d(), o);
+      },
+      bad, "lse has dtype bf16; lse is fp32 whatever the dtype of q, k, v and out");
   add(
       "validate.cpp", "check_finite_cuda",
       [](F x) {

@@ -556,7 +556,7 @@ std::string run_and_check(const DenseProblem& p, const DenseCase& c, hattn::Disp
 std::vector<std::string> kernel_names(const std::string& variant) {
   std::vector<std::string> names;
   for (const hattn::KernelInfo& k : hattn::list_kernels()) {
-    if (k.family != "cuda" && k.variant == variant) names.push_back(k.name);
+    if (k.family != "cuda" && k.variant == variant && k.dtype == "f32") names.push_back(k.name);
   }
   return names;
 }

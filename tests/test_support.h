@@ -191,7 +191,8 @@ std::string run_and_check(const DenseProblem& p, hattn::Dispatch* dispatch = nul
 std::string run_and_check(const DenseProblem& p, const DenseCase& c,
                           hattn::Dispatch* dispatch = nullptr);
 
-// Names of the CPU kernels (x86 or arm) and of the CUDA kernels compiled into the library.
+// Names of the fp32 CPU kernels (x86 or arm) of a variant (the 16-bit ones have tests of their
+// own), and of the CUDA kernels compiled into the library.
 std::vector<std::string> kernel_names(const std::string& variant = "dense");
 std::vector<std::string> cuda_kernel_names();
 // The CPU family this test binary was built for ("x86" or "arm"): the suffix of its kernel names.

@@ -62,6 +62,7 @@ std::string incapable_reason(const KernelEntry& e, const std::string& variant,
   if (!e.signature_problem.empty()) return e.signature_problem;
   const KernelInfo& k = e.info;
   if (k.variant != variant) return "variant " + k.variant + ", not " + variant;
+  if (k.dtype != o.dtype) return "built for " + k.dtype + " tensors, the call's are " + o.dtype;
   const bool cuda_kernel = k.family == "cuda";
   if (cuda_kernel != (o.device == Device::cuda)) {
     return std::string(cuda_kernel ? "CUDA kernel" : "CPU kernel") + ", tensors are on " +
@@ -93,17 +94,17 @@ bool preferred(const KernelInfo& a, const KernelInfo& b, const KernelRequest& o)
 // What the call asked for, in the words of the kernel names: "topk decode causal D=96 on cpu".
 std::string asked(const std::string& variant, const KernelRequest& o, const std::string& phase) {
   return variant + (o.has_phases ? " " + phase : "") + (o.causal ? " causal" : "") +
-         (o.lse ? " lse" : "") + (o.head_dim > 0 ? " D=" + std::to_string(o.head_dim) : "") +
-         " on " + to_string(o.device);
+         (o.lse ? " lse" : "") + (o.head_dim > 0 ? " D=" + std::to_string(o.head_dim) : "") + " " +
+         o.dtype + " on " + to_string(o.device);
 }
 
-// What this program's kernel set holds, one entry per variant and family with its head dims:
-// "kernel set 'mykernels' (VARIANTS dense HEAD_DIMS 64 TARGETS host): dense x86 D=64".
+// What this program's kernel set holds, one entry per variant, family and dtype with its head
+// dims: "kernel set 'mykernels' (VARIANTS dense HEAD_DIMS 64 TARGETS host): dense x86 f32 D=64".
 std::string built_summary() {
   const hattn_kernel_registry* r = hattn_registered_kernels();
   std::vector<std::pair<std::string, std::vector<std::string>>> groups;  // "variant family", dims
   for (const KernelEntry& e : kernel_table()) {
-    const std::string key = e.info.variant + " " + e.info.family;
+    const std::string key = e.info.variant + " " + e.info.family + " " + e.info.dtype;
     const std::string d = e.info.head_dim ? std::to_string(e.info.head_dim) : "any";
     auto g =
         std::find_if(groups.begin(), groups.end(), [&](const auto& x) { return x.first == key; });
@@ -130,6 +131,7 @@ KernelRequest attention_request(const AttentionShape& shape, bool causal,
   r.forced = forced;
   r.has_phases = true;
   r.device = shape.device;
+  r.dtype = to_string(shape.dtype);
   r.head_dim = shape.head_dim;
   r.rows = shape.lq;
   return r;

@@ -43,6 +43,7 @@ struct KernelRequest {
   std::string forced;           // a kernel name the caller forced ("" = choose)
   bool has_phases = false;      // prefill and decode kernels, chosen by `rows`
   Device device = Device::cpu;  // where the call's tensors are
+  std::string dtype = "f32";    // their element type, as kernel names spell it
   int64_t head_dim = 0;         // the D a kernel may be specialized for (0: the call has none)
   int64_t rows = 0;             // query rows per head (Lq), which choose the phase
 };

@@ -58,6 +58,23 @@ TensorView TensorView::contiguous(const float* data, std::vector<int64_t> shape)
   return contiguous(const_cast<float*>(data), std::move(shape));
 }
 
+TensorView TensorView::strided(void* data, DType dtype, std::vector<int64_t> shape,
+                               std::vector<int64_t> strides) {
+  TensorView t = strided(static_cast<float*>(data), std::move(shape), std::move(strides));
+  t.dtype = dtype;
+  return t;
+}
+
+TensorView TensorView::contiguous(void* data, DType dtype, std::vector<int64_t> shape) {
+  TensorView t = contiguous(static_cast<float*>(data), std::move(shape));
+  t.dtype = dtype;
+  return t;
+}
+
+TensorView TensorView::contiguous(const void* data, DType dtype, std::vector<int64_t> shape) {
+  return contiguous(const_cast<void*>(data), dtype, std::move(shape));
+}
+
 int64_t TensorView::numel() const {
   if (rank <= 0) return 0;
   int64_t n = 1;

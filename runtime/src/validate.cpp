@@ -4,6 +4,8 @@
 #include <climits>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <limits>
 #include <numeric>
 #include <sstream>
 
@@ -23,7 +25,8 @@ ByteRange byte_range(const TensorView& t) {
   int64_t last = 0;
   for (int i = 0; i < t.rank; ++i) last += (t.shape[i] - 1) * t.strides[i];
   auto base = reinterpret_cast<uintptr_t>(t.data);
-  return {base, base + static_cast<uintptr_t>(last) * sizeof(float) + sizeof(float) - 1};
+  const auto size = static_cast<uintptr_t>(element_size(t.dtype));
+  return {base, base + static_cast<uintptr_t>(last) * size + size - 1};
 }
 
 bool overlaps(const TensorView& a, const TensorView& b) {
@@ -53,7 +56,7 @@ bool self_overlapping(const TensorView& t) {
 // Rank, null, dtype, device, sizes and strides of one view. `written` views may not have zero
 // strides or overlap themselves.
 Status check_view(const TensorView& t, const char* name, int rank, const char* const* dims,
-                  bool written) {
+                  bool written, bool any_dtype = false) {
   std::ostringstream e;
   if (t.rank != rank) {
     e << name << " must have rank " << rank << " (";
@@ -62,14 +65,20 @@ Status check_view(const TensorView& t, const char* name, int rank, const char* c
     return invalid(e.str());
   }
   if (t.data == nullptr) return invalid(std::string(name) + " has a null data pointer");
-  if (reinterpret_cast<uintptr_t>(t.data) % alignof(float) != 0) {
-    e << name << " data pointer " << t.data << " is misaligned: fp32 tensors must be aligned to "
-      << alignof(float) << " bytes";
-    return invalid(e.str());
+  if (t.dtype != DType::f32 && t.dtype != DType::bf16 && t.dtype != DType::f16) {
+    return invalid(std::string(name) + " has an unknown dtype value " +
+                   std::to_string(static_cast<int>(t.dtype)));
   }
-  if (t.dtype != DType::f32) {
-    return Status{StatusCode::unsupported, std::string(name) + " has dtype " + to_string(t.dtype) +
-                                               "; this build of hattn has fp32 kernels only"};
+  if (t.dtype != DType::f32 && !any_dtype) {
+    return Status{StatusCode::unsupported,
+                  std::string(name) + " has dtype " + to_string(t.dtype) +
+                      "; this call has fp32 kernels only (16-bit tensors: attention())"};
+  }
+  const size_t align = element_size(t.dtype);
+  if (reinterpret_cast<uintptr_t>(t.data) % align != 0) {
+    e << name << " data pointer " << t.data << " is misaligned: " << to_string(t.dtype)
+      << " tensors must be aligned to " << align << " bytes";
+    return invalid(e.str());
   }
   if (t.device != Device::cpu && t.device != Device::cuda) {
     return invalid(std::string(name) + " has an unknown device value " +
@@ -146,16 +155,23 @@ Status invalid(const std::string& message) { return Status{StatusCode::invalid_a
 Status validate_attention(const TensorView& q, const TensorView& k, const TensorView& v,
                           const TensorView& out, const AttentionOptions& options,
                           AttentionShape* shape) {
-  return validate_attention_named(q, k, v, out, options, kAttentionNames, shape);
+  return validate_attention_named(q, k, v, out, options, kAttentionNames, shape, true);
 }
 
 Status validate_attention_named(const TensorView& q, const TensorView& k, const TensorView& v,
                                 const TensorView& out, const AttentionOptions& options,
-                                const char* const* names, AttentionShape* shape) {
+                                const char* const* names, AttentionShape* shape, bool any_dtype) {
   const TensorView* views[] = {&q, &k, &v, &out};
   for (int n = 0; n < 4; ++n) {
-    Status s = check_view(*views[n], names[n], 4, kDimNames4, n == 3);
+    Status s = check_view(*views[n], names[n], 4, kDimNames4, n == 3, any_dtype);
     if (!s.ok()) return s;
+  }
+  for (int n = 1; n < 4; ++n) {
+    if (views[n]->dtype != q.dtype) {
+      return invalid(std::string("q has dtype ") + to_string(q.dtype) + " but " + names[n] +
+                     " has " + to_string(views[n]->dtype) +
+                     "; q, k, v and out of a call share one dtype");
+    }
   }
   for (int n = 1; n < 4; ++n) {
     if (views[n]->device != q.device) {
@@ -201,8 +217,12 @@ Status validate_attention_named(const TensorView& q, const TensorView& k, const 
   if (options.lse != nullptr) {
     static const char* const kLseDims[3] = {"B", "H", "L"};
     const TensorView& lse = *options.lse;
-    Status s = check_view(lse, "lse", 3, kLseDims, true);
+    Status s = check_view(lse, "lse", 3, kLseDims, true, true);
     if (!s.ok()) return s;
+    if (lse.dtype != DType::f32) {
+      return invalid(std::string("lse has dtype ") + to_string(lse.dtype) +
+                     "; lse is fp32 whatever the dtype of q, k, v and out");
+    }
     if (lse.shape[0] != q.shape[0] || lse.shape[1] != q.shape[1] || lse.shape[2] != q.shape[2]) {
       return invalid("lse must have shape [B, Hq, Lq] = [" + std::to_string(q.shape[0]) + ", " +
                      std::to_string(q.shape[1]) + ", " + std::to_string(q.shape[2]) + "], got " +
@@ -220,22 +240,23 @@ Status validate_attention_named(const TensorView& q, const TensorView& k, const 
     return Status{StatusCode::unsupported,
                   "check_finite scans host memory and is not available for CUDA tensors"};
   }
-  *shape = {q.shape[0], q.shape[1], k.shape[1], q.shape[2], k.shape[2], q.shape[3], q.device};
+  *shape = {q.shape[0], q.shape[1], k.shape[1], q.shape[2],
+            k.shape[2], q.shape[3], q.device,   q.dtype};
   return Status::success();
 }
 
 Status check_finite(const TensorView& t, const char* name) {
   // Walk every element of a rank-1..4 view: idx counts in row-major order.
   int64_t idx[4] = {0, 0, 0, 0};
-  const float* base = static_cast<const float*>(t.data);
   const int last = t.rank - 1;
   for (;;) {
-    const float* row = base;
+    int64_t row = 0;
     for (int i = 0; i < last; ++i) row += idx[i] * t.strides[i];
     for (int64_t x = 0; x < t.shape[last]; ++x) {
-      if (!std::isfinite(row[x])) {
+      const float value = element_value(t, row + x);
+      if (!std::isfinite(value)) {
         std::ostringstream e;
-        e << name << " holds a non-finite value (" << row[x] << ") at [";
+        e << name << " holds a non-finite value (" << value << ") at [";
         for (int i = 0; i < last; ++i) e << idx[i] << ", ";
         e << x << "]";
         return Status{StatusCode::non_finite_input, e.str()};
@@ -272,14 +293,37 @@ Status validate_cpu_attention(const char* variant, const TensorView& q, const Te
   as_dense.causal = causal;
   as_dense.has_scale = options.has_scale;
   as_dense.scale = options.scale;
-  Status s =
-      validate_attention_named(q, k, v, out, as_dense, names ? names : kAttentionNames, shape);
+  Status s = validate_attention_named(q, k, v, out, as_dense, names ? names : kAttentionNames,
+                                      shape, false);
   if (s.ok() && shape->device != Device::cpu) {
     return Status{StatusCode::unsupported, std::string(variant) +
                                                " attention has CPU kernels only; tensors are on " +
                                                to_string(shape->device)};
   }
   return s;
+}
+
+size_t element_size(DType t) { return t == DType::f32 ? sizeof(float) : sizeof(uint16_t); }
+
+float element_value(const TensorView& t, int64_t offset) {
+  if (t.dtype == DType::f32) return static_cast<const float*>(t.data)[offset];
+  const uint16_t h = static_cast<const uint16_t*>(t.data)[offset];
+  if (t.dtype == DType::bf16) {
+    const uint32_t bits = static_cast<uint32_t>(h) << 16;
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    return f;
+  }
+  // IEEE half: sign, 5 exponent bits (bias 15), 10 mantissa bits.
+  const float sign = (h & 0x8000) ? -1.f : 1.f;
+  const int exponent = (h >> 10) & 0x1f;
+  const int mantissa = h & 0x3ff;
+  if (exponent == 0x1f) {
+    return mantissa ? std::numeric_limits<float>::quiet_NaN()
+                    : sign * std::numeric_limits<float>::infinity();
+  }
+  if (exponent == 0) return sign * std::ldexp(static_cast<float>(mantissa), -24);
+  return sign * std::ldexp(static_cast<float>(mantissa | 0x400), exponent - 25);
 }
 
 float resolve_scale(const ScaledOptions& options, int64_t head_dim) {

@@ -14,6 +14,7 @@ namespace hattn {
 struct AttentionShape {
   int64_t batch = 0, q_heads = 0, kv_heads = 0, lq = 0, lk = 0, head_dim = 0;
   Device device = Device::cpu;  // where every tensor of the call lives
+  DType dtype = DType::f32;     // the element type q, k, v and out share
 };
 
 Status invalid(const std::string& message);
@@ -34,10 +35,11 @@ Status validate_attention(const TensorView& q, const TensorView& k, const Tensor
                           const TensorView& out, const AttentionOptions& options,
                           AttentionShape* shape);
 
-// validate_attention with the four tensors named for messages (e.g. Loki's "k_rot").
+// validate_attention with the four tensors named for messages (e.g. Loki's "k_rot"); any_dtype:
+// 16-bit tensors are accepted (one dtype for all four), else fp32 only.
 Status validate_attention_named(const TensorView& q, const TensorView& k, const TensorView& v,
                                 const TensorView& out, const AttentionOptions& options,
-                                const char* const* names, AttentionShape* shape);
+                                const char* const* names, AttentionShape* shape, bool any_dtype);
 
 // The tensor and scale checks of validate_attention for a variant with CPU kernels only
 // (`variant` names it in the refusal of device tensors; `names`, when given, the four tensors).
@@ -49,6 +51,10 @@ Status validate_cpu_attention(const char* variant, const TensorView& q, const Te
 // The softmax scale of a call: the caller's when has_scale, else 1/sqrt(head_dim) computed in
 // fp32 (the one default-scale rule of every variant; el passes its per-head dim Dm / heads).
 float resolve_scale(const ScaledOptions& options, int64_t head_dim);
+
+// Bytes per element of a dtype, and element `offset` of a view read as fp32 (16-bit widened).
+size_t element_size(DType t);
+float element_value(const TensorView& t, int64_t offset);
 
 // Refuses with non_finite_input, naming the tensor and the first bad index, if `t` holds a NaN
 // or an infinity.

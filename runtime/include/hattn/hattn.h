@@ -8,7 +8,8 @@
 //   * Query head h reads key/value head h / (Hq / Hkv)  (GQA; MQA when Hkv == 1).
 //   * Causal masks are aligned bottom-right: key j is visible to query i iff j <= i + (Lk - Lq).
 //   * A query row with no visible key outputs zeros (and log-sum-exp -inf).
-//   * Data pointers must be aligned to the element (4 bytes); a view may hold at most 2^31-1
+//   * Data pointers must be aligned to the element (4 bytes, 2 for bf16/f16); a view may hold at
+//   most 2^31-1
 //     elements with element offsets up to 2^31-1 (the kernels index with 32 bits). Both are
 //     checked: anything else is refused before the call reads or writes memory.
 //   * Every entry point returns a Status; none aborts or throws (README "Guarantees").
@@ -43,6 +44,11 @@ struct TensorView {
   // A view with explicit strides (in elements).
   static TensorView strided(float* data, std::vector<int64_t> shape, std::vector<int64_t> strides);
   static TensorView strided(const float* data, std::vector<int64_t> shape,
+                            std::vector<int64_t> strides);
+  // The same over elements of `dtype` (bf16, f16: 16-bit words; shapes and strides in elements).
+  static TensorView contiguous(void* data, DType dtype, std::vector<int64_t> shape);
+  static TensorView contiguous(const void* data, DType dtype, std::vector<int64_t> shape);
+  static TensorView strided(void* data, DType dtype, std::vector<int64_t> shape,
                             std::vector<int64_t> strides);
 
   int64_t numel() const;
@@ -109,7 +115,9 @@ struct Dispatch {
 };
 
 // out = softmax(scale * q k^T [masked]) v, per (batch, query head).
-// q [B, Hq, Lq, D], k and v [B, Hkv, Lk, D], out [B, Hq, Lq, D]; fp32, all on the CPU or all in
+// q [B, Hq, Lq, D], k and v [B, Hkv, Lk, D], out [B, Hq, Lq, D], all of one dtype: fp32, or on
+// CPUs bf16 or f16 (products accumulate in fp32, the softmax state and lse are fp32, out is
+// rounded to the dtype once, last); all on the CPU or all in
 // CUDA device memory (TensorView::device; then lse too). CUDA calls need a build with CUDA
 // kernels and a usable device, else they return StatusCode::no_device saying which is missing.
 // Thread-safe: may be called from several threads at once.
