@@ -79,24 +79,14 @@ void run_hattn(benchmark::State& state, Shape s) {
 }
 
 // hattn::attention on 16-bit tensors (bf16 or f16): the same random values as the fp32 run,
-// rounded (bf16: to nearest even; f16: the compiler's conversion). GB/s counts 2-byte elements.
+// rounded to nearest even (hattn::to_16bit). GB/s counts 2-byte elements.
 void run_hattn_16bit(benchmark::State& state, Shape s, hattn::DType dtype) {
   Inputs in(s);
   const int64_t nq = s.batch * s.heads * s.lq * s.head_dim;
   const int64_t nkv = s.batch * s.heads * s.lk * s.head_dim;
   auto round16 = [&](const float* x, int64_t n) {
     std::vector<uint16_t> r(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) {
-      if (dtype == hattn::DType::f16) {
-        const _Float16 h = static_cast<_Float16>(x[i]);
-        std::memcpy(&r[static_cast<size_t>(i)], &h, sizeof(uint16_t));
-      } else {
-        uint32_t bits;
-        std::memcpy(&bits, &x[i], sizeof bits);
-        r[static_cast<size_t>(i)] =
-            static_cast<uint16_t>((bits + 0x7fff + ((bits >> 16) & 1)) >> 16);
-      }
-    }
+    for (int64_t i = 0; i < n; ++i) r[static_cast<size_t>(i)] = hattn::to_16bit(dtype, x[i]);
     return r;
   };
   std::vector<uint16_t> q = round16(in.q, nq), k = round16(in.k, nkv), v = round16(in.v, nkv);

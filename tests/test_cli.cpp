@@ -178,6 +178,43 @@ TEST_F(Cli, RunDenseMatchesReference) {
   }
 }
 
+// run dense --dtype bf16|f16: the inputs rounded to the dtype in memory, a 16-bit kernel, out
+// widened back to float32: within half an ulp of the dtype (+ fp32 noise) of the reference on
+// the rounded inputs, and the output names the 16-bit kernel.
+TEST_F(Cli, RunDense16Bit) {
+  SCOPED_TRACE(trace_);
+  for (const char* dtype : {"bf16", "f16"}) {
+    const hattn::DType t = std::string(dtype) == "bf16" ? hattn::DType::bf16 : hattn::DType::f16;
+    std::vector<std::string> args = run_args();
+    args.insert(args.end(), {"--dtype", dtype, "--causal"});
+    Result r = run_cli(args);
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_NE(r.out.find(std::string("_") + dtype + "_"), std::string::npos) << r.out;
+    auto rounded = [&](const std::vector<float>& x) {
+      std::vector<float> y(x.size());
+      for (size_t i = 0; i < x.size(); ++i) y[i] = hattn::from_16bit(t, hattn::to_16bit(t, x[i]));
+      return y;
+    };
+    const std::vector<float> q = rounded(q_), k = rounded(k_), v = rounded(v_);
+    hattn_test::AttnShape shape{1, 4, 2, 7, 9, 64};
+    hattn_test::AttnStrides strides{hattn_test::dense_strides(1, 4, 7, 64),
+                                    hattn_test::dense_strides(1, 2, 9, 64),
+                                    hattn_test::dense_strides(1, 2, 9, 64)};
+    std::vector<double> ref;
+    hattn_test::reference_attention(q.data(), k.data(), v.data(), shape, strides, true, 1.0 / 8.0,
+                                    &ref, nullptr);
+    hattn::npy::Array o;
+    std::string error;
+    ASSERT_TRUE(hattn::npy::read_f32(dir() + "o.npy", &o, &error)) << error;
+    ASSERT_EQ(o.data.size(), ref.size());
+    const double rel = t == hattn::DType::bf16 ? std::ldexp(1.0, -8) : std::ldexp(1.0, -11);
+    for (size_t i = 0; i < ref.size(); ++i) {
+      ASSERT_NEAR(o.data[i], ref[i], rel * std::fabs(ref[i]) + 2e-5 * (1 + std::fabs(ref[i])))
+          << dtype << " index " << i;
+    }
+  }
+}
+
 // run topk: k >= Lk is exact dense attention (and the verbose output says k was clamped); a
 // small k matches the brute-force top-k reference.
 TEST_F(Cli, RunTopkMatchesReference) {

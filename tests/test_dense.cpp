@@ -217,7 +217,7 @@ TEST(DenseConventions, RowsWithoutVisibleKeysAreZeroWithLseMinusInf) {
 // noise, and lse (fp32) as in the fp32 tests. The conversions here are the compiler's
 // (_Float16) and a bit-level round-to-nearest-even (bf16), independent of the runtime's.
 
-uint16_t to_16bit(hattn::DType t, float x) {
+uint16_t ref_to_16bit(hattn::DType t, float x) {
   if (t == hattn::DType::f16) {
     const _Float16 h = static_cast<_Float16>(x);
     uint16_t bits;
@@ -229,7 +229,7 @@ uint16_t to_16bit(hattn::DType t, float x) {
   return static_cast<uint16_t>((bits + 0x7fff + ((bits >> 16) & 1)) >> 16);
 }
 
-float from_16bit(hattn::DType t, uint16_t bits) {
+float ref_from_16bit(hattn::DType t, uint16_t bits) {
   if (t == hattn::DType::f16) {
     _Float16 h;
     std::memcpy(&h, &bits, sizeof h);
@@ -249,8 +249,8 @@ struct Sixteen {
 Sixteen draw_16bit(hattn::DType t, int64_t n, TestRng& rng) {
   Sixteen s;
   for (int64_t i = 0; i < n; ++i) {
-    s.bits.push_back(to_16bit(t, rng.normal()));
-    s.values.push_back(from_16bit(t, s.bits.back()));
+    s.bits.push_back(ref_to_16bit(t, rng.normal()));
+    s.values.push_back(ref_from_16bit(t, s.bits.back()));
   }
   return s;
 }
@@ -314,7 +314,7 @@ TEST(Dense16Bit, MatchesReferenceOnRoundedInputs) {
                             1.0 / std::sqrt(static_cast<double>(a.head_dim)), &ref, &ref_lse);
         int bad = 0;
         for (size_t i = 0; i < ref.size() && bad < 5; ++i) {
-          const double got = from_16bit(t, out[i]);
+          const double got = ref_from_16bit(t, out[i]);
           const double tol = rel * std::fabs(ref[i]) + 2e-5 * (1 + std::fabs(ref[i]));
           if (!(std::fabs(got - ref[i]) <= tol)) {
             ADD_FAILURE() << "out[" << i << "] = " << got << ", reference " << ref[i]
@@ -327,7 +327,7 @@ TEST(Dense16Bit, MatchesReferenceOnRoundedInputs) {
             EXPECT_TRUE(!with_lse || (std::isinf(lse[r]) && lse[r] < 0))
                 << "lse[" << r << "] = " << lse[r];
             for (int64_t x = 0; x < a.head_dim; ++x) {
-              EXPECT_EQ(from_16bit(t, out[r * static_cast<size_t>(a.head_dim) + x]), 0.f)
+              EXPECT_EQ(ref_from_16bit(t, out[r * static_cast<size_t>(a.head_dim) + x]), 0.f)
                   << "row " << r << " sees no key";
             }
           } else if (with_lse &&
@@ -344,6 +344,40 @@ TEST(Dense16Bit, MatchesReferenceOnRoundedInputs) {
   for (const KernelInfo& k : hattn::list_kernels()) {
     if (k.family != "cuda" && (k.dtype == "bf16" || k.dtype == "f16")) {
       EXPECT_EQ(used.count(k.name), 1u) << k.name << " never ran";
+    }
+  }
+}
+
+// hattn::to_16bit / from_16bit (what callers stage 16-bit tensors with) against this file's own
+// conversions: random values, ties at half an ulp, overflow, subnormals and signed zeros.
+TEST(Dense16Bit, ConversionsRoundToNearestEven) {
+  TestRng rng("conversions");
+  std::vector<float> xs = {0.f,
+                           -0.f,
+                           1.f,
+                           -1.f,
+                           65504.f,
+                           65520.f,
+                           1e6f,
+                           -1e6f,
+                           6e-8f,
+                           1e-10f,
+                           3.0e38f,
+                           std::numeric_limits<float>::infinity(),
+                           -std::numeric_limits<float>::infinity()};
+  // Exact ties: 1 + half an ulp of each dtype, and the next value up (ties go to even).
+  xs.push_back(1.f + std::ldexp(1.f, -8));
+  xs.push_back(1.f + 3 * std::ldexp(1.f, -8));
+  xs.push_back(1.f + std::ldexp(1.f, -11));
+  xs.push_back(1.f + 3 * std::ldexp(1.f, -11));
+  for (int i = 0; i < 20000; ++i) xs.push_back(rng.normal() * std::ldexp(1.f, i % 40 - 20));
+  for (hattn::DType t : {hattn::DType::bf16, hattn::DType::f16}) {
+    for (float x : xs) {
+      const uint16_t want = ref_to_16bit(t, x);
+      ASSERT_EQ(hattn::to_16bit(t, x), want) << hattn::to_string(t) << " " << x;
+      const float back = hattn::from_16bit(t, want), mine = ref_from_16bit(t, want);
+      ASSERT_TRUE(back == mine || (std::isnan(back) && std::isnan(mine)))
+          << hattn::to_string(t) << " bits " << want;
     }
   }
 }

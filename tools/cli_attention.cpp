@@ -1,6 +1,8 @@
 // `hattn run dense`, `hattn run topk` and `hattn run loki`: q, k, v in [B, H, L, D] .npy files,
 // out written as .npy.
+#include <cstdint>
 #include <cstdio>
+#include <vector>
 
 #include "cli_common.h"
 
@@ -19,7 +21,8 @@ struct AttentionArgs {
   int64_t rank = 0;
   double rank_fraction = 0, topk_fraction = 0;
   bool no_check_basis = false, copy_lead = false;
-  std::string k_lead;  // [B, Hkv, Lk, R] from `hattn rotate --lead-out`
+  std::string k_lead;         // [B, Hkv, Lk, R] from `hattn rotate --lead-out`
+  std::string dtype = "f32";  // dense: f32, bf16, f16
   CommonRunArgs common;
 };
 
@@ -75,11 +78,31 @@ int run_dense(const AttentionArgs& a) {
     opt.lse = &lse_view;
   }
   hattn::TensorView ov = hattn::TensorView::contiguous(l.out.data(), l.q.shape);
+  hattn::TensorView qv = view(l.q), kv = view(l.k), vv = view(l.v);
+  // --dtype bf16|f16: .npy has no bf16 (and hattn reads and writes float32 .npy only), so the
+  // inputs are read as float32 and rounded to the dtype in memory (nearest even), the call runs
+  // on 16-bit tensors, and out is widened back (exactly) and written as float32.
+  const hattn::DType dtype = a.dtype == "bf16"  ? hattn::DType::bf16
+                             : a.dtype == "f16" ? hattn::DType::f16
+                                                : hattn::DType::f32;
+  std::vector<uint16_t> q16, k16, v16, out16;
+  if (dtype != hattn::DType::f32) {
+    auto round = [&](const hattn::npy::Array& x, std::vector<uint16_t>* r) {
+      r->resize(x.data.size());
+      for (size_t i = 0; i < x.data.size(); ++i) (*r)[i] = hattn::to_16bit(dtype, x.data[i]);
+      return hattn::TensorView::contiguous(r->data(), dtype, x.shape);
+    };
+    qv = round(l.q, &q16);
+    kv = round(l.k, &k16);
+    vv = round(l.v, &v16);
+    out16.resize(l.out.size());
+    ov = hattn::TensorView::contiguous(out16.data(), dtype, l.q.shape);
+  }
   hattn::Dispatch chosen;
-  const double t = median_seconds(a.common.repeat, [&] {
-    return hattn::attention(view(l.q), view(l.k), view(l.v), ov, opt, &chosen);
-  });
+  const double t = median_seconds(a.common.repeat,
+                                  [&] { return hattn::attention(qv, kv, vv, ov, opt, &chosen); });
   print_timing(chosen, t, a.common.repeat, attention_flops(l, a.causal));
+  for (size_t i = 0; i < out16.size(); ++i) l.out[i] = hattn::from_16bit(dtype, out16[i]);
   save(a.out, l.q.shape, l.out.data());
   if (!a.lse.empty()) save(a.lse, lse_shape, lse.data());
   if (a.common.verbose) {
@@ -186,6 +209,11 @@ Action add_run_attention(CLI::App* run) {
   dense->add_option("--lse", dense_args.lse, "also write the log-sum-exp [B, Hq, Lq] here");
   dense->add_option("--splits", dense_args.splits, "decode key splits (0 = automatic)")
       ->check(CLI::NonNegativeNumber);
+  dense
+      ->add_option("--dtype", dense_args.dtype,
+                   "f32 (default), bf16 or f16: the tensors' dtype in the call (inputs rounded "
+                   "from the float32 .npy files, out widened back to float32)")
+      ->check(CLI::IsMember({"f32", "bf16", "f16"}));
   CLI::App* topk = add_qkv_command(run, "topk", "top-k attention (Gupta et al. 2021)", &topk_args);
   // No range check here: k < 1 is the library's to refuse, with its own message.
   topk->add_option("--topk", topk_args.topk, "keys kept per query row (>= 1)")->required();

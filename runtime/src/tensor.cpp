@@ -1,3 +1,5 @@
+#include <cstdint>
+#include <cstring>
 #include <sstream>
 
 #include "hattn/hattn.h"
@@ -73,6 +75,31 @@ TensorView TensorView::contiguous(void* data, DType dtype, std::vector<int64_t> 
 
 TensorView TensorView::contiguous(const void* data, DType dtype, std::vector<int64_t> shape) {
   return contiguous(const_cast<void*>(data), dtype, std::move(shape));
+}
+
+uint16_t to_16bit(DType dtype, float x) {
+  if (dtype == DType::f16) {
+    const _Float16 h = static_cast<_Float16>(x);  // the compiler's conversion: nearest even
+    uint16_t bits;
+    std::memcpy(&bits, &h, sizeof bits);
+    return bits;
+  }
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);  // NaN
+  return static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+
+float from_16bit(DType dtype, uint16_t bits) {
+  if (dtype == DType::f16) {
+    _Float16 h;
+    std::memcpy(&h, &bits, sizeof h);
+    return static_cast<float>(h);
+  }
+  const uint32_t wide = static_cast<uint32_t>(bits) << 16;
+  float x;
+  std::memcpy(&x, &wide, sizeof x);
+  return x;
 }
 
 int64_t TensorView::numel() const {

@@ -307,23 +307,7 @@ size_t element_size(DType t) { return t == DType::f32 ? sizeof(float) : sizeof(u
 
 float element_value(const TensorView& t, int64_t offset) {
   if (t.dtype == DType::f32) return static_cast<const float*>(t.data)[offset];
-  const uint16_t h = static_cast<const uint16_t*>(t.data)[offset];
-  if (t.dtype == DType::bf16) {
-    const uint32_t bits = static_cast<uint32_t>(h) << 16;
-    float f;
-    std::memcpy(&f, &bits, sizeof f);
-    return f;
-  }
-  // IEEE half: sign, 5 exponent bits (bias 15), 10 mantissa bits.
-  const float sign = (h & 0x8000) ? -1.f : 1.f;
-  const int exponent = (h >> 10) & 0x1f;
-  const int mantissa = h & 0x3ff;
-  if (exponent == 0x1f) {
-    return mantissa ? std::numeric_limits<float>::quiet_NaN()
-                    : sign * std::numeric_limits<float>::infinity();
-  }
-  if (exponent == 0) return sign * std::ldexp(static_cast<float>(mantissa), -24);
-  return sign * std::ldexp(static_cast<float>(mantissa | 0x400), exponent - 25);
+  return from_16bit(t.dtype, static_cast<const uint16_t*>(t.data)[offset]);
 }
 
 float resolve_scale(const ScaledOptions& options, int64_t head_dim) {

@@ -28,6 +28,11 @@ enum class Device { cpu, cuda };
 const char* to_string(DType t);
 const char* to_string(Device d);
 
+// fp32 to a 16-bit dtype (bf16 or f16), rounded to nearest even (f16 overflows to infinity), and
+// back (exact), for callers that stage 16-bit tensors from fp32 data.
+uint16_t to_16bit(DType dtype, float x);
+float from_16bit(DType dtype, uint16_t bits);
+
 // A non-owning view of a strided tensor. Shapes and strides are in elements, outermost first
 // (shape[0] is B for a [B, H, L, D] tensor).
 struct TensorView {
