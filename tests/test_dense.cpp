@@ -214,31 +214,42 @@ TEST(DenseConventions, RowsWithoutVisibleKeysAreZeroWithLseMinusInf) {
 // 16-bit tensors: q, k, v and out in bf16 or f16, lse in fp32. The kernels widen each element to
 // fp32 on load, accumulate in fp32 and round out once, so out is compared with the double
 // reference on the 16-bit inputs within half a unit in the last place of the dtype plus fp32
-// noise, and lse (fp32) as in the fp32 tests. The conversions here are the compiler's
-// (_Float16) and a bit-level round-to-nearest-even (bf16), independent of the runtime's.
+// noise, and lse (fp32) as in the fp32 tests. The conversions here work in double arithmetic (the
+// nearest value of the format, then its fields), independent of the runtime's bit-level ones.
 
 uint16_t ref_to_16bit(hattn::DType t, float x) {
-  if (t == hattn::DType::f16) {
-    const _Float16 h = static_cast<_Float16>(x);
-    uint16_t bits;
-    std::memcpy(&bits, &h, sizeof bits);
-    return bits;
-  }
-  uint32_t bits;
-  std::memcpy(&bits, &x, sizeof bits);
-  return static_cast<uint16_t>((bits + 0x7fff + ((bits >> 16) & 1)) >> 16);
+  // In double: the nearest value of the format (p significand bits, smallest normal exponent
+  // emin), ties to even (nearbyint in the default rounding mode), then its fields.
+  const bool half = t == hattn::DType::f16;
+  const int p = half ? 11 : 8, emin = half ? -14 : -126, bias = half ? 15 : 127;
+  const uint16_t sign = std::signbit(x) ? (half ? 0x8000 : 0x8000) : 0;
+  const uint16_t inf = half ? 0x7c00 : 0x7f80;
+  const double a = std::fabs(static_cast<double>(x));
+  if (std::isinf(a)) return sign | inf;
+  const int e = a == 0 ? emin : std::max(emin, std::ilogb(a));
+  const double quantum = std::ldexp(1.0, e - (p - 1));
+  const double r = std::nearbyint(a / quantum) * quantum;
+  if (r == 0) return sign;
+  const double max_finite = std::ldexp(2.0 - std::ldexp(1.0, 1 - p), half ? 15 : 127);
+  if (r > max_finite) return sign | inf;
+  const int er = std::ilogb(r);
+  if (er < emin) return static_cast<uint16_t>(sign | static_cast<uint16_t>(r / quantum));
+  const auto mantissa = static_cast<uint16_t>(std::ldexp(r, (p - 1) - er) - std::ldexp(1.0, p - 1));
+  return static_cast<uint16_t>(sign | (er + bias) << (p - 1) | mantissa);
 }
 
 float ref_from_16bit(hattn::DType t, uint16_t bits) {
-  if (t == hattn::DType::f16) {
-    _Float16 h;
-    std::memcpy(&h, &bits, sizeof h);
-    return static_cast<float>(h);
+  const bool half = t == hattn::DType::f16;
+  const int p = half ? 11 : 8, bias = half ? 15 : 127, emax_field = half ? 31 : 255;
+  const int field = (bits & 0x7fff) >> (p - 1), mantissa = bits & ((1 << (p - 1)) - 1);
+  const double sign = (bits & 0x8000) ? -1.0 : 1.0;
+  if (field == emax_field) {
+    return mantissa ? std::numeric_limits<float>::quiet_NaN()
+                    : static_cast<float>(sign * std::numeric_limits<double>::infinity());
   }
-  const uint32_t wide = static_cast<uint32_t>(bits) << 16;
-  float x;
-  std::memcpy(&x, &wide, sizeof x);
-  return x;
+  if (field == 0) return static_cast<float>(sign * std::ldexp(mantissa, 1 - bias - (p - 1)));
+  return static_cast<float>(sign *
+                            std::ldexp(mantissa + std::ldexp(1.0, p - 1), field - bias - (p - 1)));
 }
 
 struct Sixteen {

@@ -1,5 +1,7 @@
+#include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <sstream>
 
 #include "hattn/hattn.h"
@@ -77,13 +79,44 @@ TensorView TensorView::contiguous(const void* data, DType dtype, std::vector<int
   return contiguous(const_cast<void*>(data), dtype, std::move(shape));
 }
 
-uint16_t to_16bit(DType dtype, float x) {
-  if (dtype == DType::f16) {
-    const _Float16 h = static_cast<_Float16>(x);  // the compiler's conversion: nearest even
-    uint16_t bits;
-    std::memcpy(&bits, &h, sizeof bits);
-    return bits;
+namespace {
+
+// IEEE binary16 from fp32, nearest even, by bits (no compiler half type: g++ 12 has none in C++ on
+// aarch64).
+uint16_t f32_to_f16(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, sizeof x);
+  const auto sign = static_cast<uint16_t>((x >> 16) & 0x8000u);
+  const uint32_t ax = x & 0x7fffffffu;
+  if (ax > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);   // NaN stays NaN
+  if (ax >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // >= 65520: infinity
+  if (ax < 0x38800000u) {  // below 2^-14: a subnormal half, in steps of 2^-24
+    float a;
+    std::memcpy(&a, &ax, sizeof a);
+    return static_cast<uint16_t>(sign | static_cast<uint32_t>(std::nearbyint(a * 16777216.f)));
   }
+  uint32_t h = ((ax >> 23) - 112u) << 10 | ((ax >> 13) & 0x3ffu);  // rebias 127 -> 15
+  const uint32_t rest = ax & 0x1fffu;
+  if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) ++h;  // a carry moves to the next binade
+  return static_cast<uint16_t>(sign | h);
+}
+
+float f16_to_f32(uint16_t h) {
+  const float sign = (h & 0x8000u) ? -1.f : 1.f;
+  const int exponent = (h >> 10) & 0x1f;
+  const int mantissa = h & 0x3ff;
+  if (exponent == 0x1f) {
+    return mantissa ? std::numeric_limits<float>::quiet_NaN()
+                    : sign * std::numeric_limits<float>::infinity();
+  }
+  if (exponent == 0) return sign * std::ldexp(static_cast<float>(mantissa), -24);
+  return sign * std::ldexp(static_cast<float>(mantissa | 0x400), exponent - 25);
+}
+
+}  // namespace
+
+uint16_t to_16bit(DType dtype, float x) {
+  if (dtype == DType::f16) return f32_to_f16(x);
   uint32_t bits;
   std::memcpy(&bits, &x, sizeof bits);
   if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);  // NaN
@@ -91,11 +124,7 @@ uint16_t to_16bit(DType dtype, float x) {
 }
 
 float from_16bit(DType dtype, uint16_t bits) {
-  if (dtype == DType::f16) {
-    _Float16 h;
-    std::memcpy(&h, &bits, sizeof h);
-    return static_cast<float>(h);
-  }
+  if (dtype == DType::f16) return f16_to_f32(bits);
   const uint32_t wide = static_cast<uint32_t>(bits) << 16;
   float x;
   std::memcpy(&x, &wide, sizeof x);
