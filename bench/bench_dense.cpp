@@ -32,10 +32,12 @@ using hattn_bench::Inputs;
 using hattn_bench::Shape;
 using hattn_bench::visible_pairs;
 
-void set_counters(benchmark::State& state, const Shape& s) {
+// GFLOP/s of the visible work and GB/s of q, k, v read and out written (elements of
+// `element_bytes`).
+void set_counters(benchmark::State& state, const Shape& s, double element_bytes = 4.0) {
   const double flops = 4.0 * static_cast<double>(s.batch * s.heads * s.head_dim) * visible_pairs(s);
-  const double bytes =
-      4.0 * static_cast<double>(s.batch * s.heads * s.head_dim) * (2.0 * s.lq + 2.0 * s.lk);
+  const double bytes = element_bytes * static_cast<double>(s.batch * s.heads * s.head_dim) *
+                       (2.0 * s.lq + 2.0 * s.lk);
   state.counters["GFLOP/s"] =
       benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["GB/s"] =
@@ -55,65 +57,42 @@ std::string isa_of(const std::string& kernel) {
   return "?";
 }
 
-void run_hattn(benchmark::State& state, Shape s) {
+// hattn::attention on fp32 tensors, or (dtype bf16, f16) on the same random values rounded to
+// nearest even with hattn::to_16bit.
+void run_hattn(benchmark::State& state, Shape s, hattn::DType dtype) {
   Inputs in(s);
-  auto view = [&](float* x, int64_t l) {
-    return hattn::TensorView::contiguous(x, {s.batch, s.heads, l, s.head_dim});
-  };
+  const bool f32 = dtype == hattn::DType::f32;
+  std::vector<std::vector<uint16_t>> sixteen(4);  // q, k, v, out in 16 bits
+  float* const fp32[4] = {in.q, in.k, in.v, in.out};
+  const int64_t lengths[4] = {s.lq, s.lk, s.lk, s.lq};
+  hattn::TensorView views[4];
+  for (int t = 0; t < 4; ++t) {
+    const std::vector<int64_t> shape = {s.batch, s.heads, lengths[t], s.head_dim};
+    if (f32) {
+      views[t] = hattn::TensorView::contiguous(fp32[t], shape);
+      continue;
+    }
+    sixteen[t].resize(static_cast<size_t>(s.batch * s.heads * lengths[t] * s.head_dim));
+    for (size_t i = 0; i < sixteen[t].size(); ++i) {
+      sixteen[t][i] = hattn::to_16bit(dtype, fp32[t][i]);
+    }
+    views[t] = hattn::TensorView::contiguous(sixteen[t].data(), dtype, shape);
+  }
   hattn::AttentionOptions opt;
   opt.causal = s.causal;
   hattn::Dispatch chosen;
   hattn::set_num_threads(bench_threads());
   for (auto _ : state) {
-    hattn::Status st = hattn::attention(view(in.q, s.lq), view(in.k, s.lk), view(in.v, s.lk),
-                                        view(in.out, s.lq), opt, &chosen);
+    hattn::Status st = hattn::attention(views[0], views[1], views[2], views[3], opt, &chosen);
     if (!st.ok()) {
       state.SkipWithError(st.message.c_str());
       break;
     }
-    benchmark::DoNotOptimize(in.out);
+    benchmark::DoNotOptimize(views[3].data);
   }
   if (state.error_occurred()) return;
   state.SetLabel(chosen.kernel + " [" + isa_of(chosen.kernel) + "]");
-  set_counters(state, s);
-}
-
-// hattn::attention on 16-bit tensors (bf16 or f16): the same random values as the fp32 run,
-// rounded to nearest even (hattn::to_16bit). GB/s counts 2-byte elements.
-void run_hattn_16bit(benchmark::State& state, Shape s, hattn::DType dtype) {
-  Inputs in(s);
-  const int64_t nq = s.batch * s.heads * s.lq * s.head_dim;
-  const int64_t nkv = s.batch * s.heads * s.lk * s.head_dim;
-  auto round16 = [&](const float* x, int64_t n) {
-    std::vector<uint16_t> r(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) r[static_cast<size_t>(i)] = hattn::to_16bit(dtype, x[i]);
-    return r;
-  };
-  std::vector<uint16_t> q = round16(in.q, nq), k = round16(in.k, nkv), v = round16(in.v, nkv);
-  std::vector<uint16_t> out(static_cast<size_t>(nq));
-  auto view = [&](std::vector<uint16_t>& x, int64_t l) {
-    return hattn::TensorView::contiguous(x.data(), dtype, {s.batch, s.heads, l, s.head_dim});
-  };
-  hattn::AttentionOptions opt;
-  opt.causal = s.causal;
-  hattn::Dispatch chosen;
-  hattn::set_num_threads(bench_threads());
-  for (auto _ : state) {
-    hattn::Status st = hattn::attention(view(q, s.lq), view(k, s.lk), view(v, s.lk),
-                                        view(out, s.lq), opt, &chosen);
-    if (!st.ok()) {
-      state.SkipWithError(st.message.c_str());
-      break;
-    }
-    benchmark::DoNotOptimize(out.data());
-  }
-  if (state.error_occurred()) return;
-  state.SetLabel(chosen.kernel + " [" + isa_of(chosen.kernel) + "]");
-  set_counters(state, s);
-  const double bytes =
-      2.0 * static_cast<double>(s.batch * s.heads * s.head_dim) * (2.0 * s.lq + 2.0 * s.lk);
-  state.counters["GB/s"] =
-      benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  set_counters(state, s, f32 ? 4.0 : 2.0);
 }
 
 void run_openblas_attention(benchmark::State& state, Shape s, bool heads_parallel) {
@@ -190,10 +169,10 @@ void register_all() {
     for (int64_t l : {512, 2048, 8192}) {
       for (bool causal : {false, true}) {
         const Shape s{1, 8, l, l, d, causal};
-        add(prefill_name("hattn_dense", s), run_hattn, s);
+        add(prefill_name("hattn_dense", s), run_hattn, s, hattn::DType::f32);
         if (l == 2048) {
-          add(prefill_name("hattn_dense_bf16", s), run_hattn_16bit, s, hattn::DType::bf16);
-          add(prefill_name("hattn_dense_f16", s), run_hattn_16bit, s, hattn::DType::f16);
+          add(prefill_name("hattn_dense_bf16", s), run_hattn, s, hattn::DType::bf16);
+          add(prefill_name("hattn_dense_f16", s), run_hattn, s, hattn::DType::f16);
         }
         add(prefill_name("openblas_attention", s), run_openblas_attention, s, true);
         if (l == 2048)
@@ -207,9 +186,9 @@ void register_all() {
   for (int64_t lk : {4096, 32768, 131072}) {
     const Shape s{1, 32, 1, lk, 128, false};
     const std::string shape = "/decode/Lk:" + std::to_string(lk) + "/D:128";
-    add("hattn_dense" + shape, run_hattn, s);
-    add("hattn_dense_bf16" + shape, run_hattn_16bit, s, hattn::DType::bf16);
-    add("hattn_dense_f16" + shape, run_hattn_16bit, s, hattn::DType::f16);
+    add("hattn_dense" + shape, run_hattn, s, hattn::DType::f32);
+    add("hattn_dense_bf16" + shape, run_hattn, s, hattn::DType::bf16);
+    add("hattn_dense_f16" + shape, run_hattn, s, hattn::DType::f16);
     add("openblas_attention" + shape, run_openblas_decode, s);
     hattn_bench::register_loki_decode(s);  // right after dense: the same inputs, still cached
   }

@@ -222,7 +222,7 @@ uint16_t ref_to_16bit(hattn::DType t, float x) {
   // emin), ties to even (nearbyint in the default rounding mode), then its fields.
   const bool half = t == hattn::DType::f16;
   const int p = half ? 11 : 8, emin = half ? -14 : -126, bias = half ? 15 : 127;
-  const uint16_t sign = std::signbit(x) ? (half ? 0x8000 : 0x8000) : 0;
+  const uint16_t sign = std::signbit(x) ? 0x8000 : 0;
   const uint16_t inf = half ? 0x7c00 : 0x7f80;
   const double a = std::fabs(static_cast<double>(x));
   if (std::isinf(a)) return sign | inf;

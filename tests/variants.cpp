@@ -101,14 +101,22 @@ bool attention_reads(int role, const std::vector<int64_t>& idx, int64_t row, con
   }
 }
 
+// The knobs every variant's options share (hattn::CallOptions, hattn::ScaledOptions).
+void set_common(const Knobs& k, hattn::CallOptions* o) {
+  o->kernel = k.kernel;
+  o->check_finite = k.check_finite;
+}
+void set_common(const Knobs& k, hattn::ScaledOptions* o) {
+  set_common(k, static_cast<hattn::CallOptions*>(o));
+  o->has_scale = k.has_scale;
+  o->scale = k.scale;
+}
+
 hattn::AttentionOptions dense_options(const std::vector<TensorView>& t, const Knobs& k) {
   hattn::AttentionOptions o;
   o.causal = k.causal;
-  o.has_scale = k.has_scale;
-  o.scale = k.scale;
+  set_common(k, &o);
   o.decode_splits = k.decode_splits;
-  o.kernel = k.kernel;
-  o.check_finite = k.check_finite;
   if (t.size() > 4) o.lse = &t[4];  // the optional lse output
   return o;
 }
@@ -447,10 +455,7 @@ std::vector<Variant> build() {
     hattn::TopkOptions o;
     o.k = k.k;
     o.causal = k.causal;
-    o.has_scale = k.has_scale;
-    o.scale = k.scale;
-    o.kernel = k.kernel;
-    o.check_finite = k.check_finite;
+    set_common(k, &o);
     return hattn::topk_attention(t[0], t[1], t[2], t[3], o, d);
   };
   topk.reference = [](const CallTensors& t, const Dims& s, const Knobs& k, std::vector<double>* out,
@@ -492,8 +497,7 @@ std::vector<Variant> build() {
   ffn.call = [](const std::vector<TensorView>& t, const Knobs& k, hattn::Dispatch* d) {
     hattn::TopkFfnOptions o;
     o.k = k.k;
-    o.kernel = k.kernel;
-    o.check_finite = k.check_finite;
+    set_common(k, &o);
     return hattn::topk_ffn(t[0], t[1], t[2], t[3], o, d);
   };
   ffn.reference = [](const CallTensors& t, const Dims& s, const Knobs& k, std::vector<double>* out,
@@ -542,10 +546,7 @@ std::vector<Variant> build() {
     o.k = k.k;
     o.k_fraction = k.k_fraction;
     o.causal = k.causal;
-    o.has_scale = k.has_scale;
-    o.scale = k.scale;
-    o.kernel = k.kernel;
-    o.check_finite = k.check_finite;
+    set_common(k, &o);
     o.check_basis = k.check_basis;
     if (t.size() > 5) o.k_lead = &t[5];
     return hattn::loki_attention(t[0], t[1], t[2], t[3], t[4], o, d);
@@ -644,10 +645,7 @@ std::vector<Variant> build() {
     o.heads = k.heads;
     o.beam = k.beam;
     o.causal = k.causal;
-    o.has_scale = k.has_scale;
-    o.scale = k.scale;
-    o.kernel = k.kernel;
-    o.check_finite = k.check_finite;
+    set_common(k, &o);
     return hattn::el_attention(t[0], t[1], w, t[10], o, d);
   };
   el.reference = [](const CallTensors& t, const Dims& s, const Knobs& k, std::vector<double>* out,
@@ -734,10 +732,7 @@ std::vector<Variant> build() {
     o.window = k.window;
     o.slope = k.slope;
     o.gate = k.logit ? hattn::SparsekGate::logit : hattn::SparsekGate::value;
-    o.has_scale = k.has_scale;
-    o.scale = k.scale;
-    o.kernel = k.kernel;
-    o.check_finite = k.check_finite;
+    set_common(k, &o);
     return hattn::sparsek_attention(t[0], t[1], t[2], t[3], t[4], t[5], o, d);
   };
   // Always causal (the knob is ignored, by the call and here).

@@ -47,15 +47,6 @@ void print_timing(const hattn::Dispatch& chosen, double seconds, int repeat, dou
               flops / seconds * 1e-9);
 }
 
-// --scale given (> 0): use it; else the variant's default 1/sqrt(D).
-template <typename Options>
-void set_scale(double scale, Options* opt) {
-  if (scale != 0) {
-    opt->has_scale = true;
-    opt->scale = static_cast<float>(scale);
-  }
-}
-
 double attention_flops(const Loaded& l, bool causal) {
   return 4.0 * static_cast<double>(l.q.shape[0] * l.q.shape[1] * l.q.shape[3]) *
          visible_pairs(l.q.shape[2], l.k.shape[2], causal);
@@ -65,8 +56,7 @@ int run_dense(const AttentionArgs& a) {
   Loaded l = load_qkv(a);
   hattn::AttentionOptions opt;
   opt.causal = a.causal;
-  opt.kernel = a.common.kernel;
-  opt.check_finite = a.common.check_finite;
+  set_common(a.common, &opt);
   opt.decode_splits = a.splits;
   set_scale(a.scale, &opt);
   const std::vector<int64_t> lse_shape = {l.q.shape[0], l.q.shape[1], l.q.shape[2]};
@@ -116,8 +106,7 @@ int run_topk(const AttentionArgs& a) {
   hattn::TopkOptions opt;
   opt.k = a.topk;
   opt.causal = a.causal;
-  opt.kernel = a.common.kernel;
-  opt.check_finite = a.common.check_finite;
+  set_common(a.common, &opt);
   set_scale(a.scale, &opt);
   hattn::TensorView ov = hattn::TensorView::contiguous(l.out.data(), l.q.shape);
   hattn::Dispatch chosen;
@@ -150,8 +139,7 @@ int run_loki(const AttentionArgs& a) {
   opt.k = a.topk;
   opt.k_fraction = a.topk_fraction;
   opt.causal = a.causal;
-  opt.kernel = a.common.kernel;
-  opt.check_finite = a.common.check_finite;
+  set_common(a.common, &opt);
   opt.check_basis = !a.no_check_basis;
   set_scale(a.scale, &opt);
   // --copy-lead: the first r channels of the rotated keys copied contiguous (LokiOptions::k_lead),

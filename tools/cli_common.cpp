@@ -37,6 +37,18 @@ void check(const hattn::Status& s) {
   if (!s.ok()) die(1, std::string(hattn::to_string(s.code)) + ": " + s.message);
 }
 
+void set_common(const CommonRunArgs& a, hattn::CallOptions* o) {
+  o->kernel = a.kernel;
+  o->check_finite = a.check_finite;
+}
+
+void set_scale(double scale, hattn::ScaledOptions* o) {
+  if (scale != 0) {
+    o->has_scale = true;
+    o->scale = static_cast<float>(scale);
+  }
+}
+
 void add_common_run_options(CLI::App* run, CommonRunArgs* a) {
   run->add_option("--kernel", a->kernel, "force a kernel by name (see `hattn list`)");
   run->add_option("--threads", a->threads, "worker threads (default: all cores)")

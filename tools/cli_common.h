@@ -37,6 +37,10 @@ struct CommonRunArgs {
   int threads = 0, repeat = 1;
 };
 void add_common_run_options(CLI::App* run, CommonRunArgs* a);
+// The options every call shares (hattn::CallOptions): --kernel and --check-finite.
+void set_common(const CommonRunArgs& a, hattn::CallOptions* o);
+// --scale given (!= 0): use it; else the variant's default (1/sqrt(D), el: 1/sqrt(Dm / H)).
+void set_scale(double scale, hattn::ScaledOptions* o);
 
 // Calls `call` `repeat` times (each returning the Status of one kernel call) and returns the
 // median seconds; dies on the first failure.

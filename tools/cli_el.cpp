@@ -30,8 +30,9 @@ struct LoadedWeights {
 
 void load_weights(const std::string& dir, LoadedWeights* lw) {
   if (!std::filesystem::is_directory(dir)) {
-    die(1, dir + ": --weights must be a directory holding wq.npy wk.npy wv.npy wo.npy "
-                 "(and optionally bq.npy bk.npy bv.npy bo.npy)");
+    die(1, dir +
+               ": --weights must be a directory holding wq.npy wk.npy wv.npy wo.npy "
+               "(and optionally bq.npy bk.npy bv.npy bo.npy)");
   }
   const char* names[4] = {"q", "k", "v", "o"};
   for (int i = 0; i < 4; ++i) {
@@ -66,12 +67,8 @@ int run_el(const ElArgs& a) {
   o.heads = a.heads;
   o.beam = a.beam;
   o.causal = a.causal;
-  o.check_finite = a.common.check_finite;
-  o.kernel = a.common.kernel;
-  if (a.scale != 0) {
-    o.has_scale = true;
-    o.scale = static_cast<float>(a.scale);
-  }
+  set_common(a.common, &o);
+  set_scale(a.scale, &o);
   if (!a.lengths.empty()) {
     if (static_cast<int64_t>(a.lengths.size()) != mem.shape[0]) {
       die(1, "--lengths has " + std::to_string(a.lengths.size()) +

@@ -39,8 +39,7 @@ int run_topk_ffn(const FfnArgs& a) {
   std::vector<float> y(static_cast<size_t>(tokens * dim));
   hattn::TopkFfnOptions opt;
   opt.k = a.topk;
-  opt.kernel = a.common.kernel;
-  opt.check_finite = a.common.check_finite;
+  set_common(a.common, &opt);
   hattn::Dispatch chosen;
   const hattn::TensorView w2t_view = hattn::TensorView::contiguous(w2t.data(), {d_ff, dim});
   const hattn::TensorView y_view = hattn::TensorView::contiguous(y.data(), {tokens, dim});

@@ -38,12 +38,8 @@ int run_sparsek(const SparsekArgs& a) {
   opt.window = a.window;
   opt.slope = a.slope;
   opt.gate = a.gate == "logit" ? hattn::SparsekGate::logit : hattn::SparsekGate::value;
-  if (a.scale != 0.f) {
-    opt.has_scale = true;
-    opt.scale = a.scale;
-  }
-  opt.kernel = a.common.kernel;
-  opt.check_finite = a.common.check_finite;
+  set_scale(a.scale, &opt);
+  set_common(a.common, &opt);
   std::vector<float> out(q.data.size());
   const hattn::TensorView out_view = hattn::TensorView::contiguous(out.data(), q.shape);
   hattn::Dispatch chosen;
@@ -79,8 +75,7 @@ int run_mask(const MaskArgs& a) {
                                hattn::TensorView::contiguous(tau.data(), {z.shape[0]}), &chosen);
   });
   std::printf("kernel: %s (%s)\ntime: %.3f ms (median of %d), %.3g rows/s\n", chosen.kernel.c_str(),
-              chosen.reason.c_str(), t * 1e3, a.common.repeat,
-              static_cast<double>(z.shape[0]) / t);
+              chosen.reason.c_str(), t * 1e3, a.common.repeat, static_cast<double>(z.shape[0]) / t);
   save(a.out, z.shape, p.data());
   if (!a.tau.empty()) save(a.tau, {z.shape[0]}, tau.data());
   if (a.common.verbose) {

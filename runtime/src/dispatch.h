@@ -55,7 +55,6 @@ KernelRequest attention_request(const AttentionShape& shape, bool causal,
 // A kernel's arguments as its signature takes them: buffers by descriptor, scalars as they are
 // (no conversions: each scalar must already have the signature's type).
 inline halide_buffer_t* kernel_arg(HalideBuffer& b) { return b.get(); }
-inline halide_buffer_t* kernel_arg(halide_buffer_t* b) { return b; }
 inline float kernel_arg(float x) { return x; }
 inline int32_t kernel_arg(int32_t x) { return x; }
 inline bool kernel_arg(bool x) { return x; }

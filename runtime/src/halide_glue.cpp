@@ -183,17 +183,13 @@ int run_task(void* /*user_context*/, int i, uint8_t* closure) {
 
 void parallel_for(int64_t n, const std::function<void(int64_t)>& body) {
   if (n <= 0) return;
-  // Halide's pool takes int task counts; more tasks than that run in chunks.
-  constexpr int64_t kMaxTasks = int64_t{1} << 30;
-  for (int64_t base = 0; base < n; base += kMaxTasks) {
-    const int64_t count = std::min(kMaxTasks, n - base);
-    const std::function<void(int64_t)> shifted = [&](int64_t i) { body(base + i); };
-    ParallelClosure closure{&shifted, {}, nullptr};
-    install_halide_handlers();
-    halide_do_par_for(nullptr, run_task, 0, static_cast<int>(count),
-                      reinterpret_cast<uint8_t*>(&closure));
-    if (closure.error) std::rethrow_exception(closure.error);
-  }
+  // n counts (batch, head) pairs of a validated view, whose elements number below 2^31: it fits
+  // Halide's int task count.
+  ParallelClosure closure{&body, {}, nullptr};
+  install_halide_handlers();
+  halide_do_par_for(nullptr, run_task, 0, static_cast<int>(n),
+                    reinterpret_cast<uint8_t*>(&closure));
+  if (closure.error) std::rethrow_exception(closure.error);
 }
 
 Status kernel_failed(const std::string& kernel, int rc, const CallContext& ctx) {

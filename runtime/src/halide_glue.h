@@ -48,9 +48,9 @@ class HalideBuffer {
 
 int worker_threads();
 
-// Runs body(i) for every i in [0, n) as tasks of Halide's thread pool, the one the kernels run
-// on, so set_num_threads() sizes it too; returns when all are done. The order of tasks is
-// unspecified: give each its own outputs. An exception thrown by a task (std::bad_alloc) is
+// Runs body(i) for every i in [0, n), n < 2^31, as tasks of Halide's thread pool, the one the
+// kernels run on, so set_num_threads() sizes it too; returns when all are done. The order of tasks
+// is unspecified: give each its own outputs. An exception thrown by a task (std::bad_alloc) is
 // rethrown here after the other tasks finish.
 void parallel_for(int64_t n, const std::function<void(int64_t)>& body);
 

@@ -4,8 +4,6 @@
 #include <climits>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
-#include <limits>
 #include <numeric>
 #include <sstream>
 
