@@ -89,6 +89,30 @@ def best_gemm(rows, good, tail):
     return max(rates) if rates else None
 
 
+def dtype_section(rows, targets):
+    """Dense attention on bf16 and f16 tensors next to fp32 and PyTorch SDPA in the same dtype."""
+    if not any(k.startswith("hattn_dense_bf16") or k.startswith("hattn_dense_f16") for k in rows):
+        return
+    print("\n16-bit dense (ms; medians; torch = PyTorch SDPA in the same dtype)")
+    print(f"  {'shape':<32}{'f32':>8}{'bf16':>8}{'torch':>8}{'x':>6}{'f16':>8}{'torch':>8}{'x':>6}")
+    tails = [f"decode/Lk:{lk}/D:128" for lk in (4096, 32768, 131072)]
+    tails += [f"prefill/L:2048/D:{d}/causal:{c}" for d in (64, 128) for c in (0, 1)]
+    for tail in tails:
+        f32 = val(rows, f"hattn_dense/{tail}", "ms")
+        cells = []
+        for dt in ("bf16", "f16"):
+            h = val(rows, f"hattn_dense_{dt}/{tail}", "ms")
+            t = val(rows, f"torch_sdpa_{dt}/{tail}", "ms")
+            cells.append(f"{fmt(h, '.2f'):>8}{fmt(t, '.2f'):>8}{fmt(ratio(t, h), '.2f'):>6}")
+        if f32 is None and all("-" in c for c in cells):
+            continue
+        print(f"  {tail:<32}{fmt(f32, '.2f'):>8}{''.join(cells)}")
+        if tail == "decode/Lk:32768/D:128":
+            r = ratio(f32, val(rows, f"hattn_dense_bf16/{tail}", "ms"))
+            targets.append((f"bf16 decode Lk=32K >= 1.8x fp32 decode ({fmt(r, '.2f')}x)",
+                            None if r is None else r >= 1.8))
+
+
 def topk_section(rows, targets):
     """topk vs dense in the same run (time ratios), and topk_ffn vs the OpenBLAS dense FFN."""
     if not any(k.startswith("hattn_topk") for k in rows):
@@ -263,6 +287,7 @@ def main():
         if lk == 32768:
             targets.append((f"decode Lk=32768 at >= 0.90 of the 2-thread array read ({fmt(r, '.2f')})",
                             None if r is None else r >= 0.90))
+    dtype_section(rows, targets)
     topk_section(rows, targets)
     loki_section(rows, targets)
     el_section(rows, targets)

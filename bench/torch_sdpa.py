@@ -1,5 +1,5 @@
 """PyTorch's CPU scaled_dot_product_attention at hattn's benchmark shapes (the peer users reach
-for first). Writes Google Benchmark-style JSON so bench/report.py can merge it.
+for first), in fp32 and, with --dtypes, bf16 and f16. Writes Google Benchmark-style JSON so bench/report.py can merge it.
 Run with the interpreter in .venv-peer (scripts/setup.sh --peer)."""
 import argparse
 import json
@@ -38,23 +38,30 @@ def main():
     p.add_argument("--out", required=True)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--reps", type=int, default=7)
+    p.add_argument("--dtypes", default="f32",
+                   help="comma-separated f32,bf16,f16: SDPA in each (names torch_sdpa_<dtype>/... "
+                        "for 16-bit, as hattn_bench's hattn_dense_<dtype>/...)")
     a = p.parse_args()
     threads = int(os.environ.get("HATTN_BENCH_THREADS", "2"))
     torch.set_num_threads(threads)
     torch.manual_seed(20261122)
     lengths = [512, 2048] if a.quick else [512, 2048, 8192]
+    types = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
+    dtypes = a.dtypes.split(",")
+    for dt in dtypes:
+        if dt not in types:
+            sys.exit(f"torch_sdpa.py: unknown dtype '{dt}' (f32, bf16, f16)")
     results = []
-    for d in (64, 128):
-        for length in lengths:
-            for causal in (False, True):
-                q, k, v = (torch.randn(1, 8, length, d) for _ in range(3))
-                t = time_one(q, k, v, causal, a.reps)
-                flops = 4.0 * 8 * d * visible_pairs(length, length, causal)
-                name = f"torch_sdpa/prefill/L:{length}/D:{d}/causal:{int(causal)}"
-                results.append({"name": name, "run_type": "aggregate", "aggregate_name": "median",
-                                "real_time": t * 1e3, "time_unit": "ms",
-                                "GFLOP/s": flops / t * 1e-9})
-                print(f"{name}: {t * 1e3:.2f} ms, {flops / t * 1e-9:.1f} GFLOP/s", flush=True)
+    for dt, d, length, causal in ((dt, d, length, causal) for dt in dtypes for d in (64, 128)
+                                  for length in lengths for causal in (False, True)):
+        prefix = "torch_sdpa" if dt == "f32" else f"torch_sdpa_{dt}"
+        q, k, v = (torch.randn(1, 8, length, d, dtype=types[dt]) for _ in range(3))
+        t = time_one(q, k, v, causal, a.reps)
+        flops = 4.0 * 8 * d * visible_pairs(length, length, causal)
+        name = f"{prefix}/prefill/L:{length}/D:{d}/causal:{int(causal)}"
+        results.append({"name": name, "run_type": "aggregate", "aggregate_name": "median",
+                        "real_time": t * 1e3, "time_unit": "ms", "GFLOP/s": flops / t * 1e-9})
+        print(f"{name}: {t * 1e3:.2f} ms, {flops / t * 1e-9:.1f} GFLOP/s", flush=True)
     # torch.matmul at the GEMM shapes hattn_bench times OpenBLAS at: the well-configured GEMM
     # bench/report.py compares with when OpenBLAS runs far below the machine's peak.
     gemms = [("square/N:2048", 2048, 2048, 2048, False)]
@@ -80,12 +87,14 @@ def main():
                          "GFLOP/s": 2.0 * m * n * kk / t * 1e-9})
         print(f"{name}: {t * 1e3:.2f} ms, {2.0 * m * n * kk / t * 1e-9:.1f} GFLOP/s", flush=True)
     decode = [4096, 32768] if a.quick else [4096, 32768, 131072]
-    for lk in decode:
-        q = torch.randn(1, 32, 1, 128)
-        k, v = (torch.randn(1, 32, lk, 128) for _ in range(2))
+    for dt, lk in ((dt, lk) for dt in dtypes for lk in decode):
+        prefix = "torch_sdpa" if dt == "f32" else f"torch_sdpa_{dt}"
+        q = torch.randn(1, 32, 1, 128, dtype=types[dt])
+        k, v = (torch.randn(1, 32, lk, 128, dtype=types[dt]) for _ in range(2))
         t = time_one(q, k, v, False, a.reps)
-        gbs = 4.0 * 32 * 128 * (2 * 1 + 2 * lk) / t * 1e-9  # q, k, v read, out written
-        name = f"torch_sdpa/decode/Lk:{lk}/D:128"
+        size = 4.0 if dt == "f32" else 2.0
+        gbs = size * 32 * 128 * (2 * 1 + 2 * lk) / t * 1e-9  # q, k, v read, out written
+        name = f"{prefix}/decode/Lk:{lk}/D:128"
         results.append({"name": name, "run_type": "aggregate", "aggregate_name": "median",
                         "real_time": t * 1e3, "time_unit": "ms", "GB/s": gbs})
         print(f"{name}: {t * 1e3:.2f} ms, {gbs:.1f} GB/s", flush=True)

@@ -32,7 +32,7 @@ if [ "${HATTN_BENCH_PEER:-1}" = 0 ]; then
   echo "== PyTorch SDPA peer skipped (HATTN_BENCH_PEER=0)"
 elif [ -x "$peer_py" ] && "$peer_py" -c "import torch" 2>/dev/null; then
   echo "== PyTorch SDPA peer"
-  peer_args=(--out "$here/results/torch_sdpa.json")
+  peer_args=(--out "$here/results/torch_sdpa.json" --dtypes f32,bf16,f16)
   if [ "$quick" = 1 ]; then peer_args+=(--quick); fi
   if "$peer_py" "$here/bench/torch_sdpa.py" "${peer_args[@]}"; then
     peer_json="$here/results/torch_sdpa.json"
