@@ -62,8 +62,9 @@ SPACE = {
         "tk": [2, 3, 4, 5, 6, 8],
         "td": [2, 4, 6, 8],
     },
-    # qb = 1 and kb = 256 are fixed: the dispatcher's split count assumes 256 keys per block.
-    "decode": {"qb": [1], "kb": [256], "tq": [1, 2, 4], "tk": [1, 2, 4, 8], "td": [2, 4, 8, 16]},
+    # kb = 256 is fixed: the dispatcher's split count assumes 256 keys per block. Decode has no
+    # qb: its query block is a kv group's rows.
+    "decode": {"kb": [256], "tq": [1, 2, 4], "tk": [1, 2, 4, 8], "td": [2, 4, 8, 16]},
 }
 
 # The declared legal space of schedules/cpu/topk_cpu.cpp: the rows of a prefill chunk (qb) in

@@ -9,6 +9,8 @@ namespace hattn_bench {
 struct Shape {
   int64_t batch = 1, heads = 8, lq = 2048, lk = 2048, head_dim = 64;
   bool causal = false;
+  int64_t kv_heads = 0;  // K and V heads (grouped-query attention); 0: as many as `heads`
+  int64_t kv() const { return kv_heads > 0 ? kv_heads : heads; }
 };
 
 // Unfused attention on OpenBLAS: per head and per block of 256 queries, S = scale Q K^T (sgemm),

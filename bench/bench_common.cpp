@@ -48,11 +48,11 @@ double visible_pairs(const Shape& s) {
 
 Inputs::Inputs(const Shape& s) {
   const int64_t qn = s.batch * s.heads * s.lq * s.head_dim;
-  const int64_t kn = s.batch * s.heads * s.lk * s.head_dim;
+  const int64_t kn = s.batch * s.kv() * s.lk * s.head_dim;
   // Keyed by shape: hattn and the baselines at one shape read the same inputs.
   const std::string key = "attention " + std::to_string(s.batch) + "x" + std::to_string(s.heads) +
-                          "x" + std::to_string(s.lq) + "x" + std::to_string(s.lk) + "x" +
-                          std::to_string(s.head_dim);
+                          "x" + std::to_string(s.kv()) + "x" + std::to_string(s.lq) + "x" +
+                          std::to_string(s.lk) + "x" + std::to_string(s.head_dim);
   auto& b = buffers(key, {qn, kn, kn, qn});
   q = b[0].data();
   k = b[1].data();

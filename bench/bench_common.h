@@ -28,7 +28,7 @@ std::vector<std::vector<float>>& buffers(const std::string& key, const std::vect
 // Query-key pairs visible under the (bottom-right) causal mask: the useful work.
 double visible_pairs(const Shape& s);
 
-// q, k, v, out of a shape (Hq == Hkv in this suite).
+// q, k, v, out of a shape (k and v with s.kv() heads).
 struct Inputs {
   float *q, *k, *v, *out;
   explicit Inputs(const Shape& s);

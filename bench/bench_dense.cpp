@@ -1,6 +1,7 @@
 // Dense attention next to its baselines, measured in one run (see scripts/bench.sh for the table).
 //   hattn_dense/{prefill,decode}/...    hattn::attention through the public API
 //   hattn_dense_{bf16,f16}/...          the same on 16-bit q, k, v, out (GB/s of 2-byte elements)
+//   hattn_dense*/decode/.../Hkv:8       grouped-query decode, 32 query heads over 8 kv heads
 //   openblas_attention/...              unfused attention, heads in parallel, 1-thread BLAS each
 //                                       (decode: sgemv per head)
 //   openblas_attention_mt/...           unfused attention, heads in sequence, N-thread BLAS
@@ -36,8 +37,8 @@ using hattn_bench::visible_pairs;
 // `element_bytes`).
 void set_counters(benchmark::State& state, const Shape& s, double element_bytes = 4.0) {
   const double flops = 4.0 * static_cast<double>(s.batch * s.heads * s.head_dim) * visible_pairs(s);
-  const double bytes = element_bytes * static_cast<double>(s.batch * s.heads * s.head_dim) *
-                       (2.0 * s.lq + 2.0 * s.lk);
+  const double bytes = element_bytes * static_cast<double>(s.batch * s.head_dim) *
+                       (2.0 * s.heads * s.lq + 2.0 * s.kv() * s.lk);
   state.counters["GFLOP/s"] =
       benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["GB/s"] =
@@ -65,14 +66,15 @@ void run_hattn(benchmark::State& state, Shape s, hattn::DType dtype) {
   std::vector<std::vector<uint16_t>> sixteen(4);  // q, k, v, out in 16 bits
   float* const fp32[4] = {in.q, in.k, in.v, in.out};
   const int64_t lengths[4] = {s.lq, s.lk, s.lk, s.lq};
+  const int64_t heads[4] = {s.heads, s.kv(), s.kv(), s.heads};
   hattn::TensorView views[4];
   for (int t = 0; t < 4; ++t) {
-    const std::vector<int64_t> shape = {s.batch, s.heads, lengths[t], s.head_dim};
+    const std::vector<int64_t> shape = {s.batch, heads[t], lengths[t], s.head_dim};
     if (f32) {
       views[t] = hattn::TensorView::contiguous(fp32[t], shape);
       continue;
     }
-    sixteen[t].resize(static_cast<size_t>(s.batch * s.heads * lengths[t] * s.head_dim));
+    sixteen[t].resize(static_cast<size_t>(s.batch * heads[t] * lengths[t] * s.head_dim));
     for (size_t i = 0; i < sixteen[t].size(); ++i) {
       sixteen[t][i] = hattn::to_16bit(dtype, fp32[t][i]);
     }
@@ -191,6 +193,16 @@ void register_all() {
     add("hattn_dense_f16" + shape, run_hattn, s, hattn::DType::f16);
     add("openblas_attention" + shape, run_openblas_decode, s);
     hattn_bench::register_loki_decode(s);  // right after dense: the same inputs, still cached
+  }
+  // Grouped-query decode (Hq = 32 over Hkv = 8, as Llama 3 8B): a quarter of the MHA cache, read
+  // once per kv head, so ideally 0.25x the MHA time at the same Lk.
+  for (int64_t lk : {4096, 32768}) {
+    Shape s{1, 32, 1, lk, 128, false};
+    s.kv_heads = 8;
+    const std::string shape = "/decode/Lk:" + std::to_string(lk) + "/D:128/Hkv:8";
+    add("hattn_dense" + shape, run_hattn, s, hattn::DType::f32);
+    add("hattn_dense_bf16" + shape, run_hattn, s, hattn::DType::bf16);
+    add("hattn_dense_f16" + shape, run_hattn, s, hattn::DType::f16);
   }
   for (int t : {1, 2}) add("array_read/threads:" + std::to_string(t), run_array_read, t);
   // The machine's compute bound, and a square GEMM: a BLAS far below the peak at this shape is

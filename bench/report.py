@@ -113,6 +113,25 @@ def dtype_section(rows, targets):
                             None if r is None else r >= 1.8))
 
 
+def gqa_section(rows, targets):
+    """Grouped-query decode (Hq = 32, Hkv = 8) against MHA (Hq = Hkv = 32) at the same Lk."""
+    if not any(k.endswith("/Hkv:8") for k in rows):
+        return
+    print("\nGQA decode, Hq=32 over Hkv=8 vs MHA Hq=Hkv=32, D=128 (time GQA / time MHA; ideal 0.25)")
+    for lk in (4096, 32768):
+        for dt in ("", "_bf16", "_f16"):
+            mha = val(rows, f"hattn_dense{dt}/decode/Lk:{lk}/D:128", "ms")
+            gqa = val(rows, f"hattn_dense{dt}/decode/Lk:{lk}/D:128/Hkv:8", "ms")
+            gbs = val(rows, f"hattn_dense{dt}/decode/Lk:{lk}/D:128/Hkv:8", "GB/s")
+            r = ratio(gqa, mha)
+            name = dt[1:] or "f32"
+            print(f"  Lk={lk:<6} {name:<5} {fmt(gqa, '.2f')} ms vs {fmt(mha, '.2f')} ms -> "
+                  f"{fmt(r, '.2f')}x, {fmt(gbs)} GB/s")
+            if lk == 32768:
+                targets.append((f"GQA decode Lk=32K {name} <= 0.3x MHA ({fmt(r, '.2f')}x)",
+                                None if r is None else r <= 0.3))
+
+
 def topk_section(rows, targets):
     """topk vs dense in the same run (time ratios), and topk_ffn vs the OpenBLAS dense FFN."""
     if not any(k.startswith("hattn_topk") for k in rows):
@@ -288,6 +307,7 @@ def main():
             targets.append((f"decode Lk=32768 at >= 0.90 of the 2-thread array read ({fmt(r, '.2f')})",
                             None if r is None else r >= 0.90))
     dtype_section(rows, targets)
+    gqa_section(rows, targets)
     topk_section(rows, targets)
     loki_section(rows, targets)
     el_section(rows, targets)

@@ -11,35 +11,65 @@ using namespace Halide;
 
 DenseStages dense_attention(const DenseInputs& in, const DenseBlocking& blocking) {
   DenseStages st;
-  const int qb = blocking.query_block;
   const int kb = blocking.key_block;
   Var &d = st.d, &i = st.i, &h = st.h, &b = st.b;
   Var &ii = st.ii, &jj = st.jj, &qblk = st.qblk, &kblk = st.kblk, &s = st.s;
 
   Expr group = in.q_heads / in.kv_heads;
-  Expr hk = h / group;
   Expr num_key_blocks = (in.lk + kb - 1) / kb;
   // Bottom-right causal alignment: key j is visible to query row i iff j <= i + (Lk - Lq).
   Expr causal_offset = in.lk - in.lq;
 
-  // Rows past Lq (in the last query block) and keys past Lk (in the last key block) read the last
-  // valid row; their results are discarded (rows) or masked (keys).
-  Expr row = qblk * qb + ii;
+  // A block's row ii stands for query `query` of query head `q_head`, reading kv head `hk`.
+  // Unpacked: rows past Lq (in the last query block) read the last valid row and are discarded.
+  // Packed: one block per kv head, row = g * Lq + i, every row valid.
+  // `mask_query` is the row the causal mask compares with (unclamped when unpacked: rows past Lq
+  // are discarded anyway, and the min would cost an instruction per score vector in prefill).
+  Expr qb, query, mask_query, q_head, hk;
+  if (in.pack_groups) {
+    qb = in.lq * group;
+    query = ii % in.lq;
+    mask_query = query;
+    q_head = h * group + ii / in.lq;
+    hk = h;
+  } else {
+    qb = blocking.query_block;
+    mask_query = qblk * qb + ii;
+    query = min(mask_query, in.lq - 1);
+    q_head = h;
+    hk = h / group;
+  }
+  st.block_rows = qb;
+  // The last query row of a block, for skipping causal key blocks.
+  Expr last_query = in.pack_groups ? in.lq - 1 : qblk * qb + (qb - 1);
+
+  // Keys past Lk (in the last key block) read the last valid key and are masked.
   Expr key = kblk * kb + jj;
-  Expr row_in = min(row, in.lq - 1);
   Expr key_in = clamp(key, 0, in.lk - 1);
 
-  st.q_scaled(ii, d, qblk, h, b) = in.q(d, row_in, h, b) * in.scale;
-
-  st.rc = RDom(0, in.head_dim, "rc");
+  Var &pr = st.pr, &pi = st.pi;
   st.dot(ii, jj, kblk, qblk, h, b) = 0.f;
-  st.dot(ii, jj, kblk, qblk, h, b) +=
-      st.q_scaled(ii, st.rc, qblk, h, b) * in.k(st.rc, key_in, hk, b);
+  Expr scaled_dot = st.dot(ii, jj, kblk, qblk, h, b);
+  if (in.pair_dots) {
+    // The scale multiplies the fp32 score: q stays as stored (scaling it in bf16 would round it
+    // a second time).
+    st.q_pairs(pr, ii, pi, qblk, h, b) = in.q_raw(2 * pi + pr, query, q_head, b);
+    st.rcp = RDom(0, 2, 0, in.head_dim / 2, "rcp");
+    Expr c = 2 * st.rcp.y + st.rcp.x;
+    st.dot(ii, jj, kblk, qblk, h, b) +=
+        cast<float>(st.q_pairs(st.rcp.x, ii, st.rcp.y, qblk, h, b)) *
+        cast<float>(in.k_raw(c, key_in, hk, b));
+    scaled_dot = scaled_dot * in.scale;
+  } else {
+    st.q_scaled(ii, d, qblk, h, b) = in.q(d, query, q_head, b) * in.scale;
+    st.rc = RDom(0, in.head_dim, "rc");
+    st.dot(ii, jj, kblk, qblk, h, b) +=
+        st.q_scaled(ii, st.rc, qblk, h, b) * in.k(st.rc, key_in, hk, b);
+  }
 
   Expr visible = key < in.lk;
-  if (in.causal) visible = visible && key <= row + causal_offset;
-  st.scores(ii, jj, kblk, qblk, h, b) =
-      st.dot(ii, jj, kblk, qblk, h, b) + select(visible, 0.f, kMaskedScore);
+  if (in.causal) visible = visible && key <= mask_query + causal_offset;
+  st.scores(ii, jj, kblk, qblk, h, b) = scaled_dot + select(visible, 0.f, kMaskedScore);
 
   st.rj = RDom(0, kb, "rj");
   st.block_max(ii, kblk, qblk, h, b) = kMaskedScore;
@@ -52,9 +82,21 @@ DenseStages dense_attention(const DenseInputs& in, const DenseBlocking& blocking
   st.block_sum(ii, kblk, qblk, h, b) = 0.f;
   st.block_sum(ii, kblk, qblk, h, b) += st.probs(ii, st.rj, kblk, qblk, h, b);
 
-  Expr key_rj = min(kblk * kb + st.rj, in.lk - 1);
   st.pv(ii, d, kblk, qblk, h, b) = 0.f;
-  st.pv(ii, d, kblk, qblk, h, b) += st.probs(ii, st.rj, kblk, qblk, h, b) * in.v(d, key_rj, hk, b);
+  if (in.pair_dots) {
+    // Keys past Lk read the last key: their probabilities are exactly 0, in bf16 too.
+    const Type t = in.q_raw.type();
+    st.p_pairs(pr, ii, pi, kblk, qblk, h, b) = cast(t, st.probs(ii, 2 * pi + pr, kblk, qblk, h, b));
+    st.v_pairs(pr, d, pi, kblk, h, b) = in.v_raw(d, min(kblk * kb + 2 * pi + pr, in.lk - 1), hk, b);
+    st.rjp = RDom(0, 2, 0, kb / 2, "rjp");
+    st.pv(ii, d, kblk, qblk, h, b) +=
+        cast<float>(st.p_pairs(st.rjp.x, ii, st.rjp.y, kblk, qblk, h, b)) *
+        cast<float>(st.v_pairs(st.rjp.x, d, st.rjp.y, kblk, h, b));
+  } else {
+    Expr key_rj = min(kblk * kb + st.rj, in.lk - 1);
+    st.pv(ii, d, kblk, qblk, h, b) +=
+        st.probs(ii, st.rj, kblk, qblk, h, b) * in.v(d, key_rj, hk, b);
+  }
 
   // Fold key blocks into the running state. With split_keys, split s owns blocks
   // [s * per_split, (s + 1) * per_split).
@@ -64,7 +106,7 @@ DenseStages dense_attention(const DenseInputs& in, const DenseBlocking& blocking
   Expr live = blk < num_key_blocks;
   // Causal: skip key blocks that start after the last visible key of the query block's last row.
   // The condition depends only on block indices, so the loop bound itself shrinks.
-  if (in.causal) live = live && blk * kb <= qblk * qb + (qb - 1) + causal_offset;
+  if (in.causal) live = live && blk * kb <= last_query + causal_offset;
   st.rk.where(live);
 
   std::vector<Var> state_vars = {ii, d};
@@ -96,12 +138,22 @@ DenseStages dense_attention(const DenseInputs& in, const DenseBlocking& blocking
   // output zeros and lse = -inf.
   Expr any_visible = in.lk > 0;
   if (in.causal) any_visible = any_visible && i + causal_offset >= 0;
-  Expr fl = final_state(i % qb, d, i / qb, h, b)[1];
-  Expr facc = final_state(i % qb, d, i / qb, h, b)[2];
+  // Where output row i of query head h sits in the final state.
+  std::vector<Expr> at_d, at_0;
+  if (in.pack_groups) {
+    Expr r = (h % group) * in.lq + i;
+    at_d = {r, d, 0, h / group, b};
+    at_0 = {r, 0, 0, h / group, b};
+  } else {
+    at_d = {i % qb, d, i / qb, h, b};
+    at_0 = {i % qb, 0, i / qb, h, b};
+  }
+  Expr fl = final_state(at_d)[1];
+  Expr facc = final_state(at_d)[2];
   st.out(d, i, h, b) = cast(in.out_type, select(any_visible, facc / fl, 0.f));
 
-  Expr lm = final_state(i % qb, 0, i / qb, h, b)[0];
-  Expr ll = final_state(i % qb, 0, i / qb, h, b)[1];
+  Expr lm = final_state(at_0)[0];
+  Expr ll = final_state(at_0)[1];
   st.lse(i, h, b) =
       select(any_visible, lm + log(ll), Expr(-std::numeric_limits<float>::infinity()));
   return st;

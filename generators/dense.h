@@ -12,6 +12,13 @@
 //
 // With `split_keys`, the key blocks are divided among `splits` independent partial states that
 // a final stage merges by rescaling (split-K, for decode: one query must still use every core).
+//
+// With `pack_groups` (grouped-query attention read once), the stages' head index h is the kv head
+// and one query block holds every query row of its group: row r = g * Lq + i stands for query i of
+// query head h * (Hq / Hkv) + g. Each K and V block is then loaded once for all the group's heads
+// (MHA is the group of one). The block's row count, Lq x group, is a run-time value
+// (`DenseStages::block_rows`), so this is for decode's few rows; `out` and `lse` keep their
+// (d, i, h, b) and (i, h, b) layouts over the query heads.
 #pragma once
 
 #include "Halide.h"
@@ -25,6 +32,12 @@ struct DenseBlocking {
 
 struct DenseInputs {
   Halide::Func q, k, v;  // (d, i, h, b), fp32 values (16-bit inputs widened on load)
+  // pair_dots: q, k and v as stored (bf16), and q.k and P.V written as sums of products of bf16
+  // pairs accumulated in fp32 (the shape of AVX512-BF16's vdpbf16ps): q is staged in pairs along
+  // D, V in pairs along the keys, and the probabilities are rounded to bf16 before P.V. The head
+  // dim must be even and compiled in.
+  Halide::Func q_raw, k_raw, v_raw;
+  bool pair_dots = false;
   Halide::Type out_type = Halide::Float(32);  // the output's element type (rounded once, last)
   Halide::Expr head_dim;                      // D
   Halide::Expr lq, lk;                        // query and key lengths
@@ -33,6 +46,7 @@ struct DenseInputs {
   Halide::Expr splits;                        // number of key splits (split_keys only)
   bool causal = false;
   bool split_keys = false;
+  bool pack_groups = false;  // one block per kv head holding all its query heads' rows (above)
 };
 
 struct DenseStages {
@@ -41,8 +55,15 @@ struct DenseStages {
   Halide::Var ii{"ii"}, jj{"jj"};                  // query row / key within a block
   Halide::Var qblk{"qblk"}, kblk{"kblk"}, s{"s"};  // query block, key block, key split
   Halide::RDom rc, rj, rk, rs;                     // over D, keys in a block, blocks, splits
+  Halide::Var pr{"pr"}, pi{"pi"};                  // pair_dots: member of a pair, pair index
+  Halide::RDom rcp, rjp;    // pair_dots: (member, pair) over D and over a block's keys
+  Halide::Expr block_rows;  // rows in a query block: query_block, or Lq x group when packed
 
+  // Below, h is the query head, or the kv head when packed.
   Halide::Func q_scaled{"q_scaled"};  // (ii, c, qblk, h, b)       scale * q, queries innermost
+  Halide::Func q_pairs{"q_pairs"};    // pair_dots: (pr, ii, pi, qblk, h, b)  q[2 pi + pr] (bf16)
+  Halide::Func p_pairs{"p_pairs"};    // pair_dots: (pr, ii, pi, kblk, qblk, h, b) probs (bf16)
+  Halide::Func v_pairs{"v_pairs"};    // pair_dots: (pr, d, pi, kblk, h, b)  v of key 2 pi + pr
   Halide::Func dot{"dot"};            // (ii, jj, kblk, qblk, h, b) q . k, the reduction over D
   Halide::Func scores{"scores"};  // (ii, jj, kblk, qblk, h, b) dot, masked (pure wrapper of dot)
   Halide::Func block_max{"block_max"};  // (ii, kblk, qblk, h, b)

@@ -6,6 +6,7 @@
 #include <map>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "Halide.h"
 #include "schedules.h"
@@ -32,12 +33,19 @@ inline std::string head_dim_name(int head_dim) {
   return head_dim > 0 ? "d" + std::to_string(head_dim) : "dany";
 }
 inline std::string mask_name(bool causal) { return causal ? "causal" : "noncausal"; }
+// The dtype as kernel names and tables spell it: f32, bf16, f16.
+inline std::string dtype_name(const Halide::Type& t) {
+  if (t.is_bfloat()) return "bf16";
+  return t.bits() == 16 ? "f16" : "f32";
+}
 
 // The tunables of `key` from the table of `target` under `tables` (the schedules/ folder), with
 // `overrides` ("kb:128,tq:2", the tuner's candidates) applied on top.
 inline Tunables read_tunables(const Halide::Target& target, const std::string& tables,
                               const TableKey& key, const std::string& overrides) {
-  Tunables t = lookup_tunables(tables + "/" + table_for_target(target), key);
+  std::vector<std::string> paths;
+  for (const std::string& file : tables_for_target(target)) paths.push_back(tables + "/" + file);
+  Tunables t = lookup_tunables(paths, key);
   apply_overrides(&t, overrides);
   return t;
 }

@@ -50,7 +50,8 @@ class DenseAttentionGenerator : public Generator<DenseAttentionGenerator> {
   void generate() {
     const bool decode = phase.value() == KernelPhase::decode;
     // Dense has a CUDA schedule: every target's table is read.
-    TableKey key{"dense", phase_name(phase), head_dim_name(head_dim), mask_name(causal)};
+    TableKey key{"dense", phase_name(phase), head_dim_name(head_dim), mask_name(causal),
+                 dtype_name(dtype)};
     ScheduleContext ctx{get_target(), head_dim, decode, with_lse || decode,
                         read_tunables(get_target(), tables, key, tunables)};
 
@@ -68,7 +69,19 @@ class DenseAttentionGenerator : public Generator<DenseAttentionGenerator> {
     in.splits = max(splits, 1);
     in.causal = causal;
     in.split_keys = decode;
-    DenseBlocking blocking{ctx.tunables.get("qb"), ctx.tunables.get("kb")};
+    // bf16 prefill on a CPU with AVX512-BF16 (Zen 4, Sapphire Rapids): both products as bf16
+    // pair dot products (vdpbf16ps). Decode is bound by memory, not by its products.
+    const Target t = get_target();
+    in.pair_dots =
+        !decode && dtype.value() == BFloat(16) && head_dim > 0 && head_dim % 2 == 0 &&
+        (t.has_feature(Target::AVX512_Zen4) || t.has_feature(Target::AVX512_SapphireRapids));
+    in.q_raw = q;
+    in.k_raw = k;
+    in.v_raw = v;
+    // CPU decode reads each kv head once for its whole group; the CUDA schedule gives each query
+    // row its own threads and keeps compile-time query blocks.
+    in.pack_groups = decode && !get_target().has_gpu_feature();
+    DenseBlocking blocking{in.pack_groups ? 0 : ctx.tunables.get("qb"), ctx.tunables.get("kb")};
     DenseStages st = dense_attention(in, blocking);
     out = st.out;
     if (ctx.with_lse) {

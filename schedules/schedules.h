@@ -39,7 +39,8 @@ void schedule_sparsek_mask_cpu(SparsekMaskStages& st, const ScheduleContext& ctx
 // Picks the family's schedule for ctx.target.
 void schedule_dense(DenseStages& st, const ScheduleContext& ctx);
 
-// Table file for a target, relative to the schedules/ folder: "x86/avx512.table" etc.
-std::string table_for_target(const Halide::Target& t);
+// The table files for a target, relative to the schedules/ folder, most specific first
+// ("x86/avx512_zen4.table", "x86/avx512.table"); the first with a matching line wins.
+std::vector<std::string> tables_for_target(const Halide::Target& t);
 
 }  // namespace hattn

@@ -38,7 +38,9 @@ void parse_assignment(const std::string& item, const std::string& where,
 
 }  // namespace
 
-std::string TableKey::str() const { return variant + " " + phase + " " + head_dim + " " + mask; }
+std::string TableKey::str() const {
+  return variant + "." + dtype + " " + phase + " " + head_dim + " " + mask;
+}
 
 int Tunables::get(const std::string& name) const {
   auto it = values_.find(name);
@@ -54,7 +56,10 @@ std::string Tunables::str() const {
   return s;
 }
 
-Tunables lookup_tunables(const std::string& path, const TableKey& key) {
+namespace {
+
+// The tunables of the first line of `path` matching `key`, or false when none does.
+bool find_in_table(const std::string& path, const TableKey& key, Tunables* out) {
   std::ifstream f(path);
   if (!f) throw std::runtime_error("cannot open schedule table '" + path + "'");
   std::string line;
@@ -66,15 +71,29 @@ Tunables lookup_tunables(const std::string& path, const TableKey& key) {
     if (w.empty()) continue;
     std::string where = path + ":" + std::to_string(n);
     if (w.size() < 4) throw std::runtime_error(where + ": expected 4 key fields and tunables");
-    if (!field_matches(w[0], key.variant) || !field_matches(w[1], key.phase) ||
-        !field_matches(w[2], key.head_dim) || !field_matches(w[3], key.mask)) {
+    const bool variant = w[0] == key.variant || w[0] == key.variant + "." + key.dtype;
+    if (!variant || !field_matches(w[1], key.phase) || !field_matches(w[2], key.head_dim) ||
+        !field_matches(w[3], key.mask)) {
       continue;
     }
     std::map<std::string, int> values;
     for (size_t j = 4; j < w.size(); ++j) parse_assignment(w[j], where, &values);
-    return Tunables(where, std::move(values));
+    *out = Tunables(where, std::move(values));
+    return true;
   }
-  throw std::runtime_error(path + ": no line matches '" + key.str() + "'");
+  return false;
+}
+
+}  // namespace
+
+Tunables lookup_tunables(const std::vector<std::string>& paths, const TableKey& key) {
+  Tunables t;
+  for (const std::string& path : paths) {
+    if (find_in_table(path, key, &t)) return t;
+  }
+  std::string files;
+  for (const std::string& path : paths) files += (files.empty() ? "" : ", ") + path;
+  throw std::runtime_error(files + ": no line matches '" + key.str() + "'");
 }
 
 void apply_overrides(Tunables* t, const std::string& overrides) {

@@ -5,17 +5,23 @@
 //   # variant  phase    head_dim  mask      tunables
 //   dense      prefill  d64       any       qb=32 kb=256 tq=2 tk=6 td=8
 //
-// A field may be `any`. The first line whose four key fields all match wins, so specific lines go
-// before general ones. Comments start with '#'.
+// A field may be `any`. The variant may name a dtype, `dense.bf16`, to match only that dtype's
+// kernels (a plain `dense` matches every dtype). The first line whose four key fields all match
+// wins, so specific lines go before general ones. Comments start with '#'.
+//
+// A target may have a chain of tables, most specific first (x86/avx512_zen4.table, then
+// x86/avx512.table): the first table with a matching line wins.
 #pragma once
 
 #include <map>
 #include <string>
+#include <vector>
 
 namespace hattn {
 
 struct TableKey {
   std::string variant, phase, head_dim, mask;  // e.g. "dense", "prefill", "d64", "causal"
+  std::string dtype = "f32";                   // the kernel's element type: f32, bf16, f16
   std::string str() const;
 };
 
@@ -36,9 +42,10 @@ class Tunables {
   std::map<std::string, int> values_;
 };
 
-// Reads `path` and returns the tunables of the first line matching `key`. Throws
-// std::runtime_error with the file, line and reason on a malformed table or a missing entry.
-Tunables lookup_tunables(const std::string& path, const TableKey& key);
+// Reads the tables in `paths` in order and returns the tunables of the first line matching `key`.
+// Throws std::runtime_error with the file, line and reason on a malformed table or a missing
+// entry.
+Tunables lookup_tunables(const std::vector<std::string>& paths, const TableKey& key);
 
 // Applies overrides written as "name:value,name:value" (GenGen reserves '='; empty: none).
 void apply_overrides(Tunables* t, const std::string& overrides);

@@ -81,11 +81,23 @@ const std::initializer_list<int> kAvx512 = {halide_target_feature_avx512,
                                             halide_target_feature_avx512_zen4,
                                             halide_target_feature_avx512_zen5,
                                             halide_target_feature_avx10_1};
+// Above AVX-512 (Skylake): the AVX512-BF16 builds (avx512_zen4 and later).
+const std::initializer_list<int> kAvx512Bf16 = {
+    halide_target_feature_avx512_sapphirerapids, halide_target_feature_avx512_zen4,
+    halide_target_feature_avx512_zen5, halide_target_feature_avx10_1};
 const std::initializer_list<int> kAvx = {halide_target_feature_avx, halide_target_feature_avx2,
                                          halide_target_feature_fma, halide_target_feature_f16c};
 
 int refuse_avx512(int count, const uint64_t* features) {
   if (has_any(count, features, kAvx512)) {
+    ++g_isa_refusals;
+    return 0;
+  }
+  return halide_default_can_use_target_features(count, features);
+}
+
+int refuse_avx512_bf16(int count, const uint64_t* features) {
+  if (has_any(count, features, kAvx512Bf16)) {
     ++g_isa_refusals;
     return 0;
   }
@@ -110,14 +122,16 @@ IsaSetting install_isa_restriction() {
   const char* env = std::getenv("HATTN_TEST_ISA");
   const std::string want = env == nullptr ? "" : env;
   if (want.empty() || want == "native") return s;
-  if (want == "avx2" || want == "sse41") {
-    halide_set_custom_can_use_target_features(want == "avx2" ? refuse_avx512 : refuse_avx);
+  if (want == "avx512" || want == "avx2" || want == "sse41") {
+    halide_set_custom_can_use_target_features(want == "avx512" ? refuse_avx512_bf16
+                                              : want == "avx2" ? refuse_avx512
+                                                               : refuse_avx);
     s.name = want;
     std::cout << "[   ISA    ] HATTN_TEST_ISA=" << want << ": builds above " << want << " disabled"
               << std::endl;
     return s;
   }
-  s.error = "HATTN_TEST_ISA='" + want + "' is not one of: native, avx2, sse41";
+  s.error = "HATTN_TEST_ISA='" + want + "' is not one of: native, avx512, avx2, sse41";
   std::cerr << s.error << std::endl;
   return s;
 }

@@ -202,12 +202,13 @@ const hattn::KernelInfo* find_kernel(const std::string& name);
 // Prints max errors of passing comparisons when HATTN_TEST_VERBOSE is set.
 bool verbose();
 
-// ISA restriction for the kernels' multi-target dispatch, so that the AVX2 builds of every kernel
-// and SSE4.1 builds can be tested on an AVX-512 machine: with HATTN_TEST_ISA=avx2 (or sse41) the
-// test binaries install (before any test runs) a Halide can_use_target_features hook that refuses
-// AVX-512 (or AVX-512, AVX, AVX2, FMA and F16C). Empty or "native": no restriction. Any other
-// value is reported by isa_restriction_error().
-std::string isa_restriction();        // "native", "avx2" or "sse41"
+// ISA restriction for the kernels' multi-target dispatch, so that the AVX-512, AVX2 and SSE4.1
+// builds of every kernel can be tested on a machine that would pick a better one: with
+// HATTN_TEST_ISA=avx512 (avx2, sse41) the test binaries install (before any test runs) a Halide
+// can_use_target_features hook that refuses AVX512-BF16 (AVX-512; AVX-512, AVX, AVX2, FMA and
+// F16C). Empty or "native": no restriction. Any other value is reported by
+// isa_restriction_error().
+std::string isa_restriction();        // "native", "avx512", "avx2" or "sse41"
 std::string isa_restriction_error();  // "" unless HATTN_TEST_ISA has an unknown value
 int isa_refusals();                   // times the hook refused a feature set so far
 

@@ -9,10 +9,12 @@
 // Func computed per tile of its pure wrapper, vectorized and fully unrolled.
 //
 // Decode has one (or a few) query rows: it streams K and V once, splits the key blocks across
-// threads (split-K) and merges the partial states at the end.
+// threads (split-K) and merges the partial states at the end. Its query block holds every row
+// of a kv group (Lq x Hq/Hkv rows), so grouped-query heads share one pass over their K and V.
 #include <algorithm>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "cpu_common.h"
 #include "schedules.h"
@@ -27,10 +29,11 @@ struct Tiles {
   int vec, qb, kb, tq, tk, td;
 };
 
+// Decode has no qb: its query block is the kv group's rows (DenseInputs::pack_groups).
 Tiles read_tiles(const ScheduleContext& ctx) {
   const Tunables& t = ctx.tunables;
   Tiles x{ctx.target.natural_vector_size<float>(),
-          t.get("qb"),
+          ctx.decode ? 0 : t.get("qb"),
           t.get("kb"),
           t.get("tq"),
           t.get("tk"),
@@ -50,6 +53,11 @@ void schedule_prefill(DenseStages& st, const ScheduleContext& ctx) {
   }
   const bool fixed_d = ctx.head_dim > 0;
   const TailStrategy d_tail = fixed_d ? TailStrategy::ShiftInwards : TailStrategy::GuardWithIf;
+  const bool pairs = st.rcp.defined();  // DenseInputs::pair_dots
+  if (pairs && x.kb % 2 != 0) {
+    throw std::runtime_error(ctx.tunables.source() + ": bf16 pair products need an even kb, got " +
+                             ctx.tunables.str());
+  }
   Var qo("qo"), qi("qi"), task("task");
 
   // One task per (query block, head, batch); the running state lives in a small per-task buffer
@@ -70,7 +78,12 @@ void schedule_prefill(DenseStages& st, const ScheduleContext& ctx) {
   }
   st.state.compute_at(per_task).bound(st.ii, 0, x.qb).vectorize(st.ii, x.vec);
   st.state.update().reorder(st.ii, st.d, st.rk).vectorize(st.ii, x.vec);
-  st.q_scaled.compute_at(per_task).vectorize(st.ii, x.vec);
+  if (pairs) {
+    // Pairs staged member-innermost: one dense 2 x vec-lane vector per (row vector, pair).
+    st.q_pairs.compute_at(per_task).vectorize(st.pr).vectorize(st.ii, x.vec);
+  } else {
+    st.q_scaled.compute_at(per_task).vectorize(st.ii, x.vec);
+  }
 
   // The output tile is transposed on store (state keeps queries innermost): vectorizing a
   // vec x vec tile in both dimensions turns the transpose into dense loads and shuffles.
@@ -91,8 +104,13 @@ void schedule_prefill(DenseStages& st, const ScheduleContext& ctx) {
 
   // Scores: qb x kb tile per key block, queries in lanes.
   st.scores.compute_at(st.state, st.rk);
-  register_block(st.scores, st.dot, st.rc, st.ii, st.jj, x.vec, x.tq, x.tk,
-                 TailStrategy::ShiftInwards);
+  if (pairs) {
+    pair_register_block(st.scores, st.dot, st.rcp.x, st.rcp.y, st.ii, st.jj, x.vec, x.tq, x.tk,
+                        TailStrategy::ShiftInwards);
+  } else {
+    register_block(st.scores, st.dot, st.rc, st.ii, st.jj, x.vec, x.tq, x.tk,
+                   TailStrategy::ShiftInwards);
+  }
 
   // Row max and row sum over the block: a single accumulator per row vector is a latency-bound
   // chain, so each is split into 4 interleaved partials merged at the end.
@@ -110,13 +128,27 @@ void schedule_prefill(DenseStages& st, const ScheduleContext& ctx) {
   // P V: qb x D per key block, accumulated in registers over the block's keys.
   Func pv_tile = st.pv.in(st.state);
   pv_tile.compute_at(st.state, st.rk);
-  register_block(pv_tile, st.pv, st.rj, st.ii, st.d, x.vec, x.tq, x.td, d_tail);
+  std::vector<Func> per_block = {st.scores, st.probs, st.block_max, st.block_sum, pv_tile};
+  if (pairs) {
+    // The block's probabilities in bf16 pairs (rows in lanes) and its V in pairs of keys (D in
+    // lanes): the operands of the pair micro-kernel, staged once per block.
+    st.p_pairs.compute_at(st.state, st.rk).vectorize(st.pr).vectorize(st.ii, x.vec);
+    // V's pair member unrolled, not in the lanes: each member is then one dense row load (keys
+    // are clamped at Lk, which in the lanes would make every vector a 16-bit gather).
+    st.v_pairs.compute_at(st.state, st.rk)
+        .reorder(st.pr, st.d)
+        .vectorize(st.d, x.vec, d_tail)
+        .unroll(st.pr);
+    pair_register_block(pv_tile, st.pv, st.rjp.x, st.rjp.y, st.ii, st.d, x.vec, x.tq, x.td, d_tail);
+    per_block.push_back(st.p_pairs);
+    per_block.push_back(st.v_pairs);
+  } else {
+    register_block(pv_tile, st.pv, st.rj, st.ii, st.d, x.vec, x.tq, x.td, d_tail);
+  }
 
   // The per-block buffers are allocated once per task, not once per key block (they exceed the
   // stack limit, and heap traffic per block cost ~6% at L=512).
-  for (Func f : {st.scores, st.probs, st.block_max, st.block_sum, pv_tile}) {
-    f.hoist_storage(per_task);
-  }
+  for (Func f : per_block) f.hoist_storage(per_task);
 }
 
 void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
@@ -127,8 +159,14 @@ void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
   Var task("task"), lane("lane");
   RVar rco("rco"), rci("rci");
 
+  // Vectors run along D or along the block's keys, so every per-row buffer stores those
+  // innermost: with the rows of a kv group innermost (the algorithm's order) each vector is a
+  // strided gather (measured 1.8x slower at Hq = Hkv = 32, Lk = 32K).
+  for (Func f : {st.state, st.q_scaled, st.merged}) f.reorder_storage(st.d, st.ii);
+  for (Func f : {st.dot, st.scores, st.probs}) f.reorder_storage(st.jj, st.ii);
+
   // The partial states of all splits, computed in parallel; the merge is cheap.
-  st.state.compute_root().bound(st.ii, 0, x.qb).vectorize(st.d, x.vec, d_tail);
+  st.state.compute_root().bound(st.ii, 0, st.block_rows).vectorize(st.d, x.vec, d_tail);
   st.state.update()
       .reorder(st.d, st.ii, st.rk)
       .vectorize(st.d, x.vec, d_tail)
@@ -165,11 +203,20 @@ void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
     Func pv_tile = st.pv.in(st.state);
     pv_tile.compute_at(st.state, st.rk);
     Var dco("dco"), dci("dci");
-    pv_tile.split(st.d, dco, dci, width).vectorize(dci, x.vec).unroll(dci);
+    // One row at a time (rows outermost): a row's tile of accumulators stays in registers, and
+    // the group's other rows read the block's V again from L2. (Rows inside the tile, with the
+    // accumulators of a run-time number of rows in memory, measured 1.7x slower at Lk = 32K.)
+    pv_tile.reorder_storage(st.d, st.ii)
+        .split(st.d, dco, dci, width)
+        .reorder(dci, dco, st.ii)
+        .vectorize(dci, x.vec)
+        .unroll(dci);
     st.pv.compute_at(pv_tile, dco).vectorize(st.d, x.vec).unroll(st.d);
     st.pv.update().reorder(st.d, st.ii, st.rj).vectorize(st.d, x.vec).unroll(st.d);
   } else {
-    st.pv.compute_at(st.state, st.rk).vectorize(st.d, x.vec, TailStrategy::GuardWithIf);
+    st.pv.compute_at(st.state, st.rk)
+        .reorder_storage(st.d, st.ii)
+        .vectorize(st.d, x.vec, TailStrategy::GuardWithIf);
     st.pv.update().reorder(st.d, st.ii, st.rj).vectorize(st.d, x.vec, TailStrategy::GuardWithIf);
   }
 
