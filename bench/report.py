@@ -117,16 +117,19 @@ def gqa_section(rows, targets):
     """Grouped-query decode (Hq = 32, Hkv = 8) against MHA (Hq = Hkv = 32) at the same Lk."""
     if not any(k.endswith("/Hkv:8") for k in rows):
         return
-    print("\nGQA decode, Hq=32 over Hkv=8 vs MHA Hq=Hkv=32, D=128 (time GQA / time MHA; ideal 0.25)")
+    print("\nGQA decode, Hq=32 over Hkv=8 vs MHA Hq=Hkv=32, D=128 (time GQA / time MHA; ideal 0.25;"
+          " torch = PyTorch SDPA with enable_gqa, same dtype)")
     for lk in (4096, 32768):
         for dt in ("", "_bf16", "_f16"):
             mha = val(rows, f"hattn_dense{dt}/decode/Lk:{lk}/D:128", "ms")
             gqa = val(rows, f"hattn_dense{dt}/decode/Lk:{lk}/D:128/Hkv:8", "ms")
             gbs = val(rows, f"hattn_dense{dt}/decode/Lk:{lk}/D:128/Hkv:8", "GB/s")
+            torch = val(rows, f"torch_sdpa{dt}/decode/Lk:{lk}/D:128/Hkv:8", "ms")
             r = ratio(gqa, mha)
             name = dt[1:] or "f32"
             print(f"  Lk={lk:<6} {name:<5} {fmt(gqa, '.2f')} ms vs {fmt(mha, '.2f')} ms -> "
-                  f"{fmt(r, '.2f')}x, {fmt(gbs)} GB/s")
+                  f"{fmt(r, '.2f')}x, {fmt(gbs)} GB/s; torch {fmt(torch, '.2f')} ms "
+                  f"({fmt(ratio(torch, gqa), '.2f')}x)")
             if lk == 32768:
                 targets.append((f"GQA decode Lk=32K {name} <= 0.3x MHA ({fmt(r, '.2f')}x)",
                                 None if r is None else r <= 0.3))

@@ -23,12 +23,13 @@ def visible_pairs(lq, lk, causal):
 
 
 def time_one(q, k, v, causal, reps):
+    gqa = q.shape[1] != k.shape[1]  # grouped-query heads: SDPA's own broadcast
     for _ in range(2):
-        F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
-        F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -87,14 +88,18 @@ def main():
                          "GFLOP/s": 2.0 * m * n * kk / t * 1e-9})
         print(f"{name}: {t * 1e3:.2f} ms, {2.0 * m * n * kk / t * 1e-9:.1f} GFLOP/s", flush=True)
     decode = [4096, 32768] if a.quick else [4096, 32768, 131072]
-    for dt, lk in ((dt, lk) for dt in dtypes for lk in decode):
+    # MHA (32 kv heads) at every Lk, and grouped-query (8 kv heads, as hattn_bench's .../Hkv:8)
+    # at 4K and 32K.
+    shapes = [(dt, lk, hkv) for dt in dtypes for lk in decode for hkv in (32, 8)
+              if hkv == 32 or lk <= 32768]
+    for dt, lk, hkv in shapes:
         prefix = "torch_sdpa" if dt == "f32" else f"torch_sdpa_{dt}"
         q = torch.randn(1, 32, 1, 128, dtype=types[dt])
-        k, v = (torch.randn(1, 32, lk, 128, dtype=types[dt]) for _ in range(2))
+        k, v = (torch.randn(1, hkv, lk, 128, dtype=types[dt]) for _ in range(2))
         t = time_one(q, k, v, False, a.reps)
         size = 4.0 if dt == "f32" else 2.0
-        gbs = size * 32 * 128 * (2 * 1 + 2 * lk) / t * 1e-9  # q, k, v read, out written
-        name = f"{prefix}/decode/Lk:{lk}/D:128"
+        gbs = size * 128 * (2 * 32 + 2 * hkv * lk) / t * 1e-9  # q, k, v read, out written
+        name = f"{prefix}/decode/Lk:{lk}/D:128" + ("" if hkv == 32 else f"/Hkv:{hkv}")
         results.append({"name": name, "run_type": "aggregate", "aggregate_name": "median",
                         "real_time": t * 1e3, "time_unit": "ms", "GB/s": gbs})
         print(f"{name}: {t * 1e3:.2f} ms, {gbs:.1f} GB/s", flush=True)

@@ -30,13 +30,13 @@ set_property(GLOBAL PROPERTY HATTN_GENERATOR hattn::halide_generators::hattn_gen
 set(HATTN_X86_TARGETS
     "x86-64-linux-avx-avx2-avx512-avx512_skylake-f16c-fma-sse41;x86-64-linux-avx-avx2-f16c-fma-sse41;x86-64-linux-sse41"
     CACHE STRING "Halide targets for x86 kernels, best first (multi-target dispatch)")
-# bf16 prefill kernels with a compiled-in head dim also get an AVX512-BF16 build, first: their
-# products run as vdpbf16ps pair dot products on Zen 4 and Sapphire Rapids (2x the fp32 FMA rate
-# per instruction); other CPUs take the builds above. Added only where a kernel asked for the
-# default x86 builds.
+# bf16 kernels with a compiled-in head dim also get an AVX512-BF16 build, first: their products
+# run as vdpbf16ps pair dot products on Zen 4 and Sapphire Rapids (2x the fp32 FMA rate per
+# instruction, and no conversions of K and V); other CPUs take the builds above. Added only where
+# a kernel asked for the default x86 builds.
 set(HATTN_X86_BF16_TARGET
     "x86-64-linux-avx-avx2-avx512-avx512_skylake-avx512_cannonlake-avx512_zen4-f16c-fma-sse41"
-    CACHE STRING "Halide target of the AVX512-BF16 build of bf16 prefill kernels")
+    CACHE STRING "Halide target of the AVX512-BF16 build of bf16 kernels")
 # aarch64: NEON, which every ARMv8-A core has. The kernels are fp32: dot-product and fp16 builds
 # would compile to the same instructions (those extensions speed up int8 and fp16 arithmetic), so
 # they are not built until a kernel has an fp16 or int8 path.
@@ -194,8 +194,8 @@ function(hattn_add_kernel)
   endif ()
   string(APPEND name _${K_DTYPE}_${K_FAMILY})
 
-  if (K_FAMILY STREQUAL "x86" AND K_DTYPE STREQUAL "bf16" AND phase STREQUAL "prefill"
-      AND NOT head_dim EQUAL 0 AND "${K_TARGETS}" STREQUAL "${HATTN_X86_TARGETS}")
+  if (K_FAMILY STREQUAL "x86" AND K_DTYPE STREQUAL "bf16" AND NOT head_dim EQUAL 0
+      AND "${K_TARGETS}" STREQUAL "${HATTN_X86_TARGETS}")
     list(PREPEND K_TARGETS "${HATTN_X86_BF16_TARGET}")
   endif ()
   set(targets "")

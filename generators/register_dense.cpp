@@ -69,11 +69,11 @@ class DenseAttentionGenerator : public Generator<DenseAttentionGenerator> {
     in.splits = max(splits, 1);
     in.causal = causal;
     in.split_keys = decode;
-    // bf16 prefill on a CPU with AVX512-BF16 (Zen 4, Sapphire Rapids): both products as bf16
-    // pair dot products (vdpbf16ps). Decode is bound by memory, not by its products.
+    // bf16 on a CPU with AVX512-BF16 (Zen 4, Sapphire Rapids): both products as bf16 pair dot
+    // products (vdpbf16ps), with no conversions of K and V.
     const Target t = get_target();
     in.pair_dots =
-        !decode && dtype.value() == BFloat(16) && head_dim > 0 && head_dim % 2 == 0 &&
+        dtype.value() == BFloat(16) && head_dim > 0 && head_dim % 2 == 0 &&
         (t.has_feature(Target::AVX512_Zen4) || t.has_feature(Target::AVX512_SapphireRapids));
     in.q_raw = q;
     in.k_raw = k;

@@ -145,6 +145,13 @@ std::string isa_restriction() { return g_isa.name; }
 std::string isa_restriction_error() { return g_isa.error; }
 int isa_refusals() { return g_isa_refusals.load(); }
 
+double sixteen_bit_tolerance(hattn::DType t, double ref, double ref_abs) {
+  const bool bf16 = t == hattn::DType::bf16;
+  const double half_ulp = bf16 ? std::ldexp(1.0, -8) : std::ldexp(1.0, -11);
+  const double p_rounding = bf16 ? std::ldexp(1.0, -8) : 0.0;
+  return half_ulp * std::fabs(ref) + p_rounding * ref_abs + 2e-5 * (1 + std::fabs(ref));
+}
+
 bool verbose() {
   const char* env = std::getenv("HATTN_TEST_VERBOSE");
   return env != nullptr && env[0] != '\0' && std::strcmp(env, "0") != 0;

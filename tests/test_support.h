@@ -202,6 +202,13 @@ const hattn::KernelInfo* find_kernel(const std::string& name);
 // Prints max errors of passing comparisons when HATTN_TEST_VERBOSE is set.
 bool verbose();
 
+// The stated tolerance of a 16-bit dense output against the float64 reference on the rounded
+// inputs: half an ulp of the dtype relative to |ref| (out is rounded once, last), plus for bf16
+// the probabilities rounded to bf16 before P.V by the AVX512-BF16 builds (each within 2^-8 of
+// itself, so the output within 2^-8 of `ref_abs`, the row's attention over |v|), plus fp32
+// accumulation noise.
+double sixteen_bit_tolerance(hattn::DType t, double ref, double ref_abs);
+
 // ISA restriction for the kernels' multi-target dispatch, so that the AVX-512, AVX2 and SSE4.1
 // builds of every kernel can be tested on a machine that would pick a better one: with
 // HATTN_TEST_ISA=avx512 (avx2, sse41) the test binaries install (before any test runs) a Halide

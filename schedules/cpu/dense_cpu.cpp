@@ -158,11 +158,13 @@ void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
   const TailStrategy d_tail = fixed_d ? TailStrategy::RoundUp : TailStrategy::GuardWithIf;
   Var task("task"), lane("lane");
   RVar rco("rco"), rci("rci");
+  const bool pairs = st.rcp.defined();  // DenseInputs::pair_dots (D compiled in and even)
 
   // Vectors run along D or along the block's keys, so every per-row buffer stores those
   // innermost: with the rows of a kv group innermost (the algorithm's order) each vector is a
   // strided gather (measured 1.8x slower at Hq = Hkv = 32, Lk = 32K).
-  for (Func f : {st.state, st.q_scaled, st.merged}) f.reorder_storage(st.d, st.ii);
+  for (Func f : {st.state, st.merged}) f.reorder_storage(st.d, st.ii);
+  if (!pairs) st.q_scaled.reorder_storage(st.d, st.ii);
   for (Func f : {st.dot, st.scores, st.probs}) f.reorder_storage(st.jj, st.ii);
 
   // The partial states of all splits, computed in parallel; the merge is cheap.
@@ -176,18 +178,37 @@ void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
       .parallel(task);
   st.state.fuse(st.s, st.qblk, task).fuse(task, st.h, task).fuse(task, st.b, task).parallel(task);
 
-  st.q_scaled.compute_at(st.state, task).vectorize(st.d, x.vec, d_tail);
-
   // q . k: lanes along D, one horizontal sum per key.
   st.scores.compute_at(st.state, st.rk).vectorize(st.jj, x.vec);
   st.dot.compute_at(st.state, st.rk);
-  // tq vectors of lanes: independent FMA chains per key (one chain is latency-bound).
-  const int lanes = fixed_d ? std::min(x.vec * x.tq, ctx.head_dim) : x.vec;
-  Func dot_lanes =
-      st.dot.update().split(st.rc, rco, rci, lanes, TailStrategy::GuardWithIf).rfactor(rci, lane);
-  dot_lanes.compute_at(st.state, st.rk).reorder_storage(lane, st.ii, st.jj).vectorize(lane);
-  dot_lanes.update().reorder(lane, rco, st.ii, st.jj).vectorize(lane).unroll(st.jj, x.tk);
-  st.dot.update().atomic().vectorize(rci);
+  Func dot_lanes;
+  if (pairs) {
+    // bf16 pairs along D in the lanes of both q and k: one vdpbf16ps per 2 x vec elements of D,
+    // no conversions, and k read as stored.
+    st.q_pairs.compute_at(st.state, task)
+        .reorder_storage(st.pr, st.pi, st.ii)
+        .vectorize(st.pr)
+        .vectorize(st.pi, x.vec);
+    RVar po("po"), pl("pl");
+    dot_lanes = st.dot.update().split(st.rcp.y, po, pl, x.vec).rfactor(pl, lane);
+    dot_lanes.compute_at(st.state, st.rk).reorder_storage(lane, st.ii, st.jj).vectorize(lane);
+    dot_lanes.update()
+        .reorder(st.rcp.x, lane, po, st.ii, st.jj)
+        .atomic()
+        .vectorize(st.rcp.x)
+        .vectorize(lane)
+        .unroll(st.jj, x.tk);
+    st.dot.update().atomic().vectorize(pl);
+  } else {
+    st.q_scaled.compute_at(st.state, task).vectorize(st.d, x.vec, d_tail);
+    // tq vectors of lanes: independent FMA chains per key (one chain is latency-bound).
+    const int lanes = fixed_d ? std::min(x.vec * x.tq, ctx.head_dim) : x.vec;
+    dot_lanes =
+        st.dot.update().split(st.rc, rco, rci, lanes, TailStrategy::GuardWithIf).rfactor(rci, lane);
+    dot_lanes.compute_at(st.state, st.rk).reorder_storage(lane, st.ii, st.jj).vectorize(lane);
+    dot_lanes.update().reorder(lane, rco, st.ii, st.jj).vectorize(lane).unroll(st.jj, x.tk);
+    st.dot.update().atomic().vectorize(rci);
+  }
 
   // Block max and sum: vector partials, one horizontal step per block.
   st.block_max.compute_at(st.state, st.rk);
@@ -212,7 +233,28 @@ void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
         .vectorize(dci, x.vec)
         .unroll(dci);
     st.pv.compute_at(pv_tile, dco).vectorize(st.d, x.vec).unroll(st.d);
-    st.pv.update().reorder(st.d, st.ii, st.rj).vectorize(st.d, x.vec).unroll(st.d);
+    if (pairs) {
+      // The block's probabilities in bf16 pairs of keys (each pair broadcast as one 32-bit
+      // value) and its V in pairs of keys with D in the lanes, staged once for all the rows.
+      st.p_pairs.compute_at(st.state, st.rk)
+          .reorder_storage(st.pr, st.pi, st.ii)
+          .vectorize(st.pr)
+          .vectorize(st.pi, x.vec);
+      st.v_pairs.compute_at(st.state, st.rk)
+          .reorder(st.pr, st.d)
+          .vectorize(st.d, x.vec, d_tail)
+          .unroll(st.pr);
+      Var dv("dv"), dt("dt");
+      st.pv.update()
+          .split(st.d, dt, dv, x.vec)
+          .reorder(st.rjp.x, dv, dt, st.ii, st.rjp.y)
+          .atomic()
+          .vectorize(st.rjp.x)
+          .vectorize(dv)
+          .unroll(dt);
+    } else {
+      st.pv.update().reorder(st.d, st.ii, st.rj).vectorize(st.d, x.vec).unroll(st.d);
+    }
   } else {
     st.pv.compute_at(st.state, st.rk)
         .reorder_storage(st.d, st.ii)
@@ -220,9 +262,13 @@ void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
     st.pv.update().reorder(st.d, st.ii, st.rj).vectorize(st.d, x.vec, TailStrategy::GuardWithIf);
   }
 
-  for (Func f : {dot_lanes, st.dot, st.scores, st.probs, st.block_max, st.block_sum}) {
-    f.hoist_storage(st.state, task);
+  std::vector<Func> per_block = {dot_lanes, st.dot,       st.scores,
+                                 st.probs,  st.block_max, st.block_sum};
+  if (pairs) {
+    per_block.push_back(st.p_pairs);
+    per_block.push_back(st.v_pairs);
   }
+  for (Func f : per_block) f.hoist_storage(st.state, task);
 
   st.merged.compute_root().vectorize(st.d, x.vec, d_tail);
   st.merged.update().reorder(st.d, st.ii, st.rs).vectorize(st.d, x.vec, d_tail);
