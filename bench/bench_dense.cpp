@@ -50,6 +50,7 @@ std::string isa_of(const std::string& kernel) {
   for (const hattn::KernelInfo& k : hattn::list_kernels()) {
     if (k.name != kernel) continue;
     const std::string build = hattn::selected_build(k);
+    if (build.find("avx512_zen4") != std::string::npos) return "avx512_zen4";
     if (build.find("avx512") != std::string::npos) return "avx512";
     if (build.find("avx2") != std::string::npos) return "avx2";
     if (build.find("sse41") != std::string::npos) return "sse41";
