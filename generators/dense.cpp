@@ -50,7 +50,7 @@ DenseStages dense_attention(const DenseInputs& in, const DenseBlocking& blocking
   Var &pr = st.pr, &pi = st.pi;
   st.dot(ii, jj, kblk, qblk, h, b) = 0.f;
   Expr scaled_dot = st.dot(ii, jj, kblk, qblk, h, b);
-  if (in.pair_dots) {
+  if (in.pair_qk) {
     // The scale multiplies the fp32 score: q stays as stored (scaling it in bf16 would round it
     // a second time).
     st.q_pairs(pr, ii, pi, qblk, h, b) = in.q_raw(2 * pi + pr, query, q_head, b);
@@ -83,7 +83,7 @@ DenseStages dense_attention(const DenseInputs& in, const DenseBlocking& blocking
   st.block_sum(ii, kblk, qblk, h, b) += st.probs(ii, st.rj, kblk, qblk, h, b);
 
   st.pv(ii, d, kblk, qblk, h, b) = 0.f;
-  if (in.pair_dots) {
+  if (in.pair_pv) {
     // Keys past Lk read the last key: their probabilities are exactly 0, in bf16 too.
     const Type t = in.q_raw.type();
     st.p_pairs(pr, ii, pi, kblk, qblk, h, b) = cast(t, st.probs(ii, 2 * pi + pr, kblk, qblk, h, b));

@@ -32,12 +32,13 @@ struct DenseBlocking {
 
 struct DenseInputs {
   Halide::Func q, k, v;  // (d, i, h, b), fp32 values (16-bit inputs widened on load)
-  // pair_dots: q, k and v as stored (bf16), and q.k and P.V written as sums of products of bf16
-  // pairs accumulated in fp32 (the shape of AVX512-BF16's vdpbf16ps): q is staged in pairs along
-  // D, V in pairs along the keys, and the probabilities are rounded to bf16 before P.V. The head
-  // dim must be even and compiled in.
+  // pair_qk / pair_pv: q.k / P.V written as sums of products of bf16 pairs accumulated in fp32
+  // (the shape of AVX512-BF16's vdpbf16ps), on q, k and v as stored (bf16). pair_qk stages q in
+  // pairs along D (the head dim must be even and compiled in); pair_pv stages the block's V in
+  // pairs of keys and rounds the probabilities to bf16 before P.V.
   Halide::Func q_raw, k_raw, v_raw;
-  bool pair_dots = false;
+  bool pair_qk = false;
+  bool pair_pv = false;
   Halide::Type out_type = Halide::Float(32);  // the output's element type (rounded once, last)
   Halide::Expr head_dim;                      // D
   Halide::Expr lq, lk;                        // query and key lengths
@@ -55,15 +56,15 @@ struct DenseStages {
   Halide::Var ii{"ii"}, jj{"jj"};                  // query row / key within a block
   Halide::Var qblk{"qblk"}, kblk{"kblk"}, s{"s"};  // query block, key block, key split
   Halide::RDom rc, rj, rk, rs;                     // over D, keys in a block, blocks, splits
-  Halide::Var pr{"pr"}, pi{"pi"};                  // pair_dots: member of a pair, pair index
-  Halide::RDom rcp, rjp;    // pair_dots: (member, pair) over D and over a block's keys
+  Halide::Var pr{"pr"}, pi{"pi"};                  // pair products: member of a pair, pair index
+  Halide::RDom rcp, rjp;    // pair_qk: (member, pair) over D; pair_pv: over a block's keys
   Halide::Expr block_rows;  // rows in a query block: query_block, or Lq x group when packed
 
   // Below, h is the query head, or the kv head when packed.
   Halide::Func q_scaled{"q_scaled"};  // (ii, c, qblk, h, b)       scale * q, queries innermost
-  Halide::Func q_pairs{"q_pairs"};    // pair_dots: (pr, ii, pi, qblk, h, b)  q[2 pi + pr] (bf16)
-  Halide::Func p_pairs{"p_pairs"};    // pair_dots: (pr, ii, pi, kblk, qblk, h, b) probs (bf16)
-  Halide::Func v_pairs{"v_pairs"};    // pair_dots: (pr, d, pi, kblk, h, b)  v of key 2 pi + pr
+  Halide::Func q_pairs{"q_pairs"};    // pair_qk: (pr, ii, pi, qblk, h, b)  q[2 pi + pr] (bf16)
+  Halide::Func p_pairs{"p_pairs"};    // pair_pv: (pr, ii, pi, kblk, qblk, h, b) probs (bf16)
+  Halide::Func v_pairs{"v_pairs"};    // pair_pv: (pr, d, pi, kblk, h, b)  v of key 2 pi + pr
   Halide::Func dot{"dot"};            // (ii, jj, kblk, qblk, h, b) q . k, the reduction over D
   Halide::Func scores{"scores"};  // (ii, jj, kblk, qblk, h, b) dot, masked (pure wrapper of dot)
   Halide::Func block_max{"block_max"};  // (ii, kblk, qblk, h, b)

@@ -27,8 +27,8 @@ inline void register_block(Halide::Func wrapper, Halide::Func acc, const Halide:
   acc.update().reorder(rows, cols, r).vectorize(rows, vec).unroll(rows).unroll(cols);
 }
 
-// The same micro-kernel for a reduction over pairs (DenseInputs::pair_dots): `acc(rows, cols) +=
-// f32(x(member, rows, pair)) * f32(y(member, cols, pair))` with 16-bit x and y. The pair's
+// The same micro-kernel for a reduction over pairs (DenseInputs::pair_qk, pair_pv): `acc(rows,
+// cols) += f32(x(member, rows, pair)) * f32(y(member, cols, pair))` with 16-bit x and y. The pair's
 // member is the innermost vectorized loop, inside the rows' lanes, so each step of `pair` is one
 // 2-to-1 widening dot product per vector of rows (AVX512-BF16's vdpbf16ps; measured 2.0x the
 // fp32 FMA tile's rate on Zen 4) with the y pair broadcast as one 32-bit value. With the member

@@ -53,7 +53,11 @@ void schedule_prefill(DenseStages& st, const ScheduleContext& ctx) {
   }
   const bool fixed_d = ctx.head_dim > 0;
   const TailStrategy d_tail = fixed_d ? TailStrategy::ShiftInwards : TailStrategy::GuardWithIf;
-  const bool pairs = st.rcp.defined();  // DenseInputs::pair_dots
+  // DenseInputs::pair_qk / pair_pv: the generator asks for both in prefill.
+  const bool pairs = st.rcp.defined() && st.rjp.defined();
+  if (st.rcp.defined() != st.rjp.defined()) {
+    throw std::runtime_error("dense prefill: bf16 pair products for q.k and P.V go together");
+  }
   if (pairs && x.kb % 2 != 0) {
     throw std::runtime_error(ctx.tunables.source() + ": bf16 pair products need an even kb, got " +
                              ctx.tunables.str());
@@ -158,7 +162,10 @@ void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
   const TailStrategy d_tail = fixed_d ? TailStrategy::RoundUp : TailStrategy::GuardWithIf;
   Var task("task"), lane("lane");
   RVar rco("rco"), rci("rci");
-  const bool pairs = st.rcp.defined();  // DenseInputs::pair_dots (D compiled in and even)
+  const bool pairs = st.rcp.defined();  // DenseInputs::pair_qk (decode converts V: no pair_pv)
+  if (st.rjp.defined()) {
+    throw std::runtime_error("dense decode: P.V in bf16 pairs has no decode schedule");
+  }
 
   // Vectors run along D or along the block's keys, so every per-row buffer stores those
   // innermost: with the rows of a kv group innermost (the algorithm's order) each vector is a
@@ -233,28 +240,7 @@ void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
         .vectorize(dci, x.vec)
         .unroll(dci);
     st.pv.compute_at(pv_tile, dco).vectorize(st.d, x.vec).unroll(st.d);
-    if (pairs) {
-      // The block's probabilities in bf16 pairs of keys (each pair broadcast as one 32-bit
-      // value) and its V in pairs of keys with D in the lanes, staged once for all the rows.
-      st.p_pairs.compute_at(st.state, st.rk)
-          .reorder_storage(st.pr, st.pi, st.ii)
-          .vectorize(st.pr)
-          .vectorize(st.pi, x.vec);
-      st.v_pairs.compute_at(st.state, st.rk)
-          .reorder(st.pr, st.d)
-          .vectorize(st.d, x.vec, d_tail)
-          .unroll(st.pr);
-      Var dv("dv"), dt("dt");
-      st.pv.update()
-          .split(st.d, dt, dv, x.vec)
-          .reorder(st.rjp.x, dv, dt, st.ii, st.rjp.y)
-          .atomic()
-          .vectorize(st.rjp.x)
-          .vectorize(dv)
-          .unroll(dt);
-    } else {
-      st.pv.update().reorder(st.d, st.ii, st.rj).vectorize(st.d, x.vec).unroll(st.d);
-    }
+    st.pv.update().reorder(st.d, st.ii, st.rj).vectorize(st.d, x.vec).unroll(st.d);
   } else {
     st.pv.compute_at(st.state, st.rk)
         .reorder_storage(st.d, st.ii)
@@ -262,13 +248,9 @@ void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
     st.pv.update().reorder(st.d, st.ii, st.rj).vectorize(st.d, x.vec, TailStrategy::GuardWithIf);
   }
 
-  std::vector<Func> per_block = {dot_lanes, st.dot,       st.scores,
-                                 st.probs,  st.block_max, st.block_sum};
-  if (pairs) {
-    per_block.push_back(st.p_pairs);
-    per_block.push_back(st.v_pairs);
+  for (Func f : {dot_lanes, st.dot, st.scores, st.probs, st.block_max, st.block_sum}) {
+    f.hoist_storage(st.state, task);
   }
-  for (Func f : per_block) f.hoist_storage(st.state, task);
 
   st.merged.compute_root().vectorize(st.d, x.vec, d_tail);
   st.merged.update().reorder(st.d, st.ii, st.rs).vectorize(st.d, x.vec, d_tail);
