@@ -2,6 +2,8 @@
 #include "dense.h"
 
 #include <limits>
+#include <stdexcept>
+#include <string>
 
 #include "online_softmax.h"
 
@@ -25,23 +27,24 @@ DenseStages dense_attention(const DenseInputs& in, const DenseBlocking& blocking
   // Packed: one block per kv head, row = g * Lq + i, every row valid.
   // `mask_query` is the row the causal mask compares with (unclamped when unpacked: rows past Lq
   // are discarded anyway, and the min would cost an instruction per score vector in prefill).
-  Expr qb, query, mask_query, q_head, hk;
+  // `last_query` is the block's last query row, for skipping causal key blocks.
+  Expr qb, query, mask_query, last_query, q_head, hk;
   if (in.pack_groups) {
     qb = in.lq * group;
     query = ii % in.lq;
     mask_query = query;
+    last_query = in.lq - 1;
     q_head = h * group + ii / in.lq;
     hk = h;
   } else {
     qb = blocking.query_block;
     mask_query = qblk * qb + ii;
     query = min(mask_query, in.lq - 1);
+    last_query = qblk * qb + (qb - 1);
     q_head = h;
     hk = h / group;
   }
   st.block_rows = qb;
-  // The last query row of a block, for skipping causal key blocks.
-  Expr last_query = in.pack_groups ? in.lq - 1 : qblk * qb + (qb - 1);
 
   // Keys past Lk (in the last key block) read the last valid key and are masked.
   Expr key = kblk * kb + jj;
@@ -51,6 +54,10 @@ DenseStages dense_attention(const DenseInputs& in, const DenseBlocking& blocking
   st.dot(ii, jj, kblk, qblk, h, b) = 0.f;
   Expr scaled_dot = st.dot(ii, jj, kblk, qblk, h, b);
   if (in.pair_qk) {
+    const auto d_const = as_const_int(in.head_dim);
+    if (!d_const || *d_const % 2 != 0) {
+      throw std::invalid_argument("dense: q.k in bf16 pairs needs an even, compiled-in head dim");
+    }
     // The scale multiplies the fp32 score: q stays as stored (scaling it in bf16 would round it
     // a second time).
     st.q_pairs(pr, ii, pi, qblk, h, b) = in.q_raw(2 * pi + pr, query, q_head, b);
@@ -84,6 +91,10 @@ DenseStages dense_attention(const DenseInputs& in, const DenseBlocking& blocking
 
   st.pv(ii, d, kblk, qblk, h, b) = 0.f;
   if (in.pair_pv) {
+    if (kb % 2 != 0) {
+      throw std::invalid_argument("dense: P.V in bf16 pairs needs an even key block, got " +
+                                  std::to_string(kb));
+    }
     // Keys past Lk read the last key: their probabilities are exactly 0, in bf16 too.
     const Type t = in.q_raw.type();
     st.p_pairs(pr, ii, pi, kblk, qblk, h, b) = cast(t, st.probs(ii, 2 * pi + pr, kblk, qblk, h, b));

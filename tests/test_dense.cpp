@@ -618,8 +618,8 @@ TEST(IsaRestriction, EffectiveWhenRequested) {
   }
 #endif
   if (avx512) {
-    // Only the bf16 prefill kernels have a build above AVX-512 (AVX512-BF16): probe one. Its
-    // results are checked by Dense16Bit in this same run.
+    // Only the bf16 kernels have a build above AVX-512 (AVX512-BF16): probe one. Its results
+    // are checked by Dense16Bit in this same run.
     Dispatch d;
     std::vector<uint16_t> q(2 * 40 * 64, 0x3f80), kv(2 * 50 * 64, 0x3f00), out(q.size());
     const hattn::Status st = hattn::attention(

@@ -8,6 +8,7 @@
 #include <iostream>
 #include <limits>
 #include <sstream>
+#include <vector>
 
 #include "HalideRuntime.h"
 
@@ -88,26 +89,16 @@ const std::initializer_list<int> kAvx512Bf16 = {
 const std::initializer_list<int> kAvx = {halide_target_feature_avx, halide_target_feature_avx2,
                                          halide_target_feature_fma, halide_target_feature_f16c};
 
-int refuse_avx512(int count, const uint64_t* features) {
-  if (has_any(count, features, kAvx512)) {
-    ++g_isa_refusals;
-    return 0;
-  }
-  return halide_default_can_use_target_features(count, features);
-}
+// The features the installed hook refuses (set once, before any kernel runs: Halide's hook is a
+// plain function, so it reads them from here).
+std::vector<std::initializer_list<int>> g_refused;
 
-int refuse_avx512_bf16(int count, const uint64_t* features) {
-  if (has_any(count, features, kAvx512Bf16)) {
-    ++g_isa_refusals;
-    return 0;
-  }
-  return halide_default_can_use_target_features(count, features);
-}
-
-int refuse_avx(int count, const uint64_t* features) {
-  if (has_any(count, features, kAvx512) || has_any(count, features, kAvx)) {
-    ++g_isa_refusals;
-    return 0;
+int refuse_features(int count, const uint64_t* features) {
+  for (const auto& set : g_refused) {
+    if (has_any(count, features, set)) {
+      ++g_isa_refusals;
+      return 0;
+    }
   }
   return halide_default_can_use_target_features(count, features);
 }
@@ -123,9 +114,10 @@ IsaSetting install_isa_restriction() {
   const std::string want = env == nullptr ? "" : env;
   if (want.empty() || want == "native") return s;
   if (want == "avx512" || want == "avx2" || want == "sse41") {
-    halide_set_custom_can_use_target_features(want == "avx512" ? refuse_avx512_bf16
-                                              : want == "avx2" ? refuse_avx512
-                                                               : refuse_avx);
+    if (want == "avx512") g_refused = {kAvx512Bf16};
+    if (want == "avx2") g_refused = {kAvx512};
+    if (want == "sse41") g_refused = {kAvx512, kAvx};
+    halide_set_custom_can_use_target_features(refuse_features);
     s.name = want;
     std::cout << "[   ISA    ] HATTN_TEST_ISA=" << want << ": builds above " << want << " disabled"
               << std::endl;

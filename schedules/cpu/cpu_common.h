@@ -5,12 +5,12 @@
 
 namespace hattn {
 
-// Micro-kernel: `acc` (a reduction over `r`) computed per (tile_rows*vec) x tile_cols tile of
-// its pure consumer `wrapper`, with every accumulator in a register. `rows` is vectorized (the
-// lanes), `cols` unrolled.
-inline void register_block(Halide::Func wrapper, Halide::Func acc, const Halide::RVar& r,
-                           const Halide::Var& rows, const Halide::Var& cols, int vec, int tile_vecs,
-                           int tile_cols, Halide::TailStrategy col_tail) {
+// The tiling both register micro-kernels below share: `wrapper` (the pure consumer of
+// reduction `acc`) in tiles of (tile_vecs*vec) rows x tile_cols columns, `acc` computed per tile
+// with rows innermost in its storage too, so each of its vectors is one register.
+inline void tile_accumulator(Halide::Func wrapper, Halide::Func acc, const Halide::Var& rows,
+                             const Halide::Var& cols, int vec, int tile_vecs, int tile_cols,
+                             Halide::TailStrategy col_tail) {
   Halide::Var ro("ro"), ri("ri"), co("co"), ci("ci");
   wrapper.split(rows, ro, ri, vec * tile_vecs)
       .split(cols, co, ci, tile_cols, col_tail)
@@ -18,12 +18,20 @@ inline void register_block(Halide::Func wrapper, Halide::Func acc, const Halide:
       .vectorize(ri, vec)
       .unroll(ri)
       .unroll(ci);
-  // Rows innermost in the accumulator's storage too, so each of its vectors is one register.
   acc.compute_at(wrapper, ro)
       .reorder_storage(rows, cols)
       .vectorize(rows, vec)
       .unroll(rows)
       .unroll(cols);
+}
+
+// Micro-kernel: `acc` (a reduction over `r`) computed per (tile_rows*vec) x tile_cols tile of
+// its pure consumer `wrapper`, with every accumulator in a register. `rows` is vectorized (the
+// lanes), `cols` unrolled.
+inline void register_block(Halide::Func wrapper, Halide::Func acc, const Halide::RVar& r,
+                           const Halide::Var& rows, const Halide::Var& cols, int vec, int tile_vecs,
+                           int tile_cols, Halide::TailStrategy col_tail) {
+  tile_accumulator(wrapper, acc, rows, cols, vec, tile_vecs, tile_cols, col_tail);
   acc.update().reorder(rows, cols, r).vectorize(rows, vec).unroll(rows).unroll(cols);
 }
 
@@ -37,18 +45,8 @@ inline void pair_register_block(Halide::Func wrapper, Halide::Func acc, const Ha
                                 const Halide::RVar& pair, const Halide::Var& rows,
                                 const Halide::Var& cols, int vec, int tile_vecs, int tile_cols,
                                 Halide::TailStrategy col_tail) {
-  Halide::Var ro("ro"), ri("ri"), co("co"), ci("ci"), rt("rt"), rv("rv");
-  wrapper.split(rows, ro, ri, vec * tile_vecs)
-      .split(cols, co, ci, tile_cols, col_tail)
-      .reorder(ri, ci, ro, co)
-      .vectorize(ri, vec)
-      .unroll(ri)
-      .unroll(ci);
-  acc.compute_at(wrapper, ro)
-      .reorder_storage(rows, cols)
-      .vectorize(rows, vec)
-      .unroll(rows)
-      .unroll(cols);
+  tile_accumulator(wrapper, acc, rows, cols, vec, tile_vecs, tile_cols, col_tail);
+  Halide::Var rt("rt"), rv("rv");
   acc.update()
       .split(rows, rt, rv, vec)
       .reorder(member, rv, rt, cols, pair)

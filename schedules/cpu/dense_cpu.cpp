@@ -58,10 +58,6 @@ void schedule_prefill(DenseStages& st, const ScheduleContext& ctx) {
   if (st.rcp.defined() != st.rjp.defined()) {
     throw std::runtime_error("dense prefill: bf16 pair products for q.k and P.V go together");
   }
-  if (pairs && x.kb % 2 != 0) {
-    throw std::runtime_error(ctx.tunables.source() + ": bf16 pair products need an even kb, got " +
-                             ctx.tunables.str());
-  }
   Var qo("qo"), qi("qi"), task("task");
 
   // One task per (query block, head, batch); the running state lives in a small per-task buffer
