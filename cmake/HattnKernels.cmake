@@ -114,8 +114,10 @@ endfunction()
 # states is needed); decode always returns it (its merge is at root). CUDA: every kernel returns
 # lse (its final states are a root buffer either way). 16-bit tensors on CPUs (fp32 arithmetic);
 # CUDA is fp32 only so far.
+# dense_paged: decode over a batch of paged (or ragged) KV caches, the dense decode stages with
+# keys read through a page table (paged_attention); CPU only so far.
 hattn_declare_variant(dense HEAD_DIMS 64 128 0 DTYPES f32 bf16 f16
-  CPU  dense/prefill/0,1/0,1/each dense/decode/0,1/1/each
+  CPU  dense/prefill/0,1/0,1/each dense/decode/0,1/1/each dense_paged/decode/0,1/1/each
   CUDA dense/prefill,decode/0,1/1/each)
 hattn_declare_variant(topk HEAD_DIMS 64 128 0 CPU topk/prefill,decode/0,1/-/each)
 # The FFN has no head dim, phase or mask: one kernel.

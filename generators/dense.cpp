@@ -18,9 +18,15 @@ DenseStages dense_attention(const DenseInputs& in, const DenseBlocking& blocking
   Var &ii = st.ii, &jj = st.jj, &qblk = st.qblk, &kblk = st.kblk, &s = st.s;
 
   Expr group = in.q_heads / in.kv_heads;
-  Expr num_key_blocks = (in.lk + kb - 1) / kb;
+  // This sequence's keys (lk for all, or its own length), and the most key blocks of any.
+  const bool ragged = in.key_lengths.defined();
+  st.ragged = ragged;
+  // (Clamped so that Halide can bound the blocks and keys a data-dependent length reaches.)
+  Expr lk = ragged ? clamp(in.key_lengths(b), 0, in.lk) : in.lk;
+  Expr num_key_blocks = (lk + kb - 1) / kb;
+  Expr max_key_blocks = (in.lk + kb - 1) / kb;
   // Bottom-right causal alignment: key j is visible to query row i iff j <= i + (Lk - Lq).
-  Expr causal_offset = in.lk - in.lq;
+  Expr causal_offset = lk - in.lq;
 
   // A block's row ii stands for query `query` of query head `q_head`, reading kv head `hk`.
   // Unpacked: rows past Lq (in the last query block) read the last valid row and are discarded.
@@ -48,7 +54,7 @@ DenseStages dense_attention(const DenseInputs& in, const DenseBlocking& blocking
 
   // Keys past Lk (in the last key block) read the last valid key and are masked.
   Expr key = kblk * kb + jj;
-  Expr key_in = clamp(key, 0, in.lk - 1);
+  Expr key_in = clamp(key, 0, lk - 1);
 
   Var &pr = st.pr, &pi = st.pi;
   st.dot(ii, jj, kblk, qblk, h, b) = 0.f;
@@ -74,7 +80,7 @@ DenseStages dense_attention(const DenseInputs& in, const DenseBlocking& blocking
         st.q_scaled(ii, st.rc, qblk, h, b) * in.k(st.rc, key_in, hk, b);
   }
 
-  Expr visible = key < in.lk;
+  Expr visible = key < lk;
   if (in.causal) visible = visible && key <= mask_query + causal_offset;
   st.scores(ii, jj, kblk, qblk, h, b) = scaled_dot + select(visible, 0.f, kMaskedScore);
 
@@ -98,20 +104,25 @@ DenseStages dense_attention(const DenseInputs& in, const DenseBlocking& blocking
     // Keys past Lk read the last key: their probabilities are exactly 0, in bf16 too.
     const Type t = in.q_raw.type();
     st.p_pairs(pr, ii, pi, kblk, qblk, h, b) = cast(t, st.probs(ii, 2 * pi + pr, kblk, qblk, h, b));
-    st.v_pairs(pr, d, pi, kblk, h, b) = in.v_raw(d, min(kblk * kb + 2 * pi + pr, in.lk - 1), hk, b);
+    st.v_pairs(pr, d, pi, kblk, h, b) = in.v_raw(d, min(kblk * kb + 2 * pi + pr, lk - 1), hk, b);
     st.rjp = RDom(0, 2, 0, kb / 2, "rjp");
     st.pv(ii, d, kblk, qblk, h, b) +=
         cast<float>(st.p_pairs(st.rjp.x, ii, st.rjp.y, kblk, qblk, h, b)) *
         cast<float>(st.v_pairs(st.rjp.x, d, st.rjp.y, kblk, h, b));
   } else {
-    Expr key_rj = min(kblk * kb + st.rj, in.lk - 1);
+    Expr key_rj = min(kblk * kb + st.rj, lk - 1);
     st.pv(ii, d, kblk, qblk, h, b) +=
         st.probs(ii, st.rj, kblk, qblk, h, b) * in.v(d, key_rj, hk, b);
   }
 
   // Fold key blocks into the running state. With split_keys, split s owns blocks
   // [s * per_split, (s + 1) * per_split).
-  Expr per_split = in.split_keys ? (num_key_blocks + in.splits - 1) / in.splits : num_key_blocks;
+  // Ragged: splits are cut for the longest sequence (the most blocks), and each sequence's loop
+  // stops at its own length (a predicate on b that Halide turns into the loop's bound), so a short
+  // sequence fills its first splits only. (Cutting each sequence's own splits makes a block's
+  // index depend on loaded data, and Halide then sizes each task's buffers for every block.)
+  Expr split_blocks = ragged ? max_key_blocks : num_key_blocks;
+  Expr per_split = in.split_keys ? (split_blocks + in.splits - 1) / in.splits : split_blocks;
   st.rk = RDom(0, per_split, "rk");
   Expr blk = in.split_keys ? s * per_split + st.rk : Expr(st.rk);
   Expr live = blk < num_key_blocks;
@@ -147,7 +158,7 @@ DenseStages dense_attention(const DenseInputs& in, const DenseBlocking& blocking
 
   // A row sees at least one key iff Lk > 0 and (non-causal or i + offset >= 0); rows that see none
   // output zeros and lse = -inf.
-  Expr any_visible = in.lk > 0;
+  Expr any_visible = lk > 0;
   if (in.causal) any_visible = any_visible && i + causal_offset >= 0;
   // Where output row i of query head h sits in the final state.
   std::vector<Expr> at_d, at_0;

@@ -41,10 +41,15 @@ struct DenseInputs {
   bool pair_pv = false;
   Halide::Type out_type = Halide::Float(32);  // the output's element type (rounded once, last)
   Halide::Expr head_dim;                      // D
-  Halide::Expr lq, lk;                        // query and key lengths
-  Halide::Expr q_heads, kv_heads;             // Hq, Hkv
-  Halide::Expr scale;                         // softmax scale
-  Halide::Expr splits;                        // number of key splits (split_keys only)
+  Halide::Expr lq, lk;                        // query and key lengths (lk: the most keys)
+  // Optional (b) -> int32: the keys of sequence b when sequences differ in length (a batch of
+  // paged or ragged caches), each in [0, lk]; key blocks past a sequence's length are skipped
+  // (the loop bounds shrink) and its causal alignment is its own. Undefined: every sequence
+  // has lk keys.
+  Halide::Func key_lengths;
+  Halide::Expr q_heads, kv_heads;  // Hq, Hkv
+  Halide::Expr scale;              // softmax scale
+  Halide::Expr splits;             // number of key splits (split_keys only)
   bool causal = false;
   bool split_keys = false;
   bool pack_groups = false;  // one block per kv head holding all its query heads' rows (above)
@@ -59,6 +64,7 @@ struct DenseStages {
   Halide::Var pr{"pr"}, pi{"pi"};                  // pair products: member of a pair, pair index
   Halide::RDom rcp, rjp;    // pair_qk: (member, pair) over D; pair_pv: over a block's keys
   Halide::Expr block_rows;  // rows in a query block: query_block, or Lq x group when packed
+  bool ragged = false;      // DenseInputs::key_lengths: each sequence's loop stops at its length
 
   // Below, h is the query head, or the kv head when packed.
   Halide::Func q_scaled{"q_scaled"};  // (ii, c, qblk, h, b)       scale * q, queries innermost

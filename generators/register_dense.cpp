@@ -16,6 +16,30 @@ namespace {
 
 using namespace Halide;
 
+// Whether q.k runs as bf16 pair dot products (DenseInputs::pair_qk): bf16 with an even,
+// compiled-in head dim on a target with AVX512-BF16 (Zen 4, Sapphire Rapids).
+bool bf16_pairs(const Type& dtype, int head_dim, const Target& t) {
+  return dtype == BFloat(16) && head_dim > 0 && head_dim % 2 == 0 &&
+         (t.has_feature(Target::AVX512_Zen4) || t.has_feature(Target::AVX512_SapphireRapids));
+}
+
+// The input read as fp32 (inlined: the conversion happens where the value is loaded; a no-op
+// for float32 inputs, whose kernels are unchanged).
+Func as_f32(const Func& f) {
+  Var d("d"), i("i"), h("h"), b("b");
+  Func g(f.name() + "_f32");
+  g(d, i, h, b) = cast<float>(f(d, i, h, b));
+  return g;
+}
+
+// q, k, v and out of one dtype: float32, bfloat16 or float16.
+void check_dtype(const Type& t, const char* generator) {
+  if (!(t == Float(32) || t == BFloat(16) || t == Float(16))) {
+    throw std::invalid_argument(std::string(generator) +
+                                ": dtype must be float32, bfloat16 or float16");
+  }
+}
+
 class DenseAttentionGenerator : public Generator<DenseAttentionGenerator> {
  public:
   GeneratorParam<KernelPhase> phase{"phase", KernelPhase::prefill, phase_names()};
@@ -40,9 +64,7 @@ class DenseAttentionGenerator : public Generator<DenseAttentionGenerator> {
 
   void configure() {
     const Type t = dtype;
-    if (!(t == Float(32) || t == BFloat(16) || t == Float(16))) {
-      throw std::invalid_argument("dense: dtype must be float32, bfloat16 or float16");
-    }
+    check_dtype(t, "dense");
     for (auto* p : {&q, &k, &v}) p->set_type(t);
     out.set_type(t);
   }
@@ -73,10 +95,7 @@ class DenseAttentionGenerator : public Generator<DenseAttentionGenerator> {
     // (vdpbf16ps) on K as stored. P.V too in prefill; decode converts V instead (staging a block's
     // V in key pairs cost more than it saved at 1 row per kv head: MHA Lk = 32K, H = 32 took
     // 21.7 ms where f16, converting, took 17.5).
-    const Target t = get_target();
-    in.pair_qk =
-        dtype.value() == BFloat(16) && head_dim > 0 && head_dim % 2 == 0 &&
-        (t.has_feature(Target::AVX512_Zen4) || t.has_feature(Target::AVX512_SapphireRapids));
+    in.pair_qk = bf16_pairs(dtype, head_dim, get_target());
     in.pair_pv = in.pair_qk && !decode;
     in.q_raw = q;
     in.k_raw = k;
@@ -99,15 +118,6 @@ class DenseAttentionGenerator : public Generator<DenseAttentionGenerator> {
   }
 
  private:
-  // The input read as fp32 (inlined: the conversion happens where the value is loaded; a no-op
-  // for float32 inputs, whose kernels are unchanged).
-  static Func as_f32(const Func& f) {
-    Var d("d"), i("i"), h("h"), b("b");
-    Func g(f.name() + "_f32");
-    g(d, i, h, b) = cast<float>(f(d, i, h, b));
-    return g;
-  }
-
   // D is contiguous in every tensor and equal across q, k, v, out; a fixed head dim is compiled in.
   void constrain_inputs() {
     for (auto* p : {&q, &k, &v}) (*p).dim(0).set_stride(1);
@@ -135,7 +145,119 @@ class DenseAttentionGenerator : public Generator<DenseAttentionGenerator> {
   }
 };
 
+// Dense decode over a batch of paged KV caches ("dense_paged"): sequence b's key j lives in
+// page page_table(j / page, b), slot j % page, and the sequence holds lengths(b) keys. K and V
+// are [pages, Hkv, page, D] as the runtime describes them, any strides (a cache stored
+// [pages, page, Hkv, D] is the same buffer with its head and slot strides swapped). The algorithm
+// is dense's, with the keys read through the page table and each sequence's own length; a
+// contiguous ragged batch is the same call with one page per sequence.
+class DensePagedGenerator : public Generator<DensePagedGenerator> {
+ public:
+  GeneratorParam<KernelPhase> phase{"phase", KernelPhase::decode, phase_names()};
+  GeneratorParam<bool> causal{"causal", false};
+  GeneratorParam<bool> with_lse{"with_lse", true};
+  GeneratorParam<int> head_dim{"head_dim", 0};
+  GeneratorParam<std::string> tables{"tables", ""};
+  GeneratorParam<std::string> tunables{"tunables", ""};
+  GeneratorParam<Type> dtype{"dtype", Float(32)};
+
+  Input<Buffer<void, 4>> q{"q"};              // (d, i, h, b)
+  Input<Buffer<void, 4>> k_pages{"k_pages"};  // (d, slot, hk, page)
+  Input<Buffer<void, 4>> v_pages{"v_pages"};
+  Input<Buffer<int32_t, 2>> page_table{"page_table"};  // (p, b)
+  Input<Buffer<int32_t, 1>> lengths{"lengths"};        // (b)
+  Input<float> scale{"scale"};
+  Input<int> splits{"splits"};
+  Output<Buffer<void, 4>> out{"out"};
+  Output<Buffer<float, 3>> lse{"lse"};
+
+  void configure() {
+    const Type t = dtype;
+    check_dtype(t, "dense_paged");
+    for (auto* p : {&q, &k_pages, &v_pages}) p->set_type(t);
+    out.set_type(t);
+  }
+
+  void generate() {
+    if (phase.value() != KernelPhase::decode || !with_lse) {
+      throw std::invalid_argument("dense_paged: decode kernels with lse only");
+    }
+    if (get_target().has_gpu_feature()) {
+      throw std::invalid_argument("dense_paged: no CUDA schedule yet; build it for a CPU target");
+    }
+    // The same stages as dense decode, so the same table line: the page lookup adds a few
+    // integer instructions per key row, not a different loop structure.
+    TableKey key{"dense", "decode", head_dim_name(head_dim), mask_name(causal), dtype_name(dtype)};
+    ScheduleContext ctx{get_target(), head_dim, true, true,
+                        read_tunables(get_target(), tables, key, tunables)};
+
+    Expr page = k_pages.dim(1).extent();
+    Expr num_pages = k_pages.dim(3).extent();
+    Expr pages_per_seq = page_table.dim(0).extent();
+    // Key j of sequence b (the runtime checks every page index a length reaches; the clamps only
+    // give Halide bounds for the data-dependent index).
+    Var d("d"), j("j"), hk("hk"), b("b");
+    Expr slot = j % page;
+    Expr page_id = clamp(page_table(clamp(j / page, 0, pages_per_seq - 1), b), 0, num_pages - 1);
+    Func k_raw("k_paged"), v_raw("v_paged");
+    k_raw(d, j, hk, b) = k_pages(d, slot, hk, page_id);
+    v_raw(d, j, hk, b) = v_pages(d, slot, hk, page_id);
+
+    DenseInputs in;
+    in.q = as_f32(q);
+    in.k = as_f32(k_raw);
+    in.v = as_f32(v_raw);
+    in.q_raw = q;
+    in.k_raw = k_raw;
+    in.v_raw = v_raw;
+    in.out_type = dtype;
+    in.head_dim = head_dim_expr(head_dim, q.dim(0).extent());
+    in.lq = q.dim(1).extent();
+    in.lk = pages_per_seq * page;
+    in.key_lengths = lengths;
+    in.q_heads = q.dim(2).extent();
+    in.kv_heads = k_pages.dim(2).extent();
+    in.scale = scale;
+    in.splits = max(splits, 1);
+    in.causal = causal;
+    in.split_keys = true;
+    in.pack_groups = true;
+    in.pair_qk = bf16_pairs(dtype, head_dim, get_target());
+    DenseBlocking blocking{0, ctx.tunables.get("kb")};
+    DenseStages st = dense_attention(in, blocking);
+    out = st.out;
+    lse = st.lse;
+
+    for (auto* p : {&q, &k_pages, &v_pages}) (*p).dim(0).set_stride(1);
+    out.dim(0).set_stride(1);
+    lse.dim(0).set_stride(1);
+    Expr dim = q.dim(0).extent();
+    if (head_dim > 0) {
+      dim = int(head_dim);
+      q.dim(0).set_bounds(0, dim);
+    }
+    for (auto* p : {&k_pages, &v_pages}) (*p).dim(0).set_bounds(0, dim);
+    out.dim(0).set_bounds(0, dim);
+
+    const EstimateShape e = estimate_shape(head_dim, KernelPhase::decode);
+    constexpr int kPage = 16;
+    const int seq_pages = e.lk / kPage;
+    q.set_estimates(attention_region(e.d, e.lq, e.heads));
+    for (auto* p : {&k_pages, &v_pages}) {
+      p->set_estimates({{0, e.d}, {0, kPage}, {0, e.heads}, {0, seq_pages}});
+    }
+    page_table.set_estimates({{0, seq_pages}, {0, 1}});
+    lengths.set_estimates({{0, 1}});
+    scale.set_estimate(e.scale);
+    splits.set_estimate(4);
+    out.set_estimates(attention_region(e.d, e.lq, e.heads));
+    lse.set_estimates({{0, e.lq}, {0, e.heads}, {0, 1}});
+    if (!using_autoscheduler()) schedule_dense(st, ctx);
+  }
+};
+
 }  // namespace
 }  // namespace hattn
 
 HALIDE_REGISTER_GENERATOR(hattn::DenseAttentionGenerator, dense)
+HALIDE_REGISTER_GENERATOR(hattn::DensePagedGenerator, dense_paged)

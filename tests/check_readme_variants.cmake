@@ -45,6 +45,11 @@ foreach (k IN LISTS kernels)
     set(v el)
     set(phase linear)
   endif ()
+  # The paged-cache decode kernel belongs to the dense row (paged_attention).
+  if (v STREQUAL "dense_paged")
+    set(v dense)
+    set(phase paged)
+  endif ()
   # Likewise the SparseK operator's kernel belongs to the sparsek row.
   if (v STREQUAL "sparsek_mask")
     set(v sparsek)

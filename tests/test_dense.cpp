@@ -221,57 +221,8 @@ TEST(DenseConventions, RowsWithoutVisibleKeysAreZeroWithLseMinusInf) {
 // 16-bit tensors: q, k, v and out in bf16 or f16, lse in fp32. The kernels widen each element to
 // fp32 on load, accumulate in fp32 and round out once, so out is compared with the double
 // reference on the 16-bit inputs within half a unit in the last place of the dtype plus fp32
-// noise, and lse (fp32) as in the fp32 tests. The conversions here work in double arithmetic (the
+// noise, and lse (fp32) as in the fp32 tests. The conversions (test_support) work in double (the
 // nearest value of the format, then its fields), independent of the runtime's bit-level ones.
-
-uint16_t ref_to_16bit(hattn::DType t, float x) {
-  // In double: the nearest value of the format (p significand bits, smallest normal exponent
-  // emin), ties to even (nearbyint in the default rounding mode), then its fields.
-  const bool half = t == hattn::DType::f16;
-  const int p = half ? 11 : 8, emin = half ? -14 : -126, bias = half ? 15 : 127;
-  const uint16_t sign = std::signbit(x) ? 0x8000 : 0;
-  const uint16_t inf = half ? 0x7c00 : 0x7f80;
-  const double a = std::fabs(static_cast<double>(x));
-  if (std::isinf(a)) return sign | inf;
-  const int e = a == 0 ? emin : std::max(emin, std::ilogb(a));
-  const double quantum = std::ldexp(1.0, e - (p - 1));
-  const double r = std::nearbyint(a / quantum) * quantum;
-  if (r == 0) return sign;
-  const double max_finite = std::ldexp(2.0 - std::ldexp(1.0, 1 - p), half ? 15 : 127);
-  if (r > max_finite) return sign | inf;
-  const int er = std::ilogb(r);
-  if (er < emin) return static_cast<uint16_t>(sign | static_cast<uint16_t>(r / quantum));
-  const auto mantissa = static_cast<uint16_t>(std::ldexp(r, (p - 1) - er) - std::ldexp(1.0, p - 1));
-  return static_cast<uint16_t>(sign | (er + bias) << (p - 1) | mantissa);
-}
-
-float ref_from_16bit(hattn::DType t, uint16_t bits) {
-  const bool half = t == hattn::DType::f16;
-  const int p = half ? 11 : 8, bias = half ? 15 : 127, emax_field = half ? 31 : 255;
-  const int field = (bits & 0x7fff) >> (p - 1), mantissa = bits & ((1 << (p - 1)) - 1);
-  const double sign = (bits & 0x8000) ? -1.0 : 1.0;
-  if (field == emax_field) {
-    return mantissa ? std::numeric_limits<float>::quiet_NaN()
-                    : static_cast<float>(sign * std::numeric_limits<double>::infinity());
-  }
-  if (field == 0) return static_cast<float>(sign * std::ldexp(mantissa, 1 - bias - (p - 1)));
-  return static_cast<float>(sign *
-                            std::ldexp(mantissa + std::ldexp(1.0, p - 1), field - bias - (p - 1)));
-}
-
-struct Sixteen {
-  std::vector<uint16_t> bits;  // what the kernel reads or writes
-  std::vector<float> values;   // the same values in fp32, for the reference
-};
-
-Sixteen draw_16bit(hattn::DType t, int64_t n, TestRng& rng) {
-  Sixteen s;
-  for (int64_t i = 0; i < n; ++i) {
-    s.bits.push_back(ref_to_16bit(t, rng.normal()));
-    s.values.push_back(ref_from_16bit(t, s.bits.back()));
-  }
-  return s;
-}
 
 TEST(Dense16Bit, MatchesReferenceOnRoundedInputs) {
   struct Shape16 {
@@ -365,7 +316,7 @@ TEST(Dense16Bit, MatchesReferenceOnRoundedInputs) {
   // Every 16-bit CPU kernel ran on some shape above (prefill with and without lse, decode, the
   // specialized and the generic head dims).
   for (const KernelInfo& k : hattn::list_kernels()) {
-    if (k.family != "cuda" && (k.dtype == "bf16" || k.dtype == "f16")) {
+    if (k.variant == "dense" && k.family != "cuda" && (k.dtype == "bf16" || k.dtype == "f16")) {
       EXPECT_EQ(used.count(k.name), 1u) << k.name << " never ran";
     }
   }
@@ -674,14 +625,15 @@ TEST(KernelList, NamesAreUniqueAndDescribed) {
   for (const KernelInfo& k : kernels) {
     EXPECT_FALSE(k.name.empty());
     EXPECT_TRUE(names.insert(k.name).second) << "duplicate kernel name " << k.name;
-    EXPECT_TRUE(k.variant == "dense" || k.variant == "topk" || k.variant == "topk_ffn" ||
-                k.variant == "loki" || k.variant == "sparsek" || k.variant == "sparsek_mask" ||
-                k.variant == "el" || k.variant == "linear")
+    EXPECT_TRUE(k.variant == "dense" || k.variant == "dense_paged" || k.variant == "topk" ||
+                k.variant == "topk_ffn" || k.variant == "loki" || k.variant == "sparsek" ||
+                k.variant == "sparsek_mask" || k.variant == "el" || k.variant == "linear")
         << k.name;
     EXPECT_TRUE(k.phase == "prefill" || k.phase == "decode") << k.name << ": " << k.phase;
-    // 16-bit kernels: dense on CPUs only.
-    EXPECT_TRUE(k.dtype == "f32" || ((k.dtype == "bf16" || k.dtype == "f16") &&
-                                     k.variant == "dense" && k.family != "cuda"))
+    // 16-bit kernels: dense (and its paged decode) on CPUs only.
+    EXPECT_TRUE(k.dtype == "f32" ||
+                ((k.dtype == "bf16" || k.dtype == "f16") &&
+                 (k.variant == "dense" || k.variant == "dense_paged") && k.family != "cuda"))
         << k.name;
     EXPECT_NE(k.name.find("_" + k.dtype + "_"), std::string::npos) << k.name;
     EXPECT_GE(k.head_dim, 0) << k.name;

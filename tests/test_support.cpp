@@ -667,4 +667,48 @@ std::string check_selected_weights(const float* out, int64_t d, const std::vecto
   return "selected " + index_list(got) + ", want " + index_list(want) + bad.str();
 }
 
+uint16_t ref_to_16bit(hattn::DType t, float x) {
+  // In double: the nearest value of the format (p significand bits, smallest normal exponent
+  // emin), ties to even (nearbyint in the default rounding mode), then its fields.
+  const bool half = t == hattn::DType::f16;
+  const int p = half ? 11 : 8, emin = half ? -14 : -126, bias = half ? 15 : 127;
+  const uint16_t sign = std::signbit(x) ? 0x8000 : 0;
+  const uint16_t inf = half ? 0x7c00 : 0x7f80;
+  const double a = std::fabs(static_cast<double>(x));
+  if (std::isinf(a)) return sign | inf;
+  const int e = a == 0 ? emin : std::max(emin, std::ilogb(a));
+  const double quantum = std::ldexp(1.0, e - (p - 1));
+  const double r = std::nearbyint(a / quantum) * quantum;
+  if (r == 0) return sign;
+  const double max_finite = std::ldexp(2.0 - std::ldexp(1.0, 1 - p), half ? 15 : 127);
+  if (r > max_finite) return sign | inf;
+  const int er = std::ilogb(r);
+  if (er < emin) return static_cast<uint16_t>(sign | static_cast<uint16_t>(r / quantum));
+  const auto mantissa = static_cast<uint16_t>(std::ldexp(r, (p - 1) - er) - std::ldexp(1.0, p - 1));
+  return static_cast<uint16_t>(sign | (er + bias) << (p - 1) | mantissa);
+}
+
+float ref_from_16bit(hattn::DType t, uint16_t bits) {
+  const bool half = t == hattn::DType::f16;
+  const int p = half ? 11 : 8, bias = half ? 15 : 127, emax_field = half ? 31 : 255;
+  const int field = (bits & 0x7fff) >> (p - 1), mantissa = bits & ((1 << (p - 1)) - 1);
+  const double sign = (bits & 0x8000) ? -1.0 : 1.0;
+  if (field == emax_field) {
+    return mantissa ? std::numeric_limits<float>::quiet_NaN()
+                    : static_cast<float>(sign * std::numeric_limits<double>::infinity());
+  }
+  if (field == 0) return static_cast<float>(sign * std::ldexp(mantissa, 1 - bias - (p - 1)));
+  return static_cast<float>(sign *
+                            std::ldexp(mantissa + std::ldexp(1.0, p - 1), field - bias - (p - 1)));
+}
+
+Sixteen draw_16bit(hattn::DType t, int64_t n, TestRng& rng) {
+  Sixteen s;
+  for (int64_t i = 0; i < n; ++i) {
+    s.bits.push_back(ref_to_16bit(t, rng.normal()));
+    s.values.push_back(ref_from_16bit(t, s.bits.back()));
+  }
+  return s;
+}
+
 }  // namespace hattn_test

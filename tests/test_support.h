@@ -235,4 +235,16 @@ std::string index_list(const std::vector<int64_t>& idx);
 std::string check_selected_weights(const float* out, int64_t d, const std::vector<double>& values,
                                    int64_t visible, int64_t k, double scale);
 
+// 16-bit values for the tests, converted in double arithmetic (the nearest value of the format,
+// ties to even, then its fields), independent of the runtime's bit-level conversions.
+uint16_t ref_to_16bit(hattn::DType t, float x);
+float ref_from_16bit(hattn::DType t, uint16_t bits);
+
+struct Sixteen {
+  std::vector<uint16_t> bits;  // what the kernel reads or writes
+  std::vector<float> values;   // the same values in fp32, for the reference
+};
+// n normal values rounded to the dtype.
+Sixteen draw_16bit(hattn::DType t, int64_t n, TestRng& rng);
+
 }  // namespace hattn_test

@@ -446,6 +446,28 @@ std::vector<Variant> build() {
   };
   v.push_back(dense);
 
+  // paged_attention over the call's k and v taken as a cache of one page per sequence (page b
+  // holds sequence b's Lk tokens): every dense check applies, through the batch kernel (Lq <= 8)
+  // or the gathered prefill.
+  Variant paged = dense;
+  paged.name = "dense_paged";
+  paged.plan = nullptr;
+  paged.call = [](const std::vector<TensorView>& t, const Knobs& k, hattn::Dispatch* d) {
+    const int64_t batch = t[0].shape[0];
+    std::vector<int32_t> table(static_cast<size_t>(std::max<int64_t>(batch, 0)));
+    for (size_t b = 0; b < table.size(); ++b) table[b] = static_cast<int32_t>(b);
+    std::vector<int32_t> lengths(table.size(), static_cast<int32_t>(t[1].shape[2]));
+    hattn::PagedKvCache c;
+    c.k_pages = t[1];
+    c.v_pages = t[2];
+    c.page_table = table.data();
+    c.pages_per_seq = 1;
+    c.lengths = lengths.data();
+    c.batch = batch;
+    return hattn::paged_attention(t[0], c, t[3], dense_options(t, k), d);
+  };
+  v.push_back(paged);
+
   Variant topk = dense;
   topk.name = "topk";
   topk.optional.clear();

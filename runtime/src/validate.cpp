@@ -142,13 +142,47 @@ std::string shape_str(const TensorView& t) {
 }
 
 Status check_tensor(const TensorView& t, const char* name, int rank, const char* const* dims,
-                    bool written) {
-  return check_view(t, name, rank, dims, written);
+                    bool written, bool any_dtype) {
+  return check_view(t, name, rank, dims, written, any_dtype);
 }
 
 bool tensors_overlap(const TensorView& a, const TensorView& b) { return overlaps(a, b); }
 
 Status invalid(const std::string& message) { return Status{StatusCode::invalid_argument, message}; }
+
+Status check_attention_options(const AttentionOptions& options) {
+  if (options.has_scale && !(options.scale > 0.f && std::isfinite(options.scale))) {
+    return invalid("scale must be finite and > 0, got " + std::to_string(options.scale));
+  }
+  if (options.decode_splits < 0) {
+    return invalid("decode_splits must be >= 0 (0 = automatic), got " +
+                   std::to_string(options.decode_splits));
+  }
+  return Status::success();
+}
+
+Status check_lse(const TensorView& lse, const std::vector<int64_t>& shape, Device device,
+                 const TensorView* const* others, int n) {
+  static const char* const kLseDims[3] = {"B", "H", "L"};
+  Status s = check_view(lse, "lse", 3, kLseDims, true, true);
+  if (!s.ok()) return s;
+  if (lse.dtype != DType::f32) {
+    return invalid(std::string("lse has dtype ") + to_string(lse.dtype) +
+                   "; lse is fp32 whatever the dtype of q, k, v and out");
+  }
+  if (std::vector<int64_t>(lse.shape, lse.shape + 3) != shape) {
+    return invalid("lse must have shape [B, Hq, Lq] = " + shape_str(shape) + ", got " +
+                   shape_str(lse));
+  }
+  for (int i = 0; i < n; ++i) {
+    if (overlaps(lse, *others[i])) return invalid("lse overlaps another tensor in memory");
+  }
+  if (lse.device != device) {
+    return invalid(std::string("lse is on ") + to_string(lse.device) + " but q is on " +
+                   to_string(device) + "; every tensor of a call must be on one device");
+  }
+  return Status::success();
+}
 
 Status validate_attention(const TensorView& q, const TensorView& k, const TensorView& v,
                           const TensorView& out, const AttentionOptions& options,
@@ -205,34 +239,11 @@ Status validate_attention_named(const TensorView& q, const TensorView& k, const 
                      " in memory; the output must not alias an input");
     }
   }
-  if (options.has_scale && !(options.scale > 0.f && std::isfinite(options.scale))) {
-    return invalid("scale must be finite and > 0, got " + std::to_string(options.scale));
-  }
-  if (options.decode_splits < 0) {
-    return invalid("decode_splits must be >= 0 (0 = automatic), got " +
-                   std::to_string(options.decode_splits));
-  }
+  Status so = check_attention_options(options);
+  if (!so.ok()) return so;
   if (options.lse != nullptr) {
-    static const char* const kLseDims[3] = {"B", "H", "L"};
-    const TensorView& lse = *options.lse;
-    Status s = check_view(lse, "lse", 3, kLseDims, true, true);
+    Status s = check_lse(*options.lse, {q.shape[0], q.shape[1], q.shape[2]}, q.device, views, 4);
     if (!s.ok()) return s;
-    if (lse.dtype != DType::f32) {
-      return invalid(std::string("lse has dtype ") + to_string(lse.dtype) +
-                     "; lse is fp32 whatever the dtype of q, k, v and out");
-    }
-    if (lse.shape[0] != q.shape[0] || lse.shape[1] != q.shape[1] || lse.shape[2] != q.shape[2]) {
-      return invalid("lse must have shape [B, Hq, Lq] = [" + std::to_string(q.shape[0]) + ", " +
-                     std::to_string(q.shape[1]) + ", " + std::to_string(q.shape[2]) + "], got " +
-                     shape_str(lse));
-    }
-    for (const TensorView* t : views) {
-      if (overlaps(lse, *t)) return invalid("lse overlaps another tensor in memory");
-    }
-    if (lse.device != q.device) {
-      return invalid(std::string("lse is on ") + to_string(lse.device) + " but q is on " +
-                     to_string(q.device) + "; every tensor of a call must be on one device");
-    }
   }
   if (options.check_finite && q.device != Device::cpu) {
     return Status{StatusCode::unsupported,

@@ -24,11 +24,20 @@ std::string shape_str(const std::vector<int64_t>& shape);
 std::string shape_str(const TensorView& t);
 
 // One view: rank, null pointer, dtype, device value, sizes, strides (innermost stride 1) and, for
-// a `written` view, no self-aliasing. `dims` names each dimension for messages.
+// a `written` view, no self-aliasing. `dims` names each dimension for messages. any_dtype: bf16
+// and f16 are accepted too, else fp32 only.
 Status check_tensor(const TensorView& t, const char* name, int rank, const char* const* dims,
-                    bool written);
+                    bool written, bool any_dtype = false);
 // Whether the memory spans of two valid views intersect.
 bool tensors_overlap(const TensorView& a, const TensorView& b);
+
+// The scale (finite, > 0, when given) and decode_splits (>= 0) of an attention call.
+Status check_attention_options(const AttentionOptions& options);
+
+// The lse output of an attention call: fp32, `shape` ([B, Hq, Lq]), on `device`, overlapping
+// none of the n other tensors of the call.
+Status check_lse(const TensorView& lse, const std::vector<int64_t>& shape, Device device,
+                 const TensorView* const* others, int n);
 
 // Checks q, k, v, out, options (and options.lse) and fills `shape`.
 Status validate_attention(const TensorView& q, const TensorView& k, const TensorView& v,

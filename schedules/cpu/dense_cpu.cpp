@@ -244,8 +244,10 @@ void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
     st.pv.update().reorder(st.d, st.ii, st.rj).vectorize(st.d, x.vec, TailStrategy::GuardWithIf);
   }
 
-  for (Func f : {dot_lanes, st.dot, st.scores, st.probs, st.block_max, st.block_sum}) {
-    f.hoist_storage(st.state, task);
+  if (!st.ragged) {
+    for (Func f : {dot_lanes, st.dot, st.scores, st.probs, st.block_max, st.block_sum}) {
+      f.hoist_storage(st.state, task);
+    }
   }
 
   st.merged.compute_root().vectorize(st.d, x.vec, d_tail);

@@ -135,6 +135,50 @@ Status attention(const TensorView& q, const TensorView& k, const TensorView& v,
 Status plan_attention(const TensorView& q, const TensorView& k, const TensorView& v,
                       const TensorView& out, const AttentionOptions& options, Dispatch* chosen);
 
+// --- batches as an inference engine holds them: paged KV caches, packed (ragged) sequences ---
+
+// The KV caches of a batch of sequences in fixed-size pages, shared by every sequence's pages.
+// k_pages and v_pages are [P, Hkv, S, D] views (S = the page size in tokens, D innermost; the
+// other strides are free, so a cache stored [P, S, Hkv, D] passes the shape [P, Hkv, S, D] with
+// its head and slot strides swapped). Sequence b holds lengths[b] tokens; its token t lives in
+// page page_table[b * pages_per_seq + t / S], slot t % S. Pages past a sequence's length are
+// not read, so their table entries may hold anything. CPU tensors, the dtype of the call.
+struct PagedKvCache {
+  TensorView k_pages, v_pages;
+  const int32_t* page_table = nullptr;  // [batch, pages_per_seq], row-major
+  int64_t pages_per_seq = 0;            // the table's row length, >= 1
+  const int32_t* lengths = nullptr;  // [batch] tokens per sequence, 0 <= lengths[b] <= the table's
+  int64_t batch = 0;                 // sequences (q's B)
+};
+
+// attention() of q [B, Hq, Lq, D] (each sequence's Lq newest tokens, whose K and V are already in
+// the cache) over each sequence's cached tokens: sequence b's out equals attention() over the
+// first lengths[b] tokens of its pages gathered into [1, Hkv, lengths[b], D], causal aligned
+// bottom-right per sequence. out [B, Hq, Lq, D]; options as attention() (lse [B, Hq, Lq]).
+// Lq <= decode_threshold() runs one kernel over the whole batch, reading the pages in place (GQA:
+// each kv head's pages are read once for its query heads); longer Lq (chunked prefill) gathers
+// each sequence's keys and runs attention()'s prefill kernel. Refuses a page index out of range,
+// a length beyond the pages given, heads that do not match, naming the sequence and the index;
+// a refused call writes nothing.
+Status paged_attention(const TensorView& q, const PagedKvCache& cache, const TensorView& out,
+                       const AttentionOptions& options = {}, Dispatch* chosen = nullptr);
+
+// Writes T new tokens' keys and values, k and v [B, Hkv, T, D] (the cache's dtype), into each
+// sequence's pages at positions lengths[b] .. lengths[b] + T - 1 (the page table must already
+// hold those pages). lengths is not changed: the caller advances it by T after the call.
+Status paged_append(const TensorView& k, const TensorView& v, const PagedKvCache& cache);
+
+// Sequences of different lengths packed along the tokens (FlashAttention's varlen layout):
+// q [Tq, Hq, D], k and v [Tk, Hkv, D], out [Tq, Hq, D]; sequence b's queries are rows
+// q_offsets[b] .. q_offsets[b + 1] - 1 and its keys rows k_offsets[b] .. k_offsets[b + 1] - 1
+// (batch + 1 non-decreasing offsets each, from 0 to Tq and to Tk). Each sequence is attention()
+// of its rows (causal aligned bottom-right per sequence); lse, when given, is [1, Hq, Tq].
+// options.kernel forces the kernel of every sequence; `chosen` reports the last sequence's.
+Status ragged_attention(const TensorView& q, const TensorView& k, const TensorView& v,
+                        const TensorView& out, const int32_t* q_offsets, const int32_t* k_offsets,
+                        int64_t batch, const AttentionOptions& options = {},
+                        Dispatch* chosen = nullptr);
+
 // --- topk: top-k attention and the top-k feed-forward layer (Gupta et al. 2021) ---------------
 
 struct TopkOptions : ScaledOptions {

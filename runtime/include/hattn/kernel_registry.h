@@ -30,6 +30,11 @@ typedef int (*hattn_dense_fn)(const void*, struct halide_buffer_t*, struct halid
                               struct halide_buffer_t*, float, int32_t, struct halide_buffer_t*,
                               struct halide_buffer_t*);
 #define HATTN_ARGS_dense "q,k,v,scale,splits,out,lse"
+typedef int (*hattn_dense_paged_fn)(const void*, struct halide_buffer_t*, struct halide_buffer_t*,
+                                    struct halide_buffer_t*, struct halide_buffer_t*,
+                                    struct halide_buffer_t*, float, int32_t,
+                                    struct halide_buffer_t*, struct halide_buffer_t*);
+#define HATTN_ARGS_dense_paged "q,k_pages,v_pages,page_table,lengths,scale,splits,out,lse"
 typedef int (*hattn_topk_fn)(const void*, struct halide_buffer_t*, struct halide_buffer_t*,
                              struct halide_buffer_t*, float, int32_t, struct halide_buffer_t*);
 #define HATTN_ARGS_topk "q,k,v,scale,topk,out"
@@ -62,7 +67,7 @@ typedef int (*hattn_sparsek_mask_fn)(const void*, struct halide_buffer_t*, struc
 // Every variant with a signature above: X(variant) each (runtime/src/dispatch.h ties each
 // signature to its variant's name with it).
 #define HATTN_KERNEL_VARIANTS(X) \
-  X(dense) X(topk) X(topk_ffn) X(loki) X(el) X(linear) X(sparsek) X(sparsek_mask)
+  X(dense) X(dense_paged) X(topk) X(topk_ffn) X(loki) X(el) X(linear) X(sparsek) X(sparsek_mask)
 
 // One generated kernel: the manifest's fields and the kernel's entry point (cast back to the
 // variant's signature above by runtime/src/dispatch.h before it is called).
