@@ -49,5 +49,7 @@ void register_loki_decode(const Shape& s);
 void register_el();
 // bench_sparsek.cpp: SPARSEK prefill vs dense, its masks alone, bounded-cache decode, the operator.
 void register_sparsek();
+// bench_paged.cpp: batch decode over paged caches next to contiguous ones, a tiny cache's call.
+void register_paged();
 
 }  // namespace hattn_bench

@@ -213,6 +213,7 @@ void register_all() {
   hattn_bench::register_topk();
   hattn_bench::register_el();
   hattn_bench::register_sparsek();
+  hattn_bench::register_paged();
 }
 
 }  // namespace
