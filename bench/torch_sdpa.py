@@ -42,11 +42,13 @@ def main():
     p.add_argument("--dtypes", default="f32",
                    help="comma-separated f32,bf16,f16: SDPA in each (names torch_sdpa_<dtype>/... "
                         "for 16-bit, as hattn_bench's hattn_dense_<dtype>/...)")
+    p.add_argument("--batch-only", action="store_true",
+                   help="only the padded serving batch (torch_sdpa_<dtype>/batch:32/padded)")
     a = p.parse_args()
     threads = int(os.environ.get("HATTN_BENCH_THREADS", "2"))
     torch.set_num_threads(threads)
     torch.manual_seed(20261122)
-    lengths = [512, 2048] if a.quick else [512, 2048, 8192]
+    lengths = [] if a.batch_only else [512, 2048] if a.quick else [512, 2048, 8192]
     types = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
     dtypes = a.dtypes.split(",")
     for dt in dtypes:
@@ -65,7 +67,7 @@ def main():
         print(f"{name}: {t * 1e3:.2f} ms, {flops / t * 1e-9:.1f} GFLOP/s", flush=True)
     # torch.matmul at the GEMM shapes hattn_bench times OpenBLAS at: the well-configured GEMM
     # bench/report.py compares with when OpenBLAS runs far below the machine's peak.
-    gemms = [("square/N:2048", 2048, 2048, 2048, False)]
+    gemms = [] if a.batch_only else [("square/N:2048", 2048, 2048, 2048, False)]
     for d in (64, 128):
         for length in lengths:
             gemms.append((f"qk/L:{length}/D:{d}", length, length, d, True))
@@ -87,7 +89,7 @@ def main():
                          "real_time": t * 1e3, "time_unit": "ms",
                          "GFLOP/s": 2.0 * m * n * kk / t * 1e-9})
         print(f"{name}: {t * 1e3:.2f} ms, {2.0 * m * n * kk / t * 1e-9:.1f} GFLOP/s", flush=True)
-    decode = [4096, 32768] if a.quick else [4096, 32768, 131072]
+    decode = [] if a.batch_only else [4096, 32768] if a.quick else [4096, 32768, 131072]
     # MHA (32 kv heads) at every Lk, and grouped-query (8 kv heads, as hattn_bench's .../Hkv:8)
     # at 4K and 32K.
     shapes = [(dt, lk, hkv) for dt in dtypes for lk in decode for hkv in (32, 8)
@@ -103,6 +105,35 @@ def main():
         results.append({"name": name, "run_type": "aggregate", "aggregate_name": "median",
                         "real_time": t * 1e3, "time_unit": "ms", "GB/s": gbs})
         print(f"{name}: {t * 1e3:.2f} ms, {gbs:.1f} GB/s", flush=True)
+    # A serving batch as a CPU user runs it in PyTorch today (hattn_bench's
+    # hattn_paged_<dtype>/batch:32/...): 32 sequences of 512 to 32K tokens padded to the longest,
+    # a boolean mask hiding each sequence's padding, grouped-query heads (32 over 8). GB/s counts
+    # the bytes held (each sequence's own tokens), as hattn_bench does. Skipped by --quick.
+    if not a.quick or a.batch_only:
+        for dt in dtypes:
+            if dt == "f16":
+                continue
+            prefix = "torch_sdpa" if dt == "f32" else f"torch_sdpa_{dt}"
+            lengths_b = [512 + (32768 - 512) * b // 31 for b in range(32)]
+            q = torch.randn(32, 32, 1, 128, dtype=types[dt])
+            k, v = (torch.randn(32, 8, 32768, 128, dtype=types[dt]) for _ in range(2))
+            mask = torch.arange(32768)[None, :] < torch.tensor(lengths_b)[:, None]
+            mask = mask[:, None, None, :]
+            for _ in range(2):
+                F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+            times = []
+            for _ in range(a.reps):
+                t0 = time.perf_counter()
+                F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+                times.append(time.perf_counter() - t0)
+            t = statistics.median(times)
+            size = 4.0 if dt == "f32" else 2.0
+            gbs = size * 128 * (2 * 8 * sum(lengths_b) + 2 * 32 * 32) / t * 1e-9
+            name = f"{prefix}/batch:32/padded"
+            results.append({"name": name, "run_type": "aggregate", "aggregate_name": "median",
+                            "real_time": t * 1e3, "time_unit": "ms", "GB/s": gbs})
+            print(f"{name}: {t * 1e3:.2f} ms, {gbs:.1f} GB/s (bytes held)", flush=True)
+            del q, k, v, mask
     with open(a.out, "w") as f:
         json.dump({"context": {"torch": torch.__version__, "threads": threads},
                    "benchmarks": results}, f, indent=1)

@@ -1,5 +1,7 @@
 // The CLI end to end, run as a user runs it: list, run dense (checked against the double
-// reference), and every error path (one line on stderr, non-zero status, never a signal).
+// reference), the batch commands run paged and run ragged (against the reference on each
+// sequence gathered by plain indexing), and every error path (one line on stderr, non-zero
+// status, never a signal).
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <spawn.h>
@@ -7,7 +9,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -501,6 +505,8 @@ TEST_F(Cli, HelpWorks) {
   EXPECT_EQ(run_cli({"run", "--help"}).status, 0);
   EXPECT_EQ(run_cli({"run", "topk", "--help"}).status, 0);
   EXPECT_EQ(run_cli({"run", "topk-ffn", "--help"}).status, 0);
+  EXPECT_EQ(run_cli({"run", "paged", "--help"}).status, 0);
+  EXPECT_EQ(run_cli({"run", "ragged", "--help"}).status, 0);
 }
 
 TEST_F(Cli, ErrorPaths) {
@@ -606,6 +612,361 @@ TEST_F(Cli, RunSparsekAndMask) {
   expect_one_line_error(run_cli({"run", "sparsek-mask", "--z", dir() + "z.npy", "--budget", "-2",
                                  "--out", dir() + "p.npy"}),
                         "budget k must be >= 0");
+}
+
+// --- run paged, run ragged: the batch APIs on files ---------------------------------------------
+
+void save_i32(const std::string& name, const std::vector<int64_t>& shape,
+              const std::vector<int32_t>& x) {
+  std::string error;
+  ASSERT_TRUE(hattn::npy::write_i32(dir() + name, shape, x.data(), &error)) << error;
+}
+
+// The same indices as an int64 .npy (np.save's default for a list of ints): write_i32's file with
+// the descr '<i4' -> '<i8' (the header keeps its length) and each value widened to 8 bytes.
+void save_i64(const std::string& name, const std::vector<int64_t>& shape,
+              const std::vector<int32_t>& x) {
+  save_i32(name, shape, x);
+  std::string bytes = slurp(dir() + name);
+  const size_t data_start = bytes.size() - 4 * x.size();
+  std::string wide = bytes.substr(0, data_start);
+  wide.replace(wide.find("<i4"), 3, "<i8");
+  for (int32_t value : x) {
+    const auto u = static_cast<uint64_t>(static_cast<int64_t>(value));
+    for (int b = 0; b < 8; ++b) wide += static_cast<char>((u >> (8 * b)) & 0xff);
+  }
+  std::ofstream(dir() + name, std::ios::binary | std::ios::trunc) << wide;
+}
+
+bool file_exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+// The values the kernel sees under --dtype: float32 unchanged, 16-bit rounded to nearest even (by
+// the tests' own conversion, test_support.h).
+std::vector<float> dtype_values(hattn::DType t, const std::vector<float>& x) {
+  if (t == hattn::DType::f32) return x;
+  std::vector<float> y(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    y[i] = hattn_test::ref_from_16bit(t, hattn_test::ref_to_16bit(t, x[i]));
+  }
+  return y;
+}
+
+hattn::DType dtype_of(const std::string& name) {
+  return name == "bf16"  ? hattn::DType::bf16
+         : name == "f16" ? hattn::DType::f16
+                         : hattn::DType::f32;
+}
+
+// The reference of one sequence: q [1, Hq, Lq, D], k and v [1, Hkv, Lk, D] dense; out, lse and
+// the output over |v| (for the 16-bit tolerance) in the reference's layouts. Lk = 0: zeros, -inf.
+struct SequenceRef {
+  std::vector<double> out, lse, out_abs;
+};
+SequenceRef sequence_reference(const std::vector<float>& q, const std::vector<float>& k,
+                               const std::vector<float>& v, int64_t hq, int64_t hkv, int64_t lq,
+                               int64_t lk, int64_t d, bool causal, double scale) {
+  SequenceRef r;
+  if (lk == 0) {
+    r.out.assign(static_cast<size_t>(hq * lq * d), 0.0);
+    r.out_abs = r.out;
+    r.lse.assign(static_cast<size_t>(hq * lq), -INFINITY);
+    return r;
+  }
+  const hattn_test::AttnShape shape{1, hq, hkv, lq, lk, d};
+  const hattn_test::AttnStrides strides{hattn_test::dense_strides(1, hq, lq, d),
+                                        hattn_test::dense_strides(1, hkv, lk, d),
+                                        hattn_test::dense_strides(1, hkv, lk, d)};
+  std::vector<float> v_abs(v.size());
+  for (size_t i = 0; i < v.size(); ++i) v_abs[i] = std::fabs(v[i]);
+  std::vector<double> unused;
+  hattn_test::reference_attention(q.data(), k.data(), v.data(), shape, strides, causal, scale,
+                                  &r.out, &r.lse);
+  hattn_test::reference_attention(q.data(), k.data(), v_abs.data(), shape, strides, causal, scale,
+                                  &r.out_abs, &unused);
+  return r;
+}
+
+// out and lse files against the reference: float32 within 1e-5 + 1e-4 |ref|, 16-bit within
+// sixteen_bit_tolerance; lse (float32 in every dtype) within 1e-4 (1 + |ref|), -inf where no key
+// is visible.
+void expect_files_match(hattn::DType t, const std::vector<int64_t>& out_shape,
+                        const std::vector<double>& ref, const std::vector<double>& ref_abs,
+                        const std::vector<int64_t>& lse_shape, const std::vector<double>& ref_lse) {
+  hattn::npy::Array o, l;
+  std::string error;
+  ASSERT_TRUE(hattn::npy::read_f32(dir() + "batch_o.npy", &o, &error)) << error;
+  ASSERT_TRUE(hattn::npy::read_f32(dir() + "batch_lse.npy", &l, &error)) << error;
+  EXPECT_EQ(o.shape, out_shape);
+  EXPECT_EQ(l.shape, lse_shape);
+  ASSERT_EQ(o.data.size(), ref.size());
+  ASSERT_EQ(l.data.size(), ref_lse.size());
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double tol = t == hattn::DType::f32
+                           ? 1e-5 + 1e-4 * std::fabs(ref[i])
+                           : hattn_test::sixteen_bit_tolerance(t, ref[i], ref_abs[i]);
+    ASSERT_NEAR(o.data[i], ref[i], tol) << "out index " << i;
+  }
+  for (size_t i = 0; i < ref_lse.size(); ++i) {
+    if (std::isinf(ref_lse[i])) {
+      ASSERT_TRUE(std::isinf(l.data[i]) && l.data[i] < 0) << "lse index " << i << " " << l.data[i];
+    } else {
+      ASSERT_NEAR(l.data[i], ref_lse[i], 1e-4 * (1 + std::fabs(ref_lse[i]))) << "lse index " << i;
+    }
+  }
+}
+
+// A paged cache as files: pages [P, Hkv, S, D] (head-major), handed out in a shuffled order;
+// every slot no sequence holds (unused pages, the tail of a sequence's last page) is NaN, so a
+// kernel that reads one shows it, and the table's entries past a sequence's pages are garbage.
+struct PagedFiles {
+  static constexpr int64_t kB = 3, kHq = 4, kHkv = 2, kD = 64, kS = 4, kPagesPerSeq = 5, kP = 14;
+  std::vector<int32_t> lengths = {5, 16, 1};
+  std::vector<int32_t> table;
+  std::vector<float> k_pages, v_pages;
+
+  explicit PagedFiles(hattn_test::TestRng& rng)
+      : table(static_cast<size_t>(kB * kPagesPerSeq)),
+        k_pages(static_cast<size_t>(kP * kHkv * kS * kD), NAN),
+        v_pages(k_pages) {
+    std::vector<int32_t> ids(kP);
+    for (int32_t i = 0; i < kP; ++i) ids[static_cast<size_t>(i)] = i;
+    std::shuffle(ids.begin(), ids.end(), rng.engine());
+    size_t next = 0;
+    for (int64_t b = 0; b < kB; ++b) {
+      const int64_t used = (lengths[static_cast<size_t>(b)] + kS - 1) / kS;
+      for (int64_t i = 0; i < kPagesPerSeq; ++i) {
+        table[static_cast<size_t>(b * kPagesPerSeq + i)] =
+            i < used ? ids.at(next++) : (i % 2 ? -12345 : 1 << 30);
+      }
+      for (int64_t t = 0; t < lengths[static_cast<size_t>(b)]; ++t) {
+        for (int64_t h = 0; h < kHkv; ++h) {
+          for (int64_t x = 0; x < kD; ++x) {
+            k_pages[static_cast<size_t>(offset(b, t, h) + x)] = rng.normal();
+            v_pages[static_cast<size_t>(offset(b, t, h) + x)] = rng.normal();
+          }
+        }
+      }
+    }
+  }
+  // Element offset of sequence b's token t, kv head h, in the pages: plain indexing.
+  int64_t offset(int64_t b, int64_t t, int64_t h) const {
+    const int64_t page = table[static_cast<size_t>(b * kPagesPerSeq + t / kS)];
+    return ((page * kHkv + h) * kS + t % kS) * kD;
+  }
+  // Sequence b's cached tokens of `pages` gathered as [1, Hkv, lengths[b], D].
+  std::vector<float> gather(const std::vector<float>& pages, int64_t b) const {
+    const int64_t len = lengths[static_cast<size_t>(b)];
+    std::vector<float> out(static_cast<size_t>(kHkv * len * kD));
+    for (int64_t h = 0; h < kHkv; ++h) {
+      for (int64_t t = 0; t < len; ++t) {
+        for (int64_t x = 0; x < kD; ++x) {
+          out[static_cast<size_t>((h * len + t) * kD + x)] =
+              pages[static_cast<size_t>(offset(b, t, h) + x)];
+        }
+      }
+    }
+    return out;
+  }
+};
+
+std::vector<std::string> paged_args(const std::string& table = "batch_pt.npy") {
+  return {"run",          "paged",
+          "--q",          dir() + "batch_q.npy",
+          "--k-pages",    dir() + "batch_kp.npy",
+          "--v-pages",    dir() + "batch_vp.npy",
+          "--page-table", dir() + table,
+          "--lengths",    dir() + "batch_len.npy",
+          "--out",        dir() + "batch_o.npy"};
+}
+
+// run paged: decode (Lq = 2, the batch kernel) and chunked prefill (Lq = 10, gathered per
+// sequence), causal (with --scale) or not, f32 and bf16, against the reference on each sequence's
+// pages gathered by plain indexing. The causal runs read the table from an int64 .npy (np.save's
+// default for Python ints).
+TEST_F(Cli, RunPagedMatchesReference) {
+  hattn_test::TestRng rng("cli-paged");
+  SCOPED_TRACE(rng.description());
+  using P = PagedFiles;
+  const PagedFiles p(rng);
+  save("batch_kp.npy", {P::kP, P::kHkv, P::kS, P::kD}, p.k_pages);
+  save("batch_vp.npy", {P::kP, P::kHkv, P::kS, P::kD}, p.v_pages);
+  save_i32("batch_pt.npy", {P::kB, P::kPagesPerSeq}, p.table);
+  save_i64("batch_pt64.npy", {P::kB, P::kPagesPerSeq}, p.table);
+  save_i32("batch_len.npy", {P::kB}, p.lengths);
+  for (int64_t lq : {int64_t{2}, int64_t{10}}) {
+    const std::vector<float> q = random_vec(rng, static_cast<size_t>(P::kB * P::kHq * lq * P::kD));
+    save("batch_q.npy", {P::kB, P::kHq, lq, P::kD}, q);
+    for (const char* dtype : {"f32", "bf16"}) {
+      for (bool causal : {false, true}) {
+        SCOPED_TRACE(std::string(dtype) + " Lq=" + std::to_string(lq) +
+                     (causal ? " causal" : " non-causal"));
+        const hattn::DType t = dtype_of(dtype);
+        const double scale = causal ? 0.2 : 1.0 / 8.0;
+        std::vector<std::string> args = paged_args(causal ? "batch_pt64.npy" : "batch_pt.npy");
+        args.insert(args.end(), {"--lse", dir() + "batch_lse.npy", "--dtype", dtype});
+        if (causal) args.insert(args.end(), {"--causal", "--scale", "0.2"});
+        const Result r = run_cli(args);
+        ASSERT_EQ(r.status, 0) << r.err;
+        EXPECT_NE(r.out.find(lq <= 8 ? "kernel: dense_paged_decode_" : "kernel: dense_prefill_"),
+                  std::string::npos)
+            << r.out;
+        EXPECT_NE(r.out.find(std::string("_") + dtype + "_"), std::string::npos) << r.out;
+        EXPECT_NE(r.out.find("GB/s"), std::string::npos) << r.out;
+        const std::vector<float> qt = dtype_values(t, q), kt = dtype_values(t, p.k_pages),
+                                 vt = dtype_values(t, p.v_pages);
+        std::vector<double> ref, ref_abs, ref_lse;
+        for (int64_t b = 0; b < P::kB; ++b) {
+          const size_t q0 = static_cast<size_t>(b * P::kHq * lq * P::kD);
+          const std::vector<float> qb(
+              qt.begin() + static_cast<std::ptrdiff_t>(q0),
+              qt.begin() + static_cast<std::ptrdiff_t>(q0 + P::kHq * lq * P::kD));
+          const SequenceRef s =
+              sequence_reference(qb, p.gather(kt, b), p.gather(vt, b), P::kHq, P::kHkv, lq,
+                                 p.lengths[static_cast<size_t>(b)], P::kD, causal, scale);
+          ref.insert(ref.end(), s.out.begin(), s.out.end());
+          ref_abs.insert(ref_abs.end(), s.out_abs.begin(), s.out_abs.end());
+          ref_lse.insert(ref_lse.end(), s.lse.begin(), s.lse.end());
+        }
+        expect_files_match(t, {P::kB, P::kHq, lq, P::kD}, ref, ref_abs, {P::kB, P::kHq, lq},
+                           ref_lse);
+      }
+    }
+  }
+}
+
+// run paged refusals: a page index out of range (the library's message, naming the sequence and
+// the entry), a float32 page table, table and lengths of different batches; each one line, a
+// non-zero status, and no out file written.
+TEST_F(Cli, RunPagedRefusals) {
+  hattn_test::TestRng rng("cli-paged-refusals");
+  SCOPED_TRACE(rng.description());
+  using P = PagedFiles;
+  const PagedFiles p(rng);
+  save("batch_kp.npy", {P::kP, P::kHkv, P::kS, P::kD}, p.k_pages);
+  save("batch_vp.npy", {P::kP, P::kHkv, P::kS, P::kD}, p.v_pages);
+  save_i32("batch_len.npy", {P::kB}, p.lengths);
+  save("batch_q.npy", {P::kB, P::kHq, 1, P::kD}, random_vec(rng, P::kB * P::kHq * P::kD));
+  std::vector<int32_t> bad = p.table;
+  bad[1 * P::kPagesPerSeq + 2] = P::kP;  // sequence 1 holds 16 tokens: pages 0 .. 3 are read
+  save_i32("batch_pt_bad.npy", {P::kB, P::kPagesPerSeq}, bad);
+  std::vector<float> as_float(p.table.begin(), p.table.end());
+  save("batch_pt_f32.npy", {P::kB, P::kPagesPerSeq}, as_float);
+  save_i32("batch_pt_2rows.npy", {2, P::kPagesPerSeq},
+           std::vector<int32_t>(p.table.begin(), p.table.begin() + 2 * P::kPagesPerSeq));
+  const std::string out = dir() + "batch_o.npy";
+  std::remove(out.c_str());
+  expect_one_line_error(run_cli(paged_args("batch_pt_bad.npy")),
+                        "sequence 1: page_table[1][2] = 14 is out of range [0, P = 14)");
+  EXPECT_FALSE(file_exists(out)) << "a refused call wrote " << out;
+  expect_one_line_error(run_cli(paged_args("batch_pt_f32.npy")),
+                        "batch_pt_f32.npy: dtype '<f4' (float32) is not supported for indices; "
+                        "hattn reads int32 ('<i4')");
+  EXPECT_FALSE(file_exists(out)) << "a refused call wrote " << out;
+  expect_one_line_error(run_cli(paged_args("batch_pt_2rows.npy")),
+                        "page_table has 2 rows but " + dir() + "batch_len.npy holds 3 lengths");
+  EXPECT_FALSE(file_exists(out)) << "a refused call wrote " << out;
+  // The key pages given in the page table's place (arguments swapped): refused by their dtype.
+  std::vector<std::string> swapped = paged_args();
+  swapped[9] = dir() + "batch_kp.npy";
+  expect_one_line_error(run_cli(swapped), "dtype '<f4' (float32) is not supported for indices");
+  EXPECT_FALSE(file_exists(out)) << "a refused call wrote " << out;
+}
+
+// run ragged: four packed sequences (one with no keys: zeros and lse -inf; one with Lq = 10 > Lk
+// = 6: prefill, and causal rows that see nothing), causal or not, f32 and bf16, against the
+// reference on each sequence's rows gathered by plain indexing; offsets that do not end at the
+// packed length are the library's refusal, and no out file is written.
+TEST_F(Cli, RunRaggedMatchesReference) {
+  hattn_test::TestRng rng("cli-ragged");
+  SCOPED_TRACE(rng.description());
+  const int64_t hq = 4, hkv = 2, d = 32;
+  const std::vector<int32_t> lq = {3, 2, 10, 1}, lk = {7, 0, 6, 1};
+  std::vector<int32_t> qo = {0}, ko = {0};
+  for (size_t b = 0; b < lq.size(); ++b) {
+    qo.push_back(qo.back() + lq[b]);
+    ko.push_back(ko.back() + lk[b]);
+  }
+  const int64_t tq = qo.back(), tk = ko.back(), batch = static_cast<int64_t>(lq.size());
+  const std::vector<float> q = random_vec(rng, static_cast<size_t>(tq * hq * d)),
+                           k = random_vec(rng, static_cast<size_t>(tk * hkv * d)),
+                           v = random_vec(rng, static_cast<size_t>(tk * hkv * d));
+  save("batch_q.npy", {tq, hq, d}, q);
+  save("batch_k.npy", {tk, hkv, d}, k);
+  save("batch_v.npy", {tk, hkv, d}, v);
+  save_i32("batch_qo.npy", {batch + 1}, qo);
+  save_i32("batch_ko.npy", {batch + 1}, ko);
+  auto args = [&](const std::string& k_offsets) {
+    return std::vector<std::string>{"run",         "ragged",
+                                    "--q",         dir() + "batch_q.npy",
+                                    "--k",         dir() + "batch_k.npy",
+                                    "--v",         dir() + "batch_v.npy",
+                                    "--q-offsets", dir() + "batch_qo.npy",
+                                    "--k-offsets", dir() + k_offsets,
+                                    "--out",       dir() + "batch_o.npy"};
+  };
+  // Rows r0 .. r0 + rows - 1 of a packed [T, H, D] array as a dense [1, H, rows, D] one.
+  auto rows_of = [](const std::vector<float>& x, int64_t heads, int64_t r0, int64_t rows) {
+    std::vector<float> out(static_cast<size_t>(heads * rows * d));
+    for (int64_t h = 0; h < heads; ++h) {
+      for (int64_t i = 0; i < rows; ++i) {
+        for (int64_t c = 0; c < d; ++c) {
+          out[static_cast<size_t>((h * rows + i) * d + c)] =
+              x[static_cast<size_t>(((r0 + i) * heads + h) * d + c)];
+        }
+      }
+    }
+    return out;
+  };
+  for (const char* dtype : {"f32", "bf16"}) {
+    for (bool causal : {false, true}) {
+      SCOPED_TRACE(std::string(dtype) + (causal ? " causal" : " non-causal"));
+      const hattn::DType t = dtype_of(dtype);
+      std::vector<std::string> a = args("batch_ko.npy");
+      a.insert(a.end(), {"--lse", dir() + "batch_lse.npy", "--dtype", dtype, "--repeat", "2"});
+      if (causal) a.push_back("--causal");
+      const Result r = run_cli(a);
+      ASSERT_EQ(r.status, 0) << r.err;
+      EXPECT_NE(r.out.find("kernel: dense_"), std::string::npos) << r.out;
+      EXPECT_NE(r.out.find("GFLOP/s"), std::string::npos) << r.out;
+      const std::vector<float> qt = dtype_values(t, q), kt = dtype_values(t, k),
+                               vt = dtype_values(t, v);
+      // The packed layouts: out [Tq, Hq, D], lse [1, Hq, Tq].
+      std::vector<double> ref(static_cast<size_t>(tq * hq * d)), ref_abs(ref.size()),
+          ref_lse(static_cast<size_t>(hq * tq));
+      for (size_t b = 0; b < lq.size(); ++b) {
+        const SequenceRef s = sequence_reference(
+            rows_of(qt, hq, qo[b], lq[b]), rows_of(kt, hkv, ko[b], lk[b]),
+            rows_of(vt, hkv, ko[b], lk[b]), hq, hkv, lq[b], lk[b], d, causal, 1.0 / std::sqrt(d));
+        for (int64_t h = 0; h < hq; ++h) {
+          for (int64_t i = 0; i < lq[b]; ++i) {
+            ref_lse[static_cast<size_t>(h * tq + qo[b] + i)] =
+                s.lse[static_cast<size_t>(h * lq[b] + i)];
+            for (int64_t c = 0; c < d; ++c) {
+              const size_t packed = static_cast<size_t>(((qo[b] + i) * hq + h) * d + c),
+                           own = static_cast<size_t>((h * lq[b] + i) * d + c);
+              ref[packed] = s.out[own];
+              ref_abs[packed] = s.out_abs[own];
+            }
+          }
+        }
+      }
+      expect_files_match(t, {tq, hq, d}, ref, ref_abs, {1, hq, tq}, ref_lse);
+    }
+  }
+  std::vector<int32_t> short_ko = ko;
+  short_ko.back() -= 1;
+  save_i32("batch_ko_short.npy", {batch + 1}, short_ko);
+  save_i32("batch_ko_3.npy", {3}, {0, 7, 7});
+  const std::string out = dir() + "batch_o.npy";
+  std::remove(out.c_str());
+  expect_one_line_error(run_cli(args("batch_ko_short.npy")),
+                        "k_offsets[4] = 13 must equal the packed tokens 14 of k");
+  EXPECT_FALSE(file_exists(out)) << "a refused call wrote " << out;
+  expect_one_line_error(run_cli(args("batch_ko_3.npy")), "both are [B + 1]");
+  EXPECT_FALSE(file_exists(out)) << "a refused call wrote " << out;
 }
 
 }  // namespace

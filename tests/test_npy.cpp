@@ -1,11 +1,15 @@
-// .npy reading and writing: round trips on random data and every malformed-file refusal.
+// .npy reading and writing: round trips on random data and every malformed-file refusal, for
+// float32 arrays and for int32 index arrays (read from int32 or int64 files).
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <iterator>
+#include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "npy.h"
@@ -140,16 +144,154 @@ TEST(Npy, RefusesMalformedFiles) {
       "unexpected key 'x'");
   // Found by tests/fuzz/fuzz_npy: the file's bytes quoted in an error are escaped, so that a
   // key holding a newline or control character still gives one printable line.
-  expect_refused("newline_key.npy",
-                 npy_bytes("{'desc\nr\x01': '<f4', 'fortran_order': False, 'shape': (2, 3), }",
-                           floats(6)),
-                 "unexpected key 'desc\\x0ar\\x01'");
-  expect_refused("control_descr.npy",
-                 npy_bytes("{'descr': '<f\x1b[2J', 'fortran_order': False, 'shape': (2,), }",
-                           floats(2)),
-                 "dtype '<f\\x1b[2J'");
+  expect_refused(
+      "newline_key.npy",
+      npy_bytes("{'desc\nr\x01': '<f4', 'fortran_order': False, 'shape': (2, 3), }", floats(6)),
+      "unexpected key 'desc\\x0ar\\x01'");
+  expect_refused(
+      "control_descr.npy",
+      npy_bytes("{'descr': '<f\x1b[2J', 'fortran_order': False, 'shape': (2,), }", floats(2)),
+      "dtype '<f\\x1b[2J'");
   std::string cut = npy_bytes(ok_dict, "");
   expect_refused("cut_header.npy", cut.substr(0, 30), "truncated header");
+}
+
+// Little-endian bytes of integers (int32_t or int64_t), as NumPy writes '<i4' and '<i8'.
+template <typename T>
+std::string ints(const std::vector<T>& values) {
+  std::string out(values.size() * sizeof(T), '\0');
+  for (size_t i = 0; i < values.size(); ++i) {
+    auto u = static_cast<std::make_unsigned_t<T>>(values[i]);
+    for (size_t b = 0; b < sizeof(T); ++b) out[i * sizeof(T) + b] = static_cast<char>(u >> (8 * b));
+  }
+  return out;
+}
+
+// Reading `bytes` as int32 indices fails with an error that starts with the path, contains
+// `phrase` and is one line.
+void expect_i32_refused(const std::string& name, const std::string& bytes,
+                        const std::string& phrase) {
+  const std::string path = temp_path(name);
+  write_file(path, bytes);
+  std::vector<int64_t> shape = {7};
+  std::vector<int32_t> data = {7};
+  std::string error;
+  EXPECT_FALSE(hattn::npy::read_i32(path, &shape, &data, &error)) << name;
+  EXPECT_EQ(error.rfind(path + ": ", 0), 0u) << error;
+  EXPECT_NE(error.find(phrase), std::string::npos) << name << ": " << error;
+  EXPECT_EQ(error.find('\n'), std::string::npos) << "error must be one line: " << error;
+  // A refusal leaves the outputs as they were.
+  EXPECT_EQ(shape, (std::vector<int64_t>{7})) << name;
+  EXPECT_EQ(data, (std::vector<int32_t>{7})) << name;
+}
+
+// int32 files as NumPy writes them (np.save of an int32 array), in both header versions; int64
+// files converted; the extremes of int32 kept exactly.
+TEST(Npy, ReadsInt32AndInt64Indices) {
+  hattn_test::TestRng rng("npy-i32");
+  std::vector<int32_t> values = {0, -1, std::numeric_limits<int32_t>::min(),
+                                 std::numeric_limits<int32_t>::max()};
+  for (int i = 0; i < 8; ++i) {
+    values.push_back(static_cast<int32_t>(rng.uniform_int(-(int64_t{1} << 31), (1ll << 31) - 1)));
+  }
+  SCOPED_TRACE(rng.description());
+  std::vector<int64_t> shape;
+  std::vector<int32_t> data;
+  std::string error;
+  write_file(
+      temp_path("i4.npy"),
+      npy_bytes("{'descr': '<i4', 'fortran_order': False, 'shape': (3, 4), }", ints(values)));
+  ASSERT_TRUE(hattn::npy::read_i32(temp_path("i4.npy"), &shape, &data, &error)) << error;
+  EXPECT_EQ(shape, (std::vector<int64_t>{3, 4}));
+  EXPECT_EQ(data, values);
+  std::vector<int64_t> wide(values.begin(), values.end());
+  write_file(
+      temp_path("i8.npy"),
+      npy_bytes("{\"descr\": \"<i8\", \"fortran_order\": False, \"shape\": (12,)}", ints(wide), 2));
+  ASSERT_TRUE(hattn::npy::read_i32(temp_path("i8.npy"), &shape, &data, &error)) << error;
+  EXPECT_EQ(shape, (std::vector<int64_t>{12}));
+  EXPECT_EQ(data, values);
+  // Empty and 0-d arrays.
+  write_file(temp_path("i4_empty.npy"),
+             npy_bytes("{'descr': '<i4', 'fortran_order': False, 'shape': (0,), }", ""));
+  ASSERT_TRUE(hattn::npy::read_i32(temp_path("i4_empty.npy"), &shape, &data, &error)) << error;
+  EXPECT_EQ(shape, (std::vector<int64_t>{0}));
+  EXPECT_TRUE(data.empty());
+  write_file(
+      temp_path("i4_scalar.npy"),
+      npy_bytes("{'descr': '<i4', 'fortran_order': False, 'shape': (), }", ints<int32_t>({42})));
+  ASSERT_TRUE(hattn::npy::read_i32(temp_path("i4_scalar.npy"), &shape, &data, &error)) << error;
+  EXPECT_TRUE(shape.empty());
+  EXPECT_EQ(data, (std::vector<int32_t>{42}));
+  // write_i32 writes what read_i32 (and NumPy) read: the header NumPy writes, the same values.
+  ASSERT_TRUE(hattn::npy::write_i32(temp_path("w_i4.npy"), {4, 3}, values.data(), &error)) << error;
+  std::ifstream f(temp_path("w_i4.npy"), std::ios::binary);
+  const std::string written((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(written,
+            npy_bytes("{'descr': '<i4', 'fortran_order': False, 'shape': (4, 3), }", ints(values)));
+  ASSERT_TRUE(hattn::npy::read_i32(temp_path("w_i4.npy"), &shape, &data, &error)) << error;
+  EXPECT_EQ(shape, (std::vector<int64_t>{4, 3}));
+  EXPECT_EQ(data, values);
+}
+
+// The float32 reader and the index reader share the header reader: each refuses the other's
+// dtype saying which it reads, and every malformed file is refused by both alike.
+TEST(Npy, RefusesMalformedIndexFiles) {
+  const std::string ok_dict = "{'descr': '<i4', 'fortran_order': False, 'shape': (2, 3), }";
+  const std::vector<int32_t> six = {0, 1, 2, 3, 4, 5};
+  expect_i32_refused(
+      "f4_as_index.npy",
+      npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", floats(6)),
+      "dtype '<f4' (float32) is not supported for indices; hattn reads int32 ('<i4') or int64");
+  expect_i32_refused(
+      "u4_as_index.npy",
+      npy_bytes("{'descr': '<u4', 'fortran_order': False, 'shape': (2, 3), }", ints(six)),
+      "dtype '<u4' (uint32) is not supported");
+  expect_i32_refused(
+      "i2_as_index.npy",
+      npy_bytes("{'descr': '<i2', 'fortran_order': False, 'shape': (2, 3), }", std::string(12, 0)),
+      "dtype '<i2' (int16) is not supported");
+  expect_i32_refused(
+      "be_i4.npy",
+      npy_bytes("{'descr': '>i4', 'fortran_order': False, 'shape': (2, 3), }", ints(six)),
+      "big-endian");
+  expect_i32_refused(
+      "fortran_i4.npy",
+      npy_bytes("{'descr': '<i4', 'fortran_order': True, 'shape': (2, 3), }", ints(six)),
+      "Fortran-order");
+  expect_i32_refused("truncated_i4.npy", npy_bytes(ok_dict, ints(six).substr(0, 22)),
+                     "truncated data: expected 24 bytes, found 22");
+  expect_i32_refused("trailing_i4.npy", npy_bytes(ok_dict, ints(six) + "xyz"), "3 trailing bytes");
+  // int64 data is 8 bytes an element: 6 int32's worth is a truncated int64 array.
+  expect_i32_refused(
+      "short_i8.npy",
+      npy_bytes("{'descr': '<i8', 'fortran_order': False, 'shape': (2, 3), }", ints(six)),
+      "truncated data: expected 48 bytes, found 24");
+  expect_i32_refused(
+      "huge_i8.npy",
+      npy_bytes("{'descr': '<i8', 'fortran_order': False, 'shape': (2305843009213693952, 2), }",
+                std::string(8, 0)),
+      "too large");
+  expect_i32_refused("bad_magic_i4.npy", "NOTNUMPY" + std::string(100, ' '), "bad magic");
+  expect_i32_refused("nokey_i4.npy", npy_bytes("{'descr': '<i4', 'shape': (2, 3), }", ints(six)),
+                     "lacks one of");
+  // An int64 value that int32 cannot hold: refused, naming the element's index and value.
+  expect_i32_refused("wide_i8.npy",
+                     npy_bytes("{'descr': '<i8', 'fortran_order': False, 'shape': (2, 3), }",
+                               ints<int64_t>({0, 1, 2, 3, int64_t{1} << 32, 5})),
+                     "element [1, 1] = 4294967296 does not fit in int32");
+  expect_i32_refused("low_i8.npy",
+                     npy_bytes("{'descr': '<i8', 'fortran_order': False, 'shape': (3,), }",
+                               ints<int64_t>({0, -2147483649ll, 1})),
+                     "element [1] = -2147483649 does not fit in int32");
+  // And the float32 reader refuses an int32 file, naming the dtype.
+  expect_refused("i4_as_f32.npy", npy_bytes(ok_dict, ints(six)),
+                 "dtype '<i4' (int32) is not supported; hattn reads float32 ('<f4')");
+  std::vector<int64_t> shape;
+  std::vector<int32_t> data;
+  std::string error;
+  EXPECT_FALSE(hattn::npy::read_i32(temp_path("no_such_index.npy"), &shape, &data, &error));
+  EXPECT_NE(error.find("cannot open"), std::string::npos) << error;
 }
 
 TEST(Npy, MissingFileAndUnwritablePath) {
@@ -159,6 +301,9 @@ TEST(Npy, MissingFileAndUnwritablePath) {
   EXPECT_NE(error.find("cannot open"), std::string::npos) << error;
   float x = 1.f;
   EXPECT_FALSE(hattn::npy::write_f32("/nonexistent-dir/x.npy", {1}, &x, &error));
+  EXPECT_NE(error.find("cannot open"), std::string::npos) << error;
+  const int32_t i = 1;
+  EXPECT_FALSE(hattn::npy::write_i32("/nonexistent-dir/x.npy", {1}, &i, &error));
   EXPECT_NE(error.find("cannot open"), std::string::npos) << error;
 }
 

@@ -40,13 +40,6 @@ Loaded load_qkv(const AttentionArgs& a) {
   return l;
 }
 
-void print_timing(const hattn::Dispatch& chosen, double seconds, int repeat, double flops) {
-  std::printf("kernel: %s (%s", chosen.kernel.c_str(), chosen.reason.c_str());
-  if (chosen.decode_splits > 1) std::printf(", %d key splits", chosen.decode_splits);
-  std::printf(")\ntime: %.3f ms (median of %d), %.1f GFLOP/s\n", seconds * 1e3, repeat,
-              flops / seconds * 1e-9);
-}
-
 double attention_flops(const Loaded& l, bool causal) {
   return 4.0 * static_cast<double>(l.q.shape[0] * l.q.shape[1] * l.q.shape[3]) *
          visible_pairs(l.q.shape[2], l.k.shape[2], causal);
@@ -67,32 +60,17 @@ int run_dense(const AttentionArgs& a) {
     lse_view = hattn::TensorView::contiguous(lse.data(), lse_shape);
     opt.lse = &lse_view;
   }
-  hattn::TensorView ov = hattn::TensorView::contiguous(l.out.data(), l.q.shape);
-  hattn::TensorView qv = view(l.q), kv = view(l.k), vv = view(l.v);
-  // --dtype bf16|f16: .npy has no bf16 (and hattn reads and writes float32 .npy only), so the
-  // inputs are read as float32 and rounded to the dtype in memory (nearest even), the call runs
-  // on 16-bit tensors, and out is widened back (exactly) and written as float32.
-  const hattn::DType dtype = a.dtype == "bf16"  ? hattn::DType::bf16
-                             : a.dtype == "f16" ? hattn::DType::f16
-                                                : hattn::DType::f32;
+  // --dtype bf16|f16: inputs rounded to the dtype in memory, out widened back (cli_common.h).
+  const hattn::DType dtype = parse_dtype(a.dtype);
   std::vector<uint16_t> q16, k16, v16, out16;
-  if (dtype != hattn::DType::f32) {
-    auto round = [&](const hattn::npy::Array& x, std::vector<uint16_t>* r) {
-      r->resize(x.data.size());
-      for (size_t i = 0; i < x.data.size(); ++i) (*r)[i] = hattn::to_16bit(dtype, x.data[i]);
-      return hattn::TensorView::contiguous(r->data(), dtype, x.shape);
-    };
-    qv = round(l.q, &q16);
-    kv = round(l.k, &k16);
-    vv = round(l.v, &v16);
-    out16.resize(l.out.size());
-    ov = hattn::TensorView::contiguous(out16.data(), dtype, l.q.shape);
-  }
+  const hattn::TensorView qv = as_dtype(l.q, dtype, &q16), kv = as_dtype(l.k, dtype, &k16),
+                          vv = as_dtype(l.v, dtype, &v16),
+                          ov = output_as(dtype, l.q.shape, &l.out, &out16);
   hattn::Dispatch chosen;
   const double t = median_seconds(a.common.repeat,
                                   [&] { return hattn::attention(qv, kv, vv, ov, opt, &chosen); });
   print_timing(chosen, t, a.common.repeat, attention_flops(l, a.causal));
-  for (size_t i = 0; i < out16.size(); ++i) l.out[i] = hattn::from_16bit(dtype, out16[i]);
+  widen(dtype, out16, &l.out);
   save(a.out, l.q.shape, l.out.data());
   if (!a.lse.empty()) save(a.lse, lse_shape, lse.data());
   if (a.common.verbose) {
@@ -197,11 +175,7 @@ Action add_run_attention(CLI::App* run) {
   dense->add_option("--lse", dense_args.lse, "also write the log-sum-exp [B, Hq, Lq] here");
   dense->add_option("--splits", dense_args.splits, "decode key splits (0 = automatic)")
       ->check(CLI::NonNegativeNumber);
-  dense
-      ->add_option("--dtype", dense_args.dtype,
-                   "f32 (default), bf16 or f16: the tensors' dtype in the call (inputs rounded "
-                   "from the float32 .npy files, out widened back to float32)")
-      ->check(CLI::IsMember({"f32", "bf16", "f16"}));
+  add_dtype_option(dense, &dense_args.dtype);
   CLI::App* topk = add_qkv_command(run, "topk", "top-k attention (Gupta et al. 2021)", &topk_args);
   // No range check here: k < 1 is the library's to refuse, with its own message.
   topk->add_option("--topk", topk_args.topk, "keys kept per query row (>= 1)")->required();

@@ -29,6 +29,17 @@ void save(const std::string& path, const std::vector<int64_t>& shape, const floa
   if (!hattn::npy::write_f32(path, shape, data, &error)) die(1, error);
 }
 
+Indices load_indices(const std::string& path, const char* name, size_t rank, const char* layout) {
+  Indices a;
+  std::string error;
+  if (!hattn::npy::read_i32(path, &a.shape, &a.data, &error)) die(1, error);
+  if (a.shape.size() != rank) {
+    die(1, path + ": " + name + " must have rank " + std::to_string(rank) + " " + layout +
+               ", got rank " + std::to_string(a.shape.size()));
+  }
+  return a;
+}
+
 hattn::TensorView view(hattn::npy::Array& a) {
   return hattn::TensorView::contiguous(a.data.data(), a.shape);
 }
@@ -57,6 +68,54 @@ void add_common_run_options(CLI::App* run, CommonRunArgs* a) {
       ->check(CLI::PositiveNumber);
   run->add_flag("--check-finite", a->check_finite, "refuse inputs holding NaN or Inf");
   run->add_flag("-v,--verbose", a->verbose, "say more");
+}
+
+void add_dtype_option(CLI::App* c, std::string* dtype) {
+  c->add_option("--dtype", *dtype,
+                "f32 (default), bf16 or f16: the tensors' dtype in the call (inputs rounded "
+                "from the float32 .npy files, out widened back to float32)")
+      ->check(CLI::IsMember({"f32", "bf16", "f16"}));
+}
+
+hattn::DType parse_dtype(const std::string& name) {
+  return name == "bf16"  ? hattn::DType::bf16
+         : name == "f16" ? hattn::DType::f16
+                         : hattn::DType::f32;
+}
+
+hattn::TensorView as_dtype(const hattn::npy::Array& a, hattn::DType dtype,
+                           std::vector<uint16_t>* bits) {
+  if (dtype == hattn::DType::f32) return hattn::TensorView::contiguous(a.data.data(), a.shape);
+  bits->resize(a.data.size());
+  for (size_t i = 0; i < a.data.size(); ++i) (*bits)[i] = hattn::to_16bit(dtype, a.data[i]);
+  return hattn::TensorView::contiguous(bits->data(), dtype, a.shape);
+}
+
+hattn::TensorView output_as(hattn::DType dtype, const std::vector<int64_t>& shape,
+                            std::vector<float>* out, std::vector<uint16_t>* bits) {
+  size_t n = 1;
+  for (int64_t d : shape) n *= static_cast<size_t>(d);
+  out->resize(n);
+  if (dtype == hattn::DType::f32) return hattn::TensorView::contiguous(out->data(), shape);
+  bits->resize(n);
+  return hattn::TensorView::contiguous(bits->data(), dtype, shape);
+}
+
+void widen(hattn::DType dtype, const std::vector<uint16_t>& bits, std::vector<float>* out) {
+  if (dtype == hattn::DType::f32) return;
+  for (size_t i = 0; i < bits.size(); ++i) (*out)[i] = hattn::from_16bit(dtype, bits[i]);
+}
+
+size_t dtype_bytes(hattn::DType dtype) { return dtype == hattn::DType::f32 ? 4 : 2; }
+
+void print_timing(const hattn::Dispatch& chosen, double seconds, int repeat, double flops,
+                  double bytes) {
+  std::printf("kernel: %s (%s", chosen.kernel.c_str(), chosen.reason.c_str());
+  if (chosen.decode_splits > 1) std::printf(", %d key splits", chosen.decode_splits);
+  std::printf(")\ntime: %.3f ms (median of %d), %.1f GFLOP/s", seconds * 1e3, repeat,
+              flops / seconds * 1e-9);
+  if (bytes > 0) std::printf(", %.1f GB/s", bytes / seconds * 1e-9);
+  std::printf("\n");
 }
 
 double median_seconds(int repeat, const std::function<hattn::Status()>& call) {

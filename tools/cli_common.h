@@ -25,6 +25,14 @@ struct Failure {
 hattn::npy::Array load(const std::string& path, const char* name, size_t rank, const char* layout);
 void save(const std::string& path, const std::vector<int64_t>& shape, const float* data);
 
+// An int32 .npy (or int64, converted with a range check) of rank `rank`: page tables, lengths,
+// offsets.
+struct Indices {
+  std::vector<int64_t> shape;
+  std::vector<int32_t> data;
+};
+Indices load_indices(const std::string& path, const char* name, size_t rank, const char* layout);
+
 hattn::TensorView view(hattn::npy::Array& a);
 
 // Fails with the status's code and message unless it is ok.
@@ -42,9 +50,30 @@ void set_common(const CommonRunArgs& a, hattn::CallOptions* o);
 // --scale given (!= 0): use it; else the variant's default (1/sqrt(D), el: 1/sqrt(Dm / H)).
 void set_scale(double scale, hattn::ScaledOptions* o);
 
+// --dtype f32|bf16|f16: the tensors' dtype in the call. .npy has no bf16 (and hattn reads and
+// writes float32 .npy only), so a 16-bit call reads its inputs as float32 and rounds them to the
+// dtype in memory (nearest even), runs on 16-bit tensors, and widens out back (exactly: every
+// 16-bit value is a float32) to write it as float32.
+void add_dtype_option(CLI::App* c, std::string* dtype);
+hattn::DType parse_dtype(const std::string& name);  // "f32", "bf16" or "f16"
+// `a` as a tensor of `dtype`: a's own data for f32, else its values rounded into `bits`.
+hattn::TensorView as_dtype(const hattn::npy::Array& a, hattn::DType dtype,
+                           std::vector<uint16_t>* bits);
+// A written tensor of `shape`: `out` (resized) itself for f32, else `bits` (16-bit), which
+// widen() then copies into `out` after the call.
+hattn::TensorView output_as(hattn::DType dtype, const std::vector<int64_t>& shape,
+                            std::vector<float>* out, std::vector<uint16_t>* bits);
+void widen(hattn::DType dtype, const std::vector<uint16_t>& bits, std::vector<float>* out);
+size_t dtype_bytes(hattn::DType dtype);  // 4 or 2
+
 // Calls `call` `repeat` times (each returning the Status of one kernel call) and returns the
 // median seconds; dies on the first failure.
 double median_seconds(int repeat, const std::function<hattn::Status()>& call);
+
+// "kernel: <name> (<reason>[, N key splits])" and "time: T ms (median of N), X GFLOP/s" (and
+// ", Y GB/s" of `bytes` when > 0).
+void print_timing(const hattn::Dispatch& chosen, double seconds, int repeat, double flops,
+                  double bytes = 0);
 
 // Query-key pairs visible under the bottom-right causal mask (the work a dense kernel does).
 double visible_pairs(int64_t lq, int64_t lk, bool causal);
@@ -59,5 +88,6 @@ Action add_fidelity(CLI::App* app);       // fidelity topk
 Action add_calibrate(CLI::App* app);      // calibrate loki (tools/cli_loki_prep.cpp)
 Action add_rotate(CLI::App* app);         // rotate (Loki key-cache rotation)
 Action add_run_sparsek(CLI::App* run);    // run sparsek, run sparsek-mask (tools/cli_sparsek.cpp)
+Action add_run_batch(CLI::App* run);      // run paged, run ragged (tools/cli_batch.cpp)
 
 }  // namespace hattn_cli

@@ -6,9 +6,13 @@
 //   hattn run topk-ffn --x x.npy --w1 w1.npy --w2 w2.npy --topk K --out y.npy
 //   hattn run loki     --q q.npy --k krot.npy --v v.npy --basis P.npy --rank R --topk K --out o.npy
 //   hattn run el       --x x.npy --memory hs.npy --weights DIR --heads H [--beam B] --out y.npy
-//   hattn run sparsek  --q q.npy --k k.npy --v v.npy --x x.npy --w-score w.npy --budget K --window W
-//                      [--slope S] [--gate value|logit] --out o.npy
+//   hattn run sparsek  --q q.npy --k k.npy --v v.npy --x x.npy --w-score w.npy --budget K
+//                      --window W [--slope S] [--gate value|logit] --out o.npy
 //   hattn run sparsek-mask --z z.npy --budget K [--lengths n.npy] --out p.npy [--tau tau.npy]
+//   hattn run paged    --q q.npy --k-pages kp.npy --v-pages vp.npy --page-table pt.npy
+//                      --lengths len.npy --out o.npy [--causal] [--lse lse.npy] [--dtype bf16]
+//   hattn run ragged   --q q.npy --k k.npy --v v.npy --q-offsets qo.npy --k-offsets ko.npy
+//                      --out o.npy [--causal] [--lse lse.npy] [--dtype bf16]
 //   hattn fidelity topk [--lq N --lk N --head-dim D --causal --seed S]
 //   hattn calibrate loki --keys keys.npy --out basis.npy [--variances var.npy] [--variance 0.9]
 //   hattn rotate --keys k.npy --basis basis.npy --out krot.npy [--layer L]
@@ -26,8 +30,8 @@
 namespace {
 
 const std::vector<std::string> kCommands = {"list", "run", "fidelity", "calibrate", "rotate"};
-const std::vector<std::string> kVariants = {"dense", "topk",    "topk-ffn",    "loki",
-                                            "el",    "sparsek", "sparsek-mask"};
+const std::vector<std::string> kVariants = {"dense",   "topk",         "topk-ffn", "loki",  "el",
+                                            "sparsek", "sparsek-mask", "paged",    "ragged"};
 
 std::string joined(const std::vector<std::string>& names) {
   std::string s;
@@ -84,9 +88,10 @@ int main(int argc, char** argv) {
   CLI::App* run = app.add_subcommand("run", "run a kernel on .npy inputs");
   run->require_subcommand(1);
   const std::vector<hattn_cli::Action> actions = {
-      hattn_cli::add_run_attention(run), hattn_cli::add_run_ffn(run), hattn_cli::add_run_el(run),
-      hattn_cli::add_fidelity(&app),     hattn_cli::add_calibrate(&app),
-      hattn_cli::add_rotate(&app),       hattn_cli::add_run_sparsek(run)};
+      hattn_cli::add_run_attention(run), hattn_cli::add_run_ffn(run),
+      hattn_cli::add_run_el(run),        hattn_cli::add_fidelity(&app),
+      hattn_cli::add_calibrate(&app),    hattn_cli::add_rotate(&app),
+      hattn_cli::add_run_sparsek(run),   hattn_cli::add_run_batch(run)};
   if (int rc = refuse_unknown_words(argc, argv)) return rc;
   try {
     app.parse(argc, argv);

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <utility>
 
 namespace hattn::npy {
 namespace {
@@ -144,8 +145,9 @@ class HeaderParser {
 
 std::string dtype_name(const std::string& descr) {
   static const std::map<std::string, std::string> names = {
-      {"f8", "float64"}, {"f2", "float16"}, {"i4", "int32"}, {"i8", "int64"},    {"u1", "uint8"},
-      {"i1", "int8"},    {"i2", "int16"},   {"b1", "bool"},  {"c8", "complex64"}};
+      {"f4", "float32"}, {"f8", "float64"}, {"f2", "float16"}, {"i4", "int32"},
+      {"i8", "int64"},   {"u1", "uint8"},   {"i1", "int8"},    {"i2", "int16"},
+      {"u4", "uint32"},  {"u8", "uint64"},  {"b1", "bool"},    {"c8", "complex64"}};
   std::string base = descr.size() > 1 ? descr.substr(1) : descr;
   auto it = names.find(base);
   return it == names.end() ? "" : " (" + it->second + ")";
@@ -156,19 +158,21 @@ bool fail(const std::string& path, const std::string& message, std::string* erro
   return false;
 }
 
-}  // namespace
+// What the preamble and header dict say: the dtype, the shape, where the data starts.
+struct Header {
+  std::string descr;
+  bool fortran = false;
+  std::vector<int64_t> shape;
+  uint64_t data_offset = 0, file_size = 0;
+};
 
-bool read_f32(const std::string& path, Array* out, std::string* error) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return fail(path, "cannot open file for reading", error);
-  return read_f32(f, path, out, error);
-}
-
-bool read_f32(std::istream& f, const std::string& path, Array* out, std::string* error) {
+// Reads the magic, version, header length and header dict of `f` (from its start), leaving the
+// stream at the first data byte. The one header reader of every dtype.
+bool read_header(std::istream& f, const std::string& path, Header* h, std::string* error) {
   f.seekg(0, std::ios::end);
   const std::streamoff end = f.tellg();
   if (!f || end < 0) return fail(path, "cannot determine the file size", error);
-  const auto file_size = static_cast<uint64_t>(end);
+  h->file_size = static_cast<uint64_t>(end);
   f.seekg(0, std::ios::beg);
 
   char preamble[8];
@@ -190,36 +194,36 @@ bool read_f32(std::istream& f, const std::string& path, Array* out, std::string*
     return fail(path, "truncated header", error);
   }
   for (size_t i = 0; i < len_bytes; ++i) header_len |= static_cast<uint64_t>(len_buf[i]) << (8 * i);
-  const uint64_t data_offset = 8 + len_bytes + header_len;
-  if (data_offset > file_size) return fail(path, "truncated header", error);
+  h->data_offset = 8 + len_bytes + header_len;
+  if (h->data_offset > h->file_size) return fail(path, "truncated header", error);
   std::string header(header_len, '\0');
   if (!f.read(header.data(), static_cast<std::streamsize>(header_len))) {
     return fail(path, "truncated header", error);
   }
-
-  std::string descr, why;
-  bool fortran = false;
-  std::vector<int64_t> shape;
-  if (!HeaderParser(header).parse(&descr, &fortran, &shape, &why)) return fail(path, why, error);
-  if (descr == ">f4") return fail(path, "big-endian float32 is not supported; use '<f4'", error);
-  if (descr != "<f4") {
-    return fail(path,
-                "dtype '" + printable(descr) + "'" + dtype_name(descr) +
-                    " is not supported; hattn reads float32 ('<f4')",
-                error);
+  std::string why;
+  if (!HeaderParser(header).parse(&h->descr, &h->fortran, &h->shape, &why)) {
+    return fail(path, why, error);
   }
-  if (fortran) {
+  return true;
+}
+
+// The checks every dtype shares once the dtype is known to be one the caller reads (elements of
+// `elem_size` bytes): C order, a shape whose byte count fits, exactly that many data bytes.
+// Sets `count` to the number of elements.
+bool check_layout(const Header& h, const std::string& path, uint64_t elem_size, uint64_t* count,
+                  std::string* error) {
+  if (h.fortran) {
     return fail(path, "Fortran-order arrays are not supported; save with np.ascontiguousarray",
                 error);
   }
-  uint64_t count = 1;
-  for (int64_t d : shape) {
-    if (d != 0 && count > std::numeric_limits<uint64_t>::max() / 4 / static_cast<uint64_t>(d)) {
+  uint64_t n = 1;
+  for (int64_t d : h.shape) {
+    if (d != 0 && n > std::numeric_limits<uint64_t>::max() / elem_size / static_cast<uint64_t>(d)) {
       return fail(path, "shape is too large", error);
     }
-    count *= static_cast<uint64_t>(d);
+    n *= static_cast<uint64_t>(d);
   }
-  const uint64_t want = count * 4, have = file_size - data_offset;
+  const uint64_t want = n * elem_size, have = h.file_size - h.data_offset;
   if (have < want) {
     return fail(path,
                 "truncated data: expected " + std::to_string(want) + " bytes, found " +
@@ -230,25 +234,38 @@ bool read_f32(std::istream& f, const std::string& path, Array* out, std::string*
     return fail(path, "has " + std::to_string(have - want) + " trailing bytes after the data",
                 error);
   }
-  out->shape = shape;
-  out->data.resize(count);
+  *count = n;
+  return true;
+}
+
+// Reads `count` elements of `elem_size` bytes (little-endian, as this host stores them) into
+// `data` (already sized), from the stream's position (the data start).
+bool read_data(std::istream& f, const std::string& path, void* data, uint64_t count,
+               uint64_t elem_size, std::string* error) {
   if (count > 0 &&
-      !f.read(reinterpret_cast<char*>(out->data.data()), static_cast<std::streamsize>(want))) {
+      !f.read(static_cast<char*>(data), static_cast<std::streamsize>(count * elem_size))) {
     return fail(path, "read error", error);
   }
   return true;
 }
 
-bool write_f32(const std::string& path, const std::vector<int64_t>& shape, const float* data,
-               std::string* error) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  if (!f) return fail(path, "cannot open file for writing", error);
-  return write_f32(f, path, shape, data, error);
+// "[1, 3]": the index of flat element `flat` of an array of `shape` (C order).
+std::string index_of(const std::vector<int64_t>& shape, uint64_t flat) {
+  std::vector<uint64_t> idx(shape.size());
+  for (size_t i = shape.size(); i-- > 0;) {
+    const auto d = static_cast<uint64_t>(shape[i]);
+    idx[i] = flat % d;
+    flat /= d;
+  }
+  std::string s = "[";
+  for (size_t i = 0; i < idx.size(); ++i) s += (i ? ", " : "") + std::to_string(idx[i]);
+  return s + "]";
 }
 
-bool write_f32(std::ostream& f, const std::string& path, const std::vector<int64_t>& shape,
-               const float* data, std::string* error) {
-  std::string dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (";
+bool write_array(std::ostream& f, const std::string& path, const char* descr,
+                 const std::vector<int64_t>& shape, const void* data, uint64_t elem_size,
+                 std::string* error) {
+  std::string dict = std::string("{'descr': '") + descr + "', 'fortran_order': False, 'shape': (";
   uint64_t count = 1;
   for (size_t i = 0; i < shape.size(); ++i) {
     if (shape[i] < 0) return fail(path, "negative dimension in shape", error);
@@ -273,10 +290,102 @@ bool write_f32(std::ostream& f, const std::string& path, const std::vector<int64
   for (size_t i = 0; i < len_bytes; ++i) f.put(static_cast<char>((header_len >> (8 * i)) & 0xff));
   f.write(dict.data(), static_cast<std::streamsize>(dict.size()));
   if (count > 0) {
-    f.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(count * 4));
+    f.write(static_cast<const char*>(data), static_cast<std::streamsize>(count * elem_size));
   }
   if (!f) return fail(path, "write error", error);
   return true;
+}
+
+}  // namespace
+
+bool read_f32(const std::string& path, Array* out, std::string* error) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return fail(path, "cannot open file for reading", error);
+  return read_f32(f, path, out, error);
+}
+
+bool read_f32(std::istream& f, const std::string& path, Array* out, std::string* error) {
+  Header h;
+  if (!read_header(f, path, &h, error)) return false;
+  if (h.descr == ">f4") return fail(path, "big-endian float32 is not supported; use '<f4'", error);
+  if (h.descr != "<f4") {
+    return fail(path,
+                "dtype '" + printable(h.descr) + "'" + dtype_name(h.descr) +
+                    " is not supported; hattn reads float32 ('<f4')",
+                error);
+  }
+  uint64_t count = 0;
+  if (!check_layout(h, path, 4, &count, error)) return false;
+  std::vector<float> data(count);
+  if (!read_data(f, path, data.data(), count, 4, error)) return false;
+  out->shape = std::move(h.shape);
+  out->data = std::move(data);
+  return true;
+}
+
+bool read_i32(const std::string& path, std::vector<int64_t>* shape, std::vector<int32_t>* data,
+              std::string* error) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return fail(path, "cannot open file for reading", error);
+  return read_i32(f, path, shape, data, error);
+}
+
+bool read_i32(std::istream& f, const std::string& path, std::vector<int64_t>* shape,
+              std::vector<int32_t>* data, std::string* error) {
+  Header h;
+  if (!read_header(f, path, &h, error)) return false;
+  if (h.descr == ">i4" || h.descr == ">i8") {
+    return fail(path, "big-endian integers are not supported; use '<i4'", error);
+  }
+  if (h.descr != "<i4" && h.descr != "<i8") {
+    return fail(path,
+                "dtype '" + printable(h.descr) + "'" + dtype_name(h.descr) +
+                    " is not supported for indices; hattn reads int32 ('<i4') or int64 "
+                    "('<i8'): save with x.astype(np.int32)",
+                error);
+  }
+  const uint64_t elem_size = h.descr == "<i4" ? 4 : 8;
+  uint64_t count = 0;
+  if (!check_layout(h, path, elem_size, &count, error)) return false;
+  std::vector<int32_t> values(count);
+  if (elem_size == 4) {
+    if (!read_data(f, path, values.data(), count, 4, error)) return false;
+  } else {
+    std::vector<int64_t> wide(count);
+    if (!read_data(f, path, wide.data(), count, 8, error)) return false;
+    for (uint64_t i = 0; i < count; ++i) {
+      if (wide[i] < std::numeric_limits<int32_t>::min() ||
+          wide[i] > std::numeric_limits<int32_t>::max()) {
+        return fail(path,
+                    "element " + index_of(h.shape, i) + " = " + std::to_string(wide[i]) +
+                        " does not fit in int32",
+                    error);
+      }
+      values[i] = static_cast<int32_t>(wide[i]);
+    }
+  }
+  *shape = std::move(h.shape);
+  *data = std::move(values);
+  return true;
+}
+
+bool write_f32(const std::string& path, const std::vector<int64_t>& shape, const float* data,
+               std::string* error) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  if (!f) return fail(path, "cannot open file for writing", error);
+  return write_f32(f, path, shape, data, error);
+}
+
+bool write_f32(std::ostream& f, const std::string& path, const std::vector<int64_t>& shape,
+               const float* data, std::string* error) {
+  return write_array(f, path, "<f4", shape, data, 4, error);
+}
+
+bool write_i32(const std::string& path, const std::vector<int64_t>& shape, const int32_t* data,
+               std::string* error) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  if (!f) return fail(path, "cannot open file for writing", error);
+  return write_array(f, path, "<i4", shape, data, 4, error);
 }
 
 }  // namespace hattn::npy

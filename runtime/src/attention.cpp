@@ -102,13 +102,7 @@ Status attention(const TensorView& q, const TensorView& k, const TensorView& v,
   }
   // The kernels always produce lse; without a caller buffer it goes to scratch.
   std::vector<float> lse_scratch;
-  TensorView lse_view;
-  if (options.lse != nullptr) {
-    lse_view = *options.lse;
-  } else {
-    lse_scratch.resize(static_cast<size_t>(shape.batch * shape.q_heads * shape.lq));
-    lse_view = TensorView::contiguous(lse_scratch.data(), {shape.batch, shape.q_heads, shape.lq});
-  }
+  const TensorView lse_view = lse_or_scratch(options, shape, &lse_scratch);
   HalideBuffer qb(q), kb(k), vb(v), ob(out), lb(lse_view);
   return kernel.call(qb, kb, vb, scale, splits, ob, lb);
 }

@@ -162,7 +162,7 @@ Status choose_kernel(const char* variant_name, const KernelRequest& options,
                             : options.rows <= kDecodeMaxLq ? "decode"
                                                            : "prefill";
   const KernelEntry* best = nullptr;
-  std::ostringstream refusals;
+  std::vector<std::pair<const KernelEntry*, std::string>> refused;  // written out only if needed
   int of_variant = 0;
   for (const KernelEntry& e : table) {
     if (e.info.variant != variant) continue;  // other variants: not worth a line each
@@ -173,10 +173,14 @@ Status choose_kernel(const char* variant_name, const KernelRequest& options,
             " (decode when Lq <= " + std::to_string(kDecodeMaxLq) + ")";
     }
     if (!why.empty()) {
-      refusals << "\n  " << e.info.name << ": " << why;
+      refused.emplace_back(&e, std::move(why));
       continue;
     }
     if (best == nullptr || preferred(e.info, best->info, options)) best = &e;
+  }
+  std::ostringstream refusals;
+  if (best == nullptr) {
+    for (const auto& [e, why] : refused) refusals << "\n  " << e->info.name << ": " << why;
   }
   if (of_variant == 0) {
     return Status{StatusCode::unsupported,

@@ -298,13 +298,7 @@ Status paged_attention(const TensorView& q, const PagedKvCache& cache, const Ten
   if (chosen != nullptr) *chosen = {kernel.name(), reason, splits};
 
   std::vector<float> lse_scratch;
-  TensorView lse_view;
-  if (options.lse != nullptr) {
-    lse_view = *options.lse;
-  } else {
-    lse_scratch.resize(static_cast<size_t>(shape.batch * shape.q_heads * shape.lq));
-    lse_view = TensorView::contiguous(lse_scratch.data(), {shape.batch, shape.q_heads, shape.lq});
-  }
+  const TensorView lse_view = lse_or_scratch(options, shape, &lse_scratch);
   // The kernel only reads the table and the lengths.
   HalideBuffer qb(q), kb(cache.k_pages), vb(cache.v_pages), ob(out), lb(lse_view);
   HalideBuffer table(const_cast<int32_t*>(cache.page_table), {cache.batch, cache.pages_per_seq});

@@ -4,10 +4,14 @@
 // (and honours an override installed with halide_set_custom_can_use_target_features).
 #include <HalideRuntime.h>
 
+#include <array>
 #include <cstdint>
+#include <map>
+#include <mutex>
 #include <sstream>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "hattn/hattn.h"
 
@@ -35,26 +39,48 @@ const std::pair<const char*, halide_target_feature_t> kIsaFeatures[] = {
     {"sve2", halide_target_feature_sve2},
 };
 
-bool usable(const std::string& target) {
-  uint64_t words[kFeatureWords] = {};
-  std::istringstream parts(target);
-  std::string feature;
-  while (std::getline(parts, feature, '-')) {
-    for (const auto& [name, id] : kIsaFeatures) {
-      if (feature == name) words[id / 64] |= uint64_t{1} << (id % 64);
+struct Build {
+  std::string target;
+  std::array<uint64_t, kFeatureWords> words{};
+};
+
+// The builds of a comma-separated target list with the ISA features each asks for.
+std::vector<Build> parse_builds(const std::string& targets) {
+  std::vector<Build> out;
+  std::istringstream builds(targets);
+  std::string build;
+  while (std::getline(builds, build, ',')) {
+    Build b{build, {}};
+    std::istringstream parts(build);
+    std::string feature;
+    while (std::getline(parts, feature, '-')) {
+      for (const auto& [name, id] : kIsaFeatures) {
+        if (feature == name) b.words[id / 64] |= uint64_t{1} << (id % 64);
+      }
     }
+    out.push_back(std::move(b));
   }
-  return halide_can_use_target_features(kFeatureWords, words) != 0;
+  return out;
+}
+
+// Parsed once per target list: dispatch asks this of every candidate kernel on every call, and
+// parsing the strings each time cost tens of microseconds per call (a decode on a tiny cache).
+const std::vector<Build>& builds_of(const std::string& targets) {
+  static std::mutex mutex;
+  static std::map<std::string, std::vector<Build>> parsed;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = parsed.find(targets);
+  if (it == parsed.end()) it = parsed.emplace(targets, parse_builds(targets)).first;
+  return it->second;  // std::map never moves its values
 }
 
 }  // namespace
 
 std::string selected_build(const KernelInfo& kernel) {
   if (kernel.family == "cuda") return kernel.target;  // one build; the device decides the rest
-  std::istringstream builds(kernel.target);
-  std::string build;
-  while (std::getline(builds, build, ',')) {
-    if (usable(build)) return build;
+  // The question itself is asked every time: a custom can_use_target_features hook may change.
+  for (const Build& b : builds_of(kernel.target)) {
+    if (halide_can_use_target_features(kFeatureWords, b.words.data()) != 0) return b.target;
   }
   return "";
 }
