@@ -182,7 +182,7 @@ void run_tiny(benchmark::State& state, hattn::DType dtype, bool paged) {
 void register_paged() {
   for (hattn::DType t : {hattn::DType::bf16, hattn::DType::f32}) {
     const std::string prefix = std::string("hattn_paged_") + hattn::to_string(t) + "/batch:32/";
-    for (int64_t page : {16, 64}) {
+    for (int64_t page : {16, 64, 256}) {
       add(prefix + "page:" + std::to_string(page), run_batch, t, page, false);
     }
     add(prefix + "page:16/nhd", run_batch, t, int64_t{16}, true);

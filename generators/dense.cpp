@@ -37,10 +37,13 @@ DenseStages dense_attention(const DenseInputs& in, const DenseBlocking& blocking
   Expr qb, query, mask_query, last_query, q_head, hk;
   if (in.pack_groups) {
     qb = in.lq * group;
-    query = ii % in.lq;
+    // A schedule may round the block's rows up to whole tiles: rows past the block read its
+    // last row, and their results are discarded.
+    Expr row = min(ii, qb - 1);
+    query = row % in.lq;
     mask_query = query;
     last_query = in.lq - 1;
-    q_head = h * group + ii / in.lq;
+    q_head = h * group + row / in.lq;
     hk = h;
   } else {
     qb = blocking.query_block;

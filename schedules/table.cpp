@@ -50,6 +50,11 @@ int Tunables::get(const std::string& name) const {
   return it->second;
 }
 
+int Tunables::get_or(const std::string& name, int fallback) const {
+  auto it = values_.find(name);
+  return it == values_.end() ? fallback : it->second;
+}
+
 std::string Tunables::str() const {
   std::string s;
   for (const auto& [k, v] : values_) s += (s.empty() ? "" : " ") + k + "=" + std::to_string(v);

@@ -32,6 +32,9 @@ class Tunables {
       : source_(std::move(source)), values_(std::move(values)) {}
   // The value of a tunable; a missing one is a hard error naming the table line.
   int get(const std::string& name) const;
+  // The value of `name`, or `fallback` where the line does not give it (a tunable added later,
+  // whose fallback keeps the older lines' schedules as they were).
+  int get_or(const std::string& name, int fallback) const;
   // Override from the command line (the tuner uses this to try candidates).
   void set(const std::string& name, int value) { values_[name] = value; }
   const std::string& source() const { return source_; }

@@ -156,8 +156,7 @@ void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
   const bool fixed_d = ctx.head_dim > 0;
   // Updates may not shift tails inwards; with a compiled-in D the split is exact anyway.
   const TailStrategy d_tail = fixed_d ? TailStrategy::RoundUp : TailStrategy::GuardWithIf;
-  Var task("task"), lane("lane");
-  RVar rco("rco"), rci("rci");
+  Var task("task");
   const bool pairs = st.rcp.defined();  // DenseInputs::pair_qk (decode converts V: no pair_pv)
   if (st.rjp.defined()) {
     throw std::runtime_error("dense decode: P.V in bf16 pairs has no decode schedule");
@@ -181,31 +180,31 @@ void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
       .parallel(task);
   st.state.fuse(st.s, st.qblk, task).fuse(task, st.h, task).fuse(task, st.b, task).parallel(task);
 
-  // q . k: lanes along D, one horizontal sum per key.
+  // q . k. bf16 pairs (AVX512-BF16): a tile of tk keys x 1 row at a time, each (key, row) with
+  // one vector of partial sums in a register over D, the lanes added once per key and row: tk
+  // independent vdpbf16ps chains (one chain per key, 4 dependent vdpbf16ps at D = 128, was
+  // latency-bound: a kv group's 4 rows cost more than streaming its K and V; GQA Hq = 32,
+  // Hkv = 8, Lk = 32K went from 8.8-12.5 ms to 7.4-9.0 with tr = 2 below). fp32 and f16: lanes
+  // along D, tq vectors of independent chains per key (the tile above measured slower for fp32:
+  // MHA Lk = 32K 43-46 ms against 34-45, GQA no faster; its stream, not the chain, bounds it).
   st.scores.compute_at(st.state, st.rk).vectorize(st.jj, x.vec);
-  st.dot.compute_at(st.state, st.rk);
-  Func dot_lanes;
+  Func dot_keys = st.dot, dot_lanes;
   if (pairs) {
-    // bf16 pairs along D in the lanes of both q and k: one vdpbf16ps per 2 x vec elements of D,
-    // no conversions, and k read as stored.
+    dot_keys = st.dot.in(st.scores);
+    // bf16 pairs along D in the lanes of both q and k: no conversions, k read as stored.
     st.q_pairs.compute_at(st.state, task)
         .reorder_storage(st.pr, st.pi, st.ii)
         .vectorize(st.pr)
         .vectorize(st.pi, x.vec);
-    RVar po("po"), pl("pl");
-    dot_lanes = st.dot.update().split(st.rcp.y, po, pl, x.vec).rfactor(pl, lane);
-    dot_lanes.compute_at(st.state, st.rk).reorder_storage(lane, st.ii, st.jj).vectorize(lane);
-    dot_lanes.update()
-        .reorder(st.rcp.x, lane, po, st.ii, st.jj)
-        .atomic()
-        .vectorize(st.rcp.x)
-        .vectorize(lane)
-        .unroll(st.jj, x.tk);
-    st.dot.update().atomic().vectorize(pl);
+    dot_keys.compute_at(st.state, st.rk);
+    dot_block(dot_keys, st.dot, st.rcp.y, st.jj, st.ii, x.vec, x.tk, 1, TailStrategy::RoundUp,
+              TailStrategy::GuardWithIf, 0, &st.rcp.x);
   } else {
+    st.dot.compute_at(st.state, st.rk);
     st.q_scaled.compute_at(st.state, task).vectorize(st.d, x.vec, d_tail);
-    // tq vectors of lanes: independent FMA chains per key (one chain is latency-bound).
     const int lanes = fixed_d ? std::min(x.vec * x.tq, ctx.head_dim) : x.vec;
+    RVar rco("rco"), rci("rci");
+    Var lane("lane");
     dot_lanes =
         st.dot.update().split(st.rc, rco, rci, lanes, TailStrategy::GuardWithIf).rfactor(rci, lane);
     dot_lanes.compute_at(st.state, st.rk).reorder_storage(lane, st.ii, st.jj).vectorize(lane);
@@ -220,23 +219,33 @@ void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
   st.block_sum.compute_at(st.state, st.rk);
   st.block_sum.update().atomic().vectorize(st.rj, x.vec);
 
-  // P V: D in lanes. With D compiled in, tiles of up to td vectors keep their accumulators in
-  // registers over the block's keys; a generic D accumulates in L1 with guarded vectors.
+  // P V: D in lanes. With D compiled in, a tile of tr rows x td vectors of D keeps its
+  // accumulators in registers over the block's keys, each V vector loaded (and widened) once per
+  // tile, so a kv group's rows share it. The tile's rows are fixed (bound_extent): a group whose
+  // rows are not whole tiles computes its last tile's extra rows from its last row (the
+  // algorithm clamps them) and drops them. tr = 1 (every table but AVX512-BF16's) is one row at
+  // a time. (Rows inside the tile with the accumulators of a run-time number of rows in memory
+  // measured 1.7x slower at Lk = 32K.) A generic D accumulates in L1 with guarded vectors.
   if (fixed_d) {
+    const int rows = std::max(1, ctx.tunables.get_or("tr", 1));
     const int width = x.vec * std::max(1, std::min(x.td, ctx.head_dim / x.vec));
     Func pv_tile = st.pv.in(st.state);
     pv_tile.compute_at(st.state, st.rk);
-    Var dco("dco"), dci("dci");
-    // One row at a time (rows outermost): a row's tile of accumulators stays in registers, and
-    // the group's other rows read the block's V again from L2. (Rows inside the tile, with the
-    // accumulators of a run-time number of rows in memory, measured 1.7x slower at Lk = 32K.)
+    Var dco("dco"), dci("dci"), io("io"), iin("iin");
     pv_tile.reorder_storage(st.d, st.ii)
+        .split(st.ii, io, iin, rows, TailStrategy::GuardWithIf)
         .split(st.d, dco, dci, width)
-        .reorder(dci, dco, st.ii)
+        .reorder(dci, iin, dco, io)
         .vectorize(dci, x.vec)
-        .unroll(dci);
-    st.pv.compute_at(pv_tile, dco).vectorize(st.d, x.vec).unroll(st.d);
-    st.pv.update().reorder(st.d, st.ii, st.rj).vectorize(st.d, x.vec).unroll(st.d);
+        .unroll(dci)
+        .unroll(iin);
+    st.pv.compute_at(pv_tile, dco)
+        .bound_extent(st.ii, rows)
+        .reorder_storage(st.d, st.ii)
+        .vectorize(st.d, x.vec)
+        .unroll(st.d)
+        .unroll(st.ii);
+    st.pv.update().reorder(st.d, st.ii, st.rj).vectorize(st.d, x.vec).unroll(st.d).unroll(st.ii);
   } else {
     st.pv.compute_at(st.state, st.rk)
         .reorder_storage(st.d, st.ii)
@@ -245,9 +254,9 @@ void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
   }
 
   if (!st.ragged) {
-    for (Func f : {dot_lanes, st.dot, st.scores, st.probs, st.block_max, st.block_sum}) {
-      f.hoist_storage(st.state, task);
-    }
+    std::vector<Func> per_block = {dot_keys, st.scores, st.probs, st.block_max, st.block_sum};
+    if (!pairs) per_block.push_back(dot_lanes);
+    for (Func f : per_block) f.hoist_storage(st.state, task);
   }
 
   st.merged.compute_root().vectorize(st.d, x.vec, d_tail);
