@@ -184,12 +184,20 @@ void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
   // one vector of partial sums in a register over D, the lanes added once per key and row: tk
   // independent vdpbf16ps chains (one chain per key, 4 dependent vdpbf16ps at D = 128, was
   // latency-bound: a kv group's 4 rows cost more than streaming its K and V; GQA Hq = 32,
-  // Hkv = 8, Lk = 32K went from 8.8-12.5 ms to 7.4-9.0 with tr = 2 below). fp32 and f16: lanes
-  // along D, tq vectors of independent chains per key (the tile above measured slower for fp32:
-  // MHA Lk = 32K 43-46 ms against 34-45, GQA no faster; its stream, not the chain, bounds it).
+  // Hkv = 8, Lk = 32K went from 8.8-12.5 ms to 7.4-9.0 with tr = 2 below). fp32: lanes along D,
+  // tq vectors of independent chains per key (the tile measured slower for fp32: MHA Lk = 32K
+  // 42 ms against 37-38, GQA no faster; its stream, not the chain, bounds it).
   st.scores.compute_at(st.state, st.rk).vectorize(st.jj, x.vec);
   Func dot_keys = st.dot, dot_lanes;
-  if (pairs) {
+  // kt = 1: the same key tile for 16-bit K widened to fp32 (f16, and bf16 without AVX512-BF16).
+  const bool key_tile = ctx.tunables.get_or("kt", 0) != 0;
+  if (!pairs && key_tile) {
+    dot_keys = st.dot.in(st.scores);
+    st.q_scaled.compute_at(st.state, task).vectorize(st.d, x.vec, d_tail);
+    dot_keys.compute_at(st.state, st.rk);
+    dot_block(dot_keys, st.dot, st.rc, st.jj, st.ii, x.vec, x.tk, 1, TailStrategy::RoundUp,
+              TailStrategy::GuardWithIf, 0);
+  } else if (pairs) {
     dot_keys = st.dot.in(st.scores);
     // bf16 pairs along D in the lanes of both q and k: no conversions, k read as stored.
     st.q_pairs.compute_at(st.state, task)
@@ -223,9 +231,9 @@ void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
   // accumulators in registers over the block's keys, each V vector loaded (and widened) once per
   // tile, so a kv group's rows share it. The tile's rows are fixed (bound_extent): a group whose
   // rows are not whole tiles computes its last tile's extra rows from its last row (the
-  // algorithm clamps them) and drops them. tr = 1 (every table but AVX512-BF16's) is one row at
-  // a time. (Rows inside the tile with the accumulators of a run-time number of rows in memory
-  // measured 1.7x slower at Lk = 32K.) A generic D accumulates in L1 with guarded vectors.
+  // algorithm clamps them) and drops them. tr = 1 (the default) is one row at a time. (Rows inside
+  // the tile with the accumulators of a run-time number of rows in memory measured 1.7x slower at
+  // Lk = 32K.) A generic D accumulates in L1 with guarded vectors.
   if (fixed_d) {
     const int rows = std::max(1, ctx.tunables.get_or("tr", 1));
     const int width = x.vec * std::max(1, std::min(x.td, ctx.head_dim / x.vec));
@@ -255,7 +263,7 @@ void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
 
   if (!st.ragged) {
     std::vector<Func> per_block = {dot_keys, st.scores, st.probs, st.block_max, st.block_sum};
-    if (!pairs) per_block.push_back(dot_lanes);
+    if (!pairs && !key_tile) per_block.push_back(dot_lanes);
     for (Func f : per_block) f.hoist_storage(st.state, task);
   }
 
