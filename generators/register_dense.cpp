@@ -40,6 +40,24 @@ void check_dtype(const Type& t, const char* generator) {
   }
 }
 
+// D is contiguous in q, out, lse and the two key/value buffers (k, v or their pages) and equal
+// across them; a fixed head dim is compiled in.
+void constrain_head_dim(GeneratorInput<Buffer<void, 4>>& q, GeneratorInput<Buffer<void, 4>>& k,
+                        GeneratorInput<Buffer<void, 4>>& v, GeneratorOutput<Buffer<void, 4>>& out,
+                        GeneratorOutput<Buffer<float, 3>>& lse, int head_dim) {
+  for (auto* p : {&q, &k, &v}) (*p).dim(0).set_stride(1);
+  out.dim(0).set_stride(1);
+  lse.dim(0).set_stride(1);
+  Expr d = q.dim(0).extent();
+  if (head_dim > 0) {
+    d = head_dim;
+    q.dim(0).set_bounds(0, d);
+  }
+  k.dim(0).set_bounds(0, d);
+  v.dim(0).set_bounds(0, d);
+  out.dim(0).set_bounds(0, d);
+}
+
 class DenseAttentionGenerator : public Generator<DenseAttentionGenerator> {
  public:
   GeneratorParam<KernelPhase> phase{"phase", KernelPhase::prefill, phase_names()};
@@ -112,27 +130,12 @@ class DenseAttentionGenerator : public Generator<DenseAttentionGenerator> {
       lse(st.i, st.h, st.b) = 0.f;
     }
 
-    constrain_inputs();
+    constrain_head_dim(q, k, v, out, lse, head_dim);
     set_estimates(decode);
     if (!using_autoscheduler()) schedule_dense(st, ctx);
   }
 
  private:
-  // D is contiguous in every tensor and equal across q, k, v, out; a fixed head dim is compiled in.
-  void constrain_inputs() {
-    for (auto* p : {&q, &k, &v}) (*p).dim(0).set_stride(1);
-    out.dim(0).set_stride(1);
-    lse.dim(0).set_stride(1);
-    Expr d = q.dim(0).extent();
-    if (head_dim > 0) {
-      d = int(head_dim);
-      q.dim(0).set_bounds(0, d);
-    }
-    k.dim(0).set_bounds(0, d);
-    v.dim(0).set_bounds(0, d);
-    out.dim(0).set_bounds(0, d);
-  }
-
   void set_estimates(bool decode) {
     const EstimateShape s = estimate_shape(head_dim, phase);
     q.set_estimates(attention_region(s.d, s.lq, s.heads));
@@ -228,16 +231,7 @@ class DensePagedGenerator : public Generator<DensePagedGenerator> {
     out = st.out;
     lse = st.lse;
 
-    for (auto* p : {&q, &k_pages, &v_pages}) (*p).dim(0).set_stride(1);
-    out.dim(0).set_stride(1);
-    lse.dim(0).set_stride(1);
-    Expr dim = q.dim(0).extent();
-    if (head_dim > 0) {
-      dim = int(head_dim);
-      q.dim(0).set_bounds(0, dim);
-    }
-    for (auto* p : {&k_pages, &v_pages}) (*p).dim(0).set_bounds(0, dim);
-    out.dim(0).set_bounds(0, dim);
+    constrain_head_dim(q, k_pages, v_pages, out, lse, head_dim);
 
     const EstimateShape e = estimate_shape(head_dim, KernelPhase::decode);
     constexpr int kPage = 16;

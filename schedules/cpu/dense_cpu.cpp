@@ -188,28 +188,25 @@ void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
   // tq vectors of independent chains per key (the tile measured slower for fp32: MHA Lk = 32K
   // 42 ms against 37-38, GQA no faster; its stream, not the chain, bounds it).
   st.scores.compute_at(st.state, st.rk).vectorize(st.jj, x.vec);
-  Func dot_keys = st.dot, dot_lanes;
-  // kt = 1: the same key tile for 16-bit K widened to fp32 (f16, and bf16 without AVX512-BF16).
-  const bool key_tile = ctx.tunables.get_or("kt", 0) != 0;
-  if (!pairs && key_tile) {
-    dot_keys = st.dot.in(st.scores);
-    st.q_scaled.compute_at(st.state, task).vectorize(st.d, x.vec, d_tail);
-    dot_keys.compute_at(st.state, st.rk);
-    dot_block(dot_keys, st.dot, st.rc, st.jj, st.ii, x.vec, x.tk, 1, TailStrategy::RoundUp,
-              TailStrategy::GuardWithIf, 0);
-  } else if (pairs) {
-    dot_keys = st.dot.in(st.scores);
+  if (pairs) {
     // bf16 pairs along D in the lanes of both q and k: no conversions, k read as stored.
     st.q_pairs.compute_at(st.state, task)
         .reorder_storage(st.pr, st.pi, st.ii)
         .vectorize(st.pr)
         .vectorize(st.pi, x.vec);
+  } else {
+    st.q_scaled.compute_at(st.state, task).vectorize(st.d, x.vec, d_tail);
+  }
+  // kt = 1: the key tile for 16-bit K widened to fp32 too (f16, and bf16 without AVX512-BF16).
+  const bool key_tile = pairs || ctx.tunables.get_or("kt", 0) != 0;
+  Func dot_keys = st.dot, dot_lanes;
+  if (key_tile) {
+    dot_keys = st.dot.in(st.scores);
     dot_keys.compute_at(st.state, st.rk);
-    dot_block(dot_keys, st.dot, st.rcp.y, st.jj, st.ii, x.vec, x.tk, 1, TailStrategy::RoundUp,
-              TailStrategy::GuardWithIf, 0, &st.rcp.x);
+    dot_block(dot_keys, st.dot, pairs ? st.rcp.y : st.rc[0], st.jj, st.ii, x.vec, x.tk, 1,
+              TailStrategy::RoundUp, TailStrategy::GuardWithIf, 0, pairs ? &st.rcp.x : nullptr);
   } else {
     st.dot.compute_at(st.state, st.rk);
-    st.q_scaled.compute_at(st.state, task).vectorize(st.d, x.vec, d_tail);
     const int lanes = fixed_d ? std::min(x.vec * x.tq, ctx.head_dim) : x.vec;
     RVar rco("rco"), rci("rci");
     Var lane("lane");
@@ -263,7 +260,7 @@ void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
 
   if (!st.ragged) {
     std::vector<Func> per_block = {dot_keys, st.scores, st.probs, st.block_max, st.block_sum};
-    if (!pairs && !key_tile) per_block.push_back(dot_lanes);
+    if (!key_tile) per_block.push_back(dot_lanes);
     for (Func f : per_block) f.hoist_storage(st.state, task);
   }
 
