@@ -28,6 +28,7 @@ debs=(
   libopenblas-dev
   liblapacke-dev                    # Loki calibration's eigensolver (hattn_loki_prep)
   libcli11-dev
+  nlohmann-json3-dev                # the CLI's JSON reports (hattn fidelity, calibrate --report)
   clang-format clang-tidy
   clang                             # libFuzzer (scripts/fuzz.sh): clang-14 with its fuzzer runtime
   g++-aarch64-linux-gnu qemu-user   # the ARM build: cross-compiled here, its tests run under qemu
@@ -52,12 +53,13 @@ if [ ! -x "$venv/bin/python" ]; then
   echo "[setup] creating $venv"
   python3 -m venv "$venv"
 fi
-if ! "$venv/bin/python" -c "import importlib.metadata as m, numpy, sys; sys.exit(0 if m.version('halide') == '$HALIDE_VERSION' and m.version('cmake') >= '3.28' else 1)" 2>/dev/null; then
-  echo "[setup] pip install halide==$HALIDE_VERSION numpy"
+if ! "$venv/bin/python" -c "import importlib.metadata as m, numpy, matplotlib, sys; sys.exit(0 if m.version('halide') == '$HALIDE_VERSION' and m.version('cmake') >= '3.28' else 1)" 2>/dev/null; then
+  echo "[setup] pip install halide==$HALIDE_VERSION numpy matplotlib"
   "$venv/bin/pip" install -q --upgrade pip
-  "$venv/bin/pip" install -q "halide==$HALIDE_VERSION" numpy "cmake>=3.28,<4"
+  # matplotlib: scripts/plot_fidelity.py draws `hattn fidelity activations --json` as a PNG.
+  "$venv/bin/pip" install -q "halide==$HALIDE_VERSION" numpy matplotlib "cmake>=3.28,<4"
 else
-  echo "[setup] halide $HALIDE_VERSION and numpy already in $venv"
+  echo "[setup] halide $HALIDE_VERSION, numpy and matplotlib already in $venv"
 fi
 
 if [ "$want_peer" = 1 ]; then

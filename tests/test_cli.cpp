@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -406,8 +407,28 @@ TEST_F(Cli, RunLokiMatchesDense) {
   bad_rank[bad_rank.size() - 3] = "65";
   expect_one_line_error(run_cli(bad_rank), "outside [1, D=64]");
   std::vector<std::string> bad_basis = args;
-  bad_basis[bad_basis.size() - 5] = dir() + "krot.npy";
+  save("flat_basis.npy", {2 * 64, 64}, rk.basis);
+  bad_basis[bad_basis.size() - 5] = dir() + "flat_basis.npy";
   expect_one_line_error(run_cli(bad_basis), "rank 3");
+  // A per-layer basis [L, Hkv, D, D] as `calibrate loki` writes it: --layer picks one. The other
+  // layers hold NaN, which the basis check would refuse if they were read.
+  std::vector<float> layered(3 * rk.basis.size(), std::numeric_limits<float>::quiet_NaN());
+  std::copy(rk.basis.begin(), rk.basis.end(), layered.begin() + rk.basis.size());
+  save("layered_basis.npy", {3, 2, 64, 64}, layered);
+  std::vector<std::string> by_layer = args;
+  by_layer[by_layer.size() - 5] = dir() + "layered_basis.npy";
+  expect_one_line_error(run_cli(by_layer), "choose one with --layer in [0, 2]");
+  by_layer.insert(by_layer.end(), {"--layer", "1"});
+  r = run_cli(by_layer);
+  ASSERT_EQ(r.status, 0) << r.err;
+  hattn::npy::Array o_layer;
+  ASSERT_TRUE(hattn::npy::read_f32(dir() + "o.npy", &o_layer, &error)) << error;
+  EXPECT_EQ(o_layer.data, o.data) << "--layer 1 of a per-layer basis changed the result";
+  by_layer.back() = "3";
+  expect_one_line_error(run_cli(by_layer), "choose one with --layer in [0, 2]");
+  std::vector<std::string> layer_of_one = args;
+  layer_of_one.insert(layer_of_one.end(), {"--layer", "0"});
+  expect_one_line_error(run_cli(layer_of_one), "--layer needs a per-layer basis");
 }
 
 // calibrate -> rotate -> run, as a user would. Needs the LAPACKE build of hattn_loki_prep; a build

@@ -525,12 +525,115 @@ TEST(LokiCheckBasis, AcceptsOrthonormalRejectsPerturbed) {
   EXPECT_NE(s.message.find("non-finite"), std::string::npos) << s.message;
 }
 
+// The share of variance a basis's leading axes hold, on keys whose sample covariance is known
+// exactly: with the true axes as basis, share[c] = sum_{i <= c} lambda_i / sum lambda (the keys
+// sit around a large mean, so a share computed without centring would be far off). A second
+// basis (the true axes in reverse order) tests the order, and the layered and strided forms
+// must give the same floats.
+TEST(LokiCapturedVariance, KnownSpectrum) {
+  std::mt19937_64 rng = make_rng();
+  const int64_t heads = 2, n = 96, d = 8;
+  KnownKeys k = make_keys(rng, heads, n, d);
+  std::vector<float> basis(heads * d * d), reversed(heads * d * d);
+  for (int64_t h = 0; h < heads; ++h) {
+    for (int64_t c = 0; c < d; ++c) {
+      for (int64_t e = 0; e < d; ++e) {
+        const auto axis = static_cast<float>(k.heads[h].axes[c * d + e]);
+        basis[(h * d + e) * d + c] = axis;
+        reversed[(h * d + e) * d + (d - 1 - c)] = axis;
+      }
+    }
+  }
+  std::vector<float> share(heads * d, kNaN), share_rev(heads * d, kNaN);
+  Status s = hattn::loki_captured_variance(TensorView::contiguous(k.keys.data(), {heads, n, d}),
+                                           TensorView::contiguous(basis.data(), {heads, d, d}),
+                                           TensorView::contiguous(share.data(), {heads, d}));
+  ASSERT_TRUE(s.ok()) << s.message;
+  s = hattn::loki_captured_variance(TensorView::contiguous(k.keys.data(), {heads, n, d}),
+                                    TensorView::contiguous(reversed.data(), {heads, d, d}),
+                                    TensorView::contiguous(share_rev.data(), {heads, d}));
+  ASSERT_TRUE(s.ok()) << s.message;
+  for (int64_t h = 0; h < heads; ++h) {
+    const std::vector<double>& lambda = k.heads[h].lambda;
+    double total = 0;
+    for (double l : lambda) total += l;
+    double cum = 0, cum_rev = 0;
+    for (int64_t c = 0; c < d; ++c) {
+      cum += lambda[c];
+      cum_rev += lambda[d - 1 - c];
+      EXPECT_NEAR(share[h * d + c], cum / total, 2e-5) << "head " << h << " c " << c;
+      EXPECT_NEAR(share_rev[h * d + c], cum_rev / total, 2e-5) << "head " << h << " c " << c;
+    }
+  }
+  // Two layers of one head each, and keys read through a padded row stride.
+  std::vector<float> layered(heads * d, kNaN);
+  s = hattn::loki_captured_variance(TensorView::contiguous(k.keys.data(), {heads, 1, n, d}),
+                                    TensorView::contiguous(basis.data(), {heads, 1, d, d}),
+                                    TensorView::contiguous(layered.data(), {heads, 1, d}));
+  ASSERT_TRUE(s.ok()) << s.message;
+  EXPECT_TRUE(bitwise_equal(layered, share));
+  const int64_t pad = d + 3;
+  std::vector<float> padded(heads * n * pad, kNaN), strided(heads * d, kNaN);
+  for (int64_t r = 0; r < heads * n; ++r) {
+    std::copy_n(k.keys.begin() + r * d, d, padded.begin() + r * pad);
+  }
+  TensorView pv = TensorView::contiguous(padded.data(), {heads, n, d});
+  pv.strides[0] = n * pad;
+  pv.strides[1] = pad;
+  s = hattn::loki_captured_variance(pv, TensorView::contiguous(basis.data(), {heads, d, d}),
+                                    TensorView::contiguous(strided.data(), {heads, d}));
+  ASSERT_TRUE(s.ok()) << s.message;
+  EXPECT_TRUE(bitwise_equal(strided, share));
+}
+
 // --- argument errors ---------------------------------------------------------------------------
 
 void expect_invalid(const Status& s, const std::string& phrase, const std::string& what) {
   EXPECT_EQ(s.code, StatusCode::invalid_argument) << what << ": " << s.message;
   EXPECT_NE(s.message.find(phrase), std::string::npos)
       << what << ": message '" << s.message << "' lacks '" << phrase << "'";
+}
+
+TEST(LokiCapturedVariance, Refusals) {
+  std::mt19937_64 rng = make_rng();
+  const int64_t heads = 2, n = 6, d = 4;
+  std::vector<float> keys = random_floats(rng, heads * n * d), basis = some_basis(rng, heads, d);
+  std::vector<float> share(heads * d, kNaN);
+  const std::vector<float> poison = share;
+  auto call = [&](const std::vector<float>& k, const std::vector<float>& b) {
+    return hattn::loki_captured_variance(TensorView::contiguous(k.data(), {heads, n, d}),
+                                         TensorView::contiguous(b.data(), {heads, d, d}),
+                                         TensorView::contiguous(share.data(), {heads, d}));
+  };
+  std::vector<float> equal = keys;
+  for (int64_t j = 0; j < n; ++j) std::copy_n(keys.begin() + n * d, d, equal.begin() + (n + j) * d);
+  expect_invalid(call(equal, basis), "head 1 are all equal", "equal keys");
+  std::vector<float> nan_keys = keys;
+  nan_keys[3] = kNaN;
+  expect_invalid(call(nan_keys, basis), "head 0 hold a non-finite value", "NaN key");
+  std::vector<float> nan_basis = basis;
+  nan_basis[d * d + 2] = kNaN;
+  expect_invalid(call(keys, nan_basis), "basis of head 1 holds a non-finite", "NaN basis");
+  EXPECT_TRUE(bitwise_equal(share, poison)) << "a refused call wrote share";
+  expect_invalid(hattn::loki_captured_variance(TensorView::contiguous(keys.data(), {heads, n, d}),
+                                               TensorView::contiguous(basis.data(), {1, d, d}),
+                                               TensorView::contiguous(share.data(), {heads, d})),
+                 "does not match keys", "basis heads");
+  expect_invalid(
+      hattn::loki_captured_variance(TensorView::contiguous(keys.data(), {heads * n, 1, d}),
+                                    TensorView::contiguous(basis.data(), {heads, d, d}),
+                                    TensorView::contiguous(share.data(), {heads, d})),
+      "does not match keys", "one key per head");
+  expect_invalid(
+      hattn::loki_captured_variance(TensorView::contiguous(keys.data(), {heads, n, d}),
+                                    TensorView::contiguous(basis.data(), {heads, d, d}),
+                                    TensorView::contiguous(share.data(), {heads, d - 1})),
+      "share [2, 3] must be [2, 4]", "share shape");
+  expect_invalid(hattn::loki_captured_variance(TensorView::contiguous(keys.data(), {heads * n * d}),
+                                               TensorView::contiguous(basis.data(), {heads, d, d}),
+                                               TensorView::contiguous(share.data(), {heads, d})),
+                 "keys must have rank 3", "rank");
+  EXPECT_TRUE(bitwise_equal(share, poison)) << "a refused call wrote share";
 }
 
 class LokiErrors : public ::testing::Test {

@@ -18,6 +18,7 @@ struct AttentionArgs {
   int64_t topk = 0;
   // loki
   std::string basis;
+  int64_t layer = -1;  // of a per-layer basis [L, Hkv, D, D]
   int64_t rank = 0;
   double rank_fraction = 0, topk_fraction = 0;
   bool no_check_basis = false, copy_lead = false;
@@ -110,7 +111,7 @@ int run_topk(const AttentionArgs& a) {
 
 int run_loki(const AttentionArgs& a) {
   Loaded l = load_qkv(a);
-  hattn::npy::Array basis = load(a.basis, "basis", 3, "[Hkv, D, D]");
+  const LayerBasis basis = load_basis(a.basis, a.layer);
   hattn::LokiOptions opt;
   opt.rank = a.rank;
   opt.rank_fraction = a.rank_fraction;
@@ -146,7 +147,7 @@ int run_loki(const AttentionArgs& a) {
   hattn::TensorView ov = hattn::TensorView::contiguous(l.out.data(), l.q.shape);
   hattn::Dispatch chosen;
   const double t = median_seconds(a.common.repeat, [&] {
-    return hattn::loki_attention(view(l.q), view(l.k), view(l.v), view(basis), ov, opt, &chosen);
+    return hattn::loki_attention(view(l.q), view(l.k), view(l.v), basis.view, ov, opt, &chosen);
   });
   print_timing(chosen, t, a.common.repeat, attention_flops(l, a.causal));
   save(a.out, l.q.shape, l.out.data());
@@ -183,8 +184,10 @@ Action add_run_attention(CLI::App* run) {
       add_qkv_command(run, "loki", "Loki: low-rank key scoring, top-k (decode)", &loki_args);
   loki->get_option("--k")->description(
       "keys rotated into the basis [B, Hkv, Lk, D] (hattn rotate)");
-  loki->add_option("--basis", loki_args.basis, "PCA basis [Hkv, D, D] (hattn calibrate loki)")
+  loki->add_option("--basis", loki_args.basis,
+                   "PCA basis [Hkv, D, D] or per layer [L, Hkv, D, D] (hattn calibrate loki)")
       ->required();
+  loki->add_option("--layer", loki_args.layer, "layer of a per-layer basis to use, in [0, L)");
   // r and k: absolute or as fractions of D and Lk; the library refuses bad values itself.
   loki->add_option("--rank", loki_args.rank, "channels r of the approximate scores, in [1, D]");
   loki->add_option("--rank-fraction", loki_args.rank_fraction, "r as a fraction d_f of D");

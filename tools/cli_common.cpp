@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
 
 namespace hattn_cli {
 
@@ -42,6 +44,42 @@ Indices load_indices(const std::string& path, const char* name, size_t rank, con
 
 hattn::TensorView view(hattn::npy::Array& a) {
   return hattn::TensorView::contiguous(a.data.data(), a.shape);
+}
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string t = "[";
+  for (size_t i = 0; i < shape.size(); ++i) t += (i ? ", " : "") + std::to_string(shape[i]);
+  return t + "]";
+}
+
+LayerBasis load_basis(const std::string& path, int64_t layer) {
+  LayerBasis b;
+  std::string error;
+  if (!hattn::npy::read_f32(path, &b.file, &error)) die(1, error);
+  std::vector<int64_t> shape = b.file.shape;
+  const float* p = b.file.data.data();
+  if (shape.size() == 4) {
+    if (layer < 0 || layer >= shape[0]) {
+      die(2, path + " holds " + std::to_string(shape[0]) + " layers " + shape_text(shape) +
+                 "; choose one with --layer in [0, " + std::to_string(shape[0] - 1) + "]");
+    }
+    shape.erase(shape.begin());
+    p += layer * shape[0] * shape[1] * shape[2];
+  } else if (shape.size() != 3) {
+    die(1, path + ": basis must have rank 3 [Hkv, D, D] or 4 [L, Hkv, D, D], got rank " +
+               std::to_string(shape.size()) + " " + shape_text(shape));
+  } else if (layer >= 0) {
+    die(2, "--layer needs a per-layer basis [L, Hkv, D, D]; " + path + " is " + shape_text(shape));
+  }
+  b.view = hattn::TensorView::contiguous(p, shape);
+  return b;
+}
+
+void write_json(const std::string& path, const nlohmann::json& j) {
+  std::ofstream f(path);
+  f << j.dump(1) << "\n";
+  f.close();
+  if (!f) die(1, "cannot write " + path);
 }
 
 void check(const hattn::Status& s) {

@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdint>
 #include <functional>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,8 @@ struct Failure {
 // Reads a float32 .npy of rank `rank` (`layout` names the dimensions for the error message).
 hattn::npy::Array load(const std::string& path, const char* name, size_t rank, const char* layout);
 void save(const std::string& path, const std::vector<int64_t>& shape, const float* data);
+// Writes `j` indented, or fails naming the path.
+void write_json(const std::string& path, const nlohmann::json& j);
 
 // An int32 .npy (or int64, converted with a range check) of rank `rank`: page tables, lengths,
 // offsets.
@@ -34,6 +37,18 @@ struct Indices {
 Indices load_indices(const std::string& path, const char* name, size_t rank, const char* layout);
 
 hattn::TensorView view(hattn::npy::Array& a);
+
+// "[1, 8, 2048, 64]".
+std::string shape_text(const std::vector<int64_t>& shape);
+
+// A Loki basis as `hattn calibrate loki` writes it: [Hkv, D, D], or per layer [L, Hkv, D, D]
+// with `layer` (>= 0) choosing one. `layer` < 0 means none was given: a per-layer basis is then
+// refused with the range to choose from, as is a layer given for a one-layer basis.
+struct LayerBasis {
+  hattn::npy::Array file;
+  hattn::TensorView view;  // [Hkv, D, D], into file
+};
+LayerBasis load_basis(const std::string& path, int64_t layer);
 
 // Fails with the status's code and message unless it is ok.
 void check(const hattn::Status& s);

@@ -1,5 +1,6 @@
 // `hattn calibrate loki` and `hattn rotate`: Loki's offline preparation (hattn/loki_prep.h).
 //   hattn calibrate loki --keys keys.npy --out basis.npy [--variances var.npy] [--variance 0.9]
+//                        [--holdout 0.2] [--d-f 0.25] [--warn-below 0.8] [--report r.json]
 //   hattn rotate --keys k.npy --basis basis.npy --out krot.npy [--layer L]
 // Both come from the library hattn_loki_prep, which needs LAPACKE. A build without it
 // (HATTN_HAS_LOKI_PREP unset) still has both commands, with the same options, and they fail with
@@ -7,21 +8,23 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "cli_common.h"
-#if HATTN_HAS_LOKI_PREP
 #include "hattn/loki_prep.h"
-#endif
 
 namespace hattn_cli {
 
 namespace {
 
 struct CalibrateArgs {
-  std::string keys, out, variances;
+  std::string keys, out, variances, report;
   double variance = 0.9;
+  double holdout = 0.2;     // fraction of each head's samples held out for the report
+  double d_f = 0.25;        // the rank fraction the user means to run Loki with
+  double warn_below = 0.8;  // warn where that rank keeps less of the held-out variance
 };
 
 struct RotateArgs {
@@ -33,25 +36,43 @@ struct RotateArgs {
 
 #if HATTN_HAS_LOKI_PREP
 
-std::string shape_text(const std::vector<int64_t>& s) {
-  std::string t = "[";
-  for (size_t i = 0; i < s.size(); ++i) t += (i ? ", " : "") + std::to_string(s[i]);
-  return t + "]";
-}
-
 // `<out stem>.variance.npy` next to --out.
 std::string default_variances_path(const std::string& out) {
   return std::filesystem::path(out).replace_extension(".variance.npy").string();
 }
 
+// Fails with the status, naming the keys file and the layer.
+void check_layer(const hattn::Status& s, const std::string& keys, bool layered, int64_t l) {
+  if (!s.ok()) {
+    die(1, keys + (layered ? " layer " + std::to_string(l) : "") + ": " + hattn::to_string(s.code) +
+               ": " + s.message);
+  }
+}
+
+// Percent with one decimal.
+std::string pct(double share) {
+  char text[16];
+  std::snprintf(text, sizeof text, "%.1f%%", 100.0 * share);
+  return text;
+}
+
 int run_calibrate(const CalibrateArgs& a) {
   if (!(a.variance > 0.0 && a.variance <= 1.0)) {
-    char text[32];
-    std::snprintf(text, sizeof text, "%g", a.variance);
-    die(2, std::string("--variance must be in (0, 1], got ") + text);
+    die(2, "--variance must be in (0, 1], got " + std::to_string(a.variance));
+  }
+  if (!(a.holdout >= 0.0 && a.holdout <= 0.5)) {
+    die(2, "--holdout must be in [0, 0.5], got " + std::to_string(a.holdout));
+  }
+  if (!(a.d_f > 0.0 && a.d_f <= 1.0))
+    die(2, "--d-f must be in (0, 1], got " + std::to_string(a.d_f));
+  if (!(a.warn_below >= 0.0 && a.warn_below <= 1.0)) {
+    die(2, "--warn-below must be in [0, 1], got " + std::to_string(a.warn_below));
   }
   const std::string variances = a.variances.empty() ? default_variances_path(a.out) : a.variances;
   if (variances == a.out) die(2, "--variances and --out name the same file " + a.out);
+  if (a.report == a.out || a.report == variances) {
+    die(2, "--report names the same file as --out or --variances: " + a.report);
+  }
   hattn::npy::Array keys;
   std::string error;
   if (!hattn::npy::read_f32(a.keys, &keys, &error)) die(1, error);
@@ -63,43 +84,124 @@ int run_calibrate(const CalibrateArgs& a) {
   const int64_t layers = layered ? keys.shape[0] : 1;
   const std::vector<int64_t> per_layer(keys.shape.end() - 3, keys.shape.end());  // [Hkv, N, D]
   const int64_t heads = per_layer[0], n = per_layer[1], d = per_layer[2];
+  // Held-out split: the last n_hold samples of each head (keys gathered along a sequence are
+  // correlated with their neighbours, so a tail is a stricter test than a random subset).
+  const int64_t n_hold = std::llround(a.holdout * static_cast<double>(n)), n_cal = n - n_hold;
+  if (n_hold > 0 && (n_hold < 2 || n_cal < 2)) {
+    die(2, "--holdout " + std::to_string(a.holdout) + " of N = " + std::to_string(n) +
+               " keys leaves " + std::to_string(n_cal) + " to calibrate on and " +
+               std::to_string(n_hold) + " held out; each needs >= 2 (or --holdout 0)");
+  }
   std::vector<float> basis(static_cast<size_t>(layers * heads * d * d));
   std::vector<float> ratio(static_cast<size_t>(layers * heads * d));
+  // Shares of variance in the leading r axes, cumulative over r: on the calibration keys and on
+  // the held-out ones (of the basis calibrated without them), per (layer, head).
+  std::vector<float> cal_share(ratio.size()), held_share(n_hold > 0 ? ratio.size() : 0);
   hattn::LokiCalibrateOptions opt;
   opt.variance = a.variance;
   std::vector<int> ranks;
+  std::vector<float> split_basis(static_cast<size_t>(heads * d * d)), split_ratio(heads * d);
   // One layer per call, so that long calibrations show progress.
   for (int64_t l = 0; l < layers; ++l) {
     hattn::LokiCalibration info;
     const float* k = keys.data.data() + l * heads * n * d;
     float* b = basis.data() + l * heads * d * d;
-    float* r = ratio.data() + l * heads * d;
-    const hattn::Status s =
-        hattn::loki_calibrate(hattn::TensorView::contiguous(k, per_layer),
-                              hattn::TensorView::contiguous(b, {heads, d, d}),
-                              hattn::TensorView::contiguous(r, {heads, d}), opt, &info);
-    if (!s.ok()) {
-      die(1, a.keys + (layered ? " layer " + std::to_string(l) : "") + ": " +
-                 hattn::to_string(s.code) + ": " + s.message);
+    float* share = cal_share.data() + l * heads * d;
+    check_layer(
+        hattn::loki_calibrate(
+            hattn::TensorView::contiguous(k, per_layer),
+            hattn::TensorView::contiguous(b, {heads, d, d}),
+            hattn::TensorView::contiguous(ratio.data() + l * heads * d, {heads, d}), opt, &info),
+        a.keys, layered, l);
+    ranks.insert(ranks.end(), info.ranks.begin(), info.ranks.end());
+    if (n_hold == 0) {
+      check_layer(hattn::loki_captured_variance(hattn::TensorView::contiguous(k, per_layer),
+                                                hattn::TensorView::contiguous(b, {heads, d, d}),
+                                                hattn::TensorView::contiguous(share, {heads, d})),
+                  a.keys, layered, l);
+    } else {
+      // The basis the report describes comes from the first n_cal keys only; the basis written
+      // uses all n (as without --holdout), so the held-out figures are a conservative estimate.
+      auto part = [&](int64_t first, int64_t count) {
+        hattn::TensorView t = hattn::TensorView::contiguous(k + first * d, {heads, count, d});
+        t.strides[0] = n * d;
+        return t;
+      };
+      const hattn::TensorView sb = hattn::TensorView::contiguous(split_basis.data(), {heads, d, d});
+      check_layer(hattn::loki_calibrate(
+                      part(0, n_cal), sb,
+                      hattn::TensorView::contiguous(split_ratio.data(), {heads, d}), opt, nullptr),
+                  a.keys, layered, l);
+      check_layer(hattn::loki_captured_variance(part(0, n_cal), sb,
+                                                hattn::TensorView::contiguous(share, {heads, d})),
+                  a.keys, layered, l);
+      check_layer(hattn::loki_captured_variance(
+                      part(n_cal, n_hold), sb,
+                      hattn::TensorView::contiguous(held_share.data() + l * heads * d, {heads, d})),
+                  a.keys, layered, l);
     }
     if (layered) {
-      std::printf("layer %lld/%lld: r per head =", static_cast<long long>(l) + 1,
+      std::printf("layer %lld/%lld calibrated\n", static_cast<long long>(l) + 1,
                   static_cast<long long>(layers));
+      std::fflush(stdout);
     }
+  }
+
+  // The report: per (layer, head), the share at the rank r = max(1, round(d_f D)) that Loki uses
+  // for the paper's d_f values (Singhania et al. 2024: 1/8, 1/4, 1/2) and for --d-f.
+  std::vector<double> dfs = {0.125, 0.25, 0.5};
+  if (std::find(dfs.begin(), dfs.end(), a.d_f) == dfs.end()) dfs.push_back(a.d_f);
+  auto rank_of = [d](double d_f) {
+    return std::max<int64_t>(1, std::llround(d_f * static_cast<double>(d)));
+  };
+  const char* split = n_hold > 0 ? "calibration / held-out" : "calibration keys";
+  std::printf(
+      "share of the keys' variance in the leading r = round(d_f D) axes (%s; held out: "
+      "the last %lld of %lld keys per head):\n",
+      split, static_cast<long long>(n_hold), static_cast<long long>(n));
+  std::printf("%-16s %6s", "", "r@var");
+  for (double f : dfs)
+    std::printf("   d_f=%-5g (r=%3lld)  ", f, static_cast<long long>(rank_of(f)));
+  std::printf("\n");
+  nlohmann::json heads_json = nlohmann::json::array();
+  int warnings = 0;
+  const int64_t chosen_r = rank_of(a.d_f);
+  for (int64_t l = 0; l < layers; ++l) {
     for (int64_t h = 0; h < heads; ++h) {
-      double cum = 0.0;
-      for (int c = 0; c < info.ranks[h]; ++c) cum += r[h * d + c];
-      if (layered) {
-        std::printf(" %d", info.ranks[h]);
-      } else {
-        std::printf("head %lld: r = %d of %lld (%.1f%% of the variance)\n",
-                    static_cast<long long>(h), info.ranks[h], static_cast<long long>(d),
-                    100.0 * cum);
+      const int64_t at = (l * heads + h) * d;
+      const std::string who =
+          (layered ? "layer " + std::to_string(l) + " " : "") + "head " + std::to_string(h);
+      std::printf("%-16s %6d", who.c_str(), ranks[static_cast<size_t>(l * heads + h)]);
+      nlohmann::json by_df = nlohmann::json::array();
+      for (double f : dfs) {
+        const int64_t r = rank_of(f);
+        const double c = cal_share[at + r - 1];
+        std::string cell = pct(c);
+        nlohmann::json e = {{"d_f", f}, {"r", r}, {"calibration", c}};
+        if (n_hold > 0) {
+          cell += " / " + pct(held_share[at + r - 1]);
+          e["heldout"] = held_share[at + r - 1];
+        }
+        std::printf("   %-21s", cell.c_str());
+        by_df.push_back(e);
       }
+      std::printf("\n");
+      const double kept = n_hold > 0 ? held_share[at + chosen_r - 1] : cal_share[at + chosen_r - 1];
+      const bool warn = kept < a.warn_below;
+      nlohmann::json hj = {{"layer", l},
+                           {"head", h},
+                           {"rank_for_variance", ranks[static_cast<size_t>(l * heads + h)]},
+                           {"shares", by_df},
+                           {"calibration_share",
+                            std::vector<float>(cal_share.begin() + at, cal_share.begin() + at + d)},
+                           {"warning", warn}};
+      if (n_hold > 0) {
+        hj["heldout_share"] =
+            std::vector<float>(held_share.begin() + at, held_share.begin() + at + d);
+      }
+      heads_json.push_back(hj);
+      if (warn) ++warnings;
     }
-    if (layered) std::printf("\n");
-    std::fflush(stdout);
-    ranks.insert(ranks.end(), info.ranks.begin(), info.ranks.end());
   }
   int max_rank = 0;
   double mean_rank = 0.0;
@@ -113,6 +215,27 @@ int run_calibrate(const CalibrateArgs& a) {
       static_cast<long long>(layers), static_cast<long long>(heads), static_cast<long long>(n),
       static_cast<long long>(d), a.variance, max_rank, mean_rank,
       static_cast<double>(max_rank) / static_cast<double>(d));
+  const char* which = n_hold > 0 ? "held-out" : "calibration";
+  if (warnings == 0) {
+    std::printf("every head keeps >= %s of the %s keys' variance at d_f = %g (r = %lld)\n",
+                pct(a.warn_below).c_str(), which, a.d_f, static_cast<long long>(chosen_r));
+  } else {
+    std::string list;
+    for (const nlohmann::json& hj : heads_json) {
+      if (!hj["warning"].get<bool>()) continue;
+      const int64_t l = hj["layer"].get<int64_t>(), h = hj["head"].get<int64_t>();
+      const int64_t at = (l * heads + h) * d + chosen_r - 1;
+      list += std::string(list.empty() ? "" : ", ") +
+              (layered ? "layer " + std::to_string(l) + " " : "") + "head " + std::to_string(h) +
+              " " + pct(n_hold > 0 ? held_share[at] : cal_share[at]);
+    }
+    std::printf(
+        "warning: %d of %lld heads keep less than --warn-below %s of the %s keys' variance at "
+        "d_f = %g (r = %lld): %s. Loki's approximate scores miss what the other axes hold there; "
+        "raise d_f or measure with `hattn fidelity activations` first\n",
+        warnings, static_cast<long long>(layers * heads), pct(a.warn_below).c_str(), which, a.d_f,
+        static_cast<long long>(chosen_r), list.c_str());
+  }
   std::vector<int64_t> basis_shape = {heads, d, d}, ratio_shape = {heads, d};
   if (layered) {
     basis_shape.insert(basis_shape.begin(), layers);
@@ -122,6 +245,15 @@ int run_calibrate(const CalibrateArgs& a) {
   save(variances, ratio_shape, ratio.data());
   std::printf("wrote %s %s and %s %s\n", a.out.c_str(), shape_text(basis_shape).c_str(),
               variances.c_str(), shape_text(ratio_shape).c_str());
+  if (!a.report.empty()) {
+    const nlohmann::json report = {
+        {"keys", a.keys},         {"layers", layers},     {"kv_heads", heads},
+        {"samples", n},           {"head_dim", d},        {"heldout_samples", n_hold},
+        {"d_f", a.d_f},           {"rank", chosen_r},     {"warn_below", a.warn_below},
+        {"variance", a.variance}, {"warnings", warnings}, {"heads", heads_json}};
+    write_json(a.report, report);
+    std::printf("wrote %s\n", a.report.c_str());
+  }
   return 0;
 }
 
@@ -131,26 +263,9 @@ int run_rotate(const RotateArgs& a) {
     die(2, "--lead must be in [1, D=" + std::to_string(keys.shape[3]) + "] with --lead-out, got " +
                std::to_string(a.lead));
   }
-  hattn::npy::Array basis;
-  std::string error;
-  if (!hattn::npy::read_f32(a.basis, &basis, &error)) die(1, error);
-  const float* p = basis.data.data();
-  std::vector<int64_t> shape = basis.shape;
-  if (shape.size() == 4) {  // a multi-layer calibration: rotate with one layer's basis
-    if (a.layer < 0 || a.layer >= shape[0]) {
-      die(2, a.basis + " holds " + std::to_string(shape[0]) + " layers " + shape_text(shape) +
-                 "; choose one with --layer in [0, " + std::to_string(shape[0] - 1) + "]");
-    }
-    shape.erase(shape.begin());
-    p += a.layer * shape[0] * shape[1] * shape[2];
-  } else if (shape.size() != 3) {
-    die(1, a.basis + ": basis must have rank 3 [Hkv, D, D] or 4 [L, Hkv, D, D], got rank " +
-               std::to_string(shape.size()));
-  } else if (a.layer >= 0) {
-    die(2,
-        "--layer needs a per-layer basis [L, Hkv, D, D]; " + a.basis + " is " + shape_text(shape));
-  }
-  const hattn::TensorView basis_view = hattn::TensorView::contiguous(p, shape);
+  const LayerBasis basis = load_basis(a.basis, a.layer);
+  const hattn::TensorView& basis_view = basis.view;
+  const std::vector<int64_t> shape(basis_view.shape, basis_view.shape + 3);
   std::string worst;
   // A basis that is not orthonormal would make the rotated scores differ from q . k.
   const hattn::Status ortho = hattn::loki_check_basis(basis_view, 1e-4, &worst);
@@ -210,6 +325,16 @@ Action add_calibrate(CLI::App* app) {
                 "(default: <out stem>.variance.npy)");
   c->add_option("--variance", args.variance,
                 "variance fraction in (0, 1] to report the rank r for (default 0.9)");
+  c->add_option("--holdout", args.holdout,
+                "fraction in [0, 0.5] of each head's keys (the last ones) held out: the report "
+                "gives the variance a basis calibrated without them keeps of them (default 0.2; "
+                "the basis written uses every key)");
+  c->add_option("--d-f", args.d_f, "rank fraction d_f you mean to run Loki with (default 0.25)");
+  c->add_option("--warn-below", args.warn_below,
+                "warn for each head whose held-out variance share at --d-f is below this "
+                "(default 0.8)");
+  c->add_option("--report", args.report,
+                "JSON file to write the per-(layer, head) shares to (every r, and per d_f)");
   return [c]() { return *c ? run_calibrate(args) : -1; };
 }
 

@@ -60,4 +60,18 @@ Status loki_rotate(const TensorView& keys, const TensorView& basis, const Tensor
 // invalid_argument naming that head.
 Status loki_check_basis(const TensorView& basis, double tolerance, std::string* worst = nullptr);
 
+// How much of some keys' variance each head's leading axes hold: for keys not used to calibrate
+// the basis (held-out keys, or a model's keys at run time), the figure that says whether a rank r
+// is safe. keys [Hkv, N, D] or [L, Hkv, N, D] (N >= 2), basis [Hkv, D, D] or [L, Hkv, D, D] (one
+// basis per key head), share [Hkv, D] or [L, Hkv, D] (written, fp32):
+//   share[..., c] = sum_{c' <= c} sum_j ((k_j - m) . P_c')^2 / sum_j |k_j - m|^2,
+// m the mean of the head's N keys, accumulated in double; non-decreasing in c, 1 at c = D - 1
+// for an orthonormal basis. Centred, because a constant added to every key shifts a query row's
+// approximate scores by one constant and leaves its top-k unchanged: only the centred variance
+// decides Loki's selection. A head whose keys are
+// all equal (zero variance) is refused, naming it; share is written only on success. This needs
+// no LAPACK and is part of libhattn.
+Status loki_captured_variance(const TensorView& keys, const TensorView& basis,
+                              const TensorView& share);
+
 }  // namespace hattn
