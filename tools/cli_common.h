@@ -99,10 +99,12 @@ using Action = std::function<int()>;
 Action add_run_attention(CLI::App* run);  // run dense, run topk
 Action add_run_ffn(CLI::App* run);        // run topk-ffn
 Action add_run_el(CLI::App* run);         // run el (tools/cli_el.cpp)
-Action add_fidelity(CLI::App* app);       // fidelity topk
-Action add_calibrate(CLI::App* app);      // calibrate loki (tools/cli_loki_prep.cpp)
-Action add_rotate(CLI::App* app);         // rotate (Loki key-cache rotation)
-Action add_run_sparsek(CLI::App* run);    // run sparsek, run sparsek-mask (tools/cli_sparsek.cpp)
-Action add_run_batch(CLI::App* run);      // run paged, run ragged (tools/cli_batch.cpp)
+Action add_fidelity(CLI::App* app);       // fidelity topk|loki|activations
+// fidelity activations (tools/cli_fidelity_activations.cpp), under `fidelity`.
+Action add_fidelity_activations(CLI::App* fidelity);
+Action add_calibrate(CLI::App* app);    // calibrate loki (tools/cli_loki_prep.cpp)
+Action add_rotate(CLI::App* app);       // rotate (Loki key-cache rotation)
+Action add_run_sparsek(CLI::App* run);  // run sparsek, run sparsek-mask (tools/cli_sparsek.cpp)
+Action add_run_batch(CLI::App* run);    // run paged, run ragged (tools/cli_batch.cpp)
 
 }  // namespace hattn_cli

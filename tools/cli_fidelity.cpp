@@ -1,4 +1,5 @@
-// `hattn fidelity topk|loki`: how far an approximate variant is from dense attention.
+// `hattn fidelity topk|loki`: how far an approximate variant is from dense attention, on synthetic
+// inputs (`hattn fidelity activations`, on a model's own, is tools/cli_fidelity_activations.cpp).
 // topk, as k varies, on two kinds of input drawn from a printed seed:
 //   random  q, k, v standard normal: attention is diffuse, top-k loses mass for small k;
 //   peaked  each query is `--sharpness` x the mean of `--aligned` random visible keys, plus
@@ -273,10 +274,11 @@ Action add_fidelity(CLI::App* app) {
   loki->add_option("--sharpness", loki_args.sharpness, "multiple of the keys' mean (12)");
   loki->add_option("--seed", loki_args.seed, "random seed (printed)");
   loki->add_option("--threads", loki_args.threads, "worker threads")->check(CLI::NonNegativeNumber);
-  return [topk, loki]() {
+  const Action activations = add_fidelity_activations(fidelity);
+  return [topk, loki, activations]() {
     if (*topk) return run_fidelity(args);
     if (*loki) return run_loki_fidelity(loki_args);
-    return -1;
+    return activations();
   };
 }
 
