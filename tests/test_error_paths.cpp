@@ -11,6 +11,7 @@
 #include <functional>
 #include <limits>
 #include <map>
+#include <memory>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -736,6 +737,126 @@ std::vector<Row> rows() {
       bad,
       "basis is not orthonormal: head 0: max |P^T P - I| = inf exceeds the tolerance 0.0001 "
       "(non-finite entries)");
+
+  // loki_basis.cpp: loki_captured_variance and loki_basis_layer (public, hattn/loki_prep.h). The
+  // fixture's rotated keys [1, 1, 5, 16] seen as [Hkv, N, D] = [1, 5, 16] against its basis.
+  const auto drop0 = [](TensorView t) {
+    for (int i = 0; i + 1 < t.rank; ++i) {
+      t.shape[i] = t.shape[i + 1];
+      t.strides[i] = t.strides[i + 1];
+    }
+    --t.rank;
+    return t;
+  };
+  const auto share = std::make_shared<std::vector<float>>(16, 0.f);
+  const auto share_view = [share] { return TensorView::contiguous(share->data(), {1, 16}); };
+  const auto captured = [=](TensorView keys, TensorView b) {
+    return hattn::loki_captured_variance(keys, b, share_view());
+  };
+  add(
+      "loki_basis.cpp", "captured_rank",
+      [=](F x) {
+        auto k = drop0(drop0(x.loki[1].view()));
+        return captured(k, basis(x));
+      },
+      bad, "keys must have rank 3 [Hkv, N, D] or 4 [L, Hkv, N, D], got rank 2");
+  add(
+      "loki_basis.cpp", "captured_device",
+      [=](F x) {
+        auto k = drop0(x.loki[1].view());
+        k.device = Device::cuda;
+        return captured(k, basis(x));
+      },
+      bad, "keys is on device cuda; this call reads host memory");
+  add(
+      "loki_basis.cpp", "captured_basis_shape",
+      [=](F x) {
+        auto b = basis(x);
+        b.shape[1] = 8;
+        return captured(drop0(x.loki[1].view()), b);
+      },
+      bad, "basis [1, 8, 16] does not match keys [1, 5, 16]: it must be [1, 16, 16]");
+  add(
+      "loki_basis.cpp", "captured_share_shape",
+      [=](F x) {
+        return hattn::loki_captured_variance(drop0(x.loki[1].view()), basis(x),
+                                             TensorView::contiguous(share->data(), {1, 8}));
+      },
+      bad, "share [1, 8] must be [1, 16]");
+  add(
+      "loki_basis.cpp", "captured_samples",
+      [=](F x) {
+        auto k = drop0(x.loki[1].view());
+        k.shape[1] = 1;
+        return captured(k, basis(x));
+      },
+      bad, "keys need N >= 2 samples per head, got [1, 1, 16]");
+  add(
+      "loki_basis.cpp", "captured_overlap",
+      [=](F x) {
+        auto k = drop0(x.loki[1].view());
+        TensorView into_keys = k;
+        into_keys.rank = 2;
+        into_keys.shape[0] = 1;
+        into_keys.shape[1] = 16;
+        into_keys.strides[0] = 16;
+        into_keys.strides[1] = 1;
+        return hattn::loki_captured_variance(k, basis(x), into_keys);
+      },
+      bad, "share overlaps keys or basis");
+  add(
+      "loki_basis.cpp", "captured_no_variance",
+      [=](F x) {
+        Fixture c = x;
+        for (int64_t j = 0; j < 5 * 16; ++j) c.loki[1].at_flat(j) = 0.5f;
+        return captured(drop0(c.loki[1].view()), basis(c));
+      },
+      bad, "keys of head 0 are all equal: they have no variance to share");
+  add(
+      "loki_basis.cpp", "captured_no_variance",
+      [=](F x) {
+        Fixture c = x;
+        c.loki[1].at_flat(7) = kNaN;
+        return captured(drop0(c.loki[1].view()), basis(c));
+      },
+      bad, "keys of head 0 hold a non-finite value (NaN or inf)");
+  add(
+      "loki_basis.cpp", "captured_basis_nonfinite",
+      [=](F x) {
+        Fixture c = x;
+        c.loki[3].at_flat(3) = kNaN;
+        return captured(drop0(x.loki[1].view()), basis(c));
+      },
+      bad, "basis of head 0 holds a non-finite value (NaN or inf)");
+  const auto layered = [=](F x) {  // the basis as a one-layer [1, Hkv, D, D]
+    TensorView b = basis(x);
+    for (int i = 3; i > 0; --i) {
+      b.shape[i] = b.shape[i - 1];
+      b.strides[i] = b.strides[i - 1];
+    }
+    b.shape[0] = 1;
+    b.strides[0] = b.shape[1] * b.strides[1];
+    b.rank = 4;
+    return b;
+  };
+  add(
+      "loki_basis.cpp", "layer_null",
+      [=](F x) { return hattn::loki_basis_layer(layered(x), 0, nullptr); }, bad,
+      "layer_basis is null");
+  add(
+      "loki_basis.cpp", "layer_rank",
+      [=](F x) {
+        TensorView out;
+        return hattn::loki_basis_layer(basis(x), 0, &out);
+      },
+      bad, "a per-layer basis must have rank 4 [L, Hkv, D, D], got rank 3 [1, 16, 16]");
+  add(
+      "loki_basis.cpp", "layer_range",
+      [=](F x) {
+        TensorView out;
+        return hattn::loki_basis_layer(layered(x), 1, &out);
+      },
+      bad, "layer 1 is outside [0, 0] of the basis [1, 1, 16, 16]");
 
   // dispatch.cpp.
   add(

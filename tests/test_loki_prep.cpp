@@ -594,6 +594,34 @@ void expect_invalid(const Status& s, const std::string& phrase, const std::strin
       << what << ": message '" << s.message << "' lacks '" << phrase << "'";
 }
 
+// A layer of a per-layer basis is a view of that layer's [Hkv, D, D], strides kept.
+TEST(LokiBasisLayer, ViewsOneLayer) {
+  const int64_t layers = 3, heads = 2, d = 4;
+  std::vector<float> basis(layers * heads * d * d);
+  for (size_t i = 0; i < basis.size(); ++i) basis[i] = static_cast<float>(i);
+  TensorView layer;
+  Status s = hattn::loki_basis_layer(TensorView::contiguous(basis.data(), {layers, heads, d, d}), 2,
+                                     &layer);
+  ASSERT_TRUE(s.ok()) << s.message;
+  ASSERT_EQ(layer.rank, 3);
+  EXPECT_EQ(layer.shape[0], heads);
+  EXPECT_EQ(layer.shape[2], d);
+  EXPECT_EQ(layer.strides[0], d * d);
+  EXPECT_EQ(static_cast<const float*>(layer.data), basis.data() + 2 * heads * d * d);
+  TensorView untouched;
+  untouched.rank = 0;
+  expect_invalid(hattn::loki_basis_layer(
+                     TensorView::contiguous(basis.data(), {layers, heads, d, d}), 3, &untouched),
+                 "layer 3 is outside [0, 2]", "layer past the end");
+  expect_invalid(hattn::loki_basis_layer(
+                     TensorView::contiguous(basis.data(), {layers, heads, d, d}), -1, &untouched),
+                 "layer -1 is outside", "negative layer");
+  expect_invalid(
+      hattn::loki_basis_layer(TensorView::contiguous(basis.data(), {heads, d, d}), 0, &untouched),
+      "must have rank 4", "rank-3 basis");
+  EXPECT_EQ(untouched.rank, 0) << "a refused call set its output";
+}
+
 TEST(LokiCapturedVariance, Refusals) {
   std::mt19937_64 rng = make_rng();
   const int64_t heads = 2, n = 6, d = 4;

@@ -6,6 +6,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "hattn/loki_prep.h"
+
 namespace hattn_cli {
 
 void die(int status, const std::string& message) {
@@ -56,22 +58,21 @@ LayerBasis load_basis(const std::string& path, int64_t layer) {
   LayerBasis b;
   std::string error;
   if (!hattn::npy::read_f32(path, &b.file, &error)) die(1, error);
-  std::vector<int64_t> shape = b.file.shape;
-  const float* p = b.file.data.data();
+  const std::vector<int64_t>& shape = b.file.shape;
   if (shape.size() == 4) {
     if (layer < 0 || layer >= shape[0]) {
       die(2, path + " holds " + std::to_string(shape[0]) + " layers " + shape_text(shape) +
                  "; choose one with --layer in [0, " + std::to_string(shape[0] - 1) + "]");
     }
-    shape.erase(shape.begin());
-    p += layer * shape[0] * shape[1] * shape[2];
+    check(hattn::loki_basis_layer(view(b.file), layer, &b.view));
   } else if (shape.size() != 3) {
     die(1, path + ": basis must have rank 3 [Hkv, D, D] or 4 [L, Hkv, D, D], got rank " +
                std::to_string(shape.size()) + " " + shape_text(shape));
   } else if (layer >= 0) {
     die(2, "--layer needs a per-layer basis [L, Hkv, D, D]; " + path + " is " + shape_text(shape));
+  } else {
+    b.view = view(b.file);
   }
-  b.view = hattn::TensorView::contiguous(p, shape);
   return b;
 }
 

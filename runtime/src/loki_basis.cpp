@@ -92,6 +92,31 @@ Status loki_check_basis(const TensorView& basis, double tolerance, std::string* 
   return Status::success();
 }
 
+Status loki_basis_layer(const TensorView& basis, int64_t layer, TensorView* layer_basis) {
+  if (layer_basis == nullptr) return invalid("layer_basis is null");
+  if (basis.rank != 4) {
+    return invalid("a per-layer basis must have rank 4 [L, Hkv, D, D], got rank " +
+                   std::to_string(basis.rank) + " " + shape_str(basis));
+  }
+  static const char* const kDims[] = {"L", "Hkv", "D", "D"};
+  Status s = check_tensor(basis, "basis", 4, kDims, false);
+  if (!s.ok()) return s;
+  if (layer < 0 || layer >= basis.shape[0]) {
+    return invalid("layer " + std::to_string(layer) + " is outside [0, " +
+                   std::to_string(basis.shape[0] - 1) + "] of the basis " + shape_str(basis));
+  }
+  TensorView v = basis;
+  v.rank = 3;
+  for (int i = 0; i < 3; ++i) {
+    v.shape[i] = basis.shape[i + 1];
+    v.strides[i] = basis.strides[i + 1];
+  }
+  v.data = static_cast<char*>(basis.data) +
+           layer * basis.strides[0] * static_cast<int64_t>(element_size(basis.dtype));
+  *layer_basis = v;
+  return Status::success();
+}
+
 namespace {
 
 // One head: keys [n, d] rows `key_stride` apart, basis [d, d] rows `basis_stride` apart, share [d].

@@ -60,6 +60,12 @@ Status loki_rotate(const TensorView& keys, const TensorView& basis, const Tensor
 // invalid_argument naming that head.
 Status loki_check_basis(const TensorView& basis, double tolerance, std::string* worst = nullptr);
 
+// One layer's basis [Hkv, D, D] out of a per-layer basis [L, Hkv, D, D] as loki_calibrate writes
+// it (a view into the same memory, for loki_attention and loki_rotate). A basis of rank other
+// than 4, or a layer outside [0, L), is refused naming the range; *layer_basis is set only on
+// success.
+Status loki_basis_layer(const TensorView& basis, int64_t layer, TensorView* layer_basis);
+
 // How much of some keys' variance each head's leading axes hold: for keys not used to calibrate
 // the basis (held-out keys, or a model's keys at run time), the figure that says whether a rank r
 // is safe. keys [Hkv, N, D] or [L, Hkv, N, D] (N >= 2), basis [Hkv, D, D] or [L, Hkv, D, D] (one
