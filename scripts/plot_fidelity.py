@@ -58,7 +58,9 @@ def main() -> int:
                               key=lambda r: r["bytes"])
                 x = [r["bytes"] for r in line]
                 style = ["-", "--", ":", "-."][n % 4]
-                label = f"layer {layer['layer']}" + (f" d_f={g:g}" if g is not None else "")
+                # Colour says the layer (legend of the first panel); the line style says d_f.
+                label = (f"layer {layer['layer']}" if g is None
+                         else f"d_f={g:g}" if i == 0 else None)
                 err_ax.plot(x, [max(r["summary"]["worst_head_error"], 1e-9) for r in line],
                             "o" + style, color=colour(i), label=label, markersize=3)
                 mass_ax.plot(x, [r["summary"]["mean_mass"] for r in line], "o" + style,
