@@ -23,7 +23,7 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 debs=(
   build-essential cmake ninja-build git pkg-config ca-certificates
-  python3 python3-venv python3-pip
+  python3 python3-venv python3-pip python3-dev   # -dev: headers for the Python module
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   libopenblas-dev
   liblapacke-dev                    # Loki calibration's eigensolver (hattn_loki_prep)
@@ -53,22 +53,25 @@ if [ ! -x "$venv/bin/python" ]; then
   echo "[setup] creating $venv"
   python3 -m venv "$venv"
 fi
-if ! "$venv/bin/python" -c "import importlib.metadata as m, numpy, matplotlib, sys; sys.exit(0 if m.version('halide') == '$HALIDE_VERSION' and m.version('cmake') >= '3.28' else 1)" 2>/dev/null; then
-  echo "[setup] pip install halide==$HALIDE_VERSION numpy matplotlib"
+if ! "$venv/bin/python" -c "import importlib.metadata as m, numpy, matplotlib, nanobind, pytest, sys; sys.exit(0 if m.version('halide') == '$HALIDE_VERSION' and m.version('cmake') >= '3.28' else 1)" 2>/dev/null; then
+  echo "[setup] pip install halide==$HALIDE_VERSION numpy matplotlib nanobind pytest"
   "$venv/bin/pip" install -q --upgrade pip
   # matplotlib: scripts/plot_fidelity.py draws `hattn fidelity activations --json` as a PNG.
-  "$venv/bin/pip" install -q "halide==$HALIDE_VERSION" numpy matplotlib "cmake>=3.28,<4"
+  # nanobind and pytest: the Python module (python/) and its tests; scikit-build-core: the
+  # backend of `pip install ./python`.
+  "$venv/bin/pip" install -q "halide==$HALIDE_VERSION" numpy matplotlib "cmake>=3.28,<4" \
+    "nanobind>=2.4" pytest scikit-build-core
 else
-  echo "[setup] halide $HALIDE_VERSION, numpy and matplotlib already in $venv"
+  echo "[setup] halide $HALIDE_VERSION, numpy, matplotlib, nanobind and pytest already in $venv"
 fi
 
 if [ "$want_peer" = 1 ]; then
   peer="$here/.venv-peer"
   [ -x "$peer/bin/python" ] || python3 -m venv "$peer"
-  if ! "$peer/bin/python" -c "import torch, numpy" 2>/dev/null; then
+  if ! "$peer/bin/python" -c "import torch, numpy, pytest" 2>/dev/null; then
     echo "[setup] pip install torch into $peer (large download)"
     "$peer/bin/pip" install -q --upgrade pip
-    "$peer/bin/pip" install -q numpy "torch${TORCH_VERSION:+==$TORCH_VERSION}"
+    "$peer/bin/pip" install -q numpy pytest "torch${TORCH_VERSION:+==$TORCH_VERSION}"
   else
     echo "[setup] torch already in $peer"
   fi
