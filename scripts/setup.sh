@@ -71,7 +71,7 @@ if [ "$want_peer" = 1 ]; then
   if ! "$peer/bin/python" -c "import torch, numpy, pytest" 2>/dev/null; then
     echo "[setup] pip install torch into $peer (large download)"
     "$peer/bin/pip" install -q --upgrade pip
-    "$peer/bin/pip" install -q numpy pytest "torch${TORCH_VERSION:+==$TORCH_VERSION}"
+    "$peer/bin/pip" install -q numpy pytest matplotlib "torch${TORCH_VERSION:+==$TORCH_VERSION}"
   else
     echo "[setup] torch already in $peer"
   fi
