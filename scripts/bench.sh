@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs hattn's benchmarks with their baselines in one run and prints the ratio table.
 #   scripts/bench.sh [--quick] [extra Google Benchmark args, e.g. --benchmark_filter=decode]
-# JSON and the table are kept in results/. PyTorch's SDPA joins when .venv-peer exists
+# JSON, the table and a PNG plot of it are kept in results/. PyTorch's SDPA joins when .venv-peer exists
 # (scripts/setup.sh --peer); otherwise the peer is skipped, and the table says so.
 # HATTN_BENCH_THREADS=n sets the threads (default 2); HATTN_BENCH_PEER=0 skips the peer.
 set -euo pipefail
@@ -43,3 +43,6 @@ else
   echo "== PyTorch SDPA peer skipped: no torch in .venv-peer (scripts/setup.sh --peer installs it)"
 fi
 python3 "$here/bench/report.py" "$here/results/bench_dense.json" $peer_json | tee "$here/results/bench_dense.txt"
+# The same run as a PNG (matplotlib, in .venv): prefill GFLOP/s and decode GB/s by shape.
+"$here/.venv/bin/python" "$here/bench/plot.py" "$here/results/bench_dense.png" \
+  "$here/results/bench_dense.json" $peer_json || echo "== no plot (see the line above)"

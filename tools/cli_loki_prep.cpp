@@ -233,7 +233,7 @@ int run_calibrate(const CalibrateArgs& a) {
         "warning: %d of %lld heads keep less than --warn-below %s of the %s keys' variance at "
         "d_f = %g (r = %lld): %s. Loki's approximate scores miss what the other axes hold there; "
         "raise d_f or measure with `hattn fidelity activations` first\n",
-        warnings, static_cast<long long>(layers * heads), pct(a.warn_below).c_str(), which, a.d_f,
+        warnings, static_cast<long long>(layers) * heads, pct(a.warn_below).c_str(), which, a.d_f,
         static_cast<long long>(chosen_r), list.c_str());
   }
   std::vector<int64_t> basis_shape = {heads, d, d}, ratio_shape = {heads, d};

@@ -70,7 +70,7 @@ hattn::Status sparsek_selection(const float* u, int64_t position, int64_t k, int
   if (candidates > 0 && k > 0) {
     std::vector<float> z(u, u + candidates), mask(z.size());
     float tau = 0;
-    const hattn::Status s =
+    hattn::Status s =
         hattn::sparsek_mask(hattn::TensorView::contiguous(z.data(), {1, candidates}), nullptr, k,
                             hattn::TensorView::contiguous(mask.data(), {1, candidates}),
                             hattn::TensorView::contiguous(&tau, {1}));
