@@ -204,6 +204,7 @@ void register_all() {
     add("hattn_dense" + shape, run_hattn, s, hattn::DType::f32);
     add("hattn_dense_bf16" + shape, run_hattn, s, hattn::DType::bf16);
     add("hattn_dense_f16" + shape, run_hattn, s, hattn::DType::f16);
+    if (lk == 32768) hattn_bench::register_loki_decode(s);  // Loki over the same GQA cache
   }
   for (int t : {1, 2}) add("array_read/threads:" + std::to_string(t), run_array_read, t);
   // The machine's compute bound, and a square GEMM: a BLAS far below the peak at this shape is

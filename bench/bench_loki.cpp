@@ -45,7 +45,7 @@ const std::vector<float>& lead_copy(const float* k, const Shape& s, int64_t r) {
   static const float* made_from = nullptr;
   static int64_t made_r = 0, made_lk = 0;
   if (made_from != k || made_r != r || made_lk != s.lk) {
-    const int64_t rows = s.batch * s.heads * s.lk;
+    const int64_t rows = s.batch * s.kv() * s.lk;
     lead.resize(static_cast<size_t>(rows * r));
     for (int64_t j = 0; j < rows; ++j) {
       for (int64_t c = 0; c < r; ++c) {
@@ -61,16 +61,16 @@ const std::vector<float>& lead_copy(const float* k, const Shape& s, int64_t r) {
 
 void run_loki(benchmark::State& state, Shape s, double d_f, double k_f, bool contiguous_lead) {
   Inputs in(s);  // the rotated key cache is just a key cache: the same random inputs as dense
-  const std::vector<float>& basis = householder_bases(s.heads, s.head_dim);
-  auto view = [&](float* x, int64_t l) {
-    return hattn::TensorView::contiguous(x, {s.batch, s.heads, l, s.head_dim});
+  const std::vector<float>& basis = householder_bases(s.kv(), s.head_dim);
+  auto view = [&](float* x, int64_t l, int64_t heads) {
+    return hattn::TensorView::contiguous(x, {s.batch, heads, l, s.head_dim});
   };
   hattn::LokiOptions opt;
   opt.rank_fraction = d_f;
   opt.k_fraction = k_f;
   opt.check_basis = false;  // checked once, as a decode loop would
   const auto basis_view =
-      hattn::TensorView::contiguous(basis.data(), {s.heads, s.head_dim, s.head_dim});
+      hattn::TensorView::contiguous(basis.data(), {s.kv(), s.head_dim, s.head_dim});
   hattn::Status checked = hattn::loki_check_basis(basis_view, 1e-4);
   if (!checked.ok()) {
     state.SkipWithError(checked.message.c_str());
@@ -80,14 +80,15 @@ void run_loki(benchmark::State& state, Shape s, double d_f, double k_f, bool con
   hattn::TensorView lead_view;
   if (contiguous_lead) {
     const std::vector<float>& lead = lead_copy(in.k, s, r_used);
-    lead_view = hattn::TensorView::contiguous(lead.data(), {s.batch, s.heads, s.lk, r_used});
+    lead_view = hattn::TensorView::contiguous(lead.data(), {s.batch, s.kv(), s.lk, r_used});
     opt.k_lead = &lead_view;
   }
   hattn::Dispatch chosen;
   hattn::set_num_threads(bench_threads());
   for (auto _ : state) {
-    hattn::Status st = hattn::loki_attention(view(in.q, s.lq), view(in.k, s.lk), view(in.v, s.lk),
-                                             basis_view, view(in.out, s.lq), opt, &chosen);
+    hattn::Status st = hattn::loki_attention(view(in.q, s.lq, s.heads), view(in.k, s.lk, s.kv()),
+                                             view(in.v, s.lk, s.kv()), basis_view,
+                                             view(in.out, s.lq, s.heads), opt, &chosen);
     if (!st.ok()) {
       state.SkipWithError(st.message.c_str());
       break;
@@ -98,10 +99,12 @@ void run_loki(benchmark::State& state, Shape s, double d_f, double k_f, bool con
   state.SetLabel(chosen.kernel + (contiguous_lead ? " (k_lead)" : " (strided)"));
   const double r = static_cast<double>(r_used);
   const double k = std::max(1.0, std::round(k_f * s.lk));
-  const double floats = static_cast<double>(s.batch * s.heads) * (s.lk * r + 2 * k * s.head_dim);
+  // The leading channels once per kv head, then k whole K and V rows per query head.
+  const double floats =
+      static_cast<double>(s.batch) * (s.kv() * s.lk * r + s.heads * 2 * k * s.head_dim);
   state.counters["GB/s"] =
       benchmark::Counter(floats * 4e-9, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["model_bytes_vs_dense"] = floats / (2.0 * s.batch * s.heads * s.lk * s.head_dim);
+  state.counters["model_bytes_vs_dense"] = floats / (2.0 * s.batch * s.kv() * s.lk * s.head_dim);
 }
 
 }  // namespace
@@ -110,6 +113,12 @@ void register_loki_decode(const Shape& s) {
   auto frac = [](double f) { return f == 0.125 ? std::string("1/8") : f == 0.25 ? "1/4" : "1/2"; };
   const std::string shape =
       "/decode/Lk:" + std::to_string(s.lk) + "/D:" + std::to_string(s.head_dim);
+  if (s.kv() != s.heads) {  // grouped-query: the paper's two points only
+    const std::string gqa = "/Hkv:" + std::to_string(s.kv());
+    add("hattn_loki" + shape + "/df:1/4/kf:1/8" + gqa, run_loki, s, 0.25, 0.125, true);
+    add("hattn_loki" + shape + "/df:1/4/kf:1/4" + gqa, run_loki, s, 0.25, 0.25, true);
+    return;
+  }
   for (double d_f : {0.125, 0.25, 0.5}) {
     for (double k_f : {0.125, 0.25, 0.5}) {
       add("hattn_loki" + shape + "/df:" + frac(d_f) + "/kf:" + frac(k_f), run_loki, s, d_f, k_f,

@@ -1,6 +1,7 @@
 // topk attention and topk_ffn, in the same run as dense (bench_dense.cpp registers both):
 //   hattn_topk/prefill/L:<L>/D:64/k:<k>       vs hattn_dense/prefill/L:<L>/D:64/causal:0
 //   hattn_topk/decode/Lk:<Lk>/D:128/k:64      vs hattn_dense/decode/Lk:<Lk>/D:128
+//   hattn_topk/decode/.../Hkv:8               grouped-query, vs hattn_dense/decode/.../Hkv:8
 //   hattn_topk_ffn/T:512/D:<D>/dff:<F>/k:<k>  vs openblas_ffn/T:512/D:<D>/dff:<F> (two sgemms)
 // Counters: GFLOP/s of the work dense would do (so time ratios read directly), and scratch_MB,
 // the most scratch the kernels held at once (linear in L for topk, never L x L).
@@ -23,8 +24,8 @@ void set_scratch_counter(benchmark::State& state) {
 
 void run_topk(benchmark::State& state, Shape s, int64_t k) {
   Inputs in(s);
-  auto view = [&](float* x, int64_t l) {
-    return hattn::TensorView::contiguous(x, {s.batch, s.heads, l, s.head_dim});
+  auto view = [&](float* x, int64_t l, int64_t heads) {
+    return hattn::TensorView::contiguous(x, {s.batch, heads, l, s.head_dim});
   };
   hattn::TopkOptions opt;
   opt.k = k;
@@ -33,8 +34,9 @@ void run_topk(benchmark::State& state, Shape s, int64_t k) {
   hattn::set_num_threads(bench_threads());
   hattn::reset_scratch_peak();
   for (auto _ : state) {
-    hattn::Status st = hattn::topk_attention(view(in.q, s.lq), view(in.k, s.lk), view(in.v, s.lk),
-                                             view(in.out, s.lq), opt, &chosen);
+    hattn::Status st =
+        hattn::topk_attention(view(in.q, s.lq, s.heads), view(in.k, s.lk, s.kv()),
+                              view(in.v, s.lk, s.kv()), view(in.out, s.lq, s.heads), opt, &chosen);
     if (!st.ok()) {
       state.SkipWithError(st.message.c_str());
       break;
@@ -130,6 +132,10 @@ void register_topk() {
     const Shape s{1, 32, 1, lk, 128, false};
     add("hattn_topk/decode/Lk:" + std::to_string(lk) + "/D:128/k:64", run_topk, s, int64_t{64});
   }
+  // Grouped-query decode (Hq = 32 over Hkv = 8): vs hattn_dense/decode/Lk:32768/D:128/Hkv:8.
+  Shape gqa{1, 32, 1, 32768, 128, false};
+  gqa.kv_heads = 8;
+  add("hattn_topk/decode/Lk:32768/D:128/k:64/Hkv:8", run_topk, gqa, int64_t{64});
   // T5-base (D=768, d_ff=3072, the paper's k=256) and T5-3B-like (D=1024, d_ff=16384, k=512),
   // each also at k = d_ff/8 (the target's shape).
   for (FfnShape f : {FfnShape{512, 768, 3072}, FfnShape{512, 1024, 16384}}) {

@@ -10,7 +10,8 @@ using namespace Halide;
 TopkStages topk_attention(const TopkInputs& in) {
   TopkStages st;
   Var &d = st.d, &i = st.i, &h = st.h, &b = st.b, &j = st.j, &s = st.s;
-  Expr hk = h / (in.q_heads / in.kv_heads);
+  st.group = in.q_heads / in.kv_heads;
+  Expr hk = h / st.group;
 
   // Rows past Lq and keys past Lk (in a schedule's last tile) read the last valid one; their
   // scores are never selected (keys) or never stored (rows).

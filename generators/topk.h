@@ -29,6 +29,7 @@ struct TopkInputs {
 
 struct TopkStages {
   Halide::Var d{"d"}, i{"i"}, h{"h"}, b{"b"}, j{"j"}, s{"s"};
+  Halide::Expr group;                 // Hq / Hkv: query heads per kv head
   Halide::RDom rc;                    // over D
   Halide::Func q_scaled{"q_scaled"};  // (i, d, h, b)      scale * q, queries first
   Halide::Func dot{"dot"};            // (j, i, h, b)      q . k, the reduction over D

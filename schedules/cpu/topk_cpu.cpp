@@ -7,8 +7,9 @@
 // the lanes (C x n x 4 bytes: sized to stay in L2). Softmax and the V product touch only the k
 // selected keys per row, vectorized along D.
 //
-// Decode (a few query rows, Lk large) has one task per (head, batch): the q . k products put
-// D in the lanes (as dense decode does), and the counting passes vectorize along the keys.
+// Decode (a few query rows, Lk large) has one task per (kv head, batch), covering the query heads
+// of its group: the q . k products put D in the lanes (as dense decode does) and read each block
+// of keys once for the whole group; the counting passes vectorize along the keys.
 #include "cpu_common.h"
 #include "schedules.h"
 #include "selection_cpu.h"
@@ -38,18 +39,27 @@ void schedule_topk_prefill(TopkStages& st, const ScheduleContext& ctx) {
 void schedule_topk_decode(TopkStages& st, const ScheduleContext& ctx) {
   const SparseTiles x = read_sparse_tiles(ctx);
   const bool fixed_d = ctx.head_dim > 0;
-  Var task("task"), lane("lane"), jo("jo"), ji("ji");
+  Var task("task"), lane("lane"), jo("jo"), ji("ji"), hk("hk"), g("g");
   RVar rco("rco"), rci("rci");
-  st.att.out.fuse(st.h, st.b, task)
+  // One task per (kv head, batch): the group's query heads (g) share each block of keys, so a
+  // kv head's K is read once for all of them (grouped-query attention; MHA is the group of one).
+  st.att.out.split(st.h, hk, g, st.group, TailStrategy::GuardWithIf)
+      .fuse(hk, st.b, task)
       .parallel(task)
       .vectorize(st.d, x.vec, TailStrategy::GuardWithIf);
-  const LoopLevel per_head(st.att.out, task);
+  const LoopLevel per_group(st.att.out, task);
 
-  st.q_scaled.compute_at(per_head);
-  // q . k with D in the lanes: tq vectors of partial sums per key, one horizontal sum per key.
-  st.key.compute_at(per_head)
+  // D innermost: the q . k below reads q along D as whole vectors. Stored rows first, with a
+  // run-time row count, each q vector was 16 scalar inserts (the hottest instructions of the
+  // grouped decode under perf).
+  st.q_scaled.compute_at(per_group)
+      .reorder_storage(st.d, st.i)
+      .vectorize(st.d, x.vec, TailStrategy::GuardWithIf);
+  // q . k with D in the lanes: tq vectors of partial sums per key, one horizontal sum per key;
+  // each block of kb keys is scored for every row of every head of the group before the next.
+  st.key.compute_at(per_group)
       .split(st.j, jo, ji, x.kb, TailStrategy::GuardWithIf)
-      .reorder(ji, st.i, jo);
+      .reorder(ji, st.i, st.h, jo);
   st.dot.compute_at(st.key, jo);
   const int lanes = fixed_d ? std::min(x.vec * x.tq, ctx.head_dim) : x.vec;
   Func dot_lanes =
@@ -61,7 +71,7 @@ void schedule_topk_decode(TopkStages& st, const ScheduleContext& ctx) {
       .unroll(st.j, x.tk, TailStrategy::GuardWithIf);
   st.dot.update().atomic().vectorize(rci);
 
-  // The keys' scores are computed once per head for all its rows; the selection runs per row,
+  // The keys' scores are computed once per group for all its rows; the selection runs per row,
   // so its buffers have constant sizes (stack and registers, not heap).
   const LoopLevel per_row(st.att.out, st.i);
   schedule_selection_few_rows(st.sel, per_row, x.vec);
