@@ -220,7 +220,34 @@ TEST_F(Cli, RunDense16Bit) {
       ASSERT_NEAR(o.data[i], ref[i], hattn_test::sixteen_bit_tolerance(t, ref[i], ref_abs[i]))
           << dtype << " index " << i;
     }
+    // f16 output is a float16 .npy (NumPy's own dtype); bf16 has none: float32.
+    EXPECT_EQ(o.float16, t == hattn::DType::f16) << dtype;
   }
+  // float16 .npy inputs are read as they are: the same output as from the float32 files that
+  // round to them.
+  auto half_file = [&](const std::string& name, const std::vector<float>& x,
+                       const std::vector<int64_t>& shape) {
+    std::vector<uint16_t> bits(x.size());
+    for (size_t i = 0; i < x.size(); ++i) bits[i] = hattn::to_16bit(hattn::DType::f16, x[i]);
+    std::string error;
+    ASSERT_TRUE(hattn::npy::write_f16(dir() + name, shape, bits.data(), &error)) << error;
+  };
+  std::vector<std::string> args = run_args();
+  args.insert(args.end(), {"--dtype", "f16", "--causal"});
+  ASSERT_EQ(run_cli(args).status, 0);
+  hattn::npy::Array from_f32, from_f16;
+  std::string error;
+  ASSERT_TRUE(hattn::npy::read_f32(dir() + "o.npy", &from_f32, &error)) << error;
+  half_file("q16.npy", q_, {1, 4, 7, 64});
+  half_file("k16.npy", k_, {1, 2, 9, 64});
+  half_file("v16.npy", v_, {1, 2, 9, 64});
+  args[3] = dir() + "q16.npy";
+  args[5] = dir() + "k16.npy";
+  args[7] = dir() + "v16.npy";
+  Result r = run_cli(args);
+  ASSERT_EQ(r.status, 0) << r.err;
+  ASSERT_TRUE(hattn::npy::read_f32(dir() + "o.npy", &from_f16, &error)) << error;
+  EXPECT_EQ(from_f16.data, from_f32.data);
 }
 
 // run topk: k >= Lk is exact dense attention (and the verbose output says k was clamped); a

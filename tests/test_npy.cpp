@@ -101,6 +101,50 @@ TEST(Npy, ReadsNumpyWrittenHeaders) {
   EXPECT_EQ(a.shape, (std::vector<int64_t>{4}));
 }
 
+// float16 ('<f2') files are read exactly into float32 and written from bit patterns: every
+// class of half (zeros, subnormals, normals at both ends, infinities, NaN) against the value
+// computed here from the IEEE binary16 definition, and a round trip through write_f16.
+TEST(Npy, Float16ReadExactlyAndWritten) {
+  const std::vector<uint16_t> bits = {0x0000, 0x8000, 0x0001, 0x03ff, 0x0400, 0x3c00, 0xbc00,
+                                      0x3555, 0x7bff, 0xfbff, 0x7c00, 0xfc00, 0x7e00, 0x1234};
+  auto value = [](uint16_t h) {
+    const double sign = (h & 0x8000) ? -1.0 : 1.0;
+    const int exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+    if (exp == 0x1f) return man ? std::nan("") : sign * INFINITY;
+    if (exp == 0) return sign * std::ldexp(man / 1024.0, -14);
+    return sign * std::ldexp(1.0 + man / 1024.0, exp - 15);
+  };
+  const std::string path = temp_path("half.npy");
+  std::string error;
+  ASSERT_TRUE(hattn::npy::write_f16(path, {2, 7}, bits.data(), &error)) << error;
+  hattn::npy::Array a;
+  ASSERT_TRUE(hattn::npy::read_f32(path, &a, &error)) << error;
+  EXPECT_TRUE(a.float16);
+  ASSERT_EQ(a.shape, (std::vector<int64_t>{2, 7}));
+  ASSERT_EQ(a.data.size(), bits.size());
+  for (size_t i = 0; i < bits.size(); ++i) {
+    const double want = value(bits[i]);
+    if (std::isnan(want)) {
+      EXPECT_TRUE(std::isnan(a.data[i])) << "bits 0x" << std::hex << bits[i];
+    } else {
+      EXPECT_EQ(static_cast<double>(a.data[i]), want) << "bits 0x" << std::hex << bits[i];
+      EXPECT_EQ(std::signbit(a.data[i]), std::signbit(want)) << "bits 0x" << std::hex << bits[i];
+    }
+  }
+  // What NumPy writes for np.float16: the same header but '<f2'.
+  const std::string numpy_half =
+      npy_bytes("{'descr': '<f2', 'fortran_order': False, 'shape': (2,), }",
+                std::string("\x00\x3c\x00\xc0", 4));
+  const std::string p2 = temp_path("numpy_half.npy");
+  std::ofstream(p2, std::ios::binary) << numpy_half;
+  ASSERT_TRUE(hattn::npy::read_f32(p2, &a, &error)) << error;
+  EXPECT_EQ(a.data, (std::vector<float>{1.f, -2.f}));
+  expect_refused(
+      "be_half.npy",
+      npy_bytes("{'descr': '>f2', 'fortran_order': False, 'shape': (2,), }", std::string(4, '\0')),
+      "big-endian");
+}
+
 TEST(Npy, RefusesMalformedFiles) {
   const std::string ok_dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }";
   expect_refused("bad_magic.npy", "NOTNUMPY" + std::string(100, ' '), "bad magic");

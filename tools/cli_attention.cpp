@@ -71,8 +71,7 @@ int run_dense(const AttentionArgs& a) {
   const double t = median_seconds(a.common.repeat,
                                   [&] { return hattn::attention(qv, kv, vv, ov, opt, &chosen); });
   print_timing(chosen, t, a.common.repeat, attention_flops(l, a.causal));
-  widen(dtype, out16, &l.out);
-  save(a.out, l.q.shape, l.out.data());
+  save_output(a.out, dtype, l.q.shape, out16, &l.out);
   if (!a.lse.empty()) save(a.lse, lse_shape, lse.data());
   if (a.common.verbose) {
     std::printf("wrote %s%s%s\n", a.out.c_str(), a.lse.empty() ? "" : " and ", a.lse.c_str());

@@ -95,8 +95,7 @@ int run_paged(const BatchArgs& a) {
       static_cast<double>(dtype_bytes(dtype)) *
       (2.0 * static_cast<double>(numel(q.shape)) + 2.0 * static_cast<double>(hkv * d) * tokens);
   print_timing(chosen, t, a.common.repeat, 4.0 * static_cast<double>(hq * d) * pairs, bytes);
-  widen(dtype, out16, &out);
-  save(a.out, q.shape, out.data());
+  save_output(a.out, dtype, q.shape, out16, &out);
   if (!a.lse.empty()) save(a.lse, lse_shape, lse.data());
   report_written(a);
   return 0;
@@ -152,8 +151,7 @@ int run_ragged(const BatchArgs& a) {
                        static_cast<double>(2 * numel(q.shape) + 2 * numel(k.shape));
   print_timing(chosen, t, a.common.repeat,
                4.0 * static_cast<double>(q.shape[1] * q.shape[2]) * pairs, bytes);
-  widen(dtype, out16, &out);
-  save(a.out, q.shape, out.data());
+  save_output(a.out, dtype, q.shape, out16, &out);
   if (!a.lse.empty()) save(a.lse, lse_shape, lse.data());
   report_written(a);
   return 0;

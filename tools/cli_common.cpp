@@ -111,8 +111,9 @@ void add_common_run_options(CLI::App* run, CommonRunArgs* a) {
 
 void add_dtype_option(CLI::App* c, std::string* dtype) {
   c->add_option("--dtype", *dtype,
-                "f32 (default), bf16 or f16: the tensors' dtype in the call (inputs rounded "
-                "from the float32 .npy files, out widened back to float32)")
+                "f32 (default), bf16 or f16: the tensors' dtype in the call. Inputs: float32 or "
+                "float16 .npy, rounded to the dtype in memory. Output: float16 .npy for f16, "
+                "float32 .npy for f32 and bf16 (holding the bf16 values exactly)")
       ->check(CLI::IsMember({"f32", "bf16", "f16"}));
 }
 
@@ -143,6 +144,17 @@ hattn::TensorView output_as(hattn::DType dtype, const std::vector<int64_t>& shap
 void widen(hattn::DType dtype, const std::vector<uint16_t>& bits, std::vector<float>* out) {
   if (dtype == hattn::DType::f32) return;
   for (size_t i = 0; i < bits.size(); ++i) (*out)[i] = hattn::from_16bit(dtype, bits[i]);
+}
+
+void save_output(const std::string& path, hattn::DType dtype, const std::vector<int64_t>& shape,
+                 const std::vector<uint16_t>& bits, std::vector<float>* out) {
+  if (dtype == hattn::DType::f16) {  // NumPy's float16: written natively
+    std::string error;
+    if (!hattn::npy::write_f16(path, shape, bits.data(), &error)) die(1, error);
+    return;
+  }
+  widen(dtype, bits, out);  // bf16 (no NumPy dtype): float32 holding the bf16 values exactly
+  save(path, shape, out->data());
 }
 
 size_t dtype_bytes(hattn::DType dtype) { return dtype == hattn::DType::f32 ? 4 : 2; }

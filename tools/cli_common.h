@@ -65,10 +65,10 @@ void set_common(const CommonRunArgs& a, hattn::CallOptions* o);
 // --scale given (!= 0): use it; else the variant's default (1/sqrt(D), el: 1/sqrt(Dm / H)).
 void set_scale(double scale, hattn::ScaledOptions* o);
 
-// --dtype f32|bf16|f16: the tensors' dtype in the call. .npy has no bf16 (and hattn reads and
-// writes float32 .npy only), so a 16-bit call reads its inputs as float32 and rounds them to the
-// dtype in memory (nearest even), runs on 16-bit tensors, and widens out back (exactly: every
-// 16-bit value is a float32) to write it as float32.
+// --dtype f32|bf16|f16: the tensors' dtype in the call. Inputs are float32 or float16 .npy (read
+// as float32, exactly), rounded to the dtype in memory (nearest even); the call runs on 16-bit
+// tensors. f16 outputs are written as float16 .npy; NumPy has no bfloat16, so bf16 outputs are
+// widened (exactly: every bf16 value is a float32) and written as float32.
 void add_dtype_option(CLI::App* c, std::string* dtype);
 hattn::DType parse_dtype(const std::string& name);  // "f32", "bf16" or "f16"
 // `a` as a tensor of `dtype`: a's own data for f32, else its values rounded into `bits`.
@@ -79,6 +79,10 @@ hattn::TensorView as_dtype(const hattn::npy::Array& a, hattn::DType dtype,
 hattn::TensorView output_as(hattn::DType dtype, const std::vector<int64_t>& shape,
                             std::vector<float>* out, std::vector<uint16_t>* bits);
 void widen(hattn::DType dtype, const std::vector<uint16_t>& bits, std::vector<float>* out);
+// Writes a call's output: f16 natively as float16 .npy (from `bits`); f32, and bf16 widened into
+// `out` (NumPy has no bfloat16), as float32 .npy.
+void save_output(const std::string& path, hattn::DType dtype, const std::vector<int64_t>& shape,
+                 const std::vector<uint16_t>& bits, std::vector<float>* out);
 size_t dtype_bytes(hattn::DType dtype);  // 4 or 2
 
 // Calls `call` `repeat` times (each returning the Status of one kernel call) and returns the

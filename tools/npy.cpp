@@ -304,22 +304,56 @@ bool read_f32(const std::string& path, Array* out, std::string* error) {
   return read_f32(f, path, out, error);
 }
 
+// IEEE binary16 to binary32, exactly (every half is a float): normals, subnormals, zeros,
+// infinities and NaNs (payload kept).
+float half_to_float(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, bits;
+  if (exp == 0x1f) {
+    bits = sign | 0x7f800000u | (man << 13);
+  } else if (exp != 0) {
+    bits = sign | ((exp + 112) << 23) | (man << 13);
+  } else if (man == 0) {
+    bits = sign;
+  } else {  // subnormal: normalize
+    exp = 113;
+    while ((man & 0x400u) == 0) {
+      man <<= 1;
+      --exp;
+    }
+    bits = sign | (exp << 23) | ((man & 0x3ffu) << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
 bool read_f32(std::istream& f, const std::string& path, Array* out, std::string* error) {
   Header h;
   if (!read_header(f, path, &h, error)) return false;
-  if (h.descr == ">f4") return fail(path, "big-endian float32 is not supported; use '<f4'", error);
-  if (h.descr != "<f4") {
+  if (h.descr == ">f4" || h.descr == ">f2") {
+    return fail(path, "big-endian floats are not supported; use '<f4' or '<f2'", error);
+  }
+  if (h.descr != "<f4" && h.descr != "<f2") {
     return fail(path,
                 "dtype '" + printable(h.descr) + "'" + dtype_name(h.descr) +
-                    " is not supported; hattn reads float32 ('<f4')",
+                    " is not supported; hattn reads float32 ('<f4') and float16 ('<f2')",
                 error);
   }
+  const bool half = h.descr == "<f2";
   uint64_t count = 0;
-  if (!check_layout(h, path, 4, &count, error)) return false;
+  if (!check_layout(h, path, half ? 2 : 4, &count, error)) return false;
   std::vector<float> data(count);
-  if (!read_data(f, path, data.data(), count, 4, error)) return false;
+  if (half) {
+    std::vector<uint16_t> bits(count);
+    if (!read_data(f, path, bits.data(), count, 2, error)) return false;
+    for (uint64_t i = 0; i < count; ++i) data[i] = half_to_float(bits[i]);
+  } else if (!read_data(f, path, data.data(), count, 4, error)) {
+    return false;
+  }
   out->shape = std::move(h.shape);
   out->data = std::move(data);
+  out->float16 = half;
   return true;
 }
 
@@ -374,6 +408,13 @@ bool write_f32(const std::string& path, const std::vector<int64_t>& shape, const
   std::ofstream f(path, std::ios::binary | std::ios::trunc);
   if (!f) return fail(path, "cannot open file for writing", error);
   return write_f32(f, path, shape, data, error);
+}
+
+bool write_f16(const std::string& path, const std::vector<int64_t>& shape, const uint16_t* bits,
+               std::string* error) {
+  std::ofstream f(path, std::ios::binary);
+  if (!f) return fail(path, "cannot open file for writing", error);
+  return write_array(f, path, "<f2", shape, bits, 2, error);
 }
 
 bool write_f32(std::ostream& f, const std::string& path, const std::vector<int64_t>& shape,
