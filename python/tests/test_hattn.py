@@ -310,3 +310,34 @@ def test_torch_use_routes_sdpa(rng):
             got = F.scaled_dot_product_attention(q, k, v)
         assert router.calls == 1 and F.scaled_dot_product_attention is ht._sdpa
     close(got.numpy(), want.numpy(), 2e-5)
+
+
+def test_torch_16bit_batches_and_loki_routing(rng):
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed (only .venv-peer has it)")
+    import hattn.torch as ht
+
+    # Packed sequences in bfloat16 (PyTorch tensors carry the dtype NumPy lacks).
+    qo, ko = np.array([0, 2, 5]), np.array([0, 6, 13])
+    q, k, v = randn(rng, 5, 4, 32), randn(rng, 13, 2, 32), randn(rng, 13, 2, 32)
+    qb, kb, vb = (torch.from_numpy(x).to(torch.bfloat16) for x in (q, k, v))
+    out = hattn.ragged_attention(qb, kb, vb, qo, ko)
+    assert out.dtype == torch.bfloat16
+    for b in range(2):
+        as_bhld = lambda t, o: t[o[b]:o[b + 1]].float().numpy().transpose(1, 0, 2)[None]
+        want = reference(as_bhld(qb, qo), as_bhld(kb, ko), as_bhld(vb, ko))[0][0].transpose(1, 0, 2)
+        close(out[qo[b]:qo[b + 1]].float().numpy(), want, 2e-2)
+    if not hattn._hattn.has_loki_prep:
+        pytest.skip("this build has no LAPACKE: Loki routing needs loki_rotate")
+    # use("loki") with every key kept (top_fraction=1) is exact attention for any rank.
+    keys = torch.from_numpy(randn(rng, 2, 64, 16))
+    basis, _, _ = hattn.loki_calibrate(keys)
+    q4, k4, v4 = (torch.from_numpy(randn(rng, 1, 2, 8, 16)) for _ in range(3))
+    with torch.no_grad():
+        want = torch.nn.functional.scaled_dot_product_attention(q4, k4, v4)
+        with ht.use("loki", bases=[basis], rank=2, top_fraction=1.0) as router:
+            got = torch.nn.functional.scaled_dot_product_attention(q4, k4, v4)
+    assert router.calls == 1
+    close(got.numpy(), want.numpy(), 2e-5)
+    with pytest.raises(hattn.InvalidArgument, match="bases="):
+        with ht.use("loki"):
+            pass
