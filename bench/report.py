@@ -133,6 +133,15 @@ def gqa_section(rows, targets):
             if lk == 32768:
                 targets.append((f"GQA decode Lk=32K {name} <= 0.3x MHA ({fmt(r, '.2f')}x)",
                                 None if r is None else r <= 0.3))
+    # The sparse variants on the same grouped cache, against dense there (fp32).
+    dense_gqa = val(rows, "hattn_dense/decode/Lk:32768/D:128/Hkv:8", "ms")
+    for name, row in (("topk k=64", "hattn_topk/decode/Lk:32768/D:128/k:64/Hkv:8"),
+                      ("Loki (1/4, 1/8)", "hattn_loki/decode/Lk:32768/D:128/df:1/4/kf:1/8/Hkv:8"),
+                      ("Loki (1/4, 1/4)", "hattn_loki/decode/Lk:32768/D:128/df:1/4/kf:1/4/Hkv:8")):
+        t = val(rows, row, "ms")
+        if t is not None:
+            print(f"  Lk=32768  f32   {name}: {fmt(t, '.2f')} ms, {fmt(ratio(t, dense_gqa), '.2f')}x "
+                  "the dense GQA time")
 
 
 def topk_section(rows, targets):
