@@ -48,6 +48,18 @@ hattn::TensorView view(hattn::npy::Array& a) {
   return hattn::TensorView::contiguous(a.data.data(), a.shape);
 }
 
+std::vector<float> cumulative_shares(const std::vector<float>& ratios, int64_t d) {
+  std::vector<float> out(ratios.size());
+  for (size_t row = 0; row < ratios.size(); row += static_cast<size_t>(d)) {
+    double sum = 0;
+    for (size_t c = row; c < row + static_cast<size_t>(d); ++c) {
+      sum += ratios[c];
+      out[c] = static_cast<float>(sum);
+    }
+  }
+  return out;
+}
+
 std::string shape_text(const std::vector<int64_t>& shape) {
   std::string t = "[";
   for (size_t i = 0; i < shape.size(); ++i) t += (i ? ", " : "") + std::to_string(shape[i]);

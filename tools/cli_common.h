@@ -38,6 +38,10 @@ Indices load_indices(const std::string& path, const char* name, size_t rank, con
 
 hattn::TensorView view(hattn::npy::Array& a);
 
+// Rows of d explained-variance ratios (descending, as loki_calibrate writes them) as cumulative
+// sums: the share of the calibration keys' variance the leading r axes hold, r = 1..d.
+std::vector<float> cumulative_shares(const std::vector<float>& ratios, int64_t d);
+
 // "[1, 8, 2048, 64]".
 std::string shape_text(const std::vector<int64_t>& shape);
 

@@ -202,11 +202,7 @@ LokiSetup prepare_loki(const Layer& L, const float* given_basis, const float* ca
     check(hattn::loki_calibrate(hattn::TensorView::contiguous(keys.data(), shape),
                                 hattn::TensorView::contiguous(s.basis.data(), {L.hkv, d, d}),
                                 hattn::TensorView::contiguous(ratio.data(), {L.hkv, d})));
-    calib_share.resize(ratio.size());
-    check(hattn::loki_captured_variance(
-        hattn::TensorView::contiguous(keys.data(), shape),
-        hattn::TensorView::contiguous(s.basis.data(), {L.hkv, d, d}),
-        hattn::TensorView::contiguous(calib_share.data(), {L.hkv, d})));
+    calib_share = cumulative_shares(ratio, d);
   }
   const hattn::TensorView basis = hattn::TensorView::contiguous(s.basis.data(), {L.hkv, d, d});
   s.k_rot.resize(static_cast<size_t>(elements(L.kv_shape())));
@@ -447,8 +443,7 @@ void run_loki(const LayerRun& r, const LokiSetup& loki, std::vector<Knob>* knobs
       set_scale(r.a.scale, &opt);
       r.poison();
       check(hattn::loki_attention(r.q, krot, r.v, basis, r.out, opt));
-      const int64_t rank = std::max<int64_t>(1, std::llround(d_f * static_cast<double>(L.d)));
-      const int64_t kk = std::max<int64_t>(1, std::llround(k_f * static_cast<double>(L.lk)));
+      const int64_t rank = hattn::loki_count(d_f, L.d), kk = hattn::loki_count(k_f, L.lk);
       char label[64];
       std::snprintf(label, sizeof label, "d_f=%g k_f=%g", d_f, k_f);
       // Reads r of D channels of every key, then the k kept keys and values.

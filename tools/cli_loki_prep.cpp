@@ -114,11 +114,11 @@ int run_calibrate(const CalibrateArgs& a) {
             hattn::TensorView::contiguous(ratio.data() + l * heads * d, {heads, d}), opt, &info),
         a.keys, layered, l);
     ranks.insert(ranks.end(), info.ranks.begin(), info.ranks.end());
+    const std::vector<float> layer_ratio(ratio.begin() + l * heads * d,
+                                         ratio.begin() + (l + 1) * heads * d);
     if (n_hold == 0) {
-      check_layer(hattn::loki_captured_variance(hattn::TensorView::contiguous(k, per_layer),
-                                                hattn::TensorView::contiguous(b, {heads, d, d}),
-                                                hattn::TensorView::contiguous(share, {heads, d})),
-                  a.keys, layered, l);
+      const std::vector<float> cum = cumulative_shares(layer_ratio, d);
+      std::copy(cum.begin(), cum.end(), share);
     } else {
       // The basis the report describes comes from the first n_cal keys only; the basis written
       // uses all n (as without --holdout), so the held-out figures are a conservative estimate.
@@ -132,9 +132,8 @@ int run_calibrate(const CalibrateArgs& a) {
                       part(0, n_cal), sb,
                       hattn::TensorView::contiguous(split_ratio.data(), {heads, d}), opt, nullptr),
                   a.keys, layered, l);
-      check_layer(hattn::loki_captured_variance(part(0, n_cal), sb,
-                                                hattn::TensorView::contiguous(share, {heads, d})),
-                  a.keys, layered, l);
+      const std::vector<float> cum = cumulative_shares(split_ratio, d);
+      std::copy(cum.begin(), cum.end(), share);
       check_layer(hattn::loki_captured_variance(
                       part(n_cal, n_hold), sb,
                       hattn::TensorView::contiguous(held_share.data() + l * heads * d, {heads, d})),
@@ -151,9 +150,7 @@ int run_calibrate(const CalibrateArgs& a) {
   // for the paper's d_f values (Singhania et al. 2024: 1/8, 1/4, 1/2) and for --d-f.
   std::vector<double> dfs = {0.125, 0.25, 0.5};
   if (std::find(dfs.begin(), dfs.end(), a.d_f) == dfs.end()) dfs.push_back(a.d_f);
-  auto rank_of = [d](double d_f) {
-    return std::max<int64_t>(1, std::llround(d_f * static_cast<double>(d)));
-  };
+  auto rank_of = [d](double d_f) { return hattn::loki_count(d_f, d); };
   const char* split = n_hold > 0 ? "calibration / held-out" : "calibration keys";
   std::printf(
       "share of the keys' variance in the leading r = round(d_f D) axes (%s; held out: "

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdio>
 
+#include "hattn/hattn.h"
+
 namespace hattn_cli {
 
 namespace {
@@ -102,20 +104,25 @@ std::string recommend_layer(const std::vector<Knob>& knobs, const Targets& t, nl
   for (const std::string& name : variants_of(knobs)) {
     const Knob* chosen = nullptr;
     const Knob* closest = nullptr;
+    double closest_error = 0, error = 0;
     for (const Knob* k : by_bytes(knobs, name)) {
       const Summary s = summarize(*k);
       if (meets(s, t)) {
         chosen = k;
+        error = s.worst_error;
         break;
       }
-      if (closest == nullptr || s.worst_error < summarize(*closest).worst_error) closest = k;
+      if (closest == nullptr || s.worst_error < closest_error) {
+        closest = k;
+        closest_error = s.worst_error;
+      }
     }
     const Knob* k = chosen != nullptr ? chosen : closest;
     char bytes[16];
     std::snprintf(bytes, sizeof bytes, "%.3f", k->bytes);
     (*rec)[name] = {
         {"knob", k->value}, {"label", k->label}, {"bytes", k->bytes}, {"met", chosen != nullptr}};
-    const std::string err = sci(summarize(*k).worst_error);
+    const std::string err = sci(chosen != nullptr ? error : closest_error);
     line += (line.empty() ? "" : "; ") + name + " " +
             (chosen != nullptr
                  ? k->label + " (bytes " + bytes + ", worst head error " + err + ")"
@@ -155,7 +162,7 @@ std::string recommend_model(const std::vector<std::vector<Knob>>& layers, const 
 void print_loki_variance(const nlohmann::json& heads, const std::vector<double>& dfs, int64_t d) {
   std::printf("loki basis, share of the evaluated keys' variance in the leading r axes:");
   for (double f : dfs) {
-    const int64_t r = std::max<int64_t>(1, std::llround(f * static_cast<double>(d)));
+    const int64_t r = hattn::loki_count(f, d);
     double mean = 0, low = 1;
     for (const nlohmann::json& h : heads) {
       const double x = h["evaluated"][static_cast<size_t>(r - 1)].get<double>();

@@ -126,6 +126,15 @@ def _int32(x, name):
     return np.ascontiguousarray(a, dtype=np.int32)
 
 
+def _attention_outputs(q, out, lse, return_lse, lse_shape):
+    """out (like q unless given) and lse (float32 of lse_shape when asked for and not given)."""
+    if out is None:
+        out = _empty(q, q.shape)
+    if return_lse and lse is None:
+        lse = _empty(q, lse_shape, _f32(q))
+    return out, lse
+
+
 def _scale(scale):
     if scale is None:
         return 0.0
@@ -144,10 +153,7 @@ def attention(q, k, v, *, causal=False, scale=None, out=None, lse=None, return_l
     q [B, Hq, Lq, D], k and v [B, Hkv, Lk, D] (Hq a multiple of Hkv: GQA), one dtype (float32,
     bfloat16, float16). Returns out [B, Hq, Lq, D], or (out, lse) with return_lse (lse float32
     [B, Hq, Lq])."""
-    if out is None:
-        out = _empty(q, q.shape)
-    if return_lse and lse is None:
-        lse = _empty(q, q.shape[:3], _f32(q))
+    out, lse = _attention_outputs(q, out, lse, return_lse, q.shape[:3])
     _check(_hattn.attention(q, k, v, out, lse, causal, _scale(scale), kernel, check_finite,
                             decode_splits))
     return (out, lse) if return_lse else out
@@ -344,10 +350,7 @@ def paged_attention(q, k_pages, v_pages, page_table, lengths, *, causal=False, s
                     decode_splits=0):
     """attention() of q [B, Hq, Lq, D] over each sequence's cached tokens in pages
     k_pages/v_pages [P, Hkv, S, D]; page_table [B, pages_per_seq] and lengths [B] (integers)."""
-    if out is None:
-        out = _empty(q, q.shape)
-    if return_lse and lse is None:
-        lse = _empty(q, q.shape[:3], _f32(q))
+    out, lse = _attention_outputs(q, out, lse, return_lse, q.shape[:3])
     _check(_hattn.paged_attention(q, k_pages, v_pages, _int32(page_table, "page_table"),
                                   _int32(lengths, "lengths"), out, lse, causal, _scale(scale),
                                   kernel, check_finite, decode_splits))
@@ -365,10 +368,7 @@ def ragged_attention(q, k, v, q_offsets, k_offsets, *, causal=False, scale=None,
                      lse=None, return_lse=False, kernel="", check_finite=False):
     """Packed sequences (FlashAttention's varlen layout): q [Tq, Hq, D], k and v [Tk, Hkv, D],
     offsets [B + 1] each; sequence b is rows offsets[b] .. offsets[b + 1] - 1."""
-    if out is None:
-        out = _empty(q, q.shape)
-    if return_lse and lse is None:
-        lse = _empty(q, (1, q.shape[1], q.shape[0]), _f32(q))
+    out, lse = _attention_outputs(q, out, lse, return_lse, (1, q.shape[1], q.shape[0]))
     _check(_hattn.ragged_attention(q, k, v, out, _int32(q_offsets, "q_offsets"),
                                    _int32(k_offsets, "k_offsets"), lse, causal, _scale(scale),
                                    kernel, check_finite))

@@ -58,42 +58,52 @@ def _check_call(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa):
             "for grouped-query attention (as PyTorch requires)")
 
 
-def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,
-                                 is_causal=False, scale=None, enable_gqa=False):
-    """torch.nn.functional.scaled_dot_product_attention, computed by hattn.attention."""
+def _sdpa_with(attend, query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa):
+    """PyTorch's SDPA contract around attend(q, k, v, causal, scale) on [B, H, L, D] tensors."""
     _check_call(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa)
     rank3 = query.dim() == 3
     q, k, v = (_as_bhld(t, n) for t, n in ((query, "query"), (key, "key"), (value, "value")))
-    out = hattn.attention(q, k, v, causal=is_causal, scale=scale)
+    out = attend(q, k, v, is_causal, scale)
     return out.squeeze(1) if rank3 else out
+
+
+def _dense(q, k, v, causal, scale):
+    return hattn.attention(q, k, v, causal=causal, scale=scale)
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,
+                                 is_causal=False, scale=None, enable_gqa=False):
+    """torch.nn.functional.scaled_dot_product_attention, computed by hattn.attention."""
+    return _sdpa_with(_dense, query, key, value, attn_mask, dropout_p, is_causal, scale,
+                      enable_gqa)
 
 
 class _Router:
     """The patched SDPA of use(): one hattn variant for every call, the layer counted by call."""
 
     def __init__(self, variant, knobs):
-        self.variant, self.knobs, self.calls = variant, knobs, 0
+        self.knobs = dict(knobs)
+        self.bases = self.knobs.pop("bases", None)
+        self.attend = {"dense": _dense, "topk": self._topk, "loki": self._loki}[variant]
+        self.calls = 0
+
+    def _topk(self, q, k, v, causal, scale):
+        return hattn.topk_attention(q, k, v, self.knobs["top_k"], causal=causal, scale=scale)
+
+    def _loki(self, q, k, v, causal, scale):
+        layer = self.calls % len(self.bases)
+        basis = self.bases[layer]
+        k_rot = hattn.loki_rotate(k.contiguous(), basis)
+        # Each layer's basis is checked on its first call only, as a decode loop would.
+        return hattn.loki_attention(q, k_rot, v, basis, causal=causal, scale=scale,
+                                    check_basis=self.calls < len(self.bases), **self.knobs)
 
     def __call__(self, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
                  scale=None, enable_gqa=False):
-        _check_call(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa)
-        rank3 = query.dim() == 3
-        q, k, v = (_as_bhld(t, n) for t, n in ((query, "query"), (key, "key"), (value, "value")))
-        layer, self.calls = self.calls, self.calls + 1
-        kn = dict(self.knobs)
-        if self.variant == "dense":
-            out = hattn.attention(q, k, v, causal=is_causal, scale=scale)
-        elif self.variant == "topk":
-            out = hattn.topk_attention(q, k, v, kn["top_k"], causal=is_causal, scale=scale)
-        elif self.variant == "loki":
-            bases = kn.pop("bases")
-            basis = bases[layer % len(bases)]
-            k_rot = hattn.loki_rotate(k.contiguous(), basis)
-            out = hattn.loki_attention(q, k_rot, v, basis, causal=is_causal, scale=scale,
-                                       check_basis=layer < len(bases), **kn)
-        else:
-            raise hattn.InvalidArgument(f"unknown variant '{self.variant}'")
-        return out.squeeze(1) if rank3 else out
+        out = _sdpa_with(self.attend, query, key, value, attn_mask, dropout_p, is_causal, scale,
+                         enable_gqa)
+        self.calls += 1
+        return out
 
 
 @contextlib.contextmanager
@@ -103,6 +113,8 @@ def use(variant="dense", **knobs):
     variant "dense"; "topk" with top_k=; "loki" with bases= (one [Hkv, D, D] tensor per layer,
     in call order, e.g. from hattn.loki_calibrate) and rank_fraction=/rank=, top_fraction=/top_k=.
     Yields the router, whose ``calls`` counts the attention calls made."""
+    if variant not in ("dense", "topk", "loki"):
+        raise hattn.InvalidArgument(f"unknown variant '{variant}' (dense, topk, loki)")
     if variant == "topk" and "top_k" not in knobs:
         raise hattn.InvalidArgument("use('topk') needs top_k=")
     if variant == "loki" and not knobs.get("bases"):

@@ -105,6 +105,28 @@ void set_scaled(hattn::ScaledOptions* o, double scale, const std::string& kernel
   o->check_finite = check_finite;
 }
 
+// The options of the attention-shaped calls (attention, paged, ragged) with their optional lse
+// output. options() points lse at this object's own view, so call it on the copy that runs.
+struct AttentionCall {
+  hattn::AttentionOptions o;
+  hattn::TensorView lse;  // rank 0: not requested
+  hattn::AttentionOptions options() const {
+    hattn::AttentionOptions r = o;
+    if (lse.rank) r.lse = &lse;
+    return r;
+  }
+};
+
+AttentionCall attention_call(bool causal, double scale, const std::string& kernel,
+                             bool check_finite, int splits, const std::optional<Out>& lse) {
+  AttentionCall c;
+  set_scaled(&c.o, scale, kernel, check_finite);
+  c.o.causal = causal;
+  c.o.decode_splits = splits;
+  if (lse) c.lse = view_of(*lse, "lse");
+  return c;
+}
+
 hattn::MhaWeights weights_of(const std::vector<std::optional<In>>& w) {
   static const char* const kNames[8] = {"wq", "bq", "wk", "bk", "wv", "bv", "wo", "bo"};
   if (w.size() != 8) throw BadArray{"weights: expected 8 entries (wq, bq, wk, bk, wv, bv, wo, bo)"};
@@ -129,18 +151,11 @@ NB_MODULE(_hattn, m) {
   m.def("attention", [](In q, In k, In v, Out out, std::optional<Out> lse, bool causal,
                         double scale, std::string kernel, bool check_finite, int splits) {
     return run([&] {
-      hattn::AttentionOptions o;
-      set_scaled(&o, scale, kernel, check_finite);
-      o.causal = causal;
-      o.decode_splits = splits;
+      const AttentionCall call = attention_call(causal, scale, kernel, check_finite, splits, lse);
       const hattn::TensorView qv = view_of(q, "q"), kv = view_of(k, "k"), vv = view_of(v, "v"),
                               ov = view_of(out, "out");
-      hattn::TensorView lv = lse ? view_of(*lse, "lse") : hattn::TensorView{};
-      return [=](hattn::Dispatch* d) mutable {
-        hattn::AttentionOptions opt = o;
-        if (lv.rank) opt.lse = &lv;
-        return hattn::attention(qv, kv, vv, ov, opt, d);
-      };
+      return
+          [=](hattn::Dispatch* d) { return hattn::attention(qv, kv, vv, ov, call.options(), d); };
     });
   });
 
@@ -371,18 +386,11 @@ NB_MODULE(_hattn, m) {
                                Out out, std::optional<Out> lse, bool causal, double scale,
                                std::string kernel, bool check_finite, int splits) {
     return run([&] {
-      hattn::AttentionOptions o;
-      set_scaled(&o, scale, kernel, check_finite);
-      o.causal = causal;
-      o.decode_splits = splits;
+      const AttentionCall call = attention_call(causal, scale, kernel, check_finite, splits, lse);
       const hattn::PagedKvCache c = cache_of(k_pages, v_pages, page_table, lengths);
       const hattn::TensorView qv = view_of(q, "q"), ov = view_of(out, "out");
-      hattn::TensorView lv = lse ? view_of(*lse, "lse") : hattn::TensorView{};
-      return [=](hattn::Dispatch* d) mutable {
-        hattn::AttentionOptions opt = o;
-        if (lv.rank) opt.lse = &lv;
-        return hattn::paged_attention(qv, c, ov, opt, d);
-      };
+      return
+          [=](hattn::Dispatch* d) { return hattn::paged_attention(qv, c, ov, call.options(), d); };
     });
   });
   m.def("paged_append", [=](In k, In v, Out k_pages, Out v_pages, Table page_table, Index lengths) {
@@ -396,9 +404,7 @@ NB_MODULE(_hattn, m) {
         [](In q, In k, In v, Out out, Index q_offsets, Index k_offsets, std::optional<Out> lse,
            bool causal, double scale, std::string kernel, bool check_finite) {
           return run([&] {
-            hattn::AttentionOptions o;
-            set_scaled(&o, scale, kernel, check_finite);
-            o.causal = causal;
+            const AttentionCall call = attention_call(causal, scale, kernel, check_finite, 0, lse);
             if (q_offsets.shape(0) != k_offsets.shape(0) || q_offsets.shape(0) < 1) {
               throw BadArray{"q_offsets and k_offsets must both hold batch + 1 >= 1 entries, got " +
                              std::to_string(q_offsets.shape(0)) + " and " +
@@ -408,11 +414,8 @@ NB_MODULE(_hattn, m) {
             const int32_t *qo = q_offsets.data(), *ko = k_offsets.data();
             const hattn::TensorView qv = view_of(q, "q"), kv = view_of(k, "k"),
                                     vv = view_of(v, "v"), ov = view_of(out, "out");
-            hattn::TensorView lv = lse ? view_of(*lse, "lse") : hattn::TensorView{};
-            return [=](hattn::Dispatch* d) mutable {
-              hattn::AttentionOptions opt = o;
-              if (lv.rank) opt.lse = &lv;
-              return hattn::ragged_attention(qv, kv, vv, ov, qo, ko, batch, opt, d);
+            return [=](hattn::Dispatch* d) {
+              return hattn::ragged_attention(qv, kv, vv, ov, qo, ko, batch, call.options(), d);
             };
           });
         });

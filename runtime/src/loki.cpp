@@ -1,4 +1,5 @@
 // hattn::loki_attention: validate (tensors, basis, r and k), choose a kernel, call it, report.
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -8,6 +9,10 @@
 #include "validate.h"
 
 namespace hattn {
+
+int64_t loki_count(double fraction, int64_t n) {
+  return std::max<int64_t>(1, std::llround(fraction * static_cast<double>(n)));
+}
 
 namespace {
 
@@ -23,7 +28,7 @@ Status resolve_rank(const LokiOptions& o, int64_t head_dim, int64_t* rank) {
           "rank_fraction=" +
           std::to_string(o.rank_fraction));
     }
-    *rank = std::max<int64_t>(1, std::llround(o.rank_fraction * static_cast<double>(head_dim)));
+    *rank = loki_count(o.rank_fraction, head_dim);
     return Status::success();
   }
   if (o.rank < 1 || o.rank > head_dim) {
@@ -43,7 +48,7 @@ Status resolve_k(const LokiOptions& o, int64_t lk, int64_t* k) {
     if (!(o.k_fraction > 0 && o.k_fraction <= 1)) {
       return invalid("Loki k_fraction must be in (0, 1], got " + std::to_string(o.k_fraction));
     }
-    *k = std::max<int64_t>(1, std::llround(o.k_fraction * static_cast<double>(lk)));
+    *k = loki_count(o.k_fraction, lk);
     return Status::success();
   }
   Status s = check_k(o.k, "keys");

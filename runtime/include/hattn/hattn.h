@@ -240,6 +240,10 @@ struct LokiOptions : ScaledOptions {
 // scores over the first r rotated channels, the k largest kept (ties by the lower index),
 // softmax of the exact scores over those and their V sum. k >= Lk is exact dense attention for
 // any r; r = D is exact top-k attention. Dispatch::reason reports r and k as used.
+// A Loki count given as a fraction of n, as LokiOptions resolves rank_fraction (n = D) and
+// k_fraction (n = Lk): max(1, round(fraction * n)). For tools that report what a call will use.
+int64_t loki_count(double fraction, int64_t n);
+
 Status loki_attention(const TensorView& q, const TensorView& k_rot, const TensorView& v,
                       const TensorView& basis, const TensorView& out, const LokiOptions& options,
                       Dispatch* chosen = nullptr);
