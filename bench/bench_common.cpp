@@ -60,4 +60,24 @@ Inputs::Inputs(const Shape& s) {
   out = b[3].data();
 }
 
+TypedInputs::TypedInputs(const Shape& s, hattn::DType dtype) : sixteen(4) {
+  Inputs in(s);
+  float* const fp32[4] = {in.q, in.k, in.v, in.out};
+  const int64_t lengths[4] = {s.lq, s.lk, s.lk, s.lq};
+  const int64_t heads[4] = {s.heads, s.kv(), s.kv(), s.heads};
+  hattn::TensorView* views[4] = {&q, &k, &v, &out};
+  for (int t = 0; t < 4; ++t) {
+    const std::vector<int64_t> shape = {s.batch, heads[t], lengths[t], s.head_dim};
+    if (dtype == hattn::DType::f32) {
+      *views[t] = hattn::TensorView::contiguous(fp32[t], shape);
+      continue;
+    }
+    sixteen[t].resize(static_cast<size_t>(s.batch * heads[t] * lengths[t] * s.head_dim));
+    for (size_t i = 0; i < sixteen[t].size(); ++i) {
+      sixteen[t][i] = hattn::to_16bit(dtype, fp32[t][i]);
+    }
+    *views[t] = hattn::TensorView::contiguous(sixteen[t].data(), dtype, shape);
+  }
+}
+
 }  // namespace hattn_bench

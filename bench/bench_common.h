@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "baselines.h"
+#include "hattn/hattn.h"
 
 namespace hattn_bench {
 
@@ -32,6 +33,14 @@ double visible_pairs(const Shape& s);
 struct Inputs {
   float *q, *k, *v, *out;
   explicit Inputs(const Shape& s);
+};
+
+// Views of a shape's q, k, v, out in `dtype`: the fp32 Inputs themselves, or (bf16, f16) the
+// same random values rounded to nearest even with hattn::to_16bit, held here.
+struct TypedInputs {
+  TypedInputs(const Shape& s, hattn::DType dtype);
+  std::vector<std::vector<uint16_t>> sixteen;  // q, k, v, out in 16 bits
+  hattn::TensorView q, k, v, out;
 };
 
 template <typename... Args>

@@ -31,6 +31,7 @@ using hattn_bench::bench_threads;
 using hattn_bench::buffers;
 using hattn_bench::Inputs;
 using hattn_bench::Shape;
+using hattn_bench::TypedInputs;
 using hattn_bench::visible_pairs;
 
 // GFLOP/s of the visible work and GB/s of q, k, v read and out written (elements of
@@ -62,40 +63,22 @@ std::string isa_of(const std::string& kernel) {
 // hattn::attention on fp32 tensors, or (dtype bf16, f16) on the same random values rounded to
 // nearest even with hattn::to_16bit.
 void run_hattn(benchmark::State& state, Shape s, hattn::DType dtype) {
-  Inputs in(s);
-  const bool f32 = dtype == hattn::DType::f32;
-  std::vector<std::vector<uint16_t>> sixteen(4);  // q, k, v, out in 16 bits
-  float* const fp32[4] = {in.q, in.k, in.v, in.out};
-  const int64_t lengths[4] = {s.lq, s.lk, s.lk, s.lq};
-  const int64_t heads[4] = {s.heads, s.kv(), s.kv(), s.heads};
-  hattn::TensorView views[4];
-  for (int t = 0; t < 4; ++t) {
-    const std::vector<int64_t> shape = {s.batch, heads[t], lengths[t], s.head_dim};
-    if (f32) {
-      views[t] = hattn::TensorView::contiguous(fp32[t], shape);
-      continue;
-    }
-    sixteen[t].resize(static_cast<size_t>(s.batch * heads[t] * lengths[t] * s.head_dim));
-    for (size_t i = 0; i < sixteen[t].size(); ++i) {
-      sixteen[t][i] = hattn::to_16bit(dtype, fp32[t][i]);
-    }
-    views[t] = hattn::TensorView::contiguous(sixteen[t].data(), dtype, shape);
-  }
+  TypedInputs in(s, dtype);
   hattn::AttentionOptions opt;
   opt.causal = s.causal;
   hattn::Dispatch chosen;
   hattn::set_num_threads(bench_threads());
   for (auto _ : state) {
-    hattn::Status st = hattn::attention(views[0], views[1], views[2], views[3], opt, &chosen);
+    hattn::Status st = hattn::attention(in.q, in.k, in.v, in.out, opt, &chosen);
     if (!st.ok()) {
       state.SkipWithError(st.message.c_str());
       break;
     }
-    benchmark::DoNotOptimize(views[3].data);
+    benchmark::DoNotOptimize(in.out.data);
   }
   if (state.error_occurred()) return;
   state.SetLabel(chosen.kernel + " [" + isa_of(chosen.kernel) + "]");
-  set_counters(state, s, f32 ? 4.0 : 2.0);
+  set_counters(state, s, dtype == hattn::DType::f32 ? 4.0 : 2.0);
 }
 
 void run_openblas_attention(benchmark::State& state, Shape s, bool heads_parallel) {

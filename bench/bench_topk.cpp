@@ -2,6 +2,7 @@
 //   hattn_topk/prefill/L:<L>/D:64/k:<k>       vs hattn_dense/prefill/L:<L>/D:64/causal:0
 //   hattn_topk/decode/Lk:<Lk>/D:128/k:64      vs hattn_dense/decode/Lk:<Lk>/D:128
 //   hattn_topk/decode/.../Hkv:8               grouped-query, vs hattn_dense/decode/.../Hkv:8
+//   hattn_topk_{bf16,f16}/decode/...          over a 16-bit cache, vs hattn_dense_{bf16,f16}
 //   hattn_topk_ffn/T:512/D:<D>/dff:<F>/k:<k>  vs openblas_ffn/T:512/D:<D>/dff:<F> (two sgemms)
 // Counters: GFLOP/s of the work dense would do (so time ratios read directly), and scratch_MB,
 // the most scratch the kernels held at once (linear in L for topk, never L x L).
@@ -22,11 +23,8 @@ void set_scratch_counter(benchmark::State& state) {
   state.counters["scratch_MB"] = static_cast<double>(hattn::scratch_peak_bytes()) / (1 << 20);
 }
 
-void run_topk(benchmark::State& state, Shape s, int64_t k) {
-  Inputs in(s);
-  auto view = [&](float* x, int64_t l, int64_t heads) {
-    return hattn::TensorView::contiguous(x, {s.batch, heads, l, s.head_dim});
-  };
+void run_topk(benchmark::State& state, Shape s, int64_t k, hattn::DType dtype) {
+  TypedInputs in(s, dtype);
   hattn::TopkOptions opt;
   opt.k = k;
   opt.causal = s.causal;
@@ -34,14 +32,12 @@ void run_topk(benchmark::State& state, Shape s, int64_t k) {
   hattn::set_num_threads(bench_threads());
   hattn::reset_scratch_peak();
   for (auto _ : state) {
-    hattn::Status st =
-        hattn::topk_attention(view(in.q, s.lq, s.heads), view(in.k, s.lk, s.kv()),
-                              view(in.v, s.lk, s.kv()), view(in.out, s.lq, s.heads), opt, &chosen);
+    hattn::Status st = hattn::topk_attention(in.q, in.k, in.v, in.out, opt, &chosen);
     if (!st.ok()) {
       state.SkipWithError(st.message.c_str());
       break;
     }
-    benchmark::DoNotOptimize(in.out);
+    benchmark::DoNotOptimize(in.out.data);
   }
   if (state.error_occurred()) return;
   state.SetLabel(chosen.kernel);
@@ -125,17 +121,23 @@ void register_topk() {
     const Shape s{1, 8, l, l, 64, false};
     for (int64_t k : {32, 64, 128}) {
       add("hattn_topk/prefill/L:" + std::to_string(l) + "/D:64/k:" + std::to_string(k), run_topk, s,
-          k);
+          k, hattn::DType::f32);
     }
   }
   for (int64_t lk : {32768, 131072}) {
     const Shape s{1, 32, 1, lk, 128, false};
-    add("hattn_topk/decode/Lk:" + std::to_string(lk) + "/D:128/k:64", run_topk, s, int64_t{64});
+    const std::string shape = "/decode/Lk:" + std::to_string(lk) + "/D:128/k:64";
+    add("hattn_topk" + shape, run_topk, s, int64_t{64}, hattn::DType::f32);
+    // Over a 16-bit cache: vs hattn_dense_{bf16,f16}/decode/Lk:<Lk>/D:128.
+    add("hattn_topk_bf16" + shape, run_topk, s, int64_t{64}, hattn::DType::bf16);
+    add("hattn_topk_f16" + shape, run_topk, s, int64_t{64}, hattn::DType::f16);
   }
   // Grouped-query decode (Hq = 32 over Hkv = 8): vs hattn_dense/decode/Lk:32768/D:128/Hkv:8.
   Shape gqa{1, 32, 1, 32768, 128, false};
   gqa.kv_heads = 8;
-  add("hattn_topk/decode/Lk:32768/D:128/k:64/Hkv:8", run_topk, gqa, int64_t{64});
+  add("hattn_topk/decode/Lk:32768/D:128/k:64/Hkv:8", run_topk, gqa, int64_t{64}, hattn::DType::f32);
+  add("hattn_topk_bf16/decode/Lk:32768/D:128/k:64/Hkv:8", run_topk, gqa, int64_t{64},
+      hattn::DType::bf16);
   // T5-base (D=768, d_ff=3072, the paper's k=256) and T5-3B-like (D=1024, d_ff=16384, k=512),
   // each also at k = d_ff/8 (the target's shape).
   for (FfnShape f : {FfnShape{512, 768, 3072}, FfnShape{512, 1024, 16384}}) {

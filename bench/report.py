@@ -161,13 +161,19 @@ def topk_section(rows, targets):
                 targets.append((f"topk prefill L=8192 k=64 <= 1.15x dense ({fmt(r, '.2f')}x)",
                                 None if r is None else r <= 1.15))
     for lk in (32768, 131072):
-        dense = val(rows, f"hattn_dense/decode/Lk:{lk}/D:128", "ms")
-        t = val(rows, f"hattn_topk/decode/Lk:{lk}/D:128/k:64", "ms")
-        r = ratio(t, dense)
-        print(f"  decode Lk={lk} D=128 k=64: {fmt(t)} ms vs {fmt(dense)} ms -> {fmt(r, '.2f')}x")
-        if lk == 32768:
-            targets.append((f"topk decode Lk=32K k=64 <= 0.55x dense ({fmt(r, '.2f')}x)",
-                            None if r is None else r <= 0.55))
+        # Each dtype against dense decode in the same dtype (a 16-bit cache for both).
+        for dt in ("", "_bf16", "_f16"):
+            dense = val(rows, f"hattn_dense{dt}/decode/Lk:{lk}/D:128", "ms")
+            t = val(rows, f"hattn_topk{dt}/decode/Lk:{lk}/D:128/k:64", "ms")
+            if t is None:
+                continue
+            r = ratio(t, dense)
+            name = dt[1:] or "f32"
+            print(f"  decode Lk={lk} D=128 k=64 {name:<4}: {fmt(t)} ms vs {fmt(dense)} ms -> "
+                  f"{fmt(r, '.2f')}x")
+            if lk == 32768:
+                targets.append((f"topk decode Lk=32K k=64 {name} <= 0.55x dense "
+                                f"({fmt(r, '.2f')}x)", None if r is None else r <= 0.55))
     for d, ff, ks in ((768, 3072, (256, 384)), (1024, 16384, (512, 2048))):
         shape = f"/T:512/D:{d}/dff:{ff}"
         base = val(rows, "openblas_ffn" + shape, "ms")

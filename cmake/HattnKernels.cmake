@@ -33,7 +33,9 @@ set(HATTN_X86_TARGETS
 # bf16 kernels with a compiled-in head dim also get an AVX512-BF16 build, first: their products
 # run as vdpbf16ps pair dot products on Zen 4 and Sapphire Rapids (2x the fp32 FMA rate per
 # instruction, and no conversions of K and V); other CPUs take the builds above. Added only where
-# a kernel asked for the default x86 builds.
+# a kernel asked for the default x86 builds, and only for the generators that write pair dot
+# products (HATTN_BF16_PAIR_GENERATORS; elsewhere the build would be the AVX-512 one again).
+set(HATTN_BF16_PAIR_GENERATORS dense dense_paged)
 set(HATTN_X86_BF16_TARGET
     "x86-64-linux-avx-avx2-avx512-avx512_skylake-avx512_cannonlake-avx512_zen4-f16c-fma-sse41"
     CACHE STRING "Halide target of the AVX512-BF16 build of bf16 kernels")
@@ -63,6 +65,8 @@ set(HATTN_CUDA_TARGETS "x86-64-linux-cuda-cuda_capability_80"
 #   masks      0,1 | 0 | 1 | -                           (1: causal; -: the mask is a run-time argument)
 #   lse        0,1 | 0 | 1 | -                           (1: also returns the log-sum-exp)
 #   dims       each (every head dim asked, 0 = any D) | generic (the any-D kernel, when asked) | -
+#   dtypes     optional: the form's kernels only for these of the variant's DTYPES (f32,bf16);
+#              without it, every dtype the variant declares
 # Each axis that is not - is a generator parameter and a part of the kernel's name, which is its
 # configuration key everywhere:
 #   <generator>[_<phase>][_causal|_noncausal][_lse]_<d64|dany>_<dtype>_<family>
@@ -94,9 +98,9 @@ function(hattn_declare_variant variant)
     endif ()
   endforeach ()
   foreach (form IN LISTS D_CPU D_CUDA)
-    if (NOT form MATCHES "^[a-z_]+/(prefill,decode|prefill|decode|-)/(0,1|0|1|-)/(0,1|0|1|-)/(each|generic|-)$")
+    if (NOT form MATCHES "^[a-z_]+/(prefill,decode|prefill|decode|-)/(0,1|0|1|-)/(0,1|0|1|-)/(each|generic|-)(/(f32|bf16|f16)(,(f32|bf16|f16))*)?$")
       message(FATAL_ERROR "hattn_declare_variant(${variant}): bad form '${form}' "
-                          "(<generator>/<phases>/<masks>/<lse>/<dims>)")
+                          "(<generator>/<phases>/<masks>/<lse>/<dims>[/<dtypes>])")
     endif ()
   endforeach ()
   set_property(GLOBAL PROPERTY HATTN_VARIANT_${variant}_CPU "${D_CPU}")
@@ -119,7 +123,11 @@ endfunction()
 hattn_declare_variant(dense HEAD_DIMS 64 128 0 DTYPES f32 bf16 f16
   CPU  dense/prefill/0,1/0,1/each dense/decode/0,1/1/each dense_paged/decode/0,1/1/each
   CUDA dense/prefill,decode/0,1/1/each)
-hattn_declare_variant(topk HEAD_DIMS 64 128 0 CPU topk/prefill,decode/0,1/-/each)
+# topk: decode in every dtype (a 16-bit KV cache halves the bytes its q.k pass streams);
+# prefill in fp32 only, which keeps the default build within its 10 minutes (12 more kernels of
+# about 15 s each per dtype); a 16-bit prefill call is refused, naming the kernels there are.
+hattn_declare_variant(topk HEAD_DIMS 64 128 0 DTYPES f32 bf16 f16
+  CPU topk/prefill/0,1/-/each/f32 topk/decode/0,1/-/each)
 # The FFN has no head dim, phase or mask: one kernel.
 hattn_declare_variant(topk_ffn CPU topk_ffn/-/-/-/-)
 # Decode is where Loki pays (each head dim asked; hattn's build: D=128, as in the models it
@@ -197,6 +205,7 @@ function(hattn_add_kernel)
   string(APPEND name _${K_DTYPE}_${K_FAMILY})
 
   if (K_FAMILY STREQUAL "x86" AND K_DTYPE STREQUAL "bf16" AND NOT head_dim EQUAL 0
+      AND K_GENERATOR IN_LIST HATTN_BF16_PAIR_GENERATORS
       AND "${K_TARGETS}" STREQUAL "${HATTN_X86_TARGETS}")
     list(PREPEND K_TARGETS "${HATTN_X86_BF16_TARGET}")
   endif ()
@@ -272,6 +281,18 @@ function(hattn_add_variant_kernels)
     list(GET f 2 masks)
     list(GET f 3 lses)
     list(GET f 4 dims)
+    set(form_dtypes ${dtypes})
+    list(LENGTH f nf)
+    if (nf EQUAL 6)
+      list(GET f 5 only)
+      string(REPLACE "," ";" only "${only}")
+      set(form_dtypes "")
+      foreach (t IN LISTS dtypes)
+        if (t IN_LIST only)
+          list(APPEND form_dtypes ${t})
+        endif ()
+      endforeach ()
+    endif ()
     string(REPLACE "," ";" phases "${phases}")
     string(REPLACE "," ";" masks "${masks}")
     string(REPLACE "," ";" lses "${lses}")
@@ -283,7 +304,7 @@ function(hattn_add_variant_kernels)
         set(dims 0)
       endif ()
     endif ()
-    foreach (dtype IN LISTS dtypes)
+    foreach (dtype IN LISTS form_dtypes)
       foreach (mask IN LISTS masks)
         foreach (d IN LISTS dims)
           foreach (phase IN LISTS phases)

@@ -39,6 +39,24 @@ inline std::string dtype_name(const Halide::Type& t) {
   return t.bits() == 16 ? "f16" : "f32";
 }
 
+// A 4-D input read as fp32 (inlined: the conversion happens where the value is loaded; a no-op
+// for float32 inputs, whose kernels are unchanged). What lets one algorithm serve every dtype.
+inline Halide::Func as_f32(const Halide::Func& f) {
+  Halide::Var d("d"), i("i"), h("h"), b("b");
+  Halide::Func g(f.name() + "_f32");
+  g(d, i, h, b) = Halide::cast<float>(f(d, i, h, b));
+  return g;
+}
+
+// The `dtype` GeneratorParam of a variant whose q, k, v and out share one element type:
+// float32, bfloat16 or float16 (products accumulate in fp32 whatever it is).
+inline void check_dtype(const Halide::Type& t, const char* generator) {
+  if (!(t == Halide::Float(32) || t == Halide::BFloat(16) || t == Halide::Float(16))) {
+    throw std::invalid_argument(std::string(generator) +
+                                ": dtype must be float32, bfloat16 or float16");
+  }
+}
+
 // The tunables of `key` from the table of `target` under `tables` (the schedules/ folder), with
 // `overrides` ("kb:128,tq:2", the tuner's candidates) applied on top.
 inline Tunables read_tunables(const Halide::Target& target, const std::string& tables,

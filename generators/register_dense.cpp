@@ -23,23 +23,6 @@ bool bf16_pairs(const Type& dtype, int head_dim, const Target& t) {
          (t.has_feature(Target::AVX512_Zen4) || t.has_feature(Target::AVX512_SapphireRapids));
 }
 
-// The input read as fp32 (inlined: the conversion happens where the value is loaded; a no-op
-// for float32 inputs, whose kernels are unchanged).
-Func as_f32(const Func& f) {
-  Var d("d"), i("i"), h("h"), b("b");
-  Func g(f.name() + "_f32");
-  g(d, i, h, b) = cast<float>(f(d, i, h, b));
-  return g;
-}
-
-// q, k, v and out of one dtype: float32, bfloat16 or float16.
-void check_dtype(const Type& t, const char* generator) {
-  if (!(t == Float(32) || t == BFloat(16) || t == Float(16))) {
-    throw std::invalid_argument(std::string(generator) +
-                                ": dtype must be float32, bfloat16 or float16");
-  }
-}
-
 // D is contiguous in q, out, lse and the two key/value buffers (k, v or their pages) and equal
 // across them; a fixed head dim is compiled in.
 void constrain_head_dim(GeneratorInput<Buffer<void, 4>>& q, GeneratorInput<Buffer<void, 4>>& k,

@@ -20,23 +20,35 @@ class TopkAttentionGenerator : public Generator<TopkAttentionGenerator> {
   GeneratorParam<int> head_dim{"head_dim", 0};  // 0: any D
   GeneratorParam<std::string> tables{"tables", ""};
   GeneratorParam<std::string> tunables{"tunables", ""};
+  // q, k, v and out: float32, bfloat16 or float16 (the dtype in the kernel's name); scores,
+  // the selection's keys and the softmax are fp32 whatever it is.
+  GeneratorParam<Type> dtype{"dtype", Float(32)};
 
-  Input<Buffer<float, 4>> q{"q"};
-  Input<Buffer<float, 4>> k{"k"};
-  Input<Buffer<float, 4>> v{"v"};
+  Input<Buffer<void, 4>> q{"q"};
+  Input<Buffer<void, 4>> k{"k"};
+  Input<Buffer<void, 4>> v{"v"};
   Input<float> scale{"scale"};
   Input<int> topk{"topk"};
-  Output<Buffer<float, 4>> out{"out"};
+  Output<Buffer<void, 4>> out{"out"};
+
+  void configure() {
+    const Type t = dtype;
+    check_dtype(t, "topk");
+    for (auto* p : {&q, &k, &v}) p->set_type(t);
+    out.set_type(t);
+  }
 
   void generate() {
     const bool decode = phase.value() == KernelPhase::decode;
-    TableKey key{"topk", phase_name(phase), head_dim_name(head_dim), mask_name(causal)};
+    TableKey key{"topk", phase_name(phase), head_dim_name(head_dim), mask_name(causal),
+                 dtype_name(dtype)};
     ScheduleContext ctx{get_target(), head_dim, decode, false,
                         read_cpu_tunables(get_target(), tables, key, tunables)};
     TopkInputs in;
-    in.q = q;
-    in.k = k;
-    in.v = v;
+    in.q = as_f32(q);
+    in.k = as_f32(k);
+    in.v = as_f32(v);
+    in.out_type = dtype;
     in.head_dim = head_dim_expr(head_dim, q.dim(0).extent());
     in.lq = q.dim(1).extent();
     in.lk = k.dim(1).extent();

@@ -11,7 +11,7 @@ using namespace Halide;
 SelectedAttention attend_selected(const Func& score, const Func& index, const Func& v,
                                   const Expr& k_eff, const Expr& k_max, const Expr& group,
                                   const Var& d, const Var& s, const Var& i, const Var& h,
-                                  const Var& b, const Func& value_gate) {
+                                  const Var& b, const Func& value_gate, const Type& out_type) {
   SelectedAttention a;
   a.rs = RDom(0, max(k_max, 1), "rs");
   const Expr live = a.rs < k_eff;
@@ -29,7 +29,7 @@ SelectedAttention attend_selected(const Func& score, const Func& index, const Fu
   if (value_gate.defined()) w = w * value_gate(a.rs, i, h, b);  // sparsek's gates
   a.pv(d, i, h, b) += w * v(d, index(a.rs, i, h, b), h / group, b);
   // A row with no visible key outputs zeros (k_eff = 0, row_sum = 0).
-  a.out(d, i, h, b) = select(k_eff > 0, a.pv(d, i, h, b) / a.row_sum(i, h, b), 0.f);
+  a.out(d, i, h, b) = cast(out_type, select(k_eff > 0, a.pv(d, i, h, b) / a.row_sum(i, h, b), 0.f));
   return a;
 }
 

@@ -3,7 +3,8 @@
 // slots (only the first k_eff live) and the key index of each slot, it builds
 //   o_i = sum_{s < k_eff} softmax_s(score_s) g_s v[index_s]
 // (g_s = value_gate(s, i, h, b) when given, else 1) with zeros for a row that selected nothing
-// (k_eff = 0). The algorithm only; schedules decide where each stage lives.
+// (k_eff = 0), cast last to `out_type` (the variant's dtype; the softmax and the sums stay fp32).
+// The algorithm only; schedules decide where each stage lives.
 #pragma once
 
 #include "Halide.h"
@@ -25,6 +26,7 @@ SelectedAttention attend_selected(const Halide::Func& score, const Halide::Func&
                                   const Halide::Expr& k_max, const Halide::Expr& group,
                                   const Halide::Var& d, const Halide::Var& s, const Halide::Var& i,
                                   const Halide::Var& h, const Halide::Var& b,
-                                  const Halide::Func& value_gate = Halide::Func());
+                                  const Halide::Func& value_gate = Halide::Func(),
+                                  const Halide::Type& out_type = Halide::Float(32));
 
 }  // namespace hattn

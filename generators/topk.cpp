@@ -34,7 +34,7 @@ TopkStages topk_attention(const TopkInputs& in) {
 
   st.gathered(s, i, h, b) = score_of_key(st.key(st.sel.index(s, i, h, b), i, h, b));
   st.att = attend_selected(st.gathered, st.sel.index, in.v, k_eff, k_max, in.q_heads / in.kv_heads,
-                           d, s, i, h, b);
+                           d, s, i, h, b, Func(), in.out_type);
   return st;
 }
 

@@ -19,9 +19,10 @@
 namespace hattn {
 
 struct TopkInputs {
-  Halide::Func q, k, v;            // (d, i, h, b), (d, j, hk, b), (d, j, hk, b)
-  Halide::Expr head_dim, lq, lk;   // D, Lq, Lk
-  Halide::Expr q_heads, kv_heads;  // Hq, Hkv
+  Halide::Func q, k, v;  // (d, i, h, b), (d, j, hk, b), (d, j, hk, b), read as fp32
+  Halide::Type out_type = Halide::Float(32);  // the output's element type (rounded once, last)
+  Halide::Expr head_dim, lq, lk;              // D, Lq, Lk
+  Halide::Expr q_heads, kv_heads;             // Hq, Hkv
   Halide::Expr scale;
   Halide::Expr topk;  // k >= 1 (the runtime validates)
   bool causal = false;

@@ -146,6 +146,13 @@ class Cli : public testing::Test {
             dir() + "k.npy", "--v",   dir() + "v.npy", "--out",   dir() + "o.npy"};
   }
 
+  // x rounded to the 16-bit dtype t, as `--dtype` does in memory.
+  static std::vector<float> rounded(hattn::DType t, const std::vector<float>& x) {
+    std::vector<float> y(x.size());
+    for (size_t i = 0; i < x.size(); ++i) y[i] = hattn::from_16bit(t, hattn::to_16bit(t, x[i]));
+    return y;
+  }
+
   std::string trace_;
   std::vector<float> q_, k_, v_;
 };
@@ -195,12 +202,7 @@ TEST_F(Cli, RunDense16Bit) {
     Result r = run_cli(args);
     ASSERT_EQ(r.status, 0) << r.err;
     EXPECT_NE(r.out.find(std::string("_") + dtype + "_"), std::string::npos) << r.out;
-    auto rounded = [&](const std::vector<float>& x) {
-      std::vector<float> y(x.size());
-      for (size_t i = 0; i < x.size(); ++i) y[i] = hattn::from_16bit(t, hattn::to_16bit(t, x[i]));
-      return y;
-    };
-    const std::vector<float> q = rounded(q_), k = rounded(k_), v = rounded(v_);
+    const std::vector<float> q = rounded(t, q_), k = rounded(t, k_), v = rounded(t, v_);
     hattn_test::AttnShape shape{1, 4, 2, 7, 9, 64};
     hattn_test::AttnStrides strides{hattn_test::dense_strides(1, 4, 7, 64),
                                     hattn_test::dense_strides(1, 2, 9, 64),
@@ -290,6 +292,41 @@ TEST_F(Cli, RunTopkMatchesReference) {
   bad_k.insert(bad_k.end(), {"--topk", "0"});
   expect_one_line_error(run_cli(bad_k), "must be >= 1");
   expect_one_line_error(run_cli(args), "--topk");
+}
+
+// run topk --dtype bf16|f16 (Lq = 7: decode over a 16-bit cache): a 16-bit kernel, within half
+// an ulp of the output's dtype of the float64 top-k on the rounded inputs.
+TEST_F(Cli, RunTopk16Bit) {
+  SCOPED_TRACE(trace_);
+  for (const char* dtype : {"bf16", "f16"}) {
+    const hattn::DType t = std::string(dtype) == "bf16" ? hattn::DType::bf16 : hattn::DType::f16;
+    std::vector<std::string> args = run_args();
+    args[1] = "topk";
+    args.insert(args.end(), {"--topk", "3", "--causal", "--dtype", dtype});
+    Result r = run_cli(args);
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_NE(r.out.find(std::string("kernel: topk_decode_causal_d64_") + dtype + "_"),
+              std::string::npos)
+        << r.out;
+    const std::vector<float> q = rounded(t, q_), k = rounded(t, k_), v = rounded(t, v_);
+    hattn_test::AttnShape shape{1, 4, 2, 7, 9, 64};
+    hattn_test::AttnStrides strides{hattn_test::dense_strides(1, 4, 7, 64),
+                                    hattn_test::dense_strides(1, 2, 9, 64),
+                                    hattn_test::dense_strides(1, 2, 9, 64)};
+    std::vector<double> ref, gap;
+    hattn_test::reference_topk_attention(q.data(), k.data(), v.data(), shape, strides, true,
+                                         1.0 / 8.0, 3, &ref, &gap);
+    hattn::npy::Array o;
+    std::string error;
+    ASSERT_TRUE(hattn::npy::read_f32(dir() + "o.npy", &o, &error)) << error;
+    ASSERT_EQ(o.data.size(), ref.size());
+    EXPECT_EQ(o.float16, t == hattn::DType::f16) << dtype;
+    for (size_t i = 0; i < ref.size(); ++i) {
+      if (gap[i / 64] < hattn_test::kMinGap) continue;  // a near-tie may select differently
+      ASSERT_NEAR(o.data[i], ref[i], hattn_test::sixteen_bit_output_tolerance(t, ref[i]))
+          << dtype << " index " << i;
+    }
+  }
 }
 
 // run topk-ffn reads W2 as [D, d_ff] (a framework's Linear layout) and transposes it itself.

@@ -370,15 +370,15 @@ TEST(Dense16Bit, MixedDtypesAreRefused) {
   EXPECT_EQ(st.code, StatusCode::invalid_argument) << st.message;
   EXPECT_NE(st.message.find("share one dtype"), std::string::npos) << st.message;
   for (uint16_t x : out) ASSERT_EQ(x, 0xffff) << "a refused call wrote out";
-  hattn::TopkOptions to;
-  to.k = 2;
-  const hattn::TensorView q16 =
-      hattn::TensorView::contiguous(q.bits.data(), hattn::DType::bf16, {1, 2, 4, 64});
-  std::vector<uint16_t> k16(k.size(), 0x3f00), v16(k.size(), 0x3e80);
-  const hattn::Status st2 = hattn::topk_attention(
-      q16, hattn::TensorView::contiguous(k16.data(), hattn::DType::bf16, {1, 2, 6, 64}),
-      hattn::TensorView::contiguous(v16.data(), hattn::DType::bf16, {1, 2, 6, 64}),
-      hattn::TensorView::contiguous(out.data(), hattn::DType::bf16, {1, 2, 4, 64}), to);
+  // topk_ffn has fp32 kernels only (topk has 16-bit decode kernels: test_topk.cpp).
+  hattn::TopkFfnOptions fo;
+  fo.k = 2;
+  std::vector<uint16_t> w16(k.size(), 0x3f00);
+  const hattn::Status st2 =
+      hattn::topk_ffn(hattn::TensorView::contiguous(q.bits.data(), hattn::DType::bf16, {8, 64}),
+                      hattn::TensorView::contiguous(w16.data(), hattn::DType::bf16, {12, 64}),
+                      hattn::TensorView::contiguous(w16.data(), hattn::DType::bf16, {12, 64}),
+                      hattn::TensorView::contiguous(out.data(), hattn::DType::bf16, {8, 64}), fo);
   EXPECT_EQ(st2.code, StatusCode::unsupported) << st2.message;
   EXPECT_NE(st2.message.find("fp32 kernels only"), std::string::npos) << st2.message;
   for (uint16_t x : out) ASSERT_EQ(x, 0xffff) << "a refused call wrote out";
@@ -630,10 +630,11 @@ TEST(KernelList, NamesAreUniqueAndDescribed) {
                 k.variant == "sparsek_mask" || k.variant == "el" || k.variant == "linear")
         << k.name;
     EXPECT_TRUE(k.phase == "prefill" || k.phase == "decode") << k.name << ": " << k.phase;
-    // 16-bit kernels: dense (and its paged decode) on CPUs only.
-    EXPECT_TRUE(k.dtype == "f32" ||
-                ((k.dtype == "bf16" || k.dtype == "f16") &&
-                 (k.variant == "dense" || k.variant == "dense_paged") && k.family != "cuda"))
+    // 16-bit kernels: dense (and its paged decode) and topk decode, on CPUs only.
+    const bool sixteen_bit_variant = k.variant == "dense" || k.variant == "dense_paged" ||
+                                     (k.variant == "topk" && k.phase == "decode");
+    EXPECT_TRUE(k.dtype == "f32" || ((k.dtype == "bf16" || k.dtype == "f16") &&
+                                     sixteen_bit_variant && k.family != "cuda"))
         << k.name;
     EXPECT_NE(k.name.find("_" + k.dtype + "_"), std::string::npos) << k.name;
     EXPECT_GE(k.head_dim, 0) << k.name;

@@ -273,11 +273,13 @@ std::vector<Row> rows() {
   add(
       "validate.cpp", "dtype",
       [](F x) {
-        auto t = x.d();
-        for (TensorView& v : t) v.dtype = DType::bf16;
-        return topk(t);
+        auto t = x.l();  // q, k_rot, v, basis, out
+        for (int i : {0, 1, 2, 4}) t[static_cast<size_t>(i)].dtype = DType::bf16;
+        return loki(t);
       },
-      unsup, "q has dtype bf16; this call has fp32 kernels only (16-bit tensors: attention())");
+      unsup,
+      "q has dtype bf16; this call has fp32 kernels only (16-bit tensors: attention(), "
+      "paged_attention(), ragged_attention(), topk_attention())");
   add(
       "validate.cpp", "dtype_value",
       [](F x) {

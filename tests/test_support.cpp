@@ -137,11 +137,14 @@ std::string isa_restriction() { return g_isa.name; }
 std::string isa_restriction_error() { return g_isa.error; }
 int isa_refusals() { return g_isa_refusals.load(); }
 
+double sixteen_bit_output_tolerance(hattn::DType t, double ref) {
+  const double half_ulp = t == hattn::DType::bf16 ? std::ldexp(1.0, -8) : std::ldexp(1.0, -11);
+  return half_ulp * std::fabs(ref) + 2e-5 * (1 + std::fabs(ref));
+}
+
 double sixteen_bit_tolerance(hattn::DType t, double ref, double ref_abs) {
-  const bool bf16 = t == hattn::DType::bf16;
-  const double half_ulp = bf16 ? std::ldexp(1.0, -8) : std::ldexp(1.0, -11);
-  const double p_rounding = bf16 ? std::ldexp(1.0, -8) : 0.0;
-  return half_ulp * std::fabs(ref) + p_rounding * ref_abs + 2e-5 * (1 + std::fabs(ref));
+  const double p_rounding = t == hattn::DType::bf16 ? std::ldexp(1.0, -8) : 0.0;
+  return sixteen_bit_output_tolerance(t, ref) + p_rounding * ref_abs;
 }
 
 bool verbose() {

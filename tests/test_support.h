@@ -208,6 +208,9 @@ bool verbose();
 // itself, so the output within 2^-8 of `ref_abs`, the row's attention over |v|), plus fp32
 // accumulation noise.
 double sixteen_bit_tolerance(hattn::DType t, double ref, double ref_abs);
+// The same without the probabilities' rounding: a kernel whose softmax and V sum are fp32 and
+// whose only 16-bit rounding is the output's (topk).
+double sixteen_bit_output_tolerance(hattn::DType t, double ref);
 
 // ISA restriction for the kernels' multi-target dispatch, so that the AVX-512, AVX2 and SSE4.1
 // builds of every kernel can be tested on a machine that would pick a better one: with

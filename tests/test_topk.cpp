@@ -9,6 +9,7 @@
 #include <cstring>
 #include <iostream>
 #include <limits>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -325,6 +326,128 @@ TEST(Topk, RefusesBadArguments) {
 
 // ---------------------------------------------------------------------------------------------
 // topk_ffn
+
+// ---------------------------------------------------------------------------------------------
+// 16-bit tensors (bf16, f16): decode over a 16-bit cache, against the float64 brute force on the
+// rounded inputs. Scores, selection and softmax are fp32 in the kernel, so the only 16-bit
+// rounding is the output's (sixteen_bit_output_tolerance); rows whose k-th and (k+1)-th scores
+// nearly tie are left out as in the fp32 tests.
+
+struct Topk16Case {
+  const char* name;
+  AttnShape shape;
+  int64_t k;
+};
+
+// Runs topk_attention on 16-bit views of `q`, `k`, `v` (out poisoned with NaN first); returns
+// the status and the output bits.
+Status run_topk_16bit(hattn::DType t, const AttnShape& a, bool causal, int64_t k, const Sixteen& q,
+                      const Sixteen& kk, const Sixteen& v, std::vector<uint16_t>* out,
+                      Dispatch* d) {
+  out->assign(q.bits.size(), 0xffff);  // NaN in both dtypes
+  const std::vector<int64_t> qs = {a.batch, a.q_heads, a.lq, a.head_dim};
+  const std::vector<int64_t> kvs = {a.batch, a.kv_heads, a.lk, a.head_dim};
+  TopkOptions o;
+  o.k = k;
+  o.causal = causal;
+  return hattn::topk_attention(TensorView::contiguous(q.bits.data(), t, qs),
+                               TensorView::contiguous(kk.bits.data(), t, kvs),
+                               TensorView::contiguous(v.bits.data(), t, kvs),
+                               TensorView::contiguous(out->data(), t, qs), o, d);
+}
+
+TEST(Topk16Bit, DecodeMatchesReferenceOnRoundedInputs) {
+  // Specialized and generic head dims, grouped heads, Lq up to 8 (decode), k past the visible
+  // count (exact dense), and causal rows that see no key (Lq > Lk: zeros).
+  const Topk16Case cases[] = {{"d128_gqa_k32", {1, 8, 2, 1, 900, 128}, 32},
+                              {"d64_lq3_k16", {2, 4, 4, 3, 300, 64}, 16},
+                              {"d80_lq2_k7", {1, 2, 1, 2, 200, 80}, 7},
+                              {"d64_k_past_lk", {1, 2, 2, 1, 20, 64}, 40},
+                              {"d64_lq_gt_lk", {1, 2, 2, 6, 3, 64}, 2}};
+  std::set<std::string> used;
+  for (hattn::DType t : {hattn::DType::bf16, hattn::DType::f16}) {
+    for (const Topk16Case& c : cases) {
+      for (bool causal : {false, true}) {
+        const AttnShape& a = c.shape;
+        const std::string name =
+            std::string(hattn::to_string(t)) + "_" + c.name + (causal ? "_causal" : "");
+        SCOPED_TRACE(name);
+        TestRng rng(name);
+        SCOPED_TRACE(rng.description());
+        const Sixteen q = draw_16bit(t, a.batch * a.q_heads * a.lq * a.head_dim, rng);
+        const Sixteen kk = draw_16bit(t, a.batch * a.kv_heads * a.lk * a.head_dim, rng);
+        const Sixteen v = draw_16bit(t, a.batch * a.kv_heads * a.lk * a.head_dim, rng);
+        const Sixteen q0 = q, k0 = kk, v0 = v;
+        std::vector<uint16_t> out;
+        Dispatch d;
+        const Status st = run_topk_16bit(t, a, causal, c.k, q, kk, v, &out, &d);
+        ASSERT_TRUE(st.ok()) << hattn::to_string(st.code) << ": " << st.message;
+        EXPECT_NE(d.kernel.find(std::string("topk_decode_")), std::string::npos) << d.kernel;
+        EXPECT_NE(d.kernel.find(std::string("_") + hattn::to_string(t) + "_"), std::string::npos)
+            << d.kernel;
+        used.insert(d.kernel);
+        EXPECT_TRUE(q.bits == q0.bits && kk.bits == k0.bits && v.bits == v0.bits)
+            << "an input was modified";
+
+        std::vector<double> ref, gap;
+        const AttnStrides strides{dense_strides(a.batch, a.q_heads, a.lq, a.head_dim),
+                                  dense_strides(a.batch, a.kv_heads, a.lk, a.head_dim),
+                                  dense_strides(a.batch, a.kv_heads, a.lk, a.head_dim)};
+        const double scale = static_cast<double>(1.f / std::sqrt(static_cast<float>(a.head_dim)));
+        reference_topk_attention(q.values.data(), kk.values.data(), v.values.data(), a, strides,
+                                 causal, scale, c.k, &ref, &gap);
+        int bad = 0, left_out = 0;
+        const int64_t rows = a.batch * a.q_heads * a.lq;
+        for (int64_t r = 0; r < rows && bad < 5; ++r) {
+          if (gap[static_cast<size_t>(r)] < kMinGap) {
+            ++left_out;
+            continue;
+          }
+          for (int64_t x = 0; x < a.head_dim; ++x) {
+            const size_t i = static_cast<size_t>(r * a.head_dim + x);
+            const double got = ref_from_16bit(t, out[i]);
+            const double tol = sixteen_bit_output_tolerance(t, ref[i]);
+            if (!(std::fabs(got - ref[i]) <= tol)) {
+              ADD_FAILURE() << "row " << r << " out[" << x << "] = " << got << ", reference "
+                            << ref[i] << " (tolerance " << tol << ")";
+              ++bad;
+            }
+          }
+        }
+        EXPECT_LE(left_out, 1 + rows / 20) << "too many near-tied rows left out";
+      }
+    }
+  }
+  // Every 16-bit topk kernel ran on some case above.
+  for (const hattn::KernelInfo& k : hattn::list_kernels()) {
+    if (k.variant == "topk" && k.family != "cuda" && k.dtype != "f32") {
+      EXPECT_EQ(used.count(k.name), 1u) << k.name << " never ran";
+    }
+  }
+}
+
+// topk prefill has fp32 kernels only: a 16-bit prefill call is refused, naming why for each
+// kernel, and writes nothing.
+TEST(Topk16Bit, PrefillIsRefusedWithTheKernelsThereAre) {
+  const AttnShape a{1, 2, 2, 12, 40, 64};
+  for (hattn::DType t : {hattn::DType::bf16, hattn::DType::f16}) {
+    TestRng rng(std::string("prefill16_") + hattn::to_string(t));
+    const Sixteen q = draw_16bit(t, a.batch * a.q_heads * a.lq * a.head_dim, rng);
+    const Sixteen kk = draw_16bit(t, a.batch * a.kv_heads * a.lk * a.head_dim, rng);
+    const Sixteen v = draw_16bit(t, a.batch * a.kv_heads * a.lk * a.head_dim, rng);
+    std::vector<uint16_t> out;
+    const Status st = run_topk_16bit(t, a, false, 4, q, kk, v, &out, nullptr);
+    EXPECT_EQ(st.code, StatusCode::unsupported) << st.message;
+    EXPECT_NE(st.message.find("no generated topk kernel can take this call"), std::string::npos)
+        << st.message;
+    EXPECT_NE(st.message.find("selects prefill"), std::string::npos) << st.message;
+    EXPECT_NE(st.message.find(std::string("built for f32 tensors, the call's are ") +
+                              hattn::to_string(t)),
+              std::string::npos)
+        << st.message;
+    for (uint16_t x : out) ASSERT_EQ(x, 0xffff) << "a refused call wrote out";
+  }
+}
 
 struct FfnProblem {
   HostTensor x, w1, w2t;

@@ -23,7 +23,7 @@ struct AttentionArgs {
   double rank_fraction = 0, topk_fraction = 0;
   bool no_check_basis = false, copy_lead = false;
   std::string k_lead;         // [B, Hkv, Lk, R] from `hattn rotate --lead-out`
-  std::string dtype = "f32";  // dense: f32, bf16, f16
+  std::string dtype = "f32";  // dense and topk: f32, bf16, f16
   CommonRunArgs common;
 };
 
@@ -40,6 +40,23 @@ Loaded load_qkv(const AttentionArgs& a) {
   l.out.resize(l.q.data.size());
   return l;
 }
+
+// q, k, v and out in the dtype of --dtype (bf16|f16: inputs rounded to it in memory, out
+// widened back or written as float16 .npy; cli_common.h).
+struct Typed {
+  hattn::DType dtype;
+  std::vector<uint16_t> q16, k16, v16, out16;
+  hattn::TensorView q, k, v, out;
+  Typed(const std::string& name, Loaded* l)
+      : dtype(parse_dtype(name)),
+        q(as_dtype(l->q, dtype, &q16)),
+        k(as_dtype(l->k, dtype, &k16)),
+        v(as_dtype(l->v, dtype, &v16)),
+        out(output_as(dtype, l->q.shape, &l->out, &out16)) {}
+  void save(const std::string& path, Loaded* l) {
+    save_output(path, dtype, l->q.shape, out16, &l->out);
+  }
+};
 
 double attention_flops(const Loaded& l, bool causal) {
   return 4.0 * static_cast<double>(l.q.shape[0] * l.q.shape[1] * l.q.shape[3]) *
@@ -61,17 +78,12 @@ int run_dense(const AttentionArgs& a) {
     lse_view = hattn::TensorView::contiguous(lse.data(), lse_shape);
     opt.lse = &lse_view;
   }
-  // --dtype bf16|f16: inputs rounded to the dtype in memory, out widened back (cli_common.h).
-  const hattn::DType dtype = parse_dtype(a.dtype);
-  std::vector<uint16_t> q16, k16, v16, out16;
-  const hattn::TensorView qv = as_dtype(l.q, dtype, &q16), kv = as_dtype(l.k, dtype, &k16),
-                          vv = as_dtype(l.v, dtype, &v16),
-                          ov = output_as(dtype, l.q.shape, &l.out, &out16);
+  Typed x(a.dtype, &l);
   hattn::Dispatch chosen;
-  const double t = median_seconds(a.common.repeat,
-                                  [&] { return hattn::attention(qv, kv, vv, ov, opt, &chosen); });
+  const double t = median_seconds(
+      a.common.repeat, [&] { return hattn::attention(x.q, x.k, x.v, x.out, opt, &chosen); });
   print_timing(chosen, t, a.common.repeat, attention_flops(l, a.causal));
-  save_output(a.out, dtype, l.q.shape, out16, &l.out);
+  x.save(a.out, &l);
   if (!a.lse.empty()) save(a.lse, lse_shape, lse.data());
   if (a.common.verbose) {
     std::printf("wrote %s%s%s\n", a.out.c_str(), a.lse.empty() ? "" : " and ", a.lse.c_str());
@@ -86,14 +98,13 @@ int run_topk(const AttentionArgs& a) {
   opt.causal = a.causal;
   set_common(a.common, &opt);
   set_scale(a.scale, &opt);
-  hattn::TensorView ov = hattn::TensorView::contiguous(l.out.data(), l.q.shape);
+  Typed x(a.dtype, &l);
   hattn::Dispatch chosen;
-  const double t = median_seconds(a.common.repeat, [&] {
-    return hattn::topk_attention(view(l.q), view(l.k), view(l.v), ov, opt, &chosen);
-  });
+  const double t = median_seconds(
+      a.common.repeat, [&] { return hattn::topk_attention(x.q, x.k, x.v, x.out, opt, &chosen); });
   // GFLOP/s of the dense work, so the rate compares directly with `hattn run dense`.
   print_timing(chosen, t, a.common.repeat, attention_flops(l, a.causal));
-  save(a.out, l.q.shape, l.out.data());
+  x.save(a.out, &l);
   if (a.common.verbose) {
     const int64_t lk = l.k.shape[2];
     if (a.topk >= lk) {
@@ -179,6 +190,7 @@ Action add_run_attention(CLI::App* run) {
   CLI::App* topk = add_qkv_command(run, "topk", "top-k attention (Gupta et al. 2021)", &topk_args);
   // No range check here: k < 1 is the library's to refuse, with its own message.
   topk->add_option("--topk", topk_args.topk, "keys kept per query row (>= 1)")->required();
+  add_dtype_option(topk, &topk_args.dtype);
   CLI::App* loki =
       add_qkv_command(run, "loki", "Loki: low-rank key scoring, top-k (decode)", &loki_args);
   loki->get_option("--k")->description(

@@ -139,6 +139,31 @@ def test_topk_matches_float64(rng):
     close(out, want, 2e-5)
 
 
+def test_topk_float16_decode(rng):
+    # A float16 cache: the 16-bit decode kernel, within half an f16 ulp (plus fp32 noise) of the
+    # float64 top-k on the same (already rounded) values.
+    q, k, v = (randn(rng, 1, 4, 2, 64).astype(np.float16), randn(rng, 1, 2, 300, 64).astype(
+        np.float16), randn(rng, 1, 2, 300, 64).astype(np.float16))
+    out = hattn.topk_attention(q, k, v, 16)
+    assert out.dtype == np.float16
+    assert "_f16_" in hattn.last_dispatch().kernel
+    q64, k64, v64 = (x.astype(np.float64) for x in (q, k, v))
+    kr, vr = np.repeat(k64, 2, axis=1), np.repeat(v64, 2, axis=1)  # kv head h // 2
+    s = np.einsum("bhid,bhjd->bhij", q64, kr) * np.float64(np.float32(1 / 8))
+    keep = np.argsort(-s, axis=-1, kind="stable")[..., :16]
+    want = np.zeros(q.shape)
+    for h in range(4):
+        for i in range(2):
+            sel = keep[0, h, i]
+            p = np.exp(s[0, h, i, sel] - s[0, h, i, sel].max())
+            want[0, h, i] = p @ vr[0, h, sel] / p.sum()
+    got = out.astype(np.float64)
+    assert np.all(np.abs(got - want) <= 2.0 ** -11 * np.abs(want) + 2e-5 * (1 + np.abs(want)))
+    # Prefill (Lq > 8) has fp32 kernels only: refused, saying why.
+    with pytest.raises(hattn.Unsupported, match="selects prefill"):
+        hattn.topk_attention(np.repeat(q, 6, axis=2), k, v, 16)
+
+
 def test_topk_ffn_matches_float64(rng):
     x, w1, w2 = randn(rng, 5, 32), randn(rng, 64, 32), randn(rng, 32, 64)
     y = hattn.topk_ffn(x, w1, np.ascontiguousarray(w2.T), 8)

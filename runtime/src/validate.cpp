@@ -68,9 +68,11 @@ Status check_view(const TensorView& t, const char* name, int rank, const char* c
                    std::to_string(static_cast<int>(t.dtype)));
   }
   if (t.dtype != DType::f32 && !any_dtype) {
-    return Status{StatusCode::unsupported,
-                  std::string(name) + " has dtype " + to_string(t.dtype) +
-                      "; this call has fp32 kernels only (16-bit tensors: attention())"};
+    return Status{
+        StatusCode::unsupported,
+        std::string(name) + " has dtype " + to_string(t.dtype) +
+            "; this call has fp32 kernels only (16-bit tensors: attention(), paged_attention(), "
+            "ragged_attention(), topk_attention())"};
   }
   const size_t align = element_size(t.dtype);
   if (reinterpret_cast<uintptr_t>(t.data) % align != 0) {
@@ -304,13 +306,13 @@ Status check_k(int64_t k, const char* what) {
 Status validate_cpu_attention(const char* variant, const TensorView& q, const TensorView& k,
                               const TensorView& v, const TensorView& out, bool causal,
                               const ScaledOptions& options, AttentionShape* shape,
-                              const char* const* names) {
+                              const char* const* names, bool sixteen_bit) {
   AttentionOptions as_dense;
   as_dense.causal = causal;
   as_dense.has_scale = options.has_scale;
   as_dense.scale = options.scale;
   Status s = validate_attention_named(q, k, v, out, as_dense, names ? names : kAttentionNames,
-                                      shape, false);
+                                      shape, sixteen_bit);
   if (s.ok() && shape->device != Device::cpu) {
     return Status{StatusCode::unsupported, std::string(variant) +
                                                " attention has CPU kernels only; tensors are on " +

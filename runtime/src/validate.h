@@ -56,11 +56,12 @@ Status validate_attention_named(const TensorView& q, const TensorView& k, const 
                                 const char* const* names, AttentionShape* shape, bool any_dtype);
 
 // The tensor and scale checks of validate_attention for a variant with CPU kernels only
-// (`variant` names it in the refusal of device tensors; `names`, when given, the four tensors).
+// (`variant` names it in the refusal of device tensors; `names`, when given, the four tensors;
+// `sixteen_bit`: the variant has bf16/f16 kernels, so those dtypes go on to its dispatch).
 Status validate_cpu_attention(const char* variant, const TensorView& q, const TensorView& k,
                               const TensorView& v, const TensorView& out, bool causal,
                               const ScaledOptions& options, AttentionShape* shape,
-                              const char* const* names = nullptr);
+                              const char* const* names = nullptr, bool sixteen_bit = false);
 
 // The softmax scale of a call: the caller's when has_scale, else 1/sqrt(head_dim) computed in
 // fp32 (the one default-scale rule of every variant; el passes its per-head dim Dm / heads).
