@@ -1,8 +1,9 @@
 // Loki decode next to hattn's dense decode at the same shape (same inputs, same run):
 //   hattn_loki/decode/Lk:<Lk>/D:128/df:<d_f>/kf:<k_f>   vs   hattn_dense/decode/Lk:<Lk>/D:128
+//   hattn_loki_{bf16,f16}/...                           vs   hattn_dense_{bf16,f16}/... (Lk 32K)
 // with the leading r channels in a contiguous copy (LokiOptions::k_lead), and
 // hattn_loki_strided/... reading them from the rotated cache itself (r of every D channels).
-// Counters: GB/s of the bytes Loki's model says it must read (Lk*r + 2*k*D floats per head:
+// Counters: GB/s of the bytes Loki's model says it must read (Lk*r + 2*k*D elements per head:
 // the first r channels of every rotated key, then k whole key and value rows), and
 // model_bytes_vs_dense = (Lk*r + 2kD) / (2 Lk D) ~ d_f/2 + k_f, the speedup bound of a
 // bandwidth-bound decode; report.py prints the measured time ratio next to it.
@@ -59,12 +60,11 @@ const std::vector<float>& lead_copy(const float* k, const Shape& s, int64_t r) {
   return lead;
 }
 
-void run_loki(benchmark::State& state, Shape s, double d_f, double k_f, bool contiguous_lead) {
-  Inputs in(s);  // the rotated key cache is just a key cache: the same random inputs as dense
+void run_loki(benchmark::State& state, Shape s, double d_f, double k_f, bool contiguous_lead,
+              hattn::DType dtype) {
+  // The rotated key cache is just a key cache: the same random inputs as dense, in `dtype`.
+  TypedInputs in(s, dtype);
   const std::vector<float>& basis = householder_bases(s.kv(), s.head_dim);
-  auto view = [&](float* x, int64_t l, int64_t heads) {
-    return hattn::TensorView::contiguous(x, {s.batch, heads, l, s.head_dim});
-  };
   hattn::LokiOptions opt;
   opt.rank_fraction = d_f;
   opt.k_fraction = k_f;
@@ -78,22 +78,27 @@ void run_loki(benchmark::State& state, Shape s, double d_f, double k_f, bool con
   }
   const int64_t r_used = std::max<int64_t>(1, std::llround(d_f * static_cast<double>(s.head_dim)));
   hattn::TensorView lead_view;
+  std::vector<uint16_t> lead16;
   if (contiguous_lead) {
-    const std::vector<float>& lead = lead_copy(in.k, s, r_used);
-    lead_view = hattn::TensorView::contiguous(lead.data(), {s.batch, s.kv(), s.lk, r_used});
+    const std::vector<float>& lead = lead_copy(Inputs(s).k, s, r_used);
+    const std::vector<int64_t> shape = {s.batch, s.kv(), s.lk, r_used};
+    lead_view = hattn::TensorView::contiguous(lead.data(), shape);
+    if (dtype != hattn::DType::f32) {  // the copy in the cache's dtype (the same values)
+      lead16.resize(lead.size());
+      for (size_t i = 0; i < lead.size(); ++i) lead16[i] = hattn::to_16bit(dtype, lead[i]);
+      lead_view = hattn::TensorView::contiguous(lead16.data(), dtype, shape);
+    }
     opt.k_lead = &lead_view;
   }
   hattn::Dispatch chosen;
   hattn::set_num_threads(bench_threads());
   for (auto _ : state) {
-    hattn::Status st = hattn::loki_attention(view(in.q, s.lq, s.heads), view(in.k, s.lk, s.kv()),
-                                             view(in.v, s.lk, s.kv()), basis_view,
-                                             view(in.out, s.lq, s.heads), opt, &chosen);
+    hattn::Status st = hattn::loki_attention(in.q, in.k, in.v, basis_view, in.out, opt, &chosen);
     if (!st.ok()) {
       state.SkipWithError(st.message.c_str());
       break;
     }
-    benchmark::DoNotOptimize(in.out);
+    benchmark::DoNotOptimize(in.out.data);
   }
   if (state.error_occurred()) return;
   state.SetLabel(chosen.kernel + (contiguous_lead ? " (k_lead)" : " (strided)"));
@@ -102,8 +107,9 @@ void run_loki(benchmark::State& state, Shape s, double d_f, double k_f, bool con
   // The leading channels once per kv head, then k whole K and V rows per query head.
   const double floats =
       static_cast<double>(s.batch) * (s.kv() * s.lk * r + s.heads * 2 * k * s.head_dim);
+  const double bytes = floats * (dtype == hattn::DType::f32 ? 4 : 2);
   state.counters["GB/s"] =
-      benchmark::Counter(floats * 4e-9, benchmark::Counter::kIsIterationInvariantRate);
+      benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["model_bytes_vs_dense"] = floats / (2.0 * s.batch * s.kv() * s.lk * s.head_dim);
 }
 
@@ -111,23 +117,36 @@ void run_loki(benchmark::State& state, Shape s, double d_f, double k_f, bool con
 
 void register_loki_decode(const Shape& s) {
   auto frac = [](double f) { return f == 0.125 ? std::string("1/8") : f == 0.25 ? "1/4" : "1/2"; };
+  const hattn::DType f32 = hattn::DType::f32;
   const std::string shape =
       "/decode/Lk:" + std::to_string(s.lk) + "/D:" + std::to_string(s.head_dim);
   if (s.kv() != s.heads) {  // grouped-query: the paper's two points only
     const std::string gqa = "/Hkv:" + std::to_string(s.kv());
-    add("hattn_loki" + shape + "/df:1/4/kf:1/8" + gqa, run_loki, s, 0.25, 0.125, true);
-    add("hattn_loki" + shape + "/df:1/4/kf:1/4" + gqa, run_loki, s, 0.25, 0.25, true);
+    add("hattn_loki" + shape + "/df:1/4/kf:1/8" + gqa, run_loki, s, 0.25, 0.125, true, f32);
+    add("hattn_loki" + shape + "/df:1/4/kf:1/4" + gqa, run_loki, s, 0.25, 0.25, true, f32);
     return;
   }
   for (double d_f : {0.125, 0.25, 0.5}) {
     for (double k_f : {0.125, 0.25, 0.5}) {
       add("hattn_loki" + shape + "/df:" + frac(d_f) + "/kf:" + frac(k_f), run_loki, s, d_f, k_f,
-          true);
+          true, f32);
     }
   }
   // Without the contiguous copy: the approximate scores read r of every D channels of k_rot.
   for (double k_f : {0.125, 0.25}) {
-    add("hattn_loki_strided" + shape + "/df:1/4/kf:" + frac(k_f), run_loki, s, 0.25, k_f, false);
+    add("hattn_loki_strided" + shape + "/df:1/4/kf:" + frac(k_f), run_loki, s, 0.25, k_f, false,
+        f32);
+  }
+  // Over a 16-bit cache (and leading-channel copy), the paper's two points: vs
+  // hattn_dense_{bf16,f16}/decode at the same Lk.
+  if (s.lk == 32768) {
+    for (const auto& [name, dt] :
+         {std::pair{"bf16", hattn::DType::bf16}, std::pair{"f16", hattn::DType::f16}}) {
+      for (double k_f : {0.125, 0.25}) {
+        add(std::string("hattn_loki_") + name + shape + "/df:1/4/kf:" + frac(k_f), run_loki, s,
+            0.25, k_f, true, dt);
+      }
+    }
   }
 }
 

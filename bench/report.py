@@ -217,6 +217,19 @@ def loki_section(rows, targets):
                 if lk == 32768 and (df, kf) == ("1/4", "1/4"):
                     targets.append((f"loki decode Lk=32K d_f=k_f=1/4 >= 2x dense "
                                     f"({fmt(sp, '.2f')}x)", None if sp is None else sp >= 2.0))
+    # Over a 16-bit cache, against dense decode in the same dtype.
+    for dt in ("bf16", "f16"):
+        dense = val(rows, f"hattn_dense_{dt}/decode/Lk:32768/D:128", "ms")
+        for kf in ("1/8", "1/4"):
+            name = f"hattn_loki_{dt}/decode/Lk:32768/D:128/df:1/4/kf:{kf}"
+            t = val(rows, name, "ms")
+            if t is None:
+                continue
+            model = val(rows, name, "model_bytes_vs_dense")
+            bound = None if not model else 1 / model
+            print(f"  {'32768':<8}{'1/4':>5}{kf:>5}{fmt(t):>9}{fmt(dense):>9}"
+                  f"{fmt(ratio(dense, t), '.2f'):>8}{fmt(bound, '.2f'):>7}"
+                  f"{fmt(val(rows, name, 'GB/s')):>7}  <- {dt} (vs dense {dt})")
 
 
 def el_section(rows, targets):

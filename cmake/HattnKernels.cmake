@@ -132,8 +132,10 @@ hattn_declare_variant(topk HEAD_DIMS 64 128 0 DTYPES f32 bf16 f16
 hattn_declare_variant(topk_ffn CPU topk_ffn/-/-/-/-)
 # Decode is where Loki pays (each head dim asked; hattn's build: D=128, as in the models it
 # targets, and any D); prefill (full-sequence) is for fidelity evaluation, generic D only, built
-# when the generic kernel is asked for.
-hattn_declare_variant(loki HEAD_DIMS 128 0 CPU loki/decode/0,1/-/each loki/prefill/0,1/-/generic)
+# when the generic kernel is asked for. Decode in every dtype (a 16-bit rotated cache and
+# leading-channel copy, read widened to fp32; the basis stays fp32); prefill in fp32 only.
+hattn_declare_variant(loki HEAD_DIMS 128 0 DTYPES f32 bf16 f16
+  CPU loki/decode/0,1/-/each loki/prefill/0,1/-/generic/f32)
 # EL-attention (phase and mask at run time, any Dm) and the linear layer it and the standard
 # multi-head path are built from.
 hattn_declare_variant(el CPU el/-/-/-/- linear/-/-/-/-)

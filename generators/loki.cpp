@@ -41,7 +41,7 @@ LokiStages loki_attention(const LokiInputs& in) {
   st.exact(s, i, h, b) = 0.f;
   st.exact(s, i, h, b) += st.q_rot(i, st.rc, h, b) * key_at(st.rc, st.sel.index(s, i, h, b));
   st.att = attend_selected(st.exact, st.sel.index, in.v, k_eff, min(in.topk, in.lk), group, st.d, s,
-                           i, h, b);
+                           i, h, b, Func(), in.out_type);
   return st;
 }
 

@@ -18,7 +18,8 @@
 namespace hattn {
 
 struct LokiInputs {
-  Halide::Func q, k, v, basis;  // (d, i, h, b), (d, j, hk, b) rotated, (d, j, hk, b), (c, e, hk)
+  // (d, i, h, b), (d, j, hk, b) rotated, (d, j, hk, b), (c, e, hk); q, k, k_lead, v read as fp32
+  Halide::Func q, k, v, basis;
   // (c, j, hk, b): the leading channels of k (c < r are read). Either k itself or a narrow copy
   // whose rows are contiguous: on CPUs, reading r of every D channels of k costs about as much as
   // reading whole rows (measured), so Loki's byte savings need the leading channels contiguous.
@@ -29,6 +30,7 @@ struct LokiInputs {
   Halide::Expr rank;  // r in [1, D] (the runtime validates)
   Halide::Expr topk;  // k >= 1
   bool causal = false;
+  Halide::Type out_type = Halide::Float(32);  // the output's element type (rounded once, last)
 };
 
 struct LokiStages {

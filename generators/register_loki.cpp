@@ -20,30 +20,42 @@ class LokiAttentionGenerator : public Generator<LokiAttentionGenerator> {
   GeneratorParam<int> head_dim{"head_dim", 0};  // 0: any D
   GeneratorParam<std::string> tables{"tables", ""};
   GeneratorParam<std::string> tunables{"tunables", ""};
+  // q, k, k_lead, v and out: float32, bfloat16 or float16 (the dtype in the kernel's name); the
+  // basis, the rotated query, the scores and the softmax are fp32 whatever it is.
+  GeneratorParam<Type> dtype{"dtype", Float(32)};
 
-  Input<Buffer<float, 4>> q{"q"};            // [B, Hq, Lq, D], not rotated
-  Input<Buffer<float, 4>> k{"k"};            // [B, Hkv, Lk, D], rotated into the basis
-  Input<Buffer<float, 4>> k_lead{"k_lead"};  // [B, Hkv, Lk, >= r]: k's leading channels
-  Input<Buffer<float, 4>> v{"v"};            // [B, Hkv, Lk, D]
-  Input<Buffer<float, 3>> basis{"basis"};    // [Hkv, D, D]: basis[h][e][c], component e of axis c
+  Input<Buffer<void, 4>> q{"q"};            // [B, Hq, Lq, D], not rotated
+  Input<Buffer<void, 4>> k{"k"};            // [B, Hkv, Lk, D], rotated into the basis
+  Input<Buffer<void, 4>> k_lead{"k_lead"};  // [B, Hkv, Lk, >= r]: k's leading channels
+  Input<Buffer<void, 4>> v{"v"};            // [B, Hkv, Lk, D]
+  Input<Buffer<float, 3>> basis{"basis"};   // [Hkv, D, D]: basis[h][e][c], component e of axis c
   Input<float> scale{"scale"};
   Input<int> rank{"rank"};  // r, 1 <= r <= D
   Input<int> topk{"topk"};  // k >= 1
-  Output<Buffer<float, 4>> out{"out"};
+  Output<Buffer<void, 4>> out{"out"};
+
+  void configure() {
+    const Type t = dtype;
+    check_dtype(t, "loki");
+    for (auto* p : {&q, &k, &k_lead, &v}) p->set_type(t);
+    out.set_type(t);
+  }
 
   void generate() {
     const bool decode = phase.value() == KernelPhase::decode;
-    TableKey key{"loki", phase_name(phase), head_dim_name(head_dim), mask_name(causal)};
+    TableKey key{"loki", phase_name(phase), head_dim_name(head_dim), mask_name(causal),
+                 dtype_name(dtype)};
     ScheduleContext ctx{get_target(), head_dim, decode, false,
                         read_cpu_tunables(get_target(), tables, key, tunables)};
 
     const Expr d = head_dim_expr(head_dim, q.dim(0).extent());
     LokiInputs in;
-    in.q = q;
-    in.k = k;
-    in.k_lead = k_lead;
-    in.v = v;
+    in.q = as_f32(q);
+    in.k = as_f32(k);
+    in.k_lead = as_f32(k_lead);
+    in.v = as_f32(v);
     in.basis = basis;
+    in.out_type = dtype;
     in.head_dim = d;
     in.lq = q.dim(1).extent();
     in.lk = k.dim(1).extent();

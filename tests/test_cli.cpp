@@ -467,6 +467,28 @@ TEST_F(Cli, RunLokiMatchesDense) {
   hattn::npy::Array o_lead;
   ASSERT_TRUE(hattn::npy::read_f32(dir() + "o.npy", &o_lead, &error)) << error;
   EXPECT_EQ(o_lead.data, o.data) << "--copy-lead changed the result";
+  // --dtype f16 with the leading-channel copy: the 16-bit decode kernel on the rounded q, k_rot
+  // and v (k = Lk: every key), within half an f16 ulp of the float64 Loki on those values.
+  std::vector<std::string> half = with_lead;
+  half.insert(half.end(), {"--dtype", "f16"});
+  r = run_cli(half);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("kernel: loki_decode_noncausal_"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("_f16_"), std::string::npos) << r.out;
+  const hattn::DType f16 = hattn::DType::f16;
+  const std::vector<float> q16 = rounded(f16, q_), k16 = rounded(f16, rk.k_rot),
+                           v16 = rounded(f16, v_);
+  std::vector<double> ref16, gap16;
+  hattn_test::reference_loki_attention(q16.data(), k16.data(), v16.data(), rk.basis.data(), shape,
+                                       strides, false, 1.0 / 8.0, 8, 9, &ref16, &gap16);
+  hattn::npy::Array o16;
+  ASSERT_TRUE(hattn::npy::read_f32(dir() + "o.npy", &o16, &error)) << error;
+  EXPECT_TRUE(o16.float16);
+  ASSERT_EQ(o16.data.size(), ref16.size());
+  for (size_t i = 0; i < ref16.size(); ++i) {
+    ASSERT_NEAR(o16.data[i], ref16[i], hattn_test::sixteen_bit_output_tolerance(f16, ref16[i]))
+        << "f16 index " << i;
+  }
   std::vector<std::string> bad_rank = args;
   bad_rank[bad_rank.size() - 3] = "65";
   expect_one_line_error(run_cli(bad_rank), "outside [1, D=64]");

@@ -630,9 +630,10 @@ TEST(KernelList, NamesAreUniqueAndDescribed) {
                 k.variant == "sparsek_mask" || k.variant == "el" || k.variant == "linear")
         << k.name;
     EXPECT_TRUE(k.phase == "prefill" || k.phase == "decode") << k.name << ": " << k.phase;
-    // 16-bit kernels: dense (and its paged decode) and topk decode, on CPUs only.
-    const bool sixteen_bit_variant = k.variant == "dense" || k.variant == "dense_paged" ||
-                                     (k.variant == "topk" && k.phase == "decode");
+    // 16-bit kernels: dense (and its paged decode), topk and loki decode, on CPUs only.
+    const bool sixteen_bit_variant =
+        k.variant == "dense" || k.variant == "dense_paged" ||
+        ((k.variant == "topk" || k.variant == "loki") && k.phase == "decode");
     EXPECT_TRUE(k.dtype == "f32" || ((k.dtype == "bf16" || k.dtype == "f16") &&
                                      sixteen_bit_variant && k.family != "cuda"))
         << k.name;

@@ -273,13 +273,13 @@ std::vector<Row> rows() {
   add(
       "validate.cpp", "dtype",
       [](F x) {
-        auto t = x.l();  // q, k_rot, v, basis, out
-        for (int i : {0, 1, 2, 4}) t[static_cast<size_t>(i)].dtype = DType::bf16;
-        return loki(t);
+        SkViews t = x.k();
+        for (TensorView* v : {&t.q, &t.k, &t.v, &t.out}) v->dtype = DType::bf16;
+        return sk_scored(t);
       },
       unsup,
       "q has dtype bf16; this call has fp32 kernels only (16-bit tensors: attention(), "
-      "paged_attention(), ragged_attention(), topk_attention())");
+      "paged_attention(), ragged_attention(), topk_attention(), loki_attention())");
   add(
       "validate.cpp", "dtype_value",
       [](F x) {
@@ -627,6 +627,24 @@ std::vector<Row> rows() {
         return loki(t);
       },
       unsup, "loki attention has CPU kernels only; basis is on cuda");
+  add(
+      "loki.cpp", "basis_dtype",
+      [](F x) {
+        auto t = x.l();
+        t[3].dtype = DType::bf16;
+        return loki(t);
+      },
+      bad, "basis has dtype bf16; the basis is float32 in every dtype");
+  add(
+      "loki.cpp", "lead_dtype",
+      [](F x) {
+        TensorView lead = x.loki[1].view();
+        lead.dtype = DType::f16;
+        auto o = loki_opts();
+        o.k_lead = &lead;
+        return loki(x.l(), o);
+      },
+      bad, "k_lead has dtype f16 but k_rot has f32; the leading-channel copy shares the cache's");
   add(
       "loki.cpp", "lead_device",
       [](F x) {

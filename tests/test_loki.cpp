@@ -8,6 +8,7 @@
 #include <cmath>
 #include <iostream>
 #include <limits>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -303,7 +304,8 @@ TEST(Loki, LeadingChannelCopyGivesTheSameResult) {
 TEST(Loki, EveryKernelForced) {
   int forced = 0;
   for (const hattn::KernelInfo& k : hattn::list_kernels()) {
-    if (k.variant != "loki" || hattn::selected_build(k).empty()) continue;
+    // (16-bit kernels: Loki16Bit below.)
+    if (k.variant != "loki" || k.dtype != "f32" || hattn::selected_build(k).empty()) continue;
     TestRng rng(k.name);
     const int64_t d = k.head_dim ? k.head_dim : 48;
     const bool decode = k.phase == "decode";
@@ -312,6 +314,146 @@ TEST(Loki, EveryKernelForced) {
     ++forced;
   }
   EXPECT_GT(forced, 0) << "no loki kernel in this build";
+}
+
+// 16-bit decode (bf16, f16): q, the rotated cache, its leading-channel copy, v and out in the
+// dtype, the basis in fp32. The rotated keys are rotated in double and rounded to the dtype, as a
+// caller keeping a 16-bit cache would; the reference runs on the same rounded values. The
+// kernel's scores, selection and softmax are fp32, so out is within half an ulp of its dtype
+// (sixteen_bit_output_tolerance); rows whose approximate k-th scores nearly tie are left out.
+TEST(Loki16Bit, DecodeMatchesReferenceOnRoundedInputs) {
+  struct Case16 {
+    const char* name;
+    AttnShape shape;
+    int64_t rank, k;
+    bool lead;  // a contiguous copy of the leading channels (LokiOptions::k_lead)
+  };
+  const Case16 cases[] = {{"d128_gqa_r32_k64_lead", {1, 8, 2, 1, 700, 128}, 32, 64, true},
+                          {"d128_lq3_r16_k20", {1, 2, 2, 3, 300, 128}, 16, 20, false},
+                          {"d80_lq2_r20_k7_lead", {2, 2, 1, 2, 150, 80}, 20, 7, true},
+                          {"d128_lq_gt_lk", {1, 2, 2, 6, 3, 128}, 8, 2, false}};
+  std::set<std::string> used;
+  for (hattn::DType t : {hattn::DType::bf16, hattn::DType::f16}) {
+    for (const Case16& c : cases) {
+      for (bool causal : {false, true}) {
+        const AttnShape& a = c.shape;
+        const std::string name =
+            std::string(hattn::to_string(t)) + "_" + c.name + (causal ? "_causal" : "");
+        SCOPED_TRACE(name);
+        TestRng rng(name);
+        SCOPED_TRACE(rng.description());
+        const int64_t d = a.head_dim, rows_kv = a.batch * a.kv_heads * a.lk;
+        const std::vector<float> basis = random_bases(a.kv_heads, d, rng);
+        const Sixteen q = draw_16bit(t, a.batch * a.q_heads * a.lq * d, rng);
+        const Sixteen k = draw_16bit(t, rows_kv * d, rng);
+        const Sixteen v = draw_16bit(t, rows_kv * d, rng);
+        Sixteen k_rot{std::vector<uint16_t>(k.bits.size()), std::vector<float>(k.bits.size())};
+        for (int64_t row = 0; row < rows_kv; ++row) {
+          const int64_t hk = (row / a.lk) % a.kv_heads;
+          for (int64_t ch = 0; ch < d; ++ch) {
+            double x = 0;
+            for (int64_t e = 0; e < d; ++e) {
+              x += double(k.values[static_cast<size_t>(row * d + e)]) *
+                   basis[static_cast<size_t>((hk * d + e) * d + ch)];
+            }
+            const size_t at = static_cast<size_t>(row * d + ch);
+            k_rot.bits[at] = ref_to_16bit(t, static_cast<float>(x));
+            k_rot.values[at] = ref_from_16bit(t, k_rot.bits[at]);
+          }
+        }
+        std::vector<uint16_t> lead(static_cast<size_t>(rows_kv * c.rank));
+        for (int64_t row = 0; row < rows_kv; ++row) {
+          for (int64_t ch = 0; ch < c.rank; ++ch) {
+            lead[static_cast<size_t>(row * c.rank + ch)] =
+                k_rot.bits[static_cast<size_t>(row * d + ch)];
+          }
+        }
+        const std::vector<int64_t> qs = {a.batch, a.q_heads, a.lq, d};
+        const std::vector<int64_t> kvs = {a.batch, a.kv_heads, a.lk, d};
+        const hattn::TensorView lead_view =
+            hattn::TensorView::contiguous(lead.data(), t, {a.batch, a.kv_heads, a.lk, c.rank});
+        std::vector<uint16_t> out(q.bits.size(), 0xffff);  // NaN in both dtypes
+        LokiOptions o;
+        o.rank = c.rank;
+        o.k = c.k;
+        o.causal = causal;
+        if (c.lead) o.k_lead = &lead_view;
+        Dispatch disp;
+        const Status st =
+            hattn::loki_attention(hattn::TensorView::contiguous(q.bits.data(), t, qs),
+                                  hattn::TensorView::contiguous(k_rot.bits.data(), t, kvs),
+                                  hattn::TensorView::contiguous(v.bits.data(), t, kvs),
+                                  hattn::TensorView::contiguous(basis.data(), {a.kv_heads, d, d}),
+                                  hattn::TensorView::contiguous(out.data(), t, qs), o, &disp);
+        ASSERT_TRUE(st.ok()) << hattn::to_string(st.code) << ": " << st.message;
+        EXPECT_NE(disp.kernel.find(std::string("loki_decode_")), std::string::npos) << disp.kernel;
+        EXPECT_NE(disp.kernel.find(std::string("_") + hattn::to_string(t) + "_"), std::string::npos)
+            << disp.kernel;
+        used.insert(disp.kernel);
+
+        std::vector<double> ref, gap;
+        const AttnStrides strides{dense_strides(a.batch, a.q_heads, a.lq, d),
+                                  dense_strides(a.batch, a.kv_heads, a.lk, d),
+                                  dense_strides(a.batch, a.kv_heads, a.lk, d)};
+        const double scale = static_cast<double>(1.f / std::sqrt(static_cast<float>(d)));
+        reference_loki_attention(q.values.data(), k_rot.values.data(), v.values.data(),
+                                 basis.data(), a, strides, causal, scale, c.rank, c.k, &ref, &gap);
+        int bad = 0, left_out = 0;
+        const int64_t rows = a.batch * a.q_heads * a.lq;
+        for (int64_t r = 0; r < rows && bad < 5; ++r) {
+          if (gap[static_cast<size_t>(r)] < kMinGap) {
+            ++left_out;
+            continue;
+          }
+          for (int64_t x = 0; x < d; ++x) {
+            const size_t i = static_cast<size_t>(r * d + x);
+            const double got = ref_from_16bit(t, out[i]);
+            const double tol = sixteen_bit_output_tolerance(t, ref[i]);
+            if (!(std::fabs(got - ref[i]) <= tol)) {
+              ADD_FAILURE() << "row " << r << " out[" << x << "] = " << got << ", reference "
+                            << ref[i] << " (tolerance " << tol << ")";
+              ++bad;
+            }
+          }
+        }
+        EXPECT_LE(left_out, 1 + rows / 20) << "too many near-tied rows left out";
+      }
+    }
+  }
+  for (const hattn::KernelInfo& k : hattn::list_kernels()) {
+    if (k.variant == "loki" && k.family != "cuda" && k.dtype != "f32") {
+      EXPECT_EQ(used.count(k.name), 1u) << k.name << " never ran";
+    }
+  }
+}
+
+// Loki prefill has fp32 kernels only: a 16-bit call with Lq > 8 is refused, saying why for each
+// kernel, and writes nothing.
+TEST(Loki16Bit, PrefillIsRefused) {
+  const AttnShape a{1, 2, 1, 12, 40, 64};
+  TestRng rng("loki_prefill16");
+  const std::vector<float> basis = random_bases(a.kv_heads, a.head_dim, rng);
+  const hattn::DType t = hattn::DType::bf16;
+  const Sixteen q = draw_16bit(t, a.batch * a.q_heads * a.lq * a.head_dim, rng);
+  const Sixteen k = draw_16bit(t, a.batch * a.kv_heads * a.lk * a.head_dim, rng);
+  std::vector<uint16_t> out(q.bits.size(), 0xffff);
+  LokiOptions o;
+  o.rank = 8;
+  o.k = 4;
+  const std::vector<int64_t> qs = {a.batch, a.q_heads, a.lq, a.head_dim};
+  const std::vector<int64_t> kvs = {a.batch, a.kv_heads, a.lk, a.head_dim};
+  const Status st = hattn::loki_attention(
+      hattn::TensorView::contiguous(q.bits.data(), t, qs),
+      hattn::TensorView::contiguous(k.bits.data(), t, kvs),
+      hattn::TensorView::contiguous(k.bits.data(), t, kvs),
+      hattn::TensorView::contiguous(basis.data(), {a.kv_heads, a.head_dim, a.head_dim}),
+      hattn::TensorView::contiguous(out.data(), t, qs), o);
+  EXPECT_EQ(st.code, StatusCode::unsupported) << st.message;
+  EXPECT_NE(st.message.find("no generated loki kernel can take this call"), std::string::npos)
+      << st.message;
+  EXPECT_NE(st.message.find("built for f32 tensors, the call's are bf16"), std::string::npos)
+      << st.message;
+  for (uint16_t x : out) ASSERT_EQ(x, 0xffff) << "a refused call wrote out";
 }
 
 TEST(Loki, RefusesBadArguments) {
@@ -381,7 +523,9 @@ TEST(LokiBoundary, SelectsTheStableSortTopk) {
   const std::vector<BoundaryRow> rows = boundary_rows(rng.seed(), 160);
   std::vector<const hattn::KernelInfo*> kernels = {nullptr};  // nullptr: the dispatcher chooses
   for (const hattn::KernelInfo& k : hattn::list_kernels()) {
-    if (k.variant == "loki" && !hattn::selected_build(k).empty()) kernels.push_back(&k);
+    if (k.variant == "loki" && k.dtype == "f32" && !hattn::selected_build(k).empty()) {
+      kernels.push_back(&k);
+    }
   }
   int calls = 0, refused_k0 = 0, left_out = 0, failures = 0;
   auto fail = [&](const std::string& what) {

@@ -23,7 +23,7 @@ struct AttentionArgs {
   double rank_fraction = 0, topk_fraction = 0;
   bool no_check_basis = false, copy_lead = false;
   std::string k_lead;         // [B, Hkv, Lk, R] from `hattn rotate --lead-out`
-  std::string dtype = "f32";  // dense and topk: f32, bf16, f16
+  std::string dtype = "f32";  // f32, bf16, f16
   CommonRunArgs common;
 };
 
@@ -133,34 +133,34 @@ int run_loki(const AttentionArgs& a) {
   set_scale(a.scale, &opt);
   // --copy-lead: the first r channels of the rotated keys copied contiguous (LokiOptions::k_lead),
   // as a decode loop would keep them next to the cache; r must be given absolutely for this.
-  std::vector<float> lead;
+  // Either lead is in the call's dtype, as the cache is.
+  hattn::npy::Array lead;
+  std::vector<uint16_t> lead16;
   hattn::TensorView lead_view;
   if (a.copy_lead) {
     if (a.rank < 1 || a.rank > l.k.shape[3]) die(2, "--copy-lead needs --rank in [1, D]");
     const int64_t rows = l.k.shape[0] * l.k.shape[1] * l.k.shape[2], d = l.k.shape[3];
-    lead.resize(static_cast<size_t>(rows * a.rank));
+    lead.shape = {l.k.shape[0], l.k.shape[1], l.k.shape[2], a.rank};
+    lead.data.resize(static_cast<size_t>(rows * a.rank));
     for (int64_t j = 0; j < rows; ++j) {
       for (int64_t c = 0; c < a.rank; ++c) {
-        lead[static_cast<size_t>(j * a.rank + c)] = l.k.data[static_cast<size_t>(j * d + c)];
+        lead.data[static_cast<size_t>(j * a.rank + c)] = l.k.data[static_cast<size_t>(j * d + c)];
       }
     }
-    lead_view = hattn::TensorView::contiguous(lead.data(),
-                                              {l.k.shape[0], l.k.shape[1], l.k.shape[2], a.rank});
+  } else if (!a.k_lead.empty()) {  // the library checks its shape against k_rot and r
+    lead = load(a.k_lead, "k_lead", 4, "[B, Hkv, Lk, R]");
+  }
+  Typed x(a.dtype, &l);
+  if (!lead.shape.empty()) {
+    lead_view = as_dtype(lead, x.dtype, &lead16);
     opt.k_lead = &lead_view;
   }
-  hattn::npy::Array lead_file;
-  if (!a.k_lead.empty()) {  // the library checks its shape against k_rot and r
-    lead_file = load(a.k_lead, "k_lead", 4, "[B, Hkv, Lk, R]");
-    lead_view = view(lead_file);
-    opt.k_lead = &lead_view;
-  }
-  hattn::TensorView ov = hattn::TensorView::contiguous(l.out.data(), l.q.shape);
   hattn::Dispatch chosen;
   const double t = median_seconds(a.common.repeat, [&] {
-    return hattn::loki_attention(view(l.q), view(l.k), view(l.v), basis.view, ov, opt, &chosen);
+    return hattn::loki_attention(x.q, x.k, x.v, basis.view, x.out, opt, &chosen);
   });
   print_timing(chosen, t, a.common.repeat, attention_flops(l, a.causal));
-  save(a.out, l.q.shape, l.out.data());
+  x.save(a.out, &l);
   if (a.common.verbose) std::printf("wrote %s\n", a.out.c_str());
   return 0;
 }
@@ -204,6 +204,7 @@ Action add_run_attention(CLI::App* run) {
   loki->add_option("--rank-fraction", loki_args.rank_fraction, "r as a fraction d_f of D");
   loki->add_option("--topk", loki_args.topk, "keys kept per query row (>= 1)");
   loki->add_option("--topk-fraction", loki_args.topk_fraction, "k as a fraction k_f of Lk");
+  add_dtype_option(loki, &loki_args.dtype);
   loki->add_flag("--no-check-basis", loki_args.no_check_basis,
                  "skip the orthonormality check of the basis");
   CLI::Option* copy_lead =

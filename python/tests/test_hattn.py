@@ -174,6 +174,25 @@ def test_topk_ffn_matches_float64(rng):
     close(y, np.maximum(h * mask, 0) @ w2.T, 1e-3)
 
 
+def test_loki_float16_decode(rng):
+    # A float16 rotated cache, its leading-channel copy and values, the basis in float32; with
+    # top_k = Lk the result is dense attention in the rotated frame on the rounded values.
+    basis = np.stack([np.linalg.qr(rng.standard_normal((32, 32)))[0] for _ in range(2)]).astype(
+        np.float32)
+    q = randn(rng, 1, 4, 2, 32).astype(np.float16)
+    k_rot = randn(rng, 1, 2, 40, 32).astype(np.float16)
+    v = randn(rng, 1, 2, 40, 32).astype(np.float16)
+    lead = np.ascontiguousarray(k_rot[..., :8])
+    out = hattn.loki_attention(q, k_rot, v, basis, rank=8, top_k=40, k_lead=lead)
+    assert out.dtype == np.float16 and "_f16_" in hattn.last_dispatch().kernel
+    q_rot = np.einsum("bhid,hdc->bhic", q.astype(np.float64), np.repeat(basis, 2, axis=0))
+    want = reference(q_rot, k_rot, v, scale=np.float64(np.float32(1 / np.sqrt(32))))[0]
+    got = out.astype(np.float64)
+    assert np.all(np.abs(got - want) <= 2.0 ** -11 * np.abs(want) + 2e-5 * (1 + np.abs(want)))
+    with pytest.raises(hattn.InvalidArgument, match="basis is float32 in every dtype"):
+        hattn.loki_attention(q, k_rot, v, basis.astype(np.float16), rank=8, top_k=40)
+
+
 @pytest.mark.skipif(not hattn._hattn.has_loki_prep, reason="this build has no LAPACKE")
 def test_loki_calibrate_rotate_attention(rng):
     keys = randn(rng, 2, 200, 16) * np.linspace(3, 0.2, 16).astype(np.float32)

@@ -58,7 +58,11 @@ Status resolve_k(const LokiOptions& o, int64_t lk, int64_t* k) {
 
 Status check_basis_tensor(const TensorView& basis, const AttentionShape& shape) {
   static const char* const kDims[3] = {"Hkv", "D", "D"};
-  Status s = check_tensor(basis, "basis", 3, kDims, false);
+  Status s = check_tensor(basis, "basis", 3, kDims, false, /*any_dtype=*/true);
+  if (s.ok() && basis.dtype != DType::f32) {
+    return invalid(std::string("basis has dtype ") + to_string(basis.dtype) +
+                   "; the basis is float32 in every dtype (the query's rotation is fp32)");
+  }
   if (!s.ok()) return s;
   if (basis.shape[0] != shape.kv_heads || basis.shape[1] != shape.head_dim ||
       basis.shape[2] != shape.head_dim) {
@@ -78,8 +82,12 @@ Status check_lead(const TensorView* lead, const TensorView& k_rot, int64_t rank,
                   const TensorView& out) {
   if (lead == nullptr) return Status::success();
   static const char* const kDims[4] = {"B", "Hkv", "Lk", "R"};
-  Status s = check_tensor(*lead, "k_lead", 4, kDims, false);
+  Status s = check_tensor(*lead, "k_lead", 4, kDims, false, /*any_dtype=*/true);
   if (!s.ok()) return s;
+  if (lead->dtype != k_rot.dtype) {
+    return invalid(std::string("k_lead has dtype ") + to_string(lead->dtype) + " but k_rot has " +
+                   to_string(k_rot.dtype) + "; the leading-channel copy shares the cache's dtype");
+  }
   if (lead->device != Device::cpu) {
     return Status{StatusCode::unsupported, "k_lead must be in host (cpu) memory"};
   }
@@ -104,8 +112,9 @@ Status loki_attention(const TensorView& q, const TensorView& k_rot, const Tensor
                       Dispatch* chosen) {
   AttentionShape shape;
   static const char* const kNames[4] = {"q", "k_rot", "v", "out"};
-  Status s =
-      validate_cpu_attention("loki", q, k_rot, v, out, options.causal, options, &shape, kNames);
+  // bf16 and f16 go on to the dispatch: decode kernels exist in every dtype, prefill in fp32.
+  Status s = validate_cpu_attention("loki", q, k_rot, v, out, options.causal, options, &shape,
+                                    kNames, /*sixteen_bit=*/true);
   if (!s.ok()) return s;
   s = check_basis_tensor(basis, shape);
   if (!s.ok()) return s;

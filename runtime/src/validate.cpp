@@ -72,7 +72,7 @@ Status check_view(const TensorView& t, const char* name, int rank, const char* c
         StatusCode::unsupported,
         std::string(name) + " has dtype " + to_string(t.dtype) +
             "; this call has fp32 kernels only (16-bit tensors: attention(), paged_attention(), "
-            "ragged_attention(), topk_attention())"};
+            "ragged_attention(), topk_attention(), loki_attention())"};
   }
   const size_t align = element_size(t.dtype);
   if (reinterpret_cast<uintptr_t>(t.data) % align != 0) {

@@ -424,8 +424,8 @@ class Harness {
       }
       return;
     }
-    // Accepted 16-bit tensors: only dense (and its paged form) takes them, all four of one dtype
-    // (lse stays fp32).
+    // Accepted 16-bit tensors: only dense (and its paged form), topk and loki take them, all four
+    // of one dtype (lse stays fp32).
     // The element checks below read 4-byte floats, so such a call stops here; test_dense
     // compares 16-bit results with the reference.
     bool sixteen = false;
@@ -433,7 +433,8 @@ class Harness {
       sixteen |= v.rank > 0 && (v.dtype == hattn::DType::bf16 || v.dtype == hattn::DType::f16);
     }
     if (sixteen) {
-      if (var.v->name != "dense" && var.v->name != "dense_paged") {
+      const std::string& n = var.v->name;
+      if (n != "dense" && n != "dense_paged" && n != "topk" && n != "loki") {
         finding("accepted 16-bit tensors", what);
       }
       for (size_t i = 1; i < 4 && i < t.size(); ++i) {
