@@ -60,7 +60,7 @@ Inputs::Inputs(const Shape& s) {
   out = b[3].data();
 }
 
-TypedInputs::TypedInputs(const Shape& s, hattn::DType dtype) : sixteen(4) {
+TypedInputs::TypedInputs(const Shape& s, hattn::DType dtype, bool fp32_query) : sixteen(4) {
   Inputs in(s);
   float* const fp32[4] = {in.q, in.k, in.v, in.out};
   const int64_t lengths[4] = {s.lq, s.lk, s.lk, s.lq};
@@ -68,7 +68,7 @@ TypedInputs::TypedInputs(const Shape& s, hattn::DType dtype) : sixteen(4) {
   hattn::TensorView* views[4] = {&q, &k, &v, &out};
   for (int t = 0; t < 4; ++t) {
     const std::vector<int64_t> shape = {s.batch, heads[t], lengths[t], s.head_dim};
-    if (dtype == hattn::DType::f32) {
+    if (dtype == hattn::DType::f32 || (fp32_query && (t == 0 || t == 3))) {
       *views[t] = hattn::TensorView::contiguous(fp32[t], shape);
       continue;
     }

@@ -36,9 +36,10 @@ struct Inputs {
 };
 
 // Views of a shape's q, k, v, out in `dtype`: the fp32 Inputs themselves, or (bf16, f16) the
-// same random values rounded to nearest even with hattn::to_16bit, held here.
+// same random values rounded to nearest even with hattn::to_16bit, held here. fp32_query: q and
+// out stay fp32 over the 16-bit k and v.
 struct TypedInputs {
-  TypedInputs(const Shape& s, hattn::DType dtype);
+  TypedInputs(const Shape& s, hattn::DType dtype, bool fp32_query = false);
   std::vector<std::vector<uint16_t>> sixteen;  // q, k, v, out in 16 bits
   hattn::TensorView q, k, v, out;
 };

@@ -1,6 +1,7 @@
 // Dense attention next to its baselines, measured in one run (see scripts/bench.sh for the table).
 //   hattn_dense/{prefill,decode}/...    hattn::attention through the public API
 //   hattn_dense_{bf16,f16}/...          the same on 16-bit q, k, v, out (GB/s of 2-byte elements)
+//   hattn_dense_{bf16,f16}kv/decode/... fp32 q and out over a 16-bit K/V cache
 //   hattn_dense*/decode/.../Hkv:8       grouped-query decode, 32 query heads over 8 kv heads
 //   openblas_attention/...              unfused attention, heads in parallel, 1-thread BLAS each
 //                                       (decode: sgemv per head)
@@ -62,8 +63,8 @@ std::string isa_of(const std::string& kernel) {
 
 // hattn::attention on fp32 tensors, or (dtype bf16, f16) on the same random values rounded to
 // nearest even with hattn::to_16bit.
-void run_hattn(benchmark::State& state, Shape s, hattn::DType dtype) {
-  TypedInputs in(s, dtype);
+void run_hattn(benchmark::State& state, Shape s, hattn::DType dtype, bool fp32_query) {
+  TypedInputs in(s, dtype, fp32_query);
   hattn::AttentionOptions opt;
   opt.causal = s.causal;
   hattn::Dispatch chosen;
@@ -78,6 +79,7 @@ void run_hattn(benchmark::State& state, Shape s, hattn::DType dtype) {
   }
   if (state.error_occurred()) return;
   state.SetLabel(chosen.kernel + " [" + isa_of(chosen.kernel) + "]");
+  // Bytes of K and V (what decode streams) in their dtype.
   set_counters(state, s, dtype == hattn::DType::f32 ? 4.0 : 2.0);
 }
 
@@ -155,10 +157,10 @@ void register_all() {
     for (int64_t l : {512, 2048, 8192}) {
       for (bool causal : {false, true}) {
         const Shape s{1, 8, l, l, d, causal};
-        add(prefill_name("hattn_dense", s), run_hattn, s, hattn::DType::f32);
+        add(prefill_name("hattn_dense", s), run_hattn, s, hattn::DType::f32, false);
         if (l == 2048) {
-          add(prefill_name("hattn_dense_bf16", s), run_hattn, s, hattn::DType::bf16);
-          add(prefill_name("hattn_dense_f16", s), run_hattn, s, hattn::DType::f16);
+          add(prefill_name("hattn_dense_bf16", s), run_hattn, s, hattn::DType::bf16, false);
+          add(prefill_name("hattn_dense_f16", s), run_hattn, s, hattn::DType::f16, false);
         }
         add(prefill_name("openblas_attention", s), run_openblas_attention, s, true);
         if (l == 2048)
@@ -172,9 +174,13 @@ void register_all() {
   for (int64_t lk : {4096, 32768, 131072}) {
     const Shape s{1, 32, 1, lk, 128, false};
     const std::string shape = "/decode/Lk:" + std::to_string(lk) + "/D:128";
-    add("hattn_dense" + shape, run_hattn, s, hattn::DType::f32);
-    add("hattn_dense_bf16" + shape, run_hattn, s, hattn::DType::bf16);
-    add("hattn_dense_f16" + shape, run_hattn, s, hattn::DType::f16);
+    add("hattn_dense" + shape, run_hattn, s, hattn::DType::f32, false);
+    add("hattn_dense_bf16" + shape, run_hattn, s, hattn::DType::bf16, false);
+    add("hattn_dense_f16" + shape, run_hattn, s, hattn::DType::f16, false);
+    if (lk == 32768) {  // fp32 q and out over the 16-bit cache, as engines keep them
+      add("hattn_dense_bf16kv" + shape, run_hattn, s, hattn::DType::bf16, true);
+      add("hattn_dense_f16kv" + shape, run_hattn, s, hattn::DType::f16, true);
+    }
     add("openblas_attention" + shape, run_openblas_decode, s);
     hattn_bench::register_loki_decode(s);  // right after dense: the same inputs, still cached
   }
@@ -184,10 +190,13 @@ void register_all() {
     Shape s{1, 32, 1, lk, 128, false};
     s.kv_heads = 8;
     const std::string shape = "/decode/Lk:" + std::to_string(lk) + "/D:128/Hkv:8";
-    add("hattn_dense" + shape, run_hattn, s, hattn::DType::f32);
-    add("hattn_dense_bf16" + shape, run_hattn, s, hattn::DType::bf16);
-    add("hattn_dense_f16" + shape, run_hattn, s, hattn::DType::f16);
-    if (lk == 32768) hattn_bench::register_loki_decode(s);  // Loki over the same GQA cache
+    add("hattn_dense" + shape, run_hattn, s, hattn::DType::f32, false);
+    add("hattn_dense_bf16" + shape, run_hattn, s, hattn::DType::bf16, false);
+    add("hattn_dense_f16" + shape, run_hattn, s, hattn::DType::f16, false);
+    if (lk == 32768) {
+      add("hattn_dense_bf16kv" + shape, run_hattn, s, hattn::DType::bf16, true);
+      hattn_bench::register_loki_decode(s);  // Loki over the same GQA cache
+    }
   }
   for (int t : {1, 2}) add("array_read/threads:" + std::to_string(t), run_array_read, t);
   // The machine's compute bound, and a square GEMM: a BLAS far below the peak at this shape is

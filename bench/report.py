@@ -111,6 +111,14 @@ def dtype_section(rows, targets):
             r = ratio(f32, val(rows, f"hattn_dense_bf16/{tail}", "ms"))
             targets.append((f"bf16 decode Lk=32K >= 1.8x fp32 decode ({fmt(r, '.2f')}x)",
                             None if r is None else r >= 1.8))
+    # fp32 q and out over a 16-bit cache (engines' layout), next to the all-16-bit call.
+    for tail in ("decode/Lk:32768/D:128", "decode/Lk:32768/D:128/Hkv:8"):
+        for dt in ("bf16", "f16"):
+            kv = val(rows, f"hattn_dense_{dt}kv/{tail}", "ms")
+            if kv is not None:
+                same = val(rows, f"hattn_dense_{dt}/{tail}", "ms")
+                print(f"  {tail:<32} fp32 q/out over a {dt} cache: {fmt(kv, '.2f')} ms "
+                      f"({fmt(ratio(kv, same), '.2f')}x the all-{dt} call)")
 
 
 def gqa_section(rows, targets):

@@ -33,9 +33,8 @@ set(HATTN_X86_TARGETS
 # bf16 kernels with a compiled-in head dim also get an AVX512-BF16 build, first: their products
 # run as vdpbf16ps pair dot products on Zen 4 and Sapphire Rapids (2x the fp32 FMA rate per
 # instruction, and no conversions of K and V); other CPUs take the builds above. Added only where
-# a kernel asked for the default x86 builds, and only for the generators that write pair dot
-# products (HATTN_BF16_PAIR_GENERATORS; elsewhere the build would be the AVX-512 one again).
-set(HATTN_BF16_PAIR_GENERATORS dense dense_paged)
+# a kernel asked for the default x86 builds, and only for the kernels that write pair dot
+# products (dense prefill; elsewhere the build would be the AVX-512 one again).
 set(HATTN_X86_BF16_TARGET
     "x86-64-linux-avx-avx2-avx512-avx512_skylake-avx512_cannonlake-avx512_zen4-f16c-fma-sse41"
     CACHE STRING "Halide target of the AVX512-BF16 build of bf16 kernels")
@@ -71,8 +70,9 @@ set(HATTN_CUDA_TARGETS "x86-64-linux-cuda-cuda_capability_80"
 # configuration key everywhere:
 #   <generator>[_<phase>][_causal|_noncausal][_lse]_<d64|dany>_<dtype>_<family>
 # DTYPES (CPU forms) and CUDA_DTYPES (CUDA forms): the element types of the tensors each kernel
-# is built for (the name's <dtype>: f32, bf16, f16), f32 when not given. A variant that gives
-# DTYPES has generators that take the `dtype` parameter (float32, bfloat16, float16); the
+# is built for (the name's <dtype>: f32, bf16, f16; bf16kv and f16kv: fp32 q and out over a
+# K/V cache of bf16 or f16), f32 when not given. A variant that gives DTYPES has generators that
+# take the `dtype` parameter (float32, bfloat16, float16; the kv dtypes add fp32_query=true); the
 # others are fp32 only and are not passed one. HATTN_DTYPES (hattn's own build) and
 # hattn_add_kernels(DTYPES) choose which of the declared dtypes are built.
 # HATTN_VARIANTS (and the global property HATTN_VARIANT_LIST) lists the declared variants.
@@ -93,12 +93,13 @@ function(hattn_declare_variant variant)
     set(D_CUDA_DTYPES f32)
   endif ()
   foreach (t IN LISTS D_DTYPES D_CUDA_DTYPES)
-    if (NOT t MATCHES "^(f32|bf16|f16)$")
-      message(FATAL_ERROR "hattn_declare_variant(${variant}): unknown dtype '${t}' (f32, bf16, f16)")
+    if (NOT t MATCHES "^(f32|bf16|f16|bf16kv|f16kv)$")
+      message(FATAL_ERROR "hattn_declare_variant(${variant}): unknown dtype '${t}' "
+                          "(f32, bf16, f16, bf16kv, f16kv)")
     endif ()
   endforeach ()
   foreach (form IN LISTS D_CPU D_CUDA)
-    if (NOT form MATCHES "^[a-z_]+/(prefill,decode|prefill|decode|-)/(0,1|0|1|-)/(0,1|0|1|-)/(each|generic|-)(/(f32|bf16|f16)(,(f32|bf16|f16))*)?$")
+    if (NOT form MATCHES "^[a-z_]+/(prefill,decode|prefill|decode|-)/(0,1|0|1|-)/(0,1|0|1|-)/(each|generic|-)(/[a-z0-9]+(,[a-z0-9]+)*)?$")
       message(FATAL_ERROR "hattn_declare_variant(${variant}): bad form '${form}' "
                           "(<generator>/<phases>/<masks>/<lse>/<dims>[/<dtypes>])")
     endif ()
@@ -120,8 +121,10 @@ endfunction()
 # CUDA is fp32 only so far.
 # dense_paged: decode over a batch of paged (or ragged) KV caches, the dense decode stages with
 # keys read through a page table (paged_attention); CPU only so far.
-hattn_declare_variant(dense HEAD_DIMS 64 128 0 DTYPES f32 bf16 f16
-  CPU  dense/prefill/0,1/0,1/each dense/decode/0,1/1/each dense_paged/decode/0,1/1/each
+# Decode also takes fp32 q and out over a bf16 or f16 cache (bf16kv, f16kv: as engines keep it).
+hattn_declare_variant(dense HEAD_DIMS 64 128 0 DTYPES f32 bf16 f16 bf16kv f16kv
+  CPU  dense/prefill/0,1/0,1/each/f32,bf16,f16 dense/decode/0,1/1/each
+       dense_paged/decode/0,1/1/each/f32,bf16,f16
   CUDA dense/prefill,decode/0,1/1/each)
 # topk: decode in every dtype (a 16-bit KV cache halves the bytes its q.k pass streams);
 # prefill in fp32 only, which keeps the default build within its 10 minutes (12 more kernels of
@@ -197,7 +200,12 @@ function(hattn_add_kernel)
     set(halide_type_f32 float32)
     set(halide_type_bf16 bfloat16)
     set(halide_type_f16 float16)
+    set(halide_type_bf16kv bfloat16)
+    set(halide_type_f16kv float16)
     list(APPEND gen_params dtype=${halide_type_${K_DTYPE}})
+    if (K_DTYPE MATCHES "kv$")  # fp32 q and out over a K/V cache of the dtype
+      list(APPEND gen_params fp32_query=true)
+    endif ()
   endif ()
   if (head_dim EQUAL 0)
     string(APPEND name _dany)
@@ -207,7 +215,7 @@ function(hattn_add_kernel)
   string(APPEND name _${K_DTYPE}_${K_FAMILY})
 
   if (K_FAMILY STREQUAL "x86" AND K_DTYPE STREQUAL "bf16" AND NOT head_dim EQUAL 0
-      AND K_GENERATOR IN_LIST HATTN_BF16_PAIR_GENERATORS
+      AND K_GENERATOR STREQUAL "dense" AND K_PHASE STREQUAL "prefill"
       AND "${K_TARGETS}" STREQUAL "${HATTN_X86_TARGETS}")
     list(PREPEND K_TARGETS "${HATTN_X86_BF16_TARGET}")
   endif ()
@@ -412,7 +420,7 @@ endfunction()
 # For projects that use hattn (after find_package(hattn)):
 #
 #   hattn_add_kernels(<name> VARIANTS <variant>... [HEAD_DIMS <d|any>...] [TARGETS <target>...]
-#                     [DTYPES <f32|bf16|f16>...] [SCHEDULES <dir>])
+#                     [DTYPES <f32|bf16|f16|bf16kv|f16kv>...] [SCHEDULES <dir>])
 #
 # generates, at this project's build time, the kernels of each variant for each head dim and
 # target, and defines the target <name> to link: the kernels, their registration with the runtime
@@ -425,7 +433,9 @@ endfunction()
 #              (x86-64-linux-avx2-fma, arm-64-linux, ...); at most one CPU family, the one this
 #              build compiles for, plus cuda (dense only, x86-64 hosts)
 #   DTYPES     tensor element types to build kernels for (default: f32), each where the variant
-#              has kernels of it (dense: f32, bf16, f16 on CPUs; the others f32)
+#              has kernels of it (dense: f32, bf16, f16 on CPUs, and decode also bf16kv,
+#              f16kv: fp32 q and out over a 16-bit K/V cache; topk and loki decode: f32,
+#              bf16, f16; the others f32)
 #   SCHEDULES  a folder laid out like hattn's schedules/ (<family>/<isa>.table) to tune with
 # One kernel set per program (the kernels' C symbols are their names).
 function(hattn_add_kernels name)
@@ -449,8 +459,9 @@ function(hattn_add_kernels name)
     set(A_DTYPES f32)
   endif ()
   foreach (t IN LISTS A_DTYPES)
-    if (NOT t MATCHES "^(f32|bf16|f16)$")
-      message(FATAL_ERROR "hattn_add_kernels(${name}): unknown dtype '${t}' (f32, bf16, f16)")
+    if (NOT t MATCHES "^(f32|bf16|f16|bf16kv|f16kv)$")
+      message(FATAL_ERROR "hattn_add_kernels(${name}): unknown dtype '${t}' "
+                          "(f32, bf16, f16, bf16kv, f16kv)")
     endif ()
   endforeach ()
   set(dims "")

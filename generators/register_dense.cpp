@@ -16,7 +16,7 @@ namespace {
 
 using namespace Halide;
 
-// Whether q.k runs as bf16 pair dot products (DenseInputs::pair_qk): bf16 with an even,
+// Whether prefill runs as bf16 pair dot products (DenseInputs::pair_qk): bf16 with an even,
 // compiled-in head dim on a target with AVX512-BF16 (Zen 4, Sapphire Rapids).
 bool bf16_pairs(const Type& dtype, int head_dim, const Target& t) {
   return dtype == BFloat(16) && head_dim > 0 && head_dim % 2 == 0 &&
@@ -54,6 +54,9 @@ class DenseAttentionGenerator : public Generator<DenseAttentionGenerator> {
   // The element type of q, k, v and out (the dtype in the kernel's name): float32, bfloat16 or
   // float16. Whatever it is, products accumulate in fp32, the softmax state and lse are fp32.
   GeneratorParam<Type> dtype{"dtype", Float(32)};
+  // Decode over a 16-bit K/V cache with q and out in fp32, as inference engines keep them (the
+  // `bf16kv` and `f16kv` kernels): `dtype` is then the cache's alone.
+  GeneratorParam<bool> fp32_query{"fp32_query", false};
 
   Input<Buffer<void, 4>> q{"q"};
   Input<Buffer<void, 4>> k{"k"};
@@ -66,15 +69,21 @@ class DenseAttentionGenerator : public Generator<DenseAttentionGenerator> {
   void configure() {
     const Type t = dtype;
     check_dtype(t, "dense");
-    for (auto* p : {&q, &k, &v}) p->set_type(t);
-    out.set_type(t);
+    if (fp32_query && (t == Float(32) || phase.value() != KernelPhase::decode)) {
+      throw std::invalid_argument("dense: fp32_query is for decode over a bf16 or f16 cache");
+    }
+    const Type qt = fp32_query ? Float(32) : t;
+    q.set_type(qt);
+    out.set_type(qt);
+    for (auto* p : {&k, &v}) p->set_type(t);
   }
 
   void generate() {
     const bool decode = phase.value() == KernelPhase::decode;
     // Dense has a CUDA schedule: every target's table is read.
+    // The kv kernels' tables: `dense.bf16kv`, `dense.f16kv` (or a plain `dense` line).
     TableKey key{"dense", phase_name(phase), head_dim_name(head_dim), mask_name(causal),
-                 dtype_name(dtype)};
+                 dtype_name(dtype) + (fp32_query ? "kv" : "")};
     ScheduleContext ctx{get_target(), head_dim, decode, with_lse || decode,
                         read_tunables(get_target(), tables, key, tunables)};
 
@@ -82,7 +91,7 @@ class DenseAttentionGenerator : public Generator<DenseAttentionGenerator> {
     in.q = as_f32(q);
     in.k = as_f32(k);
     in.v = as_f32(v);
-    in.out_type = dtype;
+    in.out_type = fp32_query ? Float(32) : Type(dtype);
     in.head_dim = head_dim_expr(head_dim, q.dim(0).extent());
     in.lq = q.dim(1).extent();
     in.lk = k.dim(1).extent();
@@ -92,12 +101,11 @@ class DenseAttentionGenerator : public Generator<DenseAttentionGenerator> {
     in.splits = max(splits, 1);
     in.causal = causal;
     in.split_keys = decode;
-    // bf16 on a CPU with AVX512-BF16 (Zen 4, Sapphire Rapids): q.k as bf16 pair dot products
-    // (vdpbf16ps) on K as stored. P.V too in prefill; decode converts V instead (staging a block's
-    // V in key pairs cost more than it saved at 1 row per kv head: MHA Lk = 32K, H = 32 took
-    // 21.7 ms where f16, converting, took 17.5).
-    in.pair_qk = bf16_pairs(dtype, head_dim, get_target());
-    in.pair_pv = in.pair_qk && !decode;
+    // bf16 prefill on a CPU with AVX512-BF16 (Zen 4, Sapphire Rapids): q.k and P.V as bf16 pair
+    // dot products (vdpbf16ps) on K and V as stored. Decode widens K and V instead (bandwidth-
+    // bound: widening measured faster, schedules/cpu/dense_cpu.cpp).
+    in.pair_qk = !decode && bf16_pairs(dtype, head_dim, get_target());
+    in.pair_pv = in.pair_qk;
     in.q_raw = q;
     in.k_raw = k;
     in.v_raw = v;
@@ -208,7 +216,6 @@ class DensePagedGenerator : public Generator<DensePagedGenerator> {
     in.causal = causal;
     in.split_keys = true;
     in.pack_groups = true;
-    in.pair_qk = bf16_pairs(dtype, head_dim, get_target());
     DenseBlocking blocking{0, ctx.tunables.get("kb")};
     DenseStages st = dense_attention(in, blocking);
     out = st.out;

@@ -322,6 +322,85 @@ TEST(Dense16Bit, MatchesReferenceOnRoundedInputs) {
   }
 }
 
+// Decode with an fp32 q and out over a bf16 or f16 K/V cache (the bf16kv, f16kv kernels), as
+// inference engines keep them: the float64 reference on the fp32 q and the cache as stored; out
+// and lse are fp32 and nothing is rounded to 16 bits, so the fp32 tolerance applies.
+TEST(Dense16Bit, Fp32QueryOver16BitCache) {
+  const AttnShape shapes[] = {
+      {1, 8, 2, 1, 600, 128}, {2, 2, 2, 3, 40, 64}, {1, 2, 1, 1, 50, 80}, {1, 2, 2, 6, 3, 64}};
+  std::set<std::string> used;
+  for (hattn::DType t : {hattn::DType::bf16, hattn::DType::f16}) {
+    for (const AttnShape& a : shapes) {
+      for (bool causal : {false, true}) {
+        const std::string name = std::string(hattn::to_string(t)) + "kv_" + describe_shape(a) +
+                                 (causal ? "_causal" : "");
+        SCOPED_TRACE(name);
+        TestRng rng(name);
+        SCOPED_TRACE(rng.description());
+        HostTensor q({a.batch, a.q_heads, a.lq, a.head_dim}, Layout::kContiguous);
+        q.fill_normal(rng);
+        const int64_t nkv = a.batch * a.kv_heads * a.lk * a.head_dim;
+        const Sixteen k = draw_16bit(t, nkv, rng), v = draw_16bit(t, nkv, rng);
+        HostTensor out({a.batch, a.q_heads, a.lq, a.head_dim}, Layout::kPadded);
+        out.poison();
+        out.snapshot();
+        std::vector<float> lse(static_cast<size_t>(a.batch * a.q_heads * a.lq),
+                               std::numeric_limits<float>::quiet_NaN());
+        const hattn::TensorView lse_view =
+            hattn::TensorView::contiguous(lse.data(), {a.batch, a.q_heads, a.lq});
+        const std::vector<int64_t> kvs = {a.batch, a.kv_heads, a.lk, a.head_dim};
+        hattn::AttentionOptions o;
+        o.causal = causal;
+        o.lse = &lse_view;
+        Dispatch d;
+        const hattn::Status st = hattn::attention(
+            q.view(), hattn::TensorView::contiguous(k.bits.data(), t, kvs),
+            hattn::TensorView::contiguous(v.bits.data(), t, kvs), out.view(), o, &d);
+        ASSERT_TRUE(st.ok()) << hattn::to_string(st.code) << ": " << st.message;
+        EXPECT_NE(d.kernel.find(std::string("_") + hattn::to_string(t) + "kv_"), std::string::npos)
+            << d.kernel;
+        used.insert(d.kernel);
+        std::vector<double> ref, ref_lse;
+        const AttnStrides strides{dense_strides(a.batch, a.q_heads, a.lq, a.head_dim),
+                                  dense_strides(a.batch, a.kv_heads, a.lk, a.head_dim),
+                                  dense_strides(a.batch, a.kv_heads, a.lk, a.head_dim)};
+        reference_attention(q.data(), k.values.data(), v.values.data(), a, strides, causal,
+                            1.0 / std::sqrt(static_cast<double>(a.head_dim)), &ref, &ref_lse);
+        int left_out = 0;
+        EXPECT_EQ(compare_rows(out, ref, nullptr, a.head_dim, &left_out), "");
+        EXPECT_EQ(out.changed_since_snapshot(true), "") << "out padding written";
+        for (size_t r = 0; r < ref_lse.size(); ++r) {
+          if (std::isinf(ref_lse[r])) {
+            EXPECT_TRUE(std::isinf(lse[r]) && lse[r] < 0) << "lse[" << r << "] = " << lse[r];
+          } else {
+            EXPECT_NEAR(lse[r], ref_lse[r], 1e-5 * (1 + std::fabs(ref_lse[r]))) << "lse " << r;
+          }
+        }
+      }
+    }
+  }
+  for (const KernelInfo& k : hattn::list_kernels()) {
+    if (k.family != "cuda" && (k.dtype == "bf16kv" || k.dtype == "f16kv")) {
+      EXPECT_EQ(used.count(k.name), 1u) << k.name << " never ran";
+    }
+  }
+  // Prefill (Lq > 8) has no such kernels: refused, saying what the call's dtypes are.
+  HostTensor q({1, 2, 12, 64}, Layout::kContiguous), out({1, 2, 12, 64}, Layout::kContiguous);
+  TestRng rng("kv_prefill");
+  q.fill_normal(rng);
+  out.poison();
+  out.snapshot();
+  const Sixteen k = draw_16bit(hattn::DType::bf16, 2 * 30 * 64, rng);
+  const hattn::TensorView kv =
+      hattn::TensorView::contiguous(k.bits.data(), hattn::DType::bf16, {1, 2, 30, 64});
+  const hattn::Status st = hattn::attention(q.view(), kv, kv, out.view());
+  EXPECT_EQ(st.code, StatusCode::unsupported) << st.message;
+  EXPECT_NE(st.message.find("the call's are bf16kv (f32 q and out, bf16 k and v)"),
+            std::string::npos)
+      << st.message;
+  EXPECT_EQ(out.changed_since_snapshot(false), "") << "a refused call wrote out";
+}
+
 // hattn::to_16bit / from_16bit (what callers stage 16-bit tensors with) against this file's own
 // conversions: random values, ties at half an ulp, overflow, subnormals and signed zeros.
 TEST(Dense16Bit, ConversionsRoundToNearestEven) {
@@ -369,6 +448,24 @@ TEST(Dense16Bit, MixedDtypesAreRefused) {
       hattn::TensorView::contiguous(out.data(), hattn::DType::bf16, {1, 2, 4, 64}));
   EXPECT_EQ(st.code, StatusCode::invalid_argument) << st.message;
   EXPECT_NE(st.message.find("share one dtype"), std::string::npos) << st.message;
+  for (uint16_t x : out) ASSERT_EQ(x, 0xffff) << "a refused call wrote out";
+  // An fp32 q over a 16-bit cache: k and v must share the cache's dtype, out q's.
+  std::vector<float> q32(q.bits.size(), 0.125f), out32(q.bits.size(), -7.f);
+  std::vector<uint16_t> k16(k.size(), 0x3f00);
+  const hattn::TensorView kb =
+      hattn::TensorView::contiguous(k16.data(), hattn::DType::bf16, {1, 2, 6, 64});
+  const hattn::Status st_v =
+      hattn::attention(hattn::TensorView::contiguous(q32.data(), {1, 2, 4, 64}), kb,
+                       hattn::TensorView::contiguous(v.data(), {1, 2, 6, 64}),
+                       hattn::TensorView::contiguous(out32.data(), {1, 2, 4, 64}));
+  EXPECT_EQ(st_v.code, StatusCode::invalid_argument) << st_v.message;
+  EXPECT_NE(st_v.message.find("but v has f32"), std::string::npos) << st_v.message;
+  const hattn::Status st_o = hattn::attention(
+      hattn::TensorView::contiguous(q32.data(), {1, 2, 4, 64}), kb, kb,
+      hattn::TensorView::contiguous(out.data(), hattn::DType::bf16, {1, 2, 4, 64}));
+  EXPECT_EQ(st_o.code, StatusCode::invalid_argument) << st_o.message;
+  EXPECT_NE(st_o.message.find("but out has bf16"), std::string::npos) << st_o.message;
+  for (float x : out32) ASSERT_EQ(x, -7.f) << "a refused call wrote out";
   for (uint16_t x : out) ASSERT_EQ(x, 0xffff) << "a refused call wrote out";
   // topk_ffn has fp32 kernels only (topk has 16-bit decode kernels: test_topk.cpp).
   hattn::TopkFfnOptions fo;
@@ -630,12 +727,16 @@ TEST(KernelList, NamesAreUniqueAndDescribed) {
                 k.variant == "sparsek_mask" || k.variant == "el" || k.variant == "linear")
         << k.name;
     EXPECT_TRUE(k.phase == "prefill" || k.phase == "decode") << k.name << ": " << k.phase;
-    // 16-bit kernels: dense (and its paged decode), topk and loki decode, on CPUs only.
+    // 16-bit kernels: dense (and its paged decode), topk and loki decode, on CPUs only; fp32 q
+    // and out over a 16-bit cache (bf16kv, f16kv): dense decode.
     const bool sixteen_bit_variant =
         k.variant == "dense" || k.variant == "dense_paged" ||
         ((k.variant == "topk" || k.variant == "loki") && k.phase == "decode");
-    EXPECT_TRUE(k.dtype == "f32" || ((k.dtype == "bf16" || k.dtype == "f16") &&
-                                     sixteen_bit_variant && k.family != "cuda"))
+    const bool kv_dtype = k.dtype == "bf16kv" || k.dtype == "f16kv";
+    EXPECT_TRUE(
+        k.dtype == "f32" ||
+        ((k.dtype == "bf16" || k.dtype == "f16") && sixteen_bit_variant && k.family != "cuda") ||
+        (kv_dtype && k.variant == "dense" && k.phase == "decode" && k.family != "cuda"))
         << k.name;
     EXPECT_NE(k.name.find("_" + k.dtype + "_"), std::string::npos) << k.name;
     EXPECT_GE(k.head_dim, 0) << k.name;

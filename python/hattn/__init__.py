@@ -151,7 +151,8 @@ def attention(q, k, v, *, causal=False, scale=None, out=None, lse=None, return_l
     """softmax(scale q k^T [causal, bottom-right]) v per (batch, query head).
 
     q [B, Hq, Lq, D], k and v [B, Hkv, Lk, D] (Hq a multiple of Hkv: GQA), one dtype (float32,
-    bfloat16, float16). Returns out [B, Hq, Lq, D], or (out, lse) with return_lse (lse float32
+    bfloat16, float16), or in decode (Lq <= 8) a float32 q over a bfloat16/float16 k and v.
+    Returns out [B, Hq, Lq, D] in q's dtype, or (out, lse) with return_lse (lse float32
     [B, Hq, Lq])."""
     out, lse = _attention_outputs(q, out, lse, return_lse, q.shape[:3])
     _check(_hattn.attention(q, k, v, out, lse, causal, _scale(scale), kernel, check_finite,

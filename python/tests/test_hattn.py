@@ -139,6 +139,15 @@ def test_topk_matches_float64(rng):
     close(out, want, 2e-5)
 
 
+def test_attention_float32_query_over_float16_cache(rng):
+    # Decode as engines keep it: float32 q and out over a float16 K/V cache, nothing rounded.
+    q = randn(rng, 1, 8, 1, 64)
+    k, v = (randn(rng, 1, 2, 300, 64).astype(np.float16) for _ in range(2))
+    out = hattn.attention(q, k, v)
+    assert out.dtype == np.float32 and "_f16kv_" in hattn.last_dispatch().kernel
+    close(out, reference(q, k, v)[0], 2e-5)
+
+
 def test_topk_float16_decode(rng):
     # A float16 cache: the 16-bit decode kernel, within half an f16 ulp (plus fp32 noise) of the
     # float64 top-k on the same (already rounded) values.

@@ -62,7 +62,12 @@ std::string incapable_reason(const KernelEntry& e, const std::string& variant,
   if (!e.signature_problem.empty()) return e.signature_problem;
   const KernelInfo& k = e.info;
   if (k.variant != variant) return "variant " + k.variant + ", not " + variant;
-  if (k.dtype != o.dtype) return "built for " + k.dtype + " tensors, the call's are " + o.dtype;
+  if (k.dtype != o.dtype) {
+    // "bf16kv": an fp32 q and out over a bf16 k and v.
+    const bool kv = o.dtype.size() > 2 && o.dtype.compare(o.dtype.size() - 2, 2, "kv") == 0;
+    return "built for " + k.dtype + " tensors, the call's are " + o.dtype +
+           (kv ? " (f32 q and out, " + o.dtype.substr(0, o.dtype.size() - 2) + " k and v)" : "");
+  }
   const bool cuda_kernel = k.family == "cuda";
   if (cuda_kernel != (o.device == Device::cuda)) {
     return std::string(cuda_kernel ? "CUDA kernel" : "CPU kernel") + ", tensors are on " +
@@ -131,7 +136,7 @@ KernelRequest attention_request(const AttentionShape& shape, bool causal,
   r.forced = forced;
   r.has_phases = true;
   r.device = shape.device;
-  r.dtype = to_string(shape.dtype);
+  r.dtype = kernel_dtype(shape);
   r.head_dim = shape.head_dim;
   r.rows = shape.lq;
   return r;

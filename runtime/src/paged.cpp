@@ -141,8 +141,8 @@ Status check_paged_call(const TensorView& q, const PagedKvCache& cache, const Te
   s = check_attention_options(options);
   if (!s.ok()) return s;
   const int64_t longest = *std::max_element(cache.lengths, cache.lengths + cache.batch);
-  *shape = {q.shape[0], q.shape[1], kv_heads,    q.shape[2],
-            longest,    q.shape[3], Device::cpu, q.dtype};
+  *shape = {q.shape[0], q.shape[1],  kv_heads, q.shape[2], longest,
+            q.shape[3], Device::cpu, q.dtype,  q.dtype};
   return Status::success();
 }
 

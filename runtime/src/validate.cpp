@@ -207,11 +207,16 @@ Status validate_attention_named(const TensorView& q, const TensorView& k, const 
     Status s = check_view(*views[n], names[n], 4, kDimNames4, n == 3, any_dtype);
     if (!s.ok()) return s;
   }
+  // q and out share one dtype and k and v another: the same, or (decode, as inference engines
+  // keep them) an fp32 q and out over a bf16 or f16 cache.
+  const bool mixed = any_dtype && q.dtype == DType::f32 && k.dtype != DType::f32;
   for (int n = 1; n < 4; ++n) {
-    if (views[n]->dtype != q.dtype) {
+    const DType want = (n == 3 || !mixed) ? q.dtype : k.dtype;
+    if (views[n]->dtype != want) {
       return invalid(std::string("q has dtype ") + to_string(q.dtype) + " but " + names[n] +
                      " has " + to_string(views[n]->dtype) +
-                     "; q, k, v and out of a call share one dtype");
+                     "; q, k, v and out of a call share one dtype (or q and out are f32 over a "
+                     "bf16 or f16 k and v)");
     }
   }
   for (int n = 1; n < 4; ++n) {
@@ -258,9 +263,14 @@ Status validate_attention_named(const TensorView& q, const TensorView& k, const 
     return Status{StatusCode::unsupported,
                   "check_finite scans host memory and is not available for CUDA tensors"};
   }
-  *shape = {q.shape[0], q.shape[1], k.shape[1], q.shape[2],
-            k.shape[2], q.shape[3], q.device,   q.dtype};
+  *shape = {q.shape[0], q.shape[1], k.shape[1], q.shape[2], k.shape[2],
+            q.shape[3], q.device,   q.dtype,    k.dtype};
   return Status::success();
+}
+
+std::string kernel_dtype(const AttentionShape& shape) {
+  if (shape.kv_dtype == shape.dtype) return to_string(shape.dtype);
+  return std::string(to_string(shape.kv_dtype)) + "kv";
 }
 
 Status check_finite(const TensorView& t, const char* name) {

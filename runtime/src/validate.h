@@ -14,8 +14,13 @@ namespace hattn {
 struct AttentionShape {
   int64_t batch = 0, q_heads = 0, kv_heads = 0, lq = 0, lk = 0, head_dim = 0;
   Device device = Device::cpu;  // where every tensor of the call lives
-  DType dtype = DType::f32;     // the element type q, k, v and out share
+  DType dtype = DType::f32;     // the element type of q and out
+  DType kv_dtype = DType::f32;  // of k and v: dtype, or bf16/f16 under an fp32 q and out
 };
+
+// The dtype as kernel names spell it: "f32", "bf16", "f16", or for an fp32 q and out over a
+// 16-bit K/V cache "bf16kv", "f16kv".
+std::string kernel_dtype(const AttentionShape& shape);
 
 Status invalid(const std::string& message);
 

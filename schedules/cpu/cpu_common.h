@@ -66,13 +66,10 @@ inline void pair_register_block(Halide::Func wrapper, Halide::Func acc, const Ha
 // With a_chunk > 0, the tiles along a are grouped a_chunk at a time into an outermost loop
 // `chunk` (returned) that the caller may parallelise: each chunk's operand rows along a stay in
 // L2 while every b passes through them.
-// With `member` given (not null), the reduction is over pairs as in pair_register_block:
-// `acc(a, b) += f32(x(member, ., r)) * f32(y(member, ., r))`, the member innermost in the lanes, so
-// each step is one widening pair dot product per vector (vdpbf16ps), and `vec` counts pairs.
 inline Halide::Var dot_block(Halide::Func wrapper, Halide::Func acc, const Halide::RVar& r,
                              const Halide::Var& a, const Halide::Var& b, int vec, int ta, int tb,
-                             Halide::TailStrategy a_tail, Halide::TailStrategy b_tail, int a_chunk,
-                             const Halide::RVar* member = nullptr) {
+                             Halide::TailStrategy a_tail, Halide::TailStrategy b_tail,
+                             int a_chunk) {
   Halide::Var ao("ao"), ai("ai"), bo("bo"), bi("bi"), lane("lane"), chunk("chunk");
   Halide::RVar ro("ro"), ri("ri");
   wrapper.split(a, ao, ai, ta, a_tail).split(b, bo, bi, tb, b_tail).reorder(ai, bi, ao, bo);
@@ -90,17 +87,7 @@ inline Halide::Var dot_block(Halide::Func wrapper, Halide::Func acc, const Halid
       .vectorize(lane)
       .unroll(a)
       .unroll(b);
-  if (member == nullptr) {
-    part.update().reorder(lane, a, b, ro).vectorize(lane).unroll(a).unroll(b);
-  } else {
-    part.update()
-        .reorder(*member, lane, a, b, ro)
-        .atomic()
-        .vectorize(*member)
-        .vectorize(lane)
-        .unroll(a)
-        .unroll(b);
-  }
+  part.update().reorder(lane, a, b, ro).vectorize(lane).unroll(a).unroll(b);
   acc.compute_at(wrapper, ao).bound_extent(a, ta).bound_extent(b, tb).unroll(a).unroll(b);
   acc.update().reorder(ri, a, b).atomic().vectorize(ri).unroll(a).unroll(b);
   return chunk;

@@ -157,16 +157,15 @@ void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
   // Updates may not shift tails inwards; with a compiled-in D the split is exact anyway.
   const TailStrategy d_tail = fixed_d ? TailStrategy::RoundUp : TailStrategy::GuardWithIf;
   Var task("task");
-  const bool pairs = st.rcp.defined();  // DenseInputs::pair_qk (decode converts V: no pair_pv)
-  if (st.rjp.defined()) {
-    throw std::runtime_error("dense decode: P.V in bf16 pairs has no decode schedule");
+  if (st.rcp.defined() || st.rjp.defined()) {
+    throw std::runtime_error("dense decode widens 16-bit K and V: it has no bf16 pair schedule");
   }
 
   // Vectors run along D or along the block's keys, so every per-row buffer stores those
   // innermost: with the rows of a kv group innermost (the algorithm's order) each vector is a
   // strided gather (measured 1.8x slower at Hq = Hkv = 32, Lk = 32K).
   for (Func f : {st.state, st.merged}) f.reorder_storage(st.d, st.ii);
-  if (!pairs) st.q_scaled.reorder_storage(st.d, st.ii);
+  st.q_scaled.reorder_storage(st.d, st.ii);
   for (Func f : {st.dot, st.scores, st.probs}) f.reorder_storage(st.jj, st.ii);
 
   // The partial states of all splits, computed in parallel; the merge is cheap.
@@ -180,31 +179,23 @@ void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
       .parallel(task);
   st.state.fuse(st.s, st.qblk, task).fuse(task, st.h, task).fuse(task, st.b, task).parallel(task);
 
-  // q . k. bf16 pairs (AVX512-BF16): a tile of tk keys x 1 row at a time, each (key, row) with
+  // q . k. kt = 1 (16-bit K, widened): a tile of tk keys x 1 row at a time, each (key, row) with
   // one vector of partial sums in a register over D, the lanes added once per key and row: tk
-  // independent vdpbf16ps chains (one chain per key, 4 dependent vdpbf16ps at D = 128, was
-  // latency-bound: a kv group's 4 rows cost more than streaming its K and V; GQA Hq = 32,
-  // Hkv = 8, Lk = 32K went from 8.8-12.5 ms to 7.4-9.0 with tr = 2 below). fp32: lanes along D,
-  // tq vectors of independent chains per key (the tile measured slower for fp32: MHA Lk = 32K
-  // 42 ms against 37-38, GQA no faster; its stream, not the chain, bounds it).
+  // independent chains (one chain per key was latency-bound: a kv group's 4 rows cost more than
+  // streaming its K and V). fp32: lanes along D, tq vectors of independent chains per key (the
+  // tile measured slower for fp32: MHA Lk = 32K 42 ms against 37-38, GQA no faster; its stream,
+  // not the chain, bounds it). bf16 K is widened here too, not multiplied in vdpbf16ps pairs
+  // with q (Zen 4, Hq = 32, D = 128, Lk = 32K, medians of 3, two runs: MHA 15.9-16.0 ms widened
+  // against 20.3-20.5 in pairs, GQA Hkv = 8 7.3-8.1 against 7.5-8.2).
   st.scores.compute_at(st.state, st.rk).vectorize(st.jj, x.vec);
-  if (pairs) {
-    // bf16 pairs along D in the lanes of both q and k: no conversions, k read as stored.
-    st.q_pairs.compute_at(st.state, task)
-        .reorder_storage(st.pr, st.pi, st.ii)
-        .vectorize(st.pr)
-        .vectorize(st.pi, x.vec);
-  } else {
-    st.q_scaled.compute_at(st.state, task).vectorize(st.d, x.vec, d_tail);
-  }
-  // kt = 1: the key tile for 16-bit K widened to fp32 too (f16, and bf16 without AVX512-BF16).
-  const bool key_tile = pairs || ctx.tunables.get_or("kt", 0) != 0;
+  st.q_scaled.compute_at(st.state, task).vectorize(st.d, x.vec, d_tail);
+  const bool key_tile = ctx.tunables.get_or("kt", 0) != 0;
   Func dot_keys = st.dot, dot_lanes;
   if (key_tile) {
     dot_keys = st.dot.in(st.scores);
     dot_keys.compute_at(st.state, st.rk);
-    dot_block(dot_keys, st.dot, pairs ? st.rcp.y : st.rc[0], st.jj, st.ii, x.vec, x.tk, 1,
-              TailStrategy::RoundUp, TailStrategy::GuardWithIf, 0, pairs ? &st.rcp.x : nullptr);
+    dot_block(dot_keys, st.dot, st.rc[0], st.jj, st.ii, x.vec, x.tk, 1, TailStrategy::RoundUp,
+              TailStrategy::GuardWithIf, 0);
   } else {
     st.dot.compute_at(st.state, st.rk);
     const int lanes = fixed_d ? std::min(x.vec * x.tq, ctx.head_dim) : x.vec;

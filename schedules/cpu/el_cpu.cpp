@@ -64,8 +64,8 @@ void schedule_el_cpu(ElStages& st, const ScheduleContext& ctx) {
   st.mixed.compute_at(per_task).vectorize(st.m, x.vec);
   RVar rjo("rjo"), rji("rji");
   Var blk("blk"), mo("mo"), mi("mi"), wco("wco"), wci("wci");
-  Func part = st.mixed.update().split(st.rj, rjo, rji, x.kb, TailStrategy::GuardWithIf)
-                  .rfactor(rjo, blk);
+  Func part =
+      st.mixed.update().split(st.rj, rjo, rji, x.kb, TailStrategy::GuardWithIf).rfactor(rjo, blk);
   st.mixed.update()
       .split(st.m, mo, mi, x.vec * x.tv)
       .split(st.w, wco, wci, x.tc, TailStrategy::RoundUp)

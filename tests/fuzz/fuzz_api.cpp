@@ -424,8 +424,9 @@ class Harness {
       }
       return;
     }
-    // Accepted 16-bit tensors: only dense (and its paged form), topk and loki take them, all four
-    // of one dtype (lse stays fp32).
+    // Accepted 16-bit tensors: only dense (and its paged form), topk and loki take them, q, k, v
+    // and out (and loki's k_lead) of one dtype, or for dense an fp32 q and out over a 16-bit k
+    // and v (lse and loki's basis stay fp32).
     // The element checks below read 4-byte floats, so such a call stops here; test_dense
     // compares 16-bit results with the reference.
     bool sixteen = false;
@@ -437,8 +438,21 @@ class Harness {
       if (n != "dense" && n != "dense_paged" && n != "topk" && n != "loki") {
         finding("accepted 16-bit tensors", what);
       }
-      for (size_t i = 1; i < 4 && i < t.size(); ++i) {
-        if (t[i].dtype != t[0].dtype) finding("accepted tensors of different dtypes", what);
+      auto dtype_of = [&](const std::string& role) {
+        for (size_t i = 0; i < t.size(); ++i) {
+          if (var.roles[i] == role && t[i].rank > 0) return t[i].dtype;
+        }
+        return hattn::DType::f32;
+      };
+      const hattn::DType q = dtype_of("q"), kv = t[1].dtype;
+      const bool mixed_kv = n == "dense" && q == hattn::DType::f32 && kv != hattn::DType::f32;
+      for (size_t i = 1; i < t.size(); ++i) {
+        const std::string& r = var.roles[i];
+        if (r == "lse" || r == "basis" || t[i].rank == 0) continue;
+        const bool cache = r != "out";  // k, v, k_rot, k_lead, k_pages, v_pages
+        if (t[i].dtype != (mixed_kv && cache ? kv : q)) {
+          finding("accepted tensors of different dtypes", what + " " + r);
+        }
       }
       return;
     }
