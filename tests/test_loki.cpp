@@ -398,33 +398,13 @@ TEST(Loki16Bit, DecodeMatchesReferenceOnRoundedInputs) {
         const double scale = static_cast<double>(1.f / std::sqrt(static_cast<float>(d)));
         reference_loki_attention(q.values.data(), k_rot.values.data(), v.values.data(),
                                  basis.data(), a, strides, causal, scale, c.rank, c.k, &ref, &gap);
-        int bad = 0, left_out = 0;
-        const int64_t rows = a.batch * a.q_heads * a.lq;
-        for (int64_t r = 0; r < rows && bad < 5; ++r) {
-          if (gap[static_cast<size_t>(r)] < kMinGap) {
-            ++left_out;
-            continue;
-          }
-          for (int64_t x = 0; x < d; ++x) {
-            const size_t i = static_cast<size_t>(r * d + x);
-            const double got = ref_from_16bit(t, out[i]);
-            const double tol = sixteen_bit_output_tolerance(t, ref[i]);
-            if (!(std::fabs(got - ref[i]) <= tol)) {
-              ADD_FAILURE() << "row " << r << " out[" << x << "] = " << got << ", reference "
-                            << ref[i] << " (tolerance " << tol << ")";
-              ++bad;
-            }
-          }
-        }
-        EXPECT_LE(left_out, 1 + rows / 20) << "too many near-tied rows left out";
+        int left_out = 0;
+        EXPECT_EQ(compare_16bit_rows(t, out, ref, gap, d, &left_out), "");
       }
     }
   }
-  for (const hattn::KernelInfo& k : hattn::list_kernels()) {
-    if (k.variant == "loki" && k.family != "cuda" && k.dtype != "f32") {
-      EXPECT_EQ(used.count(k.name), 1u) << k.name << " never ran";
-    }
-  }
+  // Every 16-bit loki kernel ran on some case above.
+  EXPECT_EQ(sixteen_bit_kernels_not_run("loki", used), std::vector<std::string>{});
 }
 
 // Loki prefill has fp32 kernels only: a 16-bit call with Lq > 8 is refused, saying why for each

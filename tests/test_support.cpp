@@ -137,6 +137,48 @@ std::string isa_restriction() { return g_isa.name; }
 std::string isa_restriction_error() { return g_isa.error; }
 int isa_refusals() { return g_isa_refusals.load(); }
 
+std::string compare_16bit_rows(hattn::DType t, const std::vector<uint16_t>& got,
+                               const std::vector<double>& ref, const std::vector<double>& gap,
+                               int64_t row_len, int* left_out) {
+  std::ostringstream e;
+  int bad = 0;
+  *left_out = 0;
+  const int64_t rows = static_cast<int64_t>(ref.size()) / row_len;
+  for (int64_t r = 0; r < rows; ++r) {
+    if (gap[static_cast<size_t>(r)] < kMinGap) {
+      ++*left_out;
+      continue;
+    }
+    for (int64_t x = 0; x < row_len; ++x) {
+      const size_t i = static_cast<size_t>(r * row_len + x);
+      const double have = ref_from_16bit(t, got[i]);
+      const double tol = sixteen_bit_output_tolerance(t, ref[i]);
+      if (!(std::fabs(have - ref[i]) <= tol) && bad++ < 5) {
+        e << "\n  row " << r << " [" << x << "]: got " << have << ", want " << ref[i]
+          << " (tolerance " << tol << ")";
+      }
+    }
+  }
+  if (bad > 0) e << "\n  " << bad << " elements differ";
+  if (*left_out > 1 + rows / 20) {
+    e << "\n  " << *left_out << " of " << rows << " rows had near-tied k-th scores: the test "
+      << "would check too little";
+  }
+  return e.str();
+}
+
+std::vector<std::string> sixteen_bit_kernels_not_run(const std::string& variant,
+                                                     const std::set<std::string>& used) {
+  std::vector<std::string> missing;
+  for (const hattn::KernelInfo& k : hattn::list_kernels()) {
+    if (k.variant == variant && k.family != "cuda" && (k.dtype == "bf16" || k.dtype == "f16") &&
+        used.count(k.name) == 0) {
+      missing.push_back(k.name);
+    }
+  }
+  return missing;
+}
+
 double sixteen_bit_output_tolerance(hattn::DType t, double ref) {
   const double half_ulp = t == hattn::DType::bf16 ? std::ldexp(1.0, -8) : std::ldexp(1.0, -11);
   return half_ulp * std::fabs(ref) + 2e-5 * (1 + std::fabs(ref));

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <functional>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -249,5 +250,16 @@ struct Sixteen {
 };
 // n normal values rounded to the dtype.
 Sixteen draw_16bit(hattn::DType t, int64_t n, TestRng& rng);
+
+// compare_rows for a dense 16-bit output of a selecting variant (topk, Loki): each element within
+// sixteen_bit_output_tolerance of `ref`, rows whose gap is below kMinGap left out (counted in
+// *left_out; more than 1 + rows / 20 fails). "" when right, else the first differences.
+std::string compare_16bit_rows(hattn::DType t, const std::vector<uint16_t>& got,
+                               const std::vector<double>& ref, const std::vector<double>& gap,
+                               int64_t row_len, int* left_out);
+
+// The CPU kernels of `variant` in a 16-bit dtype that are not in `used`: each should have run.
+std::vector<std::string> sixteen_bit_kernels_not_run(const std::string& variant,
+                                                     const std::set<std::string>& used);
 
 }  // namespace hattn_test

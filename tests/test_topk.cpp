@@ -396,34 +396,13 @@ TEST(Topk16Bit, DecodeMatchesReferenceOnRoundedInputs) {
         const double scale = static_cast<double>(1.f / std::sqrt(static_cast<float>(a.head_dim)));
         reference_topk_attention(q.values.data(), kk.values.data(), v.values.data(), a, strides,
                                  causal, scale, c.k, &ref, &gap);
-        int bad = 0, left_out = 0;
-        const int64_t rows = a.batch * a.q_heads * a.lq;
-        for (int64_t r = 0; r < rows && bad < 5; ++r) {
-          if (gap[static_cast<size_t>(r)] < kMinGap) {
-            ++left_out;
-            continue;
-          }
-          for (int64_t x = 0; x < a.head_dim; ++x) {
-            const size_t i = static_cast<size_t>(r * a.head_dim + x);
-            const double got = ref_from_16bit(t, out[i]);
-            const double tol = sixteen_bit_output_tolerance(t, ref[i]);
-            if (!(std::fabs(got - ref[i]) <= tol)) {
-              ADD_FAILURE() << "row " << r << " out[" << x << "] = " << got << ", reference "
-                            << ref[i] << " (tolerance " << tol << ")";
-              ++bad;
-            }
-          }
-        }
-        EXPECT_LE(left_out, 1 + rows / 20) << "too many near-tied rows left out";
+        int left_out = 0;
+        EXPECT_EQ(compare_16bit_rows(t, out, ref, gap, a.head_dim, &left_out), "");
       }
     }
   }
   // Every 16-bit topk kernel ran on some case above.
-  for (const hattn::KernelInfo& k : hattn::list_kernels()) {
-    if (k.variant == "topk" && k.family != "cuda" && k.dtype != "f32") {
-      EXPECT_EQ(used.count(k.name), 1u) << k.name << " never ran";
-    }
-  }
+  EXPECT_EQ(sixteen_bit_kernels_not_run("topk", used), std::vector<std::string>{});
 }
 
 // topk prefill has fp32 kernels only: a 16-bit prefill call is refused, naming why for each
