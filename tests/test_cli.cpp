@@ -294,6 +294,40 @@ TEST_F(Cli, RunTopkMatchesReference) {
   expect_one_line_error(run_cli(args), "--topk");
 }
 
+// run dense --dtype bf16kv|f16kv (Lq = 7: decode): q and out stay float32, k and v are rounded to
+// the cache's dtype; out within the fp32 tolerance of the float64 reference on those values.
+TEST_F(Cli, RunDenseFp32QueryOver16BitCache) {
+  SCOPED_TRACE(trace_);
+  for (const char* dtype : {"bf16kv", "f16kv"}) {
+    const hattn::DType t = std::string(dtype) == "bf16kv" ? hattn::DType::bf16 : hattn::DType::f16;
+    std::vector<std::string> args = run_args();
+    args.insert(args.end(), {"--dtype", dtype, "--causal"});
+    Result r = run_cli(args);
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_NE(r.out.find(std::string("_") + dtype + "_"), std::string::npos) << r.out;
+    const std::vector<float> k = rounded(t, k_), v = rounded(t, v_);
+    hattn_test::AttnShape shape{1, 4, 2, 7, 9, 64};
+    hattn_test::AttnStrides strides{hattn_test::dense_strides(1, 4, 7, 64),
+                                    hattn_test::dense_strides(1, 2, 9, 64),
+                                    hattn_test::dense_strides(1, 2, 9, 64)};
+    std::vector<double> ref;
+    hattn_test::reference_attention(q_.data(), k.data(), v.data(), shape, strides, true, 1.0 / 8.0,
+                                    &ref, nullptr);
+    hattn::npy::Array o;
+    std::string error;
+    ASSERT_TRUE(hattn::npy::read_f32(dir() + "o.npy", &o, &error)) << error;
+    EXPECT_FALSE(o.float16) << dtype << ": out is float32";
+    ASSERT_EQ(o.data.size(), ref.size());
+    for (size_t i = 0; i < ref.size(); ++i) {
+      ASSERT_NEAR(o.data[i], ref[i], 1e-5 + 1e-4 * std::fabs(ref[i])) << dtype << " index " << i;
+    }
+  }
+  std::vector<std::string> topk = run_args();
+  topk[1] = "topk";
+  topk.insert(topk.end(), {"--topk", "3", "--dtype", "bf16kv"});
+  expect_one_line_error(run_cli(topk), "--dtype");
+}
+
 // run topk --dtype bf16|f16 (Lq = 7: decode over a 16-bit cache): a 16-bit kernel, within half
 // an ulp of the output's dtype of the float64 top-k on the rounded inputs.
 TEST_F(Cli, RunTopk16Bit) {

@@ -23,7 +23,7 @@ struct AttentionArgs {
   double rank_fraction = 0, topk_fraction = 0;
   bool no_check_basis = false, copy_lead = false;
   std::string k_lead;         // [B, Hkv, Lk, R] from `hattn rotate --lead-out`
-  std::string dtype = "f32";  // f32, bf16, f16
+  std::string dtype = "f32";  // f32, bf16, f16 (dense also bf16kv, f16kv)
   CommonRunArgs common;
 };
 
@@ -42,19 +42,21 @@ Loaded load_qkv(const AttentionArgs& a) {
 }
 
 // q, k, v and out in the dtype of --dtype (bf16|f16: inputs rounded to it in memory, out
-// widened back or written as float16 .npy; cli_common.h).
+// widened back or written as float16 .npy; bf16kv|f16kv: only k and v rounded; cli_common.h).
 struct Typed {
-  hattn::DType dtype;
+  hattn::DType kv_dtype, q_dtype;
   std::vector<uint16_t> q16, k16, v16, out16;
   hattn::TensorView q, k, v, out;
   Typed(const std::string& name, Loaded* l)
-      : dtype(parse_dtype(name)),
-        q(as_dtype(l->q, dtype, &q16)),
-        k(as_dtype(l->k, dtype, &k16)),
-        v(as_dtype(l->v, dtype, &v16)),
-        out(output_as(dtype, l->q.shape, &l->out, &out16)) {}
+      : kv_dtype(parse_dtype(name)),
+        q_dtype(name.size() > 2 && name.compare(name.size() - 2, 2, "kv") == 0 ? hattn::DType::f32
+                                                                               : kv_dtype),
+        q(as_dtype(l->q, q_dtype, &q16)),
+        k(as_dtype(l->k, kv_dtype, &k16)),
+        v(as_dtype(l->v, kv_dtype, &v16)),
+        out(output_as(q_dtype, l->q.shape, &l->out, &out16)) {}
   void save(const std::string& path, Loaded* l) {
-    save_output(path, dtype, l->q.shape, out16, &l->out);
+    save_output(path, q_dtype, l->q.shape, out16, &l->out);
   }
 };
 
@@ -152,7 +154,7 @@ int run_loki(const AttentionArgs& a) {
   }
   Typed x(a.dtype, &l);
   if (!lead.shape.empty()) {
-    lead_view = as_dtype(lead, x.dtype, &lead16);
+    lead_view = as_dtype(lead, x.kv_dtype, &lead16);
     opt.k_lead = &lead_view;
   }
   hattn::Dispatch chosen;
@@ -186,7 +188,7 @@ Action add_run_attention(CLI::App* run) {
   dense->add_option("--lse", dense_args.lse, "also write the log-sum-exp [B, Hq, Lq] here");
   dense->add_option("--splits", dense_args.splits, "decode key splits (0 = automatic)")
       ->check(CLI::NonNegativeNumber);
-  add_dtype_option(dense, &dense_args.dtype);
+  add_dtype_option(dense, &dense_args.dtype, /*kv_forms=*/true);
   CLI::App* topk = add_qkv_command(run, "topk", "top-k attention (Gupta et al. 2021)", &topk_args);
   // No range check here: k < 1 is the library's to refuse, with its own message.
   topk->add_option("--topk", topk_args.topk, "keys kept per query row (>= 1)")->required();

@@ -121,18 +121,23 @@ void add_common_run_options(CLI::App* run, CommonRunArgs* a) {
   run->add_flag("-v,--verbose", a->verbose, "say more");
 }
 
-void add_dtype_option(CLI::App* c, std::string* dtype) {
-  c->add_option("--dtype", *dtype,
-                "f32 (default), bf16 or f16: the tensors' dtype in the call. Inputs: float32 or "
-                "float16 .npy, rounded to the dtype in memory. Output: float16 .npy for f16, "
-                "float32 .npy for f32 and bf16 (holding the bf16 values exactly)")
-      ->check(CLI::IsMember({"f32", "bf16", "f16"}));
+void add_dtype_option(CLI::App* c, std::string* dtype, bool kv_forms) {
+  std::string help =
+      "f32 (default), bf16 or f16: the tensors' dtype in the call. Inputs: float32 or float16 "
+      ".npy, rounded to the dtype in memory. Output: float16 .npy for f16, float32 .npy for f32 "
+      "and bf16 (holding the bf16 values exactly)";
+  std::vector<std::string> names = {"f32", "bf16", "f16"};
+  if (kv_forms) {
+    help += ". bf16kv, f16kv: q and out fp32 over k and v rounded to bf16 or f16 (decode)";
+    names.insert(names.end(), {"bf16kv", "f16kv"});
+  }
+  c->add_option("--dtype", *dtype, help)->check(CLI::IsMember(names));
 }
 
 hattn::DType parse_dtype(const std::string& name) {
-  return name == "bf16"  ? hattn::DType::bf16
-         : name == "f16" ? hattn::DType::f16
-                         : hattn::DType::f32;
+  return name.rfind("bf16", 0) == 0  ? hattn::DType::bf16
+         : name.rfind("f16", 0) == 0 ? hattn::DType::f16
+                                     : hattn::DType::f32;
 }
 
 hattn::TensorView as_dtype(const hattn::npy::Array& a, hattn::DType dtype,

@@ -72,9 +72,11 @@ void set_scale(double scale, hattn::ScaledOptions* o);
 // --dtype f32|bf16|f16: the tensors' dtype in the call. Inputs are float32 or float16 .npy (read
 // as float32, exactly), rounded to the dtype in memory (nearest even); the call runs on 16-bit
 // tensors. f16 outputs are written as float16 .npy; NumPy has no bfloat16, so bf16 outputs are
-// widened (exactly: every bf16 value is a float32) and written as float32.
-void add_dtype_option(CLI::App* c, std::string* dtype);
-hattn::DType parse_dtype(const std::string& name);  // "f32", "bf16" or "f16"
+// widened (exactly: every bf16 value is a float32) and written as float32. kv_forms: also
+// bf16kv|f16kv, fp32 q and out over k and v rounded to bf16 or f16 (dense decode).
+void add_dtype_option(CLI::App* c, std::string* dtype, bool kv_forms = false);
+// "f32", "bf16" or "f16"; for "bf16kv" and "f16kv" the cache's dtype (the name ends in "kv").
+hattn::DType parse_dtype(const std::string& name);
 // `a` as a tensor of `dtype`: a's own data for f32, else its values rounded into `bits`.
 hattn::TensorView as_dtype(const hattn::npy::Array& a, hattn::DType dtype,
                            std::vector<uint16_t>* bits);
