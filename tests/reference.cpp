@@ -14,6 +14,12 @@ std::array<int64_t, 4> dense_strides(int64_t b, int64_t h, int64_t l, int64_t d)
   return {h * l * d, l * d, d, 1};
 }
 
+AttnStrides dense_strides(const AttnShape& s) {
+  return {dense_strides(s.batch, s.q_heads, s.lq, s.head_dim),
+          dense_strides(s.batch, s.kv_heads, s.lk, s.head_dim),
+          dense_strides(s.batch, s.kv_heads, s.lk, s.head_dim)};
+}
+
 void reference_attention(const float* q, const float* k, const float* v, const AttnShape& shape,
                          const AttnStrides& strides, bool causal, double scale,
                          std::vector<double>* out, std::vector<double>* lse) {

@@ -31,6 +31,8 @@ struct AttnStrides {
 
 // Row-major strides of a dense [B, H, L, D] tensor.
 std::array<int64_t, 4> dense_strides(int64_t b, int64_t h, int64_t l, int64_t d);
+// The strides of q, k and v of `s`, each a dense tensor.
+AttnStrides dense_strides(const AttnShape& s);
 
 // out = softmax(scale * q k^T, over visible keys) v for every (batch, query head, query row).
 //   * query head h reads kv head h / (Hq / Hkv);

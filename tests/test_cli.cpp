@@ -120,9 +120,7 @@ class Cli : public testing::Test {
   void check_output(bool causal) {
     SCOPED_TRACE(trace_);
     hattn_test::AttnShape shape{1, 4, 2, 7, 9, 64};
-    hattn_test::AttnStrides strides{hattn_test::dense_strides(1, 4, 7, 64),
-                                    hattn_test::dense_strides(1, 2, 9, 64),
-                                    hattn_test::dense_strides(1, 2, 9, 64)};
+    const hattn_test::AttnStrides strides = hattn_test::dense_strides(shape);
     std::vector<double> ref, lse;
     hattn_test::reference_attention(q_.data(), k_.data(), v_.data(), shape, strides, causal,
                                     1.0 / 8.0, &ref, &lse);
@@ -204,9 +202,7 @@ TEST_F(Cli, RunDense16Bit) {
     EXPECT_NE(r.out.find(std::string("_") + dtype + "_"), std::string::npos) << r.out;
     const std::vector<float> q = rounded(t, q_), k = rounded(t, k_), v = rounded(t, v_);
     hattn_test::AttnShape shape{1, 4, 2, 7, 9, 64};
-    hattn_test::AttnStrides strides{hattn_test::dense_strides(1, 4, 7, 64),
-                                    hattn_test::dense_strides(1, 2, 9, 64),
-                                    hattn_test::dense_strides(1, 2, 9, 64)};
+    const hattn_test::AttnStrides strides = hattn_test::dense_strides(shape);
     std::vector<float> v_abs(v.size());
     for (size_t i = 0; i < v.size(); ++i) v_abs[i] = std::fabs(v[i]);
     std::vector<double> ref, ref_abs;
@@ -265,9 +261,7 @@ TEST_F(Cli, RunTopkMatchesReference) {
   EXPECT_NE(r.out.find("kernel: topk_"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("clamped"), std::string::npos) << r.out;
   hattn_test::AttnShape shape{1, 4, 2, 7, 9, 64};
-  hattn_test::AttnStrides strides{hattn_test::dense_strides(1, 4, 7, 64),
-                                  hattn_test::dense_strides(1, 2, 9, 64),
-                                  hattn_test::dense_strides(1, 2, 9, 64)};
+  const hattn_test::AttnStrides strides = hattn_test::dense_strides(shape);
   for (int64_t k : {int64_t{50}, int64_t{3}}) {
     if (k != 50) {
       std::vector<std::string> small = args;
@@ -307,9 +301,7 @@ TEST_F(Cli, RunDenseFp32QueryOver16BitCache) {
     EXPECT_NE(r.out.find(std::string("_") + dtype + "_"), std::string::npos) << r.out;
     const std::vector<float> k = rounded(t, k_), v = rounded(t, v_);
     hattn_test::AttnShape shape{1, 4, 2, 7, 9, 64};
-    hattn_test::AttnStrides strides{hattn_test::dense_strides(1, 4, 7, 64),
-                                    hattn_test::dense_strides(1, 2, 9, 64),
-                                    hattn_test::dense_strides(1, 2, 9, 64)};
+    const hattn_test::AttnStrides strides = hattn_test::dense_strides(shape);
     std::vector<double> ref;
     hattn_test::reference_attention(q_.data(), k.data(), v.data(), shape, strides, true, 1.0 / 8.0,
                                     &ref, nullptr);
@@ -344,9 +336,7 @@ TEST_F(Cli, RunTopk16Bit) {
         << r.out;
     const std::vector<float> q = rounded(t, q_), k = rounded(t, k_), v = rounded(t, v_);
     hattn_test::AttnShape shape{1, 4, 2, 7, 9, 64};
-    hattn_test::AttnStrides strides{hattn_test::dense_strides(1, 4, 7, 64),
-                                    hattn_test::dense_strides(1, 2, 9, 64),
-                                    hattn_test::dense_strides(1, 2, 9, 64)};
+    const hattn_test::AttnStrides strides = hattn_test::dense_strides(shape);
     std::vector<double> ref, gap;
     hattn_test::reference_topk_attention(q.data(), k.data(), v.data(), shape, strides, true,
                                          1.0 / 8.0, 3, &ref, &gap);
@@ -481,9 +471,7 @@ TEST_F(Cli, RunLokiMatchesDense) {
   EXPECT_NE(r.out.find("kernel: loki_decode_"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("r=8 of D=64, k=9"), std::string::npos) << r.out;
   hattn_test::AttnShape shape{1, 4, 2, 7, 9, 64};
-  hattn_test::AttnStrides strides{hattn_test::dense_strides(1, 4, 7, 64),
-                                  hattn_test::dense_strides(1, 2, 9, 64),
-                                  hattn_test::dense_strides(1, 2, 9, 64)};
+  const hattn_test::AttnStrides strides = hattn_test::dense_strides(shape);
   std::vector<double> ref;
   hattn_test::reference_attention(q_.data(), k_.data(), v_.data(), shape, strides, false, 1.0 / 8.0,
                                   &ref, nullptr);
@@ -711,9 +699,7 @@ TEST_F(Cli, RunSparsekAndMask) {
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.out.find("kernel: sparsek_prefill_causal"), std::string::npos) << r.out;
   hattn_test::AttnShape shape{1, 4, 2, 7, 9, 64};
-  hattn_test::AttnStrides strides{hattn_test::dense_strides(1, 4, 7, 64),
-                                  hattn_test::dense_strides(1, 2, 9, 64),
-                                  hattn_test::dense_strides(1, 2, 9, 64)};
+  const hattn_test::AttnStrides strides = hattn_test::dense_strides(shape);
   std::vector<double> ref;
   hattn_test::reference_attention(q_.data(), k_.data(), v_.data(), shape, strides, true, 1.0 / 8.0,
                                   &ref, nullptr);
@@ -817,9 +803,7 @@ SequenceRef sequence_reference(const std::vector<float>& q, const std::vector<fl
     return r;
   }
   const hattn_test::AttnShape shape{1, hq, hkv, lq, lk, d};
-  const hattn_test::AttnStrides strides{hattn_test::dense_strides(1, hq, lq, d),
-                                        hattn_test::dense_strides(1, hkv, lk, d),
-                                        hattn_test::dense_strides(1, hkv, lk, d)};
+  const hattn_test::AttnStrides strides = hattn_test::dense_strides(shape);
   std::vector<float> v_abs(v.size());
   for (size_t i = 0; i < v.size(); ++i) v_abs[i] = std::fabs(v[i]);
   std::vector<double> unused;

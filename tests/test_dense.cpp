@@ -275,9 +275,7 @@ TEST(Dense16Bit, MatchesReferenceOnRoundedInputs) {
             << d.kernel;
         used.insert(d.kernel);
         std::vector<double> ref, ref_lse;
-        const AttnStrides strides{dense_strides(a.batch, a.q_heads, a.lq, a.head_dim),
-                                  dense_strides(a.batch, a.kv_heads, a.lk, a.head_dim),
-                                  dense_strides(a.batch, a.kv_heads, a.lk, a.head_dim)};
+        const AttnStrides strides = dense_strides(a);
         const double scale = 1.0 / std::sqrt(static_cast<double>(a.head_dim));
         reference_attention(q.values.data(), k.values.data(), v.values.data(), a, strides, causal,
                             scale, &ref, &ref_lse);
@@ -361,9 +359,7 @@ TEST(Dense16Bit, Fp32QueryOver16BitCache) {
             << d.kernel;
         used.insert(d.kernel);
         std::vector<double> ref, ref_lse;
-        const AttnStrides strides{dense_strides(a.batch, a.q_heads, a.lq, a.head_dim),
-                                  dense_strides(a.batch, a.kv_heads, a.lk, a.head_dim),
-                                  dense_strides(a.batch, a.kv_heads, a.lk, a.head_dim)};
+        const AttnStrides strides = dense_strides(a);
         reference_attention(q.data(), k.values.data(), v.values.data(), a, strides, causal,
                             1.0 / std::sqrt(static_cast<double>(a.head_dim)), &ref, &ref_lse);
         int left_out = 0;

@@ -97,7 +97,8 @@ INSTANTIATE_TEST_SUITE_P(Variants, Determinism, ::testing::ValuesIn([] {
 TEST(ThreadCount, AutomaticDecodeSplitsFollowIt) {
   std::vector<float> q(4 * 64, 0.5f), row(64, 0.25f), out(4 * 64);
   const hattn::TensorView qv = hattn::TensorView::contiguous(q.data(), {1, 4, 1, 64});
-  const hattn::TensorView kv = hattn::TensorView::strided(row.data(), {1, 2, 65536, 64}, {0, 0, 0, 1});
+  const hattn::TensorView kv =
+      hattn::TensorView::strided(row.data(), {1, 2, 65536, 64}, {0, 0, 0, 1});
   const hattn::TensorView ov = hattn::TensorView::contiguous(out.data(), {1, 4, 1, 64});
   int splits[2] = {0, 0};
   const int threads[2] = {1, 16};

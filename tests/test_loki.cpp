@@ -392,9 +392,7 @@ TEST(Loki16Bit, DecodeMatchesReferenceOnRoundedInputs) {
         used.insert(disp.kernel);
 
         std::vector<double> ref, gap;
-        const AttnStrides strides{dense_strides(a.batch, a.q_heads, a.lq, d),
-                                  dense_strides(a.batch, a.kv_heads, a.lk, d),
-                                  dense_strides(a.batch, a.kv_heads, a.lk, d)};
+        const AttnStrides strides = dense_strides(a);
         const double scale = static_cast<double>(1.f / std::sqrt(static_cast<float>(d)));
         reference_loki_attention(q.values.data(), k_rot.values.data(), v.values.data(),
                                  basis.data(), a, strides, causal, scale, c.rank, c.k, &ref, &gap);

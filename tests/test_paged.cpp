@@ -174,8 +174,7 @@ std::string check_paged(const PagedBatch& p, const Store& q, const Store& out,
       std::vector<float> vabs(vb.size());
       for (size_t i = 0; i < vb.size(); ++i) vabs[i] = std::fabs(vb[i]);
       const AttnShape s{1, q_heads, p.kv_heads, lq, len, d};
-      const AttnStrides st{dense_strides(1, q_heads, lq, d), dense_strides(1, p.kv_heads, len, d),
-                           dense_strides(1, p.kv_heads, len, d)};
+      const AttnStrides st = dense_strides(s);
       reference_attention(qb.data(), kb.data(), vb.data(), s, st, causal, scale, &ref, &ref_lse);
       reference_attention(qb.data(), kb.data(), vabs.data(), s, st, causal, scale, &ref_abs,
                           &unused);
@@ -418,9 +417,7 @@ TEST(Paged, ServingLoopEqualsOneCausalPass) {
     for (int64_t b = 0; b < nseq; ++b) {
       SCOPED_TRACE("sequence " + std::to_string(b));
       const AttnShape s{1, hq, hkv, total[b], total[b], dim};
-      const AttnStrides st{dense_strides(1, hq, total[b], dim),
-                           dense_strides(1, hkv, total[b], dim),
-                           dense_strides(1, hkv, total[b], dim)};
+      const AttnStrides st = dense_strides(s);
       std::vector<double> ref, ref_abs, unused;
       const double scale = 1.0 / std::sqrt(static_cast<double>(dim));
       reference_attention(qs[b].values.data(), ks[b].values.data(), vs[b].values.data(), s, st,

@@ -477,8 +477,7 @@ TEST(SparsekAttention, LargeBudgetNoWindowIsDenseCausal) {
   AttnInputs in = make_inputs(c, rng);
   HostTensor out = run_sparsek(c, in);
   AttnShape shape{1, 4, 2, 150, 150, 64};
-  AttnStrides strides{dense_strides(1, 4, 150, 64), dense_strides(1, 2, 150, 64),
-                      dense_strides(1, 2, 150, 64)};
+  const AttnStrides strides = dense_strides(shape);
   std::vector<double> ref;
   reference_attention(in.q.data(), in.k.data(), in.v.data(), shape, strides, true,
                       1.0 / std::sqrt(64.0), &ref, nullptr);
@@ -501,8 +500,7 @@ TEST(SparsekAttention, ZeroBudgetIsSlidingWindow) {
     for (int64_t i = 0; i < 120; ++i) {
       const int64_t j0 = std::max<int64_t>(0, i - 16);
       AttnShape one{1, 1, 1, 1, i - j0 + 1, D};
-      AttnStrides st{dense_strides(1, 1, 1, D), dense_strides(1, 1, i - j0 + 1, D),
-                     dense_strides(1, 1, i - j0 + 1, D)};
+      const AttnStrides st = dense_strides(one);
       std::vector<double> o;
       reference_attention(&in.q[static_cast<size_t>((h * 120 + i) * D)],
                           &in.k[static_cast<size_t>(j0 * D)], &in.v[static_cast<size_t>(j0 * D)],

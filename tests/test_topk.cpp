@@ -390,9 +390,7 @@ TEST(Topk16Bit, DecodeMatchesReferenceOnRoundedInputs) {
             << "an input was modified";
 
         std::vector<double> ref, gap;
-        const AttnStrides strides{dense_strides(a.batch, a.q_heads, a.lq, a.head_dim),
-                                  dense_strides(a.batch, a.kv_heads, a.lk, a.head_dim),
-                                  dense_strides(a.batch, a.kv_heads, a.lk, a.head_dim)};
+        const AttnStrides strides = dense_strides(a);
         const double scale = static_cast<double>(1.f / std::sqrt(static_cast<float>(a.head_dim)));
         reference_topk_attention(q.values.data(), kk.values.data(), v.values.data(), a, strides,
                                  causal, scale, c.k, &ref, &gap);

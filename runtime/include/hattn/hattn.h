@@ -122,7 +122,8 @@ struct Dispatch {
 // out = softmax(scale * q k^T [masked]) v, per (batch, query head).
 // q [B, Hq, Lq, D], k and v [B, Hkv, Lk, D], out [B, Hq, Lq, D], all of one dtype: fp32, or on
 // CPUs bf16 or f16 (products accumulate in fp32, the softmax state and lse are fp32, out is
-// rounded to the dtype once, last); all on the CPU or all in
+// rounded to the dtype once, last); in CPU decode (Lq <= 8) also an fp32 q and out over a bf16
+// or f16 k and v (nothing rounded but the cache itself); all on the CPU or all in
 // CUDA device memory (TensorView::device; then lse too). CUDA calls need a build with CUDA
 // kernels and a usable device, else they return StatusCode::no_device saying which is missing.
 // Thread-safe: may be called from several threads at once.
@@ -187,7 +188,8 @@ struct TopkOptions : ScaledOptions {
 };
 
 // out_i = sum over the k highest-scoring visible keys j of softmax(scale * q_i . k_j) v_j, with
-// ties broken by the lower key index. Same tensors and conventions as attention() (fp32, CPU).
+// ties broken by the lower key index. Same tensors and conventions as attention() (CPU; fp32,
+// or in decode, Lq <= 8, bf16 or f16 with fp32 scores, selection and softmax).
 // Memory is O(rows per chunk * Lk + Lq * k), never Lq x Lk. k >= the visible count is exact
 // dense attention. Dispatch::reason says when k was clamped.
 Status topk_attention(const TensorView& q, const TensorView& k, const TensorView& v,
@@ -239,14 +241,15 @@ struct LokiOptions : ScaledOptions {
 // e of principal axis c (as loki_calibrate writes it), out [B, Hq, Lq, D]. Per row: approximate
 // scores over the first r rotated channels, the k largest kept (ties by the lower index),
 // softmax of the exact scores over those and their V sum. k >= Lk is exact dense attention for
-// any r; r = D is exact top-k attention. Dispatch::reason reports r and k as used.
-// A Loki count given as a fraction of n, as LokiOptions resolves rank_fraction (n = D) and
-// k_fraction (n = Lk): max(1, round(fraction * n)). For tools that report what a call will use.
-int64_t loki_count(double fraction, int64_t n);
-
+// any r; r = D is exact top-k attention. Dispatch::reason reports r and k as used. fp32, or in
+// decode (Lq <= 8) q, k_rot, k_lead, v and out in bf16 or f16 (the basis fp32 always).
 Status loki_attention(const TensorView& q, const TensorView& k_rot, const TensorView& v,
                       const TensorView& basis, const TensorView& out, const LokiOptions& options,
                       Dispatch* chosen = nullptr);
+
+// A Loki count given as a fraction of n, as LokiOptions resolves rank_fraction (n = D) and
+// k_fraction (n = Lk): max(1, round(fraction * n)). For tools that report what a call will use.
+int64_t loki_count(double fraction, int64_t n);
 
 // --- el: EL-attention (Yan et al. 2021) and the standard multi-head path it replaces ---------
 // One attention layer's weights in PyTorch's nn.MultiheadAttention convention: y = x W^T + b with
