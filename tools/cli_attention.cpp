@@ -49,8 +49,7 @@ struct Typed {
   hattn::TensorView q, k, v, out;
   Typed(const std::string& name, Loaded* l)
       : kv_dtype(parse_dtype(name)),
-        q_dtype(name.size() > 2 && name.compare(name.size() - 2, 2, "kv") == 0 ? hattn::DType::f32
-                                                                               : kv_dtype),
+        q_dtype(fp32_query(name) ? hattn::DType::f32 : kv_dtype),
         q(as_dtype(l->q, q_dtype, &q16)),
         k(as_dtype(l->k, kv_dtype, &k16)),
         v(as_dtype(l->v, kv_dtype, &v16)),

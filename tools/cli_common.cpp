@@ -134,10 +134,15 @@ void add_dtype_option(CLI::App* c, std::string* dtype, bool kv_forms) {
   c->add_option("--dtype", *dtype, help)->check(CLI::IsMember(names));
 }
 
+bool fp32_query(const std::string& name) {
+  return name.size() > 2 && name.compare(name.size() - 2, 2, "kv") == 0;
+}
+
 hattn::DType parse_dtype(const std::string& name) {
-  return name.rfind("bf16", 0) == 0  ? hattn::DType::bf16
-         : name.rfind("f16", 0) == 0 ? hattn::DType::f16
-                                     : hattn::DType::f32;
+  const std::string cache = fp32_query(name) ? name.substr(0, name.size() - 2) : name;
+  return cache == "bf16"  ? hattn::DType::bf16
+         : cache == "f16" ? hattn::DType::f16
+                          : hattn::DType::f32;
 }
 
 hattn::TensorView as_dtype(const hattn::npy::Array& a, hattn::DType dtype,

@@ -75,8 +75,10 @@ void set_scale(double scale, hattn::ScaledOptions* o);
 // widened (exactly: every bf16 value is a float32) and written as float32. kv_forms: also
 // bf16kv|f16kv, fp32 q and out over k and v rounded to bf16 or f16 (dense decode).
 void add_dtype_option(CLI::App* c, std::string* dtype, bool kv_forms = false);
-// "f32", "bf16" or "f16"; for "bf16kv" and "f16kv" the cache's dtype (the name ends in "kv").
+// "f32", "bf16" or "f16"; for "bf16kv" and "f16kv" the cache's dtype.
 hattn::DType parse_dtype(const std::string& name);
+// Whether `name` is a kv form ("bf16kv", "f16kv"): q and out stay f32.
+bool fp32_query(const std::string& name);
 // `a` as a tensor of `dtype`: a's own data for f32, else its values rounded into `bits`.
 hattn::TensorView as_dtype(const hattn::npy::Array& a, hattn::DType dtype,
                            std::vector<uint16_t>* bits);
