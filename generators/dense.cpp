@@ -87,7 +87,15 @@ DenseStages dense_attention(const DenseInputs& in, const DenseBlocking& blocking
   if (in.causal) visible = visible && key <= mask_query + causal_offset;
   st.scores(ii, jj, kblk, qblk, h, b) = scaled_dot + select(visible, 0.f, kMaskedScore);
 
-  st.rj = RDom(0, kb, "rj");
+  // Packed (decode): a block's loops stop at the cache's keys (rounded up to whole vectors) when
+  // it holds fewer than a block; the keys past Lk they still cover read the last key, masked.
+  st.block_keys = kb;
+  if (in.pack_groups) {
+    const Expr rounded = (in.lk + (kShortCacheGranule - 1)) / kShortCacheGranule;
+    st.block_keys = min(kb, rounded * kShortCacheGranule);
+    st.whole_blocks = in.lk >= kb;
+  }
+  st.rj = RDom(0, st.block_keys, "rj");
   st.block_max(ii, kblk, qblk, h, b) = kMaskedScore;
   st.block_max(ii, kblk, qblk, h, b) =
       max(st.block_max(ii, kblk, qblk, h, b), st.scores(ii, st.rj, kblk, qblk, h, b));

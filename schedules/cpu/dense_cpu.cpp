@@ -178,6 +178,9 @@ void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
       .fuse(task, st.b, task)
       .parallel(task);
   st.state.fuse(st.s, st.qblk, task).fuse(task, st.h, task).fuse(task, st.b, task).parallel(task);
+  // A cache of at least a whole block gets the block loops of constant extent (the long caches
+  // decode spends its time on); a shorter one loops over its own keys (st.block_keys).
+  if (st.whole_blocks.defined()) st.state.update().specialize(st.whole_blocks);
 
   // q . k. kt = 1 (16-bit K, widened): a tile of tk keys x 1 row at a time, each (key, row) with
   // one vector of partial sums in a register over D, the lanes added once per key and row: tk
