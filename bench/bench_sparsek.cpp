@@ -1,5 +1,5 @@
 // SPARSEK next to hattn's dense kernels, in the same run:
-//   hattn_sparsek/prefill/L:<L>/D:128/kw:<k+w>   vs   hattn_dense/prefill_causal/L:<L>/D:128/sk
+//   hattn_sparsek[_bf16]/prefill/L:<L>/D:128/kw:<k+w>  vs hattn_dense/prefill_causal/L:<L>/D:128/sk
 //       (causal prefill, one head, k = w = (k+w)/2); counters: GFLOP/s of the work each does
 //       (sparsek: 4 L (k+w) D; dense: 4 * visible pairs * D) and work_ratio = dense / sparsek work;
 //   sparsek_mask_sweep/L:<L>/kw:<k+w>: the masks of every prefix alone (scoring, the sweep and
@@ -35,11 +35,10 @@ std::vector<std::vector<float>>& scoring_inputs(int64_t l) {
   return xw;
 }
 
-void run_sparsek_prefill(benchmark::State& state, int64_t l, int64_t kw) {
+void run_sparsek_prefill(benchmark::State& state, int64_t l, int64_t kw, hattn::DType dtype) {
   const Shape s{1, 1, l, l, kD, true};
-  Inputs in(s);
+  TypedInputs in(s, dtype);  // q, k, v, out in the dtype (x and w_score stay fp32)
   auto& extra = scoring_inputs(l);
-  auto view = [&](float* x) { return hattn::TensorView::contiguous(x, {1, 1, l, kD}); };
   hattn::SparsekOptions opt;
   opt.k = kw / 2;
   opt.window = kw - kw / 2;
@@ -47,14 +46,13 @@ void run_sparsek_prefill(benchmark::State& state, int64_t l, int64_t kw) {
   hattn::set_num_threads(bench_threads());
   for (auto _ : state) {
     hattn::Status st = hattn::sparsek_attention(
-        view(in.q), view(in.k), view(in.v),
-        hattn::TensorView::contiguous(extra[0].data(), {1, l, kModelDim}),
-        hattn::TensorView::contiguous(extra[1].data(), {1, kModelDim}), view(in.out), opt, &chosen);
+        in.q, in.k, in.v, hattn::TensorView::contiguous(extra[0].data(), {1, l, kModelDim}),
+        hattn::TensorView::contiguous(extra[1].data(), {1, kModelDim}), in.out, opt, &chosen);
     if (!st.ok()) {
       state.SkipWithError(st.message.c_str());
       break;
     }
-    benchmark::DoNotOptimize(in.out);
+    benchmark::DoNotOptimize(in.out.data);
   }
   if (state.error_occurred()) return;
   state.SetLabel(chosen.kernel);
@@ -190,7 +188,10 @@ void register_sparsek() {
     add("hattn_dense/prefill_causal" + L + "/D:128/sk", run_dense_prefill, l);
     for (int64_t kw : {256, 512}) {
       const std::string KW = "/kw:" + std::to_string(kw);
-      add("hattn_sparsek/prefill" + L + "/D:128" + KW, run_sparsek_prefill, l, kw);
+      add("hattn_sparsek/prefill" + L + "/D:128" + KW, run_sparsek_prefill, l, kw,
+          hattn::DType::f32);
+      add("hattn_sparsek_bf16/prefill" + L + "/D:128" + KW, run_sparsek_prefill, l, kw,
+          hattn::DType::bf16);
       add("sparsek_mask_sweep" + L + KW, run_mask_sweep, l, kw);
     }
   }

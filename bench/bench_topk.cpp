@@ -3,7 +3,8 @@
 //   hattn_topk/decode/Lk:<Lk>/D:128/k:64      vs hattn_dense/decode/Lk:<Lk>/D:128
 //   hattn_topk/decode/.../Hkv:8               grouped-query, vs hattn_dense/decode/.../Hkv:8
 //   hattn_topk_{bf16,f16}/decode/...          over a 16-bit cache, vs hattn_dense_{bf16,f16}
-//   hattn_topk_ffn/T:512/D:<D>/dff:<F>/k:<k>  vs openblas_ffn/T:512/D:<D>/dff:<F> (two sgemms)
+//   hattn_topk_ffn[_bf16]/T:512/D:<D>/dff:<F>/k:<k>  vs openblas_ffn/T:512/D:<D>/dff:<F> (two
+//   sgemms)
 // Counters: GFLOP/s of the work dense would do (so time ratios read directly), and scratch_MB,
 // the most scratch the kernels held at once (linear in L for topk, never L x L).
 #include <cblas.h>
@@ -72,12 +73,22 @@ void set_ffn_counter(benchmark::State& state, const FfnShape& f) {
                                                  benchmark::Counter::kIsIterationInvariantRate);
 }
 
-void run_topk_ffn(benchmark::State& state, FfnShape f, int64_t k) {
+// x, w1, w2t and y in `dtype` (bf16, f16: the fp32 buffers' values rounded, held in `bits`).
+hattn::TensorView ffn_view(std::vector<float>& src, hattn::DType dtype, std::vector<int64_t> shape,
+                           std::vector<uint16_t>* bits) {
+  if (dtype == hattn::DType::f32) return hattn::TensorView::contiguous(src.data(), shape);
+  bits->resize(src.size());
+  for (size_t i = 0; i < src.size(); ++i) (*bits)[i] = hattn::to_16bit(dtype, src[i]);
+  return hattn::TensorView::contiguous(bits->data(), dtype, shape);
+}
+
+void run_topk_ffn(benchmark::State& state, FfnShape f, int64_t k, hattn::DType dtype) {
   auto& b = ffn_buffers(f);
-  auto x = hattn::TensorView::contiguous(b[0].data(), {f.tokens, f.dim});
-  auto w1 = hattn::TensorView::contiguous(b[1].data(), {f.d_ff, f.dim});
-  auto w2t = hattn::TensorView::contiguous(b[3].data(), {f.d_ff, f.dim});
-  auto y = hattn::TensorView::contiguous(b[5].data(), {f.tokens, f.dim});
+  std::vector<uint16_t> x16, w1_16, w2t16, y16;
+  auto x = ffn_view(b[0], dtype, {f.tokens, f.dim}, &x16);
+  auto w1 = ffn_view(b[1], dtype, {f.d_ff, f.dim}, &w1_16);
+  auto w2t = ffn_view(b[3], dtype, {f.d_ff, f.dim}, &w2t16);
+  auto y = ffn_view(b[5], dtype, {f.tokens, f.dim}, &y16);
   hattn::TopkFfnOptions opt;
   opt.k = k;
   hattn::Dispatch chosen;
@@ -89,7 +100,7 @@ void run_topk_ffn(benchmark::State& state, FfnShape f, int64_t k) {
       state.SkipWithError(st.message.c_str());
       break;
     }
-    benchmark::DoNotOptimize(b[5].data());
+    benchmark::DoNotOptimize(y.data);
   }
   if (state.error_occurred()) return;
   state.SetLabel(chosen.kernel);
@@ -145,7 +156,11 @@ void register_topk() {
                               "/dff:" + std::to_string(f.d_ff);
     add("openblas_ffn" + shape, run_openblas_ffn, f);
     for (int64_t k : {f.d_ff == 3072 ? int64_t{256} : int64_t{512}, f.d_ff / 8}) {
-      add("hattn_topk_ffn" + shape + "/k:" + std::to_string(k), run_topk_ffn, f, k);
+      add("hattn_topk_ffn" + shape + "/k:" + std::to_string(k), run_topk_ffn, f, k,
+          hattn::DType::f32);
+      // bf16 x and weights (half the bytes of each selected row): vs the fp32 row above.
+      add("hattn_topk_ffn_bf16" + shape + "/k:" + std::to_string(k), run_topk_ffn, f, k,
+          hattn::DType::bf16);
     }
   }
 }

@@ -193,6 +193,10 @@ def topk_section(rows, targets):
             if k == ff // 8:
                 targets.append((f"topk_ffn d_ff={ff} k=d_ff/8 >= 1.3x faster than OpenBLAS "
                                 f"({fmt(sp, '.2f')}x)", None if sp is None else sp >= 1.3))
+            t16 = val(rows, f"hattn_topk_ffn_bf16{shape}/k:{k}", "ms")
+            if t16 is not None:
+                print(f"    bf16 x and weights: {fmt(t16)} ms -> {fmt(ratio(base, t16), '.2f')}x "
+                      f"OpenBLAS fp32, {fmt(ratio(t, t16), '.2f')}x hattn fp32")
 
 
 def loki_section(rows, targets):

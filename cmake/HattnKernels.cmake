@@ -72,8 +72,8 @@ set(HATTN_CUDA_TARGETS "x86-64-linux-cuda-cuda_capability_80"
 # DTYPES (CPU forms) and CUDA_DTYPES (CUDA forms): the element types of the tensors each kernel
 # is built for (the name's <dtype>: f32, bf16, f16; bf16kv and f16kv: fp32 q and out over a
 # K/V cache of bf16 or f16), f32 when not given. A variant that gives DTYPES has generators that
-# take the `dtype` parameter (float32, bfloat16, float16; the kv dtypes add fp32_query=true); the
-# others are fp32 only and are not passed one. HATTN_DTYPES (hattn's own build) and
+# take the `dtype` parameter (float32, bfloat16, float16; the kv dtypes add fp32_query=true) for
+# their 16-bit kernels; the others are fp32 only and are not passed one. HATTN_DTYPES (hattn's own build) and
 # hattn_add_kernels(DTYPES) choose which of the declared dtypes are built.
 # HATTN_VARIANTS (and the global property HATTN_VARIANT_LIST) lists the declared variants.
 set_property(GLOBAL PROPERTY HATTN_VARIANT_LIST "")
@@ -131,8 +131,9 @@ hattn_declare_variant(dense HEAD_DIMS 64 128 0 DTYPES f32 bf16 f16 bf16kv f16kv
 # about 15 s each per dtype); a 16-bit prefill call is refused, naming the kernels there are.
 hattn_declare_variant(topk HEAD_DIMS 64 128 0 DTYPES f32 bf16 f16
   CPU topk/prefill/0,1/-/each/f32 topk/decode/0,1/-/each)
-# The FFN has no head dim, phase or mask: one kernel.
-hattn_declare_variant(topk_ffn CPU topk_ffn/-/-/-/-)
+# The FFN has no head dim, phase or mask: one kernel per dtype (bf16 or f16 weights halve the
+# bytes of each token's selected rows).
+hattn_declare_variant(topk_ffn DTYPES f32 bf16 f16 CPU topk_ffn/-/-/-/-)
 # Decode is where Loki pays (each head dim asked; hattn's build: D=128, as in the models it
 # targets, and any D); prefill (full-sequence) is for fidelity evaluation, generic D only, built
 # when the generic kernel is asked for. Decode in every dtype (a 16-bit rotated cache and
@@ -143,8 +144,10 @@ hattn_declare_variant(loki HEAD_DIMS 128 0 DTYPES f32 bf16 f16
 # multi-head path are built from.
 hattn_declare_variant(el CPU el/-/-/-/- linear/-/-/-/-)
 # Causal attention over window + selected keys (prefill and decode steps over the bounded cache
-# are one kernel) per head dim, and the SparseK operator.
-hattn_declare_variant(sparsek HEAD_DIMS 128 0 CPU sparsek/prefill/1/-/each sparsek_mask/-/-/-/-)
+# are one kernel) per head dim, in every dtype (q, k, v and out; the gates and scores are fp32),
+# and the SparseK operator, which works on fp32 scores.
+hattn_declare_variant(sparsek HEAD_DIMS 128 0 DTYPES f32 bf16 f16
+  CPU sparsek/prefill/1/-/each sparsek_mask/-/-/-/-/f32)
 
 # Adds one kernel to kernel set SET (default: hattn): GENERATOR with the axes of one form's entry
 # (PHASE, CAUSAL, LSE, HEAD_DIM: a value, or - where the form has no such axis) and DTYPE,
@@ -196,8 +199,9 @@ function(hattn_add_kernel)
     set(head_dim ${K_HEAD_DIM})
     list(APPEND gen_params head_dim=${head_dim})
   endif ()
-  if (K_DTYPE_PARAM)
-    set(halide_type_f32 float32)
+  # A generator that takes `dtype` defaults to float32, so f32 kernels are not passed it: a variant
+  # with 16-bit kernels may keep an fp32-only companion generator (sparsek's operator).
+  if (K_DTYPE_PARAM AND NOT K_DTYPE STREQUAL "f32")
     set(halide_type_bf16 bfloat16)
     set(halide_type_f16 float16)
     set(halide_type_bf16kv bfloat16)

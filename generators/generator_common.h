@@ -39,12 +39,13 @@ inline std::string dtype_name(const Halide::Type& t) {
   return t.bits() == 16 ? "f16" : "f32";
 }
 
-// A 4-D input read as fp32 (inlined: the conversion happens where the value is loaded; a no-op
+// An input read as fp32 (inlined: the conversion happens where the value is loaded; a no-op
 // for float32 inputs, whose kernels are unchanged). What lets one algorithm serve every dtype.
 inline Halide::Func as_f32(const Halide::Func& f) {
-  Halide::Var d("d"), i("i"), h("h"), b("b");
+  std::vector<Halide::Var> args;
+  for (int i = 0; i < f.dimensions(); ++i) args.emplace_back("a" + std::to_string(i));
   Halide::Func g(f.name() + "_f32");
-  g(d, i, h, b) = Halide::cast<float>(f(d, i, h, b));
+  g(args) = Halide::cast<float>(f(args));
   return g;
 }
 

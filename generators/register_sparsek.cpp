@@ -24,10 +24,13 @@ class SparsekAttentionGenerator : public Generator<SparsekAttentionGenerator> {
   GeneratorParam<int> head_dim{"head_dim", 0};  // 0: any D
   GeneratorParam<std::string> tables{"tables", ""};
   GeneratorParam<std::string> tunables{"tunables", ""};
+  // q, k, v and out: float32, bfloat16 or float16 (the dtype in the kernel's name); scores, gates
+  // and the softmax are fp32 whatever it is.
+  GeneratorParam<Type> dtype{"dtype", Float(32)};
 
-  Input<Buffer<float, 4>> q{"q"};                    // [B, Hq, Lq, D]
-  Input<Buffer<float, 4>> k{"k"};                    // [B, Hkv, Lk, D]
-  Input<Buffer<float, 4>> v{"v"};                    // [B, Hkv, Lk, D]
+  Input<Buffer<void, 4>> q{"q"};                     // [B, Hq, Lq, D]
+  Input<Buffer<void, 4>> k{"k"};                     // [B, Hkv, Lk, D]
+  Input<Buffer<void, 4>> v{"v"};                     // [B, Hkv, Lk, D]
   Input<Buffer<int32_t, 4>> sel_index{"sel_index"};  // [B, Hkv, Lq, S]
   Input<Buffer<float, 4>> sel_gate{"sel_gate"};      // [B, Hkv, Lq, S]
   Input<Buffer<int32_t, 3>> sel_count{"sel_count"};  // [B, Hkv, Lq]
@@ -36,20 +39,28 @@ class SparsekAttentionGenerator : public Generator<SparsekAttentionGenerator> {
   Input<int> q_pos0{"q_pos0"};
   Input<int> ring{"ring"};
   Input<int> gate_logit{"gate_logit"};
-  Output<Buffer<float, 4>> out{"out"};
+  Output<Buffer<void, 4>> out{"out"};
+
+  void configure() {
+    const Type t = dtype;
+    check_dtype(t, "sparsek");
+    for (auto* p : {&q, &k, &v}) p->set_type(t);
+    out.set_type(t);
+  }
 
   void generate() {
     if (phase.value() != KernelPhase::prefill || !causal) {
       throw std::runtime_error("sparsek: only phase=prefill causal=true is defined");
     }
-    TableKey key{"sparsek", "prefill", head_dim_name(head_dim), "causal"};
+    TableKey key{"sparsek", "prefill", head_dim_name(head_dim), "causal", dtype_name(dtype)};
     ScheduleContext ctx{get_target(), head_dim, false, false,
                         read_cpu_tunables(get_target(), tables, key, tunables)};
     const Expr d = head_dim_expr(head_dim, q.dim(0).extent());
     SparsekInputs in;
-    in.q = q;
-    in.k = k;
-    in.v = v;
+    in.q = as_f32(q);
+    in.k = as_f32(k);
+    in.v = as_f32(v);
+    in.out_type = dtype;
     in.sel_index = sel_index;
     in.sel_gate = sel_gate;
     in.sel_count = sel_count;

@@ -118,8 +118,8 @@ SparsekStages sparsek_attention(const SparsekInputs& in) {
       st.dot(s, i, h, b) * in.scale + select(logit, log(max(st.gate(s, i, h, b), 1e-30f)), 0.f);
   st.value_gate(s, i, h, b) = select(logit, 1.f, st.gate(s, i, h, b));
   const Expr k_max = in.sel_slots + min(in.window, in.lk);
-  st.att =
-      attend_selected(st.score, st.index, in.v, k_eff, k_max, group, d, s, i, h, b, st.value_gate);
+  st.att = attend_selected(st.score, st.index, in.v, k_eff, k_max, group, d, s, i, h, b,
+                           st.value_gate, in.out_type);
   return st;
 }
 

@@ -45,11 +45,12 @@ SparsekMaskStages sparsek_mask(const Halide::Func& z, const Halide::Func& len,
                                const Halide::Expr& m, const Halide::Expr& k);
 
 struct SparsekInputs {
-  Halide::Func q, k, v;                  // (d, i, h, b), (d, j, hk, b), (d, j, hk, b)
-  Halide::Func sel_index;                // (s, i, hk, b) int32: key index of selected slot s
-  Halide::Func sel_gate;                 // (s, i, hk, b) fp32 gate in (0, 1]
-  Halide::Func sel_count;                // (i, hk, b) int32: live selected slots of the row
-  Halide::Expr head_dim, lk, sel_slots;  // D, Lk (keys in k and v), slots in sel_index
+  Halide::Func q, k, v;  // (d, i, h, b), (d, j, hk, b), (d, j, hk, b): fp32 values (16-bit widened)
+  Halide::Type out_type = Halide::Float(32);  // the output's element type (rounded once, last)
+  Halide::Func sel_index;                     // (s, i, hk, b) int32: key index of selected slot s
+  Halide::Func sel_gate;                      // (s, i, hk, b) fp32 gate in (0, 1]
+  Halide::Func sel_count;                     // (i, hk, b) int32: live selected slots of the row
+  Halide::Expr head_dim, lk, sel_slots;       // D, Lk (keys in k and v), slots in sel_index
   Halide::Expr q_heads, kv_heads;
   Halide::Expr scale;
   Halide::Expr window;  // w >= 0

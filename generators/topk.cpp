@@ -50,8 +50,13 @@ TopkFfnStages topk_ffn(const TopkFfnInputs& in) {
   st.sel = select_topk(st.key, {t}, in.d_ff, k_eff, "ffn");
   st.gathered(s, t) = max(score_of_key(st.key(st.sel.index(s, t), t)), 0.f);
   st.rs = RDom(0, k_eff, "rs");
-  st.y(d, t) = 0.f;
-  st.y(d, t) += st.gathered(st.rs, t) * in.w2t(d, st.sel.index(st.rs, t));
+  st.acc(d, t) = 0.f;
+  st.acc(d, t) += st.gathered(st.rs, t) * in.w2t(d, st.sel.index(st.rs, t));
+  if (in.out_type == Float(32)) {
+    st.y = st.acc;
+  } else {
+    st.y(d, t) = cast(in.out_type, st.acc(d, t));
+  }
   return st;
 }
 

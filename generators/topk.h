@@ -43,7 +43,8 @@ struct TopkStages {
 TopkStages topk_attention(const TopkInputs& in);
 
 struct TopkFfnInputs {
-  Halide::Func x, w1, w2t;                     // (d, t), (d, f), (d, f)
+  Halide::Func x, w1, w2t;  // (d, t), (d, f), (d, f): fp32 values (16-bit inputs widened)
+  Halide::Type out_type = Halide::Float(32);   // y's element type (rounded once, last)
   Halide::Expr model_dim, d_ff, tokens, topk;  // D, d_ff, T, k >= 1
 };
 
@@ -55,7 +56,8 @@ struct TopkFfnStages {
   Halide::Func key{"key"};            // (f, t)
   TopkSelection sel;                  // over f, rows (t)
   Halide::Func gathered{"gathered"};  // (s, t)  relu(h) of the s-th selected unit
-  Halide::Func y{"y"};                // (d, t)
+  Halide::Func acc{"acc"};            // (d, t)  sum_s gathered * w2t[index_s], fp32
+  Halide::Func y{"y"};                // (d, t)  acc in out_type (acc itself for fp32)
 };
 
 TopkFfnStages topk_ffn(const TopkFfnInputs& in);

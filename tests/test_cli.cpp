@@ -384,6 +384,30 @@ TEST_F(Cli, RunTopkFfnMatchesReference) {
     ASSERT_NEAR(y.data[i], ref[i], 1e-4 + 1e-4 * std::fabs(ref[i]))
         << rng.description() << " " << i;
   }
+  // --dtype bf16|f16: x and the weights rounded to it, y within half an ulp of its dtype of the
+  // float64 FFN on the rounded values (f16 written as float16 .npy).
+  for (const char* dtype : {"bf16", "f16"}) {
+    const hattn::DType t = std::string(dtype) == "bf16" ? hattn::DType::bf16 : hattn::DType::f16;
+    std::vector<std::string> a16 = args;
+    a16.insert(a16.end(), {"--dtype", dtype});
+    r = run_cli(a16);
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_NE(r.out.find(std::string("kernel: topk_ffn_dany_") + dtype + "_"), std::string::npos)
+        << r.out;
+    const std::vector<float> x16 = rounded(t, x), w1_16 = rounded(t, w1), w2t16 = rounded(t, w2t);
+    std::vector<double> ref16, gap16;
+    hattn_test::reference_topk_ffn(x16.data(), w1_16.data(), w2t16.data(), tokens, dim, d_ff, k,
+                                   &ref16, &gap16);
+    hattn::npy::Array y16;
+    ASSERT_TRUE(hattn::npy::read_f32(dir() + "y.npy", &y16, &error)) << error;
+    ASSERT_EQ(y16.data.size(), ref16.size());
+    EXPECT_EQ(y16.float16, t == hattn::DType::f16) << dtype;
+    for (size_t i = 0; i < ref16.size(); ++i) {
+      if (gap16[i / dim] < hattn_test::kMinGap) continue;  // a near-tie may select differently
+      ASSERT_NEAR(y16.data[i], ref16[i], hattn_test::sixteen_bit_output_tolerance(t, ref16[i]))
+          << dtype << " index " << i;
+    }
+  }
   std::vector<std::string> wrong = args;
   wrong[7] = dir() + "w2_wrong.npy";
   expect_one_line_error(run_cli(wrong), "w2 must be [D, d_ff]");
@@ -680,7 +704,9 @@ TEST_F(Cli, ErrorPaths) {
   expect_one_line_error(run_cli(unwritable), "cannot open file for writing");
 }
 
-// run sparsek: k >= Lk with w = 0 is dense causal attention; run sparsek-mask writes a mask in
+// run sparsek: k >= Lk with w = 0 is dense causal attention (also with --dtype bf16|f16, within
+// half an ulp of the output's dtype of the reference on the rounded inputs, f16 written as
+// float16 .npy); run sparsek-mask writes a mask in
 // [0, 1] summing to K per row, and tau; bad budgets, windows, gates and shapes are one-line errors.
 TEST_F(Cli, RunSparsekAndMask) {
   SCOPED_TRACE(trace_);
@@ -709,6 +735,27 @@ TEST_F(Cli, RunSparsekAndMask) {
   ASSERT_EQ(o.data.size(), ref.size());
   for (size_t i = 0; i < ref.size(); ++i) {
     ASSERT_NEAR(o.data[i], ref[i], 1e-5 + 1e-4 * std::fabs(ref[i])) << "index " << i;
+  }
+  for (const char* dtype : {"bf16", "f16"}) {
+    const hattn::DType t = std::string(dtype) == "bf16" ? hattn::DType::bf16 : hattn::DType::f16;
+    std::vector<std::string> a16 = args("9", "0", "x.npy");
+    a16.insert(a16.end(), {"--dtype", dtype});
+    r = run_cli(a16);
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_NE(r.out.find("kernel: sparsek_prefill_causal_"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find(std::string("_") + dtype + "_"), std::string::npos) << r.out;
+    const std::vector<float> q = rounded(t, q_), k = rounded(t, k_), v = rounded(t, v_);
+    std::vector<double> ref16;
+    hattn_test::reference_attention(q.data(), k.data(), v.data(), shape, strides, true, 1.0 / 8.0,
+                                    &ref16, nullptr);
+    hattn::npy::Array o16;
+    ASSERT_TRUE(hattn::npy::read_f32(dir() + "o.npy", &o16, &error)) << error;
+    ASSERT_EQ(o16.data.size(), ref16.size());
+    EXPECT_EQ(o16.float16, t == hattn::DType::f16) << dtype;
+    for (size_t i = 0; i < ref16.size(); ++i) {
+      ASSERT_NEAR(o16.data[i], ref16[i], hattn_test::sixteen_bit_output_tolerance(t, ref16[i]))
+          << dtype << " index " << i;
+    }
   }
   expect_one_line_error(run_cli(args("-1", "0", "x.npy")), "budget k must be >= 0");
   expect_one_line_error(run_cli(args("2", "-4", "x.npy")), "window w must be >= 0");

@@ -463,18 +463,16 @@ TEST(Dense16Bit, MixedDtypesAreRefused) {
   EXPECT_NE(st_o.message.find("but out has bf16"), std::string::npos) << st_o.message;
   for (float x : out32) ASSERT_EQ(x, -7.f) << "a refused call wrote out";
   for (uint16_t x : out) ASSERT_EQ(x, 0xffff) << "a refused call wrote out";
-  // topk_ffn has fp32 kernels only (topk has 16-bit decode kernels: test_topk.cpp).
-  hattn::TopkFfnOptions fo;
-  fo.k = 2;
-  std::vector<uint16_t> w16(k.size(), 0x3f00);
-  const hattn::Status st2 =
-      hattn::topk_ffn(hattn::TensorView::contiguous(q.bits.data(), hattn::DType::bf16, {8, 64}),
-                      hattn::TensorView::contiguous(w16.data(), hattn::DType::bf16, {12, 64}),
-                      hattn::TensorView::contiguous(w16.data(), hattn::DType::bf16, {12, 64}),
-                      hattn::TensorView::contiguous(out.data(), hattn::DType::bf16, {8, 64}), fo);
+  // The SparseK operator works on fp32 scores: bf16 rows are refused, saying so.
+  std::vector<float> tau(8, -7.f);
+  const hattn::Status st2 = hattn::sparsek_mask(
+      hattn::TensorView::contiguous(q.bits.data(), hattn::DType::bf16, {8, 64}), nullptr, 2,
+      hattn::TensorView::contiguous(out.data(), hattn::DType::bf16, {8, 64}),
+      hattn::TensorView::contiguous(tau.data(), {8}));
   EXPECT_EQ(st2.code, StatusCode::unsupported) << st2.message;
   EXPECT_NE(st2.message.find("fp32 kernels only"), std::string::npos) << st2.message;
   for (uint16_t x : out) ASSERT_EQ(x, 0xffff) << "a refused call wrote out";
+  for (float x : tau) ASSERT_EQ(x, -7.f) << "a refused call wrote tau";
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -723,10 +721,11 @@ TEST(KernelList, NamesAreUniqueAndDescribed) {
                 k.variant == "sparsek_mask" || k.variant == "el" || k.variant == "linear")
         << k.name;
     EXPECT_TRUE(k.phase == "prefill" || k.phase == "decode") << k.name << ": " << k.phase;
-    // 16-bit kernels: dense (and its paged decode), topk and loki decode, on CPUs only; fp32 q
-    // and out over a 16-bit cache (bf16kv, f16kv): dense decode.
+    // 16-bit kernels: dense (and its paged decode), topk and loki decode, topk_ffn and sparsek,
+    // on CPUs only; fp32 q and out over a 16-bit cache (bf16kv, f16kv): dense decode.
     const bool sixteen_bit_variant =
-        k.variant == "dense" || k.variant == "dense_paged" ||
+        k.variant == "dense" || k.variant == "dense_paged" || k.variant == "topk_ffn" ||
+        k.variant == "sparsek" ||
         ((k.variant == "topk" || k.variant == "loki") && k.phase == "decode");
     const bool kv_dtype = k.dtype == "bf16kv" || k.dtype == "f16kv";
     EXPECT_TRUE(

@@ -274,12 +274,13 @@ std::vector<Row> rows() {
       "validate.cpp", "dtype",
       [](F x) {
         SkViews t = x.k();
-        for (TensorView* v : {&t.q, &t.k, &t.v, &t.out}) v->dtype = DType::bf16;
-        return sk_scored(t);
+        t.z.dtype = DType::bf16;  // the SparseK operator works on fp32 scores
+        return sk_mask(t);
       },
       unsup,
-      "q has dtype bf16; this call has fp32 kernels only (16-bit tensors: attention(), "
-      "paged_attention(), ragged_attention(), topk_attention(), loki_attention())");
+      "z has dtype bf16; this call has fp32 kernels only (16-bit tensors: attention(), "
+      "paged_attention(), ragged_attention(), topk_attention(), loki_attention(), "
+      "sparsek_attention(), SparsekDecoder, topk_ffn())");
   add(
       "validate.cpp", "dtype_value",
       [](F x) {
@@ -557,6 +558,14 @@ std::vector<Row> rows() {
         return ffn(t);
       },
       bad, "y must have x's shape [3, 16]");
+  add(
+      "topk.cpp", "ffn_dtype",
+      [](F x) {
+        auto t = x.f();
+        t[0].dtype = DType::bf16;
+        return ffn(t);
+      },
+      bad, "topk_ffn takes one dtype for x, w1, w2t and y: x is bf16, y is f32");
   add(
       "topk.cpp", "ffn_y_overlaps",
       [](F x) {
@@ -1381,6 +1390,22 @@ std::vector<Row> rows() {
         return d.reset(1, 3, 2, 16, x.k().w, sk_opts());
       },
       bad, "Hq=3 is not a multiple of Hkv=2");
+  add(
+      "sparsek_decoder.cpp", "decoder_dtype",
+      [](F x) {
+        hattn::SparsekDecoder d;
+        return d.reset(1, 2, 1, 16, x.k().w, sk_opts(), static_cast<DType>(7));
+      },
+      bad, "SparsekDecoder dtype must be f32, bf16 or f16, got the value 7");
+  add(
+      "sparsek_decoder.cpp", "cache_dtype",
+      [](F x) {
+        hattn::SparsekDecoder d;
+        auto t = one_token(x.k());
+        EXPECT_TRUE(d.reset(1, 2, 1, 16, t.w, sk_opts(), DType::bf16).ok());
+        return d.step(t.q, t.k, t.v, t.x, t.out);  // fp32 tensors against a bf16 cache
+      },
+      bad, "SparsekDecoder holds a bf16 cache (reset's dtype); q is f32");
   add(
       "sparsek_decoder.cpp", "decoder_w_shape",
       [](F x) {

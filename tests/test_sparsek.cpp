@@ -5,14 +5,18 @@
 // magnitudes, k = 0, 1, n - 1, n, > n); tau is shift-equivariant; the per-prefix sweep equals that
 // projection on every prefix (ties and monotone sequences included); k >= L with w = 0 is dense
 // causal attention; k = 0 is sliding-window attention; both gate modes; bottom-right alignment;
-// decode over the bounded cache equals prefill with the full mask; every refusal.
+// decode over the bounded cache equals prefill with the full mask; every refusal; bf16 and f16
+// q, k, v and out (with 16-bit x and w_score for the scores) against the float64 reference on the
+// rounded inputs, the decoder's 16-bit cache included.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <iostream>
 #include <limits>
 #include <numeric>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -641,6 +645,170 @@ TEST(SparsekDecode, BoundedCacheEqualsPrefill) {
     TestRng rng("decode_k" + std::to_string(p.k) + "_w" + std::to_string(p.w));
     SCOPED_TRACE(rng.description());
     check_decode(p.k, p.w, p.logit, rng);
+  }
+}
+
+// --- 16-bit tensors ------------------------------------------------------------------------------
+
+struct Sparsek16Case {
+  std::string name;
+  SparsekShape s;
+  int64_t budget, window;
+  bool logit;
+};
+
+struct Sparsek16Inputs {
+  Sixteen q, k, v, x, w;
+  std::vector<float> u;  // the library's scores of x and w (fp32)
+};
+
+// q, k, v, x and w_score drawn in dtype t, and the scores hattn::sparsek_scores gives for them,
+// which must equal its scores of the same values in fp32 exactly (the scoring widens, then sums
+// in the same order).
+Sparsek16Inputs make_16bit_inputs(hattn::DType t, const SparsekShape& s, float slope,
+                                  TestRng& rng) {
+  Sparsek16Inputs in{draw_16bit(t, s.batch * s.q_heads * s.lq * s.head_dim, rng),
+                     draw_16bit(t, s.batch * s.kv_heads * s.lk * s.head_dim, rng),
+                     draw_16bit(t, s.batch * s.kv_heads * s.lk * s.head_dim, rng),
+                     draw_16bit(t, s.batch * s.lk * s.model_dim, rng),
+                     draw_16bit(t, s.kv_heads * s.model_dim, rng),
+                     {}};
+  const std::vector<int64_t> xs = {s.batch, s.lk, s.model_dim}, ws = {s.kv_heads, s.model_dim},
+                             us = {s.batch, s.kv_heads, s.lk};
+  in.u.assign(static_cast<size_t>(s.batch * s.kv_heads * s.lk), std::nanf(""));
+  std::vector<float> u32(in.u.size(), std::nanf(""));
+  EXPECT_TRUE(hattn::sparsek_scores(TensorView::contiguous(in.x.bits.data(), t, xs),
+                                    TensorView::contiguous(in.w.bits.data(), t, ws), slope,
+                                    TensorView::contiguous(in.u.data(), us))
+                  .ok());
+  EXPECT_TRUE(hattn::sparsek_scores(TensorView::contiguous(in.x.values.data(), xs),
+                                    TensorView::contiguous(in.w.values.data(), ws), slope,
+                                    TensorView::contiguous(u32.data(), us))
+                  .ok());
+  EXPECT_EQ(std::memcmp(in.u.data(), u32.data(), u32.size() * sizeof(float)), 0)
+      << "16-bit x and w_score scored differently from their fp32 values";
+  return in;
+}
+
+TEST(Sparsek16Bit, MatchesReferenceOnRoundedInputs) {
+  // The specialized D = 128 and the generic kernel (D = 80), grouped heads, Lq < Lk (bottom-right
+  // aligned), both gates, a budget past the candidates (dense causal) and none (sliding window).
+  const Sparsek16Case cases[] = {{"d128_gqa", {1, 4, 2, 150, 150, 128, 24}, 12, 16, false},
+                                 {"d128_logit", {2, 2, 1, 90, 90, 128, 16}, 8, 8, true},
+                                 {"d80_lq_lt_lk", {1, 2, 1, 40, 70, 80, 20}, 10, 5, false},
+                                 {"d80_dense", {1, 2, 2, 30, 30, 80, 8}, 64, 0, false},
+                                 {"d128_window", {1, 2, 2, 50, 50, 128, 8}, 0, 7, false}};
+  std::set<std::string> used;
+  for (hattn::DType t : {hattn::DType::bf16, hattn::DType::f16}) {
+    for (const Sparsek16Case& c : cases) {
+      const std::string name = std::string(hattn::to_string(t)) + "_" + c.name;
+      SCOPED_TRACE(name);
+      TestRng rng("sparsek16_" + name);
+      SCOPED_TRACE(rng.description());
+      const SparsekShape& s = c.s;
+      const float slope = 0.004f;
+      Sparsek16Inputs in = make_16bit_inputs(t, s, slope, rng);
+      const Sparsek16Inputs before = in;
+      const std::vector<int64_t> qs = {s.batch, s.q_heads, s.lq, s.head_dim},
+                                 kvs = {s.batch, s.kv_heads, s.lk, s.head_dim};
+      std::vector<uint16_t> out(in.q.bits.size(), 0xffff);  // NaN in both dtypes
+      AttnCase opts;
+      opts.budget = c.budget;
+      opts.window = c.window;
+      opts.slope = slope;
+      opts.logit = c.logit;
+      Dispatch d;
+      const Status st = hattn::sparsek_attention(
+          TensorView::contiguous(in.q.bits.data(), t, qs),
+          TensorView::contiguous(in.k.bits.data(), t, kvs),
+          TensorView::contiguous(in.v.bits.data(), t, kvs),
+          TensorView::contiguous(in.x.bits.data(), t, {s.batch, s.lk, s.model_dim}),
+          TensorView::contiguous(in.w.bits.data(), t, {s.kv_heads, s.model_dim}),
+          TensorView::contiguous(out.data(), t, qs), options_of(opts), &d);
+      ASSERT_TRUE(st.ok()) << hattn::to_string(st.code) << ": " << st.message;
+      EXPECT_NE(d.kernel.find(std::string("_") + hattn::to_string(t) + "_"), std::string::npos)
+          << d.kernel;
+      used.insert(d.kernel);
+      EXPECT_TRUE(in.q.bits == before.q.bits && in.k.bits == before.k.bits &&
+                  in.v.bits == before.v.bits && in.x.bits == before.x.bits &&
+                  in.w.bits == before.w.bits)
+          << "an input was modified";
+
+      std::vector<double> ref, gap;
+      ref_sparsek(in.q.values, in.k.values, in.v.values, in.u, s, c.budget, c.window, c.logit,
+                  static_cast<double>(1.f / std::sqrt(static_cast<float>(s.head_dim))), &ref, &gap);
+      int left_out = 0;
+      EXPECT_EQ(compare_16bit_rows(t, out, ref, gap, s.head_dim, &left_out), "");
+    }
+  }
+  EXPECT_EQ(sixteen_bit_kernels_not_run("sparsek", used), std::vector<std::string>{});
+}
+
+// The decoder's cache in bf16 / f16: token by token, each step's output equals the float64
+// reference of the whole sequence at that row (as the fp32 decoder equals prefill).
+TEST(Sparsek16Bit, DecoderCacheInTheCallsDtype) {
+  const SparsekShape s{2, 4, 2, 120, 120, 64, 20};
+  const int64_t budget = 10, window = 12, D = s.head_dim;
+  const float slope = 0.004f;
+  for (hattn::DType t : {hattn::DType::bf16, hattn::DType::f16}) {
+    SCOPED_TRACE(hattn::to_string(t));
+    TestRng rng(std::string("sparsek16_decoder_") + hattn::to_string(t));
+    SCOPED_TRACE(rng.description());
+    Sparsek16Inputs in = make_16bit_inputs(t, s, slope, rng);
+    AttnCase opts;
+    opts.budget = budget;
+    opts.window = window;
+    opts.slope = slope;
+    hattn::SparsekDecoder dec;
+    ASSERT_TRUE(dec.reset(s.batch, s.q_heads, s.kv_heads, D,
+                          TensorView::contiguous(in.w.bits.data(), t, {s.kv_heads, s.model_dim}),
+                          options_of(opts), t)
+                    .ok());
+    std::vector<uint16_t> qt(s.batch * s.q_heads * D), kt(s.batch * s.kv_heads * D), vt(kt.size()),
+        xt(s.batch * s.model_dim), ot(qt.size()), all(in.q.bits.size(), 0xffff);
+    for (int64_t p = 0; p < s.lk; ++p) {
+      for (int64_t b = 0; b < s.batch; ++b) {
+        for (int64_t h = 0; h < s.q_heads; ++h) {
+          std::copy_n(&in.q.bits[((b * s.q_heads + h) * s.lq + p) * D], D,
+                      &qt[(b * s.q_heads + h) * D]);
+        }
+        for (int64_t h = 0; h < s.kv_heads; ++h) {
+          const int64_t row = ((b * s.kv_heads + h) * s.lk + p) * D;
+          std::copy_n(&in.k.bits[row], D, &kt[(b * s.kv_heads + h) * D]);
+          std::copy_n(&in.v.bits[row], D, &vt[(b * s.kv_heads + h) * D]);
+        }
+        std::copy_n(&in.x.bits[(b * s.lk + p) * s.model_dim], s.model_dim, &xt[b * s.model_dim]);
+      }
+      std::fill(ot.begin(), ot.end(), uint16_t{0xffff});
+      const Status st = dec.step(TensorView::contiguous(qt.data(), t, {s.batch, s.q_heads, 1, D}),
+                                 TensorView::contiguous(kt.data(), t, {s.batch, s.kv_heads, 1, D}),
+                                 TensorView::contiguous(vt.data(), t, {s.batch, s.kv_heads, 1, D}),
+                                 TensorView::contiguous(xt.data(), t, {s.batch, 1, s.model_dim}),
+                                 TensorView::contiguous(ot.data(), t, {s.batch, s.q_heads, 1, D}));
+      ASSERT_TRUE(st.ok()) << "step " << p << ": " << st.message;
+      for (int64_t b = 0; b < s.batch; ++b) {
+        for (int64_t h = 0; h < s.q_heads; ++h) {
+          std::copy_n(&ot[(b * s.q_heads + h) * D], D, &all[((b * s.q_heads + h) * s.lq + p) * D]);
+        }
+      }
+    }
+    std::vector<double> ref, gap;
+    ref_sparsek(in.q.values, in.k.values, in.v.values, in.u, s, budget, window, false,
+                static_cast<double>(1.f / std::sqrt(static_cast<float>(D))), &ref, &gap);
+    int left_out = 0;
+    EXPECT_EQ(compare_16bit_rows(t, all, ref, gap, D, &left_out), "");
+
+    // An fp32 step against the 16-bit cache is refused and writes nothing.
+    std::vector<float> q32(qt.size(), 0.5f), k32(kt.size(), 0.25f), o32(qt.size(), std::nanf(""));
+    const Status bad = dec.step(TensorView::contiguous(q32.data(), {s.batch, s.q_heads, 1, D}),
+                                TensorView::contiguous(k32.data(), {s.batch, s.kv_heads, 1, D}),
+                                TensorView::contiguous(k32.data(), {s.batch, s.kv_heads, 1, D}),
+                                TensorView::contiguous(xt.data(), t, {s.batch, 1, s.model_dim}),
+                                TensorView::contiguous(o32.data(), {s.batch, s.q_heads, 1, D}));
+    EXPECT_FALSE(bad.ok());
+    EXPECT_NE(bad.message.find("cache"), std::string::npos) << bad.message;
+    for (float o : o32) ASSERT_TRUE(std::isnan(o)) << "a refused step wrote out";
+    EXPECT_EQ(dec.position(), s.lk) << "a refused step moved the decoder";
   }
 }
 

@@ -525,6 +525,73 @@ TEST(TopkFfn, RefusesBadArguments) {
   EXPECT_NE(s.message.find("model dim"), std::string::npos) << s.message;
 }
 
+// n normal values times 2^exp2 rounded to the dtype (the scale keeps hidden units and sums of
+// the FFN near 1, as trained weights do).
+Sixteen draw_scaled_16bit(hattn::DType t, int64_t n, int exp2, TestRng& rng) {
+  Sixteen a = draw_16bit(t, n, rng);
+  for (size_t i = 0; i < a.bits.size(); ++i) {
+    a.bits[i] = ref_to_16bit(t, std::ldexp(a.values[i], exp2));
+    a.values[i] = ref_from_16bit(t, a.bits[i]);
+  }
+  return a;
+}
+
+// The top-k FFN in bf16 / f16: x, w1, w2t and y in the dtype, against the float64 top-k FFN on
+// the rounded inputs (half an ulp of y's dtype plus fp32 noise; near-tied k-th units left out),
+// k below, at and past d_ff; mixed dtypes refused with y untouched.
+TEST(TopkFfn16Bit, MatchesReferenceOnRoundedInputs) {
+  struct Shape {
+    int64_t tokens, dim, d_ff, k;
+  };
+  std::set<std::string> used;
+  for (hattn::DType t : {hattn::DType::bf16, hattn::DType::f16}) {
+    for (Shape sh : {Shape{37, 64, 300, 32}, Shape{5, 96, 1000, 100}, Shape{9, 48, 40, 60}}) {
+      const std::string name = std::string(hattn::to_string(t)) + "_T" + std::to_string(sh.tokens) +
+                               "_k" + std::to_string(sh.k);
+      SCOPED_TRACE(name);
+      TestRng rng("ffn16_" + name);
+      SCOPED_TRACE(rng.description());
+      const Sixteen x = draw_16bit(t, sh.tokens * sh.dim, rng);
+      const Sixteen w1 = draw_scaled_16bit(t, sh.d_ff * sh.dim, -3, rng);
+      const Sixteen w2t = draw_scaled_16bit(t, sh.d_ff * sh.dim, -4, rng);
+      std::vector<uint16_t> y(x.bits.size(), 0xffff);  // NaN in both dtypes
+      hattn::TopkFfnOptions o;
+      o.k = sh.k;
+      Dispatch d;
+      const Status st =
+          hattn::topk_ffn(TensorView::contiguous(x.bits.data(), t, {sh.tokens, sh.dim}),
+                          TensorView::contiguous(w1.bits.data(), t, {sh.d_ff, sh.dim}),
+                          TensorView::contiguous(w2t.bits.data(), t, {sh.d_ff, sh.dim}),
+                          TensorView::contiguous(y.data(), t, {sh.tokens, sh.dim}), o, &d);
+      ASSERT_TRUE(st.ok()) << hattn::to_string(st.code) << ": " << st.message;
+      EXPECT_NE(d.kernel.find(std::string("_") + hattn::to_string(t) + "_"), std::string::npos)
+          << d.kernel;
+      used.insert(d.kernel);
+      std::vector<double> ref, gap;
+      reference_topk_ffn(x.values.data(), w1.values.data(), w2t.values.data(), sh.tokens, sh.dim,
+                         sh.d_ff, sh.k, &ref, &gap);
+      int left_out = 0;
+      EXPECT_EQ(compare_16bit_rows(t, y, ref, gap, sh.dim, &left_out), "");
+    }
+  }
+  EXPECT_EQ(sixteen_bit_kernels_not_run("topk_ffn", used), std::vector<std::string>{});
+
+  // One dtype for the four tensors: a bf16 x with fp32 weights is refused, y untouched.
+  TestRng rng("ffn16_mixed");
+  const Sixteen x = draw_16bit(hattn::DType::bf16, 4 * 32, rng);
+  std::vector<float> w(64 * 32, 0.5f);
+  std::vector<uint16_t> y(x.bits.size(), 0xffff);
+  hattn::TopkFfnOptions o;
+  o.k = 4;
+  const Status st = hattn::topk_ffn(
+      TensorView::contiguous(x.bits.data(), hattn::DType::bf16, {4, 32}),
+      TensorView::contiguous(w.data(), {64, 32}), TensorView::contiguous(w.data(), {64, 32}),
+      TensorView::contiguous(y.data(), hattn::DType::bf16, {4, 32}), o);
+  EXPECT_EQ(st.code, StatusCode::invalid_argument) << st.message;
+  EXPECT_NE(st.message.find("one dtype"), std::string::npos) << st.message;
+  for (uint16_t v : y) ASSERT_EQ(v, 0xffff) << "a refused call wrote y";
+}
+
 // ---------------------------------------------------------------------------------------------
 // Boundary rows (issue 21): rows built on float boundaries (reference.h, boundary_rows) through
 // the radix select on the float bits that topk attention and the top-k FFN share. The expected

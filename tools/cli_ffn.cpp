@@ -12,6 +12,7 @@ namespace {
 struct FfnArgs {
   std::string x, w1, w2, out;
   int64_t topk = 0;
+  std::string dtype = "f32";  // of x, the weights and y
   CommonRunArgs common;
 };
 
@@ -32,25 +33,29 @@ int run_topk_ffn(const FfnArgs& a) {
                shape_text(x.shape) + ", w1 is " + shape_text(w1.shape) + "), got " +
                shape_text(w2.shape));
   }
-  std::vector<float> w2t(w2.data.size());
+  hattn::npy::Array w2t{{d_ff, dim}, std::vector<float>(w2.data.size()), false};
   for (int64_t r = 0; r < dim; ++r) {
-    for (int64_t c = 0; c < d_ff; ++c) w2t[c * dim + r] = w2.data[r * d_ff + c];
+    for (int64_t c = 0; c < d_ff; ++c) w2t.data[c * dim + r] = w2.data[r * d_ff + c];
   }
-  std::vector<float> y(static_cast<size_t>(tokens * dim));
+  // Every tensor in --dtype (bf16|f16: rounded to it in memory; cli_common.h).
+  const hattn::DType dtype = parse_dtype(a.dtype);
+  std::vector<uint16_t> x16, w1_16, w2t16, y16;
+  const hattn::TensorView x_view = as_dtype(x, dtype, &x16), w1_view = as_dtype(w1, dtype, &w1_16),
+                          w2t_view = as_dtype(w2t, dtype, &w2t16);
+  std::vector<float> y;
+  const hattn::TensorView y_view = output_as(dtype, {tokens, dim}, &y, &y16);
   hattn::TopkFfnOptions opt;
   opt.k = a.topk;
   set_common(a.common, &opt);
   hattn::Dispatch chosen;
-  const hattn::TensorView w2t_view = hattn::TensorView::contiguous(w2t.data(), {d_ff, dim});
-  const hattn::TensorView y_view = hattn::TensorView::contiguous(y.data(), {tokens, dim});
   const double t = median_seconds(a.common.repeat, [&] {
-    return hattn::topk_ffn(view(x), view(w1), w2t_view, y_view, opt, &chosen);
+    return hattn::topk_ffn(x_view, w1_view, w2t_view, y_view, opt, &chosen);
   });
   const double dense_flops = 4.0 * static_cast<double>(tokens * dim * d_ff);
   std::printf("kernel: %s (%s)\ntime: %.3f ms (median of %d), %.1f GFLOP/s of the dense FFN\n",
               chosen.kernel.c_str(), chosen.reason.c_str(), t * 1e3, a.common.repeat,
               dense_flops / t * 1e-9);
-  save(a.out, {tokens, dim}, y.data());
+  save_output(a.out, dtype, {tokens, dim}, y16, &y);
   if (a.common.verbose) std::printf("wrote %s\n", a.out.c_str());
   return 0;
 }
@@ -66,6 +71,7 @@ Action add_run_ffn(CLI::App* run) {
   c->add_option("--w2", args.w2, "second layer [D, d_ff] (y = relu(h) w2^T)")->required();
   c->add_option("--topk", args.topk, "hidden units kept per token (>= 1)")->required();
   c->add_option("--out", args.out, "output [T, D] .npy to write")->required();
+  add_dtype_option(c, &args.dtype);
   add_common_run_options(c, &args.common);
   return [c]() { return *c ? run_topk_ffn(args) : -1; };
 }

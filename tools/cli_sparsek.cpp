@@ -12,6 +12,7 @@ namespace {
 
 struct SparsekArgs {
   std::string q, k, v, x, w_score, out, gate = "value";
+  std::string dtype = "f32";  // of q, k, v, out and the scoring inputs x and w_score
   int64_t budget = 0, window = 0;
   float slope = 0.f, scale = 0.f;
   CommonRunArgs common;
@@ -40,16 +41,21 @@ int run_sparsek(const SparsekArgs& a) {
   opt.gate = a.gate == "logit" ? hattn::SparsekGate::logit : hattn::SparsekGate::value;
   set_scale(a.scale, &opt);
   set_common(a.common, &opt);
+  // Every tensor in --dtype (bf16|f16: rounded to it in memory; cli_common.h).
+  const hattn::DType dtype = parse_dtype(a.dtype);
+  std::vector<uint16_t> q16, k16, v16, x16, w16, out16;
+  const hattn::TensorView qv = as_dtype(q, dtype, &q16), kv = as_dtype(k, dtype, &k16),
+                          vv = as_dtype(v, dtype, &v16), xv = as_dtype(x, dtype, &x16),
+                          wv = as_dtype(w, dtype, &w16);
   std::vector<float> out(q.data.size());
-  const hattn::TensorView out_view = hattn::TensorView::contiguous(out.data(), q.shape);
+  const hattn::TensorView out_view = output_as(dtype, q.shape, &out, &out16);
   hattn::Dispatch chosen;
   const double t = median_seconds(a.common.repeat, [&] {
-    return hattn::sparsek_attention(view(q), view(k), view(v), view(x), view(w), out_view, opt,
-                                    &chosen);
+    return hattn::sparsek_attention(qv, kv, vv, xv, wv, out_view, opt, &chosen);
   });
   std::printf("kernel: %s (%s)\ntime: %.3f ms (median of %d)\n", chosen.kernel.c_str(),
               chosen.reason.c_str(), t * 1e3, a.common.repeat);
-  save(a.out, q.shape, out.data());
+  save_output(a.out, dtype, q.shape, out16, &out);
   if (a.common.verbose) std::printf("wrote %s\n", a.out.c_str());
   return 0;
 }
@@ -108,6 +114,7 @@ Action add_run_sparsek(CLI::App* run) {
   c->add_option("--gate", args.gate, "value (default: the gate scales the value) or logit");
   c->add_option("--scale", args.scale, "softmax scale (default 1/sqrt(D))");
   c->add_option("--out", args.out, "output [B, Hq, Lq, D] .npy to write")->required();
+  add_dtype_option(c, &args.dtype);
   add_common_run_options(c, &args.common);
 
   CLI::App* m = run->add_subcommand("sparsek-mask",

@@ -313,15 +313,18 @@ def sparsek_attention(q, k, v, *, budget, window=0, x=None, w_score=None, u=None
 
 
 class SparsekDecoder:
-    """Token-by-token SPARSEK decode with a bounded cache (hattn::SparsekDecoder)."""
+    """Token-by-token SPARSEK decode with a bounded cache (hattn::SparsekDecoder).
+
+    dtype: the cache's, and every step's q, k, v and out ("f32", "bf16" or "f16")."""
 
     def __init__(self, batch, q_heads, kv_heads, head_dim, w_score, *, budget, window=0,
-                 slope=0.0, gate="value", scale=None, kernel="", check_finite=False):
+                 slope=0.0, gate="value", scale=None, kernel="", check_finite=False,
+                 dtype="f32"):
         self._d = _hattn.SparsekDecoder()
         self._w_score = w_score
         _check(self._d.reset(int(batch), int(q_heads), int(kv_heads), int(head_dim), w_score,
                              int(budget), int(window), float(slope), gate, _scale(scale), kernel,
-                             check_finite))
+                             check_finite, str(dtype)))
 
     def step(self, q, k, v, x, *, out=None):
         """One token: q [B, Hq, 1, D], k and v [B, Hkv, 1, D], x [B, 1, Dm]; returns out."""

@@ -337,13 +337,23 @@ NB_MODULE(_hattn, m) {
       .def("reset",
            [=](hattn::SparsekDecoder& dec, int64_t batch, int64_t q_heads, int64_t kv_heads,
                int64_t head_dim, In w_score, int64_t budget, int64_t window, double slope,
-               std::string gate, double scale, std::string kernel, bool check_finite) {
+               std::string gate, double scale, std::string kernel, bool check_finite,
+               std::string dtype) {
              return run([&] {
                const hattn::SparsekOptions o =
                    sparsek_options(budget, window, slope, gate, scale, kernel, check_finite);
                const hattn::TensorView wv = view_of(w_score, "w_score");
+               hattn::DType t = hattn::DType::f32;
+               if (dtype == "bf16") {
+                 t = hattn::DType::bf16;
+               } else if (dtype == "f16") {
+                 t = hattn::DType::f16;
+               } else if (dtype != "f32") {
+                 throw BadArray{"SparsekDecoder dtype must be f32, bf16 or f16, got '" + dtype +
+                                "'"};
+               }
                return [=, &dec](hattn::Dispatch*) {
-                 return dec.reset(batch, q_heads, kv_heads, head_dim, wv, o);
+                 return dec.reset(batch, q_heads, kv_heads, head_dim, wv, o, t);
                };
              });
            })

@@ -263,6 +263,26 @@ def test_sparsek_decoder_steps_equal_the_whole_sequence(rng):
     assert dec.position == L and dec.cached_pairs <= 5
 
 
+def test_sparsek_float16_decoder_equals_prefill(rng):
+    L, dm = 24, 8
+    q, k, v = (randn(rng, *s).astype(np.float16) for s in ((1, 2, L, 16), (1, 1, L, 16),
+                                                          (1, 1, L, 16)))
+    x, w = randn(rng, 1, L, dm).astype(np.float16), randn(rng, 1, dm)
+    whole = hattn.sparsek_attention(q, k, v, x=x, w_score=w, budget=3, window=2)
+    assert whole.dtype == np.float16
+    dec = hattn.SparsekDecoder(1, 2, 1, 16, w, budget=3, window=2, dtype="f16")
+    for t in range(L):
+        sl = slice(t, t + 1)
+        step = dec.step(np.ascontiguousarray(q[:, :, sl]), np.ascontiguousarray(k[:, :, sl]),
+                        np.ascontiguousarray(v[:, :, sl]), np.ascontiguousarray(x[:, sl]))
+        assert step.dtype == np.float16
+        # the same fp32 sums, each rounded once to float16: within one ulp of each other
+        close(step[:, :, 0].astype(np.float32), whole[:, :, t].astype(np.float32), 4e-3)
+    with pytest.raises(hattn.Error, match="cache"):
+        dec.step(*(np.ascontiguousarray(a[:, :, :1]).astype(np.float32) for a in (q, k, v)),
+                 np.ascontiguousarray(x[:, :1]))
+
+
 # --- batches --------------------------------------------------------------------------------
 
 

@@ -96,7 +96,8 @@ Status sparsek_attention(const TensorView& q, const TensorView& k, const TensorV
                          const TensorView& x, const TensorView& w_score, const TensorView& out,
                          const SparsekOptions& options, Dispatch* chosen) {
   AttentionShape shape;
-  Status s = validate_cpu_attention("sparsek", q, k, v, out, true, options, &shape);
+  Status s = validate_cpu_attention("sparsek", q, k, v, out, true, options, &shape, nullptr,
+                                    /*sixteen_bit=*/true);
   if (s.ok()) s = check_sparsek_options(options);
   if (s.ok()) s = check_scoring(x, w_score, shape.batch, shape.lk, shape.kv_heads);
   if (!s.ok()) return s;
@@ -119,7 +120,8 @@ Status sparsek_attention_scored(const TensorView& q, const TensorView& k, const 
                                 const SparsekOptions& options, Dispatch* chosen) {
   static const char* const kU[3] = {"B", "Hkv", "Lk"};
   AttentionShape shape;
-  Status s = validate_cpu_attention("sparsek", q, k, v, out, true, options, &shape);
+  Status s = validate_cpu_attention("sparsek", q, k, v, out, true, options, &shape, nullptr,
+                                    /*sixteen_bit=*/true);
   if (s.ok()) s = check_sparsek_options(options);
   if (s.ok()) s = check_tensor(u, "u", 3, kU, false);
   if (s.ok()) s = check_sparsek_host(u, "u");

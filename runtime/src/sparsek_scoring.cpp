@@ -35,8 +35,10 @@ Status check_scoring(const TensorView& x, const TensorView& w_score, int64_t bat
                      int64_t kv_heads) {
   static const char* const kX[3] = {"B", "L", "Dm"};
   static const char* const kW[2] = {"Hkv", "Dm"};
-  Status s = check_tensor(x, "x", 3, kX, false);
-  if (s.ok()) s = check_tensor(w_score, "w_score", 2, kW, false);
+  // The scoring network's inputs in any dtype (a bf16 model's hidden states and weights): read
+  // widened, the scores summed in fp32.
+  Status s = check_tensor(x, "x", 3, kX, false, /*any_dtype=*/true);
+  if (s.ok()) s = check_tensor(w_score, "w_score", 2, kW, false, /*any_dtype=*/true);
   if (s.ok()) s = check_sparsek_host(x, "x");
   if (s.ok()) s = check_sparsek_host(w_score, "w_score");
   if (!s.ok()) return s;
@@ -59,10 +61,12 @@ float score_one(const float* w, const float* x, int64_t model_dim, float slope, 
 
 void score_rows(const TensorView& x, const TensorView& w, float slope, int64_t b, int64_t h,
                 int64_t j0, int64_t n, float* u) {
-  const float* wr = static_cast<const float*>(w.data) + h * w.strides[0];
-  const float* xb = static_cast<const float*>(x.data) + b * x.strides[0];
+  const int64_t dm = x.shape[2];
+  std::vector<float> w_scratch, x_scratch;
+  const float* wr = row_f32(w, h * w.strides[0], dm, &w_scratch);
   for (int64_t j = 0; j < n; ++j) {
-    u[j] = score_one(wr, xb + (j0 + j) * x.strides[1], x.shape[2], slope, j0 + j);
+    const float* xr = row_f32(x, b * x.strides[0] + (j0 + j) * x.strides[1], dm, &x_scratch);
+    u[j] = score_one(wr, xr, dm, slope, j0 + j);
   }
 }
 

@@ -43,13 +43,20 @@ Status topk_ffn(const TensorView& x, const TensorView& w1, const TensorView& w2t
                 const TensorView& y, const TopkFfnOptions& options, Dispatch* chosen) {
   static const char* const kTokenDims[2] = {"T", "D"};
   static const char* const kWeightDims[2] = {"d_ff", "D"};
-  Status s = check_tensor(x, "x", 2, kTokenDims, false);
-  if (s.ok()) s = check_tensor(w1, "w1", 2, kWeightDims, false);
-  if (s.ok()) s = check_tensor(w2t, "w2t", 2, kWeightDims, false);
-  if (s.ok()) s = check_tensor(y, "y", 2, kTokenDims, true);
+  // f32, bf16 or f16, one dtype for the four (the kernel's name says which).
+  Status s = check_tensor(x, "x", 2, kTokenDims, false, /*any_dtype=*/true);
+  if (s.ok()) s = check_tensor(w1, "w1", 2, kWeightDims, false, /*any_dtype=*/true);
+  if (s.ok()) s = check_tensor(w2t, "w2t", 2, kWeightDims, false, /*any_dtype=*/true);
+  if (s.ok()) s = check_tensor(y, "y", 2, kTokenDims, true, /*any_dtype=*/true);
   if (!s.ok()) return s;
   const TensorView* views[] = {&x, &w1, &w2t};
   const char* names[] = {"x", "w1", "w2t"};
+  for (int i = 0; i < 3; ++i) {
+    if (views[i]->dtype != y.dtype) {
+      return invalid(std::string("topk_ffn takes one dtype for x, w1, w2t and y: ") + names[i] +
+                     " is " + to_string(views[i]->dtype) + ", y is " + to_string(y.dtype));
+    }
+  }
   for (int i = 0; i < 3; ++i) {
     if (views[i]->device != Device::cpu || y.device != Device::cpu) {
       return Status{StatusCode::unsupported, "topk_ffn has CPU kernels only"};
@@ -78,8 +85,9 @@ Status topk_ffn(const TensorView& x, const TensorView& w1, const TensorView& w2t
   s = check_k(options.k, "hidden units");
   if (!s.ok()) return s;
 
-  KernelRequest request;  // one kernel per family: no phase, mask or head dim
+  KernelRequest request;  // one kernel per family and dtype: no phase, mask or head dim
   request.forced = options.kernel;
+  request.dtype = to_string(y.dtype);
   Kernel<hattn_topk_ffn_fn> kernel;
   std::string reason;
   s = choose_kernel(request, &kernel, &reason);

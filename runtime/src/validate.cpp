@@ -72,7 +72,8 @@ Status check_view(const TensorView& t, const char* name, int rank, const char* c
         StatusCode::unsupported,
         std::string(name) + " has dtype " + to_string(t.dtype) +
             "; this call has fp32 kernels only (16-bit tensors: attention(), paged_attention(), "
-            "ragged_attention(), topk_attention(), loki_attention())"};
+            "ragged_attention(), topk_attention(), loki_attention(), sparsek_attention(), "
+            "SparsekDecoder, topk_ffn())"};
   }
   const size_t align = element_size(t.dtype);
   if (reinterpret_cast<uintptr_t>(t.data) % align != 0) {
@@ -336,6 +337,14 @@ size_t element_size(DType t) { return t == DType::f32 ? sizeof(float) : sizeof(u
 float element_value(const TensorView& t, int64_t offset) {
   if (t.dtype == DType::f32) return static_cast<const float*>(t.data)[offset];
   return from_16bit(t.dtype, static_cast<const uint16_t*>(t.data)[offset]);
+}
+
+const float* row_f32(const TensorView& t, int64_t offset, int64_t n, std::vector<float>* scratch) {
+  if (t.dtype == DType::f32) return static_cast<const float*>(t.data) + offset;
+  scratch->resize(static_cast<size_t>(n));
+  const auto* bits = static_cast<const uint16_t*>(t.data) + offset;
+  for (int64_t i = 0; i < n; ++i) (*scratch)[static_cast<size_t>(i)] = from_16bit(t.dtype, bits[i]);
+  return scratch->data();
 }
 
 float resolve_scale(const ScaledOptions& options, int64_t head_dim) {

@@ -75,6 +75,9 @@ float resolve_scale(const ScaledOptions& options, int64_t head_dim);
 // Bytes per element of a dtype, and element `offset` of a view read as fp32 (16-bit widened).
 size_t element_size(DType t);
 float element_value(const TensorView& t, int64_t offset);
+// The n contiguous elements of `t` from element `offset` as fp32: t's own memory when it is f32,
+// else widened into `scratch` (resized to n).
+const float* row_f32(const TensorView& t, int64_t offset, int64_t n, std::vector<float>* scratch);
 
 // Refuses with non_finite_input, naming the tensor and the first bad index, if `t` holds a NaN
 // or an infinity.

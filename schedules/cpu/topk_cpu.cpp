@@ -94,12 +94,17 @@ void schedule_topk_ffn_cpu(TopkFfnStages& st, const ScheduleContext& ctx) {
   st.y.split(st.t, tc, ti, x.qb, TailStrategy::GuardWithIf)
       .parallel(tc)
       .vectorize(st.d, x.vec, TailStrategy::GuardWithIf);
-  st.y.update()
-      .split(st.t, tc, ti, x.qb, TailStrategy::GuardWithIf)
-      .reorder(st.d, st.rs, ti, tc)
-      .parallel(tc)
-      .vectorize(st.d, x.vec, TailStrategy::GuardWithIf);
   const LoopLevel chunk(st.y, tc);
+  if (st.y.function().same_as(st.acc.function())) {  // fp32: the output is the sum
+    st.acc.update()
+        .split(st.t, tc, ti, x.qb, TailStrategy::GuardWithIf)
+        .reorder(st.d, st.rs, ti, tc)
+        .parallel(tc)
+        .vectorize(st.d, x.vec, TailStrategy::GuardWithIf);
+  } else {  // 16-bit: a chunk's fp32 sums, rounded as they are stored
+    st.acc.compute_at(chunk).vectorize(st.d, x.vec, TailStrategy::GuardWithIf);
+    st.acc.update().reorder(st.d, st.rs, st.t).vectorize(st.d, x.vec, TailStrategy::GuardWithIf);
+  }
   st.x_t.compute_at(chunk).vectorize(st.t, x.vec, TailStrategy::GuardWithIf);
   st.key.compute_at(chunk).reorder_storage(st.t, st.f);
   register_block(st.key, st.dot, st.rc, st.t, st.f, x.vec, x.tq, x.tk, TailStrategy::RoundUp);

@@ -424,9 +424,10 @@ class Harness {
       }
       return;
     }
-    // Accepted 16-bit tensors: only dense (and its paged form), topk and loki take them, q, k, v
-    // and out (and loki's k_lead) of one dtype, or for dense an fp32 q and out over a 16-bit k
-    // and v (lse and loki's basis stay fp32).
+    // Accepted 16-bit tensors: only dense (and its paged form), topk, loki, topk_ffn and sparsek
+    // take them, q, k, v and out (loki's k_lead; topk_ffn's x, w1, w2t and y) of one dtype, or
+    // for dense an fp32 q and out over a 16-bit k and v (lse and loki's basis stay fp32;
+    // sparsek's scoring inputs x and w_score may have any dtype).
     // The element checks below read 4-byte floats, so such a call stops here; test_dense
     // compares 16-bit results with the reference.
     bool sixteen = false;
@@ -435,7 +436,8 @@ class Harness {
     }
     if (sixteen) {
       const std::string& n = var.v->name;
-      if (n != "dense" && n != "dense_paged" && n != "topk" && n != "loki") {
+      if (n != "dense" && n != "dense_paged" && n != "topk" && n != "loki" && n != "topk_ffn" &&
+          n != "sparsek") {
         finding("accepted 16-bit tensors", what);
       }
       auto dtype_of = [&](const std::string& role) {
@@ -444,12 +446,13 @@ class Harness {
         }
         return hattn::DType::f32;
       };
-      const hattn::DType q = dtype_of("q"), kv = t[1].dtype;
+      const hattn::DType q = dtype_of(n == "topk_ffn" ? "y" : "q"), kv = t[1].dtype;
       const bool mixed_kv = n == "dense" && q == hattn::DType::f32 && kv != hattn::DType::f32;
-      for (size_t i = 1; i < t.size(); ++i) {
+      for (size_t i = 0; i < t.size(); ++i) {
         const std::string& r = var.roles[i];
         if (r == "lse" || r == "basis" || t[i].rank == 0) continue;
-        const bool cache = r != "out";  // k, v, k_rot, k_lead, k_pages, v_pages
+        if (n == "sparsek" && (r == "x" || r == "w_score")) continue;
+        const bool cache = r != "q" && r != "out";  // k, v, k_rot, k_lead, k_pages, v_pages
         if (t[i].dtype != (mixed_kv && cache ? kv : q)) {
           finding("accepted tensors of different dtypes", what + " " + r);
         }

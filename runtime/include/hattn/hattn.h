@@ -356,8 +356,10 @@ class SparsekDecoder {
   SparsekDecoder& operator=(const SparsekDecoder&) = delete;
 
   // An empty cache for these sizes; w_score [Hkv, Dm] is copied. Refuses bad sizes or options.
+  // dtype: the cache's, and that of every step's q, k, v and out (f32, bf16 or f16); w_score
+  // and x may have any of them (the scores are fp32).
   Status reset(int64_t batch, int64_t q_heads, int64_t kv_heads, int64_t head_dim,
-               const TensorView& w_score, const SparsekOptions& options);
+               const TensorView& w_score, const SparsekOptions& options, DType dtype = DType::f32);
   // One token at position position(): q [B, Hq, 1, D], its key and value [B, Hkv, 1, D], its
   // layer input x [B, 1, Dm]; writes out [B, Hq, 1, D].
   Status step(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& x,
