@@ -2,6 +2,7 @@
 // standard multi-head path, at BART-large-like (Dm=1024, H=16) and GPT-2-small-like (Dm=768,
 // H=12) shapes, N = 1024, batch x beam in {1x1, 8x4, 32x4}:
 //   hattn_el/<model>/BxBeam          el_attention (q projection, EL core, output projection)
+//   hattn_el_bf16/<model>/BxBeam     the same with bf16 x, memory, weights and y (fp32 inside)
 //   hattn_mha_cached/<model>/BxBeam  q projection, attention() over a K/V cache per beam (as
 //                                    beam search keeps it), output projection
 //   hattn_mha_nocache/<model>/BxBeam the standard path re-projecting the memory every step
@@ -77,15 +78,35 @@ hattn::ElOptions options(const ElShape& s) {
   return o;
 }
 
-void run_el(benchmark::State& state, ElShape s) {
+// A contiguous fp32 view as `dtype`: itself, or its values rounded into a copy held in `held`.
+hattn::TensorView as_dtype(const hattn::TensorView& v, hattn::DType dtype,
+                           std::vector<std::vector<uint16_t>>* held) {
+  if (dtype == hattn::DType::f32) return v;
+  std::vector<int64_t> shape(v.shape, v.shape + v.rank);
+  int64_t n = 1;
+  for (int64_t e : shape) n *= e;
+  held->emplace_back(static_cast<size_t>(n));
+  const float* src = static_cast<const float*>(v.data);
+  for (int64_t i = 0; i < n; ++i) held->back()[size_t(i)] = hattn::to_16bit(dtype, src[i]);
+  return hattn::TensorView::contiguous(held->back().data(), dtype, shape);
+}
+
+void run_el(benchmark::State& state, ElShape s, hattn::DType dtype) {
   ElBuffers b = el_buffers(s, nullptr, nullptr);
   const int64_t rows = s.samples * s.beam;
-  const auto x = hattn::TensorView::contiguous(b.x, {rows, 1, s.dm});
-  const auto y = hattn::TensorView::contiguous(b.y, {rows, 1, s.dm});
-  const auto mem = hattn::TensorView::contiguous(b.mem, {s.samples, s.mem_len, s.dm});
+  std::vector<std::vector<uint16_t>> held;
+  held.reserve(11);  // the views below point into it
+  const auto x = as_dtype(hattn::TensorView::contiguous(b.x, {rows, 1, s.dm}), dtype, &held);
+  const auto y = as_dtype(hattn::TensorView::contiguous(b.y, {rows, 1, s.dm}), dtype, &held);
+  const auto mem =
+      as_dtype(hattn::TensorView::contiguous(b.mem, {s.samples, s.mem_len, s.dm}), dtype, &held);
+  hattn::MhaWeights w = b.w;
+  for (hattn::TensorView* v : {&w.wq, &w.bq, &w.wk, &w.bk, &w.wv, &w.bv, &w.wo, &w.bo}) {
+    *v = as_dtype(*v, dtype, &held);
+  }
   hattn::set_num_threads(bench_threads());
   for (auto _ : state) {
-    const hattn::Status st = hattn::el_attention(x, mem, b.w, y, options(s));
+    const hattn::Status st = hattn::el_attention(x, mem, w, y, options(s));
     if (!st.ok()) state.SkipWithError(st.message.c_str());
   }
   set_counters(state, s, static_cast<double>(s.mem_len * s.dm));
@@ -133,7 +154,8 @@ void register_el() {
       ElShape s = m;
       s.samples = samples;
       s.beam = beam;
-      add("hattn_el/" + s.name(), run_el, s);
+      add("hattn_el/" + s.name(), run_el, s, hattn::DType::f32);
+      add("hattn_el_bf16/" + s.name(), run_el, s, hattn::DType::bf16);
       add("hattn_mha_cached/" + s.name(), run_mha, s, true);
       add("hattn_mha_nocache/" + s.name(), run_mha, s, false);
       add("openblas_sgemm/el_core/" + s.name(), run_core_sgemm, s);

@@ -141,8 +141,9 @@ hattn_declare_variant(topk_ffn DTYPES f32 bf16 f16 CPU topk_ffn/-/-/-/-)
 hattn_declare_variant(loki HEAD_DIMS 128 0 DTYPES f32 bf16 f16
   CPU loki/decode/0,1/-/each loki/prefill/0,1/-/generic/f32)
 # EL-attention (phase and mask at run time, any Dm) and the linear layer it and the standard
-# multi-head path are built from.
-hattn_declare_variant(el CPU el/-/-/-/- linear/-/-/-/-)
+# multi-head path are built from; each in fp32, and over bf16 or f16 weights and memory with fp32
+# activations (bf16kv, f16kv: the queries, the per-head outputs and the projections stay fp32).
+hattn_declare_variant(el DTYPES f32 bf16kv f16kv CPU el/-/-/-/- linear/-/-/-/-)
 # Causal attention over window + selected keys (prefill and decode steps over the bounded cache
 # are one kernel) per head dim, in every dtype (q, k, v and out; the gates and scores are fp32),
 # and the SparseK operator, which works on fp32 scores.

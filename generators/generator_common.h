@@ -58,6 +58,19 @@ inline void check_dtype(const Halide::Type& t, const char* generator) {
   }
 }
 
+// The `dtype` and `fp32_query` GeneratorParams of a generator whose activations are always fp32
+// and whose stored tensors (weights, memory) may be 16-bit: a 16-bit dtype comes with
+// fp32_query=true (the kernel names' bf16kv and f16kv), fp32 without it.
+inline void check_stored_dtype(const Halide::Type& t, bool fp32_query, const char* generator) {
+  check_dtype(t, generator);
+  if (fp32_query != (t != Halide::Float(32))) {
+    throw std::invalid_argument(
+        std::string(generator) +
+        ": a bf16 or f16 dtype (weights, memory) comes with fp32_query=true "
+        "(fp32 activations), float32 without it");
+  }
+}
+
 // The tunables of `key` from the table of `target` under `tables` (the schedules/ folder), with
 // `overrides` ("kb:128,tq:2", the tuner's candidates) applied on top.
 inline Tunables read_tunables(const Halide::Target& target, const std::string& tables,

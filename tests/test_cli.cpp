@@ -1144,8 +1144,9 @@ TEST_F(Cli, RunRaggedMatchesReference) {
 }  // namespace
 
 // `run el` and `run el --standard` on a weight directory (biases partly missing) agree with the
-// double-precision MHA reference; a bad head count and a missing weights directory are one-line
-// errors.
+// double-precision MHA reference, also with --dtype f16 (every input rounded, y within half an
+// ulp of the reference on the rounded values); a bad head count and a missing weights directory
+// are one-line errors.
 TEST_F(Cli, RunElMatchesReference) {
   hattn_test::TestRng rng("cli-el");
   SCOPED_TRACE(rng.description());
@@ -1193,6 +1194,34 @@ TEST_F(Cli, RunElMatchesReference) {
     ASSERT_EQ(y.data.size(), ref.size());
     for (size_t i = 0; i < ref.size(); ++i) {
       ASSERT_NEAR(y.data[i], ref[i], 1e-5 + 1e-5 * std::fabs(ref[i])) << "index " << i;
+    }
+  }
+  hattn_test::MhaHostWeights w16 = w;
+  for (std::vector<float>* t : {&w16.wq, &w16.wk, &w16.wv, &w16.wo, &w16.bk, &w16.bv}) {
+    *t = rounded(hattn::DType::f16, *t);
+  }
+  const std::vector<float> x16 = rounded(hattn::DType::f16, x),
+                           mem16 = rounded(hattn::DType::f16, mem);
+  std::vector<float> ref16(x.size());
+  hattn_test::reference_mha(x16.data(), mem16.data(), w16, samples * beam, 1, n, heads, beam, false,
+                            nullptr, 1.0 / 4.0, ref16.data());
+  for (bool standard : {false, true}) {
+    std::vector<std::string> a = args;
+    a.insert(a.end(), {"--dtype", "f16"});
+    if (standard) a.push_back("--standard");
+    Result r = run_cli(a);
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_NE(r.out.find(standard ? "standard MHA" : "kernel el_dany_f16kv_"), std::string::npos)
+        << r.out;
+    hattn::npy::Array y;
+    std::string error;
+    ASSERT_TRUE(hattn::npy::read_f32(dir() + "el_y.npy", &y, &error)) << error;
+    EXPECT_TRUE(y.float16);
+    ASSERT_EQ(y.data.size(), ref16.size());
+    for (size_t i = 0; i < ref16.size(); ++i) {
+      ASSERT_NEAR(y.data[i], ref16[i],
+                  hattn_test::sixteen_bit_output_tolerance(hattn::DType::f16, ref16[i]))
+          << (standard ? "standard" : "el") << " index " << i;
     }
   }
   std::vector<std::string> bad = args;

@@ -376,7 +376,7 @@ TEST(Dense16Bit, Fp32QueryOver16BitCache) {
     }
   }
   for (const KernelInfo& k : hattn::list_kernels()) {
-    if (k.family != "cuda" && (k.dtype == "bf16kv" || k.dtype == "f16kv")) {
+    if (k.family != "cuda" && k.variant == "dense" && (k.dtype == "bf16kv" || k.dtype == "f16kv")) {
       EXPECT_EQ(used.count(k.name), 1u) << k.name << " never ran";
     }
   }
@@ -722,7 +722,8 @@ TEST(KernelList, NamesAreUniqueAndDescribed) {
         << k.name;
     EXPECT_TRUE(k.phase == "prefill" || k.phase == "decode") << k.name << ": " << k.phase;
     // 16-bit kernels: dense (and its paged decode), topk and loki decode, topk_ffn and sparsek,
-    // on CPUs only; fp32 q and out over a 16-bit cache (bf16kv, f16kv): dense decode.
+    // on CPUs only; fp32 q and out over a 16-bit cache (bf16kv, f16kv): dense decode, and el and
+    // linear (fp32 activations over 16-bit weights and memory).
     const bool sixteen_bit_variant =
         k.variant == "dense" || k.variant == "dense_paged" || k.variant == "topk_ffn" ||
         k.variant == "sparsek" ||
@@ -731,7 +732,9 @@ TEST(KernelList, NamesAreUniqueAndDescribed) {
     EXPECT_TRUE(
         k.dtype == "f32" ||
         ((k.dtype == "bf16" || k.dtype == "f16") && sixteen_bit_variant && k.family != "cuda") ||
-        (kv_dtype && k.variant == "dense" && k.phase == "decode" && k.family != "cuda"))
+        (kv_dtype && k.family != "cuda" &&
+         ((k.variant == "dense" && k.phase == "decode") || k.variant == "el" ||
+          k.variant == "linear")))
         << k.name;
     EXPECT_NE(k.name.find("_" + k.dtype + "_"), std::string::npos) << k.name;
     EXPECT_GE(k.head_dim, 0) << k.name;

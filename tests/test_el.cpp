@@ -2,7 +2,8 @@
 // (tests/reference.cpp: projections, per-head softmax and output projection in double), and the
 // spec's invariants: non-zero k/v biases, padding, beam > 1, T > 1, H = 1; sharing the memory
 // across beams equals replicating it; step-by-step causal decoding with EL equals one causal
-// pass; every refusal says why.
+// pass; every refusal says why; bf16 and f16 weights and memory (fp32 activations inside) against
+// the reference on the rounded values.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -383,6 +384,159 @@ TEST(El, RefusalsSayWhy) {
       hattn::mha_attention_cached(xv, TensorView::contiguous(kc.data(), {2, 5, dm}),
                                   TensorView::contiguous(vc.data(), {2, 5, dm}), views(w), yv, bad),
       StatusCode::invalid_argument, "needs one cache per beam");
+}
+
+// --- 16-bit weights, memory and activations ------------------------------------------------------
+
+// A tensor rounded to dtype t: the bits the kernels read and the values the reference reads.
+struct Rounded {
+  std::vector<uint16_t> bits;
+  std::vector<float> values;
+};
+Rounded round_to(hattn::DType t, const std::vector<float>& x) {
+  Rounded r{std::vector<uint16_t>(x.size()), std::vector<float>(x.size())};
+  for (size_t i = 0; i < x.size(); ++i) {
+    r.bits[i] = ref_to_16bit(t, x[i]);
+    r.values[i] = ref_from_16bit(t, r.bits[i]);
+  }
+  return r;
+}
+
+struct RoundedWeights {
+  MhaHostWeights values;         // for the reference
+  std::vector<Rounded> tensors;  // wq, bq, wk, bk, wv, bv, wo, bo
+  MhaWeights views(hattn::DType t) {
+    const int64_t dm = values.dm;
+    MhaWeights v;
+    TensorView* all[8] = {&v.wq, &v.bq, &v.wk, &v.bk, &v.wv, &v.bv, &v.wo, &v.bo};
+    for (int i = 0; i < 8; ++i) {
+      *all[i] = i % 2 == 1 ? TensorView::contiguous(tensors[i].bits.data(), t, {dm})
+                           : TensorView::contiguous(tensors[i].bits.data(), t, {dm, dm});
+    }
+    return v;
+  }
+};
+RoundedWeights round_weights(hattn::DType t, const MhaHostWeights& w) {
+  RoundedWeights r;
+  r.values.dm = w.dm;
+  const std::vector<float>* src[8] = {&w.wq, &w.bq, &w.wk, &w.bk, &w.wv, &w.bv, &w.wo, &w.bo};
+  std::vector<float>* dst[8] = {&r.values.wq, &r.values.bq, &r.values.wk, &r.values.bk,
+                                &r.values.wv, &r.values.bv, &r.values.wo, &r.values.bo};
+  for (int i = 0; i < 8; ++i) {
+    r.tensors.push_back(round_to(t, *src[i]));
+    *dst[i] = r.tensors.back().values;
+  }
+  return r;
+}
+
+// Each element within half an ulp of t of the reference (y rounded once, last) plus the fp32
+// paths' normwise 1e-5 of the largest |ref|. "" when right.
+std::string check_16bit_y(hattn::DType t, const std::vector<uint16_t>& y,
+                          const std::vector<float>& ref) {
+  double top = 0;
+  for (float r : ref) top = std::max(top, std::fabs(double(r)));
+  const double half_ulp = t == hattn::DType::bf16 ? std::ldexp(1.0, -8) : std::ldexp(1.0, -11);
+  int bad = 0;
+  std::string first;
+  for (size_t i = 0; i < y.size(); ++i) {
+    const double got = ref_from_16bit(t, y[i]), want = ref[i];
+    if (!(std::fabs(got - want) <= half_ulp * std::fabs(want) + 1e-5 * top) && bad++ == 0) {
+      first = "element " + std::to_string(i) + ": got " + std::to_string(got) + ", want " +
+              std::to_string(want);
+    }
+  }
+  return bad == 0 ? "" : std::to_string(bad) + " elements differ; first " + first;
+}
+
+// EL and the standard path over bf16 / f16 weights and memory: with 16-bit x and y (y rounded
+// once, within half an ulp of the reference on the rounded values) and with fp32 x and y (fp32
+// accuracy on the rounded weights). The projections, EL's queries and per-head outputs stay fp32.
+TEST(El16Bit, MatchesReferenceOnRoundedValues) {
+  const ElCase cases[] = {{2, 3, 1, 50, 128, 8, false, {50, 17}},  // beams + padding
+                          {2, 2, 6, 6, 64, 4, true, {}},           // causal self-attention
+                          {1, 1, 4, 300, 192, 12, false, {}},      // GPT-2-like head split
+                          {1, 1, 3, 23, 80, 5, false, {}}};        // a partial model-dim tile
+  for (hattn::DType t : {hattn::DType::bf16, hattn::DType::f16}) {
+    for (const ElCase& c : cases) {
+      const std::string name = std::string(hattn::to_string(t)) + " " + describe(c);
+      TestRng rng("el16 " + name);
+      SCOPED_TRACE(rng.description() + " " + name);
+      const int64_t rows = c.samples * c.beam;
+      RoundedWeights w = round_weights(t, random_weights(c.dm, rng));
+      const Rounded x = round_to(t, random_vec(size_t(rows * c.tokens * c.dm), rng, 1.f));
+      const Rounded mem = round_to(t, random_vec(size_t(c.samples * c.mem_len * c.dm), rng, 1.f));
+      std::vector<float> ref(x.values.size());
+      reference_mha(x.values.data(), mem.values.data(), w.values, rows, c.tokens, c.mem_len,
+                    c.heads, c.beam, c.causal, c.lengths.empty() ? nullptr : c.lengths.data(),
+                    1.0 / std::sqrt(double(c.dm / c.heads)), ref.data());
+      ElOptions o;
+      o.heads = c.heads;
+      o.beam = c.beam;
+      o.causal = c.causal;
+      if (!c.lengths.empty()) o.key_lengths = c.lengths.data();
+      const std::vector<int64_t> xs = {rows, c.tokens, c.dm};
+      const auto xv = TensorView::contiguous(x.bits.data(), t, xs);
+      const auto mv = TensorView::contiguous(mem.bits.data(), t, {c.samples, c.mem_len, c.dm});
+
+      std::vector<uint16_t> y_el(x.bits.size(), 0xffff), y_std(x.bits.size(), 0xffff);
+      hattn::Dispatch chosen;
+      Status s = hattn::el_attention(xv, mv, w.views(t), TensorView::contiguous(y_el.data(), t, xs),
+                                     o, &chosen);
+      ASSERT_TRUE(s.ok()) << s.message;
+      EXPECT_NE(chosen.kernel.find(std::string("el_dany_") + hattn::to_string(t) + "kv_"),
+                std::string::npos)
+          << chosen.kernel;
+      EXPECT_EQ(check_16bit_y(t, y_el, ref), "") << "EL";
+      s = hattn::mha_attention(xv, mv, w.views(t), TensorView::contiguous(y_std.data(), t, xs), o);
+      ASSERT_TRUE(s.ok()) << s.message;
+      EXPECT_EQ(check_16bit_y(t, y_std, ref), "") << "standard path";
+
+      // fp32 x and y over the 16-bit weights and memory: fp32 accuracy.
+      std::vector<float> y32(x.values.size(), kPoison);
+      s = hattn::el_attention(TensorView::contiguous(x.values.data(), xs), mv, w.views(t),
+                              TensorView::contiguous(y32.data(), xs), o);
+      ASSERT_TRUE(s.ok()) << s.message;
+      EXPECT_LE(rel_error(y32, ref), 1e-5) << "EL, fp32 x and y";
+    }
+  }
+}
+
+// The dtype rules, each refusal leaving y untouched.
+TEST(El16Bit, DtypeRefusalsSayWhy) {
+  TestRng rng("el16 errors");
+  const int64_t dm = 64;
+  RoundedWeights w = round_weights(hattn::DType::bf16, random_weights(dm, rng));
+  const Rounded x = round_to(hattn::DType::bf16, random_vec(size_t(4 * dm), rng, 1.f));
+  const Rounded mem = round_to(hattn::DType::bf16, random_vec(size_t(2 * 5 * dm), rng, 1.f));
+  std::vector<uint16_t> y(x.bits.size(), 0xffff);
+  const auto xv = TensorView::contiguous(x.bits.data(), hattn::DType::bf16, {4, 1, dm});
+  const auto mv = TensorView::contiguous(mem.bits.data(), hattn::DType::bf16, {2, 5, dm});
+  const auto yv = TensorView::contiguous(y.data(), hattn::DType::bf16, {4, 1, dm});
+  ElOptions o;
+  o.heads = 4;
+  o.beam = 2;
+  auto expect = [&](const Status& s, StatusCode code, const std::string& words) {
+    EXPECT_EQ(s.code, code) << s.message;
+    EXPECT_NE(s.message.find(words), std::string::npos) << s.message;
+    for (uint16_t e : y) ASSERT_EQ(e, 0xffff) << "a refused call wrote y";
+  };
+  MhaWeights mixed = w.views(hattn::DType::bf16);
+  mixed.wv.dtype = hattn::DType::f16;
+  expect(hattn::el_attention(xv, mv, mixed, yv, o), StatusCode::invalid_argument,
+         "the weights and biases share one dtype: wq is bf16, wv is f16");
+  expect(hattn::el_attention(xv, TensorView::contiguous(mem.values.data(), {2, 5, dm}),
+                             w.views(hattn::DType::bf16), yv, o),
+         StatusCode::invalid_argument, "el reads the memory in the weights' dtype (bf16)");
+  const auto x_f16 = TensorView::contiguous(x.bits.data(), hattn::DType::f16, {4, 1, dm});
+  expect(hattn::el_attention(x_f16, mv, w.views(hattn::DType::bf16), yv, o),
+         StatusCode::invalid_argument, "x has dtype f16; activations are f32 or the weights'");
+  std::vector<uint16_t> kc(mem.bits.size(), 0), vc(kc.size(), 0);
+  expect(
+      hattn::mha_project_memory(mv, w.views(hattn::DType::bf16),
+                                TensorView::contiguous(kc.data(), hattn::DType::bf16, {2, 5, dm}),
+                                TensorView::contiguous(vc.data(), hattn::DType::bf16, {2, 5, dm})),
+      StatusCode::unsupported, "the standard path's caches hold fp32 projections");
+  for (uint16_t e : kc) ASSERT_EQ(e, 0) << "a refused call wrote k_cache";
 }
 
 }  // namespace

@@ -154,6 +154,13 @@ Status cached(const ElViews& t, hattn::ElOptions o = el_opts()) {
 Status project(const ElViews& t) {
   return hattn::mha_project_memory(t.memory, t.w, t.k_cache, t.v_cache);
 }
+// The same views with every weight and bias read as bf16 (refused before any is read).
+ElViews bf16_weights(ElViews t) {
+  for (TensorView* v : {&t.w.wq, &t.w.bq, &t.w.wk, &t.w.bk, &t.w.wv, &t.w.bv, &t.w.wo, &t.w.bo}) {
+    v->dtype = DType::bf16;
+  }
+  return t;
+}
 // The same views with model dim dm < 64 (a prefix of every row; the strides stay valid).
 ElViews with_dm(ElViews t, int64_t dm) {
   for (TensorView* v : {&t.x, &t.memory, &t.y, &t.k_cache, &t.v_cache, &t.x2, &t.y2}) {
@@ -949,6 +956,33 @@ std::vector<Row> rows() {
         return el(t);
       },
       bad, "wv must be [64, 64] for Dm=64, got [64, 32]");
+  add(
+      "el.cpp", "weights_dtype",
+      [](F x) {
+        auto t = x.e();
+        t.w.wv.dtype = DType::bf16;
+        return el(t);
+      },
+      bad, "the weights and biases share one dtype: wq is f32, wv is bf16");
+  add(
+      "el.cpp", "activation_dtype",
+      [](F x) {
+        auto t = bf16_weights(x.e());
+        t.x.dtype = DType::f16;
+        return el(t);
+      },
+      bad, "x has dtype f16; activations are f32 or the weights' dtype (bf16)");
+  add(
+      "el.cpp", "el_memory_dtype", [](F x) { return el(bf16_weights(x.e())); }, bad,
+      "el reads the memory in the weights' dtype (bf16); memory is f32");
+  add(
+      "el.cpp", "cache_fp32",
+      [](F x) {
+        auto t = x.e();
+        t.k_cache.dtype = DType::bf16;
+        return project(t);
+      },
+      unsup, "k_cache has dtype bf16; the standard path's caches hold fp32 projections");
   add(
       "el.cpp", "weight_shape",
       [](F x) {

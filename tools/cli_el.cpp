@@ -20,12 +20,14 @@ struct ElArgs {
   bool causal = false, standard = false;
   double scale = 0;
   std::vector<int32_t> lengths;
+  std::string dtype = "f32";  // of x, the memory, the weights and y
   CommonRunArgs common;
 };
 
 struct LoadedWeights {
   hattn::npy::Array w[4], b[4];
   bool has_bias[4] = {false, false, false, false};
+  std::vector<uint16_t> w16[4], b16[4];  // --dtype bf16|f16: the weights rounded
 };
 
 void load_weights(const std::string& dir, LoadedWeights* lw) {
@@ -46,13 +48,14 @@ void load_weights(const std::string& dir, LoadedWeights* lw) {
   }
 }
 
-hattn::MhaWeights weight_views(LoadedWeights& lw) {
+// The weights in `dtype` (bf16|f16: rounded to it in memory; cli_common.h).
+hattn::MhaWeights weight_views(LoadedWeights& lw, hattn::DType dtype) {
   hattn::MhaWeights m;
   hattn::TensorView* ws[4] = {&m.wq, &m.wk, &m.wv, &m.wo};
   hattn::TensorView* bs[4] = {&m.bq, &m.bk, &m.bv, &m.bo};
   for (int i = 0; i < 4; ++i) {
-    *ws[i] = view(lw.w[i]);
-    if (lw.has_bias[i]) *bs[i] = view(lw.b[i]);
+    *ws[i] = as_dtype(lw.w[i], dtype, &lw.w16[i]);
+    if (lw.has_bias[i]) *bs[i] = as_dtype(lw.b[i], dtype, &lw.b16[i]);
   }
   return m;
 }
@@ -76,19 +79,24 @@ int run_el(const ElArgs& a) {
     }
     o.key_lengths = a.lengths.data();
   }
-  std::vector<float> y(x.data.size());
-  const hattn::TensorView y_view = hattn::TensorView::contiguous(y.data(), x.shape);
-  const hattn::MhaWeights w = weight_views(lw);
+  // x, the memory, the weights and y in --dtype (the kernels keep every activation fp32).
+  const hattn::DType dtype = parse_dtype(a.dtype);
+  std::vector<uint16_t> x16, mem16, y16;
+  const hattn::TensorView x_view = as_dtype(x, dtype, &x16),
+                          mem_view = as_dtype(mem, dtype, &mem16);
+  std::vector<float> y;
+  const hattn::TensorView y_view = output_as(dtype, x.shape, &y, &y16);
+  const hattn::MhaWeights w = weight_views(lw, dtype);
   hattn::Dispatch chosen;
   const double t = median_seconds(a.common.repeat, [&] {
-    return a.standard ? hattn::mha_attention(view(x), view(mem), w, y_view, o)
-                      : hattn::el_attention(view(x), view(mem), w, y_view, o, &chosen);
+    return a.standard ? hattn::mha_attention(x_view, mem_view, w, y_view, o)
+                      : hattn::el_attention(x_view, mem_view, w, y_view, o, &chosen);
   });
   const char* path = a.standard ? "standard MHA (projects the memory each call)" : "EL";
   std::printf("path: %s%s%s\ntime: %.3f ms (median of %d)\n", path,
               chosen.kernel.empty() ? "" : ", kernel ", chosen.kernel.c_str(), t * 1e3,
               a.common.repeat);
-  save(a.out, x.shape, y.data());
+  save_output(a.out, dtype, x.shape, y16, &y);
   if (a.common.verbose) std::printf("wrote %s\n", a.out.c_str());
   return 0;
 }
@@ -114,6 +122,7 @@ Action add_run_el(CLI::App* run) {
   c->add_flag("--standard", args.standard,
               "run the standard path instead (K/V projection + attention + output projection)");
   c->add_option("--out", args.out, "output [B * beam, T, Dm] .npy to write")->required();
+  add_dtype_option(c, &args.dtype);
   add_common_run_options(c, &args.common);
   return [c]() { return *c ? run_el(args) : -1; };
 }

@@ -235,6 +235,20 @@ def test_el_equals_standard_and_float64(rng):
         hattn.el_attention(x, memory, dict(w, wx=w["wq"]), heads)
 
 
+def test_el_float16_weights_and_memory(rng):
+    dm, heads = 64, 4
+    w = {n: (randn(rng, dm, dm) * 0.1).astype(np.float16) for n in ("wq", "wk", "wv", "wo")}
+    x, memory = randn(rng, 2, 3, dm).astype(np.float16), randn(rng, 2, 7, dm).astype(np.float16)
+    y = hattn.el_attention(x, memory, w, heads)
+    assert y.dtype == np.float16
+    w32 = {n: a.astype(np.float32) for n, a in w.items()}
+    y32 = hattn.el_attention(x.astype(np.float32), memory.astype(np.float32), w32, heads)
+    # the same fp32 computation on the same values, y rounded once to float16
+    close(y.astype(np.float32), y32, 2e-3)
+    # fp32 activations over the float16 weights and memory
+    close(hattn.el_attention(x.astype(np.float32), memory, w, heads), y32, 1e-5)
+
+
 def test_sparsek_mask_and_dense_limit(rng):
     z = randn(rng, 3, 40)
     p, tau = hattn.sparsek_mask(z, 5)

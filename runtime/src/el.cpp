@@ -31,14 +31,21 @@ const TensorView* weight_views(const MhaWeights& w, int i) {
   return all[i];
 }
 
-Status check_weights(const MhaWeights& w, int64_t dm) {
+// The weights (and the biases given) share one dtype, f32, bf16 or f16: *dtype. Over 16-bit
+// weights the kernels keep every activation fp32 (the bf16kv and f16kv kernels).
+Status check_weights(const MhaWeights& w, int64_t dm, DType* dtype) {
+  *dtype = w.wq.dtype;
   for (int i = 0; i < 8; ++i) {
     const TensorView& t = *weight_views(w, i);
     const bool bias = i % 2 == 1;
     if (bias && t.rank == 0) continue;  // no bias
-    Status s = bias ? check_tensor(t, kWeightNames[i], 1, kBias1, false)
-                    : check_tensor(t, kWeightNames[i], 2, kWeight2, false);
+    Status s = bias ? check_tensor(t, kWeightNames[i], 1, kBias1, false, /*any_dtype=*/true)
+                    : check_tensor(t, kWeightNames[i], 2, kWeight2, false, /*any_dtype=*/true);
     if (!s.ok()) return s;
+    if (t.dtype != *dtype) {
+      return invalid(std::string("the weights and biases share one dtype: wq is ") +
+                     to_string(*dtype) + ", " + kWeightNames[i] + " is " + to_string(t.dtype));
+    }
     if (t.device != Device::cpu) {
       return Status{
           StatusCode::unsupported,
@@ -53,9 +60,26 @@ Status check_weights(const MhaWeights& w, int64_t dm) {
   return Status::success();
 }
 
-Status check_rows3(const TensorView& t, const char* name, const char* const* dims, bool written) {
-  Status s = check_tensor(t, name, 3, dims, written);
+// An activation (x, y, memory) is fp32 or in the weights' dtype `w` (read widened, written
+// rounded once).
+Status check_activation_dtype(const TensorView& t, const char* name, DType w) {
+  if (t.dtype == DType::f32 || t.dtype == w) return Status::success();
+  return invalid(std::string(name) + " has dtype " + to_string(t.dtype) +
+                 "; activations are f32 or the weights' dtype (" + to_string(w) + ")");
+}
+
+// A [*, *, Dm] tensor of any dtype (its relation to the weights' is checked apart);
+// `fp32_only`: a standard-path cache, which holds fp32 projections.
+Status check_rows3(const TensorView& t, const char* name, const char* const* dims, bool written,
+                   bool fp32_only = false) {
+  Status s = check_tensor(t, name, 3, dims, written, /*any_dtype=*/true);
   if (!s.ok()) return s;
+  if (fp32_only && t.dtype != DType::f32) {
+    return Status{StatusCode::unsupported,
+                  std::string(name) + " has dtype " + to_string(t.dtype) +
+                      "; the standard path's caches hold fp32 projections (over weights of any "
+                      "dtype)"};
+  }
   if (t.device != Device::cpu) {
     return Status{StatusCode::unsupported,
                   std::string("el and the standard MHA path have CPU kernels only; ") + name +
@@ -81,7 +105,10 @@ Status check_common(const TensorView& x, const TensorView& y, const MhaWeights& 
       return invalid("y must have x's shape " + shape_str(x) + ", got " + shape_str(y));
     }
   }
-  s = check_weights(w, dm);
+  DType wd = DType::f32;
+  s = check_weights(w, dm, &wd);
+  if (s.ok()) s = check_activation_dtype(x, "x", wd);
+  if (s.ok()) s = check_activation_dtype(y, "y", wd);
   if (!s.ok()) return s;
   if (dm % kModelDimMultiple != 0) {
     return Status{StatusCode::unsupported,
@@ -143,14 +170,17 @@ Status refuse_non_finite(const TensorView& x, const TensorView& mem, const char*
   return Status::success();
 }
 
-// A [rows, T, Dm] view as [rows * T, Dm] when its strides allow, else a contiguous copy (inputs)
-// or a contiguous buffer copied back by finish() (outputs).
+// A [rows, T, Dm] view as an fp32 [rows * T, Dm] one: itself when it is fp32 and its strides
+// allow, else a contiguous fp32 copy (inputs: 16-bit values widened) or a contiguous fp32 buffer
+// that finish() copies back (outputs: rounded once to a 16-bit view's dtype).
 class Rows2D {
  public:
   Rows2D(const TensorView& t, bool written) : src_(t), written_(written) {
     const int64_t rows = t.shape[0] * t.shape[1];
-    int64_t row_stride = 0;  // 0: not expressible as one stride
-    if (t.shape[1] == 1) {
+    int64_t row_stride = 0;  // 0: not expressible as one stride, or not fp32
+    if (t.dtype != DType::f32) {
+      row_stride = 0;
+    } else if (t.shape[1] == 1) {
       row_stride = t.strides[0];
     } else if (t.shape[0] == 1 || t.strides[0] == t.shape[1] * t.strides[1]) {
       row_stride = t.strides[1];
@@ -170,13 +200,25 @@ class Rows2D {
 
  private:
   void walk(bool in) {
-    float* base = static_cast<float*>(src_.data);
     const int64_t dm = src_.shape[2];
+    const bool f32 = src_.dtype == DType::f32;
     for (int64_t r = 0; r < src_.shape[0]; ++r) {
       for (int64_t t = 0; t < src_.shape[1]; ++t) {
-        float* p = base + r * src_.strides[0] + t * src_.strides[1];
+        const int64_t at = r * src_.strides[0] + t * src_.strides[1];
         float* c = copy_.data() + (r * src_.shape[1] + t) * dm;
-        std::memcpy(in ? c : p, in ? p : c, static_cast<size_t>(dm) * sizeof(float));
+        if (f32) {
+          float* p = static_cast<float*>(src_.data) + at;
+          std::memcpy(in ? c : p, in ? p : c, static_cast<size_t>(dm) * sizeof(float));
+          continue;
+        }
+        uint16_t* p = static_cast<uint16_t*>(src_.data) + at;
+        for (int64_t m = 0; m < dm; ++m) {
+          if (in) {
+            c[m] = from_16bit(src_.dtype, p[m]);
+          } else {
+            p[m] = to_16bit(src_.dtype, c[m]);
+          }
+        }
       }
     }
   }
@@ -186,30 +228,35 @@ class Rows2D {
   TensorView view_;
 };
 
-// el and linear have one kernel per family (mask, beam and sizes are run-time arguments).
+// el and linear have one kernel per family and weight dtype (mask, beam and sizes are run-time
+// arguments): f32, or bf16kv / f16kv (fp32 activations over 16-bit weights and memory).
 template <typename Fn>
-Status find_kernel(const std::string& forced, Kernel<Fn>* kernel) {
+Status find_kernel(const std::string& forced, DType weights, Kernel<Fn>* kernel) {
   KernelRequest request;
   request.forced = forced;
+  request.dtype = weights == DType::f32 ? "f32" : std::string(to_string(weights)) + "kv";
   std::string reason;
   return choose_kernel(request, kernel, &reason);
 }
 
-// `bias`, or (a missing bias, rank 0) a view of `n` zeros held in `zeros`.
-TensorView bias_or_zeros(const TensorView& bias, int64_t n, std::vector<float>* zeros) {
+// `bias`, or (a missing bias, rank 0) a view of `n` zeros of `dtype` held in `zeros` (all-zero
+// bits are +0 in every dtype).
+TensorView bias_or_zeros(const TensorView& bias, int64_t n, DType dtype,
+                         std::vector<float>* zeros) {
   if (bias.rank != 0) return bias;
   zeros->assign(static_cast<size_t>(n), 0.f);
-  return TensorView::contiguous(zeros->data(), {n});
+  return TensorView::contiguous(zeros->data(), dtype, {n});
 }
 
-// y2d = scale * (x2d W^T + bias) through the linear kernel; a missing bias is zero.
+// y2d = scale * (x2d W^T + bias) through the linear kernel of W's dtype (x2d, y2d fp32); a
+// missing bias is zero.
 Status run_linear(const TensorView& x2d, const TensorView& w, const TensorView& bias, float scale,
                   const TensorView& y2d) {
   Kernel<hattn_linear_fn> kernel;
-  Status s = find_kernel("", &kernel);
+  Status s = find_kernel("", w.dtype, &kernel);
   if (!s.ok()) return s;
   std::vector<float> zeros;
-  const TensorView b = bias_or_zeros(bias, w.shape[0], &zeros);
+  const TensorView b = bias_or_zeros(bias, w.shape[0], w.dtype, &zeros);
   HalideBuffer xb(x2d), wb(w), bb(b), yb(y2d);
   return kernel.call(xb, wb, bb, scale, yb);
 }
@@ -233,6 +280,11 @@ Status el_attention(const TensorView& x, const TensorView& memory, const MhaWeig
   const int64_t dm = memory.shape[2], samples = memory.shape[0], mem_len = memory.shape[1];
   s = check_common(x, y, weights, options, samples, mem_len, dm);
   if (!s.ok()) return s;
+  // The kernel reads the memory as it reads Wk and Wv: in their dtype.
+  if (memory.dtype != weights.wq.dtype) {
+    return invalid(std::string("el reads the memory in the weights' dtype (") +
+                   to_string(weights.wq.dtype) + "); memory is " + to_string(memory.dtype));
+  }
   if (tensors_overlap(y, memory)) {
     return invalid("y overlaps memory (the memory tensor); the output must not alias an input");
   }
@@ -243,7 +295,7 @@ Status el_attention(const TensorView& x, const TensorView& memory, const MhaWeig
                       "; use mha_attention"};
   }
   Kernel<hattn_el_fn> kernel;
-  s = find_kernel(options.kernel, &kernel);
+  s = find_kernel(options.kernel, weights.wq.dtype, &kernel);
   if (!s.ok()) return s;
   if (options.check_finite) {
     s = refuse_non_finite(x, memory, "memory", weights);
@@ -266,7 +318,7 @@ Status el_attention(const TensorView& x, const TensorView& memory, const MhaWeig
   if (!s.ok()) return s;
 
   std::vector<float> zero_bias;
-  const TensorView bv = bias_or_zeros(weights.bv, dm, &zero_bias);
+  const TensorView bv = bias_or_zeros(weights.bv, dm, weights.wq.dtype, &zero_bias);
   std::vector<int32_t> lengths = visible_lengths(options, samples, mem_len);
   HalideBuffer qb(q.data(), {rows, tokens, dm}), ob(heads_out.data(), {rows, tokens, dm});
   HalideBuffer hb(memory), wkb(weights.wk), wvb(weights.wv), bvb(bv), lb(lengths.data(), {samples});
@@ -284,10 +336,12 @@ Status el_attention(const TensorView& x, const TensorView& memory, const MhaWeig
 
 Status mha_project_memory(const TensorView& memory, const MhaWeights& weights,
                           const TensorView& k_cache, const TensorView& v_cache) {
+  DType wd = DType::f32;
   Status s = check_rows3(memory, "memory", kMem3, false);
   if (!s.ok()) return s;
   const int64_t dm = memory.shape[2];
-  s = check_weights(weights, dm);
+  s = check_weights(weights, dm, &wd);
+  if (s.ok()) s = check_activation_dtype(memory, "memory", wd);
   if (!s.ok()) return s;
   if (dm % kModelDimMultiple != 0) {
     return Status{StatusCode::unsupported,
@@ -298,7 +352,7 @@ Status mha_project_memory(const TensorView& memory, const MhaWeights& weights,
   const TensorView* caches[2] = {&k_cache, &v_cache};
   const char* names[2] = {"k_cache", "v_cache"};
   for (int i = 0; i < 2; ++i) {
-    s = check_rows3(*caches[i], names[i], kMem3, true);
+    s = check_rows3(*caches[i], names[i], kMem3, true, /*fp32_only=*/true);
     if (!s.ok()) return s;
     for (int d = 0; d < 3; ++d) {
       if (caches[i]->shape[d] != memory.shape[d]) {
@@ -324,9 +378,9 @@ Status mha_project_memory(const TensorView& memory, const MhaWeights& weights,
 Status mha_attention_cached(const TensorView& x, const TensorView& k_cache,
                             const TensorView& v_cache, const MhaWeights& weights,
                             const TensorView& y, const ElOptions& options) {
-  Status s = check_rows3(k_cache, "k_cache", kMem3, false);
+  Status s = check_rows3(k_cache, "k_cache", kMem3, false, /*fp32_only=*/true);
   if (!s.ok()) return s;
-  s = check_rows3(v_cache, "v_cache", kMem3, false);
+  s = check_rows3(v_cache, "v_cache", kMem3, false, /*fp32_only=*/true);
   if (!s.ok()) return s;
   for (int d = 0; d < 3; ++d) {
     if (k_cache.shape[d] != v_cache.shape[d]) {
@@ -401,6 +455,7 @@ Status mha_attention_cached(const TensorView& x, const TensorView& k_cache,
 
 Status mha_attention(const TensorView& x, const TensorView& memory, const MhaWeights& weights,
                      const TensorView& y, const ElOptions& options) {
+  // The memory's dtype is checked against the weights' by mha_project_memory.
   Status s = check_rows3(memory, "memory", kMem3, false);
   if (!s.ok()) return s;
   const int64_t samples = memory.shape[0], mem_len = memory.shape[1], dm = memory.shape[2];

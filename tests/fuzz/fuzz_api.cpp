@@ -424,10 +424,11 @@ class Harness {
       }
       return;
     }
-    // Accepted 16-bit tensors: only dense (and its paged form), topk, loki, topk_ffn and sparsek
-    // take them, q, k, v and out (loki's k_lead; topk_ffn's x, w1, w2t and y) of one dtype, or
+    // Accepted 16-bit tensors: only dense (and its paged form), topk, loki, topk_ffn, sparsek and
+    // el take them, q, k, v and out (loki's k_lead; topk_ffn's x, w1, w2t and y) of one dtype, or
     // for dense an fp32 q and out over a 16-bit k and v (lse and loki's basis stay fp32;
-    // sparsek's scoring inputs x and w_score may have any dtype).
+    // sparsek's scoring inputs x and w_score may have any dtype); el's weights and memory of one
+    // dtype, x and y each fp32 or that one.
     // The element checks below read 4-byte floats, so such a call stops here; test_dense
     // compares 16-bit results with the reference.
     bool sixteen = false;
@@ -437,7 +438,7 @@ class Harness {
     if (sixteen) {
       const std::string& n = var.v->name;
       if (n != "dense" && n != "dense_paged" && n != "topk" && n != "loki" && n != "topk_ffn" &&
-          n != "sparsek") {
+          n != "sparsek" && n != "el") {
         finding("accepted 16-bit tensors", what);
       }
       auto dtype_of = [&](const std::string& role) {
@@ -446,6 +447,16 @@ class Harness {
         }
         return hattn::DType::f32;
       };
+      if (n == "el") {
+        const hattn::DType w = dtype_of("wq");
+        for (size_t i = 0; i < t.size(); ++i) {
+          const std::string& r = var.roles[i];
+          const bool activation = r == "x" || r == "y";
+          if (t[i].rank == 0 || (activation && t[i].dtype == hattn::DType::f32)) continue;
+          if (t[i].dtype != w) finding("accepted tensors of different dtypes", what + " " + r);
+        }
+        return;
+      }
       const hattn::DType q = dtype_of(n == "topk_ffn" ? "y" : "q"), kv = t[1].dtype;
       const bool mixed_kv = n == "dense" && q == hattn::DType::f32 && kv != hattn::DType::f32;
       for (size_t i = 0; i < t.size(); ++i) {
