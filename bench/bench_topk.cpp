@@ -1,5 +1,6 @@
 // topk attention and topk_ffn, in the same run as dense (bench_dense.cpp registers both):
 //   hattn_topk/prefill/L:<L>/D:64/k:<k>       vs hattn_dense/prefill/L:<L>/D:64/causal:0
+//   hattn_topk_bf16/prefill/L:<L>/D:64/k:64   bf16 (the generic-D kernel), vs the fp32 row
 //   hattn_topk/decode/Lk:<Lk>/D:128/k:64      vs hattn_dense/decode/Lk:<Lk>/D:128
 //   hattn_topk/decode/.../Hkv:8               grouped-query, vs hattn_dense/decode/.../Hkv:8
 //   hattn_topk_{bf16,f16}/decode/...          over a 16-bit cache, vs hattn_dense_{bf16,f16}
@@ -134,6 +135,9 @@ void register_topk() {
       add("hattn_topk/prefill/L:" + std::to_string(l) + "/D:64/k:" + std::to_string(k), run_topk, s,
           k, hattn::DType::f32);
     }
+    // bf16 prefill (the generic-D kernel) next to the fp32 row above.
+    add("hattn_topk_bf16/prefill/L:" + std::to_string(l) + "/D:64/k:64", run_topk, s, int64_t{64},
+        hattn::DType::bf16);
   }
   for (int64_t lk : {32768, 131072}) {
     const Shape s{1, 32, 1, lk, 128, false};

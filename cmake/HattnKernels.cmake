@@ -126,11 +126,12 @@ hattn_declare_variant(dense HEAD_DIMS 64 128 0 DTYPES f32 bf16 f16 bf16kv f16kv
   CPU  dense/prefill/0,1/0,1/each/f32,bf16,f16 dense/decode/0,1/1/each
        dense_paged/decode/0,1/1/each/f32,bf16,f16
   CUDA dense/prefill,decode/0,1/1/each)
-# topk: decode in every dtype (a 16-bit KV cache halves the bytes its q.k pass streams);
-# prefill in fp32 only, which keeps the default build within its 10 minutes (12 more kernels of
-# about 15 s each per dtype); a 16-bit prefill call is refused, naming the kernels there are.
+# topk: decode in every dtype (a 16-bit KV cache halves the bytes its q.k pass streams); prefill
+# in fp32 per head dim, and in 16 bits with the generic-D kernels only, which keeps the default
+# build within its 10 minutes (the specialized ones would be 8 more kernels of about 15 s each
+# per dtype; prefill is compute-bound on its scores either way).
 hattn_declare_variant(topk HEAD_DIMS 64 128 0 DTYPES f32 bf16 f16
-  CPU topk/prefill/0,1/-/each/f32 topk/decode/0,1/-/each)
+  CPU topk/prefill/0,1/-/each/f32 topk/prefill/0,1/-/generic/bf16,f16 topk/decode/0,1/-/each)
 # The FFN has no head dim, phase or mask: one kernel per dtype (bf16 or f16 weights halve the
 # bytes of each token's selected rows).
 hattn_declare_variant(topk_ffn DTYPES f32 bf16 f16 CPU topk_ffn/-/-/-/-)

@@ -328,10 +328,10 @@ TEST(Topk, RefusesBadArguments) {
 // topk_ffn
 
 // ---------------------------------------------------------------------------------------------
-// 16-bit tensors (bf16, f16): decode over a 16-bit cache, against the float64 brute force on the
-// rounded inputs. Scores, selection and softmax are fp32 in the kernel, so the only 16-bit
-// rounding is the output's (sixteen_bit_output_tolerance); rows whose k-th and (k+1)-th scores
-// nearly tie are left out as in the fp32 tests.
+// 16-bit tensors (bf16, f16): decode over a 16-bit cache and prefill (generic-D kernels), against
+// the float64 brute force on the rounded inputs. Scores, selection and softmax are fp32 in the
+// kernel, so the only 16-bit rounding is the output's (sixteen_bit_output_tolerance); rows whose
+// k-th and (k+1)-th scores nearly tie are left out as in the fp32 tests.
 
 struct Topk16Case {
   const char* name;
@@ -356,14 +356,18 @@ Status run_topk_16bit(hattn::DType t, const AttnShape& a, bool causal, int64_t k
                                TensorView::contiguous(out->data(), t, qs), o, d);
 }
 
-TEST(Topk16Bit, DecodeMatchesReferenceOnRoundedInputs) {
-  // Specialized and generic head dims, grouped heads, Lq up to 8 (decode), k past the visible
-  // count (exact dense), and causal rows that see no key (Lq > Lk: zeros).
+TEST(Topk16Bit, MatchesReferenceOnRoundedInputs) {
+  // Decode (Lq <= 8): specialized and generic head dims, grouped heads, k past the visible count
+  // (exact dense), and causal rows that see no key (Lq > Lk: zeros). Prefill (the generic-D
+  // kernels): Lq > 8, Lq < Lk and Lq > Lk, grouped heads.
   const Topk16Case cases[] = {{"d128_gqa_k32", {1, 8, 2, 1, 900, 128}, 32},
                               {"d64_lq3_k16", {2, 4, 4, 3, 300, 64}, 16},
                               {"d80_lq2_k7", {1, 2, 1, 2, 200, 80}, 7},
                               {"d64_k_past_lk", {1, 2, 2, 1, 20, 64}, 40},
-                              {"d64_lq_gt_lk", {1, 2, 2, 6, 3, 64}, 2}};
+                              {"d64_lq_gt_lk", {1, 2, 2, 6, 3, 64}, 2},
+                              {"prefill_d64_gqa_k16", {1, 4, 2, 40, 120, 64}, 16},
+                              {"prefill_d128_k8", {2, 2, 2, 33, 33, 128}, 8},
+                              {"prefill_d48_lq_gt_lk_k5", {1, 2, 1, 20, 12, 48}, 5}};
   std::set<std::string> used;
   for (hattn::DType t : {hattn::DType::bf16, hattn::DType::f16}) {
     for (const Topk16Case& c : cases) {
@@ -382,7 +386,8 @@ TEST(Topk16Bit, DecodeMatchesReferenceOnRoundedInputs) {
         Dispatch d;
         const Status st = run_topk_16bit(t, a, causal, c.k, q, kk, v, &out, &d);
         ASSERT_TRUE(st.ok()) << hattn::to_string(st.code) << ": " << st.message;
-        EXPECT_NE(d.kernel.find(std::string("topk_decode_")), std::string::npos) << d.kernel;
+        EXPECT_NE(d.kernel.find(a.lq <= 8 ? "topk_decode_" : "topk_prefill_"), std::string::npos)
+            << d.kernel;
         EXPECT_NE(d.kernel.find(std::string("_") + hattn::to_string(t) + "_"), std::string::npos)
             << d.kernel;
         used.insert(d.kernel);
@@ -401,29 +406,6 @@ TEST(Topk16Bit, DecodeMatchesReferenceOnRoundedInputs) {
   }
   // Every 16-bit topk kernel ran on some case above.
   EXPECT_EQ(sixteen_bit_kernels_not_run("topk", used), std::vector<std::string>{});
-}
-
-// topk prefill has fp32 kernels only: a 16-bit prefill call is refused, naming why for each
-// kernel, and writes nothing.
-TEST(Topk16Bit, PrefillIsRefusedWithTheKernelsThereAre) {
-  const AttnShape a{1, 2, 2, 12, 40, 64};
-  for (hattn::DType t : {hattn::DType::bf16, hattn::DType::f16}) {
-    TestRng rng(std::string("prefill16_") + hattn::to_string(t));
-    const Sixteen q = draw_16bit(t, a.batch * a.q_heads * a.lq * a.head_dim, rng);
-    const Sixteen kk = draw_16bit(t, a.batch * a.kv_heads * a.lk * a.head_dim, rng);
-    const Sixteen v = draw_16bit(t, a.batch * a.kv_heads * a.lk * a.head_dim, rng);
-    std::vector<uint16_t> out;
-    const Status st = run_topk_16bit(t, a, false, 4, q, kk, v, &out, nullptr);
-    EXPECT_EQ(st.code, StatusCode::unsupported) << st.message;
-    EXPECT_NE(st.message.find("no generated topk kernel can take this call"), std::string::npos)
-        << st.message;
-    EXPECT_NE(st.message.find("selects prefill"), std::string::npos) << st.message;
-    EXPECT_NE(st.message.find(std::string("built for f32 tensors, the call's are ") +
-                              hattn::to_string(t)),
-              std::string::npos)
-        << st.message;
-    for (uint16_t x : out) ASSERT_EQ(x, 0xffff) << "a refused call wrote out";
-  }
 }
 
 struct FfnProblem {

@@ -168,9 +168,11 @@ def test_topk_float16_decode(rng):
             want[0, h, i] = p @ vr[0, h, sel] / p.sum()
     got = out.astype(np.float64)
     assert np.all(np.abs(got - want) <= 2.0 ** -11 * np.abs(want) + 2e-5 * (1 + np.abs(want)))
-    # Prefill (Lq > 8) has fp32 kernels only: refused, saying why.
-    with pytest.raises(hattn.Unsupported, match="selects prefill"):
-        hattn.topk_attention(np.repeat(q, 6, axis=2), k, v, 16)
+    # Prefill (Lq > 8: each row repeated 6 times) runs the generic-D 16-bit prefill kernels.
+    pre = hattn.topk_attention(np.repeat(q, 6, axis=2), k, v, 16)
+    assert pre.dtype == np.float16 and "topk_prefill_" in hattn.last_dispatch().kernel
+    got = pre[:, :, ::6].astype(np.float64)
+    assert np.all(np.abs(got - want) <= 2.0 ** -11 * np.abs(want) + 2e-5 * (1 + np.abs(want)))
 
 
 def test_topk_ffn_matches_float64(rng):

@@ -11,8 +11,8 @@ namespace hattn {
 Status topk_attention(const TensorView& q, const TensorView& k, const TensorView& v,
                       const TensorView& out, const TopkOptions& options, Dispatch* chosen) {
   AttentionShape shape;
-  // bf16 and f16 go on to the dispatch, which finds their decode kernels (or refuses, listing
-  // what the kernel set holds: 16-bit topk prefill is not built).
+  // bf16 and f16 go on to the dispatch, which finds their kernels (or refuses, listing what the
+  // kernel set holds: a consumer's set may lack some).
   Status s = validate_cpu_attention("topk", q, k, v, out, options.causal, options, &shape, nullptr,
                                     /*sixteen_bit=*/true);
   if (!s.ok()) return s;

@@ -189,7 +189,7 @@ struct TopkOptions : ScaledOptions {
 
 // out_i = sum over the k highest-scoring visible keys j of softmax(scale * q_i . k_j) v_j, with
 // ties broken by the lower key index. Same tensors and conventions as attention() (CPU; fp32,
-// or in decode, Lq <= 8, bf16 or f16 with fp32 scores, selection and softmax).
+// bf16 or f16, with fp32 scores, selection and softmax).
 // Memory is O(rows per chunk * Lk + Lq * k), never Lq x Lk. k >= the visible count is exact
 // dense attention. Dispatch::reason says when k was clamped.
 Status topk_attention(const TensorView& q, const TensorView& k, const TensorView& v,
