@@ -137,10 +137,10 @@ hattn_declare_variant(topk HEAD_DIMS 64 128 0 DTYPES f32 bf16 f16
 hattn_declare_variant(topk_ffn DTYPES f32 bf16 f16 CPU topk_ffn/-/-/-/-)
 # Decode is where Loki pays (each head dim asked; hattn's build: D=128, as in the models it
 # targets, and any D); prefill (full-sequence) is for fidelity evaluation, generic D only, built
-# when the generic kernel is asked for. Decode in every dtype (a 16-bit rotated cache and
-# leading-channel copy, read widened to fp32; the basis stays fp32); prefill in fp32 only.
+# when the generic kernel is asked for. Every dtype (a 16-bit rotated cache and leading-channel
+# copy, read widened to fp32; the basis stays fp32).
 hattn_declare_variant(loki HEAD_DIMS 128 0 DTYPES f32 bf16 f16
-  CPU loki/decode/0,1/-/each loki/prefill/0,1/-/generic/f32)
+  CPU loki/decode/0,1/-/each loki/prefill/0,1/-/generic)
 # EL-attention (phase and mask at run time, any Dm) and the linear layer it and the standard
 # multi-head path are built from; each in fp32, and over bf16 or f16 weights and memory with fp32
 # activations (bf16kv, f16kv: the queries, the per-head outputs and the projections stay fp32).

@@ -721,13 +721,12 @@ TEST(KernelList, NamesAreUniqueAndDescribed) {
                 k.variant == "sparsek_mask" || k.variant == "el" || k.variant == "linear")
         << k.name;
     EXPECT_TRUE(k.phase == "prefill" || k.phase == "decode") << k.name << ": " << k.phase;
-    // 16-bit kernels: dense (and its paged decode), topk and loki decode, topk_ffn and sparsek,
-    // on CPUs only; fp32 q and out over a 16-bit cache (bf16kv, f16kv): dense decode, and el and
-    // linear (fp32 activations over 16-bit weights and memory).
+    // 16-bit kernels: every attention variant and the FFN on CPUs, not the SparseK operator (its
+    // scores are fp32); fp32 q and out over a 16-bit cache (bf16kv, f16kv): dense decode, and el
+    // and linear (fp32 activations over 16-bit weights and memory).
     const bool sixteen_bit_variant = k.variant == "dense" || k.variant == "dense_paged" ||
                                      k.variant == "topk_ffn" || k.variant == "sparsek" ||
-                                     k.variant == "topk" ||
-                                     (k.variant == "loki" && k.phase == "decode");
+                                     k.variant == "topk" || k.variant == "loki";
     const bool kv_dtype = k.dtype == "bf16kv" || k.dtype == "f16kv";
     EXPECT_TRUE(
         k.dtype == "f32" ||

@@ -316,12 +316,12 @@ TEST(Loki, EveryKernelForced) {
   EXPECT_GT(forced, 0) << "no loki kernel in this build";
 }
 
-// 16-bit decode (bf16, f16): q, the rotated cache, its leading-channel copy, v and out in the
-// dtype, the basis in fp32. The rotated keys are rotated in double and rounded to the dtype, as a
-// caller keeping a 16-bit cache would; the reference runs on the same rounded values. The
+// 16-bit decode and prefill (bf16, f16): q, the rotated cache, its leading-channel copy, v and out
+// in the dtype, the basis in fp32. The rotated keys are rotated in double and rounded to the dtype,
+// as a caller keeping a 16-bit cache would; the reference runs on the same rounded values. The
 // kernel's scores, selection and softmax are fp32, so out is within half an ulp of its dtype
 // (sixteen_bit_output_tolerance); rows whose approximate k-th scores nearly tie are left out.
-TEST(Loki16Bit, DecodeMatchesReferenceOnRoundedInputs) {
+TEST(Loki16Bit, MatchesReferenceOnRoundedInputs) {
   struct Case16 {
     const char* name;
     AttnShape shape;
@@ -331,7 +331,10 @@ TEST(Loki16Bit, DecodeMatchesReferenceOnRoundedInputs) {
   const Case16 cases[] = {{"d128_gqa_r32_k64_lead", {1, 8, 2, 1, 700, 128}, 32, 64, true},
                           {"d128_lq3_r16_k20", {1, 2, 2, 3, 300, 128}, 16, 20, false},
                           {"d80_lq2_r20_k7_lead", {2, 2, 1, 2, 150, 80}, 20, 7, true},
-                          {"d128_lq_gt_lk", {1, 2, 2, 6, 3, 128}, 8, 2, false}};
+                          {"d128_lq_gt_lk", {1, 2, 2, 6, 3, 128}, 8, 2, false},
+                          // Prefill (Lq > 8: the generic-D kernels)
+                          {"prefill_d64_gqa_r16_k12", {1, 4, 2, 30, 90, 64}, 16, 12, false},
+                          {"prefill_d96_r24_k9_lead", {1, 2, 2, 20, 20, 96}, 24, 9, true}};
   std::set<std::string> used;
   for (hattn::DType t : {hattn::DType::bf16, hattn::DType::f16}) {
     for (const Case16& c : cases) {
@@ -386,7 +389,8 @@ TEST(Loki16Bit, DecodeMatchesReferenceOnRoundedInputs) {
                                   hattn::TensorView::contiguous(basis.data(), {a.kv_heads, d, d}),
                                   hattn::TensorView::contiguous(out.data(), t, qs), o, &disp);
         ASSERT_TRUE(st.ok()) << hattn::to_string(st.code) << ": " << st.message;
-        EXPECT_NE(disp.kernel.find(std::string("loki_decode_")), std::string::npos) << disp.kernel;
+        EXPECT_NE(disp.kernel.find(a.lq <= 8 ? "loki_decode_" : "loki_prefill_"), std::string::npos)
+            << disp.kernel;
         EXPECT_NE(disp.kernel.find(std::string("_") + hattn::to_string(t) + "_"), std::string::npos)
             << disp.kernel;
         used.insert(disp.kernel);
@@ -403,35 +407,6 @@ TEST(Loki16Bit, DecodeMatchesReferenceOnRoundedInputs) {
   }
   // Every 16-bit loki kernel ran on some case above.
   EXPECT_EQ(sixteen_bit_kernels_not_run("loki", used), std::vector<std::string>{});
-}
-
-// Loki prefill has fp32 kernels only: a 16-bit call with Lq > 8 is refused, saying why for each
-// kernel, and writes nothing.
-TEST(Loki16Bit, PrefillIsRefused) {
-  const AttnShape a{1, 2, 1, 12, 40, 64};
-  TestRng rng("loki_prefill16");
-  const std::vector<float> basis = random_bases(a.kv_heads, a.head_dim, rng);
-  const hattn::DType t = hattn::DType::bf16;
-  const Sixteen q = draw_16bit(t, a.batch * a.q_heads * a.lq * a.head_dim, rng);
-  const Sixteen k = draw_16bit(t, a.batch * a.kv_heads * a.lk * a.head_dim, rng);
-  std::vector<uint16_t> out(q.bits.size(), 0xffff);
-  LokiOptions o;
-  o.rank = 8;
-  o.k = 4;
-  const std::vector<int64_t> qs = {a.batch, a.q_heads, a.lq, a.head_dim};
-  const std::vector<int64_t> kvs = {a.batch, a.kv_heads, a.lk, a.head_dim};
-  const Status st = hattn::loki_attention(
-      hattn::TensorView::contiguous(q.bits.data(), t, qs),
-      hattn::TensorView::contiguous(k.bits.data(), t, kvs),
-      hattn::TensorView::contiguous(k.bits.data(), t, kvs),
-      hattn::TensorView::contiguous(basis.data(), {a.kv_heads, a.head_dim, a.head_dim}),
-      hattn::TensorView::contiguous(out.data(), t, qs), o);
-  EXPECT_EQ(st.code, StatusCode::unsupported) << st.message;
-  EXPECT_NE(st.message.find("no generated loki kernel can take this call"), std::string::npos)
-      << st.message;
-  EXPECT_NE(st.message.find("built for f32 tensors, the call's are bf16"), std::string::npos)
-      << st.message;
-  for (uint16_t x : out) ASSERT_EQ(x, 0xffff) << "a refused call wrote out";
 }
 
 TEST(Loki, RefusesBadArguments) {

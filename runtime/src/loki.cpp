@@ -112,7 +112,8 @@ Status loki_attention(const TensorView& q, const TensorView& k_rot, const Tensor
                       Dispatch* chosen) {
   AttentionShape shape;
   static const char* const kNames[4] = {"q", "k_rot", "v", "out"};
-  // bf16 and f16 go on to the dispatch: decode kernels exist in every dtype, prefill in fp32.
+  // bf16 and f16 go on to the dispatch: decode kernels exist in every dtype, prefill ones too
+  // (the generic-D kernels).
   Status s = validate_cpu_attention("loki", q, k_rot, v, out, options.causal, options, &shape,
                                     kNames, /*sixteen_bit=*/true);
   if (!s.ok()) return s;

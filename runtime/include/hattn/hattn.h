@@ -241,8 +241,8 @@ struct LokiOptions : ScaledOptions {
 // e of principal axis c (as loki_calibrate writes it), out [B, Hq, Lq, D]. Per row: approximate
 // scores over the first r rotated channels, the k largest kept (ties by the lower index),
 // softmax of the exact scores over those and their V sum. k >= Lk is exact dense attention for
-// any r; r = D is exact top-k attention. Dispatch::reason reports r and k as used. fp32, or in
-// decode (Lq <= 8) q, k_rot, k_lead, v and out in bf16 or f16 (the basis fp32 always).
+// any r; r = D is exact top-k attention. Dispatch::reason reports r and k as used. q, k_rot,
+// k_lead, v and out in fp32, bf16 or f16 (the basis fp32 always).
 Status loki_attention(const TensorView& q, const TensorView& k_rot, const TensorView& v,
                       const TensorView& basis, const TensorView& out, const LokiOptions& options,
                       Dispatch* chosen = nullptr);
