@@ -58,6 +58,15 @@ inline void check_dtype(const Halide::Type& t, const char* generator) {
   }
 }
 
+// A variant's configure() when its inputs and output share the `dtype` GeneratorParam: checked,
+// then set on each (q, k, v and out; a paged cache; the FFN's x, weights and y).
+template <typename Out, typename... In>
+void set_tensor_dtype(const Halide::Type& t, const char* generator, Out& out, In&... inputs) {
+  check_dtype(t, generator);
+  (inputs.set_type(t), ...);
+  out.set_type(t);
+}
+
 // The `dtype` and `fp32_query` GeneratorParams of a generator whose activations are always fp32
 // and whose stored tensors (weights, memory) may be 16-bit: a 16-bit dtype comes with
 // fp32_query=true (the kernel names' bf16kv and f16kv), fp32 without it.

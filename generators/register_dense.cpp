@@ -165,12 +165,7 @@ class DensePagedGenerator : public Generator<DensePagedGenerator> {
   Output<Buffer<void, 4>> out{"out"};
   Output<Buffer<float, 3>> lse{"lse"};
 
-  void configure() {
-    const Type t = dtype;
-    check_dtype(t, "dense_paged");
-    for (auto* p : {&q, &k_pages, &v_pages}) p->set_type(t);
-    out.set_type(t);
-  }
+  void configure() { set_tensor_dtype(dtype, "dense_paged", out, q, k_pages, v_pages); }
 
   void generate() {
     if (phase.value() != KernelPhase::decode || !with_lse) {

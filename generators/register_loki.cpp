@@ -34,12 +34,7 @@ class LokiAttentionGenerator : public Generator<LokiAttentionGenerator> {
   Input<int> topk{"topk"};  // k >= 1
   Output<Buffer<void, 4>> out{"out"};
 
-  void configure() {
-    const Type t = dtype;
-    check_dtype(t, "loki");
-    for (auto* p : {&q, &k, &k_lead, &v}) p->set_type(t);
-    out.set_type(t);
-  }
+  void configure() { set_tensor_dtype(dtype, "loki", out, q, k, k_lead, v); }
 
   void generate() {
     const bool decode = phase.value() == KernelPhase::decode;

@@ -41,12 +41,7 @@ class SparsekAttentionGenerator : public Generator<SparsekAttentionGenerator> {
   Input<int> gate_logit{"gate_logit"};
   Output<Buffer<void, 4>> out{"out"};
 
-  void configure() {
-    const Type t = dtype;
-    check_dtype(t, "sparsek");
-    for (auto* p : {&q, &k, &v}) p->set_type(t);
-    out.set_type(t);
-  }
+  void configure() { set_tensor_dtype(dtype, "sparsek", out, q, k, v); }
 
   void generate() {
     if (phase.value() != KernelPhase::prefill || !causal) {

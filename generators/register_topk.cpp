@@ -31,12 +31,7 @@ class TopkAttentionGenerator : public Generator<TopkAttentionGenerator> {
   Input<int> topk{"topk"};
   Output<Buffer<void, 4>> out{"out"};
 
-  void configure() {
-    const Type t = dtype;
-    check_dtype(t, "topk");
-    for (auto* p : {&q, &k, &v}) p->set_type(t);
-    out.set_type(t);
-  }
+  void configure() { set_tensor_dtype(dtype, "topk", out, q, k, v); }
 
   void generate() {
     const bool decode = phase.value() == KernelPhase::decode;
@@ -93,12 +88,7 @@ class TopkFfnGenerator : public Generator<TopkFfnGenerator> {
   Input<int> topk{"topk"};
   Output<Buffer<void, 2>> y{"y"};  // [T, D]
 
-  void configure() {
-    const Type t = dtype;
-    check_dtype(t, "topk_ffn");
-    for (auto* p : {&x, &w1, &w2t}) p->set_type(t);
-    y.set_type(t);
-  }
+  void configure() { set_tensor_dtype(dtype, "topk_ffn", y, x, w1, w2t); }
 
   void generate() {
     TableKey key{"topk_ffn", "prefill", "dany", "noncausal", dtype_name(dtype)};

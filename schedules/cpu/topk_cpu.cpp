@@ -60,16 +60,26 @@ void schedule_topk_decode(TopkStages& st, const ScheduleContext& ctx) {
   st.key.compute_at(per_group)
       .split(st.j, jo, ji, x.kb, TailStrategy::GuardWithIf)
       .reorder(ji, st.i, st.h, jo);
-  st.dot.compute_at(st.key, jo);
-  const int lanes = fixed_d ? std::min(x.vec * x.tq, ctx.head_dim) : x.vec;
-  Func dot_lanes =
-      st.dot.update().split(st.rc, rco, rci, lanes, TailStrategy::GuardWithIf).rfactor(rci, lane);
-  dot_lanes.compute_at(st.key, jo).reorder_storage(lane, st.j, st.i).vectorize(lane);
-  dot_lanes.update()
-      .reorder(lane, rco, st.j, st.i)
-      .vectorize(lane)
-      .unroll(st.j, x.tk, TailStrategy::GuardWithIf);
-  st.dot.update().atomic().vectorize(rci);
+  if (ctx.tunables.get_or("kt", 0) != 0) {
+    // A register tile of tk keys x 1 row: tk independent chains of vector partial sums, each q
+    // vector loaded once for the tile (dense decode's key tile). Faster over a 16-bit cache,
+    // slower in fp32 (schedules/x86/avx512.table).
+    Func dot_keys = st.dot.in(st.key);
+    dot_keys.compute_at(st.key, jo);
+    dot_block(dot_keys, st.dot, st.rc.x, st.j, st.i, x.vec, x.tk, 1, TailStrategy::RoundUp,
+              TailStrategy::GuardWithIf, 0);
+  } else {
+    st.dot.compute_at(st.key, jo);
+    const int lanes = fixed_d ? std::min(x.vec * x.tq, ctx.head_dim) : x.vec;
+    Func dot_lanes =
+        st.dot.update().split(st.rc, rco, rci, lanes, TailStrategy::GuardWithIf).rfactor(rci, lane);
+    dot_lanes.compute_at(st.key, jo).reorder_storage(lane, st.j, st.i).vectorize(lane);
+    dot_lanes.update()
+        .reorder(lane, rco, st.j, st.i)
+        .vectorize(lane)
+        .unroll(st.j, x.tk, TailStrategy::GuardWithIf);
+    st.dot.update().atomic().vectorize(rci);
+  }
 
   // The keys' scores are computed once per group for all its rows; the selection runs per row,
   // so its buffers have constant sizes (stack and registers, not heap).
