@@ -1170,9 +1170,6 @@ TEST_F(Cli, RunElMatchesReference) {
                      mem = random_vec(rng, samples * n * dm);
   save("el_x.npy", {samples * beam, 1, dm}, x);
   save("el_mem.npy", {samples, n, dm}, mem);
-  std::vector<float> ref(x.size());
-  hattn_test::reference_mha(x.data(), mem.data(), w, samples * beam, 1, n, heads, beam, false,
-                            nullptr, 1.0 / 4.0, ref.data());
   const std::vector<std::string> args = {"run",       "el",
                                          "--x",       dir() + "el_x.npy",
                                          "--memory",  dir() + "el_mem.npy",
@@ -1180,48 +1177,40 @@ TEST_F(Cli, RunElMatchesReference) {
                                          "--heads",   "4",
                                          "--beam",    "2",
                                          "--out",     dir() + "el_y.npy"};
-  for (bool standard : {false, true}) {
-    std::vector<std::string> a = args;
-    if (standard) a.push_back("--standard");
-    Result r = run_cli(a);
-    ASSERT_EQ(r.status, 0) << r.err;
-    EXPECT_NE(r.out.find(standard ? "standard MHA" : "kernel el_dany_f32_"), std::string::npos)
-        << r.out;
-    hattn::npy::Array y;
-    std::string error;
-    ASSERT_TRUE(hattn::npy::read_f32(dir() + "el_y.npy", &y, &error)) << error;
-    EXPECT_EQ(y.shape, (std::vector<int64_t>{samples * beam, 1, dm}));
-    ASSERT_EQ(y.data.size(), ref.size());
-    for (size_t i = 0; i < ref.size(); ++i) {
-      ASSERT_NEAR(y.data[i], ref[i], 1e-5 + 1e-5 * std::fabs(ref[i])) << "index " << i;
+  // f32, and f16: every input rounded (the reference on the rounded values), y a float16 .npy
+  // within half an ulp of it.
+  for (const bool f16 : {false, true}) {
+    hattn_test::MhaHostWeights wt = w;
+    std::vector<float> xt = x, memt = mem;
+    if (f16) {
+      for (std::vector<float>* t : {&wt.wq, &wt.wk, &wt.wv, &wt.wo, &wt.bk, &wt.bv, &xt, &memt}) {
+        *t = rounded(hattn::DType::f16, *t);
+      }
     }
-  }
-  hattn_test::MhaHostWeights w16 = w;
-  for (std::vector<float>* t : {&w16.wq, &w16.wk, &w16.wv, &w16.wo, &w16.bk, &w16.bv}) {
-    *t = rounded(hattn::DType::f16, *t);
-  }
-  const std::vector<float> x16 = rounded(hattn::DType::f16, x),
-                           mem16 = rounded(hattn::DType::f16, mem);
-  std::vector<float> ref16(x.size());
-  hattn_test::reference_mha(x16.data(), mem16.data(), w16, samples * beam, 1, n, heads, beam, false,
-                            nullptr, 1.0 / 4.0, ref16.data());
-  for (bool standard : {false, true}) {
-    std::vector<std::string> a = args;
-    a.insert(a.end(), {"--dtype", "f16"});
-    if (standard) a.push_back("--standard");
-    Result r = run_cli(a);
-    ASSERT_EQ(r.status, 0) << r.err;
-    EXPECT_NE(r.out.find(standard ? "standard MHA" : "kernel el_dany_f16kv_"), std::string::npos)
-        << r.out;
-    hattn::npy::Array y;
-    std::string error;
-    ASSERT_TRUE(hattn::npy::read_f32(dir() + "el_y.npy", &y, &error)) << error;
-    EXPECT_TRUE(y.float16);
-    ASSERT_EQ(y.data.size(), ref16.size());
-    for (size_t i = 0; i < ref16.size(); ++i) {
-      ASSERT_NEAR(y.data[i], ref16[i],
-                  hattn_test::sixteen_bit_output_tolerance(hattn::DType::f16, ref16[i]))
-          << (standard ? "standard" : "el") << " index " << i;
+    std::vector<float> ref(x.size());
+    hattn_test::reference_mha(xt.data(), memt.data(), wt, samples * beam, 1, n, heads, beam, false,
+                              nullptr, 1.0 / 4.0, ref.data());
+    for (bool standard : {false, true}) {
+      std::vector<std::string> a = args;
+      if (f16) a.insert(a.end(), {"--dtype", "f16"});
+      if (standard) a.push_back("--standard");
+      Result r = run_cli(a);
+      ASSERT_EQ(r.status, 0) << r.err;
+      EXPECT_NE(r.out.find(standard ? "standard MHA"
+                                    : std::string("kernel el_dany_") + (f16 ? "f16kv_" : "f32_")),
+                std::string::npos)
+          << r.out;
+      hattn::npy::Array y;
+      std::string error;
+      ASSERT_TRUE(hattn::npy::read_f32(dir() + "el_y.npy", &y, &error)) << error;
+      EXPECT_EQ(y.shape, (std::vector<int64_t>{samples * beam, 1, dm}));
+      EXPECT_EQ(y.float16, f16);
+      ASSERT_EQ(y.data.size(), ref.size());
+      for (size_t i = 0; i < ref.size(); ++i) {
+        const double tol = f16 ? hattn_test::sixteen_bit_output_tolerance(hattn::DType::f16, ref[i])
+                               : 1e-5 + 1e-5 * std::fabs(ref[i]);
+        ASSERT_NEAR(y.data[i], ref[i], tol) << (standard ? "standard" : "el") << " index " << i;
+      }
     }
   }
   std::vector<std::string> bad = args;
