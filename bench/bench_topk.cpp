@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <utility>
 
 #include "bench_common.h"
 #include "hattn/hattn.h"
@@ -77,10 +78,11 @@ void set_ffn_counter(benchmark::State& state, const FfnShape& f) {
 // x, w1, w2t and y in `dtype` (bf16, f16: the fp32 buffers' values rounded, held in `bits`).
 hattn::TensorView ffn_view(std::vector<float>& src, hattn::DType dtype, std::vector<int64_t> shape,
                            std::vector<uint16_t>* bits) {
-  if (dtype == hattn::DType::f32) return hattn::TensorView::contiguous(src.data(), shape);
+  if (dtype == hattn::DType::f32)
+    return hattn::TensorView::contiguous(src.data(), std::move(shape));
   bits->resize(src.size());
   for (size_t i = 0; i < src.size(); ++i) (*bits)[i] = hattn::to_16bit(dtype, src[i]);
-  return hattn::TensorView::contiguous(bits->data(), dtype, shape);
+  return hattn::TensorView::contiguous(bits->data(), dtype, std::move(shape));
 }
 
 void run_topk_ffn(benchmark::State& state, FfnShape f, int64_t k, hattn::DType dtype) {
