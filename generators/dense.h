@@ -73,7 +73,7 @@ struct DenseStages {
   // and `whole_blocks` (Lk >= key_block), under which that is the constant key_block: a
   // schedule specializes on it so the long-cache loops keep their constant extents.
   Halide::Expr block_keys, whole_blocks;
-  bool ragged = false;      // DenseInputs::key_lengths: each sequence's loop stops at its length
+  bool ragged = false;  // DenseInputs::key_lengths: each sequence's loop stops at its length
 
   // Below, h is the query head, or the kv head when packed.
   Halide::Func q_scaled{"q_scaled"};  // (ii, c, qblk, h, b)       scale * q, queries innermost

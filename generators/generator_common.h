@@ -39,6 +39,12 @@ inline std::string dtype_name(const Halide::Type& t) {
   return t.bits() == 16 ? "f16" : "f32";
 }
 
+// A kernel's dtype as its name and table key spell it: the stored tensors' dtype, with "kv" when
+// the activations (q and out, x and y) stay fp32 over them (bf16kv, f16kv).
+inline std::string dtype_name(const Halide::Type& t, bool fp32_query) {
+  return dtype_name(t) + (fp32_query ? "kv" : "");
+}
+
 // An input read as fp32 (inlined: the conversion happens where the value is loaded; a no-op
 // for float32 inputs, whose kernels are unchanged). What lets one algorithm serve every dtype.
 inline Halide::Func as_f32(const Halide::Func& f) {

@@ -83,7 +83,7 @@ class DenseAttentionGenerator : public Generator<DenseAttentionGenerator> {
     // Dense has a CUDA schedule: every target's table is read.
     // The kv kernels' tables: `dense.bf16kv`, `dense.f16kv` (or a plain `dense` line).
     TableKey key{"dense", phase_name(phase), head_dim_name(head_dim), mask_name(causal),
-                 dtype_name(dtype) + (fp32_query ? "kv" : "")};
+                 dtype_name(dtype, fp32_query)};
     ScheduleContext ctx{get_target(), head_dim, decode, with_lse || decode,
                         read_tunables(get_target(), tables, key, tunables)};
 

@@ -46,7 +46,7 @@ class ElAttentionGenerator : public Generator<ElAttentionGenerator> {
     ScheduleContext ctx{get_target(), 0, false, false,
                         read_cpu_tunables(get_target(), tables,
                                           TableKey{"el", "prefill", "dany", "noncausal",
-                                                   dtype_name(dtype) + (fp32_query ? "kv" : "")},
+                                                   dtype_name(dtype, fp32_query)},
                                           tunables)};
     // Dm is a multiple of 16 (the runtime refuses others): written so, the vector reductions
     // over it need no tail predicate (measured: predicated loads in every inner step).
@@ -119,7 +119,7 @@ class LinearGenerator : public Generator<LinearGenerator> {
     ScheduleContext ctx{get_target(), 0, false, false,
                         read_cpu_tunables(get_target(), tables,
                                           TableKey{"linear", "prefill", "dany", "noncausal",
-                                                   dtype_name(dtype) + (fp32_query ? "kv" : "")},
+                                                   dtype_name(dtype, fp32_query)},
                                           tunables)};
     LinearInputs in;
     in.x = x;

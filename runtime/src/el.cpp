@@ -177,12 +177,11 @@ class Rows2D {
  public:
   Rows2D(const TensorView& t, bool written) : src_(t), written_(written) {
     const int64_t rows = t.shape[0] * t.shape[1];
-    int64_t row_stride = 0;  // 0: not expressible as one stride, or not fp32
-    if (t.dtype != DType::f32) {
-      row_stride = 0;
-    } else if (t.shape[1] == 1) {
+    int64_t row_stride = 0;  // 0: not fp32, or not expressible as one stride
+    const bool f32 = t.dtype == DType::f32;
+    if (f32 && t.shape[1] == 1) {
       row_stride = t.strides[0];
-    } else if (t.shape[0] == 1 || t.strides[0] == t.shape[1] * t.strides[1]) {
+    } else if (f32 && (t.shape[0] == 1 || t.strides[0] == t.shape[1] * t.strides[1])) {
       row_stride = t.strides[1];
     }
     if (row_stride > 0) {
@@ -234,7 +233,7 @@ template <typename Fn>
 Status find_kernel(const std::string& forced, DType weights, Kernel<Fn>* kernel) {
   KernelRequest request;
   request.forced = forced;
-  request.dtype = weights == DType::f32 ? "f32" : std::string(to_string(weights)) + "kv";
+  request.dtype = kernel_dtype(DType::f32, weights);
   std::string reason;
   return choose_kernel(request, kernel, &reason);
 }

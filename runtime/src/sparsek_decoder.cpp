@@ -38,9 +38,7 @@ const unsigned char* bytes_at(const TensorView& t, int64_t offset) {
 Status check_cache_dtype(const SparsekDecoder::State& st, const TensorView& t, const char* name) {
   if (t.dtype == st.dtype) return Status::success();
   return invalid(std::string("SparsekDecoder holds a ") + to_string(st.dtype) +
-                 " cache (reset's "
-                 "dtype); " +
-                 name + " is " + to_string(t.dtype));
+                 " cache (reset's dtype); " + name + " is " + to_string(t.dtype));
 }
 
 // Token st.pos of kv head t (= b * Hkv + h) enters the cache: scored, put in the window's ring,

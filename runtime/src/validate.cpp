@@ -269,9 +269,13 @@ Status validate_attention_named(const TensorView& q, const TensorView& k, const 
   return Status::success();
 }
 
+std::string kernel_dtype(DType activations, DType stored) {
+  if (stored == activations) return to_string(activations);
+  return std::string(to_string(stored)) + "kv";
+}
+
 std::string kernel_dtype(const AttentionShape& shape) {
-  if (shape.kv_dtype == shape.dtype) return to_string(shape.dtype);
-  return std::string(to_string(shape.kv_dtype)) + "kv";
+  return kernel_dtype(shape.dtype, shape.kv_dtype);
 }
 
 Status check_finite(const TensorView& t, const char* name) {

@@ -18,8 +18,10 @@ struct AttentionShape {
   DType kv_dtype = DType::f32;  // of k and v: dtype, or bf16/f16 under an fp32 q and out
 };
 
-// The dtype as kernel names spell it: "f32", "bf16", "f16", or for an fp32 q and out over a
-// 16-bit K/V cache "bf16kv", "f16kv".
+// The dtype as kernel names spell it: "f32", "bf16", "f16", or for fp32 activations (q and out;
+// el's and linear's x and y) over 16-bit stored tensors (a K/V cache; weights and memory)
+// "bf16kv", "f16kv".
+std::string kernel_dtype(DType activations, DType stored);
 std::string kernel_dtype(const AttentionShape& shape);
 
 Status invalid(const std::string& message);
