@@ -12,6 +12,7 @@
 // threads (split-K) and merges the partial states at the end. Its query block holds every row
 // of a kv group (Lq x Hq/Hkv rows), so grouped-query heads share one pass over their K and V.
 #include <algorithm>
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -151,6 +152,44 @@ void schedule_prefill(DenseStages& st, const ScheduleContext& ctx) {
   for (Func f : per_block) f.hoist_storage(per_task);
 }
 
+// Decode computes a kv group's rows together (DenseInputs::pack_groups) in register tiles of
+// `rows` rows: `loops(stage, rows)` splits a per-block stage's rows into such tiles, RoundUp, so
+// each tile's extent is constant and the rows past the group's last (read from its last row, as
+// the algorithm clamps them) are computed and dropped. A block of fewer rows than a tile (MHA: one
+// row per kv head) is specialized to tiles of one row, so no tile computes rows it drops (MHA
+// with 2-row P.V tiles computed each product twice).
+void row_tiles(Func f, const Expr& block_rows, int rows,
+               const std::function<void(Stage, int)>& loops) {
+  rows = std::max(1, rows);
+  if (rows > 1) loops(f.specialize(block_rows >= rows), rows);
+  loops(f, 1);
+}
+
+// q . k of tk keys x `rows` rows of the kv group in registers (row_tiles), each (key, row) one
+// vector of partial sums over D (dot's lanes, rfactored), the lanes added once per tile.
+void group_dot_tiles(Func wrapper, Func dot, const RVar& rc, const Var& jj, const Var& ii, int vec,
+                     int tk, int rows, const Expr& block_rows) {
+  Var ko("ko"), ki("ki"), io("io"), iin("iin"), lane("lane");
+  row_tiles(wrapper, block_rows, rows, [&](Stage s, int r) {
+    s.split(jj, ko, ki, tk, TailStrategy::RoundUp)
+        .split(ii, io, iin, r, TailStrategy::RoundUp)
+        .reorder(ki, iin, ko, io)
+        .unroll(ki)
+        .unroll(iin);
+  });
+  RVar dco("dco"), dci("dci");
+  Func part = dot.update().split(rc, dco, dci, vec, TailStrategy::GuardWithIf).rfactor(dci, lane);
+  part.compute_at(wrapper, ko)
+      .bound_extent(jj, tk)
+      .reorder_storage(lane, jj, ii)
+      .vectorize(lane)
+      .unroll(jj)
+      .unroll(ii);
+  part.update().reorder(lane, jj, ii, dco).vectorize(lane).unroll(jj).unroll(ii);
+  dot.compute_at(wrapper, ko).bound_extent(jj, tk).unroll(jj).unroll(ii);
+  dot.update().reorder(dci, jj, ii).atomic().vectorize(dci).unroll(jj).unroll(ii);
+}
+
 void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
   const Tiles x = read_tiles(ctx);
   const bool fixed_d = ctx.head_dim > 0;
@@ -182,14 +221,16 @@ void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
   // decode spends its time on); a shorter one loops over its own keys (st.block_keys).
   if (st.whole_blocks.defined()) st.state.update().specialize(st.whole_blocks);
 
-  // q . k. kt = 1 (16-bit K, widened): a tile of tk keys x 1 row at a time, each (key, row) with
-  // one vector of partial sums in a register over D, the lanes added once per key and row: tk
-  // independent chains (one chain per key was latency-bound: a kv group's 4 rows cost more than
-  // streaming its K and V). fp32: lanes along D, tq vectors of independent chains per key (the
-  // tile measured slower for fp32: MHA Lk = 32K 42 ms against 37-38, GQA no faster; its stream,
-  // not the chain, bounds it). bf16 K is widened here too, not multiplied in vdpbf16ps pairs
-  // with q (Zen 4, Hq = 32, D = 128, Lk = 32K, medians of 3, two runs: MHA 15.9-16.0 ms widened
-  // against 20.3-20.5 in pairs, GQA Hkv = 8 7.3-8.1 against 7.5-8.2).
+  // q . k. kt = 1 (16-bit K, widened): a tile of tk keys x tg rows of the kv group, each (key,
+  // row) with one vector of partial sums in a register over D, the lanes added once per key and
+  // row: tk x tg independent chains, each K vector loaded and widened once for the tile's rows
+  // (one chain per key was latency-bound: a kv group's 4 rows cost more than streaming its K and
+  // V). tg = 4 against 1, Hq = 32, Hkv = 8, bf16, alternating runs: 6.4-6.6 ms against 7.1. fp32:
+  // lanes along D, tq vectors of independent chains per key (the tile measured slower for fp32: MHA
+  // Lk = 32K 42 ms against 37-38, GQA no faster; its stream, not the chain, bounds it). bf16 K is
+  // widened here too, not multiplied in vdpbf16ps pairs with q (Zen 4, Hq = 32, D = 128, Lk = 32K,
+  // medians of 3, two runs: MHA 15.9-16.0 ms widened against 20.3-20.5 in pairs, GQA Hkv =
+  // 8 7.3-8.1 against 7.5-8.2).
   st.scores.compute_at(st.state, st.rk).vectorize(st.jj, x.vec);
   st.q_scaled.compute_at(st.state, task).vectorize(st.d, x.vec, d_tail);
   const bool key_tile = ctx.tunables.get_or("kt", 0) != 0;
@@ -197,8 +238,8 @@ void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
   if (key_tile) {
     dot_keys = st.dot.in(st.scores);
     dot_keys.compute_at(st.state, st.rk);
-    dot_block(dot_keys, st.dot, st.rc[0], st.jj, st.ii, x.vec, x.tk, 1, TailStrategy::RoundUp,
-              TailStrategy::GuardWithIf, 0);
+    group_dot_tiles(dot_keys, st.dot, st.rc[0], st.jj, st.ii, x.vec, x.tk,
+                    ctx.tunables.get_or("tg", 1), st.block_rows);
   } else {
     st.dot.compute_at(st.state, st.rk);
     const int lanes = fixed_d ? std::min(x.vec * x.tq, ctx.head_dim) : x.vec;
@@ -220,26 +261,24 @@ void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
 
   // P V: D in lanes. With D compiled in, a tile of tr rows x td vectors of D keeps its
   // accumulators in registers over the block's keys, each V vector loaded (and widened) once per
-  // tile, so a kv group's rows share it. The tile's rows are fixed (bound_extent): a group whose
-  // rows are not whole tiles computes its last tile's extra rows from its last row (the
-  // algorithm clamps them) and drops them. tr = 1 (the default) is one row at a time. (Rows inside
-  // the tile with the accumulators of a run-time number of rows in memory measured 1.7x slower at
-  // Lk = 32K.) A generic D accumulates in L1 with guarded vectors.
+  // tile, so a kv group's rows share it; a block of fewer rows runs one row at a time
+  // (row_tiles). tr = 1 (the default) is one row at a time. (Rows inside the tile with the
+  // accumulators of a run-time number of rows in memory measured 1.7x slower at Lk = 32K.) A
+  // generic D accumulates in L1 with guarded vectors.
   if (fixed_d) {
-    const int rows = std::max(1, ctx.tunables.get_or("tr", 1));
     const int width = x.vec * std::max(1, std::min(x.td, ctx.head_dim / x.vec));
     Func pv_tile = st.pv.in(st.state);
-    pv_tile.compute_at(st.state, st.rk);
+    pv_tile.compute_at(st.state, st.rk).reorder_storage(st.d, st.ii);
     Var dco("dco"), dci("dci"), io("io"), iin("iin");
-    pv_tile.reorder_storage(st.d, st.ii)
-        .split(st.ii, io, iin, rows, TailStrategy::GuardWithIf)
-        .split(st.d, dco, dci, width)
-        .reorder(dci, iin, dco, io)
-        .vectorize(dci, x.vec)
-        .unroll(dci)
-        .unroll(iin);
+    row_tiles(pv_tile, st.block_rows, ctx.tunables.get_or("tr", 1), [&](Stage s, int rows) {
+      s.split(st.ii, io, iin, rows, TailStrategy::RoundUp)
+          .split(st.d, dco, dci, width)
+          .reorder(dci, iin, dco, io)
+          .vectorize(dci, x.vec)
+          .unroll(dci)
+          .unroll(iin);
+    });
     st.pv.compute_at(pv_tile, dco)
-        .bound_extent(st.ii, rows)
         .reorder_storage(st.d, st.ii)
         .vectorize(st.d, x.vec)
         .unroll(st.d)
