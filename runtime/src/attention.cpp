@@ -101,8 +101,7 @@ Status attention(const TensorView& q, const TensorView& k, const TensorView& v,
     return run_cuda(kernel, q, k, v, out, options, shape, scale, splits);
   }
   // The kernels always produce lse; without a caller buffer it goes to scratch.
-  std::vector<float> lse_scratch;
-  const TensorView lse_view = lse_or_scratch(options, shape, &lse_scratch);
+  const TensorView lse_view = lse_or_scratch(options, shape);
   HalideBuffer qb(q), kb(k), vb(v), ob(out), lb(lse_view);
   return kernel.call(qb, kb, vb, scale, splits, ob, lb);
 }

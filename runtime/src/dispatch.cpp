@@ -55,37 +55,64 @@ int decode_threshold() { return static_cast<int>(kDecodeMaxLq); }
 
 namespace {
 
-// Why kernel `e` cannot compute this call at all (empty: it can), a signature mismatch first. Phase
-// is a preference, not a capability: every dense kernel computes every shape correctly.
+// The checks a kernel must pass to compute a call, in the order a refusal names the first one it
+// fails. Dispatch runs them for every kernel of the variant on every call (a decode on a tiny
+// cache is microseconds), so they build no strings; `explain` words a failure when one is needed.
+enum class Mismatch { none, signature, variant, dtype, device, no_build, mask, head_dim, lse };
+
+// The first check kernel `e` fails for this call (none: it can compute it). Phase is a preference,
+// not a capability: every dense kernel computes every shape correctly.
+Mismatch mismatch(const KernelEntry& e, const std::string& variant, const KernelRequest& o) {
+  const KernelInfo& k = e.info;
+  const bool cuda_kernel = k.family == "cuda";
+  if (!e.signature_problem.empty()) return Mismatch::signature;
+  if (k.variant != variant) return Mismatch::variant;
+  if (k.dtype != o.dtype) return Mismatch::dtype;
+  if (cuda_kernel != (o.device == Device::cuda)) return Mismatch::device;
+  if (!cuda_kernel && !runs_on_this_cpu(k)) return Mismatch::no_build;
+  if (k.causal != o.causal) return Mismatch::mask;
+  if (k.head_dim != 0 && k.head_dim != o.head_dim) return Mismatch::head_dim;
+  if (o.lse && !k.lse) return Mismatch::lse;
+  return Mismatch::none;
+}
+
+// Why kernel `e` cannot compute this call, in words (empty: it can).
+std::string explain(Mismatch m, const KernelEntry& e, const std::string& variant,
+                    const KernelRequest& o) {
+  const KernelInfo& k = e.info;
+  switch (m) {
+    case Mismatch::none:
+      return "";
+    case Mismatch::signature:
+      return e.signature_problem;
+    case Mismatch::variant:
+      return "variant " + k.variant + ", not " + variant;
+    case Mismatch::dtype: {
+      // "bf16kv": an fp32 q and out over a bf16 k and v.
+      const bool kv = o.dtype.size() > 2 && o.dtype.compare(o.dtype.size() - 2, 2, "kv") == 0;
+      return "built for " + k.dtype + " tensors, the call's are " + o.dtype +
+             (kv ? " (f32 q and out, " + o.dtype.substr(0, o.dtype.size() - 2) + " k and v)" : "");
+    }
+    case Mismatch::device:
+      return std::string(k.family == "cuda" ? "CUDA kernel" : "CPU kernel") + ", tensors are on " +
+             to_string(o.device);
+    case Mismatch::no_build:
+      return "none of its builds (" + k.target + ") runs on this CPU";
+    case Mismatch::mask:
+      return std::string("built for ") + (k.causal ? "causal" : "non-causal") + " masks, call is " +
+             (o.causal ? "causal" : "non-causal");
+    case Mismatch::head_dim:
+      return "compiled for D=" + std::to_string(k.head_dim) +
+             ", call has D=" + std::to_string(o.head_dim);
+    case Mismatch::lse:
+      return "computes no log-sum-exp, and lse was requested";
+  }
+  return "";
+}
+
 std::string incapable_reason(const KernelEntry& e, const std::string& variant,
                              const KernelRequest& o) {
-  if (!e.signature_problem.empty()) return e.signature_problem;
-  const KernelInfo& k = e.info;
-  if (k.variant != variant) return "variant " + k.variant + ", not " + variant;
-  if (k.dtype != o.dtype) {
-    // "bf16kv": an fp32 q and out over a bf16 k and v.
-    const bool kv = o.dtype.size() > 2 && o.dtype.compare(o.dtype.size() - 2, 2, "kv") == 0;
-    return "built for " + k.dtype + " tensors, the call's are " + o.dtype +
-           (kv ? " (f32 q and out, " + o.dtype.substr(0, o.dtype.size() - 2) + " k and v)" : "");
-  }
-  const bool cuda_kernel = k.family == "cuda";
-  if (cuda_kernel != (o.device == Device::cuda)) {
-    return std::string(cuda_kernel ? "CUDA kernel" : "CPU kernel") + ", tensors are on " +
-           to_string(o.device);
-  }
-  if (!cuda_kernel && selected_build(k).empty()) {
-    return "none of its builds (" + k.target + ") runs on this CPU";
-  }
-  if (k.causal != o.causal) {
-    return std::string("built for ") + (k.causal ? "causal" : "non-causal") + " masks, call is " +
-           (o.causal ? "causal" : "non-causal");
-  }
-  if (k.head_dim != 0 && k.head_dim != o.head_dim) {
-    return "compiled for D=" + std::to_string(k.head_dim) +
-           ", call has D=" + std::to_string(o.head_dim);
-  }
-  if (o.lse && !k.lse) return "computes no log-sum-exp, and lse was requested";
-  return "";
+  return explain(mismatch(e, variant, o), e, variant, o);
 }
 
 // Among capable kernels: one compiled for this exact D beats the generic one; then one without
@@ -167,25 +194,23 @@ Status choose_kernel(const char* variant_name, const KernelRequest& options,
                             : options.rows <= kDecodeMaxLq ? "decode"
                                                            : "prefill";
   const KernelEntry* best = nullptr;
-  std::vector<std::pair<const KernelEntry*, std::string>> refused;  // written out only if needed
   int of_variant = 0;
   for (const KernelEntry& e : table) {
     if (e.info.variant != variant) continue;  // other variants: not worth a line each
     ++of_variant;
+    if (mismatch(e, variant, options) != Mismatch::none || e.info.phase != phase) continue;
+    if (best == nullptr || preferred(e.info, best->info, options)) best = &e;
+  }
+  // Refused: each kernel of the variant and why, written out only when none can take the call.
+  std::string refusals;
+  for (const KernelEntry& e : table) {
+    if (best != nullptr || e.info.variant != variant) continue;
     std::string why = incapable_reason(e, variant, options);
-    if (why.empty() && e.info.phase != phase) {
+    if (why.empty()) {
       why = e.info.phase + " kernel, but Lq=" + std::to_string(options.rows) + " selects " + phase +
             " (decode when Lq <= " + std::to_string(kDecodeMaxLq) + ")";
     }
-    if (!why.empty()) {
-      refused.emplace_back(&e, std::move(why));
-      continue;
-    }
-    if (best == nullptr || preferred(e.info, best->info, options)) best = &e;
-  }
-  std::ostringstream refusals;
-  if (best == nullptr) {
-    for (const auto& [e, why] : refused) refusals << "\n  " << e->info.name << ": " << why;
+    refusals += "\n  " + e.info.name + ": " + why;
   }
   if (of_variant == 0) {
     return Status{StatusCode::unsupported,
@@ -193,19 +218,17 @@ Status choose_kernel(const char* variant_name, const KernelRequest& options,
                       asked(variant, options, phase) + ", and the " + built_summary()};
   }
   if (best == nullptr) {
-    return Status{StatusCode::unsupported, "no generated " + variant +
-                                               " kernel can take this call: asked for " +
-                                               asked(variant, options, phase) + "; the " +
-                                               built_summary() + ":" + refusals.str()};
+    return Status{StatusCode::unsupported,
+                  "no generated " + variant + " kernel can take this call: asked for " +
+                      asked(variant, options, phase) + "; the " + built_summary() + ":" + refusals};
   }
   *chosen = best;
-  std::ostringstream r;
-  r << phase << " (Lq=" << options.rows << (phase == "decode" ? " <= " : " > ") << kDecodeMaxLq
-    << "), " << (options.causal ? "causal" : "non-causal") << ", "
-    << (best->info.head_dim
-            ? "D=" + std::to_string(options.head_dim) + " specialized"
-            : "generic D (no kernel specialized for D=" + std::to_string(options.head_dim) + ")");
-  *reason = r.str();
+  const std::string d = std::to_string(options.head_dim);
+  *reason = phase + " (Lq=" + std::to_string(options.rows) + (phase == "decode" ? " <= " : " > ") +
+            std::to_string(kDecodeMaxLq) + "), " + (options.causal ? "causal" : "non-causal") +
+            ", " +
+            (best->info.head_dim ? "D=" + d + " specialized"
+                                 : "generic D (no kernel specialized for D=" + d + ")");
   return Status::success();
 }
 

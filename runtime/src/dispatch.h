@@ -27,6 +27,10 @@ struct VariantOf;
 HATTN_KERNEL_VARIANTS(HATTN_VARIANT_OF)
 #undef HATTN_VARIANT_OF
 
+// Whether one of a CPU kernel's builds runs on this CPU (selected_build(kernel) is not empty),
+// without building a string: dispatch asks it of candidate kernels on every call.
+bool runs_on_this_cpu(const KernelInfo& kernel);
+
 struct KernelEntry {
   using AnyFn = void (*)();
   KernelInfo info;

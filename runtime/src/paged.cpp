@@ -297,8 +297,7 @@ Status paged_attention(const TensorView& q, const PagedKvCache& cache, const Ten
   const int32_t splits = choose_decode_splits(shape, options.decode_splits);
   if (chosen != nullptr) *chosen = {kernel.name(), reason, splits};
 
-  std::vector<float> lse_scratch;
-  const TensorView lse_view = lse_or_scratch(options, shape, &lse_scratch);
+  const TensorView lse_view = lse_or_scratch(options, shape);
   // The kernel only reads the table and the lengths.
   HalideBuffer qb(q), kb(cache.k_pages), vb(cache.v_pages), ob(out), lb(lse_view);
   HalideBuffer table(const_cast<int32_t*>(cache.page_table), {cache.batch, cache.pages_per_seq});

@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "dispatch.h"
 #include "hattn/hattn.h"
 
 namespace hattn {
@@ -74,15 +75,23 @@ const std::vector<Build>& builds_of(const std::string& targets) {
   return it->second;  // std::map never moves its values
 }
 
+// The first build of a CPU kernel that this CPU runs, or null. The question itself is asked every
+// time: a custom can_use_target_features hook may change.
+const Build* runnable_build(const KernelInfo& kernel) {
+  for (const Build& b : builds_of(kernel.target)) {
+    if (halide_can_use_target_features(kFeatureWords, b.words.data()) != 0) return &b;
+  }
+  return nullptr;
+}
+
 }  // namespace
+
+bool runs_on_this_cpu(const KernelInfo& kernel) { return runnable_build(kernel) != nullptr; }
 
 std::string selected_build(const KernelInfo& kernel) {
   if (kernel.family == "cuda") return kernel.target;  // one build; the device decides the rest
-  // The question itself is asked every time: a custom can_use_target_features hook may change.
-  for (const Build& b : builds_of(kernel.target)) {
-    if (halide_can_use_target_features(kFeatureWords, b.words.data()) != 0) return b.target;
-  }
-  return "";
+  const Build* b = runnable_build(kernel);
+  return b ? b->target : "";
 }
 
 }  // namespace hattn

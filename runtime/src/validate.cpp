@@ -153,11 +153,11 @@ bool tensors_overlap(const TensorView& a, const TensorView& b) { return overlaps
 
 Status invalid(const std::string& message) { return Status{StatusCode::invalid_argument, message}; }
 
-TensorView lse_or_scratch(const AttentionOptions& options, const AttentionShape& shape,
-                          std::vector<float>* scratch) {
+TensorView lse_or_scratch(const AttentionOptions& options, const AttentionShape& shape) {
   if (options.lse != nullptr) return *options.lse;
-  scratch->resize(static_cast<size_t>(shape.batch * shape.q_heads * shape.lq));
-  return TensorView::contiguous(scratch->data(), {shape.batch, shape.q_heads, shape.lq});
+  thread_local std::vector<float> scratch;
+  scratch.resize(static_cast<size_t>(shape.batch * shape.q_heads * shape.lq));
+  return TensorView::contiguous(scratch.data(), {shape.batch, shape.q_heads, shape.lq});
 }
 
 Status check_attention_options(const AttentionOptions& options) {

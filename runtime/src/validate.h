@@ -41,10 +41,10 @@ bool tensors_overlap(const TensorView& a, const TensorView& b);
 // The scale (finite, > 0, when given) and decode_splits (>= 0) of an attention call.
 Status check_attention_options(const AttentionOptions& options);
 
-// The lse view a kernel writes: the caller's (options.lse), else `scratch` resized to
-// [B, Hq, Lq] (the kernels always produce lse).
-TensorView lse_or_scratch(const AttentionOptions& options, const AttentionShape& shape,
-                          std::vector<float>* scratch);
+// The lse view a kernel writes: the caller's (options.lse), else this thread's scratch sized to
+// [B, Hq, Lq] (the kernels always produce lse), valid until the thread's next call of this; kept
+// per thread so that a decode call on a tiny cache allocates nothing for it.
+TensorView lse_or_scratch(const AttentionOptions& options, const AttentionShape& shape);
 
 // The lse output of an attention call: fp32, `shape` ([B, Hq, Lq]), on `device`, overlapping
 // none of the n other tensors of the call.
