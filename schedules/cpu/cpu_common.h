@@ -57,6 +57,29 @@ inline void pair_register_block(Halide::Func wrapper, Halide::Func acc, const Ha
       .unroll(cols);
 }
 
+// The accumulators of a dot-product tile computed at `wrapper`'s loop `at`: ta x tb vectors of
+// partial sums along r (its vec lanes, rfactored) in registers, the lanes added once per tile.
+// tb = 0: the wrapper's own tiles (RoundUp) give b its constant extent, which may differ between
+// its specializations.
+inline void dot_accumulators(const Halide::Func& wrapper, const Halide::Var& at, Halide::Func acc,
+                             const Halide::RVar& r, const Halide::Var& a, const Halide::Var& b,
+                             int vec, int ta, int tb) {
+  Halide::Var lane("lane");
+  Halide::RVar ro("ro"), ri("ri");
+  Halide::Func part =
+      acc.update().split(r, ro, ri, vec, Halide::TailStrategy::GuardWithIf).rfactor(ri, lane);
+  part.compute_at(wrapper, at).bound_extent(a, ta);
+  acc.compute_at(wrapper, at).bound_extent(a, ta);
+  if (tb > 0) {
+    part.bound_extent(b, tb);
+    acc.bound_extent(b, tb);
+  }
+  part.reorder_storage(lane, a, b).vectorize(lane).unroll(a).unroll(b);
+  part.update().reorder(lane, a, b, ro).vectorize(lane).unroll(a).unroll(b);
+  acc.unroll(a).unroll(b);
+  acc.update().reorder(ri, a, b).atomic().vectorize(ri).unroll(a).unroll(b);
+}
+
 // Dot-product micro-kernel, for `acc(a, b) = sum_r x(r, a) * y(r, b)` where r is contiguous in
 // both operands (so neither can be broadcast along a or b without a transpose). The reduction is
 // split into `vec` lanes and rfactored: every (a, b) of a ta x tb tile of `wrapper` keeps one
@@ -70,26 +93,14 @@ inline Halide::Var dot_block(Halide::Func wrapper, Halide::Func acc, const Halid
                              const Halide::Var& a, const Halide::Var& b, int vec, int ta, int tb,
                              Halide::TailStrategy a_tail, Halide::TailStrategy b_tail,
                              int a_chunk) {
-  Halide::Var ao("ao"), ai("ai"), bo("bo"), bi("bi"), lane("lane"), chunk("chunk");
-  Halide::RVar ro("ro"), ri("ri");
+  Halide::Var ao("ao"), ai("ai"), bo("bo"), bi("bi"), chunk("chunk");
   wrapper.split(a, ao, ai, ta, a_tail).split(b, bo, bi, tb, b_tail).reorder(ai, bi, ao, bo);
   if (a_chunk > 0) {
     wrapper.split(ao, chunk, ao, a_chunk, Halide::TailStrategy::GuardWithIf)
         .reorder(ai, bi, ao, bo, chunk);
   }
   wrapper.unroll(ai).unroll(bi);
-  Halide::Func part =
-      acc.update().split(r, ro, ri, vec, Halide::TailStrategy::GuardWithIf).rfactor(ri, lane);
-  part.compute_at(wrapper, ao)
-      .bound_extent(a, ta)
-      .bound_extent(b, tb)
-      .reorder_storage(lane, a, b)
-      .vectorize(lane)
-      .unroll(a)
-      .unroll(b);
-  part.update().reorder(lane, a, b, ro).vectorize(lane).unroll(a).unroll(b);
-  acc.compute_at(wrapper, ao).bound_extent(a, ta).bound_extent(b, tb).unroll(a).unroll(b);
-  acc.update().reorder(ri, a, b).atomic().vectorize(ri).unroll(a).unroll(b);
+  dot_accumulators(wrapper, ao, acc, r, a, b, vec, ta, tb);
   return chunk;
 }
 

@@ -166,10 +166,10 @@ void row_tiles(Func f, const Expr& block_rows, int rows,
 }
 
 // q . k of tk keys x `rows` rows of the kv group in registers (row_tiles), each (key, row) one
-// vector of partial sums over D (dot's lanes, rfactored), the lanes added once per tile.
-void group_dot_tiles(Func wrapper, Func dot, const RVar& rc, const Var& jj, const Var& ii, int vec,
-                     int tk, int rows, const Expr& block_rows) {
-  Var ko("ko"), ki("ki"), io("io"), iin("iin"), lane("lane");
+// vector of partial sums over D (dot_accumulators), the lanes added once per tile.
+void group_dot_tiles(const Func& wrapper, const Func& dot, const RVar& rc, const Var& jj,
+                     const Var& ii, int vec, int tk, int rows, const Expr& block_rows) {
+  Var ko("ko"), ki("ki"), io("io"), iin("iin");
   row_tiles(wrapper, block_rows, rows, [&](Stage s, int r) {
     s.split(jj, ko, ki, tk, TailStrategy::RoundUp)
         .split(ii, io, iin, r, TailStrategy::RoundUp)
@@ -177,17 +177,7 @@ void group_dot_tiles(Func wrapper, Func dot, const RVar& rc, const Var& jj, cons
         .unroll(ki)
         .unroll(iin);
   });
-  RVar dco("dco"), dci("dci");
-  Func part = dot.update().split(rc, dco, dci, vec, TailStrategy::GuardWithIf).rfactor(dci, lane);
-  part.compute_at(wrapper, ko)
-      .bound_extent(jj, tk)
-      .reorder_storage(lane, jj, ii)
-      .vectorize(lane)
-      .unroll(jj)
-      .unroll(ii);
-  part.update().reorder(lane, jj, ii, dco).vectorize(lane).unroll(jj).unroll(ii);
-  dot.compute_at(wrapper, ko).bound_extent(jj, tk).unroll(jj).unroll(ii);
-  dot.update().reorder(dci, jj, ii).atomic().vectorize(dci).unroll(jj).unroll(ii);
+  dot_accumulators(wrapper, ko, dot, rc, jj, ii, vec, tk, 0);
 }
 
 void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
