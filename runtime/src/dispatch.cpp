@@ -203,8 +203,9 @@ Status choose_kernel(const char* variant_name, const KernelRequest& options,
   }
   // Refused: each kernel of the variant and why, written out only when none can take the call.
   std::string refusals;
-  for (const KernelEntry& e : table) {
-    if (best != nullptr || e.info.variant != variant) continue;
+  for (size_t i = 0; best == nullptr && i < table.size(); ++i) {
+    const KernelEntry& e = table[i];
+    if (e.info.variant != variant) continue;
     std::string why = incapable_reason(e, variant, options);
     if (why.empty()) {
       why = e.info.phase + " kernel, but Lq=" + std::to_string(options.rows) + " selects " + phase +
