@@ -33,22 +33,26 @@ int default_threads() {
 // Scratch memory. Halide frees every buffer at the end of a call; for large ones (the final
 // states of a prefill call are 3x the output) glibc then returns the pages to the OS and the next
 // call faults them in again, which cost ~10% at L=512. Each thread keeps a few freed blocks for
-// reuse instead: up to kCacheBlocks large ones, and up to kSmallBlocks small ones (a decode call
-// on a tiny cache allocates a dozen small buffers, and malloc and free were a quarter of its
-// time). A header before each block records its size; 64-byte alignment is kept and the 64 bytes
-// past the end are readable, as Halide requires.
+// reuse instead: up to 4 large ones, and up to 16 small ones (a decode call on a tiny cache
+// allocates a dozen small buffers, and malloc and free were a quarter of its time). A header before
+// each block records its size; 64-byte alignment is kept and the 64 bytes past the end are
+// readable, as Halide requires.
 constexpr size_t kAlign = 64;
 constexpr size_t kCacheMinBytes = size_t{64} << 10;
-constexpr size_t kCacheBlocks = 4;
-constexpr size_t kSmallBlocks = 16;
+
+struct ScratchPool {
+  std::vector<void*> blocks;  // base pointers (header first), oldest first
+  size_t limit;
+};
 
 struct ScratchCache {
-  std::vector<void*> large, small;  // base pointers (header first)
+  ScratchPool large{{}, 4}, small{{}, 16};
   ~ScratchCache() {
-    for (void* b : large) std::free(b);
-    for (void* b : small) std::free(b);
+    for (ScratchPool* p : {&large, &small}) {
+      for (void* b : p->blocks) std::free(b);
+    }
   }
-  std::vector<void*>& list_for(size_t bytes) { return bytes >= kCacheMinBytes ? large : small; }
+  ScratchPool& pool_for(size_t bytes) { return bytes >= kCacheMinBytes ? large : small; }
 };
 thread_local ScratchCache t_scratch;
 
@@ -67,7 +71,7 @@ size_t& header_size(void* base) { return *static_cast<size_t*>(base); }
 
 void* scratch_malloc(void* /*user_context*/, size_t size) {
   const size_t rounded = (size + kAlign - 1) / kAlign * kAlign;
-  auto& blocks = t_scratch.list_for(rounded);
+  auto& blocks = t_scratch.pool_for(rounded).blocks;
   for (size_t i = 0; i < blocks.size(); ++i) {
     const size_t have = header_size(blocks[i]);
     if (have >= rounded && have <= 2 * rounded) {
@@ -89,8 +93,9 @@ void scratch_free(void* /*user_context*/, void* ptr) {
   void* base = static_cast<char*>(ptr) - kAlign;
   const size_t bytes = header_size(base);
   g_scratch_in_use.fetch_sub(bytes);
-  auto& blocks = t_scratch.list_for(bytes);
-  if (blocks.size() == (bytes >= kCacheMinBytes ? kCacheBlocks : kSmallBlocks)) {
+  ScratchPool& pool = t_scratch.pool_for(bytes);
+  auto& blocks = pool.blocks;
+  if (blocks.size() == pool.limit) {
     std::free(blocks.front());
     blocks.erase(blocks.begin());
   }
