@@ -211,16 +211,15 @@ void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
   // decode spends its time on); a shorter one loops over its own keys (st.block_keys).
   if (st.whole_blocks.defined()) st.state.update().specialize(st.whole_blocks);
 
-  // q . k. kt = 1 (16-bit K, widened): a tile of tk keys x tg rows of the kv group, each (key,
-  // row) with one vector of partial sums in a register over D, the lanes added once per key and
-  // row: tk x tg independent chains, each K vector loaded and widened once for the tile's rows
-  // (one chain per key was latency-bound: a kv group's 4 rows cost more than streaming its K and
-  // V). tg = 4 against 1, Hq = 32, Hkv = 8, bf16, alternating runs: 6.4-6.6 ms against 7.1. fp32:
-  // lanes along D, tq vectors of independent chains per key (the tile measured slower for fp32: MHA
-  // Lk = 32K 42 ms against 37-38, GQA no faster; its stream, not the chain, bounds it). bf16 K is
-  // widened here too, not multiplied in vdpbf16ps pairs with q (Zen 4, Hq = 32, D = 128, Lk = 32K,
-  // medians of 3, two runs: MHA 15.9-16.0 ms widened against 20.3-20.5 in pairs, GQA Hkv =
-  // 8 7.3-8.1 against 7.5-8.2).
+  // q . k. kt = 1 (16-bit K, widened): a tile of tk keys x tg rows of the kv group (row_tiles),
+  // each (key, row) with one vector of partial sums in a register over D, the lanes added once
+  // per key and row: tk x tg independent chains, each K vector loaded and widened once for the
+  // tile's rows (one chain per key was latency-bound; tg = 4 against 1: avx512.table).
+  // fp32: lanes along D, tq vectors of independent chains per key (the tile measured slower for
+  // fp32: MHA Lk = 32K 42 ms against 37-38, GQA no faster; its stream, not the chain, bounds it).
+  // bf16 K is widened here too, not multiplied in vdpbf16ps pairs with q (Zen 4, Hq = 32,
+  // D = 128, Lk = 32K, 1-row tiles, medians of 3, two runs: MHA 15.9-16.0 ms widened against
+  // 20.3-20.5 in pairs, GQA Hkv = 8 7.3-8.1 against 7.5-8.2).
   st.scores.compute_at(st.state, st.rk).vectorize(st.jj, x.vec);
   st.q_scaled.compute_at(st.state, task).vectorize(st.d, x.vec, d_tail);
   const bool key_tile = ctx.tunables.get_or("kt", 0) != 0;
