@@ -42,6 +42,10 @@ ROOT = os.path.dirname(HERE)
 
 ISAS = {  # lanes of fp32, vector registers, Halide target
     "avx512": (16, 32, "x86-64-linux-avx-avx2-avx512-avx512_skylake-f16c-fma-sse41"),
+    # AVX512-BF16 (Zen 4, Sapphire Rapids): the build of dense's bf16 prefill kernels
+    # (cmake/HattnKernels.cmake), which reads x86/avx512_zen4.table, then x86/avx512.table.
+    "avx512_zen4": (16, 32, "x86-64-linux-avx-avx2-avx512-avx512_skylake-avx512_cannonlake-"
+                            "avx512_zen4-f16c-fma-sse41"),
     "avx2": (8, 16, "x86-64-linux-avx-avx2-f16c-fma-sse41"),
     "sse41": (4, 16, "x86-64-linux-sse41"),
     # aarch64 (schedules/arm/neon.table). On another CPU the candidates, the runner and its
@@ -63,8 +67,10 @@ SPACE = {
         "td": [2, 4, 6, 8],
     },
     # kb = 256 is fixed: the dispatcher's split count assumes 256 keys per block. Decode has no
-    # qb: its query block is a kv group's rows.
-    "decode": {"kb": [256], "tq": [1, 2, 4], "tk": [1, 2, 4, 8], "td": [2, 4, 8, 16]},
+    # qb: its query block is a kv group's rows; tr of them per P.V tile; kt = 1 tiles q.k as tk
+    # keys x tg rows (tg unread without it).
+    "decode": {"kb": [256], "tq": [1, 2, 4], "tk": [1, 2, 4, 8], "td": [2, 4, 8, 16],
+               "tr": [1, 2], "kt": [0, 1], "tg": [1, 2, 4]},
 }
 
 # The declared legal space of schedules/cpu/topk_cpu.cpp: the rows of a prefill chunk (qb) in
@@ -166,6 +172,8 @@ def legal(phase, t, vec, regs, d=128, variant="dense"):
     if variant == "el":  # each tile's accumulators plus its operands fit the registers
         return (t["tv"] * t["tc"] + t["tv"] + 1 <= regs and t["tj"] * t["tw"] + t["tw"] + 1 <= regs
                 and t["to"] * t["tn"] + t["tn"] + 1 <= regs)
+    if phase == "decode" and variant == "dense":  # tg is read only with kt = 1
+        return t.get("kt", 0) == 1 or t.get("tg", 1) == 1
     if phase == "decode" or variant not in ROWS_IN_LANES:
         return True
     if t["qb"] % (t["tq"] * vec) != 0:  # a query block is whole micro-tiles
@@ -196,14 +204,18 @@ def cross_compiled(isa):
     return isa == "neon" and not is_aarch64_host()
 
 
-def detect_isa():
-    """The best ISA of ISAS this machine runs (Linux /proc/cpuinfo flags)."""
+def detect_isa(a=None):
+    """The best ISA of ISAS this machine runs (Linux /proc/cpuinfo flags) for the kernel of `a`:
+    avx512_zen4 only for the kernels built for it (dense bf16 prefill)."""
     if is_aarch64_host():
         return "neon"
     try:
         flags = set(next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split())
     except (OSError, StopIteration):
         return "sse41"
+    zen4_kernel = a is not None and (a.variant, a.phase, a.dtype) == ("dense", "prefill", "bf16")
+    if zen4_kernel and {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16"} <= flags:
+        return "avx512_zen4"
     if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags:
         return "avx512"
     if {"avx2", "fma", "f16c"} <= flags:
@@ -255,6 +267,18 @@ while [ "$r" -lt "$rounds" ]; do
   done < candidates.txt
 done
 """
+
+
+# --dtype: the generator's parameters for each dtype, and which variants the runner times in it.
+DTYPE_PARAMS = {"f32": [], "bf16": ["dtype=bfloat16"], "f16": ["dtype=float16"],
+                "bf16kv": ["dtype=bfloat16", "fp32_query=true"],
+                "f16kv": ["dtype=float16", "fp32_query=true"]}
+
+
+def table_variant(a):
+    """The table line's variant field: the variant, with the dtype for 16-bit kernels (dense.bf16),
+    as schedules/table.h keys them; also the runner's VARIANT."""
+    return a.variant if a.dtype == "f32" else f"{a.variant}.{a.dtype}"
 
 
 def key_of(t):
@@ -343,7 +367,7 @@ class Tuner:
     def kernel_id(self, s=None):
         """The tuned kernel and shape: the cache keys' prefix, and an export's identity."""
         a = self.a
-        return f"{a.variant}/{a.phase}/{a.mask}/d{a.d}/{a.isa}/{self.shape_name(s)}"
+        return f"{table_variant(a)}/{a.phase}/{a.mask}/d{a.d}/{a.isa}/{self.shape_name(s)}"
 
     def point_id(self, t, s=None):
         return f"{self.kernel_id(s)}/{key_of(t)}"
@@ -363,7 +387,8 @@ class Tuner:
             kernel.append(f"with_lse={'false' if self.a.phase == 'prefill' else 'true'}")
         cmd = [self.gen, *flags, "-g", generator_of(self.a.variant, self.a.phase), "-f", name, "-e", "object,h", "-o", out,
                f"target={self.target}{CANDIDATE_FEATURES}", *kernel,
-               f"tables={os.path.join(ROOT, 'schedules')}", *([f"tunables={key_of(tunables)}"] if tunables else []), *params]
+               f"tables={os.path.join(ROOT, 'schedules')}", *([f"tunables={key_of(tunables)}"] if tunables else []),
+               *DTYPE_PARAMS[self.a.dtype], *params]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
             # A generator killed (e.g. out of memory) prints nothing: its exit status says so.
@@ -376,7 +401,7 @@ class Tuner:
         """Adams2019's schedule of the tuned kernel (estimates in generators/register_<variant>.cpp),
         built once and cached in the work folder: the autoscheduler is slow, so a rerun reuses it."""
         a = self.a
-        name = f"adams_{a.variant}_{a.phase}_{a.mask}_d{a.d}_{a.isa}"
+        name = f"adams_{table_variant(a).replace('.', '_')}_{a.phase}_{a.mask}_d{a.d}_{a.isa}"
         so = self.so_path(name)
         if os.path.exists(so):
             print(f"[autotune] Adams2019: reusing {so}", flush=True)
@@ -431,7 +456,7 @@ class Tuner:
                 f.write(f"{name} {key_of(p)}\n")
         with open(os.path.join(dest, "args.txt"), "w") as f:
             mask = "true" if self.a.mask == "causal" else "false"
-            f.write(" ".join([generator_of(self.a.variant, self.a.phase), self.a.phase, mask, *self.shape_args(), *self.runner_tail()]) + "\n")
+            f.write(" ".join([self.runner_variant(), self.a.phase, mask, *self.shape_args(), *self.runner_tail()]) + "\n")
         with open(os.path.join(dest, "point_prefix.txt"), "w") as f:
             f.write(self.kernel_id() + "\n")
         run = os.path.join(dest, "run.sh")
@@ -504,7 +529,7 @@ class Tuner:
         c_topk_prefill_causal_d128_avx512_kb256_qb16_tk6_tq2. Points of different kernels with the
         same tunables must not share a folder: re-timing one would run the other's code."""
         a = self.a
-        kernel = f"{a.variant}_{a.phase}_{a.mask}_d{a.d}_{a.isa}"
+        kernel = f"{table_variant(a).replace('.', '_')}_{a.phase}_{a.mask}_d{a.d}_{a.isa}"
         return f"c_{kernel}_" + key_of(t).replace(":", "").replace(",", "_")
 
     def so_path(self, name):
@@ -513,11 +538,16 @@ class Tuner:
         reused: the runner would refuse it."""
         return os.path.join(self.work, name, name + ".user_context.so")
 
+    def runner_variant(self):
+        """The runner's VARIANT: the generator's name, with the dtype for 16-bit kernels."""
+        v = generator_of(self.a.variant, self.a.phase)
+        return v if self.a.dtype == "f32" else f"{v}.{self.a.dtype}"
+
     def runner_tail(self):
         return [str(self.a.reps), "20261202", "cuda" if self.a.isa == "cuda" else "cpu"]
 
     def time_so(self, so, name, s=None):
-        cmd = [self.runner, so, name, generator_of(self.a.variant, self.a.phase), self.a.phase,
+        cmd = [self.runner, so, name, self.runner_variant(), self.a.phase,
                "true" if self.a.mask == "causal" else "false", *self.shape_args(s),
                *self.runner_tail()]
         env = dict(os.environ, HL_NUM_THREADS=str(self.a.threads))
@@ -707,10 +737,15 @@ def table_file(isa):
     return os.path.join({"cuda": "cuda", "neon": "arm"}.get(isa, "x86"), f"{isa}.table")
 
 
-def read_table_line(path, variant, phase):
+def read_table_line(path, variant, phase, head="any", mask="any"):
+    """The tunables of the first line matching the key, as the generator picks it
+    (schedules/table.cpp): a dtype's key (dense.bf16) takes a plain `dense` line too, and a
+    line's `any` matches every head dim (d64, ...) and mask."""
+    names = {variant, variant.split(".")[0]}
     for line in open(path):
         f = line.split()
-        if f and not f[0].startswith("#") and f[0] == variant and f[1] == phase:
+        if (f and not f[0].startswith("#") and f[0] in names and f[1] == phase
+                and f[2] in ("any", head) and f[3] in ("any", mask)):
             return dict((kv.split("=")[0], int(kv.split("=")[1])) for kv in f[4:])
     raise SystemExit(f"hattn-autotune: no '{variant} {phase}' line in {path}")
 
@@ -719,23 +754,27 @@ def write_table(a, best, times, where=None):
     """Writes the winner as a line for exactly the tuned key (variant, phase, dD, mask), before the
     general lines (the first match wins), into out_dir: a copy of src_dir made on the first run
     and edited in place afterwards, so tuning one kernel keeps the lines tuned before."""
-    src_dir, out_dir, phase, variant = os.path.join(ROOT, "schedules"), a.out, a.phase, a.variant
+    src_dir, out_dir, phase, variant = os.path.join(ROOT, "schedules"), a.out, a.phase, table_variant(a)
     if not os.path.isdir(out_dir):
         shutil.copytree(src_dir, out_dir)
     path = os.path.join(out_dir, table_file(a.isa))
     lines = open(path).read().splitlines()
     where = where or f"{platform.node()} ({cpu_model()}, {a.threads} thread{'s' if a.threads != 1 else ''})"
     stamp = f"# autotuned {datetime.date.today()} on {where}: {times}"
-    head = "any" if unkeyed(variant, phase) else f"d{a.d}"  # e.g. topk_ffn's key has no head dim
+    head = "any" if unkeyed(a.variant, phase) else f"d{a.d}"  # e.g. topk_ffn's key has no head dim
     key = [variant, phase, head, a.mask]
-    new = f"{variant:<9} {phase:<8} {head:<7} {a.mask:<9} " + " ".join(f"{n}={best[n]}" for n in SPACE[phase])
+    # Every tunable of the line: the searched ones, then those held at the table's values.
+    names = [n for n in SPACE[phase] if n in best] + sorted(n for n in best if n not in SPACE[phase])
+    new = f"{variant:<9} {phase:<8} {head:<7} {a.mask:<9} " + " ".join(f"{n}={best[n]}" for n in names)
     fields = [line.split()[:4] for line in lines]
     if key in fields:  # retuned: replace the line and the stamp above it
         i = fields.index(key)
         first = i - 1 if i > 0 and lines[i - 1].startswith("# autotuned") else i
         lines[first:i + 1] = [stamp, new]
     else:
-        i = next(i for i, f in enumerate(fields) if f[:2] == [variant, phase])
+        # Before the first line that would match the key (a dtype's key: its plain lines too).
+        i = next((i for i, f in enumerate(fields)
+                  if f[:2] in ([variant, phase], [a.variant, phase])), len(lines))
         lines[i:i] = [stamp, new]
     open(path, "w").write("\n".join(lines) + "\n")
     return path
@@ -897,6 +936,10 @@ def main():
                         "the budget split evenly, each with its default shape")
     p.add_argument("--phase", choices=["prefill", "decode", "mask"], default="prefill",
                    help="mask: sparsek's SparseK operator alone (the sparsek_mask kernel)")
+    p.add_argument("--dtype", choices=sorted(DTYPE_PARAMS), default="f32",
+                   help="the kernel's tensor dtype (dense and topk; bf16kv and f16kv: dense decode "
+                        "over a 16-bit cache with fp32 q and out); its table line is keyed "
+                        "variant.dtype (dense.bf16), read before the plain variant's"),
     p.add_argument("--topk", type=int, default=None,
                    help="the k of the tuned calls (default: topk 64, loki Lk/8, sparsek 256, "
                         "topk_ffn 256)")
@@ -947,9 +990,22 @@ def main():
                    help="refuse an --export of more points than this (restrict with --space)")
     a = p.parse_args()
     if a.isa == "auto":
-        a.isa = detect_isa()
+        a.isa = detect_isa(a)
     if a.variant == "all":
+        if a.dtype != "f32":
+            raise SystemExit("hattn-autotune: --variant all tunes the fp32 lines; tune a 16-bit "
+                             "kernel with --variant dense or topk and --dtype")
         return tune_all(a)
+    if a.dtype != "f32" and (a.variant not in ("dense", "topk") or a.isa in ("cuda", "neon")):
+        raise SystemExit(f"hattn-autotune: --dtype {a.dtype}: the runner times 16-bit dense and "
+                         "topk kernels on x86 (their inputs stored in the dtype); got "
+                         f"--variant {a.variant} --isa {a.isa}")
+    if a.isa == "avx512_zen4" and (a.variant, a.phase, a.dtype) != ("dense", "prefill", "bf16"):
+        raise SystemExit("hattn-autotune: --isa avx512_zen4 is the build of dense's bf16 prefill "
+                         "kernels only: give --variant dense --phase prefill --dtype bf16")
+    if a.dtype.endswith("kv") and (a.variant, a.phase) != ("dense", "decode"):
+        raise SystemExit(f"hattn-autotune: --dtype {a.dtype} (fp32 q and out over a 16-bit cache) "
+                         "is a dense decode kernel: give --variant dense --phase decode")
     if a.variant != "dense" and a.isa == "cuda":
         raise SystemExit(f"hattn-autotune: {a.variant} has no CUDA schedule (schedules/cuda/) to tune")
     # SPACE (read by the search) becomes the declared space of the schedule being tuned.
@@ -996,7 +1052,14 @@ def main():
     if not os.access(t.gen, os.X_OK):
         raise SystemExit(f"hattn-autotune: no generator at {t.gen}: build hattn first (scripts/build.sh)")
     table = os.path.join(ROOT, "schedules", table_file(a.isa))
-    hand = read_table_line(table, a.variant, a.phase)
+    key = (table_variant(a), a.phase, "any" if unkeyed(a.variant, a.phase) else f"d{a.d}", a.mask)
+    if a.isa == "avx512_zen4":  # its own lines first, then avx512's, as the generator reads them
+        try:
+            hand = read_table_line(table, *key)
+        except SystemExit:
+            hand = read_table_line(os.path.join(ROOT, "schedules", table_file("avx512")), *key)
+    else:
+        hand = read_table_line(table, *key)
     seed = dict(hand)
     if a.start:
         for kv in a.start.split(","):
@@ -1008,7 +1071,7 @@ def main():
     if a.export:
         return export_all(t, a, hand, seed)
     names = [t.shape_name(s) for s in shapes]
-    print(f"[autotune] {a.variant} {a.phase} {a.mask} d{a.d} on {a.isa}, "
+    print(f"[autotune] {table_variant(a)} {a.phase} {a.mask} d{a.d} on {a.isa}, "
           f"shape{'s' if len(shapes) > 1 else ''} {', '.join(names)}"
           + (" (scored by the geometric mean of their times)" if len(shapes) > 1 else "")
           + f", budget {a.budget_s:.0f} s, seed {key_of(seed)}", flush=True)
@@ -1032,7 +1095,7 @@ def main():
     hands, bests = confirmed[key_of(hand)], confirmed[key_of(best)]
     print("\n| kernel, shape | seed ms | hand-tuned table ms | tuned ms | tuned / hand" +
           (" | Adams2019 |" if a.adams else " |"))
-    kernel = f"{a.variant} {a.phase} {a.mask} d{a.d}"
+    kernel = f"{table_variant(a)} {a.phase} {a.mask} d{a.d}"
     for n in range(len(shapes)):
         print(f"| {kernel}, {names[n]} | {fmt_ms(seeds[n])} | {hands[n]:.2f} | {bests[n]:.2f} | "
               f"{hands[n] / bests[n]:.3f} speed" + (f" | {fmt_ms(adams[n])} |" if a.adams else " |"))

@@ -10,7 +10,9 @@
 // VARIANT is dense (KNOB: decode splits), topk (KNOB: k), loki (KNOB: k/rank), sparsek (KNOB:
 // k/window), topk_ffn (D: model dim, LQ: tokens, LK: d_ff, KNOB: k), el (D: model dim, H:
 // heads, LQ: tokens, LK: hidden states, KNOB: beam), linear (D: in, LQ: rows, LK: out) or
-// sparsek_mask (LQ: rows, LK: columns, KNOB: k); runner_cases.h has each variant's inputs and
+// sparsek_mask (LQ: rows, LK: columns, KNOB: k), dense and topk also with the table's dtype
+// suffix (dense.bf16, topk.f16, dense.bf16kv: inputs rounded to it and stored in it, the 16-bit
+// output checked within its rounding); runner_cases.h has each variant's inputs and
 // call, through the variant's kernel signature in hattn/kernel_registry.h (the runtime's own,
 // with a null user_context). A candidate built without user_context (an older tuner's, or a
 // `--adams` file) would take every argument one place off: its metadata says so, and it is
@@ -86,9 +88,11 @@ int main(int argc, char** argv) {
   if (device != "cpu" && device != "cuda") return fail("DEVICE must be cpu or cuda, got " + device);
   const bool cuda = device == "cuda";
   halide_set_error_handler(keep_halide_error);
-  const std::string variant = argv[3];
-  if (cuda && variant != "dense") return fail("only dense has a CUDA schedule");
   hattn_tune::Shape s;
+  std::string variant, why;
+  if (!hattn_tune::parse_variant(argv[3], &variant, &s, &why)) return fail(why);
+  if (cuda && variant != "dense") return fail("only dense has a CUDA schedule");
+  if (cuda && s.kv != hattn_tune::DType::f32) return fail("16-bit kernels are tuned on CPUs here");
   s.causal = std::string(argv[5]) == "true";
   s.d = std::atoi(argv[6]);
   s.b = std::atoi(argv[7]);
@@ -117,11 +121,10 @@ int main(int argc, char** argv) {
   }
 
   std::mt19937 rng(seed);
-  std::string why;
   const std::unique_ptr<hattn_tune::Case> c = hattn_tune::make_case(variant, s, rng, &why);
   if (c == nullptr) return fail(why);
   hattn_tune::Buf& out = c->out();
-  out.fill(NAN);
+  c->poison();
   if (cuda) {  // the poison must be where the kernel writes
     // Looked up, not linked: a runtime built without CUDA support still makes a CPU runner.
     using Interface = const halide_device_interface_t* (*)();
@@ -140,6 +143,7 @@ int main(int argc, char** argv) {
   };
   if (int rc = run(); rc != 0) return fail_call("kernel", rc);
   if (int rc = out.copy_to_host(); rc != 0) return fail_call("copy to host", rc);
+  c->finish();
 
   // Check 64 sampled rows (all of them when fewer), normwise relative error.
   double err2 = 0, ref2 = 0;
@@ -163,7 +167,7 @@ int main(int argc, char** argv) {
                 " of " + std::to_string(rows));
   }
   const double rel = std::sqrt(err2 / std::max(ref2, 1e-300));
-  if (!(rel <= 1e-4)) {
+  if (!(rel <= c->tolerance())) {
     std::printf("wrong rel_err=%.3e\n", rel);
     return 1;
   }

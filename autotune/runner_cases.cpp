@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "hattn/kernel_registry.h"
 #include "reference.h"
@@ -28,6 +29,71 @@ void fill(Buf& x, std::mt19937& rng, float lo = -1.f, float hi = 1.f) {
   x.for_each_value([&](float& v) { v = u(rng); });
 }
 
+// 16-bit storage, rounded to nearest even (NaN stays NaN). Written on the bits: the aarch64
+// cross compiler's C++ has no _Float16.
+uint16_t to_bits(DType t, float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  const uint32_t sign = (u >> 16) & 0x8000u, mag = u & 0x7FFFFFFFu;
+  if (t == DType::bf16) {
+    if (mag > 0x7F800000u) return static_cast<uint16_t>(sign | 0x7FC0u);
+    return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+  }
+  if (mag > 0x7F800000u) return static_cast<uint16_t>(sign | 0x7E00u);
+  if (mag >= 0x477FF000u) return static_cast<uint16_t>(sign | 0x7C00u);  // >= 65520: inf
+  if (mag < 0x38800000u) {  // below 2^-14: a subnormal (or zero), in units of 2^-24
+    float m;
+    std::memcpy(&m, &mag, sizeof m);
+    return static_cast<uint16_t>(sign | static_cast<uint32_t>(std::nearbyint(m * 16777216.f)));
+  }
+  const uint32_t rebased = mag - 0x38000000u;  // exponent bias 127 -> 15
+  return static_cast<uint16_t>(sign | ((rebased + 0xFFFu + ((rebased >> 13) & 1u)) >> 13));
+}
+
+float from_bits(DType t, uint16_t bits) {
+  uint32_t u = uint32_t{bits} << 16;
+  if (t == DType::f16) {
+    const uint32_t sign = (bits & 0x8000u) << 16, e = (bits >> 10) & 0x1Fu, m = bits & 0x3FFu;
+    if (e == 0) {
+      const float x = std::ldexp(static_cast<float>(m), -24);
+      return sign != 0 ? -x : x;
+    }
+    u = sign | (e == 31 ? 0x7F800000u : (e + 112) << 23) | (m << 13);
+  }
+  float x;
+  std::memcpy(&x, &u, sizeof x);
+  return x;
+}
+
+// The dtype's unit roundoff (half its spacing at 1).
+double unit_roundoff(DType t) {
+  return t == DType::bf16 ? std::ldexp(1.0, -8) : t == DType::f16 ? std::ldexp(1.0, -11) : 0.0;
+}
+
+// `x` as stored in dtype `t`: x's values are rounded to it in place (the oracle reads them), and
+// the returned buffer holds their bits, laid out as x (both dense, in the same order). An empty
+// buffer for fp32 (x is passed itself).
+Halide::Runtime::Buffer<void> stored_as(DType t, Buf& x) {
+  if (t == DType::f32) return {};
+  const halide_type_t type(t == DType::bf16 ? halide_type_bfloat : halide_type_float, 16);
+  std::vector<int> sizes;
+  for (int i = 0; i < x.dimensions(); i++) sizes.push_back(x.dim(i).extent());
+  Halide::Runtime::Buffer<void> typed(type, sizes);
+  auto* bits = static_cast<uint16_t*>(typed.data());
+  float* v = x.data();
+  for (size_t n = 0; n < x.number_of_elements(); n++) {
+    bits[n] = to_bits(t, v[n]);
+    v[n] = from_bits(t, bits[n]);
+  }
+  return typed;
+}
+
+bool is_stored(const Halide::Runtime::Buffer<void>& typed) { return typed.data() != nullptr; }
+
+halide_buffer_t* arg(Buf& x, Halide::Runtime::Buffer<void>& typed) {
+  return is_stored(typed) ? typed.raw_buffer() : x.raw_buffer();
+}
+
 // The attention variants' common part: q [D, LQ, H, B], k and v [D, LK, HKV, B] (Halide order),
 // the output [D, LQ, H, B], the mapping of an output row to its query row and kv head, and the
 // rows that see no key (zeros in every variant).
@@ -43,8 +109,25 @@ class AttentionCase : public Case {
     fill(q_, rng);
     fill(k_, rng);
     fill(v_, rng);
+    tq_ = stored_as(s.qo, q_);
+    tk_ = stored_as(s.kv, k_);
+    tv_ = stored_as(s.kv, v_);
+    tout_ = stored_as(s.qo, out_);
   }
   Buf& out() override { return out_; }
+  void poison() override {
+    out_.fill(NAN);
+    if (!is_stored(tout_)) return;
+    auto* bits = static_cast<uint16_t*>(tout_.data());
+    std::fill(bits, bits + tout_.number_of_elements(), to_bits(s_.qo, NAN));
+  }
+  void finish() override {
+    if (!is_stored(tout_)) return;
+    const auto* bits = static_cast<const uint16_t*>(tout_.data());
+    float* o = out_.data();
+    for (size_t n = 0; n < out_.number_of_elements(); n++) o[n] = from_bits(s_.qo, bits[n]);
+  }
+  double tolerance() const override { return 1e-4 + 2 * unit_roundoff(s_.qo); }
   bool reference_row(int64_t r, std::vector<double>* ref) final {
     const Row w = row(r);
     if (w.visible == 0) return ref->assign(s_.d, 0.0), true;
@@ -80,8 +163,15 @@ class AttentionCase : public Case {
   // The oracle of a row that sees at least one key.
   virtual bool reference_visible(const Row& w, std::vector<double>* ref) = 0;
 
+  // The kernel's arguments: the 16-bit copies where the dtype is 16-bit, else the fp32 buffers.
+  halide_buffer_t* q() { return arg(q_, tq_); }
+  halide_buffer_t* k() { return arg(k_, tk_); }
+  halide_buffer_t* v() { return arg(v_, tv_); }
+  halide_buffer_t* o() { return arg(out_, tout_); }
+
   Shape s_;
   Buf q_, k_, v_, out_;
+  Halide::Runtime::Buffer<void> tq_, tk_, tv_, tout_;  // stored_as: undefined for fp32
   float scale_;
 };
 
@@ -89,7 +179,7 @@ class DenseCase : public AttentionCase {
  public:
   using AttentionCase::AttentionCase;
   int call(void* fn) override {
-    return reinterpret_cast<hattn_dense_fn>(fn)(nullptr, q_, k_, v_, scale_, s_.knob, out_, lse_);
+    return reinterpret_cast<hattn_dense_fn>(fn)(nullptr, q(), k(), v(), scale_, s_.knob, o(), lse_);
   }
   bool reference_visible(const Row& w, std::vector<double>* ref) override {
     hattn_test::reference_attention(w.q, w.k, w.v, w.shape, w.strides, false, scale_, ref, nullptr);
@@ -104,7 +194,7 @@ class TopkCase : public AttentionCase {
  public:
   using AttentionCase::AttentionCase;
   int call(void* fn) override {
-    return reinterpret_cast<hattn_topk_fn>(fn)(nullptr, q_, k_, v_, scale_, s_.knob, out_);
+    return reinterpret_cast<hattn_topk_fn>(fn)(nullptr, q(), k(), v(), scale_, s_.knob, o());
   }
   bool reference_visible(const Row& w, std::vector<double>* ref) override {
     std::vector<double> gap;
@@ -358,10 +448,35 @@ class SparsekMaskCase : public Case {
 
 }  // namespace
 
+bool parse_variant(const std::string& text, std::string* variant, Shape* s, std::string* why) {
+  const size_t dot = text.find('.');
+  *variant = text.substr(0, dot);
+  if (dot == std::string::npos) return true;
+  const std::string dtype = text.substr(dot + 1);
+  const bool kv_only = dtype.size() > 2 && dtype.compare(dtype.size() - 2, 2, "kv") == 0;
+  const std::string base = kv_only ? dtype.substr(0, dtype.size() - 2) : dtype;
+  if (base != "bf16" && base != "f16") {
+    *why = "VARIANT's dtype must be bf16, f16, bf16kv or f16kv, got '" + dtype + "'";
+    return false;
+  }
+  s->kv = base == "bf16" ? DType::bf16 : DType::f16;
+  s->qo = kv_only ? DType::f32 : s->kv;
+  return true;
+}
+
 std::unique_ptr<Case> make_case(const std::string& variant, const Shape& s, std::mt19937& rng,
                                 std::string* why) {
+  const bool kv_only = s.qo == DType::f32 && s.kv != DType::f32;
   if (variant == "dense") return std::make_unique<DenseCase>(s, rng);
+  if (kv_only) {
+    *why = variant + ": a 16-bit cache with fp32 q and out (bf16kv, f16kv) is dense's alone";
+    return nullptr;
+  }
   if (variant == "topk") return std::make_unique<TopkCase>(s, rng);
+  if (s.qo != DType::f32) {
+    *why = "the runner times 16-bit kernels of dense and topk only, not " + variant;
+    return nullptr;
+  }
   if (variant == "loki") {
     if (s.knob2 < 1 || s.knob2 > s.d) *why = "loki: KNOB is k/rank with 1 <= rank <= D";
     return why->empty() ? std::make_unique<LokiCase>(s, rng) : nullptr;

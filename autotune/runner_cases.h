@@ -4,6 +4,7 @@
 // the candidate, poisoning the output, checking sampled rows and timing.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <random>
@@ -16,12 +17,22 @@ namespace hattn_tune {
 
 using Buf = Halide::Runtime::Buffer<float>;
 
+// A tensor's element type as the kernels store it (schedule tables' dtype names).
+enum class DType { f32, bf16, f16 };
+
 // The command line's shape fields. Their meaning per variant is in make_case's comment.
 struct Shape {
   int d = 0, b = 0, h = 0, hkv = 0, lq = 0, lk = 0;
   bool causal = false;
   int knob = 0, knob2 = 0;  // KNOB as `K` or `K/K2`; knob2 is 0 when not given
+  // VARIANT's dtype suffix (dense.bf16: q, k, v and out in bf16; dense.bf16kv: k and v in bf16,
+  // q and out fp32); fp32 without one.
+  DType qo = DType::f32, kv = DType::f32;
 };
+
+// VARIANT as `variant[.dtype]` (the table's key: dense, dense.bf16, dense.f16kv, ...): the
+// variant, with s->qo and s->kv set; false (and `why`) for an unknown dtype.
+bool parse_variant(const std::string& text, std::string* variant, Shape* s, std::string* why);
 
 class Case {
  public:
@@ -37,10 +48,20 @@ class Case {
   // Row `r` of the output in double. False: the row sits too close to a selection boundary
   // (a top-k tie, |u - tau| of SparseK) for fp32 and double to be compared; it is skipped.
   virtual bool reference_row(int64_t r, std::vector<double>* ref) = 0;
+  // Poisons the output (NaN) where the kernel writes it; finish() brings a 16-bit output into
+  // out() after a call.
+  virtual void poison() { out().fill(NAN); }
+  virtual void finish() {}
+  // The normwise relative error the output may have against the reference: fp32's rounding of
+  // sums, and a 16-bit output's rounding (the unit roundoff u, twice: the output once, bf16's
+  // pair products round the probabilities too).
+  virtual double tolerance() const { return 1e-4; }
 };
 
 // The case of `variant` with inputs drawn from `rng`, or null with `why` set.
-//   dense, topk:  q [B, H, LQ, D], k and v [B, HKV, LK, D]; KNOB: decode splits (dense), k (topk)
+//   dense, topk:  q [B, H, LQ, D], k and v [B, HKV, LK, D]; KNOB: decode splits (dense), k (topk);
+//                 with a dtype (dense.bf16, topk.f16, dense.bf16kv, ...) the inputs are rounded to
+//                 it and the kernel gets them stored in it
 //   loki:         as topk, keys already in a random orthonormal basis; KNOB k/rank
 //   sparsek:      causal; random scores u [B, HKV, LK] select k keys per row (the runtime's
 //                 sweep); KNOB k/window

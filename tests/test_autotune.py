@@ -164,12 +164,15 @@ def check_remote(build, inc, work):
             print(f"test_autotune: a GPU is here; timed {line}", flush=True)
 
 
-def check_variant(build, inc, work, gen_out, variant, args, key, gen_params, generator=None):
+def check_variant(build, inc, work, gen_out, variant, args, key, gen_params, generator=None,
+                  line_variant=None):
     """Tunes `variant` (the phase is key[0]) on a tiny space: an injected candidate (if asked) is
-    recorded wrong, a stamped line is written for `key`, and the generator (the variant's, unless
-    given) builds the kernel from the tables."""
+    recorded wrong, a stamped line is written for `key` (its variant field `line_variant`, e.g.
+    dense.bf16 for --dtype bf16), and the generator (the variant's, unless given) builds the
+    kernel from the tables."""
     generator = generator or variant
-    vw = os.path.join(work, f"{variant}_{key[0]}")
+    line_variant = line_variant or variant
+    vw = os.path.join(work, f"{line_variant}_{key[0]}")
     vout = os.path.join(vw, "schedules")
     text = tuner(["--variant", variant, "--phase", key[0], *args, "--build", build, "--work", vw,
                   "--out", vout, "--halide-include", inc])
@@ -181,16 +184,16 @@ def check_variant(build, inc, work, gen_out, variant, args, key, gen_params, gen
     if sum(1 for v in cache.values() if v["status"] == "ok") < 2:
         fail(f"{variant}: fewer than 2 candidates timed ok: {cache}")
     lines = open(os.path.join(vout, "x86", "sse41.table")).read().splitlines()
-    tuned = [i for i, l in enumerate(lines) if l.split()[:4] == [variant, *key]]
+    tuned = [i for i, l in enumerate(lines) if l.split()[:4] == [line_variant, *key]]
     if len(tuned) != 1 or not lines[tuned[0] - 1].startswith("# autotuned "):
-        fail(f"{variant}: no stamped '{variant} {' '.join(key)}' line")
+        fail(f"{variant}: no stamped '{line_variant} {' '.join(key)}' line")
     cmd = [os.path.join(build, "generators", "hattn_generators"), "-g", generator, "-f",
            f"accept_{generator}", "-e", "h", "-o", gen_out, "target=x86-64-linux-sse41-no_runtime",
            *gen_params, f"tables={vout}"]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         fail(f"the generator refused the {generator} tables: {r.stderr.strip()}")
-    print(f"test_autotune: {variant} wrote {lines[tuned[0]]}", flush=True)
+    print(f"test_autotune: {line_variant} wrote {lines[tuned[0]]}", flush=True)
 
 
 def run_tuner(build, inc, work, out):
@@ -261,6 +264,16 @@ def main():
                   ["--mask", "noncausal", *attn, "--space", "qb:16,tq:1,tk:2|4",
                    "--start", "qb:16,kb:256,tq:1,tk:2", "--inject-wrong", *small],
                   ["prefill", "d64", "noncausal"], ["phase=prefill", "causal=false", "head_dim=64"])
+    # A 16-bit kernel: inputs stored in bf16, its line keyed dense.bf16; the injected candidate
+    # (the non-causal kernel, row 0 seeing 64 keys instead of 33) must fail the bf16 tolerance.
+    check_variant(build, inc, work, gen_out, "dense",
+                  ["--mask", "causal", "--dtype", "bf16", "--d", "64",
+                   "--h", "4", "--hkv", "2", "--lq", "32", "--lk", "64",
+                   "--space", "tq:1,tk:4,td:4,tr:1|2,kt:1,tg:2", "--start", "tq:1,tk:4,td:4,tr:1,kt:1,tg:2",
+                   "--inject-wrong", *small],
+                  ["decode", "d64", "causal"],
+                  ["phase=decode", "causal=true", "head_dim=64", "dtype=bfloat16"],
+                  line_variant="dense.bf16")
     check_variant(build, inc, work, gen_out, "loki",
                   ["--mask", "noncausal", *attn, "--rank", "16", "--space", "qb:16,tq:1,tk:2|4",
                    "--start", "qb:16,kb:256,tq:1,tk:2", "--inject-wrong", *small],
