@@ -76,8 +76,8 @@ double unit_roundoff(DType t) {
 Halide::Runtime::Buffer<void> stored_as(DType t, Buf& x) {
   if (t == DType::f32) return {};
   const halide_type_t type(t == DType::bf16 ? halide_type_bfloat : halide_type_float, 16);
-  std::vector<int> sizes;
-  for (int i = 0; i < x.dimensions(); i++) sizes.push_back(x.dim(i).extent());
+  std::vector<int> sizes(x.dimensions());
+  for (int i = 0; i < x.dimensions(); i++) sizes[i] = x.dim(i).extent();
   Halide::Runtime::Buffer<void> typed(type, sizes);
   auto* bits = static_cast<uint16_t*>(typed.data());
   float* v = x.data();
