@@ -114,14 +114,17 @@ CPU_SPACES = {"dense": SPACE, "topk": TOPK_SPACE, "loki": LOKI_SPACE, "sparsek":
               "topk_ffn": TOPK_FFN_SPACE, "el": EL_SPACE, "linear": LINEAR_SPACE}
 # The runner's sources: what it is built from, and what judged a cached point (see Tuner.stale).
 # runtime/src/sparsek_sweep.cpp is the runtime's own SparseK selection, sparsek's input;
-# tests/reference.cpp the test suite's double-precision oracle.
+# runtime/src/tensor.cpp its 16-bit conversions; tests/reference.cpp the test suite's
+# double-precision oracle.
 RUNNER_SOURCES = [os.path.join(HERE, "runner.cpp"), os.path.join(HERE, "runner_cases.cpp"),
                   os.path.join(ROOT, "tests", "reference.cpp"),
-                  os.path.join(ROOT, "runtime", "src", "sparsek_sweep.cpp")]
+                  os.path.join(ROOT, "runtime", "src", "sparsek_sweep.cpp"),
+                  os.path.join(ROOT, "runtime", "src", "tensor.cpp")]
 # runtime/include/hattn/kernel_registry.h holds each variant's kernel signature, which the runner
 # calls a candidate through.
 RUNNER_HEADERS = [os.path.join(HERE, "runner_cases.h"), os.path.join(ROOT, "tests", "reference.h"),
-                  os.path.join(ROOT, "runtime", "include", "hattn", "kernel_registry.h")]
+                  os.path.join(ROOT, "runtime", "include", "hattn", "kernel_registry.h"),
+                  os.path.join(ROOT, "runtime", "include", "hattn", "hattn.h")]
 # A candidate's target features after the ISA's: no runtime (the runner holds it), and
 # user_context, as cmake/HattnKernels.cmake builds the library's kernels: the runner calls each
 # through its variant's signature in kernel_registry.h, user_context first.
@@ -269,16 +272,26 @@ done
 """
 
 
-# --dtype: the generator's parameters for each dtype, and which variants the runner times in it.
+# --dtype: the generator's parameters for each dtype.
 DTYPE_PARAMS = {"f32": [], "bf16": ["dtype=bfloat16"], "f16": ["dtype=float16"],
                 "bf16kv": ["dtype=bfloat16", "fp32_query=true"],
                 "f16kv": ["dtype=float16", "fp32_query=true"]}
 
 
+def with_dtype(name, a):
+    """`name` with the dtype of a 16-bit kernel (dense.bf16), as schedules/table.h keys table
+    lines and the runner takes its VARIANT."""
+    return name if a.dtype == "f32" else f"{name}.{a.dtype}"
+
+
 def table_variant(a):
-    """The table line's variant field: the variant, with the dtype for 16-bit kernels (dense.bf16),
-    as schedules/table.h keys them; also the runner's VARIANT."""
-    return a.variant if a.dtype == "f32" else f"{a.variant}.{a.dtype}"
+    """The table line's variant field."""
+    return with_dtype(a.variant, a)
+
+
+def table_head(a):
+    """The table line's head-dim field: d<D>, or `any` for a kernel without one (topk_ffn)."""
+    return "any" if unkeyed(a.variant, a.phase) else f"d{a.d}"
 
 
 def key_of(t):
@@ -540,8 +553,7 @@ class Tuner:
 
     def runner_variant(self):
         """The runner's VARIANT: the generator's name, with the dtype for 16-bit kernels."""
-        v = generator_of(self.a.variant, self.a.phase)
-        return v if self.a.dtype == "f32" else f"{v}.{self.a.dtype}"
+        return with_dtype(generator_of(self.a.variant, self.a.phase), self.a)
 
     def runner_tail(self):
         return [str(self.a.reps), "20261202", "cuda" if self.a.isa == "cuda" else "cpu"]
@@ -737,17 +749,25 @@ def table_file(isa):
     return os.path.join({"cuda": "cuda", "neon": "arm"}.get(isa, "x86"), f"{isa}.table")
 
 
-def read_table_line(path, variant, phase, head="any", mask="any"):
+def table_paths(isa):
+    """The tables a target's generator reads, in order: the avx512_zen4 build falls back to
+    avx512's (schedules/family.cpp)."""
+    isas = ["avx512_zen4", "avx512"] if isa == "avx512_zen4" else [isa]
+    return [os.path.join(ROOT, "schedules", table_file(i)) for i in isas]
+
+
+def read_table_line(paths, variant, phase, head="any", mask="any"):
     """The tunables of the first line matching the key, as the generator picks it
     (schedules/table.cpp): a dtype's key (dense.bf16) takes a plain `dense` line too, and a
     line's `any` matches every head dim (d64, ...) and mask."""
     names = {variant, variant.split(".")[0]}
-    for line in open(path):
-        f = line.split()
-        if (f and not f[0].startswith("#") and f[0] in names and f[1] == phase
-                and f[2] in ("any", head) and f[3] in ("any", mask)):
-            return dict((kv.split("=")[0], int(kv.split("=")[1])) for kv in f[4:])
-    raise SystemExit(f"hattn-autotune: no '{variant} {phase}' line in {path}")
+    for path in paths:
+        for line in open(path):
+            f = line.split()
+            if (f and not f[0].startswith("#") and f[0] in names and f[1] == phase
+                    and f[2] in ("any", head) and f[3] in ("any", mask)):
+                return dict((kv.split("=")[0], int(kv.split("=")[1])) for kv in f[4:])
+    raise SystemExit(f"hattn-autotune: no '{variant} {phase}' line in {', '.join(paths)}")
 
 
 def write_table(a, best, times, where=None):
@@ -761,7 +781,7 @@ def write_table(a, best, times, where=None):
     lines = open(path).read().splitlines()
     where = where or f"{platform.node()} ({cpu_model()}, {a.threads} thread{'s' if a.threads != 1 else ''})"
     stamp = f"# autotuned {datetime.date.today()} on {where}: {times}"
-    head = "any" if unkeyed(a.variant, phase) else f"d{a.d}"  # e.g. topk_ffn's key has no head dim
+    head = table_head(a)
     key = [variant, phase, head, a.mask]
     # Every tunable of the line: the searched ones, then those held at the table's values.
     names = [n for n in SPACE[phase] if n in best] + sorted(n for n in best if n not in SPACE[phase])
@@ -1051,15 +1071,7 @@ def main():
     t = Tuner(a, shapes)
     if not os.access(t.gen, os.X_OK):
         raise SystemExit(f"hattn-autotune: no generator at {t.gen}: build hattn first (scripts/build.sh)")
-    table = os.path.join(ROOT, "schedules", table_file(a.isa))
-    key = (table_variant(a), a.phase, "any" if unkeyed(a.variant, a.phase) else f"d{a.d}", a.mask)
-    if a.isa == "avx512_zen4":  # its own lines first, then avx512's, as the generator reads them
-        try:
-            hand = read_table_line(table, *key)
-        except SystemExit:
-            hand = read_table_line(os.path.join(ROOT, "schedules", table_file("avx512")), *key)
-    else:
-        hand = read_table_line(table, *key)
+    hand = read_table_line(table_paths(a.isa), table_variant(a), a.phase, table_head(a), a.mask)
     seed = dict(hand)
     if a.start:
         for kv in a.start.split(","):

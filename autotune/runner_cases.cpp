@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 
 #include "hattn/kernel_registry.h"
 #include "reference.h"
@@ -29,42 +28,6 @@ void fill(Buf& x, std::mt19937& rng, float lo = -1.f, float hi = 1.f) {
   x.for_each_value([&](float& v) { v = u(rng); });
 }
 
-// 16-bit storage, rounded to nearest even (NaN stays NaN). Written on the bits: the aarch64
-// cross compiler's C++ has no _Float16.
-uint16_t to_bits(DType t, float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, sizeof u);
-  const uint32_t sign = (u >> 16) & 0x8000u, mag = u & 0x7FFFFFFFu;
-  if (t == DType::bf16) {
-    if (mag > 0x7F800000u) return static_cast<uint16_t>(sign | 0x7FC0u);
-    return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
-  }
-  if (mag > 0x7F800000u) return static_cast<uint16_t>(sign | 0x7E00u);
-  if (mag >= 0x477FF000u) return static_cast<uint16_t>(sign | 0x7C00u);  // >= 65520: inf
-  if (mag < 0x38800000u) {  // below 2^-14: a subnormal (or zero), in units of 2^-24
-    float m;
-    std::memcpy(&m, &mag, sizeof m);
-    return static_cast<uint16_t>(sign | static_cast<uint32_t>(std::nearbyint(m * 16777216.f)));
-  }
-  const uint32_t rebased = mag - 0x38000000u;  // exponent bias 127 -> 15
-  return static_cast<uint16_t>(sign | ((rebased + 0xFFFu + ((rebased >> 13) & 1u)) >> 13));
-}
-
-float from_bits(DType t, uint16_t bits) {
-  uint32_t u = uint32_t{bits} << 16;
-  if (t == DType::f16) {
-    const uint32_t sign = (bits & 0x8000u) << 16, e = (bits >> 10) & 0x1Fu, m = bits & 0x3FFu;
-    if (e == 0) {
-      const float x = std::ldexp(static_cast<float>(m), -24);
-      return sign != 0 ? -x : x;
-    }
-    u = sign | (e == 31 ? 0x7F800000u : (e + 112) << 23) | (m << 13);
-  }
-  float x;
-  std::memcpy(&x, &u, sizeof x);
-  return x;
-}
-
 // The dtype's unit roundoff (half its spacing at 1).
 double unit_roundoff(DType t) {
   return t == DType::bf16 ? std::ldexp(1.0, -8) : t == DType::f16 ? std::ldexp(1.0, -11) : 0.0;
@@ -82,8 +45,8 @@ Halide::Runtime::Buffer<void> stored_as(DType t, Buf& x) {
   auto* bits = static_cast<uint16_t*>(typed.data());
   float* v = x.data();
   for (size_t n = 0; n < x.number_of_elements(); n++) {
-    bits[n] = to_bits(t, v[n]);
-    v[n] = from_bits(t, bits[n]);
+    bits[n] = hattn::to_16bit(t, v[n]);
+    v[n] = hattn::from_16bit(t, bits[n]);
   }
   return typed;
 }
@@ -119,13 +82,13 @@ class AttentionCase : public Case {
     out_.fill(NAN);
     if (!is_stored(tout_)) return;
     auto* bits = static_cast<uint16_t*>(tout_.data());
-    std::fill(bits, bits + tout_.number_of_elements(), to_bits(s_.qo, NAN));
+    std::fill(bits, bits + tout_.number_of_elements(), hattn::to_16bit(s_.qo, NAN));
   }
   void finish() override {
     if (!is_stored(tout_)) return;
     const auto* bits = static_cast<const uint16_t*>(tout_.data());
     float* o = out_.data();
-    for (size_t n = 0; n < out_.number_of_elements(); n++) o[n] = from_bits(s_.qo, bits[n]);
+    for (size_t n = 0; n < out_.number_of_elements(); n++) o[n] = hattn::from_16bit(s_.qo, bits[n]);
   }
   double tolerance() const override { return 1e-4 + 2 * unit_roundoff(s_.qo); }
   bool reference_row(int64_t r, std::vector<double>* ref) final {

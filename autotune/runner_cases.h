@@ -12,13 +12,15 @@
 #include <vector>
 
 #include "HalideBuffer.h"
+#include "hattn/hattn.h"
 
 namespace hattn_tune {
 
 using Buf = Halide::Runtime::Buffer<float>;
 
-// A tensor's element type as the kernels store it (schedule tables' dtype names).
-enum class DType { f32, bf16, f16 };
+// A tensor's element type as the kernels store it; its 16-bit conversions are the runtime's
+// (hattn::to_16bit, from_16bit: runtime/src/tensor.cpp, compiled into the runner).
+using DType = hattn::DType;
 
 // The command line's shape fields. Their meaning per variant is in make_case's comment.
 struct Shape {
