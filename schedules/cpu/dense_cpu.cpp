@@ -168,7 +168,8 @@ void row_tiles(Func f, const Expr& block_rows, int rows,
 // q . k of tk keys x `rows` rows of the kv group in registers (row_tiles), each (key, row) one
 // vector of partial sums over D (dot_accumulators), the lanes added once per tile.
 void group_dot_tiles(const Func& wrapper, const Func& dot, const RVar& rc, const Var& jj,
-                     const Var& ii, int vec, int tk, int rows, const Expr& block_rows) {
+                     const Var& ii, int vec, int tk, int rows, const Expr& block_rows,
+                     bool fixed_d) {
   Var ko("ko"), ki("ki"), io("io"), iin("iin");
   row_tiles(wrapper, block_rows, rows, [&](Stage s, int r) {
     s.split(jj, ko, ki, tk, TailStrategy::RoundUp)
@@ -177,7 +178,7 @@ void group_dot_tiles(const Func& wrapper, const Func& dot, const RVar& rc, const
         .unroll(ki)
         .unroll(iin);
   });
-  dot_accumulators(wrapper, ko, dot, rc, jj, ii, vec, tk, 0);
+  dot_accumulators(wrapper, ko, dot, rc, jj, ii, vec, tk, 0, fixed_d);
 }
 
 void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
@@ -228,17 +229,11 @@ void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
     dot_keys = st.dot.in(st.scores);
     dot_keys.compute_at(st.state, st.rk);
     group_dot_tiles(dot_keys, st.dot, st.rc[0], st.jj, st.ii, x.vec, x.tk,
-                    ctx.tunables.get_or("tg", 1), st.block_rows);
+                    ctx.tunables.get_or("tg", 1), st.block_rows, fixed_d);
   } else {
-    st.dot.compute_at(st.state, st.rk);
     const int lanes = fixed_d ? std::min(x.vec * x.tq, ctx.head_dim) : x.vec;
-    RVar rco("rco"), rci("rci");
-    Var lane("lane");
-    dot_lanes =
-        st.dot.update().split(st.rc, rco, rci, lanes, TailStrategy::GuardWithIf).rfactor(rci, lane);
-    dot_lanes.compute_at(st.state, st.rk).reorder_storage(lane, st.ii, st.jj).vectorize(lane);
-    dot_lanes.update().reorder(lane, rco, st.ii, st.jj).vectorize(lane).unroll(st.jj, x.tk);
-    st.dot.update().atomic().vectorize(rci);
+    dot_lanes = lane_partial_dot(st.dot, st.rc.x, st.ii, st.jj, st.jj, LoopLevel(st.state, st.rk),
+                                 lanes, x.tk, TailStrategy::Auto, fixed_d);
   }
 
   // Block max and sum: vector partials, one horizontal step per block.

@@ -84,7 +84,7 @@ void schedule_el_cpu(ElStages& st, const ScheduleContext& ctx) {
 
   st.masked.compute_at(per_task);
   dot_block(st.masked, st.scores, st.rm, st.j, st.w, x.vec, x.tj, x.tw, TailStrategy::RoundUp,
-            TailStrategy::RoundUp, 0);
+            TailStrategy::RoundUp, 0, false);
   st.probs.compute_at(per_task).vectorize(st.j, x.vec, TailStrategy::RoundUp);
   for (Func f : {st.row_max, st.row_sum}) {
     f.compute_at(per_task);
@@ -95,7 +95,7 @@ void schedule_el_cpu(ElStages& st, const ScheduleContext& ctx) {
   Func head_out = st.head_out.in();
   head_out.compute_root();
   dot_block(head_out, st.head_out, st.rm2, st.o, st.n, x.vec, x.to, x.tn, TailStrategy::RoundUp,
-            TailStrategy::RoundUp, 0);
+            TailStrategy::RoundUp, 0, false);
   head_out.reorder(ao, bo, st.h).parallel(st.h);
   st.out.vectorize(st.oo, x.vec, TailStrategy::GuardWithIf);
 }
@@ -109,7 +109,7 @@ void schedule_linear_cpu(LinearStages& st, const ScheduleContext& ctx) {
   // Chunks of `qb` outputs per task: that many rows of W (qb x in floats) stay in L2 while every
   // input row passes through them in to x tn dot-product tiles.
   const Var chunk = dot_block(st.y, st.dot, st.ri, st.o, st.n, x.vec, x.to, x.tn,
-                              TailStrategy::GuardWithIf, TailStrategy::GuardWithIf, x.qb);
+                              TailStrategy::GuardWithIf, TailStrategy::GuardWithIf, x.qb, false);
   st.y.parallel(chunk);
 }
 

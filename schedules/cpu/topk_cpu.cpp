@@ -39,8 +39,7 @@ void schedule_topk_prefill(TopkStages& st, const ScheduleContext& ctx) {
 void schedule_topk_decode(TopkStages& st, const ScheduleContext& ctx) {
   const SparseTiles x = read_sparse_tiles(ctx);
   const bool fixed_d = ctx.head_dim > 0;
-  Var task("task"), lane("lane"), jo("jo"), ji("ji"), hk("hk"), g("g");
-  RVar rco("rco"), rci("rci");
+  Var task("task"), jo("jo"), ji("ji"), hk("hk"), g("g");
   // One task per (kv head, batch): the group's query heads (g) share each block of keys, so a
   // kv head's K is read once for all of them (grouped-query attention; MHA is the group of one).
   st.att.out.split(st.h, hk, g, st.group, TailStrategy::GuardWithIf)
@@ -67,18 +66,11 @@ void schedule_topk_decode(TopkStages& st, const ScheduleContext& ctx) {
     Func dot_keys = st.dot.in(st.key);
     dot_keys.compute_at(st.key, jo);
     dot_block(dot_keys, st.dot, st.rc.x, st.j, st.i, x.vec, x.tk, 1, TailStrategy::RoundUp,
-              TailStrategy::GuardWithIf, 0);
+              TailStrategy::GuardWithIf, 0, fixed_d);
   } else {
-    st.dot.compute_at(st.key, jo);
     const int lanes = fixed_d ? std::min(x.vec * x.tq, ctx.head_dim) : x.vec;
-    Func dot_lanes =
-        st.dot.update().split(st.rc, rco, rci, lanes, TailStrategy::GuardWithIf).rfactor(rci, lane);
-    dot_lanes.compute_at(st.key, jo).reorder_storage(lane, st.j, st.i).vectorize(lane);
-    dot_lanes.update()
-        .reorder(lane, rco, st.j, st.i)
-        .vectorize(lane)
-        .unroll(st.j, x.tk, TailStrategy::GuardWithIf);
-    st.dot.update().atomic().vectorize(rci);
+    lane_partial_dot(st.dot, st.rc.x, st.j, st.i, st.j, LoopLevel(st.key, jo), lanes, x.tk,
+                     TailStrategy::GuardWithIf, fixed_d);
   }
 
   // The keys' scores are computed once per group for all its rows; the selection runs per row,
