@@ -75,11 +75,13 @@ SPACE = {
 
 # The declared legal space of schedules/cpu/topk_cpu.cpp: the rows of a prefill chunk (qb) in
 # the lanes of the dense micro-kernel (tq x tk; kb is not read by prefill); decode splits the
-# keys into blocks of kb, D in the lanes (tq vectors), tk keys unrolled.
+# keys into blocks of kb, D in the lanes (tq vectors), tk keys unrolled; kt = 1 tiles q.k as tk
+# keys x tg query heads of the kv group (tg is read only with kt = 1, tq only without).
 TOPK_SPACE = {
     "prefill": {"qb": [8, 16, 24, 32, 48, 64, 96, 128], "kb": [256], "tq": [1, 2, 3, 4],
                 "tk": [2, 3, 4, 5, 6, 8]},
-    "decode": {"qb": [1], "kb": [64, 128, 256, 512, 1024], "tq": [1, 2, 4, 8], "tk": [1, 2, 4, 8]},
+    "decode": {"qb": [1], "kb": [64, 128, 256, 512, 1024], "tq": [1, 2, 4, 8], "tk": [1, 2, 4, 8],
+               "kt": [0, 1], "tg": [1, 2, 4]},
 }
 
 # The declared legal spaces of the selection variants' schedules (schedules/cpu/loki_cpu.cpp,
@@ -175,7 +177,7 @@ def legal(phase, t, vec, regs, d=128, variant="dense"):
     if variant == "el":  # each tile's accumulators plus its operands fit the registers
         return (t["tv"] * t["tc"] + t["tv"] + 1 <= regs and t["tj"] * t["tw"] + t["tw"] + 1 <= regs
                 and t["to"] * t["tn"] + t["tn"] + 1 <= regs)
-    if phase == "decode" and variant == "dense":  # tg is read only with kt = 1
+    if phase == "decode" and variant in ("dense", "topk"):  # tg is read only with kt = 1
         return t.get("kt", 0) == 1 or t.get("tg", 1) == 1
     if phase == "decode" or variant not in ROWS_IN_LANES:
         return True

@@ -11,11 +11,12 @@ TopkStages topk_attention(const TopkInputs& in) {
   TopkStages st;
   Var &d = st.d, &i = st.i, &h = st.h, &b = st.b, &j = st.j, &s = st.s;
   st.group = in.q_heads / in.kv_heads;
-  Expr hk = h / st.group;
+  // Rows past Lq, heads past Hq and keys past Lk (in a schedule's last tile) read the last valid
+  // one; their scores are never selected (keys) or never stored (rows, heads).
+  Expr hq = clamp(h, 0, in.q_heads - 1);
+  Expr hk = hq / st.group;
 
-  // Rows past Lq and keys past Lk (in a schedule's last tile) read the last valid one; their
-  // scores are never selected (keys) or never stored (rows).
-  st.q_scaled(i, d, h, b) = in.q(d, clamp(i, 0, in.lq - 1), h, b) * in.scale;
+  st.q_scaled(i, d, h, b) = in.q(d, clamp(i, 0, in.lq - 1), hq, b) * in.scale;
   st.rc = RDom(0, in.head_dim, "rc");
   st.dot(j, i, h, b) = 0.f;
   st.dot(j, i, h, b) += st.q_scaled(i, st.rc, h, b) * in.k(st.rc, clamp(j, 0, in.lk - 1), hk, b);

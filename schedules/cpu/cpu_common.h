@@ -1,6 +1,9 @@
 // Schedule building blocks shared by the CPU schedules of every variant (x86 and ARM).
 #pragma once
 
+#include <functional>
+#include <vector>
+
 #include "Halide.h"
 
 namespace hattn {
@@ -129,6 +132,40 @@ inline Halide::Var dot_block(Halide::Func wrapper, Halide::Func acc, const Halid
   wrapper.unroll(ai).unroll(bi);
   dot_accumulators(wrapper, ao, acc, r, a, b, vec, ta, tb, unroll_r);
   return chunk;
+}
+
+// Decode computes a kv group's rows together in register tiles of `rows` rows: `loops(stage, rows)`
+// splits a stage's rows into such tiles (RoundUp: each tile's extent is constant) where
+// `tiles_fit` holds, and into tiles of one row otherwise. Dense decode's packed rows are clamped by
+// the algorithm, so there tiles fit any group of at least `rows` rows and the rows past its last
+// are computed and dropped; a smaller group (MHA: one row per kv head) gets 1-row tiles, so no tile
+// computes rows it drops (MHA with 2-row P.V tiles computed each product twice).
+inline void row_tiles(Halide::Func f, const Halide::Expr& tiles_fit, int rows,
+                      const std::function<void(Halide::Stage, int)>& loops) {
+  rows = std::max(1, rows);
+  if (rows > 1) loops(f.specialize(tiles_fit), rows);
+  loops(f, 1);
+}
+
+// q . k of tk keys (jj) x `rows` rows (ii) of the kv group in registers (row_tiles), each (key,
+// row) one vector of partial sums over D (dot_accumulators), the lanes added once per tile.
+// `outer`: the wrapper's other dims looped outside the tile (topk's query rows, whose tile rows
+// are the group's heads), so a tile holds only its own rows.
+inline void group_dot_tiles(const Halide::Func& wrapper, const Halide::Func& dot,
+                            const Halide::RVar& rc, const Halide::Var& jj, const Halide::Var& ii,
+                            const std::vector<Halide::Var>& outer, int vec, int tk, int rows,
+                            const Halide::Expr& tiles_fit, bool fixed_d) {
+  Halide::Var ko("ko"), ki("ki"), io("io"), iin("iin");
+  row_tiles(wrapper, tiles_fit, rows, [&](Halide::Stage s, int r) {
+    std::vector<Halide::VarOrRVar> order = {ki, iin, ko, io};
+    order.insert(order.end(), outer.begin(), outer.end());
+    s.split(jj, ko, ki, tk, Halide::TailStrategy::RoundUp)
+        .split(ii, io, iin, r, Halide::TailStrategy::RoundUp)
+        .reorder(order)
+        .unroll(ki)
+        .unroll(iin);
+  });
+  dot_accumulators(wrapper, ko, dot, rc, jj, ii, vec, tk, 0, fixed_d);
 }
 
 }  // namespace hattn

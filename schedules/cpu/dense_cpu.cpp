@@ -152,35 +152,6 @@ void schedule_prefill(DenseStages& st, const ScheduleContext& ctx) {
   for (Func f : per_block) f.hoist_storage(per_task);
 }
 
-// Decode computes a kv group's rows together (DenseInputs::pack_groups) in register tiles of
-// `rows` rows: `loops(stage, rows)` splits a per-block stage's rows into such tiles, RoundUp, so
-// each tile's extent is constant and the rows past the group's last (read from its last row, as
-// the algorithm clamps them) are computed and dropped. A block of fewer rows than a tile (MHA: one
-// row per kv head) is specialized to tiles of one row, so no tile computes rows it drops (MHA
-// with 2-row P.V tiles computed each product twice).
-void row_tiles(Func f, const Expr& block_rows, int rows,
-               const std::function<void(Stage, int)>& loops) {
-  rows = std::max(1, rows);
-  if (rows > 1) loops(f.specialize(block_rows >= rows), rows);
-  loops(f, 1);
-}
-
-// q . k of tk keys x `rows` rows of the kv group in registers (row_tiles), each (key, row) one
-// vector of partial sums over D (dot_accumulators), the lanes added once per tile.
-void group_dot_tiles(const Func& wrapper, const Func& dot, const RVar& rc, const Var& jj,
-                     const Var& ii, int vec, int tk, int rows, const Expr& block_rows,
-                     bool fixed_d) {
-  Var ko("ko"), ki("ki"), io("io"), iin("iin");
-  row_tiles(wrapper, block_rows, rows, [&](Stage s, int r) {
-    s.split(jj, ko, ki, tk, TailStrategy::RoundUp)
-        .split(ii, io, iin, r, TailStrategy::RoundUp)
-        .reorder(ki, iin, ko, io)
-        .unroll(ki)
-        .unroll(iin);
-  });
-  dot_accumulators(wrapper, ko, dot, rc, jj, ii, vec, tk, 0, fixed_d);
-}
-
 void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
   const Tiles x = read_tiles(ctx);
   const bool fixed_d = ctx.head_dim > 0;
@@ -228,8 +199,9 @@ void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
   if (key_tile) {
     dot_keys = st.dot.in(st.scores);
     dot_keys.compute_at(st.state, st.rk);
-    group_dot_tiles(dot_keys, st.dot, st.rc[0], st.jj, st.ii, x.vec, x.tk,
-                    ctx.tunables.get_or("tg", 1), st.block_rows, fixed_d);
+    const int tg = ctx.tunables.get_or("tg", 1);
+    group_dot_tiles(dot_keys, st.dot, st.rc[0], st.jj, st.ii, {}, x.vec, x.tk, tg,
+                    st.block_rows >= tg, fixed_d);
   } else {
     const int lanes = fixed_d ? std::min(x.vec * x.tq, ctx.head_dim) : x.vec;
     dot_lanes = lane_partial_dot(st.dot, st.rc.x, st.ii, st.jj, st.jj, LoopLevel(st.state, st.rk),
@@ -254,7 +226,8 @@ void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
     Func pv_tile = st.pv.in(st.state);
     pv_tile.compute_at(st.state, st.rk).reorder_storage(st.d, st.ii);
     Var dco("dco"), dci("dci"), io("io"), iin("iin");
-    row_tiles(pv_tile, st.block_rows, ctx.tunables.get_or("tr", 1), [&](Stage s, int rows) {
+    const int tr = ctx.tunables.get_or("tr", 1);
+    row_tiles(pv_tile, st.block_rows >= tr, tr, [&](Stage s, int rows) {
       s.split(st.ii, io, iin, rows, TailStrategy::RoundUp)
           .split(st.d, dco, dci, width)
           .reorder(dci, iin, dco, io)

@@ -60,13 +60,15 @@ void schedule_topk_decode(TopkStages& st, const ScheduleContext& ctx) {
       .split(st.j, jo, ji, x.kb, TailStrategy::GuardWithIf)
       .reorder(ji, st.i, st.h, jo);
   if (ctx.tunables.get_or("kt", 0) != 0) {
-    // A register tile of tk keys x 1 row: tk independent chains of vector partial sums, each q
-    // vector loaded once for the tile (dense decode's key tile). Faster over a 16-bit cache,
-    // slower in fp32 (schedules/x86/avx512.table).
+    // A register tile of tk keys x tg query heads of the group (dense decode's tile): tk x tg
+    // independent chains of vector partial sums, each K vector loaded once for the tile's heads
+    // and each q vector once for its keys. A group of heads not a multiple of tg (MHA) runs 1-head
+    // tiles. With D's loop unrolled, faster than kt = 0 in fp32 too (avx512.table).
     Func dot_keys = st.dot.in(st.key);
     dot_keys.compute_at(st.key, jo);
-    dot_block(dot_keys, st.dot, st.rc.x, st.j, st.i, x.vec, x.tk, 1, TailStrategy::RoundUp,
-              TailStrategy::GuardWithIf, 0, fixed_d);
+    const int tg = ctx.tunables.get_or("tg", 1);
+    group_dot_tiles(dot_keys, st.dot, st.rc.x, st.j, st.h, {st.i}, x.vec, x.tk, tg,
+                    st.group % tg == 0, fixed_d);
   } else {
     const int lanes = fixed_d ? std::min(x.vec * x.tq, ctx.head_dim) : x.vec;
     lane_partial_dot(st.dot, st.rc.x, st.j, st.i, st.j, LoopLevel(st.key, jo), lanes, x.tk,
