@@ -4,10 +4,10 @@
 // No sort. Scores are mapped to order-preserving 32-bit unsigned keys, and the k-th largest key
 // is found by a radix select one bit at a time, most significant first: bit b is kept in the
 // threshold iff at least k keys are >= (threshold | bit). After 32 counting passes the threshold
-// is exactly the k-th largest key (integers: no tolerance, no iteration count to tune). A prefix
-// scan over the row then takes every key above the threshold and, among keys equal to it, the
-// lowest-indexed ones until k are taken; a binary search over that scan finds the s-th taken index
-// (ascending) for each of the k slots.
+// is exactly the k-th largest key (integers: no tolerance, no iteration count to tune). Every key
+// above the threshold is taken and, among keys equal to it, the lowest-indexed ones until k are;
+// prefix counts per block of keys, a binary search over the blocks and a walk over one block find
+// the s-th taken index (ascending) for each of the k slots.
 //
 // The primitive is layout-agnostic: keys are a Func key(j, rows...) with the candidate index
 // first; the schedule decides where each stage is computed and how it is stored.
@@ -30,15 +30,22 @@ Halide::Expr score_of_key(const Halide::Expr& key);
 // -1e30.) Callers clamp k to the visible count, so a masked candidate is never selected.
 Halide::Expr masked_key(const Halide::Expr& score, const Halide::Expr& visible);
 
+// Keys per block of the selection's prefix counts (select_topk.cpp).
+constexpr int kSelectBlock = 16;
+
 struct TopkSelection {
   std::vector<Halide::Func> passes;  // (rows...) threshold after each bit, MSB first (32)
   Halide::Func threshold;            // (rows...) the k-th largest key (== passes.back())
-  Halide::Func above;                // (rows...) number of keys strictly above the threshold
-  Halide::Func scan;                 // (j, rows...) Tuple {taken, equal seen} over keys [0, j)
-  Halide::Func search;               // (s, rows...) Tuple {lo, hi}: the binary search for slot s
+  Halide::Func block_above;          // (c, rows...) keys above the threshold in block c
+  Halide::Func block_equal;          // (c, rows...) keys equal to the threshold in block c
+  Halide::Func scan;                 // (c, rows...) Tuple {above, equal} over blocks [0, c)
+  Halide::Func search;               // (s, rows...) the block holding slot s (binary search)
+  Halide::Func walk;   // (s, rows...) Tuple {above, equal, index in block}: its keys one by one
   Halide::Func index;  // (s, rows...) s-th selected index in ascending order, s < k_eff(rows)
-  Halide::RDom rj;     // over [0, n): the candidates (counting passes, scan)
-  Halide::RDom steps;  // the binary search's steps, ceil(log2(n + 1))
+  Halide::RDom rj;     // over [0, n): the candidates (counting passes)
+  Halide::RDom rb;     // over a block's kSelectBlock keys (block counts, walk)
+  Halide::RDom rscan;  // over the blocks (scan)
+  Halide::RDom steps;  // the binary search's steps, ceil(log2(blocks))
 };
 
 // key: uint32 Func (j, rows...) for j in [0, n); k_eff: Expr over `rows` (0 <= k_eff <= n), the

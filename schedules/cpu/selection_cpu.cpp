@@ -41,16 +41,25 @@ void schedule_selection_rows_in_lanes(TopkSelection& sel, const Var& row, const 
       f.update().reorder(row, rj).vectorize(row, vec, TailStrategy::RoundUp);
     }
   }
-  compute_rows_in_lanes(sel.above, row, at, vec, chunk_rows);
-  sel.above.update().reorder(row, rj).vectorize(row, vec, TailStrategy::RoundUp);
-  Var j = sel.scan.args()[0];
+  // The per-block counts, their scan, the block search and the walk: rows in the lanes too.
+  const RVar& rb = sel.rb.x;
+  for (Func f : {sel.block_above, sel.block_equal}) {
+    Var c = f.args()[0];
+    compute_rows_in_lanes(f, row, at, vec, chunk_rows);
+    f.reorder_storage(row, c);
+    f.update().reorder(row, rb, c).vectorize(row, vec, TailStrategy::RoundUp);
+  }
+  Var c = sel.scan.args()[0];
   compute_rows_in_lanes(sel.scan, row, at, vec, chunk_rows);
-  sel.scan.reorder_storage(row, j);
-  sel.scan.update().reorder(row, rj).vectorize(row, vec, TailStrategy::RoundUp);
+  sel.scan.reorder_storage(row, c);
+  sel.scan.update().reorder(row, sel.rscan.x).vectorize(row, vec, TailStrategy::RoundUp);
   Var s = sel.search.args()[0];
-  compute_rows_in_lanes(sel.search, row, at, vec, chunk_rows);
-  sel.search.reorder_storage(row, s);
+  for (Func f : {sel.search, sel.walk}) {
+    compute_rows_in_lanes(f, row, at, vec, chunk_rows);
+    f.reorder_storage(row, s);
+  }
   sel.search.update().reorder(row, sel.steps.x, s).vectorize(row, vec, TailStrategy::RoundUp);
+  sel.walk.update().reorder(row, rb, s).vectorize(row, vec, TailStrategy::RoundUp);
 }
 
 Func reduce_in_lanes(Func acc, const RVar& r, int lanes, const LoopLevel& at) {
@@ -81,11 +90,19 @@ void schedule_selection_few_rows(TopkSelection& sel, const LoopLevel& at, int ve
       f.compute_at(at);
     }
   }
-  vector_count(sel.above);
+  // Per block: one vector of its keys compared, the lanes added.
+  for (Func f : {sel.block_above, sel.block_equal}) {
+    f.compute_at(at);
+    f.update().atomic().vectorize(sel.rb.x);
+  }
   sel.scan.compute_at(at);
+  // Slots in the lanes: each lane searches, then walks, its own block.
   Var s = sel.search.args()[0];
-  sel.search.compute_at(at).vectorize(s, vec, TailStrategy::GuardWithIf);
+  for (Func f : {sel.search, sel.walk}) {
+    f.compute_at(at).vectorize(s, vec, TailStrategy::GuardWithIf);
+  }
   sel.search.update().reorder(s, sel.steps.x).vectorize(s, vec, TailStrategy::GuardWithIf);
+  sel.walk.update().reorder(s, sel.rb.x).vectorize(s, vec, TailStrategy::GuardWithIf);
 }
 
 void schedule_selected_rows_in_lanes(SelectedAttention& att, Func score, const Var& s, const Var& i,
