@@ -57,7 +57,8 @@ void schedule_loki_decode(LokiStages& st, const ScheduleContext& ctx) {
   // at a time.
   st.key.compute_at(per_head)
       .split(st.j, jo, ji, x.kb, TailStrategy::GuardWithIf)
-      .reorder(ji, st.i, jo);
+      .reorder(ji, st.i, jo)
+      .vectorize(ji, x.vec, TailStrategy::GuardWithIf);
   st.approx.compute_at(st.key, jo);
   st.approx.update().atomic().vectorize(st.rr.x, x.vec, TailStrategy::GuardWithIf);
 
