@@ -81,7 +81,9 @@ inline void dot_accumulators(const Halide::Func& wrapper, const Halide::Var& at,
   }
   part.reorder_storage(lane, a, b).vectorize(lane).unroll(a).unroll(b);
   part.update().reorder(lane, a, b, ro).vectorize(lane).unroll(a).unroll(b);
-  if (unroll_r) part.update().unroll(ro);
+  if (unroll_r) {
+    part.update().unroll(ro);
+  }
   acc.unroll(a).unroll(b);
   acc.update().reorder(ri, a, b).atomic().vectorize(ri).unroll(a).unroll(b);
 }
@@ -105,7 +107,9 @@ inline Halide::Func lane_partial_dot(Halide::Func dot, const Halide::RVar& r,
       dot.update().split(r, ro, ri, lanes, Halide::TailStrategy::GuardWithIf).rfactor(ri, lane);
   part.compute_at(at).reorder_storage(lane, inner, outer).vectorize(lane);
   part.update().reorder(lane, ro, inner, outer).vectorize(lane).unroll(keys, tk, key_tail);
-  if (fixed_d) part.update().unroll(ro);
+  if (fixed_d) {
+    part.update().unroll(ro);
+  }
   dot.update().atomic().vectorize(ri);
   return part;
 }
