@@ -112,6 +112,10 @@ LINEAR_SPACE = {"prefill": {"qb": [1, 2, 4, 8, 16, 32, 64], "to": [1, 2, 3, 4, 6
 SPARSEK_SPACE["mask"] = {"qb": [1, 2, 4, 8, 16], "tk": [1, 2, 3, 4, 6, 8]}
 
 # Each CPU variant's declared space; `all` tunes every (variant, phase) of this table.
+# Tunables the CPU schedules read with a default (ctx.tunables.get_or), which a table line may
+# therefore omit: the value a line without them gets.
+OPTIONAL_TUNABLES = {"kt": 0, "tg": 1, "tr": 1}
+
 CPU_SPACES = {"dense": SPACE, "topk": TOPK_SPACE, "loki": LOKI_SPACE, "sparsek": SPARSEK_SPACE,
               "topk_ffn": TOPK_FFN_SPACE, "el": EL_SPACE, "linear": LINEAR_SPACE}
 # The runner's sources: what it is built from, and what judged a cached point (see Tuner.stale).
@@ -1074,6 +1078,9 @@ def main():
     if not os.access(t.gen, os.X_OK):
         raise SystemExit(f"hattn-autotune: no generator at {t.gen}: build hattn first (scripts/build.sh)")
     hand = read_table_line(table_paths(a.isa), table_variant(a), a.phase, table_head(a), a.mask)
+    # A line may omit an optional tunable (kt, tg, tr): the schedule then reads its default, so
+    # the search starts there too (a searched tunable missing from the seed was a KeyError).
+    hand = {**{n: v for n, v in OPTIONAL_TUNABLES.items() if n in SPACE[a.phase]}, **hand}
     seed = dict(hand)
     if a.start:
         for kv in a.start.split(","):
