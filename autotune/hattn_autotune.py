@@ -111,11 +111,11 @@ LINEAR_SPACE = {"prefill": {"qb": [1, 2, 4, 8, 16, 32, 64], "to": [1, 2, 3, 4, 6
 # of partial sums per bisection pass.
 SPARSEK_SPACE["mask"] = {"qb": [1, 2, 4, 8, 16], "tk": [1, 2, 3, 4, 6, 8]}
 
-# Each CPU variant's declared space; `all` tunes every (variant, phase) of this table.
 # Tunables the CPU schedules read with a default (ctx.tunables.get_or), which a table line may
 # therefore omit: the value a line without them gets.
 OPTIONAL_TUNABLES = {"kt": 0, "tg": 1, "tr": 1}
 
+# Each CPU variant's declared space; `all` tunes every (variant, phase) of this table.
 CPU_SPACES = {"dense": SPACE, "topk": TOPK_SPACE, "loki": LOKI_SPACE, "sparsek": SPARSEK_SPACE,
               "topk_ffn": TOPK_FFN_SPACE, "el": EL_SPACE, "linear": LINEAR_SPACE}
 # The runner's sources: what it is built from, and what judged a cached point (see Tuner.stale).
@@ -181,9 +181,9 @@ def legal(phase, t, vec, regs, d=128, variant="dense"):
     if variant == "el":  # each tile's accumulators plus its operands fit the registers
         return (t["tv"] * t["tc"] + t["tv"] + 1 <= regs and t["tj"] * t["tw"] + t["tw"] + 1 <= regs
                 and t["to"] * t["tn"] + t["tn"] + 1 <= regs)
-    if phase == "decode" and variant in ("dense", "topk"):  # tg is read only with kt = 1
+    if phase == "decode":  # tg is read only with kt = 1 (dense, topk)
         return t.get("kt", 0) == 1 or t.get("tg", 1) == 1
-    if phase == "decode" or variant not in ROWS_IN_LANES:
+    if variant not in ROWS_IN_LANES:
         return True
     if t["qb"] % (t["tq"] * vec) != 0:  # a query block is whole micro-tiles
         return False

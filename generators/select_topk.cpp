@@ -68,16 +68,19 @@ TopkSelection select_topk(const Func& key, const std::vector<Var>& rows, const E
     a.insert(a.end(), row_args.begin(), row_args.end());
     return a;
   };
-  {
-    const Expr j = c * kSelectBlock + sel.rb.x;
-    const Expr kj = key(at(min(j, n - 1)));
-    sel.block_above = Func(prefix + "_block_above");
-    sel.block_above(block_vars) = 0;
-    sel.block_above(block_vars) += select(j < n && kj > thr, 1, 0);
-    sel.block_equal = Func(prefix + "_block_equal");
-    sel.block_equal(block_vars) = 0;
-    sel.block_equal(block_vars) += select(j < n && kj == thr, 1, 0);
-  }
+  // Whether key j of a block (keys past n count as neither) lies above, or at, the threshold.
+  auto above_at = [&](const Expr& j) {
+    return select(j < n && key(at(clamp(j, 0, n - 1))) > thr, 1, 0);
+  };
+  auto equal_at = [&](const Expr& j) {
+    return select(j < n && key(at(clamp(j, 0, n - 1))) == thr, 1, 0);
+  };
+  sel.block_above = Func(prefix + "_block_above");
+  sel.block_above(block_vars) = 0;
+  sel.block_above(block_vars) += above_at(c * kSelectBlock + sel.rb.x);
+  sel.block_equal = Func(prefix + "_block_equal");
+  sel.block_equal(block_vars) = 0;
+  sel.block_equal(block_vars) += equal_at(c * kSelectBlock + sel.rb.x);
 
   // scan(c) = {keys above the threshold, keys equal to it} among blocks [0, c), c in [0, n_blocks].
   sel.rscan = RDom(0, n_blocks, prefix + "_rscan");
@@ -114,9 +117,8 @@ TopkSelection select_topk(const Func& key, const std::vector<Var>& rows, const E
   sel.walk(slot_vars) = Tuple(sel.scan(block_at(blk))[0], sel.scan(block_at(blk))[1], 0);
   {
     const Expr j = blk * kSelectBlock + sel.rb.x;
-    const Expr kj = key(at(clamp(j, 0, n - 1)));
-    const Expr above = sel.walk(slot_args)[0] + select(j < n && kj > thr, 1, 0);
-    const Expr equal = sel.walk(slot_args)[1] + select(j < n && kj == thr, 1, 0);
+    const Expr above = sel.walk(slot_args)[0] + above_at(j);
+    const Expr equal = sel.walk(slot_args)[1] + equal_at(j);
     const Expr taken = above + min(equal, need_equal);
     sel.walk(slot_args) = Tuple(above, equal, sel.walk(slot_args)[2] + select(taken <= slot, 1, 0));
   }

@@ -1,6 +1,7 @@
 // Schedule building blocks shared by the CPU schedules of every variant (x86 and ARM).
 #pragma once
 
+#include <algorithm>
 #include <functional>
 #include <vector>
 
