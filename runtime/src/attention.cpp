@@ -103,7 +103,11 @@ Status attention(const TensorView& q, const TensorView& k, const TensorView& v,
   // The kernels always produce lse; without a caller buffer it goes to scratch.
   const TensorView lse_view = lse_or_scratch(options, shape);
   HalideBuffer qb(q), kb(k), vb(v), ob(out), lb(lse_view);
-  return kernel.call(qb, kb, vb, scale, splits, ob, lb);
+  CallContext ctx;
+  ctx.serial = kernel.info().phase == "decode" &&
+               serial_call(2 * shape.batch * shape.kv_heads * shape.lk * shape.head_dim *
+                           static_cast<int64_t>(element_size(shape.kv_dtype)));
+  return kernel.call(ctx, qb, kb, vb, scale, splits, ob, lb);
 }
 
 }  // namespace hattn

@@ -102,12 +102,26 @@ void scratch_free(void* /*user_context*/, void* ptr) {
   blocks.push_back(base);
 }
 
+// Halide's parallel loops: inline for a call marked serial, else Halide's thread pool.
+int do_par_for(void* user_context, halide_task_t task, int min, int size, uint8_t* closure) {
+  const auto* call = static_cast<const CallContext*>(user_context);
+  if (call == nullptr || !call->serial) {
+    return halide_default_do_par_for(user_context, task, min, size, closure);
+  }
+  for (int i = min; i < min + size; ++i) {
+    const int rc = task(user_context, i, closure);
+    if (rc != 0) return rc;
+  }
+  return 0;
+}
+
 }  // namespace
 
 void install_halide_handlers() {
   static std::once_flag once;
   std::call_once(once, [] {
     halide_set_error_handler(route_error);
+    halide_set_custom_do_par_for(do_par_for);
     halide_set_custom_malloc(scratch_malloc);
     halide_set_custom_free(scratch_free);
   });

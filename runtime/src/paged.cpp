@@ -302,8 +302,13 @@ Status paged_attention(const TensorView& q, const PagedKvCache& cache, const Ten
   HalideBuffer qb(q), kb(cache.k_pages), vb(cache.v_pages), ob(out), lb(lse_view);
   HalideBuffer table(const_cast<int32_t*>(cache.page_table), {cache.batch, cache.pages_per_seq});
   HalideBuffer lengths(const_cast<int32_t*>(cache.lengths), {cache.batch});
-  return kernel.call(qb, kb, vb, table, lengths, resolve_scale(options, shape.head_dim), splits, ob,
-                     lb);
+  int64_t tokens = 0;
+  for (int64_t b = 0; b < cache.batch; ++b) tokens += cache.lengths[b];
+  CallContext ctx;
+  ctx.serial = serial_call(2 * tokens * shape.kv_heads * shape.head_dim *
+                           static_cast<int64_t>(element_size(shape.kv_dtype)));
+  return kernel.call(ctx, qb, kb, vb, table, lengths, resolve_scale(options, shape.head_dim),
+                     splits, ob, lb);
 }
 
 Status paged_append(const TensorView& k, const TensorView& v, const PagedKvCache& cache) {
