@@ -159,6 +159,30 @@ double array_read(const float* data, int64_t n, int threads) {
   return s;
 }
 
+double runs_read(const float* data, int64_t run, const std::vector<int64_t>& order, int threads) {
+  const auto runs = static_cast<int64_t>(order.size());
+  std::vector<double> partial(static_cast<size_t>(threads), 0.0);
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      float acc[16] = {};
+      for (int64_t r = runs * t / threads; r < runs * (t + 1) / threads; ++r) {
+        const float* p = data + order[static_cast<size_t>(r)] * run;
+        for (int64_t i = 0; i + 16 <= run; i += 16) {
+          for (int j = 0; j < 16; ++j) acc[j] += p[i + j];
+        }
+      }
+      double s = 0;
+      for (float a : acc) s += a;
+      partial[static_cast<size_t>(t)] = s;
+    });
+  }
+  for (std::thread& t : pool) t.join();
+  double s = 0;
+  for (double p : partial) s += p;
+  return s;
+}
+
 double fma_peak(int threads, int64_t rounds, float* sink) {
   using V16 = float __attribute__((vector_size(64)));
   constexpr int kChains = 12;

@@ -1,12 +1,13 @@
 // Serving-shaped decode: a batch of sequences of different lengths in paged KV caches, next to the
 // same batch in contiguous per-sequence caches, and the cost of a call on a tiny cache.
 //   hattn_paged_<dtype>/batch:32/page:<S>[/nhd]   paged_attention, one call over the batch; pages
-//   of
-//                                                 S tokens handed out in a shuffled order; nhd:
+//                                                 of S tokens handed out in a shuffled order; nhd:
 //                                                 pages stored [P, S, Hkv, D], else [P, Hkv, S, D]
 //   hattn_paged_<dtype>/batch:32/contiguous       attention() per sequence on [1, Hkv, L_b, D]
 //   hattn_paged_<dtype>/tiny/Lk:16                paged_attention, one sequence of 16 tokens
 //   hattn_dense_<dtype>/tiny/Lk:16                attention() at the same shape
+//   runs_read/run:<R>KiB/shuffled                 the bound on reading such pages: 1 GiB read in
+//                                                 runs of R bytes in shuffled order
 // The batch: Hq = 32 query heads over Hkv = 8 kv heads, D = 128, one new token per sequence,
 // lengths spread evenly from 512 to 32768. GB/s counts the bytes held (every cached K and V
 // element of every sequence, q and out): read against array_read/threads:N of the same run.
@@ -177,9 +178,29 @@ void run_tiny(benchmark::State& state, hattn::DType dtype, bool paged) {
   state.SetLabel(chosen.kernel);
 }
 
+// The bound for a paged cache's reads: 1 GiB read in runs of `run_bytes` (a page of one kv head:
+// S x D elements) in shuffled order, next to array_read's one stream per thread.
+void run_runs_read(benchmark::State& state, int64_t run_bytes) {
+  const int64_t n = (int64_t{1} << 30) / 4, run = run_bytes / 4;
+  auto& b = buffers("runs_read", {n});
+  std::vector<int64_t> order(static_cast<size_t>(n / run));
+  std::iota(order.begin(), order.end(), 0);
+  std::shuffle(order.begin(), order.end(), std::mt19937_64(kSeed));
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(runs_read(b[0].data(), run, order, bench_threads()));
+  }
+  state.counters["GB/s"] =
+      benchmark::Counter(4.0 * n * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
 }  // namespace
 
 void register_paged() {
+  // The runs of the pages below: S = 16 / 64 / 256 are 4 / 16 / 64 KiB in bf16, 8 / 32 / 128 KiB
+  // in fp32.
+  for (int64_t kib : {4, 8, 16, 32, 64, 128}) {
+    add("runs_read/run:" + std::to_string(kib) + "KiB/shuffled", run_runs_read, kib << 10);
+  }
   for (hattn::DType t : {hattn::DType::bf16, hattn::DType::f32}) {
     const std::string prefix = std::string("hattn_paged_") + hattn::to_string(t) + "/batch:32/";
     for (int64_t page : {16, 64, 256}) {
