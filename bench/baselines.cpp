@@ -134,21 +134,29 @@ void openblas_sgemm_nn(int64_t m, int64_t n, int64_t k, const float* a, const fl
               static_cast<int>(n));
 }
 
-double array_read(const float* data, int64_t n, int threads) {
+namespace {
+
+// Adds data[0, n) into 16 independent accumulators (the loop vectorizes and is bound by memory, not
+// by the latency of a single add chain); returns the sum of the elements past the last 16.
+double add_run(const float* data, int64_t n, float* acc) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    for (int j = 0; j < 16; ++j) acc[j] += data[i + j];
+  }
+  double tail = 0;
+  for (; i < n; ++i) tail += data[i];
+  return tail;
+}
+
+// Runs read(t, acc) on `threads` threads, each with its own accumulators; returns the sum of all.
+template <typename Read>
+double threaded_sum(int threads, const Read& read) {
   std::vector<double> partial(static_cast<size_t>(threads), 0.0);
   std::vector<std::thread> pool;
   for (int t = 0; t < threads; ++t) {
     pool.emplace_back([&, t] {
-      const int64_t lo = n * t / threads, hi = n * (t + 1) / threads;
-      // 16 independent accumulators: the loop vectorizes and is bound by memory, not by the
-      // latency of a single add chain.
       float acc[16] = {};
-      int64_t i = lo;
-      for (; i + 16 <= hi; i += 16) {
-        for (int j = 0; j < 16; ++j) acc[j] += data[i + j];
-      }
-      double s = 0;
-      for (; i < hi; ++i) s += data[i];
+      double s = read(t, acc);
       for (float a : acc) s += a;
       partial[static_cast<size_t>(t)] = s;
     });
@@ -159,28 +167,24 @@ double array_read(const float* data, int64_t n, int threads) {
   return s;
 }
 
+}  // namespace
+
+double array_read(const float* data, int64_t n, int threads) {
+  return threaded_sum(threads, [&](int t, float* acc) {
+    const int64_t lo = n * t / threads, hi = n * (t + 1) / threads;
+    return add_run(data + lo, hi - lo, acc);
+  });
+}
+
 double runs_read(const float* data, int64_t run, const std::vector<int64_t>& order, int threads) {
   const auto runs = static_cast<int64_t>(order.size());
-  std::vector<double> partial(static_cast<size_t>(threads), 0.0);
-  std::vector<std::thread> pool;
-  for (int t = 0; t < threads; ++t) {
-    pool.emplace_back([&, t] {
-      float acc[16] = {};
-      for (int64_t r = runs * t / threads; r < runs * (t + 1) / threads; ++r) {
-        const float* p = data + order[static_cast<size_t>(r)] * run;
-        for (int64_t i = 0; i + 16 <= run; i += 16) {
-          for (int j = 0; j < 16; ++j) acc[j] += p[i + j];
-        }
-      }
-      double s = 0;
-      for (float a : acc) s += a;
-      partial[static_cast<size_t>(t)] = s;
-    });
-  }
-  for (std::thread& t : pool) t.join();
-  double s = 0;
-  for (double p : partial) s += p;
-  return s;
+  return threaded_sum(threads, [&](int t, float* acc) {
+    double tail = 0;
+    for (int64_t r = runs * t / threads; r < runs * (t + 1) / threads; ++r) {
+      tail += add_run(data + order[static_cast<size_t>(r)] * run, run, acc);
+    }
+    return tail;
+  });
 }
 
 double fma_peak(int threads, int64_t rounds, float* sink) {
