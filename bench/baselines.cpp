@@ -141,10 +141,14 @@ namespace {
 double add_run(const float* data, int64_t n, float* acc) {
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    for (int j = 0; j < 16; ++j) acc[j] += data[i + j];
+    for (int j = 0; j < 16; ++j) {
+      acc[j] += data[i + j];
+    }
   }
   double tail = 0;
-  for (; i < n; ++i) tail += data[i];
+  for (; i < n; ++i) {
+    tail += data[i];
+  }
   return tail;
 }
 
@@ -153,17 +157,24 @@ template <typename Read>
 double threaded_sum(int threads, const Read& read) {
   std::vector<double> partial(static_cast<size_t>(threads), 0.0);
   std::vector<std::thread> pool;
+  pool.reserve(static_cast<size_t>(threads));
   for (int t = 0; t < threads; ++t) {
     pool.emplace_back([&, t] {
       float acc[16] = {};
       double s = read(t, acc);
-      for (float a : acc) s += a;
+      for (float a : acc) {
+        s += a;
+      }
       partial[static_cast<size_t>(t)] = s;
     });
   }
-  for (std::thread& t : pool) t.join();
+  for (std::thread& t : pool) {
+    t.join();
+  }
   double s = 0;
-  for (double p : partial) s += p;
+  for (double p : partial) {
+    s += p;
+  }
   return s;
 }
 

@@ -110,7 +110,9 @@ int do_par_for(void* user_context, halide_task_t task, int min, int size, uint8_
   }
   for (int i = min; i < min + size; ++i) {
     const int rc = task(user_context, i, closure);
-    if (rc != 0) return rc;
+    if (rc != 0) {
+      return rc;
+    }
   }
   return 0;
 }

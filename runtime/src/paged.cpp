@@ -303,7 +303,9 @@ Status paged_attention(const TensorView& q, const PagedKvCache& cache, const Ten
   HalideBuffer table(const_cast<int32_t*>(cache.page_table), {cache.batch, cache.pages_per_seq});
   HalideBuffer lengths(const_cast<int32_t*>(cache.lengths), {cache.batch});
   int64_t tokens = 0;
-  for (int64_t b = 0; b < cache.batch; ++b) tokens += cache.lengths[b];
+  for (int64_t b = 0; b < cache.batch; ++b) {
+    tokens += cache.lengths[b];
+  }
   CallContext ctx;
   ctx.serial = serial_call(2 * tokens * shape.kv_heads * shape.head_dim *
                            static_cast<int64_t>(element_size(shape.kv_dtype)));
