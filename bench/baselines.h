@@ -36,8 +36,8 @@ void openblas_sgemm_nn(int64_t m, int64_t n, int64_t k, const float* a, const fl
 // Sums `n` floats with `threads` threads (a pure read of memory); returns the sum.
 double array_read(const float* data, int64_t n, int threads);
 // The same read in runs of `run` floats taken in `order` (run indices; each thread takes its own
-// share of the order in turn): the rate a paged cache's pages can be read at, which falls with the
-// run's length however the reader is written.
+// share of the order in turn): the rate a paged cache's pages can be read at by a plain loop,
+// which falls with the run's length.
 double runs_read(const float* data, int64_t run, const std::vector<int64_t>& order, int threads);
 
 // The machine's fp32 FMA peak, measured: `threads` threads each run `rounds` rounds of 12

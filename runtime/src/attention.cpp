@@ -104,9 +104,8 @@ Status attention(const TensorView& q, const TensorView& k, const TensorView& v,
   const TensorView lse_view = lse_or_scratch(options, shape);
   HalideBuffer qb(q), kb(k), vb(v), ob(out), lb(lse_view);
   CallContext ctx;
-  ctx.serial = kernel.info().phase == "decode" &&
-               serial_call(2 * shape.batch * shape.kv_heads * shape.lk * shape.head_dim *
-                           static_cast<int64_t>(element_size(shape.kv_dtype)));
+  ctx.serial =
+      kernel.info().phase == "decode" && decode_runs_serially(shape, shape.batch * shape.lk);
   return kernel.call(ctx, qb, kb, vb, scale, splits, ob, lb);
 }
 

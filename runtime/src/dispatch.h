@@ -116,4 +116,12 @@ constexpr int64_t kDecodeMaxLq = 8;
 // least a few key blocks long.
 int choose_decode_splits(const AttentionShape& shape, int requested);
 
+// Whether a CPU decode call over `cached_tokens` keys (summed over the batch) of `shape`'s kv heads
+// runs on the calling thread (CallContext::serial). Waking Halide's sleeping worker costs 10-15 us
+// on a VM: a decode call on a 16-key cache (Hq = 32, Hkv = 8, D = 128, 128 KiB of K and V in fp32)
+// took 14 or 28-30 us, bimodal, on the 2-core Zen 4, more than its whole work. Up to
+// kSerialDecodeBytes of K and V, one thread reads the cache in less than a wake-up.
+constexpr int64_t kSerialDecodeBytes = int64_t{192} << 10;
+bool decode_runs_serially(const AttentionShape& shape, int64_t cached_tokens);
+
 }  // namespace hattn

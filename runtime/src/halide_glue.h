@@ -16,8 +16,7 @@ namespace hattn {
 // Passed as the kernel's user_context; Halide's error handler appends to `error`.
 struct CallContext {
   std::string error;
-  // Run the kernel's parallel loops on the calling thread (serial_call): a call this small
-  // finishes before an idle worker would have woken.
+  // Run the kernel's parallel loops on the calling thread (dispatch's decode_runs_serially).
   bool serial = false;
   void* cuda_context = nullptr;  // AttentionOptions::cuda_context (CUDA kernels only)
   void* cuda_stream = nullptr;   // AttentionOptions::cuda_stream
@@ -26,13 +25,6 @@ struct CallContext {
 // Routes Halide errors into CallContext and its parallel loops through CallContext::serial
 // (installed once, idempotent).
 void install_halide_handlers();
-
-// Whether a CPU decode call reading `kv_bytes` of cached K and V runs serially. Waking Halide's
-// sleeping worker costs 10-15 us on a VM: a decode call on a 16-key cache (Hq = 32, Hkv = 8,
-// D = 128, 128 KiB of K and V in fp32) took 14 or 28-30 us, bimodal, on the 2-core Zen 4, more
-// than its whole work; below this many bytes one thread reads the cache in less than a wake-up.
-constexpr int64_t kSerialCallBytes = int64_t{192} << 10;
-inline bool serial_call(int64_t kv_bytes) { return kv_bytes <= kSerialCallBytes; }
 
 // Halide's element type for a view's dtype.
 halide_type_t halide_type_of(DType t);

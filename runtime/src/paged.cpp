@@ -307,8 +307,7 @@ Status paged_attention(const TensorView& q, const PagedKvCache& cache, const Ten
     tokens += cache.lengths[b];
   }
   CallContext ctx;
-  ctx.serial = serial_call(2 * tokens * shape.kv_heads * shape.head_dim *
-                           static_cast<int64_t>(element_size(shape.kv_dtype)));
+  ctx.serial = decode_runs_serially(shape, tokens);
   return kernel.call(ctx, qb, kb, vb, table, lengths, resolve_scale(options, shape.head_dim),
                      splits, ob, lb);
 }
