@@ -107,6 +107,9 @@ DenseStages dense_attention(const DenseInputs& in, const DenseBlocking& blocking
   st.block_sum(ii, kblk, qblk, h, b) += st.probs(ii, st.rj, kblk, qblk, h, b);
 
   st.pv(ii, d, kblk, qblk, h, b) = 0.f;
+  // V's column, clamped: a schedule whose P.V tiles are whole (CUDA's td columns a thread) may
+  // compute P.V past column D - 1 where its tile overhangs the state's extra columns.
+  Expr d_in = min(d, in.head_dim - 1);
   if (in.pair_pv) {
     if (kb % 2 != 0) {
       throw std::invalid_argument("dense: P.V in bf16 pairs needs an even key block, got " +
@@ -115,7 +118,7 @@ DenseStages dense_attention(const DenseInputs& in, const DenseBlocking& blocking
     // Keys past Lk read the last key: their probabilities are exactly 0, in bf16 too.
     const Type t = in.q_raw.type();
     st.p_pairs(pr, ii, pi, kblk, qblk, h, b) = cast(t, st.probs(ii, 2 * pi + pr, kblk, qblk, h, b));
-    st.v_pairs(pr, d, pi, kblk, h, b) = in.v_raw(d, min(kblk * kb + 2 * pi + pr, lk - 1), hk, b);
+    st.v_pairs(pr, d, pi, kblk, h, b) = in.v_raw(d_in, min(kblk * kb + 2 * pi + pr, lk - 1), hk, b);
     st.rjp = RDom(0, 2, 0, kb / 2, "rjp");
     st.pv(ii, d, kblk, qblk, h, b) +=
         cast<float>(st.p_pairs(st.rjp.x, ii, st.rjp.y, kblk, qblk, h, b)) *
@@ -123,7 +126,7 @@ DenseStages dense_attention(const DenseInputs& in, const DenseBlocking& blocking
   } else {
     Expr key_rj = min(kblk * kb + st.rj, lk - 1);
     st.pv(ii, d, kblk, qblk, h, b) +=
-        st.probs(ii, st.rj, kblk, qblk, h, b) * in.v(d, key_rj, hk, b);
+        st.probs(ii, st.rj, kblk, qblk, h, b) * in.v(d_in, key_rj, hk, b);
   }
 
   // Fold key blocks into the running state. With split_keys, split s owns blocks
@@ -135,60 +138,99 @@ DenseStages dense_attention(const DenseInputs& in, const DenseBlocking& blocking
   Expr split_blocks = ragged ? max_key_blocks : num_key_blocks;
   Expr per_split = in.split_keys ? (split_blocks + in.splits - 1) / in.splits : split_blocks;
   st.rk = RDom(0, per_split, "rk");
-  Expr blk = in.split_keys ? s * per_split + st.rk : Expr(st.rk);
+  Var& r = st.r;
+  // A split's first block, for the split index the stage at hand calls s.
+  Expr first = in.split_keys ? s * per_split : Expr(0);
+  Expr blk = first + st.rk;
   Expr live = blk < num_key_blocks;
   // Causal: skip key blocks that start after the last visible key of the query block's last row.
   // The condition depends only on block indices, so the loop bound itself shrinks.
-  if (in.causal) live = live && blk * kb <= last_query + causal_offset;
+  // (Its bound is opaque to Halide (memoize_tag returns its argument): solved for the query block,
+  // it made the per-row factors' bounds in the query block move with the block loop, and Halide
+  // then recomputed every block's max at every block instead of sliding over them; see run_max.)
+  if (in.causal) live = live && blk * kb <= memoize_tag(last_query + causal_offset);
   st.rk.where(live);
 
-  std::vector<Var> state_vars = {ii, d};
-  if (in.split_keys) state_vars.push_back(s);
-  state_vars.insert(state_vars.end(), {qblk, h, b});
-  std::vector<Expr> state_at(state_vars.begin(), state_vars.end());
+  // Per-split functions take the split after the block (or the row) index; unsplit ones do not.
+  // `head` holds Vars (a definition's left side) or Exprs (a call).
+  auto split_args = [&](auto head) {
+    if (in.split_keys) head.push_back(s);
+    head.insert(head.end(), {qblk, h, b});
+    return head;
+  };
+  auto with_split_vars = [&](std::vector<Var> head) { return split_args(std::move(head)); };
+  auto with_split = [&](std::vector<Expr> head) { return split_args(std::move(head)); };
 
-  st.state(state_vars) = initial_state();
-  SoftmaxState running{st.state(state_at)[0], st.state(state_at)[1], st.state(state_at)[2]};
-  SoftmaxState block{st.block_max(ii, blk, qblk, h, b), st.block_sum(ii, blk, qblk, h, b),
-                     st.pv(ii, d, blk, qblk, h, b)};
-  SoftmaxState next = merge_states(running, block);
-  st.state(state_at) = Tuple(next.m, next.l, next.acc);
-
-  Func final_state = st.state;
-  if (in.split_keys) {
-    st.rs = RDom(0, in.splits, "rs");
-    st.merged(ii, d, qblk, h, b) = initial_state();
-    SoftmaxState acc{st.merged(ii, d, qblk, h, b)[0], st.merged(ii, d, qblk, h, b)[1],
-                     st.merged(ii, d, qblk, h, b)[2]};
-    SoftmaxState part{st.state(ii, d, st.rs, qblk, h, b)[0], st.state(ii, d, st.rs, qblk, h, b)[1],
-                      st.state(ii, d, st.rs, qblk, h, b)[2]};
-    SoftmaxState m = merge_states(acc, part);
-    st.merged(ii, d, qblk, h, b) = Tuple(m.m, m.l, m.acc);
-    final_state = st.merged;
+  // The running max after the split's block r: a plain max over the blocks before it (live
+  // blocks are a prefix of every split, so they are all computed), which a schedule keeps cheap by
+  // storing split_block_max outside the block loop: Halide's sliding window then computes each
+  // block's max once. (split_block_max indexes blocks within their split, so its bounds along the
+  // block loop hold no product of run-time values, which Halide cannot prove monotonic.)
+  // r = -1 is the empty prefix.
+  st.split_block_max(with_split_vars({ii, r})) = st.block_max(ii, first + r, qblk, h, b);
+  st.rm = RDom(0, per_split, "rm");
+  st.rm.where(st.rm <= r);
+  st.run_max(with_split_vars({ii, r})) = kMaskedScore;
+  st.run_max(with_split_vars({ii, r})) =
+      max(st.run_max(with_split_vars({ii, r})), st.split_block_max(with_split({ii, st.rm})));
+  // The two per-row factors of a fold, computed once per row and block: the running sums scale
+  // from the previous max to the new one, the block's from its own max to the new one.
+  {
+    Expr m_new = st.run_max(with_split({ii, r}));
+    Expr m_old = st.run_max(with_split({ii, r - 1}));
+    st.rescale(with_split_vars({ii, r})) =
+        Tuple(rescale_factor(m_old, m_new),
+              rescale_factor(st.split_block_max(with_split({ii, r})), m_new));
   }
 
+  // The state: columns [0, D) the weighted sums of V, column D the sum of weights, column D + 1
+  // the max (see dense.h). Only the sums are scaled per column; exps and maxima are per row.
+  Expr sum_col = in.head_dim, max_col = in.head_dim + 1;
+  std::vector<Var> state_vars = with_split_vars({ii, d});
+  std::vector<Expr> state_at(state_vars.begin(), state_vars.end());
+  st.state(state_vars) = select(d == max_col, kMaskedScore, 0.f);
+  {
+    Expr running = st.rescale(with_split({ii, st.rk}))[0];
+    Expr block = st.rescale(with_split({ii, st.rk}))[1];
+    Expr cur = st.state(state_at);
+    Expr block_part =
+        select(likely(d < sum_col), st.pv(ii, min(d, in.head_dim - 1), blk, qblk, h, b),
+               st.block_sum(ii, blk, qblk, h, b));
+    st.state(state_at) = select(likely(d <= sum_col), fold_sums(cur, running, block_part, block),
+                                st.run_max(with_split({ii, st.rk})));
+  }
+
+  // The final state's sums (columns [0, D]) and its max, per row.
+  Func final_state = st.state;
+  if (in.split_keys) {
+    // Splits hold partial states over disjoint keys: each is weighted by exp(its max - the max
+    // over all splits), the same rescaling as a fold.
+    st.rs = RDom(0, in.splits, "rs");
+    st.split_max(ii, qblk, h, b) = kMaskedScore;
+    st.split_max(ii, qblk, h, b) =
+        max(st.split_max(ii, qblk, h, b), st.state(ii, max_col, st.rs, qblk, h, b));
+    st.split_weight(ii, s, qblk, h, b) =
+        rescale_factor(st.state(ii, max_col, s, qblk, h, b), st.split_max(ii, qblk, h, b));
+    st.merged(ii, d, qblk, h, b) = 0.f;
+    st.merged(ii, d, qblk, h, b) +=
+        st.state(ii, d, st.rs, qblk, h, b) * st.split_weight(ii, st.rs, qblk, h, b);
+    final_state = st.merged;
+  }
   // A row sees at least one key iff Lk > 0 and (non-causal or i + offset >= 0); rows that see none
   // output zeros and lse = -inf.
   Expr any_visible = lk > 0;
   if (in.causal) any_visible = any_visible && i + causal_offset >= 0;
-  // Where output row i of query head h sits in the final state.
-  std::vector<Expr> at_d, at_0;
-  if (in.pack_groups) {
-    Expr r = (h % group) * in.lq + i;
-    at_d = {r, d, 0, h / group, b};
-    at_0 = {r, 0, 0, h / group, b};
-  } else {
-    at_d = {i % qb, d, i / qb, h, b};
-    at_0 = {i % qb, 0, i / qb, h, b};
-  }
-  Expr fl = final_state(at_d)[1];
-  Expr facc = final_state(at_d)[2];
-  st.out(d, i, h, b) = cast(in.out_type, select(any_visible, facc / fl, 0.f));
-
-  Expr lm = final_state(at_0)[0];
-  Expr ll = final_state(at_0)[1];
+  // Where output row i of query head h sits in the final state: its sums at column c, its max.
+  Expr row = in.pack_groups ? (h % group) * in.lq + i : i % qb;
+  Expr row_blk = in.pack_groups ? Expr(0) : i / qb;
+  Expr head = in.pack_groups ? h / group : h;
+  Expr fl = final_state(row, sum_col, row_blk, head, b);
+  Expr fm = in.split_keys ? st.split_max(row, row_blk, head, b)
+                          : st.state(row, max_col, row_blk, head, b);
+  st.out(d, i, h, b) =
+      cast(in.out_type, select(any_visible, final_state(row, d, row_blk, head, b) / fl, 0.f));
   st.lse(i, h, b) =
-      select(any_visible, lm + log(ll), Expr(-std::numeric_limits<float>::infinity()));
+      select(any_visible, fm + log(fl), Expr(-std::numeric_limits<float>::infinity()));
   return st;
 }
 

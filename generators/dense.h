@@ -65,7 +65,9 @@ struct DenseStages {
   Halide::Var d{"d"}, i{"i"}, h{"h"}, b{"b"};      // output dims
   Halide::Var ii{"ii"}, jj{"jj"};                  // query row / key within a block
   Halide::Var qblk{"qblk"}, kblk{"kblk"}, s{"s"};  // query block, key block, key split
+  Halide::Var r{"r"};                              // a block's index within its split
   Halide::RDom rc, rj, rk, rs;                     // over D, keys in a block, blocks, splits
+  Halide::RDom rm;                                 // over a split's blocks up to r
   Halide::Var pr{"pr"}, pi{"pi"};                  // pair products: member of a pair, pair index
   Halide::RDom rcp, rjp;    // pair_qk: (member, pair) over D; pair_pv: over a block's keys
   Halide::Expr block_rows;  // rows in a query block: query_block, or Lq x group when packed
@@ -86,11 +88,19 @@ struct DenseStages {
   Halide::Func probs{"probs"};          // (ii, jj, kblk, qblk, h, b) exp(score - block max)
   Halide::Func block_sum{"block_sum"};  // (ii, kblk, qblk, h, b)
   Halide::Func pv{"pv"};                // (ii, d, kblk, qblk, h, b)  sum_j probs * v
-  Halide::Func state{"state"};  // (ii, d, [s,] qblk, h, b)   Tuple {m, l, acc} over key blocks
-  Halide::Func merged{
-      "merged"};            // (ii, d, qblk, h, b)        split_keys only: states merged over s
-  Halide::Func out{"out"};  // (d, i, h, b)
-  Halide::Func lse{"lse"};  // (i, h, b)
+  // The running state per row, folded over key blocks (online_softmax.h): columns d in [0, D)
+  // hold acc, column D the sum l, column D + 1 the max m. The per-row factors come from the block
+  // maxima (run_max, rescale), so a fold costs one exp per row, not one per column.
+  Halide::Func split_block_max{"split_block_max"};  // (ii, r, [s,] qblk, h, b) its block r's
+  Halide::Func run_max{"run_max"};  // (ii, r, [s,] qblk, h, b) max over the split's blocks <= r
+  Halide::Func rescale{"rescale"};  // (ii, r, [s,] qblk, h, b) Tuple {running, block} factors
+  Halide::Func state{"state"};      // (ii, d, [s,] qblk, h, b) the state after the split's blocks
+  // split_keys only: the splits' sums weighted by exp(their max - the max over splits), summed.
+  Halide::Func split_max{"split_max"};        // (ii, qblk, h, b)   the final max
+  Halide::Func split_weight{"split_weight"};  // (ii, s, qblk, h, b)
+  Halide::Func merged{"merged"};              // (ii, d, qblk, h, b) the final sums, d in [0, D]
+  Halide::Func out{"out"};                    // (d, i, h, b)
+  Halide::Func lse{"lse"};                    // (i, h, b)
 };
 
 DenseStages dense_attention(const DenseInputs& in, const DenseBlocking& blocking);

@@ -1,6 +1,5 @@
-// Online-softmax pieces shared by every variant: the running state (m, l, acc) and the rule that
-// merges two partial states by rescaling. Used for key blocks, for split-K partials and (later)
-// for the sparse variants, so the rescaling exists once.
+// Online-softmax pieces: the masked score, the exp it needs, and the rule that folds a block's (or
+// a split's) partial softmax state into a running one by rescaling, so the rescaling exists once.
 #pragma once
 
 #include "Halide.h"
@@ -17,22 +16,21 @@ inline Halide::Expr exp_nonpositive(const Halide::Expr& x) {
   return Halide::select(x < -87.f, 0.f, Halide::fast_exp(Halide::max(x, -87.f)));
 }
 
-// A partial softmax state over some set of keys: m = max score, l = sum exp(s - m),
-// acc = sum exp(s - m) v. Merging two states rescales both to the larger max; only one exp is
-// needed because one of the two factors is exactly 1.
-struct SoftmaxState {
-  Halide::Expr m, l, acc;
-};
+// The online softmax's state for a row: m = the max score so far, l = sum exp(s - m) and
+// acc = sum exp(s - m) v over the keys so far. A fold into it (one more block of keys, or one more
+// split's partial state) rescales both sides to the new max m' = max(m, m_part):
+//   l' = l * exp(m - m') + l_part * exp(m_part - m'),  acc' likewise.
+// The factors are per row (one exp each per row and fold); only the sums are per column.
 
-inline SoftmaxState merge_states(const SoftmaxState& a, const SoftmaxState& b) {
-  using Halide::select;
-  Halide::Expr b_larger = b.m > a.m;
-  Halide::Expr e = exp_nonpositive(-Halide::abs(a.m - b.m));
-  Halide::Expr scale_a = select(b_larger, e, 1.f);
-  Halide::Expr scale_b = select(b_larger, 1.f, e);
-  return {Halide::max(a.m, b.m), a.l * scale_a + b.l * scale_b, a.acc * scale_a + b.acc * scale_b};
+// exp(m - m_new) for m <= m_new: the factor that moves a sum taken against max m to m_new.
+inline Halide::Expr rescale_factor(const Halide::Expr& m, const Halide::Expr& m_new) {
+  return exp_nonpositive(m - m_new);
 }
 
-inline Halide::Tuple initial_state() { return Halide::Tuple(kMaskedScore, 0.f, 0.f); }
+// One column of a fold: the running sum and the part's, each times its factor.
+inline Halide::Expr fold_sums(const Halide::Expr& sum, const Halide::Expr& sum_factor,
+                              const Halide::Expr& part, const Halide::Expr& part_factor) {
+  return sum * sum_factor + part * part_factor;
+}
 
 }  // namespace hattn

@@ -42,6 +42,25 @@ Tiles read_tiles(const ScheduleContext& ctx) {
   return x;
 }
 
+// The per-row factors of each fold (DenseStages::run_max, rescale), computed once per block and
+// row. The blocks' maxima (split_block_max) are stored for the whole walk over key blocks (`walk`):
+// run_max reads every block's so far, and Halide's sliding window then computes each block's max
+// once, in its own iteration. Rows in `lanes` lanes (1: scalar).
+void schedule_row_factors(DenseStages& st, const LoopLevel& walk, int lanes) {
+  st.split_block_max.compute_at(st.state, st.rk).store_at(walk);
+  st.run_max.compute_at(st.state, st.rk).bound_extent(st.r, 2);
+  st.rescale.compute_at(st.state, st.rk).bound_extent(st.r, 1);
+  // Allocated once per walk (run_max's size is a run-time value: a heap allocation per block
+  // otherwise); a ragged batch's bounds there would read its lengths.
+  if (!st.ragged) {
+    for (Func f : {st.run_max, st.rescale}) f.hoist_storage(walk);
+  }
+  if (lanes > 1) {
+    for (Func f : {st.split_block_max, st.run_max, st.rescale}) f.vectorize(st.ii, lanes);
+    st.run_max.update().vectorize(st.ii, lanes);
+  }
+}
+
 void schedule_prefill(DenseStages& st, const ScheduleContext& ctx) {
   const Tiles x = read_tiles(ctx);
   // A query block is whole micro-tiles of tq vectors: otherwise the tiles round the block up
@@ -79,6 +98,7 @@ void schedule_prefill(DenseStages& st, const ScheduleContext& ctx) {
   }
   st.state.compute_at(per_task).bound(st.ii, 0, x.qb).vectorize(st.ii, x.vec);
   st.state.update().reorder(st.ii, st.d, st.rk).vectorize(st.ii, x.vec);
+  schedule_row_factors(st, per_task, x.vec);
   if (pairs) {
     // Pairs staged member-innermost: one dense 2 x vec-lane vector per (row vector, pair).
     st.q_pairs.compute_at(per_task).vectorize(st.pr).vectorize(st.ii, x.vec);
@@ -120,7 +140,8 @@ void schedule_prefill(DenseStages& st, const ScheduleContext& ctx) {
     RVar ro("ro"), ri("ri");
     Var part("part");
     Func partial = f.update().split(st.rj, ro, ri, 4).rfactor(ri, part);
-    partial.compute_at(st.state, st.rk).vectorize(st.ii, x.vec).unroll(part);
+    partial.compute_at(st.state, st.rk).bound_extent(st.kblk, 1);
+    partial.vectorize(st.ii, x.vec).unroll(part);
     partial.update().reorder(st.ii, part, ro).vectorize(st.ii, x.vec).unroll(part);
     f.update().reorder(st.ii, ri).vectorize(st.ii, x.vec).unroll(ri);
   }
@@ -129,7 +150,7 @@ void schedule_prefill(DenseStages& st, const ScheduleContext& ctx) {
   // P V: qb x D per key block, accumulated in registers over the block's keys.
   Func pv_tile = st.pv.in(st.state);
   pv_tile.compute_at(st.state, st.rk);
-  std::vector<Func> per_block = {st.scores, st.probs, st.block_max, st.block_sum, pv_tile};
+  std::vector<Func> per_block = {st.scores, st.probs, st.block_sum, pv_tile};
   if (pairs) {
     // The block's probabilities in bf16 pairs (rows in lanes) and its V in pairs of keys (D in
     // lanes): the operands of the pair micro-kernel, staged once per block.
@@ -148,8 +169,12 @@ void schedule_prefill(DenseStages& st, const ScheduleContext& ctx) {
   }
 
   // The per-block buffers are allocated once per task, not once per key block (they exceed the
-  // stack limit, and heap traffic per block cost ~6% at L=512).
+  // stack limit, and heap traffic per block cost ~6% at L=512), each for one block: computed at
+  // the block loop, they hold one block, but bounds that follow the sliding window over the
+  // block maxima (schedule_row_factors) would size them for every block.
   for (Func f : per_block) f.hoist_storage(per_task);
+  for (Func f : {st.scores, st.probs}) f.bound_extent(st.kblk, 1);
+  if (pairs) st.p_pairs.bound_extent(st.kblk, 1);
 }
 
 void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
@@ -182,6 +207,7 @@ void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
   // A cache of at least a whole block gets the block loops of constant extent (the long caches
   // decode spends its time on); a shorter one loops over its own keys (st.block_keys).
   if (st.whole_blocks.defined()) st.state.update().specialize(st.whole_blocks);
+  schedule_row_factors(st, LoopLevel(st.state, task), 1);
 
   // q . k. kt = 1 (16-bit K, widened): a tile of tk keys x tg rows of the kv group (row_tiles),
   // each (key, row) with one vector of partial sums in a register over D, the lanes added once
@@ -248,12 +274,20 @@ void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
     st.pv.update().reorder(st.d, st.ii, st.rj).vectorize(st.d, x.vec, TailStrategy::GuardWithIf);
   }
 
+  // The per-block buffers allocated once per task; those holding a block's scores for one block
+  // (bounds that follow the sliding window in schedule_row_factors would size them for every
+  // block of the split). (block_sum, a value per row, is left as it was: bounded too, causal decode
+  // required every block of the split from it.)
+  std::vector<Func> score_blocks = {dot_keys, st.scores, st.probs};
+  if (!key_tile) score_blocks.push_back(dot_lanes);
+  for (Func f : score_blocks) f.bound_extent(st.kblk, 1);
   if (!st.ragged) {
-    std::vector<Func> per_block = {dot_keys, st.scores, st.probs, st.block_max, st.block_sum};
-    if (!key_tile) per_block.push_back(dot_lanes);
-    for (Func f : per_block) f.hoist_storage(st.state, task);
+    score_blocks.push_back(st.block_sum);
+    for (Func f : score_blocks) f.hoist_storage(st.state, task);
   }
 
+  st.split_max.compute_root();
+  st.split_weight.compute_root();
   st.merged.compute_root().vectorize(st.d, x.vec, d_tail);
   st.merged.update().reorder(st.d, st.ii, st.rs).vectorize(st.d, x.vec, d_tail);
   st.out.vectorize(st.d, x.vec, TailStrategy::GuardWithIf);

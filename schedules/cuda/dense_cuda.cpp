@@ -8,7 +8,8 @@
 //   max/sum (ii)      one thread per row over the block's keys (qb rows, short loops);
 //   P V     (ii, d)   each thread a contiguous slice of `td` head-dim columns, accumulated in
 //                     registers over the block's keys, folded into the state it owns.
-// Shared memory per block: 3 x qb x D (state) + qb x D (q) + 2 x qb x kb (scores, probs).
+// Shared memory per block: qb x (D + 2) (state) + qb x D (q) + 2 x qb x kb (scores, probs); the
+// block maxima of the walk (qb per key block) in global memory.
 //
 // Decode: a thread block per (split, query row, head, batch) (split-K); the partial states
 // are merged by a second kernel. The dot products split D into 4-wide vector lanes so K is read
@@ -34,6 +35,21 @@ CudaTiles read_cuda_tiles(const ScheduleContext& ctx) {
 // reads V rows as short vectors, and every stage touching d for a row uses the same slices.
 void split_d(Stage s, const Var& d, const Var& dt, const Var& di, int td, bool fixed_d) {
   s.split(d, dt, di, td, fixed_d ? TailStrategy::RoundUp : TailStrategy::GuardWithIf);
+}
+
+// The per-row factors of each fold (DenseStages::run_max, rescale), once per block and row, with
+// the blocks' maxima (split_block_max) kept for the walk over key blocks (`walk`, one thread
+// block's) so that Halide's sliding window computes each block's max once. They are in global
+// memory: a walk holds a max per row and block, which grows with the keys and would outgrow shared
+// memory on long sequences. Rows on threads (`row_threads`) or, for decode's one row, on one
+// thread.
+void row_factors_cuda(DenseStages& st, const LoopLevel& walk, bool row_threads) {
+  st.split_block_max.compute_at(st.state, st.rk).store_at(walk).store_in(MemoryType::Heap);
+  for (Func f : {st.run_max, st.rescale}) f.compute_at(st.state, st.rk);
+  if (row_threads) {
+    for (Func f : {st.split_block_max, st.run_max, st.rescale}) f.gpu_threads(st.ii);
+    st.run_max.update().gpu_threads(st.ii);
+  }
 }
 
 void schedule_prefill_cuda(DenseStages& st, const ScheduleContext& ctx) {
@@ -71,6 +87,7 @@ void schedule_prefill_cuda(DenseStages& st, const ScheduleContext& ctx) {
 
   st.block_max.compute_at(st.state, st.rk).gpu_threads(st.ii);
   st.block_max.update().gpu_threads(st.ii);
+  row_factors_cuda(st, LoopLevel(final_state, st.qblk), true);
   st.probs.compute_at(st.state, st.rk)
       .split(st.jj, jt, js, x.tk)
       .reorder(js, jt, st.ii)
@@ -80,7 +97,7 @@ void schedule_prefill_cuda(DenseStages& st, const ScheduleContext& ctx) {
   st.block_sum.update().gpu_threads(st.ii);
 
   // P V per thread: its td columns of its row, in registers, consumed by its own state update.
-  st.pv.compute_at(st.state, dt).unroll(st.d);
+  st.pv.compute_at(st.state, dt).bound_extent(st.d, x.td).unroll(st.d);
   st.pv.update().reorder(st.d, st.rj).unroll(st.d);
 
   // out and lse: plain elementwise kernels over the final states.
@@ -94,6 +111,7 @@ void schedule_decode_cuda(DenseStages& st, const ScheduleContext& ctx) {
   const bool fixed_d = ctx.head_dim > 0;
   Var dt("dt"), di("di"), jt("jt"), js("js"), blk("blk"), lane("lane"), part("part");
   RVar rco("rco"), rci("rci"), ro("ro"), ri("ri");
+  Var dx("dx"), ix("ix"), iy("iy");
 
   // Partial states: a thread block per (split, query block, head, batch).
   st.state.compute_root();
@@ -132,19 +150,22 @@ void schedule_decode_cuda(DenseStages& st, const ScheduleContext& ctx) {
     partial.compute_at(st.state, st.rk).gpu_threads(part);
     partial.update().reorder(part, ro, st.ii).gpu_threads(part);
   }
+  row_factors_cuda(st, LoopLevel(st.state, blk), false);
   st.probs.compute_at(st.state, st.rk)
       .split(st.jj, jt, js, x.tk)
       .reorder(js, st.ii, jt)
       .gpu_threads(jt)
       .unroll(js);
 
-  st.pv.compute_at(st.state, dt).unroll(st.d);
+  st.pv.compute_at(st.state, dt).bound_extent(st.d, x.td).unroll(st.d);
   st.pv.update().reorder(st.d, st.rj).unroll(st.d);
 
-  // Merge the splits: one thread per (row, column).
+  // Merge the splits: one thread per (row, column), the splits' weights per block of columns.
+  st.split_max.compute_root().gpu_tile(st.ii, st.h, dx, ix, 32, 1, TailStrategy::GuardWithIf);
+  st.split_max.update().gpu_tile(st.ii, st.h, dx, ix, 32, 1, TailStrategy::GuardWithIf);
+  st.split_weight.compute_at(st.merged, dt);
   st.merged.compute_root().gpu_tile(st.d, st.ii, dt, di, 32, 1, TailStrategy::GuardWithIf);
   st.merged.update().gpu_tile(st.d, st.ii, dt, di, 32, 1, TailStrategy::GuardWithIf);
-  Var dx("dx"), ix("ix"), iy("iy");
   st.out.gpu_tile(st.d, st.i, dx, ix, 32, 1, TailStrategy::GuardWithIf);
   st.lse.gpu_tile(st.i, st.h, ix, iy, 32, 1, TailStrategy::GuardWithIf);
 }
