@@ -172,6 +172,14 @@ void register_all() {
       add("openblas_sgemm/pv" + shape, run_sgemm, l, d, l, false);
     }
   }
+  // The longest prefill, hattn alone (issue 25: GFLOP/s within 10% from L = 512 to 16384; the
+  // unfused baselines would hold 1 GiB of scores per head here).
+  for (int64_t d : {64, 128}) {
+    for (bool causal : {false, true}) {
+      const Shape s{1, 8, 16384, 16384, d, causal};
+      add(prefill_name("hattn_dense", s), run_hattn, s, hattn::DType::f32, false);
+    }
+  }
   for (int64_t lk : {4096, 32768, 131072}) {
     const Shape s{1, 32, 1, lk, 128, false};
     const std::string shape = "/decode/Lk:" + std::to_string(lk) + "/D:128";

@@ -279,7 +279,8 @@ def el_section(rows, targets):
 def main():
     rows = load(sys.argv[1:])
     good, peak = machine_section(rows)
-    lengths = [l for l in (512, 2048, 8192) if f"hattn_dense/prefill/L:{l}/D:64/causal:0" in rows]
+    lengths = [l for l in (512, 2048, 8192, 16384)
+               if f"hattn_dense/prefill/L:{l}/D:64/causal:0" in rows]
     print("\nPrefill, B=1, H=8, fp32 (GFLOP/s of visible work; medians; 'gemm' = the faster "
           "trustworthy library's sgemm at each GEMM shape)")
     print(f"{'shape':<26}{'hattn':>8}{'%peak':>6}{'oblas':>8}{'x':>6}{'gemm qk':>9}{'gemm pv':>9}"

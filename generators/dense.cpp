@@ -148,13 +148,17 @@ DenseStages dense_attention(const DenseInputs& in, const DenseBlocking& blocking
   // (Its bound is opaque to Halide (memoize_tag returns its argument): solved for the query block,
   // it made the per-row factors' bounds in the query block move with the block loop, and Halide
   // then recomputed every block's max at every block instead of sliding over them; see run_max.)
-  if (in.causal) live = live && blk * kb <= memoize_tag(last_query + causal_offset);
+  if (in.causal) {
+    live = live && blk * kb <= memoize_tag(last_query + causal_offset);
+  }
   st.rk.where(live);
 
   // Per-split functions take the split after the block (or the row) index; unsplit ones do not.
   // `head` holds Vars (a definition's left side) or Exprs (a call).
   auto split_args = [&](auto head) {
-    if (in.split_keys) head.push_back(s);
+    if (in.split_keys) {
+      head.push_back(s);
+    }
     head.insert(head.end(), {qblk, h, b});
     return head;
   };

@@ -53,10 +53,14 @@ void schedule_row_factors(DenseStages& st, const LoopLevel& walk, int lanes) {
   // Allocated once per walk (run_max's size is a run-time value: a heap allocation per block
   // otherwise); a ragged batch's bounds there would read its lengths.
   if (!st.ragged) {
-    for (Func f : {st.run_max, st.rescale}) f.hoist_storage(walk);
+    for (Func f : {st.run_max, st.rescale}) {
+      f.hoist_storage(walk);
+    }
   }
   if (lanes > 1) {
-    for (Func f : {st.split_block_max, st.run_max, st.rescale}) f.vectorize(st.ii, lanes);
+    for (Func f : {st.split_block_max, st.run_max, st.rescale}) {
+      f.vectorize(st.ii, lanes);
+    }
     st.run_max.update().vectorize(st.ii, lanes);
   }
 }
@@ -287,11 +291,17 @@ void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {
   // block of the split). (block_sum, a value per row, is left as it was: bounded too, causal decode
   // required every block of the split from it.)
   std::vector<Func> score_blocks = {dot_keys, st.scores, st.probs};
-  if (!key_tile) score_blocks.push_back(dot_lanes);
-  for (Func f : score_blocks) f.bound_extent(st.kblk, 1);
+  if (!key_tile) {
+    score_blocks.push_back(dot_lanes);
+  }
+  for (Func f : score_blocks) {
+    f.bound_extent(st.kblk, 1);
+  }
   if (!st.ragged) {
     score_blocks.push_back(st.block_sum);
-    for (Func f : score_blocks) f.hoist_storage(st.state, task);
+    for (Func f : score_blocks) {
+      f.hoist_storage(st.state, task);
+    }
   }
 
   st.split_max.compute_root();

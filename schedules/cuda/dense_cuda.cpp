@@ -45,9 +45,13 @@ void split_d(Stage s, const Var& d, const Var& dt, const Var& di, int td, bool f
 // thread.
 void row_factors_cuda(DenseStages& st, const LoopLevel& walk, bool row_threads) {
   st.split_block_max.compute_at(st.state, st.rk).store_at(walk).store_in(MemoryType::Heap);
-  for (Func f : {st.run_max, st.rescale}) f.compute_at(st.state, st.rk);
+  for (Func f : {st.run_max, st.rescale}) {
+    f.compute_at(st.state, st.rk);
+  }
   if (row_threads) {
-    for (Func f : {st.split_block_max, st.run_max, st.rescale}) f.gpu_threads(st.ii);
+    for (Func f : {st.split_block_max, st.run_max, st.rescale}) {
+      f.gpu_threads(st.ii);
+    }
     st.run_max.update().gpu_threads(st.ii);
   }
 }
