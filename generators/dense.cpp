@@ -107,8 +107,9 @@ DenseStages dense_attention(const DenseInputs& in, const DenseBlocking& blocking
   st.block_sum(ii, kblk, qblk, h, b) += st.probs(ii, st.rj, kblk, qblk, h, b);
 
   st.pv(ii, d, kblk, qblk, h, b) = 0.f;
-  // V's column, clamped: a schedule whose P.V tiles are whole (CUDA's td columns a thread) may
-  // compute P.V past column D - 1 where its tile overhangs the state's extra columns.
+  // V's column, clamped: the state reads P.V at its columns [0, D) only, but a schedule whose
+  // P.V tiles are whole (CUDA's td columns a thread) computes them past D - 1 where a tile
+  // overhangs the state's two extra columns.
   Expr d_in = min(d, in.head_dim - 1);
   if (in.pair_pv) {
     if (kb % 2 != 0) {
@@ -198,9 +199,8 @@ DenseStages dense_attention(const DenseInputs& in, const DenseBlocking& blocking
     Expr block = st.rescale(with_split({ii, st.rk}))[1];
     Expr cur = st.state(state_at);
     Expr block_part =
-        select(likely(d < sum_col), st.pv(ii, min(d, in.head_dim - 1), blk, qblk, h, b),
-               st.block_sum(ii, blk, qblk, h, b));
-    st.state(state_at) = select(likely(d <= sum_col), fold_sums(cur, running, block_part, block),
+        select(d < sum_col, st.pv(ii, d_in, blk, qblk, h, b), st.block_sum(ii, blk, qblk, h, b));
+    st.state(state_at) = select(d <= sum_col, fold_sums(cur, running, block_part, block),
                                 st.run_max(with_split({ii, st.rk})));
   }
 

@@ -24,10 +24,7 @@ bool bf16_pairs(const Type& dtype, int head_dim, const Target& t) {
 }
 
 // D is contiguous in q, out, lse and the two key/value buffers (k, v or their pages) and equal
-// across them; a fixed head dim is compiled in. The output's query rows start at 0 (as the runtime
-// passes every buffer): prefill's transposed output tiles then index their query block with a
-// dense vector (i % qb of a vector of rows whose start is unknown was a 16 x 16 gather, ~3% of a
-// causal prefill).
+// across them; a fixed head dim is compiled in.
 void constrain_head_dim(GeneratorInput<Buffer<void, 4>>& q, GeneratorInput<Buffer<void, 4>>& k,
                         GeneratorInput<Buffer<void, 4>>& v, GeneratorOutput<Buffer<void, 4>>& out,
                         GeneratorOutput<Buffer<float, 3>>& lse, int head_dim) {
@@ -42,8 +39,6 @@ void constrain_head_dim(GeneratorInput<Buffer<void, 4>>& q, GeneratorInput<Buffe
   k.dim(0).set_bounds(0, d);
   v.dim(0).set_bounds(0, d);
   out.dim(0).set_bounds(0, d);
-  out.dim(1).set_min(0);
-  lse.dim(0).set_min(0);
 }
 
 class DenseAttentionGenerator : public Generator<DenseAttentionGenerator> {

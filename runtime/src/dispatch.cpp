@@ -233,15 +233,15 @@ Status choose_kernel(const char* variant_name, const KernelRequest& options,
   return Status::success();
 }
 
-// Counted in keys: the runtime does not know a kernel's key block (its table does, and tables
-// differ: 128 to 256 keys), and a decode kernel given more splits than it has key blocks leaves
-// the extra ones empty, which is still exact.
 bool decode_runs_serially(const AttentionShape& shape, int64_t cached_tokens) {
   const int64_t bytes = 2 * cached_tokens * shape.kv_heads * shape.head_dim *
                         static_cast<int64_t>(element_size(shape.kv_dtype));
   return shape.device == Device::cpu && bytes <= kSerialDecodeBytes;
 }
 
+// Counted in keys: the runtime does not know a kernel's key block (its table does, and tables
+// differ: 128 to 256 keys), and a decode kernel given more splits than it has key blocks leaves
+// the extra ones empty, which is still exact.
 int choose_decode_splits(const AttentionShape& shape, int requested) {
   // At most one split per this many keys: finer splits only add partial states to merge.
   constexpr int64_t kMinKeysPerSplit = 256;
