@@ -47,6 +47,10 @@ DenseStages dense_attention(const DenseInputs& in, const DenseBlocking& blocking
     hk = h;
   } else {
     qb = blocking.query_block;
+    if (blocking.long_query_block > 0) {
+      st.long_rows = in.lk >= blocking.long_keys;
+      qb = select(st.long_rows, blocking.long_query_block, blocking.query_block);
+    }
     mask_query = qblk * qb + ii;
     query = min(mask_query, in.lq - 1);
     last_query = qblk * qb + (qb - 1);

@@ -33,6 +33,12 @@ constexpr int kShortCacheGranule = 16;
 struct DenseBlocking {
   int query_block = 32;  // rows of queries per block (a multiple of the vector width)
   int key_block = 256;   // keys per block
+  // Unpacked blocks only: calls with at least `long_keys` keys use blocks of `long_query_block`
+  // rows instead (0: never). A query block streams its head's whole K and V; past the L3 they
+  // come from memory, and taller blocks read fewer bytes per FLOP. `DenseStages::long_rows` says
+  // which block a call takes; a schedule specializes on it.
+  int long_query_block = 0;
+  int long_keys = 0;
 };
 
 struct DenseInputs {
@@ -71,6 +77,9 @@ struct DenseStages {
   Halide::Var pr{"pr"}, pi{"pi"};                  // pair products: member of a pair, pair index
   Halide::RDom rcp, rjp;    // pair_qk: (member, pair) over D; pair_pv: over a block's keys
   Halide::Expr block_rows;  // rows in a query block: query_block, or Lq x group when packed
+  // DenseBlocking::long_query_block: true where the call's blocks are long_query_block rows (then
+  // block_rows is a select on it); undefined when the blocking has no long blocks.
+  Halide::Expr long_rows;
   // Packed: the keys a block's loops cover, min(key_block, Lk rounded up to kShortCacheGranule),
   // and `whole_blocks` (Lk >= key_block), under which that is the constant key_block: a
   // schedule specializes on it so the long-cache loops keep their constant extents.

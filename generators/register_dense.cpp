@@ -113,6 +113,10 @@ class DenseAttentionGenerator : public Generator<DenseAttentionGenerator> {
     // row its own threads and keeps compile-time query blocks.
     in.pack_groups = decode && !get_target().has_gpu_feature();
     DenseBlocking blocking{in.pack_groups ? 0 : ctx.tunables.get("qb"), ctx.tunables.get("kb")};
+    if (!in.pack_groups) {
+      blocking.long_query_block = ctx.tunables.get_or("lqb", 0);
+      blocking.long_keys = ctx.tunables.get_or("lk", 0);
+    }
     DenseStages st = dense_attention(in, blocking);
     out = st.out;
     if (ctx.with_lse) {

@@ -70,10 +70,19 @@ void schedule_prefill(DenseStages& st, const ScheduleContext& ctx) {
   // A query block is whole micro-tiles of tq vectors: otherwise the tiles round the block up
   // past its rows and the kernel reads q before row 0 (Halide error -4 on every call; measured
   // with qb=8 on AVX-512). Refused here, at build time, with the line that asked for it.
-  if (x.qb <= 0 || x.tq <= 0 || x.qb % (x.tq * x.vec) != 0) {
-    throw std::runtime_error(
-        ctx.tunables.source() + ": dense prefill needs qb a multiple of tq x " +
-        std::to_string(x.vec) + " (the vector width), got " + ctx.tunables.str());
+  // The same for the long-key blocks (lqb, from lk keys; DenseBlocking::long_query_block).
+  const int lqb = ctx.tunables.get_or("lqb", 0);
+  for (int rows : {x.qb, lqb}) {
+    if (rows == lqb && lqb == 0) continue;
+    if (rows <= 0 || x.tq <= 0 || rows % (x.tq * x.vec) != 0) {
+      throw std::runtime_error(
+          ctx.tunables.source() + ": dense prefill needs qb and lqb multiples of tq x " +
+          std::to_string(x.vec) + " (the vector width), got " + ctx.tunables.str());
+    }
+  }
+  if (lqb > 0 && ctx.tunables.get_or("lk", 0) <= 0) {
+    throw std::runtime_error(ctx.tunables.source() + ": lqb needs lk, the keys from which it " +
+                             "applies, got " + ctx.tunables.str());
   }
   const bool fixed_d = ctx.head_dim > 0;
   const TailStrategy d_tail = fixed_d ? TailStrategy::ShiftInwards : TailStrategy::GuardWithIf;
@@ -101,7 +110,7 @@ void schedule_prefill(DenseStages& st, const ScheduleContext& ctx) {
   } else {
     per_task = LoopLevel(st.out, task);
   }
-  st.state.compute_at(per_task).bound(st.ii, 0, x.qb).vectorize(st.ii, x.vec);
+  st.state.compute_at(per_task).bound(st.ii, 0, st.block_rows).vectorize(st.ii, x.vec);
   st.state.update().reorder(st.ii, st.d, st.rk).vectorize(st.ii, x.vec);
   schedule_row_factors(st, per_task, x.vec);
   if (pairs) {
@@ -117,7 +126,7 @@ void schedule_prefill(DenseStages& st, const ScheduleContext& ctx) {
   // the tile read its rows at i % qb for a vector of i, which Halide gathered lane by lane: ~3% of
   // a causal prefill at L = 2048, D = 128, Zen 4.)
   Var dt("dt"), di("di"), qt("qt"), qv("qv");
-  st.out.split(st.i, qo, qi, x.qb, TailStrategy::GuardWithIf)
+  st.out.split(st.i, qo, qi, st.block_rows, TailStrategy::GuardWithIf)
       .fuse(qo, st.h, task)
       .fuse(task, st.b, task)
       .parallel(task);
@@ -187,6 +196,13 @@ void schedule_prefill(DenseStages& st, const ScheduleContext& ctx) {
   for (Func f : per_block) f.hoist_storage(per_task);
   for (Func f : {st.scores, st.probs}) f.bound_extent(st.kblk, 1);
   if (pairs) st.p_pairs.bound_extent(st.kblk, 1);
+
+  // Long-key calls (lqb) run their own copy of the task loops, in which the block's rows are the
+  // constant lqb again (specialized last: a specialization takes the schedule given before it).
+  if (st.long_rows.defined()) {
+    st.out.specialize(st.long_rows);
+    if (ctx.with_lse) final_state.specialize(st.long_rows);
+  }
 }
 
 void schedule_decode(DenseStages& st, const ScheduleContext& ctx) {

@@ -14,6 +14,8 @@
 // Decode: a thread block per (split, query row, head, batch) (split-K); the partial states
 // are merged by a second kernel. The dot products split D into 4-wide vector lanes so K is read
 // with 16-byte loads, and the block max and sum run as 32 parallel partials.
+#include <stdexcept>
+
 #include "schedules.h"
 
 namespace hattn {
@@ -60,6 +62,11 @@ void schedule_prefill_cuda(DenseStages& st, const ScheduleContext& ctx) {
   const CudaTiles x = read_cuda_tiles(ctx);
   const bool fixed_d = ctx.head_dim > 0;
   Var dt("dt"), di("di"), jt("jt"), js("js");
+  if (st.long_rows.defined()) {
+    throw std::runtime_error(ctx.tunables.source() +
+                             ": lqb (taller query blocks for long keys) is a CPU tunable; the " +
+                             "CUDA schedule's blocks are compile-time, got " + ctx.tunables.str());
+  }
 
   // The final states, one thread block per (query block, head, batch); out and lse read them.
   Func final_state = st.state.in();
