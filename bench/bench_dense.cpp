@@ -178,6 +178,7 @@ void register_all() {
     for (bool causal : {false, true}) {
       const Shape s{1, 8, 16384, 16384, d, causal};
       add(prefill_name("hattn_dense", s), run_hattn, s, hattn::DType::f32, false);
+      add(prefill_name("hattn_dense_bf16", s), run_hattn, s, hattn::DType::bf16, false);
     }
   }
   for (int64_t lk : {4096, 32768, 131072}) {

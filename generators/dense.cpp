@@ -48,7 +48,9 @@ DenseStages dense_attention(const DenseInputs& in, const DenseBlocking& blocking
   } else {
     qb = blocking.query_block;
     if (blocking.long_query_block > 0) {
-      st.long_rows = in.lk >= blocking.long_keys;
+      // K and V bytes of one kv head, as stored (16-bit caches reach the threshold at 2x the keys).
+      Expr kv_bytes = cast<int64_t>(in.lk) * in.head_dim * (2 * in.k_raw.type().bytes());
+      st.long_rows = kv_bytes >= cast<int64_t>(blocking.long_kv_mib) * (1 << 20);
       qb = select(st.long_rows, blocking.long_query_block, blocking.query_block);
     }
     mask_query = qblk * qb + ii;

@@ -33,12 +33,12 @@ constexpr int kShortCacheGranule = 16;
 struct DenseBlocking {
   int query_block = 32;  // rows of queries per block (a multiple of the vector width)
   int key_block = 256;   // keys per block
-  // Unpacked blocks only: calls with at least `long_keys` keys use blocks of `long_query_block`
-  // rows instead (0: never). A query block streams its head's whole K and V; past the L3 they
-  // come from memory, and taller blocks read fewer bytes per FLOP. `DenseStages::long_rows` says
-  // which block a call takes; a schedule specializes on it.
+  // Unpacked blocks only: calls whose K and V of one kv head hold at least `long_kv_mib` MiB use
+  // blocks of `long_query_block` rows instead (0: never). A query block streams its head's whole
+  // K and V; past the L3 they come from memory, and taller blocks read fewer bytes per FLOP.
+  // `DenseStages::long_rows` says which block a call takes; a schedule specializes on it.
   int long_query_block = 0;
-  int long_keys = 0;
+  int long_kv_mib = 0;
 };
 
 struct DenseInputs {

@@ -115,7 +115,7 @@ class DenseAttentionGenerator : public Generator<DenseAttentionGenerator> {
     DenseBlocking blocking{in.pack_groups ? 0 : ctx.tunables.get("qb"), ctx.tunables.get("kb")};
     if (!in.pack_groups) {
       blocking.long_query_block = ctx.tunables.get_or("lqb", 0);
-      blocking.long_keys = ctx.tunables.get_or("lk", 0);
+      blocking.long_kv_mib = ctx.tunables.get_or("lmb", 0);
     }
     DenseStages st = dense_attention(in, blocking);
     out = st.out;

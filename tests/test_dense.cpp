@@ -120,9 +120,10 @@ std::vector<DenseCase> shape_cases() {
                    [](DenseCase& c) { c.with_lse = false; }));
   v.push_back(with(make_case("no_lse_decode_d128", {1, 4, 2, 1, 800, 128}, false),
                    [](DenseCase& c) { c.with_lse = false; }));
-  // Long key sequences: x86 AVX-512 tables give D = 128 non-causal prefill taller query blocks
-  // from 12288 keys (lqb, lk); a partial last query block and key block, with and without lse.
-  v.push_back(make_case("long_keys_d128", {1, 1, 1, 130, 12300, 128}, false));
+  // Long key sequences: the x86 AVX-512 table gives D = 128 non-causal prefill taller query
+  // blocks from 12 MiB of K and V per kv head (lqb, lmb: 12288 fp32 keys), here at and past the
+  // threshold; a partial last query block and key block, with and without lse.
+  v.push_back(make_case("long_keys_d128", {1, 1, 1, 140, 12300, 128}, false));
   v.push_back(with(make_case("long_keys_no_lse_gqa_d128", {1, 2, 1, 70, 12288, 128}, false),
                    [](DenseCase& c) { c.with_lse = false; }));
   // Strided views: padded strides, head slices of packed [B, L, H, D] buffers, heads outermost.
@@ -244,8 +245,9 @@ TEST(Dense16Bit, MatchesReferenceOnRoundedInputs) {
                             {"decode_d64_lq3", {1, 2, 2, 3, 40, 64}},
                             {"decode_d80", {1, 2, 1, 1, 50, 80}},
                             {"lq_gt_lk_d64", {1, 2, 2, 12, 5, 64}},
-                            // The long-key query blocks (lqb, lk in the AVX-512 table).
-                            {"long_keys_d128", {1, 1, 1, 130, 12300, 128}, true}};
+                            // The long-key query blocks (lqb, lmb in the AVX-512 table):
+                            // 12 MiB of 16-bit K and V are 24576 keys.
+                            {"long_keys_d128", {1, 1, 1, 20, 24600, 128}, true}};
   std::set<std::string> used;
   for (hattn::DType t : {hattn::DType::bf16, hattn::DType::f16}) {
     // The stated 16-bit tolerance: test_support.h, sixteen_bit_tolerance.

@@ -70,7 +70,8 @@ void schedule_prefill(DenseStages& st, const ScheduleContext& ctx) {
   // A query block is whole micro-tiles of tq vectors: otherwise the tiles round the block up
   // past its rows and the kernel reads q before row 0 (Halide error -4 on every call; measured
   // with qb=8 on AVX-512). Refused here, at build time, with the line that asked for it.
-  // The same for the long-key blocks (lqb, from lk keys; DenseBlocking::long_query_block).
+  // The same for the long-key blocks (lqb, from lmb MiB of K and V per kv head;
+  // DenseBlocking::long_query_block).
   const int lqb = ctx.tunables.get_or("lqb", 0);
   for (int rows : {x.qb, lqb}) {
     if (rows == lqb && lqb == 0) continue;
@@ -80,9 +81,9 @@ void schedule_prefill(DenseStages& st, const ScheduleContext& ctx) {
           std::to_string(x.vec) + " (the vector width), got " + ctx.tunables.str());
     }
   }
-  if (lqb > 0 && ctx.tunables.get_or("lk", 0) <= 0) {
-    throw std::runtime_error(ctx.tunables.source() + ": lqb needs lk, the keys from which it " +
-                             "applies, got " + ctx.tunables.str());
+  if (lqb > 0 && ctx.tunables.get_or("lmb", 0) <= 0) {
+    throw std::runtime_error(ctx.tunables.source() + ": lqb needs lmb, the MiB of K and V per " +
+                             "kv head from which it applies, got " + ctx.tunables.str());
   }
   const bool fixed_d = ctx.head_dim > 0;
   const TailStrategy d_tail = fixed_d ? TailStrategy::ShiftInwards : TailStrategy::GuardWithIf;
