@@ -73,13 +73,11 @@ void schedule_prefill(DenseStages& st, const ScheduleContext& ctx) {
   // The same for the long-key blocks (lqb, from lmb MiB of K and V per kv head;
   // DenseBlocking::long_query_block).
   const int lqb = ctx.tunables.get_or("lqb", 0);
-  for (int rows : {x.qb, lqb}) {
-    if (rows == lqb && lqb == 0) continue;
-    if (rows <= 0 || x.tq <= 0 || rows % (x.tq * x.vec) != 0) {
-      throw std::runtime_error(
-          ctx.tunables.source() + ": dense prefill needs qb and lqb multiples of tq x " +
-          std::to_string(x.vec) + " (the vector width), got " + ctx.tunables.str());
-    }
+  auto whole_tiles = [&](int rows) { return rows > 0 && x.tq > 0 && rows % (x.tq * x.vec) == 0; };
+  if (!whole_tiles(x.qb) || (lqb != 0 && !whole_tiles(lqb))) {
+    throw std::runtime_error(
+        ctx.tunables.source() + ": dense prefill needs qb (and lqb, if given) multiples of tq x " +
+        std::to_string(x.vec) + " (the vector width), got " + ctx.tunables.str());
   }
   if (lqb > 0 && ctx.tunables.get_or("lmb", 0) <= 0) {
     throw std::runtime_error(ctx.tunables.source() + ": lqb needs lmb, the MiB of K and V per " +
