@@ -254,7 +254,9 @@ TEST(Dense16Bit, MatchesReferenceOnRoundedInputs) {
     for (const Shape16& sh : shapes) {
       for (int form = 0; form < 4; ++form) {
         const bool causal = (form & 1) != 0, with_lse = (form & 2) != 0;
-        if (causal && sh.noncausal_only) continue;
+        if (causal && sh.noncausal_only) {
+          continue;
+        }
         const AttnShape& a = sh.shape;
         const std::string name = std::string(hattn::to_string(t)) + "_" + sh.name +
                                  (causal ? "_causal" : "") + (with_lse ? "_lse" : "");

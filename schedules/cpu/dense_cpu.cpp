@@ -200,7 +200,9 @@ void schedule_prefill(DenseStages& st, const ScheduleContext& ctx) {
   // constant lqb again (specialized last: a specialization takes the schedule given before it).
   if (st.long_rows.defined()) {
     st.out.specialize(st.long_rows);
-    if (ctx.with_lse) final_state.specialize(st.long_rows);
+    if (ctx.with_lse) {
+      final_state.specialize(st.long_rows);
+    }
   }
 }
 
