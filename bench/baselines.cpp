@@ -198,6 +198,30 @@ double runs_read(const float* data, int64_t run, const std::vector<int64_t>& ord
   });
 }
 
+void rows_gather_sum(const float* rows, int64_t row_len, const int32_t* index, const float* weight,
+                     int64_t tokens, int64_t k, float* out, int threads) {
+  std::vector<std::thread> pool;
+  pool.reserve(static_cast<size_t>(threads));
+  for (int th = 0; th < threads; ++th) {
+    pool.emplace_back([=] {
+      for (int64_t t = tokens * th / threads; t < tokens * (th + 1) / threads; ++t) {
+        float* y = out + t * row_len;
+        std::fill(y, y + row_len, 0.f);
+        for (int64_t s = 0; s < k; ++s) {
+          const float g = weight[t * k + s];
+          const float* r = rows + static_cast<int64_t>(index[t * k + s]) * row_len;
+          for (int64_t c = 0; c < row_len; ++c) {
+            y[c] += g * r[c];
+          }
+        }
+      }
+    });
+  }
+  for (std::thread& t : pool) {
+    t.join();
+  }
+}
+
 double fma_peak(int threads, int64_t rounds, float* sink) {
   using V16 = float __attribute__((vector_size(64)));
   constexpr int kChains = 12;

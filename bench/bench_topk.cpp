@@ -6,12 +6,18 @@
 //   hattn_topk_{bf16,f16}/decode/...          over a 16-bit cache, vs hattn_dense_{bf16,f16}
 //   hattn_topk_ffn[_bf16]/T:512/D:<D>/dff:<F>/k:<k>  vs openblas_ffn/T:512/D:<D>/dff:<F> (two
 //   sgemms)
+//   ffn_part/.../w1_sgemm and ffn_part/.../k:<k>/gather: the top-k FFN's two halves measured
+//   apart (OpenBLAS x W1^T; a plain loop summing each token's k rows of W2^T, chosen at random),
+//   whose sum bounds a top-k FFN that reads each token's selected rows for that token alone, as
+//   hattn's does (one that shared rows between tokens would read fewer bytes)
 // Counters: GFLOP/s of the work dense would do (so time ratios read directly), and scratch_MB,
 // the most scratch the kernels held at once (linear in L for topk, never L x L).
 #include <cblas.h>
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
+#include <random>
 #include <string>
 #include <utility>
 
@@ -128,6 +134,51 @@ void run_openblas_ffn(benchmark::State& state, FfnShape f) {
   set_ffn_counter(state, f);
 }
 
+// The top-k FFN's first half alone: h = x w1^T on OpenBLAS.
+void run_ffn_w1_sgemm(benchmark::State& state, FfnShape f) {
+  auto& b = ffn_buffers(f);
+  openblas_set_num_threads(bench_threads());
+  const int t = static_cast<int>(f.tokens), d = static_cast<int>(f.dim),
+            ff = static_cast<int>(f.d_ff);
+  for (auto _ : state) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t, ff, d, 1.f, b[0].data(), d, b[1].data(),
+                d, 0.f, b[4].data(), ff);
+    benchmark::DoNotOptimize(b[4].data());
+  }
+  set_ffn_counter(state, f);
+}
+
+// The second half alone: each token sums k distinct rows of w2t drawn at random (seeded),
+// in ascending order as a selection lists them, weighted by positive values.
+void run_ffn_gather(benchmark::State& state, FfnShape f, int64_t k) {
+  auto& b = ffn_buffers(f);
+  std::vector<int32_t> index(static_cast<size_t>(f.tokens * k));
+  std::vector<float> weight(index.size());
+  std::vector<int32_t> units(static_cast<size_t>(f.d_ff));
+  std::mt19937_64 rng(kSeed + 7);
+  for (int64_t t = 0; t < f.tokens; ++t) {
+    std::iota(units.begin(), units.end(), 0);
+    for (int64_t s = 0; s < k; ++s) {  // a partial Fisher-Yates shuffle: k distinct units
+      const auto j = s + static_cast<int64_t>(rng() % static_cast<uint64_t>(f.d_ff - s));
+      std::swap(units[static_cast<size_t>(s)], units[static_cast<size_t>(j)]);
+    }
+    std::sort(units.begin(), units.begin() + k);
+    for (int64_t s = 0; s < k; ++s) {
+      index[static_cast<size_t>(t * k + s)] = units[static_cast<size_t>(s)];
+      weight[static_cast<size_t>(t * k + s)] = 0.5f + static_cast<float>(rng() % 1000) * 1e-3f;
+    }
+  }
+  for (auto _ : state) {
+    rows_gather_sum(b[3].data(), f.dim, index.data(), weight.data(), f.tokens, k, b[5].data(),
+                    bench_threads());
+    benchmark::DoNotOptimize(b[5].data());
+  }
+  set_ffn_counter(state, f);
+  state.counters["GB/s"] =
+      benchmark::Counter(4.0 * static_cast<double>(f.tokens * k * f.dim) * 1e-9,
+                         benchmark::Counter::kIsIterationInvariantRate);
+}
+
 }  // namespace
 
 void register_topk() {
@@ -161,6 +212,9 @@ void register_topk() {
     const std::string shape = "/T:" + std::to_string(f.tokens) + "/D:" + std::to_string(f.dim) +
                               "/dff:" + std::to_string(f.d_ff);
     add("openblas_ffn" + shape, run_openblas_ffn, f);
+    add("ffn_part" + shape + "/w1_sgemm", run_ffn_w1_sgemm, f);
+    add("ffn_part" + shape + "/k:" + std::to_string(f.d_ff / 8) + "/gather", run_ffn_gather, f,
+        f.d_ff / 8);
     for (int64_t k : {f.d_ff == 3072 ? int64_t{256} : int64_t{512}, f.d_ff / 8}) {
       add("hattn_topk_ffn" + shape + "/k:" + std::to_string(k), run_topk_ffn, f, k,
           hattn::DType::f32);
