@@ -50,9 +50,10 @@ TopkFfnStages topk_ffn(const TopkFfnInputs& in) {
   Expr k_eff = min(in.topk, in.d_ff);
   st.sel = select_topk(st.key, {t}, in.d_ff, k_eff, "ffn");
   st.gathered(s, t) = max(score_of_key(st.key(st.sel.index(s, t), t)), 0.f);
+  st.picked(s, t) = Tuple(st.sel.index(s, t), st.gathered(s, t));
   st.rs = RDom(0, k_eff, "rs");
   st.acc(d, t) = 0.f;
-  st.acc(d, t) += st.gathered(st.rs, t) * in.w2t(d, st.sel.index(st.rs, t));
+  st.acc(d, t) += st.picked(st.rs, t)[1] * in.w2t(d, st.picked(st.rs, t)[0]);
   if (in.out_type == Float(32)) {
     st.y = st.acc;
   } else {

@@ -56,6 +56,7 @@ struct TopkFfnStages {
   Halide::Func key{"key"};            // (f, t)
   TopkSelection sel;                  // over f, rows (t)
   Halide::Func gathered{"gathered"};  // (s, t)  relu(h) of the s-th selected unit
+  Halide::Func picked{"picked"};      // (s, t)  Tuple {its index, gathered}
   Halide::Func acc{"acc"};            // (d, t)  sum_s gathered * w2t[index_s], fp32
   Halide::Func y{"y"};                // (d, t)  acc in out_type (acc itself for fp32)
 };
