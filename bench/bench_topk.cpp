@@ -7,9 +7,9 @@
 //   hattn_topk_ffn[_bf16]/T:512/D:<D>/dff:<F>/k:<k>  vs openblas_ffn/T:512/D:<D>/dff:<F> (two
 //   sgemms)
 //   ffn_part/.../w1_sgemm and ffn_part/.../k:<k>/gather: the top-k FFN's two halves measured
-//   apart (OpenBLAS x W1^T; a plain loop summing each token's k rows of W2^T, chosen at random),
-//   whose sum bounds a top-k FFN that reads each token's selected rows for that token alone, as
-//   hattn's does (one that shared rows between tokens would read fewer bytes)
+//   apart (OpenBLAS x W1^T; a plain loop summing each token's k rows of W2^T, chosen uniformly
+//   at random): their sum is what a top-k FFN that reads each token's rows for that token alone
+//   would take on uniform selections (real ones that favour some units reuse rows in the caches)
 // Counters: GFLOP/s of the work dense would do (so time ratios read directly), and scratch_MB,
 // the most scratch the kernels held at once (linear in L for topk, never L x L).
 #include <cblas.h>
