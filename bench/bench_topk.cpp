@@ -117,8 +117,9 @@ void run_topk_ffn(benchmark::State& state, FfnShape f, int64_t k, hattn::DType d
   set_scratch_counter(state);
 }
 
-// The dense FFN on OpenBLAS: h = x w1^T, relu, y = h w2^T (w2 [D, d_ff]), N-thread BLAS.
-void run_openblas_ffn(benchmark::State& state, FfnShape f) {
+// The dense FFN on OpenBLAS: h = x w1^T, relu, y = h w2^T (w2 [D, d_ff]), N-thread BLAS; or,
+// with whole = false, its first half alone (h = x w1^T, the top-k FFN's dense part).
+void run_openblas_ffn(benchmark::State& state, FfnShape f, bool whole) {
   auto& b = ffn_buffers(f);
   openblas_set_num_threads(bench_threads());
   const int t = static_cast<int>(f.tokens), d = static_cast<int>(f.dim),
@@ -126,23 +127,12 @@ void run_openblas_ffn(benchmark::State& state, FfnShape f) {
   for (auto _ : state) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t, ff, d, 1.f, b[0].data(), d, b[1].data(),
                 d, 0.f, b[4].data(), ff);
-    for (float& h : b[4]) h = std::max(h, 0.f);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t, d, ff, 1.f, b[4].data(), ff,
-                b[2].data(), ff, 0.f, b[5].data(), d);
+    if (whole) {
+      for (float& h : b[4]) h = std::max(h, 0.f);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t, d, ff, 1.f, b[4].data(), ff,
+                  b[2].data(), ff, 0.f, b[5].data(), d);
+    }
     benchmark::DoNotOptimize(b[5].data());
-  }
-  set_ffn_counter(state, f);
-}
-
-// The top-k FFN's first half alone: h = x w1^T on OpenBLAS.
-void run_ffn_w1_sgemm(benchmark::State& state, FfnShape f) {
-  auto& b = ffn_buffers(f);
-  openblas_set_num_threads(bench_threads());
-  const int t = static_cast<int>(f.tokens), d = static_cast<int>(f.dim),
-            ff = static_cast<int>(f.d_ff);
-  for (auto _ : state) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t, ff, d, 1.f, b[0].data(), d, b[1].data(),
-                d, 0.f, b[4].data(), ff);
     benchmark::DoNotOptimize(b[4].data());
   }
   set_ffn_counter(state, f);
@@ -211,8 +201,8 @@ void register_topk() {
   for (FfnShape f : {FfnShape{512, 768, 3072}, FfnShape{512, 1024, 16384}}) {
     const std::string shape = "/T:" + std::to_string(f.tokens) + "/D:" + std::to_string(f.dim) +
                               "/dff:" + std::to_string(f.d_ff);
-    add("openblas_ffn" + shape, run_openblas_ffn, f);
-    add("ffn_part" + shape + "/w1_sgemm", run_ffn_w1_sgemm, f);
+    add("openblas_ffn" + shape, run_openblas_ffn, f, true);
+    add("ffn_part" + shape + "/w1_sgemm", run_openblas_ffn, f, false);
     add("ffn_part" + shape + "/k:" + std::to_string(f.d_ff / 8) + "/gather", run_ffn_gather, f,
         f.d_ff / 8);
     for (int64_t k : {f.d_ff == 3072 ? int64_t{256} : int64_t{512}, f.d_ff / 8}) {
