@@ -128,7 +128,9 @@ void run_openblas_ffn(benchmark::State& state, FfnShape f, bool whole) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t, ff, d, 1.f, b[0].data(), d, b[1].data(),
                 d, 0.f, b[4].data(), ff);
     if (whole) {
-      for (float& h : b[4]) h = std::max(h, 0.f);
+      for (float& h : b[4]) {
+        h = std::max(h, 0.f);
+      }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t, d, ff, 1.f, b[4].data(), ff,
                   b[2].data(), ff, 0.f, b[5].data(), d);
     }
