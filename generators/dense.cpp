@@ -48,6 +48,11 @@ DenseStages dense_attention(const DenseInputs& in, const DenseBlocking& blocking
   } else {
     qb = blocking.query_block;
     if (blocking.long_query_block > 0) {
+      if (blocking.long_kv_mib <= 0) {
+        throw std::invalid_argument(
+            "dense: long query blocks (tunable lqb) need the MiB of K and V per kv head from "
+            "which they apply (lmb)");
+      }
       // K and V bytes of one kv head, as stored (16-bit caches reach the threshold at 2x the keys).
       Expr kv_bytes = cast<int64_t>(in.lk) * in.head_dim * (2 * in.k_raw.type().bytes());
       st.long_rows = kv_bytes >= cast<int64_t>(blocking.long_kv_mib) * (1 << 20);

@@ -79,10 +79,6 @@ void schedule_prefill(DenseStages& st, const ScheduleContext& ctx) {
         ctx.tunables.source() + ": dense prefill needs qb (and lqb, if given) multiples of tq x " +
         std::to_string(x.vec) + " (the vector width), got " + ctx.tunables.str());
   }
-  if (lqb > 0 && ctx.tunables.get_or("lmb", 0) <= 0) {
-    throw std::runtime_error(ctx.tunables.source() + ": lqb needs lmb, the MiB of K and V per " +
-                             "kv head from which it applies, got " + ctx.tunables.str());
-  }
   const bool fixed_d = ctx.head_dim > 0;
   const TailStrategy d_tail = fixed_d ? TailStrategy::ShiftInwards : TailStrategy::GuardWithIf;
   // DenseInputs::pair_qk / pair_pv: the generator asks for both in prefill.
