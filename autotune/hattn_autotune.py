@@ -90,13 +90,15 @@ TOPK_SPACE = {
 #   loki prefill: rows in the lanes, as topk (kb unread); decode: kb keys per approximate-score
 #     block (qb, tq, tk unread);
 #   sparsek: qb query rows per parallel task (each row gathers its own k + w keys: no tiles);
-#   topk_ffn: qb tokens per task in the lanes of a tq x tk score tile (kb unread).
+#   topk_ffn: qb tokens per task in the lanes of a tq x tk score tile (kb unread); the W2 sum in
+#     tasks of gt tokens over slices of gd values of D (gd = 0: whole rows).
 LOKI_SPACE = {
     "prefill": dict(TOPK_SPACE["prefill"]),
     "decode": {"qb": [1], "kb": [64, 128, 256, 512, 1024, 2048], "tq": [1], "tk": [4]},
 }
 SPARSEK_SPACE = {"prefill": {"qb": [1, 2, 4, 8, 16, 32, 64, 128], "kb": [256], "tq": [1], "tk": [4]}}
-TOPK_FFN_SPACE = {"prefill": dict(TOPK_SPACE["prefill"])}
+TOPK_FFN_SPACE = {"prefill": dict(TOPK_SPACE["prefill"], gt=[32, 64, 128, 256, 512],
+                                   gd=[0, 16, 32, 64, 128])}
 # schedules/cpu/el_cpu.cpp: qb core rows per task, kb keys per block of r = P Hs; the score dot
 # tile tj x tw, the outer-product tile tv vectors x tc rows (qt and P Hs), the head-space dot
 # tile to x tn. One kernel serves both masks (causal is a run-time input).
@@ -113,7 +115,7 @@ SPARSEK_SPACE["mask"] = {"qb": [1, 2, 4, 8, 16], "tk": [1, 2, 3, 4, 6, 8]}
 
 # Tunables the CPU schedules read with a default (ctx.tunables.get_or), which a table line may
 # therefore omit: the value a line without them gets.
-OPTIONAL_TUNABLES = {"kt": 0, "tg": 1, "tr": 1}
+OPTIONAL_TUNABLES = {"kt": 0, "tg": 1, "tr": 1, "gd": 0}
 
 # Each CPU variant's declared space; `all` tunes every (variant, phase) of this table.
 CPU_SPACES = {"dense": SPACE, "topk": TOPK_SPACE, "loki": LOKI_SPACE, "sparsek": SPARSEK_SPACE,
@@ -185,6 +187,9 @@ def legal(phase, t, vec, regs, d=128, variant="dense"):
         return t.get("kt", 0) == 1 or t.get("tg", 1) == 1
     if variant not in ROWS_IN_LANES:
         return True
+    # topk_ffn's W2 sum keeps gd / vec vectors of sums, plus a row's vector and a broadcast.
+    if "gd" in t and (t["gd"] % vec != 0 or t["gd"] // vec + 2 > regs):
+        return False
     if t["qb"] % (t["tq"] * vec) != 0:  # a query block is whole micro-tiles
         return False
     # Register pressure: tq x tk accumulators plus tq query vectors plus a broadcast (same for
@@ -1078,9 +1083,11 @@ def main():
     if not os.access(t.gen, os.X_OK):
         raise SystemExit(f"hattn-autotune: no generator at {t.gen}: build hattn first (scripts/build.sh)")
     hand = read_table_line(table_paths(a.isa), table_variant(a), a.phase, table_head(a), a.mask)
-    # A line may omit an optional tunable (kt, tg, tr): the schedule then reads its default, so
+    # A line may omit an optional tunable (kt, tg, tr, gd, gt): the schedule then reads its default, so
     # the search starts there too (a searched tunable missing from the seed was a KeyError).
     hand = {**{n: v for n, v in OPTIONAL_TUNABLES.items() if n in SPACE[a.phase]}, **hand}
+    if "gt" in SPACE[a.phase] and "gt" not in hand:  # topk_ffn's default: its qb
+        hand["gt"] = hand["qb"]
     seed = dict(hand)
     if a.start:
         for kv in a.start.split(","):

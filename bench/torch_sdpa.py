@@ -89,6 +89,29 @@ def main():
                          "real_time": t * 1e3, "time_unit": "ms",
                          "GFLOP/s": 2.0 * m * n * kk / t * 1e-9})
         print(f"{name}: {t * 1e3:.2f} ms, {2.0 * m * n * kk / t * 1e-9:.1f} GFLOP/s", flush=True)
+    # The dense FFN y = relu(x W1^T) W2^T at hattn_bench's top-k FFN shapes (openblas_ffn/...):
+    # the other dense FFN a CPU user has, in fp32 and in each 16-bit dtype asked for.
+    ffns = [] if a.batch_only else [(768, 3072), (1024, 16384)]
+    for dt, (dm, dff) in ((dt, s) for dt in dtypes for s in ffns):
+        x = torch.randn(512, dm, dtype=types[dt])
+        w1 = (torch.randn(dff, dm) * dm ** -0.5).to(types[dt])
+        w2t = (torch.randn(dff, dm) * dff ** -0.5).to(types[dt])
+        run = lambda: torch.relu(x @ w1.t()) @ w2t  # noqa: E731
+        for _ in range(2):
+            run()
+        times = []
+        for _ in range(a.reps):
+            t0 = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - t0)
+        t = statistics.median(times)
+        prefix = "torch_ffn" if dt == "f32" else f"torch_ffn_{dt}"
+        name = f"{prefix}/T:512/D:{dm}/dff:{dff}"
+        flops = 4.0 * 512 * dm * dff
+        results.append({"name": name, "run_type": "aggregate", "aggregate_name": "median",
+                        "real_time": t * 1e3, "time_unit": "ms", "GFLOP/s": flops / t * 1e-9})
+        print(f"{name}: {t * 1e3:.2f} ms, {flops / t * 1e-9:.1f} GFLOP/s", flush=True)
+        del x, w1, w2t
     decode = [] if a.batch_only else [4096, 32768] if a.quick else [4096, 32768, 131072]
     # MHA (32 kv heads) at every Lk, and grouped-query (8 kv heads, as hattn_bench's .../Hkv:8)
     # at 4K and 32K.

@@ -52,13 +52,11 @@ TopkFfnStages topk_ffn(const TopkFfnInputs& in) {
   st.gathered(s, t) = max(score_of_key(st.key(st.sel.index(s, t), t)), 0.f);
   st.picked(s, t) = Tuple(st.sel.index(s, t), st.gathered(s, t));
   st.rs = RDom(0, k_eff, "rs");
+  // D clamped: a schedule may compute the sum over whole chunks of D (in registers) past D.
+  st.w2(d, f) = in.w2t(min(d, in.model_dim - 1), f);
   st.acc(d, t) = 0.f;
-  st.acc(d, t) += st.picked(st.rs, t)[1] * in.w2t(d, st.picked(st.rs, t)[0]);
-  if (in.out_type == Float(32)) {
-    st.y = st.acc;
-  } else {
-    st.y(d, t) = cast(in.out_type, st.acc(d, t));
-  }
+  st.acc(d, t) += st.picked(st.rs, t)[1] * st.w2(d, st.picked(st.rs, t)[0]);
+  st.y(d, t) = cast(in.out_type, st.acc(d, t));
   return st;
 }
 

@@ -57,8 +57,9 @@ struct TopkFfnStages {
   TopkSelection sel;                  // over f, rows (t)
   Halide::Func gathered{"gathered"};  // (s, t)  relu(h) of the s-th selected unit
   Halide::Func picked{"picked"};      // (s, t)  Tuple {its index, gathered}
+  Halide::Func w2{"w2"};              // (d, f)  w2t as the sum reads it (a schedule may copy it)
   Halide::Func acc{"acc"};            // (d, t)  sum_s gathered * w2t[index_s], fp32
-  Halide::Func y{"y"};                // (d, t)  acc in out_type (acc itself for fp32)
+  Halide::Func y{"y"};                // (d, t)  acc in out_type
 };
 
 TopkFfnStages topk_ffn(const TopkFfnInputs& in);

@@ -440,7 +440,10 @@ TEST(TopkFfn, MatchesBruteForceTopk) {
   struct Shape {
     int64_t tokens, dim, d_ff, k;
   };
-  for (Shape s : {Shape{37, 64, 300, 32}, Shape{5, 96, 1000, 100}, Shape{70, 48, 200, 1}}) {
+  // 300 tokens and D = 80: the W2 sum's tasks (gt tokens) and slices of D (gd values) each end
+  // in a partial one (the tables' gt = 256, gd = 32 or 64).
+  for (Shape s : {Shape{37, 64, 300, 32}, Shape{5, 96, 1000, 100}, Shape{70, 48, 200, 1},
+                  Shape{300, 80, 256, 24}}) {
     TestRng rng("ffn_T" + std::to_string(s.tokens) + "_k" + std::to_string(s.k));
     FfnProblem p = make_ffn(s.tokens, s.dim, s.d_ff, rng);
     HostTensor y;
@@ -527,7 +530,8 @@ TEST(TopkFfn16Bit, MatchesReferenceOnRoundedInputs) {
   };
   std::set<std::string> used;
   for (hattn::DType t : {hattn::DType::bf16, hattn::DType::f16}) {
-    for (Shape sh : {Shape{37, 64, 300, 32}, Shape{5, 96, 1000, 100}, Shape{9, 48, 40, 60}}) {
+    for (Shape sh : {Shape{37, 64, 300, 32}, Shape{5, 96, 1000, 100}, Shape{9, 48, 40, 60},
+                     Shape{300, 80, 256, 24}}) {
       const std::string name = std::string(hattn::to_string(t)) + "_T" + std::to_string(sh.tokens) +
                                "_k" + std::to_string(sh.k);
       SCOPED_TRACE(name);
