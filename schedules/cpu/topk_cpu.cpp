@@ -131,10 +131,9 @@ void schedule_topk_ffn_cpu(TopkFfnStages& st, const ScheduleContext& ctx) {
   const int gt = ctx.tunables.get_or("gt", x.qb);
   const int gd = ctx.tunables.get_or("gd", 0);
   if (gt < 1 || gd < 0 || gd % x.vec != 0) {
-    throw std::runtime_error(ctx.tunables.source() +
-                             ": topk_ffn needs gt >= 1 tokens per task and gd a multiple of " +
-                             std::to_string(x.vec) + " (the vector width, or 0), got " +
-                             ctx.tunables.str());
+    throw std::runtime_error(
+        ctx.tunables.source() + ": topk_ffn needs gt >= 1 tokens per task and gd a multiple of " +
+        std::to_string(x.vec) + " (the vector width, or 0), got " + ctx.tunables.str());
   }
   Var tc("tc"), ti("ti"), dc("dc"), di("di");
   if (gd > 0) {
