@@ -122,6 +122,26 @@ TopkSelection select_topk(const Func& key, const std::vector<Var>& rows, const E
     const Expr taken = above + min(equal, need_equal);
     sel.walk(slot_args) = Tuple(above, equal, sel.walk(slot_args)[2] + select(taken <= slot, 1, 0));
   }
+  // The scatter form: every key's slot at once, from running counts over all of the row's keys
+  // (a consumer that writes each taken key to its slot, instead of a search and a walk per slot,
+  // which cost two gathers per step with rows in the lanes). Slot k_eff: not taken.
+  sel.prefix = Func(prefix + "_prefix");
+  {
+    std::vector<Var> key_vars = {Var("j")};
+    key_vars.insert(key_vars.end(), rows.begin(), rows.end());
+    sel.prefix(key_vars) = Tuple(0, 0);
+    sel.prefix(at(rj + 1)) =
+        Tuple(sel.prefix(at(rj))[0] + above_at(rj), sel.prefix(at(rj))[1] + equal_at(rj));
+    std::vector<Expr> j_args(key_vars.begin(), key_vars.end());
+    const Expr& j = j_args[0];
+    const Expr quota = k_eff - sel.prefix(at(n))[0];  // keys equal to the threshold to take
+    const Expr above = sel.prefix(j_args)[0], equal = sel.prefix(j_args)[1];
+    const Expr kj = key(at(clamp(j, 0, n - 1)));
+    const Expr taken = kj > thr || (kj == thr && equal < quota);
+    sel.slot = Func(prefix + "_slot");
+    sel.slot(key_vars) = select(taken, above + min(equal, quota), k_eff);
+  }
+
   sel.index = Func(prefix + "_index");
   sel.index(slot_vars) = clamp(blk * kSelectBlock + sel.walk(slot_args)[2], 0, n - 1);
   return sel;

@@ -42,6 +42,10 @@ struct TopkSelection {
   Halide::Func search;               // (s, rows...) the block holding slot s (binary search)
   Halide::Func walk;   // (s, rows...) Tuple {above, equal, index in block}: its keys one by one
   Halide::Func index;  // (s, rows...) s-th selected index in ascending order, s < k_eff(rows)
+  // The same selection as a scatter: prefix(j, rows...) = Tuple {keys above the threshold, keys
+  // equal to it} among [0, j) (a scan over every key, j in [0, n]); slot(j, rows...) = the slot s
+  // with index(s) == j, or k_eff where key j is not taken.
+  Halide::Func prefix, slot;
   Halide::RDom rj;     // over [0, n): the candidates (counting passes)
   Halide::RDom rb;     // over a block's kSelectBlock keys (block counts, walk)
   Halide::RDom rscan;  // over the blocks (scan)

@@ -49,13 +49,17 @@ TopkFfnStages topk_ffn(const TopkFfnInputs& in) {
   st.key(f, t) = ordered_key(st.dot(f, t));
   Expr k_eff = min(in.topk, in.d_ff);
   st.sel = select_topk(st.key, {t}, in.d_ff, k_eff, "ffn");
-  st.gathered(s, t) = max(score_of_key(st.key(st.sel.index(s, t), t)), 0.f);
-  st.picked(s, t) = Tuple(st.sel.index(s, t), st.gathered(s, t));
+  // Each taken unit written to its slot (ascending unit order, as sel.index lists them), with
+  // its relu(h): one pass over the units instead of a search per slot. Slot k_eff takes the rest.
+  st.rf = RDom(0, in.d_ff, "rf");
+  st.picked(s, t) = Tuple(0, 0.f);
+  st.picked(clamp(st.sel.slot(st.rf, t), 0, k_eff), t) =
+      Tuple(st.rf.x, max(score_of_key(st.key(st.rf, t)), 0.f));
   st.rs = RDom(0, k_eff, "rs");
   // D clamped: a schedule may compute the sum over whole chunks of D (in registers) past D.
   st.w2(d, f) = in.w2t(min(d, in.model_dim - 1), f);
   st.acc(d, t) = 0.f;
-  st.acc(d, t) += st.picked(st.rs, t)[1] * st.w2(d, st.picked(st.rs, t)[0]);
+  st.acc(d, t) += st.picked(st.rs, t)[1] * st.w2(d, clamp(st.picked(st.rs, t)[0], 0, in.d_ff - 1));
   st.y(d, t) = cast(in.out_type, st.acc(d, t));
   return st;
 }

@@ -55,8 +55,8 @@ struct TopkFfnStages {
   Halide::Func dot{"dot"};            // (f, t)  h = x . w1[f]
   Halide::Func key{"key"};            // (f, t)
   TopkSelection sel;                  // over f, rows (t)
-  Halide::Func gathered{"gathered"};  // (s, t)  relu(h) of the s-th selected unit
-  Halide::Func picked{"picked"};      // (s, t)  Tuple {its index, gathered}
+  Halide::RDom rf;                    // over the d_ff units (the scatter into picked)
+  Halide::Func picked{"picked"};      // (s, t)  Tuple {s-th selected unit, its relu(h)}
   Halide::Func w2{"w2"};              // (d, f)  w2t as the sum reads it (a schedule may copy it)
   Halide::Func acc{"acc"};            // (d, t)  sum_s gathered * w2t[index_s], fp32
   Halide::Func y{"y"};                // (d, t)  acc in out_type

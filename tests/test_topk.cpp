@@ -489,6 +489,34 @@ TEST(TopkFfn, KAtLeastDffEqualsDenseFfn) {
   }
 }
 
+// Exact ties: small-integer x and W1 make every h an exact integer (in fp32 and in double), and
+// W1's rows repeat, so units tie in groups; the k-th unit falls inside a tied group and the
+// lower-indexed units of it are taken. Random W2 rows tell which ones were. No row is left out.
+TEST(TopkFfn, TiesTakeTheLowerUnits) {
+  const int64_t tokens = 40, dim = 32, d_ff = 96;
+  TestRng rng("ffn_ties");
+  FfnProblem p = make_ffn(tokens, dim, d_ff, rng);
+  for (int64_t i = 0; i < tokens * dim; ++i) {
+    p.x.data()[i] = static_cast<float>(rng.uniform_int(-2, 2));
+  }
+  for (int64_t f = 0; f < d_ff; ++f) {
+    for (int64_t d = 0; d < dim; ++d) {
+      p.w1.data()[f * dim + d] = f % 4 == 0 ? static_cast<float>(rng.uniform_int(-1, 1))
+                                            : p.w1.data()[(f - f % 4) * dim + d];
+    }
+  }
+  for (int64_t k : {1, 6, 13, 50}) {
+    HostTensor y;
+    Dispatch d;
+    ASSERT_TRUE(run_ffn(p, k, &y, &d).ok());
+    std::vector<double> ref, gap;
+    reference_topk_ffn(p.x.data(), p.w1.data(), p.w2t.data(), tokens, dim, d_ff, k, &ref, &gap);
+    int left_out = 0;
+    std::string m = compare_rows(y, ref, nullptr, dim, &left_out);
+    EXPECT_TRUE(m.empty()) << "k=" << k << " " << rng.description() << " kernel " << d.kernel << m;
+  }
+}
+
 TEST(TopkFfn, RefusesBadArguments) {
   TestRng rng("ffn_errors");
   FfnProblem p = make_ffn(4, 32, 64, rng);

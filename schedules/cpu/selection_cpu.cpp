@@ -24,10 +24,13 @@ LoopLevel parallel_row_chunks(Func out, const Var& d, const Var& i, const Var& h
 
 // Constant extents (see the header) keep per-row buffers on the stack and in registers, and no
 // vector loop needs a tail: measured 3x on the 32 counting passes, whose counts otherwise go
-// through heap memory on every key.
+// through heap memory on every key. bound_extent (align_bounds left the loop's extent to the
+// run time) lets the passes unroll their vectors of rows, so the counts stay in registers over
+// the keys instead of a chain through the stack per key: the top-k FFN (T = 512, D = 768,
+// d_ff = 3072, k = 384, Zen 4, 2 threads) 20.2 -> 17.5 ms.
 void compute_rows_in_lanes(Func f, const Var& row, const LoopLevel& at, int vec, int chunk_rows) {
   f.compute_at(at)
-      .align_bounds(row, chunk_rows)
+      .bound_extent(row, chunk_rows)
       .bound_storage(row, chunk_rows)
       .vectorize(row, vec, TailStrategy::RoundUp);
 }
@@ -38,7 +41,7 @@ void schedule_selection_rows_in_lanes(TopkSelection& sel, const Var& row, const 
   for (Func f : sel.passes) {
     compute_rows_in_lanes(f, row, at, vec, chunk_rows);
     if (f.has_update_definition()) {
-      f.update().reorder(row, rj).vectorize(row, vec, TailStrategy::RoundUp);
+      f.update().reorder(row, rj).vectorize(row, vec, TailStrategy::RoundUp).unroll(row);
     }
   }
   // The per-block counts, their scan, the block search and the walk: rows in the lanes too.
