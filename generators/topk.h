@@ -51,15 +51,15 @@ struct TopkFfnInputs {
 struct TopkFfnStages {
   Halide::Var d{"d"}, t{"t"}, f{"f"}, s{"s"};
   Halide::RDom rc, rs;
-  Halide::Func x_t{"x_t"};            // (t, d)  tokens first
-  Halide::Func dot{"dot"};            // (f, t)  h = x . w1[f]
-  Halide::Func key{"key"};            // (f, t)
-  TopkSelection sel;                  // over f, rows (t)
-  Halide::RDom rf;                    // over the d_ff units (the scatter into picked)
-  Halide::Func picked{"picked"};      // (s, t)  Tuple {s-th selected unit, its relu(h)}
-  Halide::Func w2{"w2"};              // (d, f)  w2t as the sum reads it (a schedule may copy it)
-  Halide::Func acc{"acc"};            // (d, t)  sum_s gathered * w2t[index_s], fp32
-  Halide::Func y{"y"};                // (d, t)  acc in out_type
+  Halide::Func x_t{"x_t"};        // (t, d)  tokens first
+  Halide::Func dot{"dot"};        // (f, t)  h = x . w1[f]
+  Halide::Func key{"key"};        // (f, t)
+  TopkSelection sel;              // over f, rows (t)
+  Halide::RDom rf;                // over the d_ff units (the scatter into picked)
+  Halide::Func picked{"picked"};  // (s, t)  Tuple {s-th selected unit, its relu(h)}
+  Halide::Func w2{"w2"};          // (d, f)  w2t as the sum reads it (a schedule may copy it)
+  Halide::Func acc{"acc"};        // (d, t)  sum over s of relu(h) w2t[unit], fp32
+  Halide::Func y{"y"};            // (d, t)  acc in out_type
 };
 
 TopkFfnStages topk_ffn(const TopkFfnInputs& in);
