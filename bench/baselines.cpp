@@ -199,7 +199,7 @@ double runs_read(const float* data, int64_t run, const std::vector<int64_t>& ord
 }
 
 void rows_gather_sum(const float* rows, int64_t row_len, const int32_t* index, const float* weight,
-                     int64_t tokens, int64_t k, float* out, int threads) {
+                     int64_t tokens, int64_t k, float* out, int threads, int prefetch) {
   std::vector<std::thread> pool;
   pool.reserve(static_cast<size_t>(threads));
   for (int th = 0; th < threads; ++th) {
@@ -208,6 +208,11 @@ void rows_gather_sum(const float* rows, int64_t row_len, const int32_t* index, c
         float* y = out + t * row_len;
         std::fill(y, y + row_len, 0.f);
         for (int64_t s = 0; s < k; ++s) {
+          if (prefetch > 0 && s + prefetch < k) {  // every cache line of a row `prefetch` ahead
+            const char* ahead = reinterpret_cast<const char*>(
+                rows + static_cast<int64_t>(index[t * k + s + prefetch]) * row_len);
+            for (int64_t b = 0; b < row_len * 4; b += 64) __builtin_prefetch(ahead + b);
+          }
           const float g = weight[t * k + s];
           const float* r = rows + static_cast<int64_t>(index[t * k + s]) * row_len;
           for (int64_t c = 0; c < row_len; ++c) {

@@ -43,9 +43,10 @@ double runs_read(const float* data, int64_t run, const std::vector<int64_t>& ord
 // out[t] = sum over s < k of weight[t * k + s] * rows[index[t * k + s]] (rows of row_len floats):
 // the top-k FFN's second half (each token sums its k selected rows of W2^T) as a plain
 // vectorized loop, `threads` threads over the tokens: the rate at which this machine delivers a
-// selection's rows to a kernel that reads each token's rows for that token alone.
+// selection's rows to a kernel that reads each token's rows for that token alone. prefetch > 0:
+// software-prefetches the row that many slots ahead (every cache line of it).
 void rows_gather_sum(const float* rows, int64_t row_len, const int32_t* index, const float* weight,
-                     int64_t tokens, int64_t k, float* out, int threads);
+                     int64_t tokens, int64_t k, float* out, int threads, int prefetch = 0);
 
 // The machine's fp32 FMA peak, measured: `threads` threads each run `rounds` rounds of 12
 // independent chains of 16-float fused multiply-adds (enough chains to cover the FMA latency on

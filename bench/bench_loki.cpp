@@ -7,7 +7,13 @@
 // the first r channels of every rotated key, then k whole key and value rows), and
 // model_bytes_vs_dense = (Lk*r + 2kD) / (2 Lk D) ~ d_f/2 + k_f, the speedup bound of a
 // bandwidth-bound decode; report.py prints the measured time ratio next to it.
+//   loki_part/decode/Lk:<Lk>/D:128/df:1/4/kf:<k_f>/bound   the same bytes read by plain loops
+// (the leading channels in order, then each head's k random rows of K and V): this machine's
+// floor for Loki at that point.
+#include <algorithm>
 #include <cmath>
+#include <numeric>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -113,6 +119,50 @@ void run_loki(benchmark::State& state, Shape s, double d_f, double k_f, bool con
   state.counters["model_bytes_vs_dense"] = floats / (2.0 * s.batch * s.kv() * s.lk * s.head_dim);
 }
 
+// What Loki's decode must read, as plain loops with a free selection: the leading channels of
+// every key (array_read over the contiguous copy), then each query head's k rows of K and of V
+// (rows_gather_sum: sorted, uniformly random distinct rows of its kv head, as a selection lists
+// them). Its time is a floor for hattn_loki at the same point on this machine; dense decode's
+// time over it is the speedup Loki can reach here.
+void run_loki_bound(benchmark::State& state, Shape s, double d_f, double k_f, int prefetch) {
+  const Inputs in(s);
+  const int64_t r = std::max<int64_t>(1, std::llround(d_f * static_cast<double>(s.head_dim)));
+  const int64_t k = std::max<int64_t>(1, std::llround(k_f * static_cast<double>(s.lk)));
+  const std::vector<float>& lead = lead_copy(in.k, s, r);
+  const int64_t rows = s.batch * s.heads;
+  std::vector<int32_t> index(static_cast<size_t>(rows * k));
+  std::vector<float> weight(index.size());
+  std::vector<int32_t> keys(static_cast<size_t>(s.lk));
+  std::vector<float> out(static_cast<size_t>(rows * s.head_dim));
+  std::mt19937_64 rng(kSeed + 11);
+  for (int64_t row = 0; row < rows; ++row) {  // row = (b, h): its kv head's rows of K and V
+    const int64_t b = row / s.heads, hk = (row % s.heads) / (s.heads / s.kv());
+    std::iota(keys.begin(), keys.end(), 0);
+    for (int64_t j = 0; j < k; ++j) {  // a partial Fisher-Yates shuffle: k distinct keys
+      const auto pick = j + static_cast<int64_t>(rng() % static_cast<uint64_t>(s.lk - j));
+      std::swap(keys[static_cast<size_t>(j)], keys[static_cast<size_t>(pick)]);
+    }
+    std::sort(keys.begin(), keys.begin() + k);
+    for (int64_t j = 0; j < k; ++j) {
+      index[static_cast<size_t>(row * k + j)] =
+          static_cast<int32_t>((b * s.kv() + hk) * s.lk + keys[static_cast<size_t>(j)]);
+      weight[static_cast<size_t>(row * k + j)] = 1e-3f;
+    }
+  }
+  const int threads = bench_threads();
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(array_read(lead.data(), static_cast<int64_t>(lead.size()), threads));
+    rows_gather_sum(in.k, s.head_dim, index.data(), weight.data(), rows, k, out.data(), threads,
+                    prefetch);
+    rows_gather_sum(in.v, s.head_dim, index.data(), weight.data(), rows, k, out.data(), threads,
+                    prefetch);
+    benchmark::DoNotOptimize(out.data());
+  }
+  const double floats = static_cast<double>(lead.size()) + 2.0 * rows * k * s.head_dim;
+  state.counters["GB/s"] =
+      benchmark::Counter(4.0 * floats * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
 }  // namespace
 
 void register_loki_decode(const Shape& s) {
@@ -130,6 +180,13 @@ void register_loki_decode(const Shape& s) {
     for (double k_f : {0.125, 0.25, 0.5}) {
       add("hattn_loki" + shape + "/df:" + frac(d_f) + "/kf:" + frac(k_f), run_loki, s, d_f, k_f,
           true, f32);
+    }
+  }
+  // The floor of the paper's two points on this machine (run_loki_bound).
+  for (double k_f : {0.125, 0.25}) {
+    for (int pf : {0, 8}) {
+      add("loki_part" + shape + "/df:1/4/kf:" + frac(k_f) + "/bound/pf:" + std::to_string(pf),
+          run_loki_bound, s, 0.25, k_f, pf);
     }
   }
   // Without the contiguous copy: the approximate scores read r of every D channels of k_rot.

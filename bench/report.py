@@ -231,6 +231,14 @@ def loki_section(rows, targets):
                 if strided is not None:
                     print(f"  {'':<8}{'':>5}{'':>5}{fmt(strided):>9}  <- the same without k_lead "
                           f"(strided leading channels): {fmt(ratio(dense, strided), '.2f')}x")
+                floors = [val(rows, f"loki_part/decode/Lk:{lk}/D:128/df:{df}/kf:{kf}/bound/pf:{p}",
+                              "ms") for p in (0, 8)]
+                floors = [f for f in floors if f is not None]
+                if floors:
+                    floor = min(floors)
+                    print(f"  {'':<8}{'':>5}{'':>5}{fmt(floor):>9}  <- the same bytes read by plain "
+                          f"loops (loki_part/.../bound): at most {fmt(ratio(dense, floor), '.2f')}x "
+                          f"dense on this machine; Loki at {fmt(ratio(floor, t), '.2f')} of it")
                 if lk == 32768 and (df, kf) == ("1/4", "1/8"):
                     targets.append((f"loki decode Lk=32K d_f=1/4 k_f=1/8 >= 3.2x dense "
                                     f"({fmt(sp, '.2f')}x)", None if sp is None else sp >= 3.2))
