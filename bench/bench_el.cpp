@@ -9,8 +9,10 @@
 //   openblas_sgemm/el_core/<model>/BxBeam  one sample's [H*beam, Dm] x [Dm, N] sgemm: the GEMM
 //                                    rate EL's core is measured against
 // Counters: core_GFLOPs (EL's two attention products, 4 * H*beam * Dm * N per sample, over the
-// whole step's time: a lower bound on the core's own rate), cache_MB_per_sample (EL keeps only
-// the memory, N*Dm floats; the standard path 2*N*Dm per beam).
+// whole step's time: a lower bound on the core's own rate), step_GFLOPs (EL: every product of the
+// step, the projections' 8 * beam * Dm^2 per sample too, over the same time: the rate at which
+// the step does its GEMM-shaped work), cache_MB_per_sample (EL keeps only the memory, N*Dm
+// floats; the standard path 2*N*Dm per beam).
 #include <string>
 
 #include "bench_common.h"
@@ -110,6 +112,12 @@ void run_el(benchmark::State& state, ElShape s, hattn::DType dtype) {
     if (!st.ok()) state.SkipWithError(st.message.c_str());
   }
   set_counters(state, s, static_cast<double>(s.mem_len * s.dm));
+  // Every product of the step, all of them GEMM-shaped: per beam row, the q and output
+  // projections and EL's Wk_h^T q_h and Wv r (2 Dm^2 each), and the core.
+  const double step = 8.0 * s.samples * s.beam * s.dm * s.dm +
+                      4.0 * s.samples * s.heads * s.beam * s.dm * s.mem_len;
+  state.counters["step_GFLOPs"] =
+      benchmark::Counter(step * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 void run_mha(benchmark::State& state, ElShape s, bool cached) {

@@ -266,7 +266,8 @@ def el_section(rows, targets):
         return
     print("\nEL-attention decode step (T=1, N=1024) vs the standard path; medians")
     print(f"  {'shape':<20}{'EL ms':>9}{'cached ms':>10}{'EL/cached':>10}{'nocache ms':>11}"
-          f"{'nocache/EL':>11}{'core GF/s':>10}{'sgemm GF/s':>11}{'x':>6}{'MB/sample EL|std':>18}")
+          f"{'nocache/EL':>11}{'core GF/s':>10}{'step GF/s':>10}{'GEMM GF/s':>10}{'x':>6}"
+          f"{'MB/sample EL|std':>18}")
     for model in ("bart_large", "gpt2_small"):
         for bb in ("1x1", "8x4", "32x4"):
             s = f"{model}/{bb}"
@@ -276,17 +277,24 @@ def el_section(rows, targets):
             cached = val(rows, f"hattn_mha_cached/{s}", "ms")
             nocache = val(rows, f"hattn_mha_nocache/{s}", "ms")
             core = val(rows, f"hattn_el/{s}", "core_GFLOPs")
-            sg = val(rows, f"openblas_sgemm/el_core/{s}", "GFLOPs")
+            step = val(rows, f"hattn_el/{s}", "step_GFLOPs")
+            # The best GEMM at the core's shape: OpenBLAS, or torch.matmul when the peer ran.
+            gemms = [val(rows, f"{lib}/el_core/{s}", "GFLOPs")
+                     for lib in ("openblas_sgemm", "torch_matmul")]
+            gemms = [g for g in gemms if g is not None]
+            sg = max(gemms) if gemms else None
             mb_el = val(rows, f"hattn_el/{s}", "cache_MB_per_sample")
             mb_std = val(rows, f"hattn_mha_cached/{s}", "cache_MB_per_sample")
             print(f"  {s:<20}{fmt(el, '.2f'):>9}{fmt(cached, '.2f'):>10}"
                   f"{fmt(ratio(el, cached), '.2f'):>10}{fmt(nocache, '.1f'):>11}"
-                  f"{fmt(ratio(nocache, el), '.1f'):>11}{fmt(core):>10}{fmt(sg):>11}"
-                  f"{fmt(ratio(core, sg), '.2f'):>6}{fmt(mb_el, '.1f'):>9}|{fmt(mb_std, '.1f')}")
+                  f"{fmt(ratio(nocache, el), '.1f'):>11}{fmt(core):>10}{fmt(step):>10}"
+                  f"{fmt(sg):>10}{fmt(ratio(core, sg), '.2f'):>6}{fmt(mb_el, '.1f'):>9}|"
+                  f"{fmt(mb_std, '.1f')}")
+            r = ratio(core, sg)
+            targets.append((f"EL core {s} >= 0.85 of the best GEMM's GFLOP/s (lower bound "
+                            f"{fmt(r, '.2f')}; the whole step {fmt(ratio(step, sg), '.2f')})",
+                            None if r is None else r >= 0.85))
             if model == "bart_large":
-                r = ratio(core, sg)
-                targets.append((f"EL core {s} >= 0.85 of sgemm GFLOP/s ({fmt(r, '.2f')})",
-                                None if r is None else r >= 0.85))
                 n = ratio(nocache, el)
                 targets.append((f"EL {s} >= 5x faster than the uncached standard path "
                                 f"({fmt(n, '.1f')}x)", None if n is None else n >= 5))

@@ -72,6 +72,11 @@ def main():
         for length in lengths:
             gemms.append((f"qk/L:{length}/D:{d}", length, length, d, True))
             gemms.append((f"pv/L:{length}/D:{d}", length, d, length, False))
+    # EL's core shape per sample (openblas_sgemm/el_core/...): [H * beam, Dm] x [N, Dm]^T.
+    if not a.batch_only:
+        for model, dm, heads in (("bart_large", 1024, 16), ("gpt2_small", 768, 12)):
+            for bb, beam in (("1x1", 1), ("8x4", 4), ("32x4", 4)):
+                gemms.append((f"el_core/{model}/{bb}", heads * beam, 1024, dm, True))
     for tail, m, n, kk, nt in gemms:
         a_ = torch.randn(m, kk)
         b_ = torch.randn(n, kk) if nt else torch.randn(kk, n)
