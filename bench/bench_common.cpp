@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <numeric>
+#include <random>
 
 namespace hattn_bench {
 
@@ -9,6 +11,20 @@ int bench_threads() {
   const char* env = std::getenv("HATTN_BENCH_THREADS");
   const int n = env ? std::atoi(env) : 2;
   return n > 0 ? n : 2;
+}
+
+std::vector<int32_t> sorted_random_subset(int64_t n, int64_t k, uint64_t* state) {
+  std::vector<int32_t> all(static_cast<size_t>(n));
+  std::iota(all.begin(), all.end(), 0);
+  std::mt19937_64 rng(*state);
+  for (int64_t j = 0; j < k; ++j) {
+    const auto pick = j + static_cast<int64_t>(rng() % static_cast<uint64_t>(n - j));
+    std::swap(all[static_cast<size_t>(j)], all[static_cast<size_t>(pick)]);
+  }
+  *state = rng();
+  all.resize(static_cast<size_t>(k));
+  std::sort(all.begin(), all.end());
+  return all;
 }
 
 void fill_random(std::vector<float>& x, uint64_t salt) {

@@ -22,6 +22,10 @@ int bench_threads();
 // Uniform in [-1, 1) from splitmix64 seeded by kSeed + salt: fast enough to fill 1 GiB.
 void fill_random(std::vector<float>& x, uint64_t salt);
 
+// k distinct values of [0, n) drawn uniformly (a partial Fisher-Yates shuffle from `state`, which
+// advances), in ascending order as a top-k selection lists them. 1 <= k <= n.
+std::vector<int32_t> sorted_random_subset(int64_t n, int64_t k, uint64_t* state);
+
 // A one-slot cache of random buffers keyed by `key`: a benchmark's repetitions (and the
 // baselines at the same shape, under the same key) reuse its inputs; a new key frees the old.
 std::vector<std::vector<float>>& buffers(const std::string& key, const std::vector<int64_t>& sizes);

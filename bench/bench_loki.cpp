@@ -12,8 +12,6 @@
 // floor for Loki at that point.
 #include <algorithm>
 #include <cmath>
-#include <numeric>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -132,17 +130,11 @@ void run_loki_bound(benchmark::State& state, Shape s, double d_f, double k_f, in
   const int64_t rows = s.batch * s.heads;
   std::vector<int32_t> index(static_cast<size_t>(rows * k));
   std::vector<float> weight(index.size());
-  std::vector<int32_t> keys(static_cast<size_t>(s.lk));
   std::vector<float> out(static_cast<size_t>(rows * s.head_dim));
-  std::mt19937_64 rng(kSeed + 11);
+  uint64_t draw = kSeed + 11;
   for (int64_t row = 0; row < rows; ++row) {  // row = (b, h): its kv head's rows of K and V
     const int64_t b = row / s.heads, hk = (row % s.heads) / (s.heads / s.kv());
-    std::iota(keys.begin(), keys.end(), 0);
-    for (int64_t j = 0; j < k; ++j) {  // a partial Fisher-Yates shuffle: k distinct keys
-      const auto pick = j + static_cast<int64_t>(rng() % static_cast<uint64_t>(s.lk - j));
-      std::swap(keys[static_cast<size_t>(j)], keys[static_cast<size_t>(pick)]);
-    }
-    std::sort(keys.begin(), keys.begin() + k);
+    const std::vector<int32_t> keys = sorted_random_subset(s.lk, k, &draw);
     for (int64_t j = 0; j < k; ++j) {
       index[static_cast<size_t>(row * k + j)] =
           static_cast<int32_t>((b * s.kv() + hk) * s.lk + keys[static_cast<size_t>(j)]);

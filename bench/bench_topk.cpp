@@ -146,15 +146,10 @@ void run_ffn_gather(benchmark::State& state, FfnShape f, int64_t k) {
   auto& b = ffn_buffers(f);
   std::vector<int32_t> index(static_cast<size_t>(f.tokens * k));
   std::vector<float> weight(index.size());
-  std::vector<int32_t> units(static_cast<size_t>(f.d_ff));
-  std::mt19937_64 rng(kSeed + 7);
+  uint64_t draw = kSeed + 7;
+  std::mt19937_64 rng(kSeed + 8);
   for (int64_t t = 0; t < f.tokens; ++t) {
-    std::iota(units.begin(), units.end(), 0);
-    for (int64_t s = 0; s < k; ++s) {  // a partial Fisher-Yates shuffle: k distinct units
-      const auto j = s + static_cast<int64_t>(rng() % static_cast<uint64_t>(f.d_ff - s));
-      std::swap(units[static_cast<size_t>(s)], units[static_cast<size_t>(j)]);
-    }
-    std::sort(units.begin(), units.begin() + k);
+    const std::vector<int32_t> units = sorted_random_subset(f.d_ff, k, &draw);
     for (int64_t s = 0; s < k; ++s) {
       index[static_cast<size_t>(t * k + s)] = units[static_cast<size_t>(s)];
       weight[static_cast<size_t>(t * k + s)] = 0.5f + static_cast<float>(rng() % 1000) * 1e-3f;

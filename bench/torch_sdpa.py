@@ -22,16 +22,22 @@ def visible_pairs(lq, lk, causal):
     return sum(min(max(i + lk - lq + 1, 0), lk) for i in range(lq))
 
 
-def time_one(q, k, v, causal, reps):
-    gqa = q.shape[1] != k.shape[1]  # grouped-query heads: SDPA's own broadcast
+def median_time(run, reps):
+    """Seconds: the median of `reps` timed calls of run(), after two untimed ones."""
     for _ in range(2):
-        F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
+        run()
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
-        F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
+        run()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def time_one(q, k, v, causal, reps):
+    gqa = q.shape[1] != k.shape[1]  # grouped-query heads: SDPA's own broadcast
+    return median_time(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal,
+                                                              enable_gqa=gqa), reps)
 
 
 def main():
@@ -80,15 +86,7 @@ def main():
     for tail, m, n, kk, nt in gemms:
         a_ = torch.randn(m, kk)
         b_ = torch.randn(n, kk) if nt else torch.randn(kk, n)
-        run = (lambda: a_ @ b_.t()) if nt else (lambda: a_ @ b_)
-        for _ in range(2):
-            run()
-        times = []
-        for _ in range(a.reps):
-            t0 = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - t0)
-        t = statistics.median(times)
+        t = median_time((lambda: a_ @ b_.t()) if nt else (lambda: a_ @ b_), a.reps)
         name = f"torch_matmul/{tail}"
         results.append({"name": name, "run_type": "aggregate", "aggregate_name": "median",
                          "real_time": t * 1e3, "time_unit": "ms",
@@ -101,15 +99,7 @@ def main():
         x = torch.randn(512, dm, dtype=types[dt])
         w1 = (torch.randn(dff, dm) * dm ** -0.5).to(types[dt])
         w2t = (torch.randn(dff, dm) * dff ** -0.5).to(types[dt])
-        run = lambda: torch.relu(x @ w1.t()) @ w2t  # noqa: E731
-        for _ in range(2):
-            run()
-        times = []
-        for _ in range(a.reps):
-            t0 = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - t0)
-        t = statistics.median(times)
+        t = median_time(lambda: torch.relu(x @ w1.t()) @ w2t, a.reps)
         prefix = "torch_ffn" if dt == "f32" else f"torch_ffn_{dt}"
         name = f"{prefix}/T:512/D:{dm}/dff:{dff}"
         flops = 4.0 * 512 * dm * dff
@@ -147,14 +137,8 @@ def main():
             k, v = (torch.randn(32, 8, 32768, 128, dtype=types[dt]) for _ in range(2))
             mask = torch.arange(32768)[None, :] < torch.tensor(lengths_b)[:, None]
             mask = mask[:, None, None, :]
-            for _ in range(2):
-                F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
-            times = []
-            for _ in range(a.reps):
-                t0 = time.perf_counter()
-                F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
-                times.append(time.perf_counter() - t0)
-            t = statistics.median(times)
+            t = median_time(lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                                                   enable_gqa=True), a.reps)
             size = 4.0 if dt == "f32" else 2.0
             gbs = size * 128 * (2 * 8 * sum(lengths_b) + 2 * 32 * 32) / t * 1e-9
             name = f"{prefix}/batch:32/padded"
