@@ -57,9 +57,12 @@ TopkFfnStages topk_ffn(const TopkFfnInputs& in) {
       Tuple(st.rf.x, max(score_of_key(st.key(st.rf, t)), 0.f));
   st.rs = RDom(0, k_eff, "rs");
   // D clamped: a schedule may compute the sum over whole chunks of D (in registers) past D.
-  st.w2(d, f) = in.w2t(min(d, in.model_dim - 1), f);
+  // As stored: a copy of it (the schedule's slices) keeps 16-bit weights in 16 bits.
+  const Func w2_stored = in.w2t_stored.defined() ? in.w2t_stored : in.w2t;
+  st.w2(d, f) = w2_stored(min(d, in.model_dim - 1), f);
   st.acc(d, t) = 0.f;
-  st.acc(d, t) += st.picked(st.rs, t)[1] * st.w2(d, clamp(st.picked(st.rs, t)[0], 0, in.d_ff - 1));
+  st.acc(d, t) +=
+      st.picked(st.rs, t)[1] * cast<float>(st.w2(d, clamp(st.picked(st.rs, t)[0], 0, in.d_ff - 1)));
   st.y(d, t) = cast(in.out_type, st.acc(d, t));
   return st;
 }

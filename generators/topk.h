@@ -44,6 +44,7 @@ TopkStages topk_attention(const TopkInputs& in);
 
 struct TopkFfnInputs {
   Halide::Func x, w1, w2t;  // (d, t), (d, f), (d, f): fp32 values (16-bit inputs widened)
+  Halide::Func w2t_stored;  // w2t as stored (16-bit not widened; w2t itself where undefined)
   Halide::Type out_type = Halide::Float(32);   // y's element type (rounded once, last)
   Halide::Expr model_dim, d_ff, tokens, topk;  // D, d_ff, T, k >= 1
 };
@@ -57,7 +58,7 @@ struct TopkFfnStages {
   TopkSelection sel;              // over f, rows (t)
   Halide::RDom rf;                // over the d_ff units (the scatter into picked)
   Halide::Func picked{"picked"};  // (s, t)  Tuple {s-th selected unit, its relu(h)}
-  Halide::Func w2{"w2"};          // (d, f)  w2t as the sum reads it (a schedule may copy it)
+  Halide::Func w2{"w2"};          // (d, f)  w2t as stored (a schedule may copy it)
   Halide::Func acc{"acc"};        // (d, t)  sum over s of relu(h) w2t[unit], fp32
   Halide::Func y{"y"};            // (d, t)  acc in out_type
 };
