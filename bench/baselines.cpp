@@ -211,7 +211,9 @@ void rows_gather_sum(const float* rows, int64_t row_len, const int32_t* index, c
           if (prefetch > 0 && s + prefetch < k) {  // every cache line of a row `prefetch` ahead
             const char* ahead = reinterpret_cast<const char*>(
                 rows + static_cast<int64_t>(index[t * k + s + prefetch]) * row_len);
-            for (int64_t b = 0; b < row_len * 4; b += 64) __builtin_prefetch(ahead + b);
+            for (int64_t b = 0; b < row_len * 4; b += 64) {
+              __builtin_prefetch(ahead + b);
+            }
           }
           const float g = weight[t * k + s];
           const float* r = rows + static_cast<int64_t>(index[t * k + s]) * row_len;
