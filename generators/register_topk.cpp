@@ -97,8 +97,7 @@ class TopkFfnGenerator : public Generator<TopkFfnGenerator> {
     TopkFfnInputs in;
     in.x = as_f32(x);
     in.w1 = as_f32(w1);
-    in.w2t = as_f32(w2t);
-    in.w2t_stored = w2t;
+    in.w2t = w2t;
     in.out_type = dtype;
     in.model_dim = x.dim(0).extent();
     in.d_ff = w1.dim(1).extent();

@@ -56,10 +56,9 @@ TopkFfnStages topk_ffn(const TopkFfnInputs& in) {
   st.picked(clamp(st.sel.slot(st.rf, t), 0, k_eff), t) =
       Tuple(st.rf.x, max(score_of_key(st.key(st.rf, t)), 0.f));
   st.rs = RDom(0, k_eff, "rs");
-  // D clamped: a schedule may compute the sum over whole chunks of D (in registers) past D.
-  // As stored: a copy of it (the schedule's slices) keeps 16-bit weights in 16 bits.
-  const Func w2_stored = in.w2t_stored.defined() ? in.w2t_stored : in.w2t;
-  st.w2(d, f) = w2_stored(min(d, in.model_dim - 1), f);
+  // Columns past D read the last one (a schedule may compute whole chunks of D); the values as
+  // stored, widened in the sum, so a copy of w2 keeps 16-bit weights in 16 bits.
+  st.w2(d, f) = in.w2t(min(d, in.model_dim - 1), f);
   st.acc(d, t) = 0.f;
   st.acc(d, t) +=
       st.picked(st.rs, t)[1] * cast<float>(st.w2(d, clamp(st.picked(st.rs, t)[0], 0, in.d_ff - 1)));

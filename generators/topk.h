@@ -43,8 +43,8 @@ struct TopkStages {
 TopkStages topk_attention(const TopkInputs& in);
 
 struct TopkFfnInputs {
-  Halide::Func x, w1, w2t;  // (d, t), (d, f), (d, f): fp32 values (16-bit inputs widened)
-  Halide::Func w2t_stored;  // w2t as stored (16-bit not widened; w2t itself where undefined)
+  Halide::Func x, w1;  // (d, t), (d, f): fp32 values (16-bit inputs widened)
+  Halide::Func w2t;    // (d, f) as stored: the sum widens it where it reads it
   Halide::Type out_type = Halide::Float(32);   // y's element type (rounded once, last)
   Halide::Expr model_dim, d_ff, tokens, topk;  // D, d_ff, T, k >= 1
 };

@@ -35,15 +35,33 @@ void compute_rows_in_lanes(Func f, const Var& row, const LoopLevel& at, int vec,
       .vectorize(row, vec, TailStrategy::RoundUp);
 }
 
-void schedule_selection_rows_in_lanes(TopkSelection& sel, const Var& row, const LoopLevel& at,
-                                      int vec, int chunk_rows) {
-  const RVar& rj = sel.rj.x;
+namespace {
+
+// The 32 counting passes and their thresholds, rows in the lanes.
+void schedule_passes_rows_in_lanes(TopkSelection& sel, const Var& row, const LoopLevel& at, int vec,
+                                   int chunk_rows) {
   for (Func f : sel.passes) {
     compute_rows_in_lanes(f, row, at, vec, chunk_rows);
     if (f.has_update_definition()) {
-      f.update().reorder(row, rj).vectorize(row, vec, TailStrategy::RoundUp).unroll(row);
+      f.update().reorder(row, sel.rj.x).vectorize(row, vec, TailStrategy::RoundUp).unroll(row);
     }
   }
+}
+
+}  // namespace
+
+void schedule_selection_scatter_rows_in_lanes(TopkSelection& sel, const Var& row,
+                                              const LoopLevel& at, int vec, int chunk_rows) {
+  schedule_passes_rows_in_lanes(sel, row, at, vec, chunk_rows);
+  const Var j = sel.prefix.args()[0];
+  compute_rows_in_lanes(sel.prefix, row, at, vec, chunk_rows);
+  sel.prefix.reorder_storage(row, j);
+  sel.prefix.update().reorder(row, sel.rj.x).vectorize(row, vec, TailStrategy::RoundUp);
+}
+
+void schedule_selection_rows_in_lanes(TopkSelection& sel, const Var& row, const LoopLevel& at,
+                                      int vec, int chunk_rows) {
+  schedule_passes_rows_in_lanes(sel, row, at, vec, chunk_rows);
   // The per-block counts, their scan, the block search and the walk: rows in the lanes too.
   const RVar& rb = sel.rb.x;
   for (Func f : {sel.block_above, sel.block_equal}) {

@@ -38,6 +38,11 @@ void compute_rows_in_lanes(Halide::Func f, const Halide::Var& row, const Halide:
 Halide::Func reduce_in_lanes(Halide::Func acc, const Halide::RVar& r, int lanes,
                              const Halide::LoopLevel& at);
 
+// The scatter form (TopkSelection::prefix and slot): the counting passes and the prefix counts,
+// rows in the lanes, at `at` over chunk_rows rows; the consumer schedules its own scatter.
+void schedule_selection_scatter_rows_in_lanes(TopkSelection& sel, const Halide::Var& row,
+                                              const Halide::LoopLevel& at, int vec, int chunk_rows);
+
 // chunk_rows: rows per task (a multiple of vec).
 void schedule_selection_rows_in_lanes(TopkSelection& sel, const Halide::Var& row,
                                       const Halide::LoopLevel& at, int vec, int chunk_rows);

@@ -111,7 +111,7 @@ void schedule_topk_ffn_cpu(TopkFfnStages& st, const ScheduleContext& ctx) {
   // The scatter (TopkSelection::slot): units outer, the chunk's tokens in the lanes, each lane
   // storing its own slot. It replaced a binary search and a walk per slot (k of them per token,
   // two gathers per step with tokens in the lanes): 21.6 -> 20.2 ms at T5-base (alternating runs,
-  // medians of 3). Only its prefix counts are scheduled here; the search and walk go unused.
+  // medians of 3).
   st.picked.update()
       .split(st.t, pc, pt, x.qb, TailStrategy::GuardWithIf)
       .reorder(pt, st.rf, pc)
@@ -121,11 +121,7 @@ void schedule_topk_ffn_cpu(TopkFfnStages& st, const ScheduleContext& ctx) {
   st.x_t.compute_at(select_chunk).vectorize(st.t, x.vec, TailStrategy::GuardWithIf);
   st.key.compute_at(select_chunk).reorder_storage(st.t, st.f);
   register_block(st.key, st.dot, st.rc, st.t, st.f, x.vec, x.tq, x.tk, TailStrategy::RoundUp);
-  schedule_selection_rows_in_lanes(st.sel, st.t, select_chunk, x.vec, x.qb);
-  const Var j = st.sel.prefix.args()[0];
-  compute_rows_in_lanes(st.sel.prefix, st.t, select_chunk, x.vec, x.qb);
-  st.sel.prefix.reorder_storage(st.t, j);
-  st.sel.prefix.update().reorder(st.t, st.sel.rj.x).vectorize(st.t, x.vec, TailStrategy::RoundUp);
+  schedule_selection_scatter_rows_in_lanes(st.sel, st.t, select_chunk, x.vec, x.qb);
 
   // The W2 sum, in tasks of gt tokens. With gd > 0 a task walks D in chunks of gd values: it
   // copies the chunk's slice of W2^T (d_ff x gd values, contiguous: W2's own rows, d_ff apart,
