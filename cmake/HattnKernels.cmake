@@ -34,7 +34,8 @@ set(HATTN_X86_TARGETS
 # run as vdpbf16ps pair dot products on Zen 4 and Sapphire Rapids (2x the fp32 FMA rate per
 # instruction, and no conversions of K and V); other CPUs take the builds above. Added only where
 # a kernel asked for the default x86 builds, and only for the kernels that write pair dot
-# products (dense prefill; elsewhere the build would be the AVX-512 one again).
+# products (dense prefill with a fixed head dim, the top-k FFN's x W1^T; elsewhere the build
+# would be the AVX-512 one again).
 set(HATTN_X86_BF16_TARGET
     "x86-64-linux-avx-avx2-avx512-avx512_skylake-avx512_cannonlake-avx512_zen4-f16c-fma-sse41"
     CACHE STRING "Halide target of the AVX512-BF16 build of bf16 kernels")
@@ -220,8 +221,9 @@ function(hattn_add_kernel)
   endif ()
   string(APPEND name _${K_DTYPE}_${K_FAMILY})
 
-  if (K_FAMILY STREQUAL "x86" AND K_DTYPE STREQUAL "bf16" AND NOT head_dim EQUAL 0
-      AND K_GENERATOR STREQUAL "dense" AND K_PHASE STREQUAL "prefill"
+  if (K_FAMILY STREQUAL "x86" AND K_DTYPE STREQUAL "bf16"
+      AND ((K_GENERATOR STREQUAL "dense" AND K_PHASE STREQUAL "prefill" AND NOT head_dim EQUAL 0)
+           OR K_GENERATOR STREQUAL "topk_ffn")
       AND "${K_TARGETS}" STREQUAL "${HATTN_X86_TARGETS}")
     list(PREPEND K_TARGETS "${HATTN_X86_BF16_TARGET}")
   endif ()

@@ -55,6 +55,14 @@ inline Halide::Func as_f32(const Halide::Func& f) {
   return g;
 }
 
+// Whether a bf16 kernel writes its dot products as sums of bf16 pairs accumulated in fp32 (the
+// shape of AVX512-BF16's vdpbf16ps): on targets with AVX512-BF16 (Zen 4, Sapphire Rapids), whose
+// builds exist only for the kernels that write such products (cmake/HattnKernels.cmake).
+inline bool bf16_pair_products(const Halide::Type& dtype, const Halide::Target& t) {
+  return dtype == Halide::BFloat(16) && (t.has_feature(Halide::Target::AVX512_Zen4) ||
+                                         t.has_feature(Halide::Target::AVX512_SapphireRapids));
+}
+
 // The `dtype` GeneratorParam of a variant whose q, k, v and out share one element type:
 // float32, bfloat16 or float16 (products accumulate in fp32 whatever it is).
 inline void check_dtype(const Halide::Type& t, const char* generator) {

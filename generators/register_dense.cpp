@@ -16,11 +16,10 @@ namespace {
 
 using namespace Halide;
 
-// Whether prefill runs as bf16 pair dot products (DenseInputs::pair_qk): bf16 with an even,
-// compiled-in head dim on a target with AVX512-BF16 (Zen 4, Sapphire Rapids).
+// Whether prefill runs as bf16 pair dot products (DenseInputs::pair_qk): an even, compiled-in
+// head dim on a target that has them.
 bool bf16_pairs(const Type& dtype, int head_dim, const Target& t) {
-  return dtype == BFloat(16) && head_dim > 0 && head_dim % 2 == 0 &&
-         (t.has_feature(Target::AVX512_Zen4) || t.has_feature(Target::AVX512_SapphireRapids));
+  return bf16_pair_products(dtype, t) && head_dim > 0 && head_dim % 2 == 0;
 }
 
 // D is contiguous in q, out, lse and the two key/value buffers (k, v or their pages) and equal

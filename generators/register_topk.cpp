@@ -98,6 +98,9 @@ class TopkFfnGenerator : public Generator<TopkFfnGenerator> {
     in.x = as_f32(x);
     in.w1 = as_f32(w1);
     in.w2t = w2t;
+    in.x_raw = x;
+    in.w1_raw = w1;
+    in.pair_dot = bf16_pair_products(dtype, get_target());
     in.out_type = dtype;
     in.model_dim = x.dim(0).extent();
     in.d_ff = w1.dim(1).extent();

@@ -42,10 +42,22 @@ TopkStages topk_attention(const TopkInputs& in) {
 TopkFfnStages topk_ffn(const TopkFfnInputs& in) {
   TopkFfnStages st;
   Var &d = st.d, &t = st.t, &f = st.f, &s = st.s;
-  st.x_t(t, d) = in.x(d, clamp(t, 0, in.tokens - 1));
-  st.rc = RDom(0, in.model_dim, "rc");
+  Expr token = clamp(t, 0, in.tokens - 1);
+  Expr unit = clamp(f, 0, in.d_ff - 1);
+  st.x_t(t, d) = in.x(d, token);
   st.dot(f, t) = 0.f;
-  st.dot(f, t) += st.x_t(t, st.rc) * in.w1(st.rc, clamp(f, 0, in.d_ff - 1));
+  if (in.pair_dot) {
+    Var &pr = st.pr, &pi = st.pi;
+    st.x_pairs(pr, t, pi) = in.x_raw(2 * pi + pr, token);
+    st.rcp = RDom(0, 2, 0, in.model_dim / 2, "rcp");
+    st.dot(f, t) += cast<float>(st.x_pairs(st.rcp.x, t, st.rcp.y)) *
+                    cast<float>(in.w1_raw(2 * st.rcp.y + st.rcp.x, unit));
+    st.rodd = RDom(in.model_dim / 2 * 2, in.model_dim % 2, "rodd");
+    st.dot(f, t) += st.x_t(t, st.rodd) * in.w1(st.rodd, unit);
+  } else {
+    st.rc = RDom(0, in.model_dim, "rc");
+    st.dot(f, t) += st.x_t(t, st.rc) * in.w1(st.rc, unit);
+  }
   st.key(f, t) = ordered_key(st.dot(f, t));
   Expr k_eff = min(in.topk, in.d_ff);
   st.sel = select_topk(st.key, {t}, in.d_ff, k_eff, "ffn");

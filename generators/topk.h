@@ -45,22 +45,30 @@ TopkStages topk_attention(const TopkInputs& in);
 struct TopkFfnInputs {
   Halide::Func x, w1;  // (d, t), (d, f): fp32 values (16-bit inputs widened)
   Halide::Func w2t;    // (d, f) as stored: the sum widens it where it reads it
+  // pair_dot: h = x W1^T written as sums of products of bf16 pairs along D accumulated in fp32
+  // (the shape of AVX512-BF16's vdpbf16ps) on x and w1 as stored (bf16); an odd D's last column
+  // is added alone.
+  Halide::Func x_raw, w1_raw;  // (d, t), (d, f) as stored
+  bool pair_dot = false;
   Halide::Type out_type = Halide::Float(32);   // y's element type (rounded once, last)
   Halide::Expr model_dim, d_ff, tokens, topk;  // D, d_ff, T, k >= 1
 };
 
 struct TopkFfnStages {
   Halide::Var d{"d"}, t{"t"}, f{"f"}, s{"s"};
+  Halide::Var pr{"pr"}, pi{"pi"};  // pair_dot: member of a pair, pair index
   Halide::RDom rc, rs;
-  Halide::Func x_t{"x_t"};        // (t, d)  tokens first
-  Halide::Func dot{"dot"};        // (f, t)  h = x . w1[f]
-  Halide::Func key{"key"};        // (f, t)
-  TopkSelection sel;              // over f, rows (t)
-  Halide::RDom rf;                // over the d_ff units (the scatter into picked)
-  Halide::Func picked{"picked"};  // (s, t)  Tuple {s-th selected unit, its relu(h)}
-  Halide::Func w2{"w2"};          // (d, f)  w2t as stored (a schedule may copy it)
-  Halide::Func acc{"acc"};        // (d, t)  sum over s of relu(h) w2t[unit], fp32
-  Halide::Func y{"y"};            // (d, t)  acc in out_type
+  Halide::RDom rcp, rodd;           // pair_dot: (member, pair) over D; D's last column if odd
+  Halide::Func x_t{"x_t"};          // (t, d)  tokens first
+  Halide::Func x_pairs{"x_pairs"};  // pair_dot: (pr, t, pi)  x[2 pi + pr] (bf16), tokens inside
+  Halide::Func dot{"dot"};          // (f, t)  h = x . w1[f]
+  Halide::Func key{"key"};          // (f, t)
+  TopkSelection sel;                // over f, rows (t)
+  Halide::RDom rf;                  // over the d_ff units (the scatter into picked)
+  Halide::Func picked{"picked"};    // (s, t)  Tuple {s-th selected unit, its relu(h)}
+  Halide::Func w2{"w2"};            // (d, f)  w2t as stored (a schedule may copy it)
+  Halide::Func acc{"acc"};          // (d, t)  sum over s of relu(h) w2t[unit], fp32
+  Halide::Func y{"y"};              // (d, t)  acc in out_type
 };
 
 TopkFfnStages topk_ffn(const TopkFfnInputs& in);

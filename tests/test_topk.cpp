@@ -549,17 +549,28 @@ Sixteen draw_scaled_16bit(hattn::DType t, int64_t n, int exp2, TestRng& rng) {
   return a;
 }
 
+// The build a kernel runs on this CPU ("" if no such kernel).
+std::string build_of(const std::string& kernel) {
+  for (const hattn::KernelInfo& k : hattn::list_kernels()) {
+    if (k.name == kernel) return hattn::selected_build(k);
+  }
+  return "";
+}
+
 // The top-k FFN in bf16 / f16: x, w1, w2t and y in the dtype, against the float64 top-k FFN on
 // the rounded inputs (half an ulp of y's dtype plus fp32 noise; near-tied k-th units left out),
-// k below, at and past d_ff; mixed dtypes refused with y untouched.
+// k below, at and past d_ff; mixed dtypes refused with y untouched. On a CPU with AVX512-BF16 the
+// bf16 kernel runs its pair-product build (x W1^T as vdpbf16ps; an odd D adds its last column
+// alone: D = 33); test_topk.isa_avx512 runs this test again on the AVX-512 build.
 TEST(TopkFfn16Bit, MatchesReferenceOnRoundedInputs) {
+  ASSERT_TRUE(isa_restriction_error().empty()) << isa_restriction_error();
   struct Shape {
     int64_t tokens, dim, d_ff, k;
   };
   std::set<std::string> used;
   for (hattn::DType t : {hattn::DType::bf16, hattn::DType::f16}) {
     for (Shape sh : {Shape{37, 64, 300, 32}, Shape{5, 96, 1000, 100}, Shape{9, 48, 40, 60},
-                     Shape{300, 80, 256, 24}}) {
+                     Shape{300, 80, 256, 24}, Shape{21, 33, 90, 10}}) {
       const std::string name = std::string(hattn::to_string(t)) + "_T" + std::to_string(sh.tokens) +
                                "_k" + std::to_string(sh.k);
       SCOPED_TRACE(name);
@@ -581,6 +592,13 @@ TEST(TopkFfn16Bit, MatchesReferenceOnRoundedInputs) {
       EXPECT_NE(d.kernel.find(std::string("_") + hattn::to_string(t) + "_"), std::string::npos)
           << d.kernel;
       used.insert(d.kernel);
+#if defined(__x86_64__)
+      if (t == hattn::DType::bf16 && isa_restriction() == "native" &&
+          __builtin_cpu_supports("avx512bf16")) {
+        EXPECT_NE(build_of(d.kernel).find("avx512_zen4"), std::string::npos)
+            << d.kernel << " runs " << build_of(d.kernel);
+      }
+#endif
       std::vector<double> ref, gap;
       reference_topk_ffn(x.values.data(), w1.values.data(), w2t.values.data(), sh.tokens, sh.dim,
                          sh.d_ff, sh.k, &ref, &gap);

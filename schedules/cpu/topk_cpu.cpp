@@ -120,7 +120,14 @@ void schedule_topk_ffn_cpu(TopkFfnStages& st, const ScheduleContext& ctx) {
   const LoopLevel select_chunk(st.picked, pc);
   st.x_t.compute_at(select_chunk).vectorize(st.t, x.vec, TailStrategy::GuardWithIf);
   st.key.compute_at(select_chunk).reorder_storage(st.t, st.f);
-  register_block(st.key, st.dot, st.rc, st.t, st.f, x.vec, x.tq, x.tk, TailStrategy::RoundUp);
+  if (st.rcp.defined()) {  // TopkFfnInputs::pair_dot: the chunk's x staged in pairs
+    st.x_pairs.compute_at(select_chunk).vectorize(st.pr).vectorize(st.t, x.vec);
+    pair_register_block(st.key, st.dot, st.rcp.x, st.rcp.y, st.t, st.f, x.vec, x.tq, x.tk,
+                        TailStrategy::RoundUp);
+    st.dot.update(1).reorder(st.t, st.f, st.rodd).vectorize(st.t, x.vec).unroll(st.f);
+  } else {
+    register_block(st.key, st.dot, st.rc, st.t, st.f, x.vec, x.tq, x.tk, TailStrategy::RoundUp);
+  }
   schedule_selection_scatter_rows_in_lanes(st.sel, st.t, select_chunk, x.vec, x.qb);
 
   // The W2 sum, in tasks of gt tokens. With gd > 0 a task walks D in chunks of gd values: it
