@@ -30,12 +30,12 @@ set_property(GLOBAL PROPERTY HATTN_GENERATOR hattn::halide_generators::hattn_gen
 set(HATTN_X86_TARGETS
     "x86-64-linux-avx-avx2-avx512-avx512_skylake-f16c-fma-sse41;x86-64-linux-avx-avx2-f16c-fma-sse41;x86-64-linux-sse41"
     CACHE STRING "Halide targets for x86 kernels, best first (multi-target dispatch)")
-# bf16 kernels with a compiled-in head dim also get an AVX512-BF16 build, first: their products
+# Some bf16 kernels also get an AVX512-BF16 build, first: their products
 # run as vdpbf16ps pair dot products on Zen 4 and Sapphire Rapids (2x the fp32 FMA rate per
 # instruction, and no conversions of K and V); other CPUs take the builds above. Added only where
 # a kernel asked for the default x86 builds, and only for the kernels that write pair dot
-# products (dense prefill with a fixed head dim, the top-k FFN's x W1^T; elsewhere the build
-# would be the AVX-512 one again).
+# products (dense prefill with a fixed head dim, topk prefill's q.k, the top-k FFN's x W1^T;
+# elsewhere the build would be the AVX-512 one again).
 set(HATTN_X86_BF16_TARGET
     "x86-64-linux-avx-avx2-avx512-avx512_skylake-avx512_cannonlake-avx512_zen4-f16c-fma-sse41"
     CACHE STRING "Halide target of the AVX512-BF16 build of bf16 kernels")
@@ -223,6 +223,7 @@ function(hattn_add_kernel)
 
   if (K_FAMILY STREQUAL "x86" AND K_DTYPE STREQUAL "bf16"
       AND ((K_GENERATOR STREQUAL "dense" AND K_PHASE STREQUAL "prefill" AND NOT head_dim EQUAL 0)
+           OR (K_GENERATOR STREQUAL "topk" AND K_PHASE STREQUAL "prefill")
            OR K_GENERATOR STREQUAL "topk_ffn")
       AND "${K_TARGETS}" STREQUAL "${HATTN_X86_TARGETS}")
     list(PREPEND K_TARGETS "${HATTN_X86_BF16_TARGET}")

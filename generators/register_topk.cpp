@@ -43,6 +43,9 @@ class TopkAttentionGenerator : public Generator<TopkAttentionGenerator> {
     in.q = as_f32(q);
     in.k = as_f32(k);
     in.v = as_f32(v);
+    in.q_raw = q;
+    in.k_raw = k;
+    in.pair_dot = !decode && bf16_pair_products(dtype, get_target());
     in.out_type = dtype;
     in.head_dim = head_dim_expr(head_dim, q.dim(0).extent());
     in.lq = q.dim(1).extent();

@@ -16,17 +16,31 @@ TopkStages topk_attention(const TopkInputs& in) {
   Expr hq = clamp(h, 0, in.q_heads - 1);
   Expr hk = hq / st.group;
 
-  st.q_scaled(i, d, h, b) = in.q(d, clamp(i, 0, in.lq - 1), hq, b) * in.scale;
-  st.rc = RDom(0, in.head_dim, "rc");
+  Expr query = clamp(i, 0, in.lq - 1);
+  Expr key_in = clamp(j, 0, in.lk - 1);
   st.dot(j, i, h, b) = 0.f;
-  st.dot(j, i, h, b) += st.q_scaled(i, st.rc, h, b) * in.k(st.rc, clamp(j, 0, in.lk - 1), hk, b);
+  Expr score = st.dot(j, i, h, b);
+  if (in.pair_dot) {
+    Var &pr = st.pr, &pi = st.pi;
+    st.q_pairs(pr, i, pi, h, b) = in.q_raw(2 * pi + pr, query, hq, b);
+    st.rcp = RDom(0, 2, 0, in.head_dim / 2, "rcp");
+    st.dot(j, i, h, b) += cast<float>(st.q_pairs(st.rcp.x, i, st.rcp.y, h, b)) *
+                          cast<float>(in.k_raw(2 * st.rcp.y + st.rcp.x, key_in, hk, b));
+    st.rodd = RDom(in.head_dim / 2 * 2, in.head_dim % 2, "rodd");
+    st.dot(j, i, h, b) += in.q(st.rodd, query, hq, b) * in.k(st.rodd, key_in, hk, b);
+    score = score * in.scale;  // q stays as stored (scaled in bf16 it would round twice)
+  } else {
+    st.q_scaled(i, d, h, b) = in.q(d, query, hq, b) * in.scale;
+    st.rc = RDom(0, in.head_dim, "rc");
+    st.dot(j, i, h, b) += st.q_scaled(i, st.rc, h, b) * in.k(st.rc, key_in, hk, b);
+  }
 
   // Bottom-right causal alignment: key j is visible to row i iff j <= i + (Lk - Lq). Masked keys
   // get the lowest key, so they sort last and are never among the k (k is clamped to the
   // visible count).
   Expr offset = in.lk - in.lq;
   Expr visible = in.causal ? j <= i + offset : Expr(true);
-  st.key(j, i, h, b) = masked_key(st.dot(j, i, h, b), visible);
+  st.key(j, i, h, b) = masked_key(score, visible);
 
   Expr n_visible = in.causal ? clamp(i + offset + 1, 0, in.lk) : in.lk;
   Expr k_eff = min(in.topk, n_visible);

@@ -20,6 +20,11 @@ namespace hattn {
 
 struct TopkInputs {
   Halide::Func q, k, v;  // (d, i, h, b), (d, j, hk, b), (d, j, hk, b), read as fp32
+  // pair_dot (prefill): q . k written as sums of products of bf16 pairs along D accumulated in
+  // fp32 (the shape of AVX512-BF16's vdpbf16ps) on q and k as stored (bf16), the scale applied
+  // to the fp32 score; an odd D's last column is added alone.
+  Halide::Func q_raw, k_raw;  // (d, i, h, b), (d, j, hk, b) as stored
+  bool pair_dot = false;
   Halide::Type out_type = Halide::Float(32);  // the output's element type (rounded once, last)
   Halide::Expr head_dim, lq, lk;              // D, Lq, Lk
   Halide::Expr q_heads, kv_heads;             // Hq, Hkv
@@ -31,8 +36,11 @@ struct TopkInputs {
 struct TopkStages {
   Halide::Var d{"d"}, i{"i"}, h{"h"}, b{"b"}, j{"j"}, s{"s"};
   Halide::Expr group;                 // Hq / Hkv: query heads per kv head
+  Halide::Var pr{"pr"}, pi{"pi"};     // pair_dot: member of a pair, pair index
   Halide::RDom rc;                    // over D
+  Halide::RDom rcp, rodd;             // pair_dot: (member, pair) over D; D's last column if odd
   Halide::Func q_scaled{"q_scaled"};  // (i, d, h, b)      scale * q, queries first
+  Halide::Func q_pairs{"q_pairs"};    // pair_dot: (pr, i, pi, h, b)  q[2 pi + pr] (bf16)
   Halide::Func dot{"dot"};            // (j, i, h, b)      q . k, the reduction over D
   Halide::Func key{"key"};            // (j, i, h, b)      ordered_key(masked score)
   TopkSelection sel;                  // over j, rows (i, h, b)

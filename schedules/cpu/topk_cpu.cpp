@@ -26,10 +26,17 @@ void schedule_topk_prefill(TopkStages& st, const ScheduleContext& ctx) {
   LoopLevel per_row;
   const LoopLevel chunk = parallel_row_chunks(st.att.out, st.d, st.i, st.h, st.b, x, &per_row);
 
-  st.q_scaled.compute_at(chunk).vectorize(st.i, x.vec, TailStrategy::GuardWithIf);
   // Keys of the chunk: rows innermost in storage so every later pass reads whole vectors.
   st.key.compute_at(chunk).reorder_storage(st.i, st.j);
-  register_block(st.key, st.dot, st.rc, st.i, st.j, x.vec, x.tq, x.tk, TailStrategy::RoundUp);
+  if (st.rcp.defined()) {  // TopkInputs::pair_dot: the chunk's q staged in pairs
+    st.q_pairs.compute_at(chunk).vectorize(st.pr).vectorize(st.i, x.vec);
+    pair_register_block(st.key, st.dot, st.rcp.x, st.rcp.y, st.i, st.j, x.vec, x.tq, x.tk,
+                        TailStrategy::RoundUp);
+    st.dot.update(1).reorder(st.i, st.j, st.rodd).vectorize(st.i, x.vec).unroll(st.j);
+  } else {
+    st.q_scaled.compute_at(chunk).vectorize(st.i, x.vec, TailStrategy::GuardWithIf);
+    register_block(st.key, st.dot, st.rc, st.i, st.j, x.vec, x.tq, x.tk, TailStrategy::RoundUp);
+  }
 
   schedule_selection_rows_in_lanes(st.sel, st.i, chunk, x.vec, x.qb);
   schedule_selected_rows_in_lanes(st.att, st.gathered, st.s, st.i, st.d, chunk, per_row, x.vec,
