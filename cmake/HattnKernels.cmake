@@ -39,11 +39,18 @@ set(HATTN_X86_TARGETS
 set(HATTN_X86_BF16_TARGET
     "x86-64-linux-avx-avx2-avx512-avx512_skylake-avx512_cannonlake-avx512_zen4-f16c-fma-sse41"
     CACHE STRING "Halide target of the AVX512-BF16 build of bf16 kernels")
-# aarch64: NEON, which every ARMv8-A core has. The kernels are fp32: dot-product and fp16 builds
-# would compile to the same instructions (those extensions speed up int8 and fp16 arithmetic), so
-# they are not built until a kernel has an fp16 or int8 path.
+# aarch64: NEON, which every ARMv8-A core has. No dot-product build: no kernel has an int8 path.
 set(HATTN_ARM_TARGETS "arm-64-linux"
     CACHE STRING "Halide targets for aarch64 kernels, best first (multi-target dispatch)")
+# f16 kernels (f16, f16kv) also get an arm_fp16 build (ARMv8.2-A FP16: Cortex-A55/A75 and later,
+# Neoverse, Apple M), first. Their arithmetic stays fp32 (nothing accumulates in f16); what the
+# feature changes is the conversions: Halide converts f16 <-> f32 with fcvtl/fcvtn only under
+# arm_fp16 and emulates them with integer shifts, compares and selects otherwise (dense decode
+# f16, D = 128: 15.8k lines of assembly against 9.9k, with stack spills in the emulated q.k).
+# bf16 needs no such build: its conversion is a shift either way. Cores without FP16 (Cortex-A53,
+# A72) run the NEON build.
+set(HATTN_ARM_F16_TARGET "arm-64-linux-arm_fp16"
+    CACHE STRING "Halide target of the FP16 build of f16 kernels on aarch64")
 # CUDA: PTX for compute capability 8.0 (Ampere), which the driver JIT-compiles for newer GPUs
 # (Hopper included). Halide 21 knows capabilities up to 8.6, which adds nothing for fp32 on the
 # FMA units, so 8.0 is the one build. The host part only launches kernels: baseline x86-64.
@@ -227,6 +234,10 @@ function(hattn_add_kernel)
            OR K_GENERATOR STREQUAL "topk_ffn")
       AND "${K_TARGETS}" STREQUAL "${HATTN_X86_TARGETS}")
     list(PREPEND K_TARGETS "${HATTN_X86_BF16_TARGET}")
+  endif ()
+  if (K_FAMILY STREQUAL "arm" AND K_DTYPE MATCHES "^f16"
+      AND "${K_TARGETS}" STREQUAL "${HATTN_ARM_TARGETS}")
+    list(PREPEND K_TARGETS "${HATTN_ARM_F16_TARGET}")
   endif ()
   set(targets "")
   foreach (t IN LISTS K_TARGETS)

@@ -77,6 +77,40 @@ TEST(CpuFeatures, EveryKernelHasARunnableBuild) {
   }
 }
 
+// The builds above each family's base that the CMake functions add (cmake/HattnKernels.cmake):
+// f16 kernels on aarch64 run their arm_fp16 build exactly where the CPU has FP16 (on qemu's
+// "max" CPU it has, on the Cortex-A53 of test_*.cpu_cortex_a53 not); bf16 pair-product kernels
+// on x86 run their avx512_zen4 build where the CPU has AVX512-BF16.
+TEST(CpuFeatures, FeatureBuildsRunWhereTheCpuHasTheFeature) {
+  if (hattn_test::isa_restriction() != "native") {
+    GTEST_SKIP() << "HATTN_TEST_ISA=" << hattn_test::isa_restriction()
+                 << " deliberately overrides Halide's answers";
+  }
+#if defined(__aarch64__)
+  const char* feature = "arm_fp16";
+  const bool cpu_has = (getauxval(AT_HWCAP) & HWCAP_ASIMDHP) != 0;
+#else
+  const char* feature = "avx512_zen4";
+  const bool cpu_has = __builtin_cpu_supports("avx512bf16") != 0;
+#endif
+  int with_build = 0;
+  for (const hattn::KernelInfo& k : hattn::list_kernels()) {
+#if defined(__aarch64__)
+    if (k.family == "arm" && k.dtype.rfind("f16", 0) == 0) {
+      EXPECT_NE(k.target.find(feature), std::string::npos) << k.name << ": " << k.target;
+    }
+#endif
+    if (k.family == "cuda" || k.target.find(feature) == std::string::npos) continue;
+    ++with_build;
+    const std::string build = hattn::selected_build(k);
+    EXPECT_EQ(build.find(feature) != std::string::npos, cpu_has)
+        << k.name << " runs " << build << " (cpu has " << feature << ": " << cpu_has << ")";
+  }
+  std::cout << "[ FEATURE  ] " << with_build << " kernels with a " << feature
+            << " build; cpu has it: " << cpu_has << std::endl;
+  EXPECT_GT(with_build, 0) << "no kernel has a " << feature << " build";
+}
+
 }  // namespace
 
 // Every generated kernel's arguments carry the names hattn/kernel_registry.h gives its variant,

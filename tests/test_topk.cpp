@@ -356,18 +356,16 @@ Status run_topk_16bit(hattn::DType t, const AttnShape& a, bool causal, int64_t k
                                TensorView::contiguous(out->data(), t, qs), o, d);
 }
 
-// The build a kernel runs on this CPU ("" if no such kernel).
-std::string build_of(const std::string& kernel) {
-  for (const hattn::KernelInfo& k : hattn::list_kernels()) {
-    if (k.name == kernel) return hattn::selected_build(k);
-  }
-  return "";
-}
-
 // bf16 topk prefill and the bf16 FFN write their products as bf16 pairs (vdpbf16ps) in a build
 // for CPUs with AVX512-BF16: unless HATTN_TEST_ISA holds it back, such a CPU runs that build.
 void expect_pair_build(hattn::DType t, const std::string& kernel) {
 #if defined(__x86_64__)
+  auto build_of = [](const std::string& name) {
+    for (const hattn::KernelInfo& k : hattn::list_kernels()) {
+      if (k.name == name) return hattn::selected_build(k);
+    }
+    return std::string();
+  };
   if (t == hattn::DType::bf16 && kernel.find("_decode_") == std::string::npos &&
       isa_restriction() == "native" && __builtin_cpu_supports("avx512bf16")) {
     EXPECT_NE(build_of(kernel).find("avx512_zen4"), std::string::npos)
