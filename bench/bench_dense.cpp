@@ -240,6 +240,16 @@ int main(int argc, char** argv) {
   args.push_back(nullptr);
   benchmark::Initialize(&n, args.data());
   if (benchmark::ReportUnrecognizedArguments(n, args.data())) return 1;
+  // HATTN_BENCH_ISA=avx512|avx2|sse41 (neon): hattn's kernels run that build at most (the labels
+  // say which ran), to time a lower ISA level on a machine that has a higher one.
+  if (const char* isa = std::getenv("HATTN_BENCH_ISA")) {
+    const hattn::Status st = hattn::limit_isa(isa);
+    if (!st.ok()) {
+      std::fprintf(stderr, "hattn_bench: HATTN_BENCH_ISA: %s\n", st.message.c_str());
+      return 2;
+    }
+    benchmark::AddCustomContext("hattn_isa_limit", isa);
+  }
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

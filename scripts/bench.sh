@@ -4,6 +4,9 @@
 # JSON, the table and a PNG plot of it are kept in results/. PyTorch's SDPA joins when .venv-peer exists
 # (scripts/setup.sh --peer); otherwise the peer is skipped, and the table says so.
 # HATTN_BENCH_THREADS=n sets the threads (default 2); HATTN_BENCH_PEER=0 skips the peer.
+# HATTN_BENCH_ISA=avx512|avx2|sse41 caps hattn's builds (hattn::limit_isa) and PyTorch's kernels
+# (ATEN_CPU_CAPABILITY, oneDNN's and MKL's ISA limits) at that level: a lower x86 level timed on
+# a machine that has a higher one, both sides alike.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 quick=0
@@ -32,6 +35,11 @@ if [ "${HATTN_BENCH_PEER:-1}" = 0 ]; then
   echo "== PyTorch SDPA peer skipped (HATTN_BENCH_PEER=0)"
 elif [ -x "$peer_py" ] && "$peer_py" -c "import torch" 2>/dev/null; then
   echo "== PyTorch SDPA peer"
+  case "${HATTN_BENCH_ISA:-native}" in
+    avx512) export ATEN_CPU_CAPABILITY=avx512 ONEDNN_MAX_CPU_ISA=AVX512_CORE MKL_ENABLE_INSTRUCTIONS=AVX512 ;;
+    avx2) export ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 ;;
+    sse41) export ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 MKL_ENABLE_INSTRUCTIONS=SSE4_2 ;;
+  esac
   peer_args=(--out "$here/results/torch_sdpa.json" --dtypes f32,bf16,f16)
   if [ "$quick" = 1 ]; then peer_args+=(--quick); fi
   if "$peer_py" "$here/bench/torch_sdpa.py" "${peer_args[@]}"; then

@@ -163,6 +163,30 @@ TEST_F(Cli, ListPrintsKernels) {
   EXPECT_NE(r.out.find("dense_decode_causal_lse_dany" + f), std::string::npos) << r.out;
 }
 
+// --isa caps the build each kernel runs (list shows it), a run under the cap still matches the
+// reference, and an unknown level is one line and status 2.
+TEST_F(Cli, IsaCapsTheBuilds) {
+  const bool arm = hattn_test::cpu_family() == "arm";
+  const std::string level = arm ? "neon" : "sse41";
+  const std::string refused = arm ? "arm_fp16" : "avx";
+  Result r = run_cli({"list", "--isa", level});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find(arm ? "arm-64-linux" : "x86-64-linux-sse41"), std::string::npos) << r.out;
+  std::istringstream lines(r.out);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find("_cuda ") != std::string::npos) continue;
+    EXPECT_EQ(line.find(refused), std::string::npos) << "under --isa " << level << ": " << line;
+  }
+  std::vector<std::string> args = run_args();
+  args.insert(args.end(), {"--isa", level, "--lse", dir() + "lse.npy"});
+  r = run_cli(args);
+  ASSERT_EQ(r.status, 0) << r.err;
+  check_output(false);
+  r = run_cli({"--isa", "avx3", "list"});
+  EXPECT_EQ(r.status, 2);
+  expect_one_line_error(r, "unknown ISA level 'avx3'");
+}
+
 // The version is the CMake project's (HATTN_PROJECT_VERSION, from CMakeLists.txt), the same that
 // the installed package reports, and the library and CLI agree on it.
 TEST_F(Cli, VersionIsThePackageVersion) {

@@ -1581,6 +1581,11 @@ std::vector<Row> rows() {
         return c_call(&q);
       },
       bad, "q has unknown device 9");
+
+  // target_select.cpp: the ISA cap (the cap in force is left as it was).
+  add(
+      "target_select.cpp", "unknown_level", [](F) { return hattn::limit_isa("avx1024"); }, bad,
+      "unknown ISA level 'avx1024'");
   return r;
 }
 

@@ -1,6 +1,5 @@
 #include "test_support.h"
 
-#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -10,7 +9,7 @@
 #include <sstream>
 #include <vector>
 
-#include "HalideRuntime.h"
+#include "dispatch.h"  // runtime/src: isa_limit_refusals()
 
 namespace hattn_test {
 namespace {
@@ -61,70 +60,26 @@ std::string format_double(double x) {
 
 // --- ISA restriction (HATTN_TEST_ISA) ---------------------------------------------------------
 
-std::atomic<int> g_isa_refusals{0};
-
-bool has_feature(int count, const uint64_t* features, int f) {
-  return (f >> 6) < count && ((features[f >> 6] >> (f & 63)) & 1) != 0;
-}
-
-bool has_any(int count, const uint64_t* features, std::initializer_list<int> fs) {
-  for (int f : fs) {
-    if (has_feature(count, features, f)) return true;
-  }
-  return false;
-}
-
-const std::initializer_list<int> kAvx512 = {halide_target_feature_avx512,
-                                            halide_target_feature_avx512_knl,
-                                            halide_target_feature_avx512_skylake,
-                                            halide_target_feature_avx512_cannonlake,
-                                            halide_target_feature_avx512_sapphirerapids,
-                                            halide_target_feature_avx512_zen4,
-                                            halide_target_feature_avx512_zen5,
-                                            halide_target_feature_avx10_1};
-// Above AVX-512 (Skylake): the AVX512-BF16 builds (avx512_zen4 and later).
-const std::initializer_list<int> kAvx512Bf16 = {
-    halide_target_feature_avx512_sapphirerapids, halide_target_feature_avx512_zen4,
-    halide_target_feature_avx512_zen5, halide_target_feature_avx10_1};
-const std::initializer_list<int> kAvx = {halide_target_feature_avx, halide_target_feature_avx2,
-                                         halide_target_feature_fma, halide_target_feature_f16c};
-
-// The features the installed hook refuses (set once, before any kernel runs: Halide's hook is a
-// plain function, so it reads them from here).
-std::vector<std::initializer_list<int>> g_refused;
-
-int refuse_features(int count, const uint64_t* features) {
-  for (const auto& set : g_refused) {
-    if (has_any(count, features, set)) {
-      ++g_isa_refusals;
-      return 0;
-    }
-  }
-  return halide_default_can_use_target_features(count, features);
-}
-
 struct IsaSetting {
   std::string name = "native";
   std::string error;
 };
 
+// The runtime's own cap (hattn::limit_isa), installed before any kernel runs.
 IsaSetting install_isa_restriction() {
   IsaSetting s;
   const char* env = std::getenv("HATTN_TEST_ISA");
   const std::string want = env == nullptr ? "" : env;
   if (want.empty() || want == "native") return s;
-  if (want == "avx512" || want == "avx2" || want == "sse41") {
-    if (want == "avx512") g_refused = {kAvx512Bf16};
-    if (want == "avx2") g_refused = {kAvx512};
-    if (want == "sse41") g_refused = {kAvx512, kAvx};
-    halide_set_custom_can_use_target_features(refuse_features);
-    s.name = want;
-    std::cout << "[   ISA    ] HATTN_TEST_ISA=" << want << ": builds above " << want << " disabled"
-              << std::endl;
+  const hattn::Status st = hattn::limit_isa(want);
+  if (!st.ok()) {
+    s.error = "HATTN_TEST_ISA: " + st.message;
+    std::cerr << s.error << std::endl;
     return s;
   }
-  s.error = "HATTN_TEST_ISA='" + want + "' is not one of: native, avx512, avx2, sse41";
-  std::cerr << s.error << std::endl;
+  s.name = want;
+  std::cout << "[   ISA    ] HATTN_TEST_ISA=" << want << ": builds above " << want << " disabled"
+            << std::endl;
   return s;
 }
 
@@ -135,7 +90,7 @@ const IsaSetting g_isa = install_isa_restriction();
 
 std::string isa_restriction() { return g_isa.name; }
 std::string isa_restriction_error() { return g_isa.error; }
-int isa_refusals() { return g_isa_refusals.load(); }
+int64_t isa_refusals() { return hattn::isa_limit_refusals(); }
 
 std::string compare_16bit_rows(hattn::DType t, const std::vector<uint16_t>& got,
                                const std::vector<double>& ref, const std::vector<double>& gap,

@@ -215,13 +215,12 @@ double sixteen_bit_output_tolerance(hattn::DType t, double ref);
 
 // ISA restriction for the kernels' multi-target dispatch, so that the AVX-512, AVX2 and SSE4.1
 // builds of every kernel can be tested on a machine that would pick a better one: with
-// HATTN_TEST_ISA=avx512 (avx2, sse41) the test binaries install (before any test runs) a Halide
-// can_use_target_features hook that refuses AVX512-BF16 (AVX-512; AVX-512, AVX, AVX2, FMA and
-// F16C). Empty or "native": no restriction. Any other value is reported by
-// isa_restriction_error().
-std::string isa_restriction();        // "native", "avx512", "avx2" or "sse41"
+// HATTN_TEST_ISA=avx512 (avx2, sse41; neon on aarch64) the test binaries set hattn::limit_isa()
+// to it before any test runs. Empty or "native": no restriction. A value the runtime refuses is
+// reported by isa_restriction_error().
+std::string isa_restriction();        // "native", "avx512", "avx2", "sse41" or "neon"
 std::string isa_restriction_error();  // "" unless HATTN_TEST_ISA has an unknown value
-int isa_refusals();                   // times the hook refused a feature set so far
+int64_t isa_refusals();               // builds the cap passed over so far
 
 // Compares `got` with the dense reference `ref` row by row (rows of row_len elements), leaving
 // out rows whose gap (when given) is below kMinGap, counted in *left_out; fails when more than

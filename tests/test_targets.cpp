@@ -111,6 +111,38 @@ TEST(CpuFeatures, FeatureBuildsRunWhereTheCpuHasTheFeature) {
   EXPECT_GT(with_build, 0) << "no kernel has a " << feature << " build";
 }
 
+// hattn::limit_isa: a cap moves every kernel to its best build at or below it, refusals (an
+// unknown level, the other family's) leave the cap as it was, and "native" lifts it.
+TEST(CpuFeatures, LimitIsaCapsEveryKernel) {
+  const std::string before = hattn::isa_limit();
+  EXPECT_EQ(before, hattn_test::isa_restriction());
+#if defined(__aarch64__)
+  const std::string level = "neon", foreign = "avx2", refused = "arm_fp16";
+#else
+  const std::string level = "sse41", foreign = "neon", refused = "avx";
+#endif
+  ASSERT_TRUE(hattn::limit_isa(level).ok());
+  EXPECT_EQ(hattn::isa_limit(), level);
+  int capped = 0;
+  for (const hattn::KernelInfo& k : hattn::list_kernels()) {
+    if (k.family == "cuda") continue;
+    const std::string build = hattn::selected_build(k);
+    EXPECT_FALSE(build.empty()) << k.name;
+    EXPECT_EQ(build.find(refused), std::string::npos) << k.name << " runs " << build;
+    capped += k.target.find(refused) != std::string::npos ? 1 : 0;
+  }
+  EXPECT_GT(capped, 0) << "no kernel has a build above " << level;
+  for (const std::string& bad : {std::string("avx3"), foreign, std::string()}) {
+    const hattn::Status st = hattn::limit_isa(bad);
+    EXPECT_EQ(st.code, hattn::StatusCode::invalid_argument) << bad;
+    EXPECT_NE(st.message.find("'" + bad + "'"), std::string::npos) << st.message;
+    EXPECT_EQ(hattn::isa_limit(), level) << "a refused level changed the cap";
+  }
+  ASSERT_TRUE(hattn::limit_isa("native").ok());
+  EXPECT_EQ(hattn::isa_limit(), "native");
+  ASSERT_TRUE(hattn::limit_isa(before).ok());
+}
+
 }  // namespace
 
 // Every generated kernel's arguments carry the names hattn/kernel_registry.h gives its variant,

@@ -84,6 +84,11 @@ int main(int argc, char** argv) {
                                         std::to_string(hattn::list_kernels().size()) +
                                         " kernels; Halide " HATTN_HALIDE_VERSION ")");
   app.require_subcommand(1);
+  app.fallthrough();  // --isa also after the command
+  std::string isa = "native";
+  app.add_option("--isa", isa,
+                 "the best CPU build kernels may run: native (default), avx512, avx2, sse41 "
+                 "(x86) or neon (aarch64); `list` shows which build each kernel then runs");
   CLI::App* list = app.add_subcommand("list", "print the compiled kernels");
   CLI::App* run = app.add_subcommand("run", "run a kernel on .npy inputs");
   run->require_subcommand(1);
@@ -101,6 +106,10 @@ int main(int argc, char** argv) {
     std::string what = e.what();
     std::replace(what.begin(), what.end(), '\n', ' ');
     std::fprintf(stderr, "hattn: error: %s (try --help)\n", what.c_str());
+    return 2;
+  }
+  if (const hattn::Status st = hattn::limit_isa(isa); !st.ok()) {
+    std::fprintf(stderr, "hattn: error: --isa: %s\n", st.message.c_str());
     return 2;
   }
   try {

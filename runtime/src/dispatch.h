@@ -30,6 +30,9 @@ HATTN_KERNEL_VARIANTS(HATTN_VARIANT_OF)
 // Whether one of a CPU kernel's builds runs on this CPU (selected_build(kernel) is not empty),
 // without building a string: dispatch asks it of candidate kernels on every call.
 bool runs_on_this_cpu(const KernelInfo& kernel);
+// Builds passed over under limit_isa() so far (each time Halide's wrapper or selected_build()
+// asked about one): what lets a test see that the cap reached the kernels' own dispatch.
+int64_t isa_limit_refusals();
 
 struct KernelEntry {
   using AnyFn = void (*)();

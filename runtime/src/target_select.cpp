@@ -5,6 +5,7 @@
 #include <HalideRuntime.h>
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -15,6 +16,7 @@
 
 #include "dispatch.h"
 #include "hattn/hattn.h"
+#include "validate.h"
 
 namespace hattn {
 
@@ -84,7 +86,83 @@ const Build* runnable_build(const KernelInfo& kernel) {
   return nullptr;
 }
 
+// limit_isa(): the features a level refuses (any build asking for one is passed over).
+struct IsaLevel {
+  const char* name;
+  const char* family;
+  std::vector<halide_target_feature_t> refused;
+};
+
+const std::vector<IsaLevel>& isa_levels() {
+  static const std::vector<halide_target_feature_t> avx512_bf16 = {
+      halide_target_feature_avx512_sapphirerapids, halide_target_feature_avx512_zen4,
+      halide_target_feature_avx512_zen5, halide_target_feature_avx10_1};
+  static const std::vector<IsaLevel> levels = [] {
+    std::vector<halide_target_feature_t> avx512 = avx512_bf16;
+    for (auto f : {halide_target_feature_avx512, halide_target_feature_avx512_knl,
+                   halide_target_feature_avx512_skylake, halide_target_feature_avx512_cannonlake}) {
+      avx512.push_back(f);
+    }
+    std::vector<halide_target_feature_t> avx = avx512;
+    for (auto f : {halide_target_feature_avx, halide_target_feature_avx2, halide_target_feature_fma,
+                   halide_target_feature_f16c}) {
+      avx.push_back(f);
+    }
+    return std::vector<IsaLevel>{{"avx512", "x86", avx512_bf16},
+                                 {"avx2", "x86", avx512},
+                                 {"sse41", "x86", avx},
+                                 {"neon", "arm", {halide_target_feature_arm_fp16}}};
+  }();
+  return levels;
+}
+
+// The cap in force: null for "native". Read by Halide's feature hook on every kernel call.
+std::atomic<const IsaLevel*> g_isa_limit{nullptr};
+std::atomic<int64_t> g_isa_refusals{0};
+
+int can_use_under_limit(int count, const uint64_t* features) {
+  if (const IsaLevel* level = g_isa_limit.load()) {
+    for (halide_target_feature_t f : level->refused) {
+      if ((f >> 6) < count && ((features[f >> 6] >> (f & 63)) & 1) != 0) {
+        ++g_isa_refusals;
+        return 0;
+      }
+    }
+  }
+  return halide_default_can_use_target_features(count, features);
+}
+
 }  // namespace
+
+Status limit_isa(const std::string& level) {
+#if defined(__aarch64__)
+  const char* family = "arm";
+#else
+  const char* family = "x86";
+#endif
+  if (level == "native") {
+    g_isa_limit.store(nullptr);
+    return Status::success();
+  }
+  std::string known = "native";
+  for (const IsaLevel& l : isa_levels()) {
+    if (std::string(l.family) != family) continue;
+    known += std::string(", ") + l.name;
+    if (level != l.name) continue;
+    halide_set_custom_can_use_target_features(can_use_under_limit);
+    g_isa_limit.store(&l);
+    return Status::success();
+  }
+  return invalid("limit_isa: unknown ISA level '" + level + "' for this " + family +
+                 " build (one of: " + known + ")");
+}
+
+std::string isa_limit() {
+  const IsaLevel* l = g_isa_limit.load();
+  return l ? l->name : "native";
+}
+
+int64_t isa_limit_refusals() { return g_isa_refusals.load(); }
 
 bool runs_on_this_cpu(const KernelInfo& kernel) { return runnable_build(kernel) != nullptr; }
 

@@ -393,6 +393,16 @@ struct KernelInfo {
 // picked by CPU features as Halide's wrapper picks it), or "" if this CPU can run none of them.
 std::string selected_build(const KernelInfo& kernel);
 
+// Caps the CPU builds that later calls may run, process-wide: "native" (the best build this CPU
+// supports: the default), on x86 "avx512" (no AVX512-BF16 builds), "avx2" (AVX2+FMA) or "sse41",
+// on aarch64 "neon" (no FP16 builds). A build above the cap is passed over as if the CPU lacked
+// its features, so the next one runs (selected_build() reports it). For timings comparable across
+// machines, comparing builds on one machine, or avoiding AVX-512 clock penalties. The CLI's
+// `--isa` and hattn_bench's HATTN_BENCH_ISA set it. Refuses an unknown level or one of the other
+// family (invalid_argument, cap unchanged). Set it while no kernel runs.
+Status limit_isa(const std::string& level);
+std::string isa_limit();  // the current cap, "native" by default
+
 // Whether CUDA tensors can be used now: the library holds CUDA kernels, the driver loads and
 // reports a device. If not, `reason` (when given) says which of these is missing.
 bool cuda_available(std::string* reason = nullptr);
