@@ -24,7 +24,8 @@ __all__ = [
     "attention", "topk_attention", "topk_ffn", "loki_attention", "loki_calibrate",
     "loki_rotate", "loki_check_basis", "loki_captured_variance", "el_attention", "mha_attention",
     "sparsek_scores", "sparsek_mask", "sparsek_attention", "SparsekDecoder", "paged_attention",
-    "paged_append", "ragged_attention", "list_kernels", "set_num_threads", "version",
+    "paged_append", "ragged_attention", "list_kernels", "limit_isa", "isa_limit",
+    "set_num_threads", "version",
     "decode_threshold", "cuda_available", "last_dispatch",
 ]
 
@@ -385,6 +386,18 @@ def ragged_attention(q, k, v, q_offsets, k_offsets, *, causal=False, scale=None,
 def list_kernels():
     """Every kernel compiled in, as dicts (name, variant, phase, dtype, target, selected_build)."""
     return _hattn.list_kernels()
+
+
+def limit_isa(level):
+    """Caps the CPU build every later call runs: "native" (default), "avx512", "avx2", "sse41"
+    (x86) or "neon" (aarch64); list_kernels()' selected_build shows the result. Raises InvalidArgument
+    (a ValueError) for an unknown level, leaving the cap as it was."""
+    _check(_hattn.limit_isa(str(level)))
+
+
+def isa_limit():
+    """The current cap set by limit_isa ("native" by default)."""
+    return _hattn.isa_limit()
 
 
 def set_num_threads(n):

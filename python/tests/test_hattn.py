@@ -4,6 +4,7 @@ Run by ctest (python_package; PYTHONPATH=<build>/python); tests that need PyTorc
 reason where it is not installed (the project's .venv has none; .venv-peer has it).
 """
 import os
+import platform
 import threading
 
 import numpy as np
@@ -355,6 +356,22 @@ def test_library_info():
     assert hattn.decode_threshold() >= 1
     ok, reason = hattn.cuda_available()
     assert ok or reason
+
+
+def test_limit_isa():
+    level = "neon" if platform.machine() == "aarch64" else "sse41"
+    before = hattn.isa_limit()
+    hattn.limit_isa(level)
+    try:
+        assert hattn.isa_limit() == level
+        cpu = [k for k in hattn.list_kernels() if k["family"] != "cuda"]
+        above = "arm_fp16" if level == "neon" else "avx"
+        assert all(above not in k["selected_build"] for k in cpu)
+        with pytest.raises(hattn.InvalidArgument, match="unknown ISA level 'avx3'"):
+            hattn.limit_isa("avx3")
+        assert hattn.isa_limit() == level
+    finally:
+        hattn.limit_isa(before)
 
 
 # --- PyTorch ----------------------------------------------------------------------------------
