@@ -267,6 +267,24 @@ TEST(Npy, ReadsInt32AndInt64Indices) {
   ASSERT_TRUE(hattn::npy::read_i32(temp_path("i4_scalar.npy"), &shape, &data, &error)) << error;
   EXPECT_TRUE(shape.empty());
   EXPECT_EQ(data, (std::vector<int32_t>{42}));
+  // An empty array whose other dimensions multiply to more than a float32 file could hold (a
+  // libFuzzer finding): read from float16, written as float32 and read back, the same shape.
+  const std::string huge_empty = "(2, 7202, 167, 2, 2002, 2002, 20002, 20, 0)";
+  const std::vector<int64_t> huge_shape = {2, 7202, 167, 2, 2002, 2002, 20002, 20, 0};
+  write_file(
+      temp_path("f2_empty.npy"),
+      npy_bytes("{'descr': '<f2', 'fortran_order': False, 'shape': " + huge_empty + ", }", ""));
+  hattn::npy::Array empty;
+  ASSERT_TRUE(hattn::npy::read_f32(temp_path("f2_empty.npy"), &empty, &error)) << error;
+  EXPECT_EQ(empty.shape, huge_shape);
+  EXPECT_TRUE(empty.data.empty());
+  ASSERT_TRUE(
+      hattn::npy::write_f32(temp_path("f4_empty.npy"), empty.shape, empty.data.data(), &error))
+      << error;
+  hattn::npy::Array again;
+  ASSERT_TRUE(hattn::npy::read_f32(temp_path("f4_empty.npy"), &again, &error)) << error;
+  EXPECT_EQ(again.shape, huge_shape);
+  EXPECT_TRUE(again.data.empty());
   // write_i32 writes what read_i32 (and NumPy) read: the header NumPy writes, the same values.
   ASSERT_TRUE(hattn::npy::write_i32(temp_path("w_i4.npy"), {4, 3}, values.data(), &error)) << error;
   std::ifstream f(temp_path("w_i4.npy"), std::ios::binary);

@@ -1,5 +1,6 @@
 #include "npy.h"
 
+#include <algorithm>
 #include <cctype>
 #include <cstdio>
 #include <cstring>
@@ -216,9 +217,14 @@ bool check_layout(const Header& h, const std::string& path, uint64_t elem_size, 
     return fail(path, "Fortran-order arrays are not supported; save with np.ascontiguousarray",
                 error);
   }
-  uint64_t n = 1;
+  // A zero dimension makes the array empty whatever the others are: checked first, so that the
+  // same shape is accepted for every element size (a float16 file read and written back as
+  // float32 kept its shape only if the product's overflow check ignored the element size).
+  const bool empty = std::find(h.shape.begin(), h.shape.end(), int64_t{0}) != h.shape.end();
+  uint64_t n = empty ? 0 : 1;
   for (int64_t d : h.shape) {
-    if (d != 0 && n > std::numeric_limits<uint64_t>::max() / elem_size / static_cast<uint64_t>(d)) {
+    if (empty) break;
+    if (n > std::numeric_limits<uint64_t>::max() / elem_size / static_cast<uint64_t>(d)) {
       return fail(path, "shape is too large", error);
     }
     n *= static_cast<uint64_t>(d);
