@@ -174,7 +174,9 @@ TEST_F(Cli, IsaCapsTheBuilds) {
   EXPECT_NE(r.out.find(arm ? "arm-64-linux" : "x86-64-linux-sse41"), std::string::npos) << r.out;
   std::istringstream lines(r.out);
   for (std::string line; std::getline(lines, line);) {
-    if (line.find("_cuda ") != std::string::npos) continue;
+    if (line.find("_cuda ") != std::string::npos) {
+      continue;
+    }
     EXPECT_EQ(line.find(refused), std::string::npos) << "under --isa " << level << ": " << line;
   }
   std::vector<std::string> args = run_args();

@@ -100,7 +100,9 @@ TEST(CpuFeatures, FeatureBuildsRunWhereTheCpuHasTheFeature) {
       EXPECT_NE(k.target.find(feature), std::string::npos) << k.name << ": " << k.target;
     }
 #endif
-    if (k.family == "cuda" || k.target.find(feature) == std::string::npos) continue;
+    if (k.family == "cuda" || k.target.find(feature) == std::string::npos) {
+      continue;
+    }
     ++with_build;
     const std::string build = hattn::selected_build(k);
     EXPECT_EQ(build.find(feature) != std::string::npos, cpu_has)
@@ -125,7 +127,9 @@ TEST(CpuFeatures, LimitIsaCapsEveryKernel) {
   EXPECT_EQ(hattn::isa_limit(), level);
   int capped = 0;
   for (const hattn::KernelInfo& k : hattn::list_kernels()) {
-    if (k.family == "cuda") continue;
+    if (k.family == "cuda") {
+      continue;
+    }
     const std::string build = hattn::selected_build(k);
     EXPECT_FALSE(build.empty()) << k.name;
     EXPECT_EQ(build.find(refused), std::string::npos) << k.name << " runs " << build;

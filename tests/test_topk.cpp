@@ -362,7 +362,9 @@ void expect_pair_build(hattn::DType t, const std::string& kernel) {
 #if defined(__x86_64__)
   auto build_of = [](const std::string& name) {
     for (const hattn::KernelInfo& k : hattn::list_kernels()) {
-      if (k.name == name) return hattn::selected_build(k);
+      if (k.name == name) {
+        return hattn::selected_build(k);
+      }
     }
     return std::string();
   };

@@ -223,7 +223,9 @@ bool check_layout(const Header& h, const std::string& path, uint64_t elem_size, 
   const bool empty = std::find(h.shape.begin(), h.shape.end(), int64_t{0}) != h.shape.end();
   uint64_t n = empty ? 0 : 1;
   for (int64_t d : h.shape) {
-    if (empty) break;
+    if (empty) {
+      break;
+    }
     if (n > std::numeric_limits<uint64_t>::max() / elem_size / static_cast<uint64_t>(d)) {
       return fail(path, "shape is too large", error);
     }

@@ -146,9 +146,13 @@ Status limit_isa(const std::string& level) {
   }
   std::string known = "native";
   for (const IsaLevel& l : isa_levels()) {
-    if (std::string(l.family) != family) continue;
+    if (std::string(l.family) != family) {
+      continue;
+    }
     known += std::string(", ") + l.name;
-    if (level != l.name) continue;
+    if (level != l.name) {
+      continue;
+    }
     halide_set_custom_can_use_target_features(can_use_under_limit);
     g_isa_limit.store(&l);
     return Status::success();

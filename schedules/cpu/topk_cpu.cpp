@@ -20,6 +20,29 @@ using namespace Halide;
 
 namespace {
 
+// The stages of pair products (TopkInputs::pair_dot, TopkFfnInputs::pair_dot): the rows staged
+// in pairs, the (member, pair) reduction, an odd D's last column. rcp undefined: no pairs.
+struct PairStages {
+  Func pairs;
+  Var pr;
+  RDom rcp, rodd;
+};
+
+// A chunk's scores `key` (rows in the lanes, then keys `cols`) from `dot`, its reduction over
+// `rc`: the shared register-blocked micro-kernel, or with pair products its pair form over the
+// rows staged in pairs at `chunk` (one vdpbf16ps per row vector and pair), plus the last column.
+void chunk_scores(const Func& key, Func dot, const PairStages& p, const RDom& rc, const Var& rows,
+                  const Var& cols, const LoopLevel& chunk, const SparseTiles& x) {
+  if (!p.rcp.defined()) {
+    register_block(key, dot, rc, rows, cols, x.vec, x.tq, x.tk, TailStrategy::RoundUp);
+    return;
+  }
+  Func(p.pairs).compute_at(chunk).vectorize(p.pr).vectorize(rows, x.vec);
+  pair_register_block(key, dot, p.rcp.x, p.rcp.y, rows, cols, x.vec, x.tq, x.tk,
+                      TailStrategy::RoundUp);
+  dot.update(1).reorder(rows, cols, p.rodd).vectorize(rows, x.vec).unroll(cols);
+}
+
 void schedule_topk_prefill(TopkStages& st, const ScheduleContext& ctx) {
   const SparseTiles x = read_sparse_tiles(ctx);
   const bool fixed_d = ctx.head_dim > 0;
@@ -28,15 +51,10 @@ void schedule_topk_prefill(TopkStages& st, const ScheduleContext& ctx) {
 
   // Keys of the chunk: rows innermost in storage so every later pass reads whole vectors.
   st.key.compute_at(chunk).reorder_storage(st.i, st.j);
-  if (st.rcp.defined()) {  // TopkInputs::pair_dot: the chunk's q staged in pairs
-    st.q_pairs.compute_at(chunk).vectorize(st.pr).vectorize(st.i, x.vec);
-    pair_register_block(st.key, st.dot, st.rcp.x, st.rcp.y, st.i, st.j, x.vec, x.tq, x.tk,
-                        TailStrategy::RoundUp);
-    st.dot.update(1).reorder(st.i, st.j, st.rodd).vectorize(st.i, x.vec).unroll(st.j);
-  } else {
+  if (!st.rcp.defined()) {
     st.q_scaled.compute_at(chunk).vectorize(st.i, x.vec, TailStrategy::GuardWithIf);
-    register_block(st.key, st.dot, st.rc, st.i, st.j, x.vec, x.tq, x.tk, TailStrategy::RoundUp);
   }
+  chunk_scores(st.key, st.dot, {st.q_pairs, st.pr, st.rcp, st.rodd}, st.rc, st.i, st.j, chunk, x);
 
   schedule_selection_rows_in_lanes(st.sel, st.i, chunk, x.vec, x.qb);
   schedule_selected_rows_in_lanes(st.att, st.gathered, st.s, st.i, st.d, chunk, per_row, x.vec,
@@ -127,14 +145,8 @@ void schedule_topk_ffn_cpu(TopkFfnStages& st, const ScheduleContext& ctx) {
   const LoopLevel select_chunk(st.picked, pc);
   st.x_t.compute_at(select_chunk).vectorize(st.t, x.vec, TailStrategy::GuardWithIf);
   st.key.compute_at(select_chunk).reorder_storage(st.t, st.f);
-  if (st.rcp.defined()) {  // TopkFfnInputs::pair_dot: the chunk's x staged in pairs
-    st.x_pairs.compute_at(select_chunk).vectorize(st.pr).vectorize(st.t, x.vec);
-    pair_register_block(st.key, st.dot, st.rcp.x, st.rcp.y, st.t, st.f, x.vec, x.tq, x.tk,
-                        TailStrategy::RoundUp);
-    st.dot.update(1).reorder(st.t, st.f, st.rodd).vectorize(st.t, x.vec).unroll(st.f);
-  } else {
-    register_block(st.key, st.dot, st.rc, st.t, st.f, x.vec, x.tq, x.tk, TailStrategy::RoundUp);
-  }
+  chunk_scores(st.key, st.dot, {st.x_pairs, st.pr, st.rcp, st.rodd}, st.rc, st.t, st.f,
+               select_chunk, x);
   schedule_selection_scatter_rows_in_lanes(st.sel, st.t, select_chunk, x.vec, x.qb);
 
   // The W2 sum, in tasks of gt tokens. With gd > 0 a task walks D in chunks of gd values: it
