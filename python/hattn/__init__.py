@@ -80,10 +80,14 @@ def last_dispatch():
     return getattr(_last, "dispatch", None)
 
 
-def _check(result):
-    code, message, kernel, reason, splits = result
+def _raise_for(code, message):
     if code:
         raise _ERRORS.get(code, Error)(message)
+
+
+def _check(result):
+    code, message, kernel, reason, splits = result
+    _raise_for(code, message)
     _last.dispatch = Dispatch(kernel, reason, splits)
 
 
@@ -392,7 +396,8 @@ def limit_isa(level):
     """Caps the CPU build every later call runs: "native" (default), "avx512", "avx2", "sse41"
     (x86) or "neon" (aarch64); list_kernels()' selected_build shows the result. Raises InvalidArgument
     (a ValueError) for an unknown level, leaving the cap as it was."""
-    _check(_hattn.limit_isa(str(level)))
+    code, message = _hattn.limit_isa(str(level))[:2]
+    _raise_for(code, message)  # no kernel ran: last_dispatch() stays the last call's
 
 
 def isa_limit():

@@ -447,9 +447,7 @@ NB_MODULE(_hattn, m) {
     }
     return out;
   });
-  m.def("limit_isa", [](const std::string& level) {
-    return result(hattn::limit_isa(level), hattn::Dispatch{});
-  });
+  m.def("limit_isa", [](const std::string& level) { return result(hattn::limit_isa(level)); });
   m.def("isa_limit", &hattn::isa_limit);
   m.def("set_num_threads", &hattn::set_num_threads);
   m.def("decode_threshold", &hattn::decode_threshold);

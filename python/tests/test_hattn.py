@@ -361,6 +361,7 @@ def test_library_info():
 def test_limit_isa():
     level = "neon" if platform.machine() == "aarch64" else "sse41"
     before = hattn.isa_limit()
+    last = hattn.last_dispatch()
     hattn.limit_isa(level)
     try:
         assert hattn.isa_limit() == level
@@ -370,6 +371,7 @@ def test_limit_isa():
         with pytest.raises(hattn.InvalidArgument, match="unknown ISA level 'avx3'"):
             hattn.limit_isa("avx3")
         assert hattn.isa_limit() == level
+        assert hattn.last_dispatch() == last  # no kernel ran
     finally:
         hattn.limit_isa(before)
 
