@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
-"""hattn's CUDA kernels against PyTorch's scaled_dot_product_attention, fp32, same GPU, same run.
+"""hattn's CUDA kernels against PyTorch's scaled_dot_product_attention, same GPU, same run.
 
 Loads libhattn_c.so (hattn's C interface) next to PyTorch, hands it PyTorch's device pointers
 and current stream, and times both with CUDA events (median of --reps after warm-up). Also
 measures a device-to-device copy as the bandwidth yardstick for decode. Every hattn result is
-first checked against SDPA computed in float64.
+first checked against SDPA computed in float64 on the same (rounded) inputs. Each shape runs in
+fp32, bf16 and f16 (--dtypes), PyTorch in the same dtype; decode also as bf16kv / f16kv (fp32 q
+and out over a 16-bit cache; PyTorch has no such call, so its row is SDPA in the cache's dtype).
 
-  python3 bench/gpu_bench.py --lib build/runtime/libhattn_c.so [--quick] [--json out.json]
+  python3 bench/gpu_bench.py --lib build/runtime/libhattn_c.so [--quick] [--dtypes f32,bf16]
+                             [--json out.json]
 """
 import argparse
 import ctypes
@@ -26,7 +29,15 @@ except ImportError:
 
 class Tensor(ctypes.Structure):
     _fields_ = [("data", ctypes.c_void_p), ("device", ctypes.c_int32), ("rank", ctypes.c_int32),
-                ("shape", ctypes.c_int64 * 4), ("strides", ctypes.c_int64 * 4)]
+                ("shape", ctypes.c_int64 * 4), ("strides", ctypes.c_int64 * 4),
+                ("dtype", ctypes.c_int32)]
+
+# hattn_c.h's HATTN_DTYPE_*, and each output dtype's agreement with the float64 reference: the
+# largest |out - ref| / (1 + |ref|) (rel_err) allowed, fp32 accumulation noise, or half an ulp of
+# the 16-bit format (2^-9 bf16, 2^-12 f16, relative) with margin.
+DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
+DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
+MAX_ERR = {torch.float32: 1e-3, torch.bfloat16: 4e-3, torch.float16: 1e-3}
 
 
 def describe(t):
@@ -34,6 +45,7 @@ def describe(t):
     d.data = t.data_ptr()
     d.device = 1 if t.is_cuda else 0
     d.rank = t.dim()
+    d.dtype = DTYPE_CODES[t.dtype]
     for i in range(t.dim()):
         d.shape[i] = t.shape[i]
         d.strides[i] = t.stride(i)
@@ -62,6 +74,10 @@ class Hattn:
         if rc != 0:
             raise RuntimeError(f"hattn status {rc}: {self.msg.value.decode()}")
         return self.msg.value.decode()  # the kernel's name
+
+
+def rel_err(out, ref):
+    return ((out.double() - ref).abs() / (1 + ref.abs())).max().item()
 
 
 def time_ms(fn, reps, warmup=3):
@@ -116,7 +132,12 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer shapes")
     ap.add_argument("--json", default=None, help="write results here")
     ap.add_argument("--seed", type=int, default=20241124)
+    ap.add_argument("--dtypes", default="f32,bf16,f16", help="comma list of f32, bf16, f16")
     a = ap.parse_args()
+    dtypes = [x.strip() for x in a.dtypes.split(",") if x.strip()]
+    for x in dtypes:
+        if x not in DTYPES:
+            ap.error(f"unknown dtype '{x}' in --dtypes (f32, bf16, f16)")
 
     if not torch.cuda.is_available():
         print("gpu_bench: PyTorch sees no CUDA device; nothing to measure", file=sys.stderr)
@@ -139,49 +160,64 @@ def main():
     decode = [(1, 32, 32768, 128)] + ([] if a.quick else [(1, 32, 4096, 128), (8, 32, 8192, 128)])
     rows = []
 
-    print(f"{'case':38} {'kernel':36} {'hattn ms':>9} {'GFLOP/s':>8} {'sdpa ms':>8} "
-          f"{'GFLOP/s':>8} {'ratio':>6} {'max err':>8}")
-    for b, hq, l, d, causal in prefill:
-        q, k, v = (torch.randn(b, hq, l, d, device="cuda") for _ in range(3))
-        out = torch.full_like(q, float("nan"))
-        kernel = h.attention(q, k, v, out, causal)
-        torch.cuda.synchronize()
-        err = (out.double() - reference(q, k, v, causal)).abs().max().item()
-        flops = 4.0 * b * hq * d * visible_pairs(l, l, causal)
-        t_h = time_ms(lambda: h.attention(q, k, v, out, causal), a.reps)
-        t_s = time_ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal), a.reps)
-        name = f"prefill B={b} H={hq} L={l} D={d}{' causal' if causal else ''}"
-        r = dict(case=name, kernel=kernel, hattn_ms=t_h, sdpa_ms=t_s, ratio=t_s / t_h,
-                 hattn_gflops=flops / t_h / 1e6, sdpa_gflops=flops / t_s / 1e6, max_err=err)
-        rows.append(r)
-        print(f"{name:38} {kernel:36} {t_h:9.3f} {r['hattn_gflops']:8.0f} {t_s:8.3f} "
-              f"{r['sdpa_gflops']:8.0f} {r['ratio']:6.2f} {err:8.1e}")
+    print(f"{'case':44} {'kernel':40} {'hattn ms':>9} {'GFLOP/s':>8} {'sdpa ms':>8} "
+          f"{'GFLOP/s':>8} {'ratio':>6} {'rel err':>8}")
+    for dname in dtypes:
+        dt = DTYPES[dname]
+        for b, hq, l, d, causal in prefill:
+            q, k, v = (torch.randn(b, hq, l, d, device="cuda").to(dt) for _ in range(3))
+            out = torch.full_like(q, float("nan"))
+            kernel = h.attention(q, k, v, out, causal)
+            torch.cuda.synchronize()
+            err = rel_err(out, reference(q, k, v, causal))
+            flops = 4.0 * b * hq * d * visible_pairs(l, l, causal)
+            t_h = time_ms(lambda: h.attention(q, k, v, out, causal), a.reps)
+            t_s = time_ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
+                          a.reps)
+            name = f"{dname} prefill B={b} H={hq} L={l} D={d}{' causal' if causal else ''}"
+            r = dict(case=name, dtype=dname, kernel=kernel, hattn_ms=t_h, sdpa_ms=t_s,
+                     ratio=t_s / t_h, hattn_gflops=flops / t_h / 1e6,
+                     sdpa_gflops=flops / t_s / 1e6, max_err=err, err_limit=MAX_ERR[dt])
+            rows.append(r)
+            print(f"{name:44} {kernel:40} {t_h:9.3f} {r['hattn_gflops']:8.0f} {t_s:8.3f} "
+                  f"{r['sdpa_gflops']:8.0f} {r['ratio']:6.2f} {err:8.1e}")
 
-    print(f"\n{'case':38} {'kernel':36} {'hattn ms':>9} {'GB/s':>8} {'of copy':>8} {'sdpa ms':>8} "
-          f"{'max err':>8}")
-    for b, hq, lk, d in decode:
-        q = torch.randn(b, hq, 1, d, device="cuda")
-        k, v = (torch.randn(b, hq, lk, d, device="cuda") for _ in range(2))
-        out = torch.full_like(q, float("nan"))
-        kernel = h.attention(q, k, v, out, False)
-        torch.cuda.synchronize()
-        err = (out.double() - reference(q, k, v, False)).abs().max().item()
-        t_h = time_ms(lambda: h.attention(q, k, v, out, False), a.reps)
-        t_s = time_ms(lambda: F.scaled_dot_product_attention(q, k, v), a.reps)
-        gbs = 2.0 * b * hq * lk * d * 4 / (t_h * 1e-3) / 1e9
-        name = f"decode B={b} H={hq} Lk={lk} D={d}"
-        r = dict(case=name, kernel=kernel, hattn_ms=t_h, sdpa_ms=t_s, ratio=t_s / t_h,
-                 hattn_gbs=gbs, share_of_copy=gbs / copy_gbs, max_err=err)
-        rows.append(r)
-        print(f"{name:38} {kernel:36} {t_h:9.3f} {gbs:8.0f} {gbs / copy_gbs:8.2f} {t_s:8.3f} "
-              f"{err:8.1e}")
+    print(f"\n{'case':44} {'kernel':40} {'hattn ms':>9} {'GB/s':>8} {'of copy':>8} "
+          f"{'sdpa ms':>8} {'ratio':>6} {'rel err':>8}")
+    forms = [(x, False) for x in dtypes] + [(x, True) for x in dtypes if x != "f32"]
+    for dname, fp32_query in forms:
+        dt = DTYPES[dname]
+        qt = torch.float32 if fp32_query else dt
+        for b, hq, lk, d in decode:
+            q = torch.randn(b, hq, 1, d, device="cuda").to(qt)
+            k, v = (torch.randn(b, hq, lk, d, device="cuda").to(dt) for _ in range(2))
+            out = torch.full_like(q, float("nan"))
+            kernel = h.attention(q, k, v, out, False)
+            torch.cuda.synchronize()
+            err = rel_err(out, reference(q, k, v, False))
+            t_h = time_ms(lambda: h.attention(q, k, v, out, False), a.reps)
+            q_peer = q.to(dt)
+            t_s = time_ms(lambda: F.scaled_dot_product_attention(q_peer, k, v), a.reps)
+            gbs = 2.0 * b * hq * lk * d * k.element_size() / (t_h * 1e-3) / 1e9
+            form = dname + ("kv" if fp32_query else "")
+            name = f"{form} decode B={b} H={hq} Lk={lk} D={d}"
+            r = dict(case=name, dtype=form, kernel=kernel, hattn_ms=t_h, sdpa_ms=t_s,
+                     ratio=t_s / t_h, hattn_gbs=gbs, share_of_copy=gbs / copy_gbs, max_err=err,
+                     err_limit=MAX_ERR[qt])
+            rows.append(r)
+            print(f"{name:44} {kernel:40} {t_h:9.3f} {gbs:8.0f} {gbs / copy_gbs:8.2f} "
+                  f"{t_s:8.3f} {r['ratio']:6.2f} {err:8.1e}")
 
-    bad = [r for r in rows if not r["max_err"] < 1e-3]
+    bad = [r for r in rows if not r["max_err"] < r["err_limit"]]
     if a.json:
         with open(a.json, "w") as f:
             json.dump(dict(device=dev, torch=torch.__version__, copy_gbs=copy_gbs, rows=rows), f,
                       indent=1)
     if bad:
+        for r in bad:
+            print(f"gpu_bench: {r['case']}: relative error {r['max_err']:.2e} >= "
+                  f"{r['err_limit']:.0e}",
+                  file=sys.stderr)
         print(f"gpu_bench: {len(bad)} case(s) disagree with the float64 reference", file=sys.stderr)
         return 1
     return 0

@@ -125,15 +125,16 @@ endfunction()
 
 # Prefill with and without lse (without, `out` is written inside each task and no buffer of final
 # states is needed); decode always returns it (its merge is at root). CUDA: every kernel returns
-# lse (its final states are a root buffer either way). 16-bit tensors on CPUs (fp32 arithmetic);
-# CUDA is fp32 only so far.
+# lse (its final states are a root buffer either way). 16-bit tensors on CPUs and CUDA (fp32
+# arithmetic; CUDA's bf16 converted by bit operations, generators/dtype_casts.h).
 # dense_paged: decode over a batch of paged (or ragged) KV caches, the dense decode stages with
 # keys read through a page table (paged_attention); CPU only so far.
 # Decode also takes fp32 q and out over a bf16 or f16 cache (bf16kv, f16kv: as engines keep it).
 hattn_declare_variant(dense HEAD_DIMS 64 128 0 DTYPES f32 bf16 f16 bf16kv f16kv
+  CUDA_DTYPES f32 bf16 f16 bf16kv f16kv
   CPU  dense/prefill/0,1/0,1/each/f32,bf16,f16 dense/decode/0,1/1/each
        dense_paged/decode/0,1/1/each/f32,bf16,f16
-  CUDA dense/prefill,decode/0,1/1/each)
+  CUDA dense/prefill/0,1/1/each/f32,bf16,f16 dense/decode/0,1/1/each)
 # topk: decode in every dtype (a 16-bit KV cache halves the bytes its q.k pass streams); prefill
 # in fp32 per head dim, and in 16 bits with the generic-D kernels only, which keeps the default
 # build within its 10 minutes (the specialized ones would be 8 more kernels of about 15 s each

@@ -5,6 +5,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "dtype_casts.h"
 #include "online_softmax.h"
 
 namespace hattn {
@@ -242,8 +243,9 @@ DenseStages dense_attention(const DenseInputs& in, const DenseBlocking& blocking
   Expr fl = final_state(row, sum_col, row_blk, head, b);
   Expr fm = in.split_keys ? st.split_max(row, row_blk, head, b)
                           : st.state(row, max_col, row_blk, head, b);
-  st.out(d, i, h, b) =
-      cast(in.out_type, select(any_visible, final_state(row, d, row_blk, head, b) / fl, 0.f));
+  st.out(d, i, h, b) = narrow_from_f32(
+      in.out_type, select(any_visible, final_state(row, d, row_blk, head, b) / fl, 0.f),
+      in.bf16_bits);
   st.lse(i, h, b) =
       select(any_visible, fm + log(fl), Expr(-std::numeric_limits<float>::infinity()));
   return st;

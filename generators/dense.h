@@ -51,8 +51,9 @@ struct DenseInputs {
   bool pair_qk = false;
   bool pair_pv = false;
   Halide::Type out_type = Halide::Float(32);  // the output's element type (rounded once, last)
-  Halide::Expr head_dim;                      // D
-  Halide::Expr lq, lk;                        // query and key lengths (lk: the most keys)
+  bool bf16_bits = false;  // out rounded to bf16 by bit operations (bf16_casts_as_bits: CUDA)
+  Halide::Expr head_dim;   // D
+  Halide::Expr lq, lk;     // query and key lengths (lk: the most keys)
   // Optional (b) -> int32: the keys of sequence b when sequences differ in length (a batch of
   // paged or ragged caches), each in [0, lk]; key blocks past a sequence's length are skipped
   // (the loop bounds shrink) and its causal alignment is its own. Undefined: every sequence

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "Halide.h"
+#include "dtype_casts.h"
 #include "schedules.h"
 #include "table.h"
 
@@ -47,11 +48,12 @@ inline std::string dtype_name(const Halide::Type& t, bool fp32_query) {
 
 // An input read as fp32 (inlined: the conversion happens where the value is loaded; a no-op
 // for float32 inputs, whose kernels are unchanged). What lets one algorithm serve every dtype.
-inline Halide::Func as_f32(const Halide::Func& f) {
+// bf16_bits: bf16_casts_as_bits of the target.
+inline Halide::Func as_f32(const Halide::Func& f, bool bf16_bits = false) {
   std::vector<Halide::Var> args;
   for (int i = 0; i < f.dimensions(); ++i) args.emplace_back("a" + std::to_string(i));
   Halide::Func g(f.name() + "_f32");
-  g(args) = Halide::cast<float>(f(args));
+  g(args) = widen_to_f32(f(args), bf16_bits);
   return g;
 }
 

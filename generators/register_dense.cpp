@@ -87,9 +87,10 @@ class DenseAttentionGenerator : public Generator<DenseAttentionGenerator> {
                         read_tunables(get_target(), tables, key, tunables)};
 
     DenseInputs in;
-    in.q = as_f32(q);
-    in.k = as_f32(k);
-    in.v = as_f32(v);
+    in.bf16_bits = bf16_casts_as_bits(get_target());
+    in.q = as_f32(q, in.bf16_bits);
+    in.k = as_f32(k, in.bf16_bits);
+    in.v = as_f32(v, in.bf16_bits);
     in.out_type = fp32_query ? Float(32) : Type(dtype);
     in.head_dim = head_dim_expr(head_dim, q.dim(0).extent());
     in.lq = q.dim(1).extent();

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <iostream>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -82,11 +83,12 @@ TestDriver& driver() {
   return d;
 }
 
-// Elements a view spans, from its first to its last element.
-size_t span_of(const TensorView& t) {
+// Bytes a view spans, from its first to its last element.
+size_t span_bytes(const TensorView& t) {
   int64_t last = 0;
   for (int i = 0; i < t.rank; ++i) last += (t.shape[i] - 1) * t.strides[i];
-  return static_cast<size_t>(last + 1);
+  const size_t element = t.dtype == hattn::DType::f32 ? sizeof(float) : sizeof(uint16_t);
+  return static_cast<size_t>(last + 1) * element;
 }
 
 // A device copy of a host view's span; its view has the same shape and strides.
@@ -96,7 +98,7 @@ struct DeviceCopy {
   const TensorView* host = nullptr;
   TensorView device;
 
-  explicit DeviceCopy(const TensorView& h) : bytes(span_of(h) * sizeof(float)), host(&h) {
+  explicit DeviceCopy(const TensorView& h) : bytes(span_bytes(h)), host(&h) {
     TestDriver& d = driver();
     EXPECT_EQ(d.cuMemAlloc(&ptr, bytes), 0);
     EXPECT_EQ(d.cuMemcpyHtoD(ptr, h.data, bytes), 0);
@@ -197,7 +199,48 @@ TEST_F(Cuda, CallersStream) {
   g_stream = nullptr;
 }
 
-// Every CUDA kernel, forced, on a shape it takes.
+// 16-bit tensors (bf16, f16), and fp32 q and out over a 16-bit cache in decode (bf16kv, f16kv):
+// the float64 reference on the rounded inputs, within the CPU kernels' stated tolerance
+// (test_support.h, sixteen_bit_tolerance), every 16-bit CUDA kernel on some shape.
+TEST_F(Cuda, SixteenBitMatchesReference) {
+  struct Shape16 {
+    const char* name;
+    AttnShape shape;
+  };
+  const Shape16 shapes[] = {{"prefill_d64_gqa", {1, 4, 2, 70, 70, 64}},
+                            {"prefill_d128_lq_lt_lk", {2, 2, 1, 40, 100, 128}},
+                            {"prefill_d80", {1, 2, 2, 33, 33, 80}},
+                            {"decode_d128_gqa", {1, 8, 2, 1, 1500, 128}},
+                            {"decode_d64_lq3", {1, 2, 2, 3, 40, 64}},
+                            {"decode_d80", {1, 2, 1, 1, 50, 80}},
+                            {"lq_gt_lk_d64", {1, 2, 2, 12, 5, 64}}};
+  std::set<std::string> used;
+  for (hattn::DType t : {hattn::DType::bf16, hattn::DType::f16}) {
+    for (bool fp32_query : {false, true}) {
+      for (const Shape16& sh : shapes) {
+        if (fp32_query && sh.shape.lq > 8) continue;  // the kv kernels are decode's
+        for (bool causal : {false, true}) {
+          const std::string name = std::string(hattn::to_string(t)) + (fp32_query ? "kv_" : "_") +
+                                   sh.name + (causal ? "_causal" : "");
+          SCOPED_TRACE(name);
+          TestRng rng(name);
+          SCOPED_TRACE(rng.description());
+          Dispatch d;
+          EXPECT_EQ(check_16bit_attention(t, sh.shape, causal, true, fp32_query, rng, &d), "");
+          EXPECT_NE(d.kernel.find("_cuda"), std::string::npos) << "ran " << d.kernel;
+          used.insert(d.kernel);
+        }
+      }
+    }
+  }
+  for (const char* dtype : {"bf16", "f16", "bf16kv", "f16kv"}) {
+    const std::vector<std::string> names = cuda_kernel_names(dtype);
+    EXPECT_FALSE(names.empty()) << "no " << dtype << " CUDA kernels";
+    for (const std::string& name : names) EXPECT_EQ(used.count(name), 1u) << name << " never ran";
+  }
+}
+
+// Every fp32 CUDA kernel, forced, on a shape it takes.
 TEST_F(Cuda, EveryKernelForced) {
   for (const std::string& name : cuda_kernel_names()) {
     const hattn::KernelInfo* k = find_kernel(name);

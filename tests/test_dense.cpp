@@ -257,70 +257,16 @@ TEST(Dense16Bit, MatchesReferenceOnRoundedInputs) {
         if (causal && sh.noncausal_only) {
           continue;
         }
-        const AttnShape& a = sh.shape;
         const std::string name = std::string(hattn::to_string(t)) + "_" + sh.name +
                                  (causal ? "_causal" : "") + (with_lse ? "_lse" : "");
         SCOPED_TRACE(name);
         TestRng rng(name);
         SCOPED_TRACE(rng.description());
-        const int64_t nq = a.batch * a.q_heads * a.lq * a.head_dim;
-        const int64_t nkv = a.batch * a.kv_heads * a.lk * a.head_dim;
-        Sixteen q = draw_16bit(t, nq, rng), k = draw_16bit(t, nkv, rng),
-                v = draw_16bit(t, nkv, rng);
-        std::vector<uint16_t> out(static_cast<size_t>(nq), 0xffff);  // NaN in both dtypes
-        std::vector<float> lse(static_cast<size_t>(a.batch * a.q_heads * a.lq),
-                               std::numeric_limits<float>::quiet_NaN());
-        const std::vector<int64_t> qs = {a.batch, a.q_heads, a.lq, a.head_dim};
-        const std::vector<int64_t> kvs = {a.batch, a.kv_heads, a.lk, a.head_dim};
-        const hattn::TensorView lse_view =
-            hattn::TensorView::contiguous(lse.data(), {a.batch, a.q_heads, a.lq});
-        hattn::AttentionOptions o;
-        o.causal = causal;
-        o.lse = with_lse ? &lse_view : nullptr;
         Dispatch d;
-        const hattn::Status st =
-            hattn::attention(hattn::TensorView::contiguous(q.bits.data(), t, qs),
-                             hattn::TensorView::contiguous(k.bits.data(), t, kvs),
-                             hattn::TensorView::contiguous(v.bits.data(), t, kvs),
-                             hattn::TensorView::contiguous(out.data(), t, qs), o, &d);
-        ASSERT_TRUE(st.ok()) << hattn::to_string(st.code) << ": " << st.message;
+        EXPECT_EQ(check_16bit_attention(t, sh.shape, causal, with_lse, false, rng, &d), "");
         EXPECT_NE(d.kernel.find(std::string("_") + hattn::to_string(t) + "_"), std::string::npos)
             << d.kernel;
         used.insert(d.kernel);
-        std::vector<double> ref, ref_lse;
-        const AttnStrides strides = dense_strides(a);
-        const double scale = 1.0 / std::sqrt(static_cast<double>(a.head_dim));
-        reference_attention(q.values.data(), k.values.data(), v.values.data(), a, strides, causal,
-                            scale, &ref, &ref_lse);
-        std::vector<float> v_abs(v.values.size());
-        for (size_t i = 0; i < v_abs.size(); ++i) v_abs[i] = std::fabs(v.values[i]);
-        std::vector<double> ref_abs, unused;
-        reference_attention(q.values.data(), k.values.data(), v_abs.data(), a, strides, causal,
-                            scale, &ref_abs, &unused);
-        int bad = 0;
-        for (size_t i = 0; i < ref.size() && bad < 5; ++i) {
-          const double got = ref_from_16bit(t, out[i]);
-          const double tol = sixteen_bit_tolerance(t, ref[i], ref_abs[i]);
-          if (!(std::fabs(got - ref[i]) <= tol)) {
-            ADD_FAILURE() << "out[" << i << "] = " << got << ", reference " << ref[i]
-                          << " (tolerance " << tol << ")";
-            ++bad;
-          }
-        }
-        for (size_t r = 0; r < ref_lse.size() && bad < 5; ++r) {
-          if (std::isinf(ref_lse[r])) {
-            EXPECT_TRUE(!with_lse || (std::isinf(lse[r]) && lse[r] < 0))
-                << "lse[" << r << "] = " << lse[r];
-            for (int64_t x = 0; x < a.head_dim; ++x) {
-              EXPECT_EQ(ref_from_16bit(t, out[r * static_cast<size_t>(a.head_dim) + x]), 0.f)
-                  << "row " << r << " sees no key";
-            }
-          } else if (with_lse &&
-                     !(std::fabs(lse[r] - ref_lse[r]) <= 1e-5 * (1 + std::fabs(ref_lse[r])))) {
-            ADD_FAILURE() << "lse[" << r << "] = " << lse[r] << ", reference " << ref_lse[r];
-            ++bad;
-          }
-        }
       }
     }
   }
@@ -741,12 +687,13 @@ TEST(KernelList, NamesAreUniqueAndDescribed) {
                                      k.variant == "topk_ffn" || k.variant == "sparsek" ||
                                      k.variant == "topk" || k.variant == "loki";
     const bool kv_dtype = k.dtype == "bf16kv" || k.dtype == "f16kv";
-    EXPECT_TRUE(
-        k.dtype == "f32" ||
-        ((k.dtype == "bf16" || k.dtype == "f16") && sixteen_bit_variant && k.family != "cuda") ||
-        (kv_dtype && k.family != "cuda" &&
-         ((k.variant == "dense" && k.phase == "decode") || k.variant == "el" ||
-          k.variant == "linear")))
+    // CUDA: dense alone, in every dtype.
+    const bool cuda = k.family == "cuda";
+    EXPECT_TRUE(!cuda || k.variant == "dense") << k.name;
+    EXPECT_TRUE(k.dtype == "f32" ||
+                ((k.dtype == "bf16" || k.dtype == "f16") && sixteen_bit_variant) ||
+                (kv_dtype && ((k.variant == "dense" && k.phase == "decode") ||
+                              (!cuda && (k.variant == "el" || k.variant == "linear")))))
         << k.name;
     EXPECT_NE(k.name.find("_" + k.dtype + "_"), std::string::npos) << k.name;
     EXPECT_GE(k.head_dim, 0) << k.name;

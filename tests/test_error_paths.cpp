@@ -1581,6 +1581,15 @@ std::vector<Row> rows() {
         return c_call(&q);
       },
       bad, "q has unknown device 9");
+  add(
+      "c_api.cpp", "dtype",
+      [](F) {
+        hattn_tensor q{};
+        q.rank = 4;
+        q.dtype = 7;
+        return c_call(&q);
+      },
+      bad, "q has unknown dtype 7 (HATTN_DTYPE_F32, _BF16, _F16)");
 
   // target_select.cpp: the ISA cap (the cap in force is left as it was).
   add(
@@ -1666,6 +1675,46 @@ int count_sites(const std::string& file) {
     ++n;
   }
   return n;
+}
+
+// The C interface passes each tensor's dtype: a bf16 call through it runs the bf16 kernel and
+// writes what hattn::attention writes, bit for bit.
+TEST(CInterface, PassesTheDtype) {
+  TestRng rng("c_bf16");
+  SCOPED_TRACE(rng.description());
+  const std::vector<int64_t> shape = {1, 2, 9, 64};
+  const int64_t n = 2 * 9 * 64;
+  const Sixteen q = draw_16bit(hattn::DType::bf16, n, rng),
+                k = draw_16bit(hattn::DType::bf16, n, rng),
+                v = draw_16bit(hattn::DType::bf16, n, rng);
+  auto c_tensor = [&](const void* data) {
+    hattn_tensor t{};
+    t.data = const_cast<void*>(data);
+    t.rank = 4;
+    t.dtype = HATTN_DTYPE_BF16;
+    for (int i = 0; i < 4; ++i) t.shape[i] = shape[static_cast<size_t>(i)];
+    t.strides[3] = 1;
+    for (int i = 2; i >= 0; --i) t.strides[i] = t.strides[i + 1] * t.shape[i + 1];
+    return t;
+  };
+  std::vector<uint16_t> out_c(static_cast<size_t>(n), 0xffff),
+      out_cpp(static_cast<size_t>(n), 0xffff);
+  const hattn_tensor tq = c_tensor(q.bits.data()), tk = c_tensor(k.bits.data()),
+                     tv = c_tensor(v.bits.data()), to = c_tensor(out_c.data());
+  char message[256] = {0};
+  ASSERT_EQ(
+      hattn_dense_attention(&tq, &tk, &tv, &to, nullptr, 1, 0.f, nullptr, message, sizeof message),
+      0)
+      << message;
+  EXPECT_NE(std::string(message).find("_bf16_"), std::string::npos) << message;
+  hattn::AttentionOptions o;
+  o.causal = true;
+  ASSERT_TRUE(hattn::attention(TensorView::contiguous(q.bits.data(), hattn::DType::bf16, shape),
+                               TensorView::contiguous(k.bits.data(), hattn::DType::bf16, shape),
+                               TensorView::contiguous(v.bits.data(), hattn::DType::bf16, shape),
+                               TensorView::contiguous(out_cpp.data(), hattn::DType::bf16, shape), o)
+                  .ok());
+  EXPECT_EQ(out_c, out_cpp);
 }
 
 TEST(ErrorPaths, EverySiteInTheSourcesHasARow) {

@@ -500,6 +500,15 @@ AttentionRunner& runner() {
 
 void set_attention_runner(AttentionRunner r) { runner() = std::move(r); }
 
+namespace {
+hattn::Status call_attention(const hattn::TensorView& q, const hattn::TensorView& k,
+                             const hattn::TensorView& v, const hattn::TensorView& out,
+                             const hattn::AttentionOptions& options, hattn::Dispatch* chosen) {
+  return runner() ? runner()(q, k, v, out, options, chosen)
+                  : hattn::attention(q, k, v, out, options, chosen);
+}
+}  // namespace
+
 RunOutput run_attention(const DenseProblem& p, const DenseCase& c) {
   RunOutput r;
   const AttnShape& s = p.c.shape;
@@ -512,10 +521,7 @@ RunOutput run_attention(const DenseProblem& p, const DenseCase& c) {
     lse_view = r.lse.view();
   }
   const hattn::AttentionOptions options = options_for(c, c.with_lse ? &lse_view : nullptr);
-  r.status = runner()
-                 ? runner()(p.q.view(), p.k.view(), p.v.view(), r.out.view(), options, &r.dispatch)
-                 : hattn::attention(p.q.view(), p.k.view(), p.v.view(), r.out.view(), options,
-                                    &r.dispatch);
+  r.status = call_attention(p.q.view(), p.k.view(), p.v.view(), r.out.view(), options, &r.dispatch);
   std::string problems;
   const HostTensor* inputs[] = {&p.q, &p.k, &p.v};
   const char* names[] = {"q", "k", "v"};
@@ -582,10 +588,10 @@ std::string cpu_family() {
 #endif
 }
 
-std::vector<std::string> cuda_kernel_names() {
+std::vector<std::string> cuda_kernel_names(const std::string& dtype) {
   std::vector<std::string> names;
   for (const hattn::KernelInfo& k : hattn::list_kernels()) {
-    if (k.family == "cuda") names.push_back(k.name);
+    if (k.family == "cuda" && k.dtype == dtype) names.push_back(k.name);
   }
   return names;
 }
@@ -709,6 +715,95 @@ Sixteen draw_16bit(hattn::DType t, int64_t n, TestRng& rng) {
     s.values.push_back(ref_from_16bit(t, s.bits.back()));
   }
   return s;
+}
+
+std::string check_16bit_attention(hattn::DType t, const AttnShape& a, bool causal, bool with_lse,
+                                  bool fp32_query, TestRng& rng, hattn::Dispatch* dispatch) {
+  const int64_t nq = a.batch * a.q_heads * a.lq * a.head_dim;
+  const int64_t nkv = a.batch * a.kv_heads * a.lk * a.head_dim;
+  const hattn::DType qt = fp32_query ? hattn::DType::f32 : t;
+  Sixteen q16;
+  std::vector<float> q32;
+  if (fp32_query) {
+    for (int64_t i = 0; i < nq; ++i) q32.push_back(rng.normal());
+  } else {
+    q16 = draw_16bit(t, nq, rng);
+  }
+  const Sixteen k = draw_16bit(t, nkv, rng), v = draw_16bit(t, nkv, rng);
+  std::vector<uint16_t> out16;
+  std::vector<float> out32;
+  void* out_data = nullptr;
+  if (fp32_query) {
+    out32.assign(static_cast<size_t>(nq), std::numeric_limits<float>::quiet_NaN());
+    out_data = out32.data();
+  } else {
+    out16.assign(static_cast<size_t>(nq), 0xffff);  // NaN in both dtypes
+    out_data = out16.data();
+  }
+  std::vector<float> lse(static_cast<size_t>(a.batch * a.q_heads * a.lq),
+                         std::numeric_limits<float>::quiet_NaN());
+  const std::vector<int64_t> qs = {a.batch, a.q_heads, a.lq, a.head_dim};
+  const std::vector<int64_t> kvs = {a.batch, a.kv_heads, a.lk, a.head_dim};
+  const hattn::TensorView lse_view =
+      hattn::TensorView::contiguous(lse.data(), {a.batch, a.q_heads, a.lq});
+  hattn::AttentionOptions o;
+  o.causal = causal;
+  o.lse = with_lse ? &lse_view : nullptr;
+  const void* q_data = fp32_query ? static_cast<const void*>(q32.data()) : q16.bits.data();
+  const hattn::Status st =
+      call_attention(hattn::TensorView::contiguous(q_data, qt, qs),
+                     hattn::TensorView::contiguous(k.bits.data(), t, kvs),
+                     hattn::TensorView::contiguous(v.bits.data(), t, kvs),
+                     hattn::TensorView::contiguous(out_data, qt, qs), o, dispatch);
+  if (!st.ok())
+    return std::string("attention returned ") + hattn::to_string(st.code) + ": " + st.message;
+
+  const float* q_values = fp32_query ? q32.data() : q16.values.data();
+  std::vector<double> ref, ref_lse;
+  const AttnStrides strides = dense_strides(a);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(a.head_dim));
+  reference_attention(q_values, k.values.data(), v.values.data(), a, strides, causal, scale, &ref,
+                      &ref_lse);
+  std::vector<float> v_abs(v.values.size());
+  for (size_t i = 0; i < v_abs.size(); ++i) v_abs[i] = std::fabs(v.values[i]);
+  std::vector<double> ref_abs, unused;
+  reference_attention(q_values, k.values.data(), v_abs.data(), a, strides, causal, scale, &ref_abs,
+                      &unused);
+  std::ostringstream msg;
+  int bad = 0;
+  const Tolerance fp32_tol;
+  for (size_t i = 0; i < ref.size() && bad < 5; ++i) {
+    const double got = fp32_query ? out32[i] : ref_from_16bit(t, out16[i]);
+    const double tol = fp32_query ? fp32_tol.atol + fp32_tol.rtol * std::fabs(ref[i])
+                                  : sixteen_bit_tolerance(t, ref[i], ref_abs[i]);
+    if (!(std::fabs(got - ref[i]) <= tol)) {
+      msg << "\nout[" << i << "] = " << got << ", reference " << ref[i] << " (tolerance " << tol
+          << ")";
+      ++bad;
+    }
+  }
+  for (size_t r = 0; r < ref_lse.size() && bad < 5; ++r) {
+    if (std::isinf(ref_lse[r])) {
+      if (with_lse && !(std::isinf(lse[r]) && lse[r] < 0)) {
+        msg << "\nlse[" << r << "] = " << lse[r] << ", the row sees no key (-inf)";
+        ++bad;
+      }
+      for (int64_t x = 0; x < a.head_dim; ++x) {
+        const size_t i = r * static_cast<size_t>(a.head_dim) + static_cast<size_t>(x);
+        const float got = fp32_query ? out32[i] : ref_from_16bit(t, out16[i]);
+        if (got != 0.f) {
+          msg << "\nout[" << i << "] = " << got << ", row " << r << " sees no key (0)";
+          ++bad;
+          break;
+        }
+      }
+    } else if (with_lse &&
+               !(std::fabs(lse[r] - ref_lse[r]) <= 1e-5 * (1 + std::fabs(ref_lse[r])))) {
+      msg << "\nlse[" << r << "] = " << lse[r] << ", reference " << ref_lse[r];
+      ++bad;
+    }
+  }
+  return msg.str();
 }
 
 }  // namespace hattn_test

@@ -193,9 +193,10 @@ std::string run_and_check(const DenseProblem& p, const DenseCase& c,
                           hattn::Dispatch* dispatch = nullptr);
 
 // Names of the fp32 CPU kernels (x86 or arm) of a variant (the 16-bit ones have tests of their
-// own), and of the CUDA kernels compiled into the library.
+// own), and of the CUDA kernels of one dtype ("f32", "bf16", "bf16kv", ...) compiled into the
+// library.
 std::vector<std::string> kernel_names(const std::string& variant = "dense");
-std::vector<std::string> cuda_kernel_names();
+std::vector<std::string> cuda_kernel_names(const std::string& dtype = "f32");
 // The CPU family this test binary was built for ("x86" or "arm"): the suffix of its kernel names.
 std::string cpu_family();
 const hattn::KernelInfo* find_kernel(const std::string& name);
@@ -249,6 +250,15 @@ struct Sixteen {
 };
 // n normal values rounded to the dtype.
 Sixteen draw_16bit(hattn::DType t, int64_t n, TestRng& rng);
+
+// One dense call over 16-bit tensors in contiguous buffers, through the attention runner (the
+// CUDA tests run it on the device): q, k, v and out in `t`, or with fp32_query an fp32 q and out
+// over a 16-bit k and v (the kv kernels). Inputs drawn from `rng`, out and lse poisoned, compared
+// with the float64 reference on the rounded inputs: out within sixteen_bit_tolerance (fp32 q and
+// out: Tolerance{}), lse within 1e-5 relative, rows that see no key exactly 0 with lse -inf.
+// "" when right, else the first differences; *dispatch gets the call's report.
+std::string check_16bit_attention(hattn::DType t, const AttnShape& a, bool causal, bool with_lse,
+                                  bool fp32_query, TestRng& rng, hattn::Dispatch* dispatch);
 
 // compare_rows for a dense 16-bit output of a selecting variant (topk, Loki): each element within
 // sixteen_bit_output_tolerance of `ref`, rows whose gap is below kMinGap left out (counted in

@@ -27,8 +27,15 @@ bool to_view(const hattn_tensor* t, const char* name, hattn::TensorView* view, s
     *err = std::string(name) + " has unknown device " + std::to_string(t->device);
     return false;
   }
+  if (t->dtype != HATTN_DTYPE_F32 && t->dtype != HATTN_DTYPE_BF16 && t->dtype != HATTN_DTYPE_F16) {
+    *err = std::string(name) + " has unknown dtype " + std::to_string(t->dtype) +
+           " (HATTN_DTYPE_F32, _BF16, _F16)";
+    return false;
+  }
   view->data = t->data;
-  view->dtype = hattn::DType::f32;
+  view->dtype = t->dtype == HATTN_DTYPE_BF16  ? hattn::DType::bf16
+                : t->dtype == HATTN_DTYPE_F16 ? hattn::DType::f16
+                                              : hattn::DType::f32;
   view->device = t->device == HATTN_DEVICE_CUDA ? hattn::Device::cuda : hattn::Device::cpu;
   view->rank = t->rank;
   for (int i = 0; i < 4; ++i) {

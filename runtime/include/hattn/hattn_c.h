@@ -12,6 +12,8 @@ extern "C" {
 #endif
 
 enum { HATTN_DEVICE_CPU = 0, HATTN_DEVICE_CUDA = 1 };
+/* Element types (hattn::DType): bf16 and f16 are 16-bit words. A zero-initialized tensor is f32. */
+enum { HATTN_DTYPE_F32 = 0, HATTN_DTYPE_BF16 = 1, HATTN_DTYPE_F16 = 2 };
 
 typedef struct hattn_tensor {
   void* data;
@@ -19,9 +21,11 @@ typedef struct hattn_tensor {
   int32_t rank;   /* 4 for q, k, v, out; 3 for lse */
   int64_t shape[4];
   int64_t strides[4];
+  int32_t dtype; /* HATTN_DTYPE_*; lse is always f32 */
 } hattn_tensor;
 
-/* Runs dense fp32 attention. lse may be NULL. scale <= 0 means 1/sqrt(D). cuda_stream is a
+/* Runs dense attention (hattn::attention): q, k, v and out in one dtype, or fp32 q and out over
+ * a bf16 or f16 k and v in decode; lse (fp32) may be NULL. scale <= 0 means 1/sqrt(D). cuda_stream is a
  * CUstream (NULL: the legacy default stream) and is ignored for CPU tensors. On return,
  * `message` (if not NULL) holds the refusal or error text, or the chosen kernel's name on
  * success, truncated to message_len. Returns 0 on success, else a hattn::StatusCode value. */
