@@ -4,6 +4,8 @@
 //                                                 of S tokens handed out in a shuffled order; nhd:
 //                                                 pages stored [P, S, Hkv, D], else [P, Hkv, S, D]
 //   hattn_paged_<dtype>/batch:32/contiguous       attention() per sequence on [1, Hkv, L_b, D]
+//   hattn_paged_topk_<dtype>/batch:32/page:<S>    paged_topk_attention (k = 64), the same batch
+//   hattn_paged_topk_<dtype>/batch:32/contiguous  topk_attention (k = 64) per sequence
 //   hattn_paged_<dtype>/tiny/Lk:16                paged_attention, one sequence of 16 tokens
 //   hattn_dense_<dtype>/tiny/Lk:16                attention() at the same shape
 //   runs_read/run:<R>KiB/shuffled                 the bound on reading such pages: 1 GiB read in
@@ -63,8 +65,13 @@ void set_held_counters(benchmark::State& state, const std::vector<int32_t>& leng
   state.counters["held_GB"] = bytes * 1e-9;
 }
 
-// page = 0: contiguous per-sequence caches and attention() per sequence.
-void run_batch(benchmark::State& state, hattn::DType dtype, int64_t page, bool token_major) {
+constexpr int64_t kTopk = 64;  // the top-k rows' k (the top-k decode target's)
+
+// page = 0: contiguous per-sequence caches and attention() (topk: topk_attention) per sequence.
+void run_batch(benchmark::State& state, hattn::DType dtype, int64_t page, bool token_major,
+               bool topk) {
+  hattn::TopkOptions topk_options;
+  topk_options.k = kTopk;
   const int64_t batch = 32;
   const std::vector<int32_t> lengths = batch_lengths(batch);
   Elements q(dtype, batch * kQHeads * kDim, 1), out(dtype, batch * kQHeads * kDim, 2);
@@ -86,13 +93,16 @@ void run_batch(benchmark::State& state, hattn::DType dtype, int64_t page, bool t
         const int64_t len = lengths[static_cast<size_t>(b)];
         char* qb = static_cast<char*>(q.data()) + b * kQHeads * kDim * esize;
         char* ob = static_cast<char*>(out.data()) + b * kQHeads * kDim * esize;
-        const hattn::Status st = hattn::attention(
-            hattn::TensorView::contiguous(qb, dtype, {1, kQHeads, 1, kDim}),
-            hattn::TensorView::contiguous(k[static_cast<size_t>(b)].data(), dtype,
-                                          {1, kKvHeads, len, kDim}),
-            hattn::TensorView::contiguous(v[static_cast<size_t>(b)].data(), dtype,
-                                          {1, kKvHeads, len, kDim}),
-            hattn::TensorView::contiguous(ob, dtype, {1, kQHeads, 1, kDim}), {}, &chosen);
+        const hattn::TensorView qs =
+            hattn::TensorView::contiguous(qb, dtype, {1, kQHeads, 1, kDim});
+        const hattn::TensorView ks = hattn::TensorView::contiguous(k[static_cast<size_t>(b)].data(),
+                                                                   dtype, {1, kKvHeads, len, kDim});
+        const hattn::TensorView vs = hattn::TensorView::contiguous(v[static_cast<size_t>(b)].data(),
+                                                                   dtype, {1, kKvHeads, len, kDim});
+        const hattn::TensorView os =
+            hattn::TensorView::contiguous(ob, dtype, {1, kQHeads, 1, kDim});
+        const hattn::Status st = topk ? hattn::topk_attention(qs, ks, vs, os, topk_options, &chosen)
+                                      : hattn::attention(qs, ks, vs, os, {}, &chosen);
         if (!st.ok()) {
           state.SkipWithError(st.message.c_str());
           return;
@@ -131,7 +141,9 @@ void run_batch(benchmark::State& state, hattn::DType dtype, int64_t page, bool t
     cache.lengths = lengths.data();
     cache.batch = batch;
     for (auto _ : state) {
-      const hattn::Status st = hattn::paged_attention(qv, cache, ov, {}, &chosen);
+      const hattn::Status st =
+          topk ? hattn::paged_topk_attention(qv, cache, ov, topk_options, &chosen)
+               : hattn::paged_attention(qv, cache, ov, {}, &chosen);
       if (!st.ok()) {
         state.SkipWithError(st.message.c_str());
         return;
@@ -203,11 +215,16 @@ void register_paged() {
   }
   for (hattn::DType t : {hattn::DType::bf16, hattn::DType::f32}) {
     const std::string prefix = std::string("hattn_paged_") + hattn::to_string(t) + "/batch:32/";
+    const std::string topk = std::string("hattn_paged_topk_") + hattn::to_string(t) + "/batch:32/";
     for (int64_t page : {16, 64, 256}) {
-      add(prefix + "page:" + std::to_string(page), run_batch, t, page, false);
+      add(prefix + "page:" + std::to_string(page), run_batch, t, page, false, false);
     }
-    add(prefix + "page:16/nhd", run_batch, t, int64_t{16}, true);
-    add(prefix + "contiguous", run_batch, t, int64_t{0}, false);
+    add(prefix + "page:16/nhd", run_batch, t, int64_t{16}, true, false);
+    add(prefix + "contiguous", run_batch, t, int64_t{0}, false, false);
+    for (int64_t page : {16, 256}) {
+      add(topk + "page:" + std::to_string(page), run_batch, t, page, false, true);
+    }
+    add(topk + "contiguous", run_batch, t, int64_t{0}, false, true);
     for (bool paged : {true, false}) {
       benchmark::RegisterBenchmark(((paged ? "hattn_paged_" : "hattn_dense_") +
                                     std::string(hattn::to_string(t)) + "/tiny/Lk:16")

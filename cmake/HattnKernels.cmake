@@ -139,17 +139,23 @@ hattn_declare_variant(dense HEAD_DIMS 64 128 0 DTYPES f32 bf16 f16 bf16kv f16kv
 # in fp32 per head dim, and in 16 bits with the generic-D kernels only, which keeps the default
 # build within its 10 minutes (the specialized ones would be 8 more kernels of about 15 s each
 # per dtype; prefill is compute-bound on its scores either way).
+# topk_paged: decode over a batch of paged KV caches (paged_topk_attention), the topk decode
+# stages with keys read through a page table; generic D only (a paged decode is bound by its
+# K reads either way, and 12 more specialized kernels would cost the default build a minute).
 hattn_declare_variant(topk HEAD_DIMS 64 128 0 DTYPES f32 bf16 f16
-  CPU topk/prefill/0,1/-/each/f32 topk/prefill/0,1/-/generic/bf16,f16 topk/decode/0,1/-/each)
+  CPU topk/prefill/0,1/-/each/f32 topk/prefill/0,1/-/generic/bf16,f16 topk/decode/0,1/-/each
+      topk_paged/decode/0,1/-/generic)
 # The FFN has no head dim, phase or mask: one kernel per dtype (bf16 or f16 weights halve the
 # bytes of each token's selected rows).
 hattn_declare_variant(topk_ffn DTYPES f32 bf16 f16 CPU topk_ffn/-/-/-/-)
 # Decode is where Loki pays (each head dim asked; hattn's build: D=128, as in the models it
 # targets, and any D); prefill (full-sequence) is for fidelity evaluation, generic D only, built
 # when the generic kernel is asked for. Every dtype (a 16-bit rotated cache and leading-channel
-# copy, read widened to fp32; the basis stays fp32).
+# copy, read widened to fp32; the basis stays fp32). loki_paged: decode over a batch of paged
+# caches (paged_loki_attention: rotated keys, leading channels and values in the pool's pages),
+# generic D only, as topk_paged.
 hattn_declare_variant(loki HEAD_DIMS 128 0 DTYPES f32 bf16 f16
-  CPU loki/decode/0,1/-/each loki/prefill/0,1/-/generic)
+  CPU loki/decode/0,1/-/each loki/prefill/0,1/-/generic loki_paged/decode/0,1/-/generic)
 # EL-attention (phase and mask at run time, any Dm) and the linear layer it and the standard
 # multi-head path are built from; each in fp32, and over bf16 or f16 weights and memory with fp32
 # activations (bf16kv, f16kv: the queries, the per-head outputs and the projections stay fp32).

@@ -118,6 +118,27 @@ inline Tunables read_cpu_tunables(const Halide::Target& target, const std::strin
   return read_tunables(target, tables, key, overrides);
 }
 
+// A batch's page table (p, b) -> page index, its row length, the page size in tokens and the
+// pages in the pool (the paged generators' inputs).
+struct PageTable {
+  Halide::Func table;
+  Halide::Expr pages_per_seq, page, num_pages;
+};
+
+// The rows of a paged cache `pages` (c, slot, hk, page), [pages, Hkv, page, C] as the runtime
+// describes it (any strides), as a (c, j, hk, b) Func: sequence b's row j lives in page
+// table(j / page, b), slot j % page. The runtime checks every page index a length reaches; the
+// clamps only give Halide bounds for the data-dependent index.
+inline Halide::Func paged_rows(const Halide::Func& pages, const PageTable& t,
+                               const std::string& name) {
+  Halide::Var c("c"), j("j"), hk("hk"), b("b");
+  Halide::Expr page_id = Halide::clamp(
+      t.table(Halide::clamp(j / t.page, 0, t.pages_per_seq - 1), b), 0, t.num_pages - 1);
+  Halide::Func rows(name);
+  rows(c, j, hk, b) = pages(c, j % t.page, hk, page_id);
+  return rows;
+}
+
 // The head dim as an Expr: compiled in when the kernel is specialized (head_dim > 0), else q's.
 inline Halide::Expr head_dim_expr(int head_dim, const Halide::Expr& q_extent) {
   return head_dim > 0 ? Halide::Expr(head_dim) : q_extent;

@@ -28,20 +28,19 @@ LokiStages loki_attention(const LokiInputs& in) {
       st.q_rot(i, st.rr, h, b) * in.k_lead(st.rr, clamp(j, 0, in.lk - 1), hk, b);
 
   // Bottom-right causal alignment, as everywhere: key j is visible to row i iff
-  // j <= i + (Lk - Lq). Masked keys get the lowest key and k is clamped to the visible count, so
-  // they are never selected.
-  const Expr offset = in.lk - in.lq;
-  const Expr visible = in.causal ? j <= i + offset : Expr(true);
-  st.key(j, i, h, b) = masked_key(st.approx(j, i, h, b), visible);
-  const Expr n_visible = in.causal ? clamp(i + offset + 1, 0, in.lk) : in.lk;
-  const Expr k_eff = min(in.topk, n_visible);
+  // j <= i + (Lk - Lq), Lk the sequence's own. Masked keys get the lowest key and k is clamped to
+  // the visible count, so they are never selected.
+  const KeyVisibility kv = key_visibility(in.key_lengths, in.lk, in.lq, in.causal, i, j, b);
+  st.key(j, i, h, b) = masked_key(st.approx(j, i, h, b), kv.visible);
+  const Expr k_eff = min(in.topk, kv.n_visible);
   st.sel = select_topk(st.key, {i, h, b}, in.lk, k_eff, "loki");
 
   st.rc = RDom(0, in.head_dim, "rc");
   st.exact(s, i, h, b) = 0.f;
   st.exact(s, i, h, b) += st.q_rot(i, st.rc, h, b) * key_at(st.rc, st.sel.index(s, i, h, b));
-  st.att = attend_selected(st.exact, st.sel.index, in.v, k_eff, min(in.topk, in.lk), group, st.d, s,
-                           i, h, b, Func(), in.out_type);
+  st.att =
+      attend_selected(st.exact, st.sel.index, values_within_lengths(in.v, in.key_lengths, in.lk),
+                      k_eff, min(in.topk, in.lk), group, st.d, s, i, h, b, Func(), in.out_type);
   return st;
 }
 

@@ -31,6 +31,9 @@ struct LokiInputs {
   Halide::Expr topk;  // k >= 1
   bool causal = false;
   Halide::Type out_type = Halide::Float(32);  // the output's element type (rounded once, last)
+  // Optional (b) -> int32: sequence b's keys in [0, lk] (a batch of paged caches), as
+  // TopkInputs::key_lengths. Undefined: every sequence has lk keys.
+  Halide::Func key_lengths;
 };
 
 struct LokiStages {

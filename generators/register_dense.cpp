@@ -184,17 +184,9 @@ class DensePagedGenerator : public Generator<DensePagedGenerator> {
     ScheduleContext ctx{get_target(), head_dim, true, true,
                         read_tunables(get_target(), tables, key, tunables)};
 
-    Expr page = k_pages.dim(1).extent();
-    Expr num_pages = k_pages.dim(3).extent();
-    Expr pages_per_seq = page_table.dim(0).extent();
-    // Key j of sequence b (the runtime checks every page index a length reaches; the clamps only
-    // give Halide bounds for the data-dependent index).
-    Var d("d"), j("j"), hk("hk"), b("b");
-    Expr slot = j % page;
-    Expr page_id = clamp(page_table(clamp(j / page, 0, pages_per_seq - 1), b), 0, num_pages - 1);
-    Func k_raw("k_paged"), v_raw("v_paged");
-    k_raw(d, j, hk, b) = k_pages(d, slot, hk, page_id);
-    v_raw(d, j, hk, b) = v_pages(d, slot, hk, page_id);
+    const PageTable pt{page_table, page_table.dim(0).extent(), k_pages.dim(1).extent(),
+                       k_pages.dim(3).extent()};
+    Func k_raw = paged_rows(k_pages, pt, "k_paged"), v_raw = paged_rows(v_pages, pt, "v_paged");
 
     DenseInputs in;
     in.q = as_f32(q);
@@ -206,7 +198,7 @@ class DensePagedGenerator : public Generator<DensePagedGenerator> {
     in.out_type = dtype;
     in.head_dim = head_dim_expr(head_dim, q.dim(0).extent());
     in.lq = q.dim(1).extent();
-    in.lk = pages_per_seq * page;
+    in.lk = pt.pages_per_seq * pt.page;
     in.key_lengths = lengths;
     in.q_heads = q.dim(2).extent();
     in.kv_heads = k_pages.dim(2).extent();

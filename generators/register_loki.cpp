@@ -1,5 +1,6 @@
 // The Generator for Loki attention ("loki"). Algorithm in loki.cpp, CPU schedules in
 // schedules/cpu/loki_cpu.cpp.
+#include <stdexcept>
 #include <string>
 
 #include "Halide.h"
@@ -84,7 +85,91 @@ class LokiAttentionGenerator : public Generator<LokiAttentionGenerator> {
   }
 };
 
+// Loki decode over a batch of paged caches ("loki_paged"), as dense_paged is to dense: the Loki
+// stages with the rotated keys, their leading channels and the values read through the page
+// table (paged_rows; the three share the pool's pages and slots) and each sequence's own length
+// (LokiInputs::key_lengths). Decode only, the Loki decode schedule and table line.
+class LokiPagedGenerator : public Generator<LokiPagedGenerator> {
+ public:
+  GeneratorParam<KernelPhase> phase{"phase", KernelPhase::decode, phase_names()};
+  GeneratorParam<bool> causal{"causal", false};
+  GeneratorParam<int> head_dim{"head_dim", 0};
+  GeneratorParam<std::string> tables{"tables", ""};
+  GeneratorParam<std::string> tunables{"tunables", ""};
+  GeneratorParam<Type> dtype{"dtype", Float(32)};
+
+  Input<Buffer<void, 4>> q{"q"};                       // (d, i, h, b), not rotated
+  Input<Buffer<void, 4>> k_pages{"k_pages"};           // (d, slot, hk, page), rotated
+  Input<Buffer<void, 4>> lead_pages{"lead_pages"};     // (c, slot, hk, page), c < R
+  Input<Buffer<void, 4>> v_pages{"v_pages"};           // (d, slot, hk, page)
+  Input<Buffer<int32_t, 2>> page_table{"page_table"};  // (p, b)
+  Input<Buffer<int32_t, 1>> lengths{"lengths"};        // (b)
+  Input<Buffer<float, 3>> basis{"basis"};              // [Hkv, D, D]
+  Input<float> scale{"scale"};
+  Input<int> rank{"rank"};
+  Input<int> topk{"topk"};
+  Output<Buffer<void, 4>> out{"out"};
+
+  void configure() { set_tensor_dtype(dtype, "loki_paged", out, q, k_pages, lead_pages, v_pages); }
+
+  void generate() {
+    if (phase.value() != KernelPhase::decode) {
+      throw std::invalid_argument("loki_paged: decode kernels only");
+    }
+    TableKey key{"loki", "decode", head_dim_name(head_dim), mask_name(causal), dtype_name(dtype)};
+    ScheduleContext ctx{get_target(), head_dim, true, false,
+                        read_cpu_tunables(get_target(), tables, key, tunables)};
+    const PageTable pt{page_table, page_table.dim(0).extent(), k_pages.dim(1).extent(),
+                       k_pages.dim(3).extent()};
+    const Expr d = head_dim_expr(head_dim, q.dim(0).extent());
+    LokiInputs in;
+    in.q = as_f32(q);
+    in.k = as_f32(paged_rows(k_pages, pt, "k_paged"));
+    in.k_lead = as_f32(paged_rows(lead_pages, pt, "lead_paged"));
+    in.v = as_f32(paged_rows(v_pages, pt, "v_paged"));
+    in.basis = basis;
+    in.out_type = dtype;
+    in.head_dim = d;
+    in.lq = q.dim(1).extent();
+    in.lk = pt.pages_per_seq * pt.page;
+    in.key_lengths = lengths;
+    in.q_heads = q.dim(2).extent();
+    in.kv_heads = k_pages.dim(2).extent();
+    in.scale = scale;
+    in.rank = clamp(rank, 1, d);
+    in.topk = max(topk, 1);
+    in.causal = causal;
+    LokiStages st = loki_attention(in);
+    out = st.att.out;
+
+    for (auto* p : {&q, &k_pages, &v_pages}) (*p).dim(0).set_stride(1).set_bounds(0, d);
+    lead_pages.dim(0).set_stride(1);
+    basis.dim(0).set_stride(1).set_bounds(0, d);
+    basis.dim(1).set_bounds(0, d);
+    out.dim(0).set_stride(1).set_bounds(0, d);
+
+    const EstimateShape e = estimate_shape(head_dim, KernelPhase::decode);
+    const int rank_estimate = e.d / 4;
+    constexpr int kPage = 16;
+    const int seq_pages = e.lk / kPage;
+    q.set_estimates(attention_region(e.d, e.lq, e.heads));
+    for (auto* p : {&k_pages, &v_pages}) {
+      p->set_estimates({{0, e.d}, {0, kPage}, {0, e.heads}, {0, seq_pages}});
+    }
+    lead_pages.set_estimates({{0, rank_estimate}, {0, kPage}, {0, e.heads}, {0, seq_pages}});
+    page_table.set_estimates({{0, seq_pages}, {0, 1}});
+    lengths.set_estimates({{0, 1}});
+    basis.set_estimates({{0, e.d}, {0, e.d}, {0, e.heads}});
+    scale.set_estimate(e.scale);
+    rank.set_estimate(rank_estimate);
+    topk.set_estimate(e.topk);
+    out.set_estimates(attention_region(e.d, e.lq, e.heads));
+    if (!using_autoscheduler()) schedule_loki_cpu(st, ctx);
+  }
+};
+
 }  // namespace
 }  // namespace hattn
 
 HALIDE_REGISTER_GENERATOR(hattn::LokiAttentionGenerator, loki)
+HALIDE_REGISTER_GENERATOR(hattn::LokiPagedGenerator, loki_paged)

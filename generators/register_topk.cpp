@@ -1,5 +1,6 @@
 // Generators for the topk variant: top-k attention ("topk") and the top-k feed-forward layer
 // ("topk_ffn"). Algorithms in topk.cpp, CPU schedules in schedules/cpu/topk_cpu.cpp.
+#include <stdexcept>
 #include <string>
 
 #include "Halide.h"
@@ -77,6 +78,82 @@ class TopkAttentionGenerator : public Generator<TopkAttentionGenerator> {
   }
 };
 
+// Top-k decode over a batch of paged KV caches ("topk_paged"), as dense_paged is to dense: the
+// topk stages with the keys read through the page table (paged_rows) and each sequence's own
+// length (TopkInputs::key_lengths). Decode only, the topk decode schedule and table line.
+class TopkPagedGenerator : public Generator<TopkPagedGenerator> {
+ public:
+  GeneratorParam<KernelPhase> phase{"phase", KernelPhase::decode, phase_names()};
+  GeneratorParam<bool> causal{"causal", false};
+  GeneratorParam<int> head_dim{"head_dim", 0};
+  GeneratorParam<std::string> tables{"tables", ""};
+  GeneratorParam<std::string> tunables{"tunables", ""};
+  GeneratorParam<Type> dtype{"dtype", Float(32)};
+
+  Input<Buffer<void, 4>> q{"q"};                       // (d, i, h, b)
+  Input<Buffer<void, 4>> k_pages{"k_pages"};           // (d, slot, hk, page)
+  Input<Buffer<void, 4>> v_pages{"v_pages"};           // (d, slot, hk, page)
+  Input<Buffer<int32_t, 2>> page_table{"page_table"};  // (p, b)
+  Input<Buffer<int32_t, 1>> lengths{"lengths"};        // (b)
+  Input<float> scale{"scale"};
+  Input<int> topk{"topk"};
+  Output<Buffer<void, 4>> out{"out"};
+
+  void configure() { set_tensor_dtype(dtype, "topk_paged", out, q, k_pages, v_pages); }
+
+  void generate() {
+    if (phase.value() != KernelPhase::decode) {
+      throw std::invalid_argument("topk_paged: decode kernels only");
+    }
+    TableKey key{"topk", "decode", head_dim_name(head_dim), mask_name(causal), dtype_name(dtype)};
+    ScheduleContext ctx{get_target(), head_dim, true, false,
+                        read_cpu_tunables(get_target(), tables, key, tunables)};
+    const PageTable pt{page_table, page_table.dim(0).extent(), k_pages.dim(1).extent(),
+                       k_pages.dim(3).extent()};
+    Func k_raw = paged_rows(k_pages, pt, "k_paged"), v_raw = paged_rows(v_pages, pt, "v_paged");
+    TopkInputs in;
+    in.q = as_f32(q);
+    in.k = as_f32(k_raw);
+    in.v = as_f32(v_raw);
+    in.q_raw = q;
+    in.k_raw = k_raw;
+    in.out_type = dtype;
+    in.head_dim = head_dim_expr(head_dim, q.dim(0).extent());
+    in.lq = q.dim(1).extent();
+    in.lk = pt.pages_per_seq * pt.page;
+    in.key_lengths = lengths;
+    in.q_heads = q.dim(2).extent();
+    in.kv_heads = k_pages.dim(2).extent();
+    in.scale = scale;
+    in.topk = max(topk, 1);
+    in.causal = causal;
+    TopkStages st = topk_attention(in);
+    out = st.att.out;
+
+    for (auto* p : {&q, &k_pages, &v_pages}) (*p).dim(0).set_stride(1);
+    out.dim(0).set_stride(1);
+    Expr d = head_dim_expr(head_dim, q.dim(0).extent());
+    if (head_dim > 0) q.dim(0).set_bounds(0, d);
+    k_pages.dim(0).set_bounds(0, d);
+    v_pages.dim(0).set_bounds(0, d);
+    out.dim(0).set_bounds(0, d);
+
+    const EstimateShape e = estimate_shape(head_dim, KernelPhase::decode);
+    constexpr int kPage = 16;
+    const int seq_pages = e.lk / kPage;
+    q.set_estimates(attention_region(e.d, e.lq, e.heads));
+    for (auto* p : {&k_pages, &v_pages}) {
+      p->set_estimates({{0, e.d}, {0, kPage}, {0, e.heads}, {0, seq_pages}});
+    }
+    page_table.set_estimates({{0, seq_pages}, {0, 1}});
+    lengths.set_estimates({{0, 1}});
+    scale.set_estimate(e.scale);
+    topk.set_estimate(e.topk);
+    out.set_estimates(attention_region(e.d, e.lq, e.heads));
+    if (!using_autoscheduler()) schedule_topk_cpu(st, ctx);
+  }
+};
+
 class TopkFfnGenerator : public Generator<TopkFfnGenerator> {
  public:
   GeneratorParam<std::string> tables{"tables", ""};
@@ -131,4 +208,5 @@ class TopkFfnGenerator : public Generator<TopkFfnGenerator> {
 }  // namespace hattn
 
 HALIDE_REGISTER_GENERATOR(hattn::TopkAttentionGenerator, topk)
+HALIDE_REGISTER_GENERATOR(hattn::TopkPagedGenerator, topk_paged)
 HALIDE_REGISTER_GENERATOR(hattn::TopkFfnGenerator, topk_ffn)

@@ -23,6 +23,18 @@ Expr masked_key(const Expr& score, const Expr& visible) {
   return select(visible, ordered_key(score), u32(0));
 }
 
+KeyVisibility key_visibility(const Func& key_lengths, const Expr& lk, const Expr& lq, bool causal,
+                             const Expr& i, const Expr& j, const Expr& b) {
+  if (!key_lengths.defined()) {
+    const Expr offset = lk - lq;
+    return {causal ? j <= i + offset : Expr(true), causal ? clamp(i + offset + 1, 0, lk) : lk};
+  }
+  const Expr len = clamp(key_lengths(b), 0, lk);
+  const Expr offset = len - lq;
+  return {causal ? j < len && j <= i + offset : j < len,
+          causal ? clamp(i + offset + 1, 0, len) : len};
+}
+
 TopkSelection select_topk(const Func& key, const std::vector<Var>& rows, const Expr& n,
                           const Expr& k_eff, const std::string& prefix) {
   TopkSelection sel;

@@ -30,6 +30,16 @@ Halide::Expr score_of_key(const Halide::Expr& key);
 // -1e30.) Callers clamp k to the visible count, so a masked candidate is never selected.
 Halide::Expr masked_key(const Halide::Expr& score, const Halide::Expr& visible);
 
+// Which keys row i of sequence b may select: j < the sequence's keys (key_lengths(b), clamped to
+// [0, lk]; all lk when key_lengths is undefined) and, causal, j <= i + (its keys - lq)
+// (bottom-right alignment); n_visible counts them (what k is clamped to).
+struct KeyVisibility {
+  Halide::Expr visible, n_visible;
+};
+KeyVisibility key_visibility(const Halide::Func& key_lengths, const Halide::Expr& lk,
+                             const Halide::Expr& lq, bool causal, const Halide::Expr& i,
+                             const Halide::Expr& j, const Halide::Expr& b);
+
 // Keys per block of the selection's prefix counts (select_topk.cpp).
 constexpr int kSelectBlock = 16;
 

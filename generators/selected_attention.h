@@ -29,4 +29,11 @@ SelectedAttention attend_selected(const Halide::Func& score, const Halide::Func&
                                   const Halide::Func& value_gate = Halide::Func(),
                                   const Halide::Type& out_type = Halide::Float(32));
 
+// v (d, j, hk, b) with the keys past each sequence's length (key_lengths(b), clamped to [0, lk])
+// read as 0; v itself where key_lengths is undefined. A dead slot's weight is 0, but its key may
+// lie past a paged sequence's length, in memory that holds anything (NaN included), and
+// 0 x NaN is NaN.
+Halide::Func values_within_lengths(const Halide::Func& v, const Halide::Func& key_lengths,
+                                   const Halide::Expr& lk);
+
 }  // namespace hattn

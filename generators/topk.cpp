@@ -35,21 +35,20 @@ TopkStages topk_attention(const TopkInputs& in) {
     st.dot(j, i, h, b) += st.q_scaled(i, st.rc, h, b) * in.k(st.rc, key_in, hk, b);
   }
 
-  // Bottom-right causal alignment: key j is visible to row i iff j <= i + (Lk - Lq). Masked keys
-  // get the lowest key, so they sort last and are never among the k (k is clamped to the
-  // visible count).
-  Expr offset = in.lk - in.lq;
-  Expr visible = in.causal ? j <= i + offset : Expr(true);
-  st.key(j, i, h, b) = masked_key(score, visible);
+  // Bottom-right causal alignment: key j is visible to row i iff j <= i + (Lk - Lq), Lk the
+  // sequence's own. Masked keys get the lowest key, so they sort last and are never among the k
+  // (k is clamped to the visible count).
+  const KeyVisibility kv = key_visibility(in.key_lengths, in.lk, in.lq, in.causal, i, j, b);
+  st.key(j, i, h, b) = masked_key(score, kv.visible);
 
-  Expr n_visible = in.causal ? clamp(i + offset + 1, 0, in.lk) : in.lk;
-  Expr k_eff = min(in.topk, n_visible);
+  Expr k_eff = min(in.topk, kv.n_visible);
   Expr k_max = min(in.topk, in.lk);
   st.sel = select_topk(st.key, {i, h, b}, in.lk, k_eff, "topk");
 
   st.gathered(s, i, h, b) = score_of_key(st.key(st.sel.index(s, i, h, b), i, h, b));
-  st.att = attend_selected(st.gathered, st.sel.index, in.v, k_eff, k_max, in.q_heads / in.kv_heads,
-                           d, s, i, h, b, Func(), in.out_type);
+  st.att =
+      attend_selected(st.gathered, st.sel.index, values_within_lengths(in.v, in.key_lengths, in.lk),
+                      k_eff, k_max, in.q_heads / in.kv_heads, d, s, i, h, b, Func(), in.out_type);
   return st;
 }
 

@@ -31,6 +31,10 @@ struct TopkInputs {
   Halide::Expr scale;
   Halide::Expr topk;  // k >= 1 (the runtime validates)
   bool causal = false;
+  // Optional (b) -> int32: the keys of sequence b when sequences differ in length (a batch of
+  // paged caches), each in [0, lk]; keys past it are masked and the causal alignment is its own.
+  // Undefined: every sequence has lk keys.
+  Halide::Func key_lengths;
 };
 
 struct TopkStages {

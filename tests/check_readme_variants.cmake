@@ -45,9 +45,10 @@ foreach (k IN LISTS kernels)
     set(v el)
     set(phase linear)
   endif ()
-  # The paged-cache decode kernel belongs to the dense row (paged_attention).
-  if (v STREQUAL "dense_paged")
-    set(v dense)
+  # The paged-cache decode kernels belong to their variant's row (paged_attention,
+  # paged_topk_attention, paged_loki_attention).
+  if (v MATCHES "^(dense|topk|loki)_paged$")
+    set(v ${CMAKE_MATCH_1})
     set(phase paged)
   endif ()
   # Likewise the SparseK operator's kernel belongs to the sparsek row.

@@ -676,6 +676,7 @@ TEST(KernelList, NamesAreUniqueAndDescribed) {
     EXPECT_FALSE(k.name.empty());
     EXPECT_TRUE(names.insert(k.name).second) << "duplicate kernel name " << k.name;
     EXPECT_TRUE(k.variant == "dense" || k.variant == "dense_paged" || k.variant == "topk" ||
+                k.variant == "topk_paged" || k.variant == "loki_paged" ||
                 k.variant == "topk_ffn" || k.variant == "loki" || k.variant == "sparsek" ||
                 k.variant == "sparsek_mask" || k.variant == "el" || k.variant == "linear")
         << k.name;
@@ -685,7 +686,8 @@ TEST(KernelList, NamesAreUniqueAndDescribed) {
     // and linear (fp32 activations over 16-bit weights and memory).
     const bool sixteen_bit_variant = k.variant == "dense" || k.variant == "dense_paged" ||
                                      k.variant == "topk_ffn" || k.variant == "sparsek" ||
-                                     k.variant == "topk" || k.variant == "loki";
+                                     k.variant == "topk" || k.variant == "loki" ||
+                                     k.variant == "topk_paged" || k.variant == "loki_paged";
     const bool kv_dtype = k.dtype == "bf16kv" || k.dtype == "f16kv";
     // CUDA: dense alone, in every dtype.
     const bool cuda = k.family == "cuda";

@@ -10,6 +10,7 @@
 #include <functional>
 #include <limits>
 #include <numeric>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -537,6 +538,260 @@ TEST(Ragged, MatchesPerSequenceReference) {
       }
     }
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// paged_topk_attention and paged_loki_attention: decode over the same paged batches. Each
+// sequence's out is compared with the float64 reference of the variant on its gathered keys
+// (rows whose selection gap is below kMinGap left out, as in test_topk and test_loki) and, bit for
+// bit, with the contiguous call (topk_attention, loki_attention) on the gathered cache forced to
+// the same generic-D kernel's contiguous twin: the page table must change where keys are read,
+// nothing else.
+
+// A signed permutation per kv head: orthonormal exactly in fp32, and not the identity, so the
+// query's rotation matters.
+std::vector<float> permutation_bases(int64_t heads, int64_t d, TestRng& rng) {
+  std::vector<float> basis(static_cast<size_t>(heads * d * d), 0.f);
+  for (int64_t h = 0; h < heads; ++h) {
+    std::vector<int64_t> perm(static_cast<size_t>(d));
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), rng.engine());
+    for (int64_t e = 0; e < d; ++e) {
+      const float sign = rng.uniform(0.f, 1.f) < 0.5f ? -1.f : 1.f;
+      basis[static_cast<size_t>((h * d + e) * d + perm[static_cast<size_t>(e)])] = sign;
+    }
+  }
+  return basis;
+}
+
+// Store values as a contiguous tensor of the store's dtype (exact: they came from it).
+Store restore(DType t, const std::vector<float>& values) {
+  Store s(t, static_cast<int64_t>(values.size()));
+  for (size_t i = 0; i < values.size(); ++i) s.set(static_cast<int64_t>(i), values[i]);
+  return s;
+}
+
+TEST(PagedSelected, TopkAndLokiMatchGatheredReference) {
+  const int64_t hq = 8, hkv = 2, dim = 80, page = 16, topk = 9, rank = 20;
+  const std::vector<int32_t> lengths = {300, 0, 1, 16, 77, 5};
+  std::set<std::string> used;
+  for (DType t : {DType::f32, DType::bf16, DType::f16}) {
+    for (int form = 0; form < 16; ++form) {
+      const bool causal = form & 1, loki = form & 2, lead = form & 4, prefill = form & 8;
+      if (lead && !loki) continue;
+      // Decode (the paged kernels) and prefill against the cache (gathered, then the contiguous
+      // call).
+      const int64_t lq = prefill ? 12 : causal ? 3 : 1;
+      const std::string name = std::string(hattn::to_string(t)) + (loki ? "_loki" : "_topk") +
+                               (lead ? "_lead" : "") + (causal ? "_causal" : "") + "_lq" +
+                               std::to_string(lq);
+      SCOPED_TRACE(name);
+      TestRng rng(name);
+      SCOPED_TRACE(rng.description());
+      const int64_t batch = static_cast<int64_t>(lengths.size());
+      const int64_t pps = 300 / page + 2;
+      PagedBatch p(t, batch, hkv, page, dim, pps, batch * pps + 3, form & 1);
+      p.lengths = lengths;
+      assign_pages(&p, rng);
+      fill_tokens(&p, rng);
+      // The leading-channel copy: [P, Hkv, S, R] of k_pages' first R channels, slot for slot.
+      const int64_t lead_r = rank + 3;
+      Store lead_store(t, p.num_pages * hkv * page * lead_r);
+      for (int64_t pg = 0; pg < p.num_pages; ++pg) {
+        for (int64_t h = 0; h < hkv; ++h) {
+          for (int64_t sl = 0; sl < page; ++sl) {
+            const std::vector<int64_t> st = p.strides();
+            for (int64_t c = 0; c < lead_r; ++c) {
+              lead_store.set(((pg * hkv + h) * page + sl) * lead_r + c,
+                             p.k.get(pg * st[0] + h * st[1] + sl * st[2] + c));
+            }
+          }
+        }
+      }
+      const TensorView lead_view = lead_store.view({p.num_pages, hkv, page, lead_r},
+                                                   {hkv * page * lead_r, page * lead_r, lead_r, 1});
+      const std::vector<float> basis = permutation_bases(hkv, dim, rng);
+      const TensorView basis_view = TensorView::contiguous(basis.data(), {hkv, dim, dim});
+      const int64_t nq = batch * hq * lq * dim;
+      Store q(t, nq), out(t, nq);
+      for (int64_t i = 0; i < nq; ++i) q.set(i, rng.normal());
+      const std::vector<char> k_before = p.k.bytes(), v_before = p.v.bytes();
+      const std::vector<int64_t> qs = {batch, hq, lq, dim};
+      const std::vector<int64_t> qst = {hq * lq * dim, lq * dim, dim, 1};
+      hattn::Dispatch d;
+      hattn::Status st;
+      hattn::TopkOptions to;
+      to.k = topk;
+      to.causal = causal;
+      hattn::LokiOptions lo;
+      lo.k = topk;
+      lo.rank = rank;
+      lo.causal = causal;
+      lo.k_lead = lead ? &lead_view : nullptr;
+      if (loki) {
+        st = hattn::paged_loki_attention(q.view(qs, qst), p.cache(), basis_view, out.view(qs, qst),
+                                         lo, &d);
+      } else {
+        st = hattn::paged_topk_attention(q.view(qs, qst), p.cache(), out.view(qs, qst), to, &d);
+      }
+      ASSERT_TRUE(st.ok()) << hattn::to_string(st.code) << ": " << st.message;
+      used.insert(d.kernel);
+      const std::string kind =
+          std::string(loki ? "loki" : "topk") + (prefill ? "_prefill" : "_paged_decode");
+      EXPECT_EQ(d.kernel.rfind(kind, 0), 0u) << d.kernel;
+      EXPECT_TRUE(p.k.bytes() == k_before && p.v.bytes() == v_before) << "the cache was written";
+
+      for (int64_t b = 0; b < batch; ++b) {
+        const int64_t len = p.lengths[static_cast<size_t>(b)];
+        SCOPED_TRACE("sequence " + std::to_string(b) + ", length " + std::to_string(len));
+        const size_t q0 = static_cast<size_t>(b * hq * lq * dim),
+                     n = static_cast<size_t>(hq * lq * dim);
+        if (len == 0) {
+          for (size_t i = 0; i < n; ++i) {
+            ASSERT_EQ(out.get(static_cast<int64_t>(q0 + i)), 0.f) << "an empty sequence outputs 0";
+          }
+          continue;
+        }
+        const std::vector<float> qb(q.values.begin() + static_cast<std::ptrdiff_t>(q0),
+                                    q.values.begin() + static_cast<std::ptrdiff_t>(q0 + n));
+        const std::vector<float> kb = p.gather(p.k, b, len), vb = p.gather(p.v, b, len);
+        // The float64 reference, rows with a near-tie at the k-th key left out.
+        const AttnShape a{1, hq, hkv, lq, len, dim};
+        const AttnStrides strides = dense_strides(a);
+        const double scale = 1.0 / std::sqrt(static_cast<double>(dim));
+        std::vector<double> ref, gap;
+        if (loki) {
+          reference_loki_attention(qb.data(), kb.data(), vb.data(), basis.data(), a, strides,
+                                   causal, scale, rank, topk, &ref, &gap);
+        } else {
+          reference_topk_attention(qb.data(), kb.data(), vb.data(), a, strides, causal, scale, topk,
+                                   &ref, &gap);
+        }
+        int bad = 0;
+        for (size_t i = 0; i < n && bad < 3; ++i) {
+          if (gap[i / static_cast<size_t>(dim)] < kMinGap) continue;
+          const double got = out.get(static_cast<int64_t>(q0 + i));
+          const double tol = t == DType::f32 ? 1e-5 + 1e-4 * std::fabs(ref[i])
+                                             : sixteen_bit_output_tolerance(t, ref[i]);
+          if (!(std::fabs(got - ref[i]) <= tol)) {
+            ADD_FAILURE() << "out[" << i << "] = " << got << ", reference " << ref[i];
+            ++bad;
+          }
+        }
+        // The contiguous call on the gathered cache, forced to the generic-D kernel: bit for bit.
+        Store qc = restore(t, qb), kc = restore(t, kb), vc = restore(t, vb),
+              oc(t, static_cast<int64_t>(n));
+        const std::vector<int64_t> cs = {1, hq, lq, dim}, cst = {hq * lq * dim, lq * dim, dim, 1};
+        const std::vector<int64_t> ks = {1, hkv, len, dim},
+                                   kst = {hkv * len * dim, len * dim, dim, 1};
+        // (Prefill: the contiguous call's own choice, which the gathered call makes too.)
+        const std::string twin = prefill ? std::string()
+                                         : std::string(loki ? "loki" : "topk") + "_decode_" +
+                                               (causal ? "causal" : "noncausal") + "_dany_" +
+                                               hattn::to_string(t) + "_" + cpu_family();
+        hattn::Status sc;
+        if (loki) {
+          std::vector<float> lead_c;
+          for (int64_t i = 0; i < hkv * len; ++i) {
+            for (int64_t c = 0; c < lead_r; ++c)
+              lead_c.push_back(kb[static_cast<size_t>(i * dim + c)]);
+          }
+          Store lc = restore(t, lead_c);
+          const TensorView lcv =
+              lc.view({1, hkv, len, lead_r}, {hkv * len * lead_r, len * lead_r, lead_r, 1});
+          hattn::LokiOptions o = lo;
+          o.kernel = twin;
+          o.k_lead = lead ? &lcv : nullptr;
+          sc = hattn::loki_attention(qc.view(cs, cst), kc.view(ks, kst), vc.view(ks, kst),
+                                     basis_view, oc.view(cs, cst), o);
+        } else {
+          hattn::TopkOptions o = to;
+          o.kernel = twin;
+          sc = hattn::topk_attention(qc.view(cs, cst), kc.view(ks, kst), vc.view(ks, kst),
+                                     oc.view(cs, cst), o);
+        }
+        ASSERT_TRUE(sc.ok()) << twin << ": " << sc.message;
+        for (size_t i = 0; i < n; ++i) {
+          const float got = out.get(static_cast<int64_t>(q0 + i)),
+                      want = oc.get(static_cast<int64_t>(i));
+          if (std::memcmp(&got, &want, sizeof got) != 0) {
+            ADD_FAILURE() << "out[" << i << "] = " << got << ", the contiguous " << twin
+                          << " wrote " << want;
+            break;
+          }
+        }
+      }
+    }
+  }
+  // Every paged top-k and Loki kernel ran on some call above.
+  for (const hattn::KernelInfo& k : hattn::list_kernels()) {
+    if (k.variant == "topk_paged" || k.variant == "loki_paged") {
+      EXPECT_EQ(used.count(k.name), 1u) << k.name << " never ran";
+    }
+  }
+}
+
+// The paged selecting calls refuse what paged_attention refuses (their checks are its) and what
+// their contiguous forms refuse, writing nothing.
+TEST(PagedSelected, Refusals) {
+  TestRng rng("paged_selected_refusals");
+  SCOPED_TRACE(rng.description());
+  const int64_t hq = 4, hkv = 2, dim = 64, page = 16;
+  PagedBatch p(DType::f32, 2, hkv, page, dim, 4, 10, false);
+  p.lengths = {20, 40};
+  assign_pages(&p, rng);
+  fill_tokens(&p, rng);
+  const std::vector<float> basis = permutation_bases(hkv, dim, rng);
+  const TensorView basis_view = TensorView::contiguous(basis.data(), {hkv, dim, dim});
+  auto run = [&](int64_t lq,
+                 const std::function<void(hattn::PagedKvCache*, hattn::TopkOptions*,
+                                          hattn::LokiOptions*)>& edit,
+                 bool loki) {
+    Store q(DType::f32, 2 * hq * lq * dim), out(DType::f32, 2 * hq * lq * dim);
+    for (int64_t i = 0; i < 2 * hq * lq * dim; ++i) q.set(i, rng.normal());
+    const std::vector<char> before = out.bytes();
+    hattn::PagedKvCache c = p.cache();
+    hattn::TopkOptions to;
+    to.k = 4;
+    hattn::LokiOptions lo;
+    lo.k = 4;
+    lo.rank = 8;
+    edit(&c, &to, &lo);
+    const std::vector<int64_t> qs = {2, hq, lq, dim}, qst = {hq * lq * dim, lq * dim, dim, 1};
+    const hattn::Status st =
+        loki ? hattn::paged_loki_attention(q.view(qs, qst), c, basis_view, out.view(qs, qst), lo)
+             : hattn::paged_topk_attention(q.view(qs, qst), c, out.view(qs, qst), to);
+    EXPECT_TRUE(st.ok() || out.bytes() == before) << "a refused call wrote out";
+    return st;
+  };
+  auto none = [](hattn::PagedKvCache*, hattn::TopkOptions*, hattn::LokiOptions*) {};
+  for (bool loki : {false, true}) {
+    SCOPED_TRACE(loki ? "loki" : "topk");
+    hattn::Status st = run(9, none, loki);  // prefill against the cache: gathered, accepted
+    EXPECT_TRUE(st.ok()) << st.message;
+    st = run(
+        1,
+        [](hattn::PagedKvCache* c, hattn::TopkOptions*, hattn::LokiOptions*) {
+          const_cast<int32_t*>(c->page_table)[4 + 2] = 10;  // sequence 1's third page
+        },
+        loki);
+    EXPECT_EQ(st.code, StatusCode::invalid_argument);
+    EXPECT_NE(st.message.find("sequence 1: page_table[1][2] = 10 is out of range"),
+              std::string::npos)
+        << st.message;
+    assign_pages(&p, rng);  // undo
+  }
+  hattn::Status st = run(
+      1, [](hattn::PagedKvCache*, hattn::TopkOptions* o, hattn::LokiOptions*) { o->k = 0; }, false);
+  EXPECT_EQ(st.code, StatusCode::invalid_argument) << st.message;
+  Store wrong_lead(DType::f32, 10 * hkv * page * 4);
+  const TensorView wl = wrong_lead.view({10, hkv, page, 4}, {hkv * page * 4, page * 4, 4, 1});
+  st = run(
+      1, [&](hattn::PagedKvCache*, hattn::TopkOptions*, hattn::LokiOptions* o) { o->k_lead = &wl; },
+      true);
+  EXPECT_EQ(st.code, StatusCode::invalid_argument);
+  EXPECT_NE(st.message.find("k_lead holds R=4 channels; it needs r=8"), std::string::npos)
+      << st.message;
 }
 
 // Every malformed batch is refused with invalid_argument, a message naming the sequence and the

@@ -112,6 +112,25 @@ void set_common(const Knobs& k, hattn::ScaledOptions* o) {
   o->scale = k.scale;
 }
 
+// The call's k and v [B, Hkv, Lk, D] as a paged cache of one page per sequence (page b holds
+// sequence b's Lk tokens, any strides), for the paged entries.
+struct OnePagePerSequence {
+  std::vector<int32_t> table, lengths;
+  hattn::PagedKvCache cache;
+  OnePagePerSequence(const TensorView& q, const TensorView& k, const TensorView& v) {
+    const int64_t batch = q.shape[0];
+    table.resize(static_cast<size_t>(std::max<int64_t>(batch, 0)));
+    for (size_t b = 0; b < table.size(); ++b) table[b] = static_cast<int32_t>(b);
+    lengths.assign(table.size(), static_cast<int32_t>(k.shape[2]));
+    cache.k_pages = k;
+    cache.v_pages = v;
+    cache.page_table = table.data();
+    cache.pages_per_seq = 1;
+    cache.lengths = lengths.data();
+    cache.batch = batch;
+  }
+};
+
 hattn::AttentionOptions dense_options(const std::vector<TensorView>& t, const Knobs& k) {
   hattn::AttentionOptions o;
   o.causal = k.causal;
@@ -453,18 +472,8 @@ std::vector<Variant> build() {
   paged.name = "dense_paged";
   paged.plan = nullptr;
   paged.call = [](const std::vector<TensorView>& t, const Knobs& k, hattn::Dispatch* d) {
-    const int64_t batch = t[0].shape[0];
-    std::vector<int32_t> table(static_cast<size_t>(std::max<int64_t>(batch, 0)));
-    for (size_t b = 0; b < table.size(); ++b) table[b] = static_cast<int32_t>(b);
-    std::vector<int32_t> lengths(table.size(), static_cast<int32_t>(t[1].shape[2]));
-    hattn::PagedKvCache c;
-    c.k_pages = t[1];
-    c.v_pages = t[2];
-    c.page_table = table.data();
-    c.pages_per_seq = 1;
-    c.lengths = lengths.data();
-    c.batch = batch;
-    return hattn::paged_attention(t[0], c, t[3], dense_options(t, k), d);
+    OnePagePerSequence c(t[0], t[1], t[2]);
+    return hattn::paged_attention(t[0], c.cache, t[3], dense_options(t, k), d);
   };
   v.push_back(paged);
 
@@ -497,6 +506,20 @@ std::vector<Variant> build() {
     return c;
   };
   v.push_back(topk);
+
+  // paged_topk_attention over the one-page-per-sequence cache, as dense_paged: the paged decode
+  // kernel (Lq <= 8) or the gathered prefill; every topk check applies.
+  Variant topk_paged = topk;
+  topk_paged.name = "topk_paged";
+  topk_paged.call = [](const std::vector<TensorView>& t, const Knobs& k, hattn::Dispatch* d) {
+    hattn::TopkOptions o;
+    o.k = k.k;
+    o.causal = k.causal;
+    set_common(k, &o);
+    OnePagePerSequence c(t[0], t[1], t[2]);
+    return hattn::paged_topk_attention(t[0], c.cache, t[3], o, d);
+  };
+  v.push_back(topk_paged);
 
   Variant ffn;
   ffn.name = "topk_ffn";
@@ -638,6 +661,26 @@ std::vector<Variant> build() {
     return c;
   };
   v.push_back(loki);
+
+  // paged_loki_attention over the one-page-per-sequence cache (k_lead [B, Hkv, Lk, R] is then its
+  // [P, Hkv, S, R] pages), as dense_paged; every loki check applies.
+  Variant loki_paged = loki;
+  loki_paged.name = "loki_paged";
+  loki_paged.roles = {"q", "k_pages", "v_pages", "basis", "out"};  // as its messages name them
+  loki_paged.call = [](const std::vector<TensorView>& t, const Knobs& k, hattn::Dispatch* d) {
+    hattn::LokiOptions o;
+    o.rank = k.rank;
+    o.rank_fraction = k.rank_fraction;
+    o.k = k.k;
+    o.k_fraction = k.k_fraction;
+    o.causal = k.causal;
+    set_common(k, &o);
+    o.check_basis = k.check_basis;
+    if (t.size() > 5) o.k_lead = &t[5];
+    OnePagePerSequence c(t[0], t[1], t[2]);
+    return hattn::paged_loki_attention(t[0], c.cache, t[3], t[4], o, d);
+  };
+  v.push_back(loki_paged);
 
   Variant el;
   el.name = "el";

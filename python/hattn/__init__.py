@@ -24,6 +24,7 @@ __all__ = [
     "attention", "topk_attention", "topk_ffn", "loki_attention", "loki_calibrate",
     "loki_rotate", "loki_check_basis", "loki_captured_variance", "el_attention", "mha_attention",
     "sparsek_scores", "sparsek_mask", "sparsek_attention", "SparsekDecoder", "paged_attention",
+    "paged_topk_attention", "paged_loki_attention",
     "paged_append", "ragged_attention", "list_kernels", "limit_isa", "isa_limit",
     "set_num_threads", "version",
     "decode_threshold", "cuda_available", "last_dispatch",
@@ -364,6 +365,34 @@ def paged_attention(q, k_pages, v_pages, page_table, lengths, *, causal=False, s
                                   _int32(lengths, "lengths"), out, lse, causal, _scale(scale),
                                   kernel, check_finite, decode_splits))
     return (out, lse) if return_lse else out
+
+
+def paged_topk_attention(q, k_pages, v_pages, page_table, lengths, top_k, *, causal=False,
+                         scale=None, out=None, kernel="", check_finite=False):
+    """topk_attention() decode (Lq <= decode_threshold()) over each sequence's cached tokens in
+    pages, as paged_attention; k clamped to each sequence's length."""
+    if out is None:
+        out = _empty(q, q.shape)
+    _check(_hattn.paged_topk_attention(q, k_pages, v_pages, _int32(page_table, "page_table"),
+                                       _int32(lengths, "lengths"), out, int(top_k), causal,
+                                       _scale(scale), kernel, check_finite))
+    return out
+
+
+def paged_loki_attention(q, k_pages, v_pages, page_table, lengths, basis, *, rank=0,
+                         rank_fraction=0.0, top_k=0, top_fraction=0.0, causal=False, scale=None,
+                         check_basis=True, basis_tolerance=1e-4, k_lead=None, out=None, kernel="",
+                         check_finite=False):
+    """loki_attention() decode over paged caches: k_pages hold the rotated keys, k_lead (optional)
+    their leading channels [P, Hkv, S, R] in the same pages and slots."""
+    if out is None:
+        out = _empty(q, q.shape)
+    _check(_hattn.paged_loki_attention(q, k_pages, v_pages, _int32(page_table, "page_table"),
+                                       _int32(lengths, "lengths"), basis, out, int(rank),
+                                       float(rank_fraction), int(top_k), float(top_fraction),
+                                       causal, _scale(scale), check_basis, float(basis_tolerance),
+                                       k_lead, kernel, check_finite))
+    return out
 
 
 def paged_append(k, v, k_pages, v_pages, page_table, lengths):

@@ -403,6 +403,45 @@ NB_MODULE(_hattn, m) {
           [=](hattn::Dispatch* d) { return hattn::paged_attention(qv, c, ov, call.options(), d); };
     });
   });
+  m.def("paged_topk_attention",
+        [=](In q, In k_pages, In v_pages, Table page_table, Index lengths, Out out, int64_t top,
+            bool causal, double scale, std::string kernel, bool check_finite) {
+          return run([&] {
+            hattn::TopkOptions o;
+            set_scaled(&o, scale, kernel, check_finite);
+            o.k = top;
+            o.causal = causal;
+            const hattn::PagedKvCache c = cache_of(k_pages, v_pages, page_table, lengths);
+            const hattn::TensorView qv = view_of(q, "q"), ov = view_of(out, "out");
+            return [=](hattn::Dispatch* d) { return hattn::paged_topk_attention(qv, c, ov, o, d); };
+          });
+        });
+  m.def("paged_loki_attention",
+        [=](In q, In k_pages, In v_pages, Table page_table, Index lengths, In basis, Out out,
+            int64_t rank, double rank_fraction, int64_t top, double top_fraction, bool causal,
+            double scale, bool check_basis, double basis_tolerance, std::optional<In> k_lead,
+            std::string kernel, bool check_finite) {
+          return run([&] {
+            hattn::LokiOptions o;
+            set_scaled(&o, scale, kernel, check_finite);
+            o.rank = rank;
+            o.rank_fraction = rank_fraction;
+            o.k = top;
+            o.k_fraction = top_fraction;
+            o.causal = causal;
+            o.check_basis = check_basis;
+            o.basis_tolerance = basis_tolerance;
+            const hattn::PagedKvCache c = cache_of(k_pages, v_pages, page_table, lengths);
+            const hattn::TensorView qv = view_of(q, "q"), bv = view_of(basis, "basis"),
+                                    ov = view_of(out, "out");
+            hattn::TensorView lead = k_lead ? view_of(*k_lead, "k_lead") : hattn::TensorView{};
+            return [=](hattn::Dispatch* d) mutable {
+              hattn::LokiOptions opt = o;
+              if (lead.rank) opt.k_lead = &lead;
+              return hattn::paged_loki_attention(qv, c, bv, ov, opt, d);
+            };
+          });
+        });
   m.def("paged_append", [=](In k, In v, Out k_pages, Out v_pages, Table page_table, Index lengths) {
     return run([&] {
       const hattn::PagedKvCache c = cache_of(k_pages, v_pages, page_table, lengths);

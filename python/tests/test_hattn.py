@@ -333,6 +333,39 @@ def test_paged_append_and_attention(rng):
         hattn.paged_attention(q, k_pages, v_pages, np.where(table == 5, 9, table), lengths)
 
 
+def test_paged_topk_and_loki_equal_the_gathered_calls(rng):
+    # Each sequence's pages gathered by numpy: the contiguous call on them (the same generic-D
+    # kernel math) writes the same bits as the paged call.
+    page, d, lengths = 4, 16, np.array([9, 3, 1])
+    table = np.array([[5, 0, 2], [1, 7, 7], [4, 7, 7]], np.int32)
+    k_pages, v_pages = randn(rng, 8, 2, page, d), randn(rng, 8, 2, page, d)
+    q = randn(rng, 3, 4, 1, d)
+    basis = np.tile(np.eye(d, dtype=np.float32), (2, 1, 1))[:, :, ::-1].copy()  # a permutation
+    topk = hattn.paged_topk_attention(q, k_pages, v_pages, table, lengths, 4)
+    assert "topk_paged_decode_" in hattn.last_dispatch().kernel
+    loki = hattn.paged_loki_attention(q, k_pages, v_pages, table, lengths, basis, rank=5, top_k=4)
+    assert "loki_paged_decode_" in hattn.last_dispatch().kernel
+    for b in range(3):
+        n = int(lengths[b])
+        rows = [table[b, t // page] for t in range(n)]
+        kk = np.stack([k_pages[rows[t], :, t % page] for t in range(n)], axis=1)[None]
+        vv = np.stack([v_pages[rows[t], :, t % page] for t in range(n)], axis=1)[None]
+        assert np.array_equal(topk[b:b + 1], hattn.topk_attention(q[b:b + 1], kk, vv, 4))
+        want = hattn.loki_attention(q[b:b + 1], kk, vv, basis, rank=5, top_k=4)
+        assert np.array_equal(loki[b:b + 1], want)
+    # Lq > decode_threshold(): each sequence's pages gathered, then the contiguous call.
+    q9 = randn(rng, 3, 4, 9, d)
+    pre = hattn.paged_topk_attention(q9, k_pages, v_pages, table, lengths, 4, causal=True)
+    assert "gathered" in hattn.last_dispatch().reason
+    for b in range(3):
+        n = int(lengths[b])
+        rows = [table[b, t // page] for t in range(n)]
+        kk = np.stack([k_pages[rows[t], :, t % page] for t in range(n)], axis=1)[None]
+        vv = np.stack([v_pages[rows[t], :, t % page] for t in range(n)], axis=1)[None]
+        want = hattn.topk_attention(q9[b:b + 1], kk, vv, 4, causal=True)
+        assert np.array_equal(pre[b:b + 1], want)
+
+
 def test_ragged_matches_per_sequence(rng):
     qo, ko = np.array([0, 3, 4, 9]), np.array([0, 5, 5, 17])
     q, k, v = randn(rng, 9, 4, 16), randn(rng, 17, 2, 16), randn(rng, 17, 2, 16)

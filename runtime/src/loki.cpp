@@ -6,6 +6,7 @@
 #include "dispatch.h"
 #include "halide_glue.h"
 #include "hattn/loki_prep.h"
+#include "paged_internal.h"
 #include "validate.h"
 
 namespace hattn {
@@ -77,35 +78,135 @@ Status check_basis_tensor(const TensorView& basis, const AttentionShape& shape) 
   return Status::success();
 }
 
-// The optional narrow copy of the leading channels: [B, Hkv, Lk, R] with r <= R <= D.
-Status check_lead(const TensorView* lead, const TensorView& k_rot, int64_t rank,
-                  const TensorView& out) {
+// The optional narrow copy of the leading channels of `keys` (k_rot [B, Hkv, Lk, D], or a paged
+// cache's k_pages [P, Hkv, S, D]): the same outer dims `dims`, R channels with r <= R <= D.
+Status check_lead(const TensorView* lead, const TensorView& keys, const char* keys_name,
+                  const char* const* dims, int64_t rank, const TensorView& out) {
   if (lead == nullptr) return Status::success();
-  static const char* const kDims[4] = {"B", "Hkv", "Lk", "R"};
-  Status s = check_tensor(*lead, "k_lead", 4, kDims, false, /*any_dtype=*/true);
+  Status s = check_tensor(*lead, "k_lead", 4, dims, false, /*any_dtype=*/true);
   if (!s.ok()) return s;
-  if (lead->dtype != k_rot.dtype) {
-    return invalid(std::string("k_lead has dtype ") + to_string(lead->dtype) + " but k_rot has " +
-                   to_string(k_rot.dtype) + "; the leading-channel copy shares the cache's dtype");
+  if (lead->dtype != keys.dtype) {
+    return invalid(std::string("k_lead has dtype ") + to_string(lead->dtype) + " but " + keys_name +
+                   " has " + to_string(keys.dtype) +
+                   "; the leading-channel copy shares the cache's dtype");
   }
   if (lead->device != Device::cpu) {
     return Status{StatusCode::unsupported, "k_lead must be in host (cpu) memory"};
   }
   for (int d = 0; d < 3; ++d) {
-    if (lead->shape[d] != k_rot.shape[d]) {
-      return invalid("k_lead must be [B, Hkv, Lk, R] with k_rot's B, Hkv, Lk (k_rot is " +
-                     k_rot.describe() + "), got " + lead->describe());
+    if (lead->shape[d] != keys.shape[d]) {
+      return invalid(std::string("k_lead must be [") + dims[0] + ", " + dims[1] + ", " + dims[2] +
+                     ", R] with " + keys_name + "'s " + dims[0] + ", " + dims[1] + ", " + dims[2] +
+                     " (" + keys_name + " is " + keys.describe() + "), got " + lead->describe());
     }
   }
-  if (lead->shape[3] < rank || lead->shape[3] > k_rot.shape[3]) {
+  if (lead->shape[3] < rank || lead->shape[3] > keys.shape[3]) {
     return invalid("k_lead holds R=" + std::to_string(lead->shape[3]) + " channels; it needs r=" +
-                   std::to_string(rank) + " <= R <= D=" + std::to_string(k_rot.shape[3]));
+                   std::to_string(rank) + " <= R <= D=" + std::to_string(keys.shape[3]));
   }
   if (tensors_overlap(out, *lead)) return invalid("out overlaps k_lead in memory");
   return Status::success();
 }
 
+// What both entry points check past the tensors: the basis, r, k (resolved against `lk`), the
+// basis' orthonormality when asked, the leading-channel copy of `keys`.
+Status check_loki_call(const TensorView& basis, const AttentionShape& shape, const TensorView& out,
+                       const LokiOptions& options, const TensorView& keys, const char* keys_name,
+                       const char* const* lead_dims, int64_t lk, int64_t* rank, int64_t* k) {
+  Status s = check_basis_tensor(basis, shape);
+  if (!s.ok()) return s;
+  if (tensors_overlap(out, basis)) return invalid("out overlaps basis in memory");
+  s = resolve_rank(options, shape.head_dim, rank);
+  if (s.ok()) s = resolve_k(options, lk, k);
+  if (!s.ok()) return s;
+  if (options.check_basis) {
+    s = loki_check_basis(basis, options.basis_tolerance);
+    if (!s.ok()) {
+      return invalid(s.message + " (the basis must be orthonormal; LokiOptions::check_basis)");
+    }
+  }
+  return check_lead(options.k_lead, keys, keys_name, lead_dims, *rank, out);
+}
+
 }  // namespace
+
+Status paged_loki_attention(const TensorView& q, const PagedKvCache& cache, const TensorView& basis,
+                            const TensorView& out, const LokiOptions& options, Dispatch* chosen) {
+  AttentionOptions checked;  // the paged checks of attention(): tensors, cache, scale, mask
+  static_cast<ScaledOptions&>(checked) = options;
+  checked.causal = options.causal;
+  AttentionShape shape;
+  Status s = check_paged_call(q, cache, out, checked, &shape);
+  if (!s.ok()) return s;
+  static const char* const kPagedLeadDims[4] = {"P", "Hkv", "S", "R"};
+  int64_t rank = 0, k = 0;
+  // k is resolved per sequence below; here against the longest, to check the fields.
+  s = check_loki_call(basis, shape, out, options, cache.k_pages, "k_pages", kPagedLeadDims,
+                      std::max<int64_t>(shape.lk, 1), &rank, &k);
+  if (!s.ok()) return s;
+  if (options.check_finite) {
+    s = check_finite_paged(q, cache);
+    if (s.ok()) s = check_finite(basis, "basis");
+    if (!s.ok()) return s;
+  }
+  if (shape.lq > kDecodeMaxLq) {
+    // Prefill against the cache: each sequence's pages (and leading channels) gathered, then
+    // loki_attention.
+    LokiOptions o = options;
+    o.check_finite = false;  // checked above, for the whole batch
+    o.check_basis = false;   // likewise
+    std::vector<const TensorView*> pages = {&cache.k_pages, &cache.v_pages};
+    if (options.k_lead != nullptr) pages.push_back(options.k_lead);
+    return run_gathered(q, cache, pages, out,
+                        [&](int64_t, const TensorView& q_b, const std::vector<TensorView>& g,
+                            const TensorView& out_b) {
+                          LokiOptions ob = o;
+                          ob.k_lead = g.size() > 2 ? &g[2] : nullptr;
+                          Status r = loki_attention(q_b, g[0], g[1], basis, out_b, ob, chosen);
+                          if (r.ok() && chosen != nullptr) {
+                            chosen->reason = "Lq > " + std::to_string(kDecodeMaxLq) +
+                                             ": each sequence's pages gathered, then " +
+                                             chosen->reason;
+                          }
+                          return r;
+                        });
+  }
+  Kernel<hattn_loki_paged_fn> kernel;
+  std::string reason;
+  s = choose_kernel(attention_request(shape, options.causal, options.kernel), &kernel, &reason);
+  if (!s.ok()) return s;
+  reason += "; r=" + std::to_string(rank) + " of D=" + std::to_string(shape.head_dim) +
+            ", per sequence k=" +
+            (options.k != 0 ? std::to_string(options.k)
+                            : std::to_string(options.k_fraction) + " x its length") +
+            ", clamped to its length";
+  if (chosen != nullptr) *chosen = Dispatch{kernel.name(), reason, 1};
+  // A call per sequence over its own pages, as paged_topk_attention. Without a leading-channel
+  // copy the approximate scores read the rotated keys' own leading channels.
+  const float scale = resolve_scale(options, shape.head_dim);
+  const int64_t page = cache.k_pages.shape[2];
+  HalideBuffer kb(cache.k_pages), lb(options.k_lead ? *options.k_lead : cache.k_pages),
+      vb(cache.v_pages), pb(basis);
+  for (int64_t b = 0; b < cache.batch; ++b) {
+    const int64_t len = cache.lengths[b];
+    const TensorView q_b = sequence_of(q, b), out_b = sequence_of(out, b);
+    if (len == 0) {
+      write_empty(out_b, nullptr);
+      continue;
+    }
+    int64_t k_b = 0;
+    s = resolve_k(options, len, &k_b);
+    if (!s.ok()) return s;
+    HalideBuffer qb(q_b), ob(out_b);
+    HalideBuffer table(const_cast<int32_t*>(cache.page_table + b * cache.pages_per_seq),
+                       {1, pages_for(len, page)});
+    HalideBuffer length(const_cast<int32_t*>(cache.lengths + b), {1});
+    s = kernel.call(qb, kb, lb, vb, table, length, pb, scale, static_cast<int32_t>(rank),
+                    static_cast<int32_t>(std::min(k_b, len)), ob);
+    if (!s.ok()) return Status{s.code, seq(b) + ": " + s.message};
+  }
+  return Status::success();
+}
 
 Status loki_attention(const TensorView& q, const TensorView& k_rot, const TensorView& v,
                       const TensorView& basis, const TensorView& out, const LokiOptions& options,
@@ -117,20 +218,9 @@ Status loki_attention(const TensorView& q, const TensorView& k_rot, const Tensor
   Status s = validate_cpu_attention("loki", q, k_rot, v, out, options.causal, options, &shape,
                                     kNames, /*sixteen_bit=*/true);
   if (!s.ok()) return s;
-  s = check_basis_tensor(basis, shape);
-  if (!s.ok()) return s;
-  if (tensors_overlap(out, basis)) return invalid("out overlaps basis in memory");
+  static const char* const kLeadDims[4] = {"B", "Hkv", "Lk", "R"};
   int64_t rank = 0, k = 0;
-  s = resolve_rank(options, shape.head_dim, &rank);
-  if (s.ok()) s = resolve_k(options, shape.lk, &k);
-  if (!s.ok()) return s;
-  if (options.check_basis) {
-    s = loki_check_basis(basis, options.basis_tolerance);
-    if (!s.ok()) {
-      return invalid(s.message + " (the basis must be orthonormal; LokiOptions::check_basis)");
-    }
-  }
-  s = check_lead(options.k_lead, k_rot, rank, out);
+  s = check_loki_call(basis, shape, out, options, k_rot, "k_rot", kLeadDims, shape.lk, &rank, &k);
   if (!s.ok()) return s;
   Kernel<hattn_loki_fn> kernel;
   std::string reason;

@@ -12,6 +12,7 @@
 
 #include "dispatch.h"
 #include "halide_glue.h"
+#include "paged_internal.h"
 #include "validate.h"
 
 namespace hattn {
@@ -23,10 +24,13 @@ const char* const kPageDims[4] = {"P", "Hkv", "S", "D"};
 const char* const kAttentionDims[4] = {"B", "H", "L", "D"};
 const char* const kPackedDims[3] = {"T", "H", "D"};
 
+}  // namespace
+
 std::string seq(int64_t b) { return "sequence " + std::to_string(b); }
 
-// The pages a sequence of `tokens` tokens uses.
 int64_t pages_for(int64_t tokens, int64_t page) { return (tokens + page - 1) / page; }
+
+namespace {
 
 // The cache's views, table and lengths for a call of `batch` sequences of `dtype` with head dim
 // `head_dim` that reads (extra = 0) or appends `extra` tokens after each sequence's length.
@@ -98,8 +102,8 @@ Status check_cache(const PagedKvCache& c, DType dtype, int64_t head_dim, int64_t
   return Status::success();
 }
 
-// q and out [B, Hq, Lq, D] of one dtype on the CPU, against the cache; fills `shape` (lk: the most
-// tokens any sequence holds).
+}  // namespace
+
 Status check_paged_call(const TensorView& q, const PagedKvCache& cache, const TensorView& out,
                         const AttentionOptions& options, AttentionShape* shape) {
   Status s = check_tensor(q, "q", 4, kAttentionDims, false, true);
@@ -146,7 +150,44 @@ Status check_paged_call(const TensorView& q, const PagedKvCache& cache, const Te
   return Status::success();
 }
 
-// NaN or infinity in q or in any cached token a sequence's length reaches.
+TensorView gather_pages(const PagedKvCache& c, const TensorView& pages, int64_t b,
+                        std::vector<char>* scratch) {
+  const int64_t kv_heads = pages.shape[1], page = pages.shape[2], channels = pages.shape[3];
+  const int64_t len = c.lengths[b];
+  const int64_t size = static_cast<int64_t>(element_size(pages.dtype));
+  scratch->resize(static_cast<size_t>(std::max<int64_t>(kv_heads * len * channels, 1) * size));
+  for (int64_t h = 0; h < kv_heads; ++h) {
+    for (int64_t t = 0; t < len; ++t) {
+      const int64_t id = c.page_table[b * c.pages_per_seq + t / page];
+      const char* src =
+          static_cast<const char*>(pages.data) +
+          (id * pages.strides[0] + h * pages.strides[1] + (t % page) * pages.strides[2]) * size;
+      std::memcpy(scratch->data() + (h * len + t) * channels * size, src,
+                  static_cast<size_t>(channels * size));
+    }
+  }
+  return TensorView::contiguous(scratch->data(), pages.dtype, {1, kv_heads, len, channels});
+}
+
+Status run_gathered(const TensorView& q, const PagedKvCache& c,
+                    const std::vector<const TensorView*>& pages, const TensorView& out,
+                    const GatheredCall& call) {
+  std::vector<std::vector<char>> scratch(pages.size());
+  std::vector<TensorView> gathered(pages.size());
+  for (int64_t b = 0; b < c.batch; ++b) {
+    if (c.lengths[b] == 0) continue;
+    for (size_t n = 0; n < pages.size(); ++n) {
+      gathered[n] = gather_pages(c, *pages[n], b, &scratch[n]);
+    }
+    Status s = call(b, sequence_of(q, b), gathered, sequence_of(out, b));
+    if (!s.ok()) return Status{s.code, seq(b) + ": " + s.message};
+  }
+  for (int64_t b = 0; b < c.batch; ++b) {
+    if (c.lengths[b] == 0) write_empty(sequence_of(out, b), nullptr);
+  }
+  return Status::success();
+}
+
 Status check_finite_paged(const TensorView& q, const PagedKvCache& c) {
   Status s = check_finite(q, "q");
   const int64_t page = c.k_pages.shape[2];
@@ -174,8 +215,6 @@ Status check_finite_paged(const TensorView& q, const PagedKvCache& c) {
   return s;
 }
 
-// Rows [0, rows) of every head of `out` [1, H, rows, D] set to zero (the output of rows that see
-// no key; 0 is all-zero bits in every dtype), and lse [1, H, rows] to -inf.
 void write_empty(const TensorView& out, const TensorView* lse) {
   const size_t size = element_size(out.dtype);
   for (int64_t h = 0; h < out.shape[1]; ++h) {
@@ -191,20 +230,20 @@ void write_empty(const TensorView& out, const TensorView* lse) {
   }
 }
 
-// A view of t shifted by `offset` elements with a new shape and strides.
 TensorView subview(const TensorView& t, int64_t offset, std::vector<int64_t> shape,
                    std::vector<int64_t> strides) {
   char* base = static_cast<char*>(t.data) + offset * static_cast<int64_t>(element_size(t.dtype));
   return TensorView::strided(base, t.dtype, std::move(shape), std::move(strides));
 }
 
-// Sequence b's query rows [1, Hq, Lq, D] (and the same of out and lse) of a batched view.
 TensorView sequence_of(const TensorView& t, int64_t b) {
   std::vector<int64_t> shape(t.shape + 1, t.shape + t.rank);
   shape.insert(shape.begin(), 1);
   std::vector<int64_t> strides(t.strides, t.strides + t.rank);
   return subview(t, b * t.strides[0], shape, strides);
 }
+
+namespace {
 
 // plan_attention() of q_b over a one-token cache [1, kv_heads, 1, dim] at k_data, v_data.
 Status attention_plan_only(const TensorView& q_b, void* k_data, void* v_data, int64_t kv_heads,
@@ -220,7 +259,7 @@ Status attention_plan_only(const TensorView& q_b, void* k_data, void* v_data, in
 // of the attention it feeds.
 Status paged_prefill(const TensorView& q, const PagedKvCache& c, const TensorView& out,
                      const AttentionOptions& options, Dispatch* chosen) {
-  const int64_t kv_heads = c.k_pages.shape[1], page = c.k_pages.shape[2], dim = c.k_pages.shape[3];
+  const int64_t kv_heads = c.k_pages.shape[1], dim = c.k_pages.shape[3];
   const size_t size = element_size(q.dtype);
   std::vector<char> k_seq(static_cast<size_t>(kv_heads * dim) * size),
       v_seq(static_cast<size_t>(kv_heads * dim) * size);
@@ -243,25 +282,8 @@ Status paged_prefill(const TensorView& q, const PagedKvCache& c, const TensorVie
       write_empty(out_b, options.lse ? &lse_b : nullptr);
       continue;
     }
-    k_seq.resize(static_cast<size_t>(kv_heads * len * dim) * size);
-    v_seq.resize(k_seq.size());
-    const TensorView* pages[] = {&c.k_pages, &c.v_pages};
-    char* dst[] = {k_seq.data(), v_seq.data()};
-    for (int n = 0; n < 2; ++n) {
-      const TensorView& p = *pages[n];
-      for (int64_t h = 0; h < kv_heads; ++h) {
-        for (int64_t t = 0; t < len; ++t) {
-          const int64_t id = c.page_table[b * c.pages_per_seq + t / page];
-          const char* src = static_cast<const char*>(p.data) +
-                            (id * p.strides[0] + h * p.strides[1] + (t % page) * p.strides[2]) *
-                                static_cast<int64_t>(size);
-          std::memcpy(dst[n] + ((h * len + t) * dim) * static_cast<int64_t>(size), src,
-                      static_cast<size_t>(dim) * size);
-        }
-      }
-    }
-    const TensorView k_b = TensorView::contiguous(k_seq.data(), q.dtype, {1, kv_heads, len, dim});
-    const TensorView v_b = TensorView::contiguous(v_seq.data(), q.dtype, {1, kv_heads, len, dim});
+    const TensorView k_b = gather_pages(c, c.k_pages, b, &k_seq);
+    const TensorView v_b = gather_pages(c, c.v_pages, b, &v_seq);
     AttentionOptions o = options;
     o.lse = options.lse ? &lse_b : nullptr;
     o.check_finite = false;  // checked for the whole batch

@@ -196,6 +196,16 @@ Status topk_attention(const TensorView& q, const TensorView& k, const TensorView
                       const TensorView& out, const TopkOptions& options,
                       Dispatch* chosen = nullptr);
 
+// topk_attention() of q [B, Hq, Lq, D] over each sequence's cached tokens in pages (PagedKvCache,
+// as paged_attention): sequence b's out equals topk_attention() over the first lengths[b] tokens
+// of its pages gathered into [1, Hkv, lengths[b], D], causal aligned bottom-right per sequence, k
+// clamped to its length (a sequence of 0 tokens outputs zeros). Lq <= decode_threshold(): one
+// decode kernel per sequence reads its pages in place (GQA: each kv head's pages once for its
+// query heads); longer Lq gathers each sequence's pages and runs topk_attention(). Refusals as
+// paged_attention; a refused call writes nothing.
+Status paged_topk_attention(const TensorView& q, const PagedKvCache& cache, const TensorView& out,
+                            const TopkOptions& options, Dispatch* chosen = nullptr);
+
 struct TopkFfnOptions : CallOptions {
   int64_t k = 0;  // hidden units kept per token, >= 1; clamped to d_ff
 };
@@ -246,6 +256,18 @@ struct LokiOptions : ScaledOptions {
 Status loki_attention(const TensorView& q, const TensorView& k_rot, const TensorView& v,
                       const TensorView& basis, const TensorView& out, const LokiOptions& options,
                       Dispatch* chosen = nullptr);
+
+// loki_attention() over paged caches (PagedKvCache, as paged_attention): cache.k_pages holds the
+// rotated keys, cache.v_pages the values; options.k_lead, when given, is the leading-channel copy
+// in the same pool's pages and slots, [P, Hkv, S, R] (r <= R <= D, innermost stride 1). Sequence
+// b's out equals loki_attention() over its first lengths[b] tokens gathered, with k (or
+// k_fraction x lengths[b]) clamped to its length; a sequence of 0 tokens outputs zeros.
+// Lq <= decode_threshold(): one decode kernel per sequence reads its pages in place; longer Lq
+// gathers each sequence's pages and runs loki_attention(). check_finite covers q, the keys and
+// values a length reaches and the basis.
+Status paged_loki_attention(const TensorView& q, const PagedKvCache& cache, const TensorView& basis,
+                            const TensorView& out, const LokiOptions& options,
+                            Dispatch* chosen = nullptr);
 
 // A Loki count given as a fraction of n, as LokiOptions resolves rank_fraction (n = D) and
 // k_fraction (n = Lk): max(1, round(fraction * n)). For tools that report what a call will use.

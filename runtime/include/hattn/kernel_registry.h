@@ -38,6 +38,11 @@ typedef int (*hattn_dense_paged_fn)(const void*, struct halide_buffer_t*, struct
 typedef int (*hattn_topk_fn)(const void*, struct halide_buffer_t*, struct halide_buffer_t*,
                              struct halide_buffer_t*, float, int32_t, struct halide_buffer_t*);
 #define HATTN_ARGS_topk "q,k,v,scale,topk,out"
+typedef int (*hattn_topk_paged_fn)(const void*, struct halide_buffer_t*, struct halide_buffer_t*,
+                                   struct halide_buffer_t*, struct halide_buffer_t*,
+                                   struct halide_buffer_t*, float, int32_t,
+                                   struct halide_buffer_t*);
+#define HATTN_ARGS_topk_paged "q,k_pages,v_pages,page_table,lengths,scale,topk,out"
 typedef int (*hattn_topk_ffn_fn)(const void*, struct halide_buffer_t*, struct halide_buffer_t*,
                                  struct halide_buffer_t*, int32_t, struct halide_buffer_t*);
 #define HATTN_ARGS_topk_ffn "x,w1,w2t,topk,y"
@@ -46,6 +51,13 @@ typedef int (*hattn_loki_fn)(const void*, struct halide_buffer_t*, struct halide
                              struct halide_buffer_t*, float, int32_t, int32_t,
                              struct halide_buffer_t*);
 #define HATTN_ARGS_loki "q,k,k_lead,v,basis,scale,rank,topk,out"
+typedef int (*hattn_loki_paged_fn)(const void*, struct halide_buffer_t*, struct halide_buffer_t*,
+                                   struct halide_buffer_t*, struct halide_buffer_t*,
+                                   struct halide_buffer_t*, struct halide_buffer_t*,
+                                   struct halide_buffer_t*, float, int32_t, int32_t,
+                                   struct halide_buffer_t*);
+#define HATTN_ARGS_loki_paged \
+  "q,k_pages,lead_pages,v_pages,page_table,lengths,basis,scale,rank,topk,out"
 typedef int (*hattn_el_fn)(const void*, struct halide_buffer_t*, struct halide_buffer_t*,
                            struct halide_buffer_t*, struct halide_buffer_t*,
                            struct halide_buffer_t*, struct halide_buffer_t*, int32_t, int32_t, bool,
@@ -67,7 +79,14 @@ typedef int (*hattn_sparsek_mask_fn)(const void*, struct halide_buffer_t*, struc
 // Every variant with a signature above: X(variant) each (runtime/src/dispatch.h ties each
 // signature to its variant's name with it).
 #define HATTN_KERNEL_VARIANTS(X) \
-  X(dense) X(dense_paged) X(topk) X(topk_ffn) X(loki) X(el) X(linear) X(sparsek) X(sparsek_mask)
+  X(dense)                       \
+  X(dense_paged)                 \
+  X(topk)                        \
+  X(topk_paged)                  \
+  X(topk_ffn)                    \
+  X(loki)                        \
+  X(loki_paged)                  \
+  X(el) X(linear) X(sparsek) X(sparsek_mask)
 
 // One generated kernel: the manifest's fields and the kernel's entry point (cast back to the
 // variant's signature above by runtime/src/dispatch.h before it is called).
