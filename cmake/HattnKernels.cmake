@@ -71,7 +71,8 @@ set(HATTN_CUDA_TARGETS "x86-64-linux-cuda-cuda_capability_80"
 #   phases     prefill,decode | prefill | decode | -    (-: one kernel for every Lq)
 #   masks      0,1 | 0 | 1 | -                           (1: causal; -: the mask is a run-time argument)
 #   lse        0,1 | 0 | 1 | -                           (1: also returns the log-sum-exp)
-#   dims       each (every head dim asked, 0 = any D) | generic (the any-D kernel, when asked) | -
+#   dims       each (every head dim asked, 0 = any D) | generic (the any-D kernel, when asked) |
+#              fixed (the compiled-in head dims asked, not the any-D one) | -
 #   dtypes     optional: the form's kernels only for these of the variant's DTYPES (f32,bf16);
 #              without it, every dtype the variant declares
 # Each axis that is not - is a generator parameter and a part of the kernel's name, which is its
@@ -107,7 +108,7 @@ function(hattn_declare_variant variant)
     endif ()
   endforeach ()
   foreach (form IN LISTS D_CPU D_CUDA)
-    if (NOT form MATCHES "^[a-z_]+/(prefill,decode|prefill|decode|-)/(0,1|0|1|-)/(0,1|0|1|-)/(each|generic|-)(/[a-z0-9]+(,[a-z0-9]+)*)?$")
+    if (NOT form MATCHES "^[a-z_]+/(prefill,decode|prefill|decode|-)/(0,1|0|1|-)/(0,1|0|1|-)/(each|generic|fixed|-)(/[a-z0-9]+(,[a-z0-9]+)*)?$")
       message(FATAL_ERROR "hattn_declare_variant(${variant}): bad form '${form}' "
                           "(<generator>/<phases>/<masks>/<lse>/<dims>[/<dtypes>])")
     endif ()
@@ -140,11 +141,13 @@ hattn_declare_variant(dense HEAD_DIMS 64 128 0 DTYPES f32 bf16 f16 bf16kv f16kv
 # build within its 10 minutes (the specialized ones would be 8 more kernels of about 15 s each
 # per dtype; prefill is compute-bound on its scores either way).
 # topk_paged: decode over a batch of paged KV caches (paged_topk_attention), the topk decode
-# stages with keys read through a page table; generic D only (a paged decode is bound by its
-# K reads either way, and 12 more specialized kernels would cost the default build a minute).
+# stages with keys read through a page table, for the compiled-in head dims only: a generic-D
+# decode is 1.8-2.6x slower than the d128 one (contiguous, batch of 32, bf16 and fp32), and any
+# other D gathers each sequence's pages for the contiguous generic kernel, costing about what a
+# generic paged kernel would.
 hattn_declare_variant(topk HEAD_DIMS 64 128 0 DTYPES f32 bf16 f16
   CPU topk/prefill/0,1/-/each/f32 topk/prefill/0,1/-/generic/bf16,f16 topk/decode/0,1/-/each
-      topk_paged/decode/0,1/-/generic)
+      topk_paged/decode/0,1/-/fixed)
 # The FFN has no head dim, phase or mask: one kernel per dtype (bf16 or f16 weights halve the
 # bytes of each token's selected rows).
 hattn_declare_variant(topk_ffn DTYPES f32 bf16 f16 CPU topk_ffn/-/-/-/-)
@@ -153,9 +156,9 @@ hattn_declare_variant(topk_ffn DTYPES f32 bf16 f16 CPU topk_ffn/-/-/-/-)
 # when the generic kernel is asked for. Every dtype (a 16-bit rotated cache and leading-channel
 # copy, read widened to fp32; the basis stays fp32). loki_paged: decode over a batch of paged
 # caches (paged_loki_attention: rotated keys, leading channels and values in the pool's pages),
-# generic D only, as topk_paged.
+# compiled-in head dims only, as topk_paged.
 hattn_declare_variant(loki HEAD_DIMS 128 0 DTYPES f32 bf16 f16
-  CPU loki/decode/0,1/-/each loki/prefill/0,1/-/generic loki_paged/decode/0,1/-/generic)
+  CPU loki/decode/0,1/-/each loki/prefill/0,1/-/generic loki_paged/decode/0,1/-/fixed)
 # EL-attention (phase and mask at run time, any Dm) and the linear layer it and the standard
 # multi-head path are built from; each in fp32, and over bf16 or f16 weights and memory with fp32
 # activations (bf16kv, f16kv: the queries, the per-head outputs and the projections stay fp32).
@@ -328,6 +331,9 @@ function(hattn_add_variant_kernels)
     string(REPLACE "," ";" lses "${lses}")
     if (dims STREQUAL "each")
       set(dims ${V_HEAD_DIMS})
+    elseif (dims STREQUAL "fixed")
+      set(dims ${V_HEAD_DIMS})
+      list(REMOVE_ITEM dims 0)
     elseif (dims STREQUAL "generic")
       set(dims "")
       if (0 IN_LIST V_HEAD_DIMS)

@@ -571,20 +571,33 @@ Store restore(DType t, const std::vector<float>& values) {
   return s;
 }
 
+// Whether this program has a paged decode kernel of `variant` for head dim d (else the call
+// gathers).
+bool has_paged_kernel(const std::string& variant, int64_t d) {
+  for (const hattn::KernelInfo& k : hattn::list_kernels()) {
+    if (k.variant == variant && (k.head_dim == d || k.head_dim == 0)) return true;
+  }
+  return false;
+}
+
 TEST(PagedSelected, TopkAndLokiMatchGatheredReference) {
-  const int64_t hq = 8, hkv = 2, dim = 80, page = 16, topk = 9, rank = 20;
+  const int64_t hq = 8, hkv = 2, page = 16, topk = 9, rank = 20;
   const std::vector<int32_t> lengths = {300, 0, 1, 16, 77, 5};
   std::set<std::string> used;
   for (DType t : {DType::f32, DType::bf16, DType::f16}) {
-    for (int form = 0; form < 16; ++form) {
+    for (int form = 0; form < 48; ++form) {
       const bool causal = form & 1, loki = form & 2, lead = form & 4, prefill = form & 8;
+      // The specialized head dims (paged kernels in hattn's build) and one without (gathered).
+      const int64_t dim = (form >> 4) == 0 ? 128 : (form >> 4) == 1 ? 64 : 80;
       if (lead && !loki) continue;
       // Decode (the paged kernels) and prefill against the cache (gathered, then the contiguous
       // call).
       const int64_t lq = prefill ? 12 : causal ? 3 : 1;
+      const bool paged_kernel =
+          !prefill && has_paged_kernel(loki ? "loki_paged" : "topk_paged", dim);
       const std::string name = std::string(hattn::to_string(t)) + (loki ? "_loki" : "_topk") +
                                (lead ? "_lead" : "") + (causal ? "_causal" : "") + "_lq" +
-                               std::to_string(lq);
+                               std::to_string(lq) + "_d" + std::to_string(dim);
       SCOPED_TRACE(name);
       TestRng rng(name);
       SCOPED_TRACE(rng.description());
@@ -636,9 +649,11 @@ TEST(PagedSelected, TopkAndLokiMatchGatheredReference) {
       }
       ASSERT_TRUE(st.ok()) << hattn::to_string(st.code) << ": " << st.message;
       used.insert(d.kernel);
-      const std::string kind =
-          std::string(loki ? "loki" : "topk") + (prefill ? "_prefill" : "_paged_decode");
+      const std::string kind = std::string(loki ? "loki" : "topk") + (paged_kernel ? "_paged_decode"
+                                                                      : prefill    ? "_prefill"
+                                                                                   : "_decode");
       EXPECT_EQ(d.kernel.rfind(kind, 0), 0u) << d.kernel;
+      EXPECT_EQ(d.reason.find("gathered") == std::string::npos, paged_kernel) << d.reason;
       EXPECT_TRUE(p.k.bytes() == k_before && p.v.bytes() == v_before) << "the cache was written";
 
       for (int64_t b = 0; b < batch; ++b) {
@@ -684,11 +699,13 @@ TEST(PagedSelected, TopkAndLokiMatchGatheredReference) {
         const std::vector<int64_t> cs = {1, hq, lq, dim}, cst = {hq * lq * dim, lq * dim, dim, 1};
         const std::vector<int64_t> ks = {1, hkv, len, dim},
                                    kst = {hkv * len * dim, len * dim, dim, 1};
-        // (Prefill: the contiguous call's own choice, which the gathered call makes too.)
-        const std::string twin = prefill ? std::string()
-                                         : std::string(loki ? "loki" : "topk") + "_decode_" +
-                                               (causal ? "causal" : "noncausal") + "_dany_" +
-                                               hattn::to_string(t) + "_" + cpu_family();
+        // The paged kernel's contiguous twin (its head dim's decode kernel); gathered: the
+        // contiguous call's own choice, which the gathered call made too.
+        const std::string twin = !paged_kernel ? std::string()
+                                               : std::string(loki ? "loki" : "topk") + "_decode_" +
+                                                     (causal ? "causal" : "noncausal") + "_d" +
+                                                     std::to_string(dim) + "_" +
+                                                     hattn::to_string(t) + "_" + cpu_family();
         hattn::Status sc;
         if (loki) {
           std::vector<float> lead_c;

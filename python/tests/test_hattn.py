@@ -336,7 +336,7 @@ def test_paged_append_and_attention(rng):
 def test_paged_topk_and_loki_equal_the_gathered_calls(rng):
     # Each sequence's pages gathered by numpy: the contiguous call on them (the same generic-D
     # kernel math) writes the same bits as the paged call.
-    page, d, lengths = 4, 16, np.array([9, 3, 1])
+    page, d, lengths = 4, 64, np.array([9, 3, 1])  # D = 64: a paged top-k kernel in the build
     table = np.array([[5, 0, 2], [1, 7, 7], [4, 7, 7]], np.int32)
     k_pages, v_pages = randn(rng, 8, 2, page, d), randn(rng, 8, 2, page, d)
     q = randn(rng, 3, 4, 1, d)
@@ -344,7 +344,7 @@ def test_paged_topk_and_loki_equal_the_gathered_calls(rng):
     topk = hattn.paged_topk_attention(q, k_pages, v_pages, table, lengths, 4)
     assert "topk_paged_decode_" in hattn.last_dispatch().kernel
     loki = hattn.paged_loki_attention(q, k_pages, v_pages, table, lengths, basis, rank=5, top_k=4)
-    assert "loki_paged_decode_" in hattn.last_dispatch().kernel
+    assert "gathered" in hattn.last_dispatch().reason  # no paged Loki kernel at D = 64
     for b in range(3):
         n = int(lengths[b])
         rows = [table[b, t // page] for t in range(n)]

@@ -149,9 +149,22 @@ Status paged_loki_attention(const TensorView& q, const PagedKvCache& cache, cons
     if (s.ok()) s = check_finite(basis, "basis");
     if (!s.ok()) return s;
   }
+  // The paged decode kernel where one takes the call; else (prefill, a head dim without a paged
+  // kernel, a contiguous kernel forced) each sequence's pages (and leading channels) gathered for
+  // loki_attention.
+  Kernel<hattn_loki_paged_fn> kernel;
+  std::string reason, gather_why;
   if (shape.lq > kDecodeMaxLq) {
-    // Prefill against the cache: each sequence's pages (and leading channels) gathered, then
-    // loki_attention.
+    gather_why = "Lq > " + std::to_string(kDecodeMaxLq);
+  } else {
+    s = choose_kernel(attention_request(shape, options.causal, options.kernel), &kernel, &reason);
+    if (!s.ok() &&
+        (s.code != StatusCode::unsupported || options.kernel.rfind("loki_paged", 0) == 0)) {
+      return s;
+    }
+    if (!s.ok()) gather_why = "no loki_paged kernel takes the call";
+  }
+  if (!gather_why.empty()) {
     LokiOptions o = options;
     o.check_finite = false;  // checked above, for the whole batch
     o.check_basis = false;   // likewise
@@ -164,17 +177,13 @@ Status paged_loki_attention(const TensorView& q, const PagedKvCache& cache, cons
                           ob.k_lead = g.size() > 2 ? &g[2] : nullptr;
                           Status r = loki_attention(q_b, g[0], g[1], basis, out_b, ob, chosen);
                           if (r.ok() && chosen != nullptr) {
-                            chosen->reason = "Lq > " + std::to_string(kDecodeMaxLq) +
+                            chosen->reason = gather_why +
                                              ": each sequence's pages gathered, then " +
                                              chosen->reason;
                           }
                           return r;
                         });
   }
-  Kernel<hattn_loki_paged_fn> kernel;
-  std::string reason;
-  s = choose_kernel(attention_request(shape, options.causal, options.kernel), &kernel, &reason);
-  if (!s.ok()) return s;
   reason += "; r=" + std::to_string(rank) + " of D=" + std::to_string(shape.head_dim) +
             ", per sequence k=" +
             (options.k != 0 ? std::to_string(options.k)

@@ -55,8 +55,21 @@ Status paged_topk_attention(const TensorView& q, const PagedKvCache& cache, cons
     s = check_finite_paged(q, cache);
     if (!s.ok()) return s;
   }
+  // The paged decode kernel where one takes the call; else (prefill, a head dim without a paged
+  // kernel, a contiguous kernel forced) each sequence's pages gathered for topk_attention.
+  Kernel<hattn_topk_paged_fn> kernel;
+  std::string reason, gather_why;
   if (shape.lq > kDecodeMaxLq) {
-    // Prefill against the cache: each sequence's pages gathered, then topk_attention.
+    gather_why = "Lq > " + std::to_string(kDecodeMaxLq);
+  } else {
+    s = choose_kernel(attention_request(shape, options.causal, options.kernel), &kernel, &reason);
+    if (!s.ok() &&
+        (s.code != StatusCode::unsupported || options.kernel.rfind("topk_paged", 0) == 0)) {
+      return s;
+    }
+    if (!s.ok()) gather_why = "no topk_paged kernel takes the call";
+  }
+  if (!gather_why.empty()) {
     TopkOptions o = options;
     o.check_finite = false;  // checked above, for the whole batch
     return run_gathered(q, cache, {&cache.k_pages, &cache.v_pages}, out,
@@ -64,17 +77,13 @@ Status paged_topk_attention(const TensorView& q, const PagedKvCache& cache, cons
                             const TensorView& out_b) {
                           Status r = topk_attention(q_b, kv[0], kv[1], out_b, o, chosen);
                           if (r.ok() && chosen != nullptr) {
-                            chosen->reason = "Lq > " + std::to_string(kDecodeMaxLq) +
+                            chosen->reason = gather_why +
                                              ": each sequence's pages gathered, then " +
                                              chosen->reason;
                           }
                           return r;
                         });
   }
-  Kernel<hattn_topk_paged_fn> kernel;
-  std::string reason;
-  s = choose_kernel(attention_request(shape, options.causal, options.kernel), &kernel, &reason);
-  if (!s.ok()) return s;
   reason += "; per sequence k=" + std::to_string(options.k) + ", clamped to its length";
   if (chosen != nullptr) *chosen = Dispatch{kernel.name(), reason, 1};
   // A call per sequence over its own pages (the table's row cut to the pages its length reaches):

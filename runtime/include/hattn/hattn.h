@@ -199,10 +199,11 @@ Status topk_attention(const TensorView& q, const TensorView& k, const TensorView
 // topk_attention() of q [B, Hq, Lq, D] over each sequence's cached tokens in pages (PagedKvCache,
 // as paged_attention): sequence b's out equals topk_attention() over the first lengths[b] tokens
 // of its pages gathered into [1, Hkv, lengths[b], D], causal aligned bottom-right per sequence, k
-// clamped to its length (a sequence of 0 tokens outputs zeros). Lq <= decode_threshold(): one
-// decode kernel per sequence reads its pages in place (GQA: each kv head's pages once for its
-// query heads); longer Lq gathers each sequence's pages and runs topk_attention(). Refusals as
-// paged_attention; a refused call writes nothing.
+// clamped to its length (a sequence of 0 tokens outputs zeros). Lq <= decode_threshold() at a
+// head dim with a paged kernel (hattn's build: 64 and 128): one decode kernel per sequence reads
+// its pages in place (GQA: each kv head's pages once for its query heads); otherwise each
+// sequence's pages are gathered for topk_attention(). Refusals as paged_attention; a refused
+// call writes nothing.
 Status paged_topk_attention(const TensorView& q, const PagedKvCache& cache, const TensorView& out,
                             const TopkOptions& options, Dispatch* chosen = nullptr);
 
@@ -262,9 +263,9 @@ Status loki_attention(const TensorView& q, const TensorView& k_rot, const Tensor
 // in the same pool's pages and slots, [P, Hkv, S, R] (r <= R <= D, innermost stride 1). Sequence
 // b's out equals loki_attention() over its first lengths[b] tokens gathered, with k (or
 // k_fraction x lengths[b]) clamped to its length; a sequence of 0 tokens outputs zeros.
-// Lq <= decode_threshold(): one decode kernel per sequence reads its pages in place; longer Lq
-// gathers each sequence's pages and runs loki_attention(). check_finite covers q, the keys and
-// values a length reaches and the basis.
+// Lq <= decode_threshold() at a head dim with a paged kernel (hattn's build: 128): one decode
+// kernel per sequence reads its pages in place; otherwise each sequence's pages are gathered for
+// loki_attention(). check_finite covers q, the keys and values a length reaches and the basis.
 Status paged_loki_attention(const TensorView& q, const PagedKvCache& cache, const TensorView& basis,
                             const TensorView& out, const LokiOptions& options,
                             Dispatch* chosen = nullptr);
