@@ -125,6 +125,13 @@ struct PageTable {
   Halide::Expr pages_per_seq, page, num_pages;
 };
 
+// The page table of a paged generator's inputs: its table (p, b) and a page buffer of the pool
+// (c, slot, hk, page).
+template <typename Table, typename Pages>
+PageTable page_table_of(const Table& table, const Pages& pages) {
+  return {table, table.dim(0).extent(), pages.dim(1).extent(), pages.dim(3).extent()};
+}
+
 // The rows of a paged cache `pages` (c, slot, hk, page), [pages, Hkv, page, C] as the runtime
 // describes it (any strides), as a (c, j, hk, b) Func: sequence b's row j lives in page
 // table(j / page, b), slot j % page. The runtime checks every page index a length reaches; the
@@ -159,6 +166,10 @@ constexpr int kEstimateCache = 32768;
 constexpr int kEstimateKeepOneIn = 8;
 constexpr int kEstimateFfnRatio = 4;
 
+// A paged cache's estimates: the decode shape's keys of one sequence in pages of kEstimatePage
+// tokens; page_region is a page buffer's ([pages, Hkv, page, channels]).
+constexpr int kEstimatePage = 16;
+
 // The attention shape of a phase.
 struct EstimateShape {
   int d, lq, lk;
@@ -185,6 +196,14 @@ struct EstimateModel {
 inline EstimateModel estimate_model() {
   constexpr int dm = kEstimateHeads * kEstimateHeadDim;
   return {dm, kEstimateFfnRatio * dm, kEstimatePrompt};
+}
+inline Halide::Region page_region(const EstimateShape& e, int channels) {
+  return {{0, channels}, {0, kEstimatePage}, {0, e.heads}, {0, e.lk / kEstimatePage}};
+}
+template <typename Table, typename Lengths>
+void set_page_table_estimates(Table& table, Lengths& lengths, const EstimateShape& e) {
+  table.set_estimates({{0, e.lk / kEstimatePage}, {0, 1}});
+  lengths.set_estimates({{0, 1}});
 }
 // The region of a [D, L, H, B] tensor of one batch.
 inline Halide::Region attention_region(int d, int len, int heads) {

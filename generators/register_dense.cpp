@@ -184,8 +184,7 @@ class DensePagedGenerator : public Generator<DensePagedGenerator> {
     ScheduleContext ctx{get_target(), head_dim, true, true,
                         read_tunables(get_target(), tables, key, tunables)};
 
-    const PageTable pt{page_table, page_table.dim(0).extent(), k_pages.dim(1).extent(),
-                       k_pages.dim(3).extent()};
+    const PageTable pt = page_table_of(page_table, k_pages);
     Func k_raw = paged_rows(k_pages, pt, "k_paged"), v_raw = paged_rows(v_pages, pt, "v_paged");
 
     DenseInputs in;
@@ -215,14 +214,9 @@ class DensePagedGenerator : public Generator<DensePagedGenerator> {
     constrain_head_dim(q, k_pages, v_pages, out, lse, head_dim);
 
     const EstimateShape e = estimate_shape(head_dim, KernelPhase::decode);
-    constexpr int kPage = 16;
-    const int seq_pages = e.lk / kPage;
     q.set_estimates(attention_region(e.d, e.lq, e.heads));
-    for (auto* p : {&k_pages, &v_pages}) {
-      p->set_estimates({{0, e.d}, {0, kPage}, {0, e.heads}, {0, seq_pages}});
-    }
-    page_table.set_estimates({{0, seq_pages}, {0, 1}});
-    lengths.set_estimates({{0, 1}});
+    for (auto* p : {&k_pages, &v_pages}) p->set_estimates(page_region(e, e.d));
+    set_page_table_estimates(page_table, lengths, e);
     scale.set_estimate(e.scale);
     splits.set_estimate(4);
     out.set_estimates(attention_region(e.d, e.lq, e.heads));

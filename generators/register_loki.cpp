@@ -14,6 +14,32 @@ namespace {
 
 using namespace Halide;
 
+// What both Loki generators give the algorithm: q (d, i, h, b), the rotated keys, their leading
+// channels and the values (c, j, hk, b) as stored, lk keys of kv_heads heads, the basis.
+template <typename Q>
+LokiInputs loki_inputs(const Q& q, const Func& k, const Func& k_lead, const Func& v,
+                       const Func& basis, const Expr& lk, const Expr& kv_heads, const Expr& scale,
+                       const Expr& rank, const Expr& topk, bool causal, const Type& dtype,
+                       int head_dim) {
+  LokiInputs in;
+  in.q = as_f32(q);
+  in.k = as_f32(k);
+  in.k_lead = as_f32(k_lead);
+  in.v = as_f32(v);
+  in.basis = basis;
+  in.out_type = dtype;
+  in.head_dim = head_dim_expr(head_dim, q.dim(0).extent());
+  in.lq = q.dim(1).extent();
+  in.lk = lk;
+  in.q_heads = q.dim(2).extent();
+  in.kv_heads = kv_heads;
+  in.scale = scale;
+  in.rank = clamp(rank, 1, in.head_dim);
+  in.topk = max(topk, 1);
+  in.causal = causal;
+  return in;
+}
+
 class LokiAttentionGenerator : public Generator<LokiAttentionGenerator> {
  public:
   GeneratorParam<KernelPhase> phase{"phase", KernelPhase::decode, phase_names()};
@@ -45,22 +71,8 @@ class LokiAttentionGenerator : public Generator<LokiAttentionGenerator> {
                         read_cpu_tunables(get_target(), tables, key, tunables)};
 
     const Expr d = head_dim_expr(head_dim, q.dim(0).extent());
-    LokiInputs in;
-    in.q = as_f32(q);
-    in.k = as_f32(k);
-    in.k_lead = as_f32(k_lead);
-    in.v = as_f32(v);
-    in.basis = basis;
-    in.out_type = dtype;
-    in.head_dim = d;
-    in.lq = q.dim(1).extent();
-    in.lk = k.dim(1).extent();
-    in.q_heads = q.dim(2).extent();
-    in.kv_heads = k.dim(2).extent();
-    in.scale = scale;
-    in.rank = clamp(rank, 1, d);
-    in.topk = max(topk, 1);
-    in.causal = causal;
+    LokiInputs in = loki_inputs(q, k, k_lead, v, basis, k.dim(1).extent(), k.dim(2).extent(), scale,
+                                rank, topk, causal, dtype, head_dim);
     LokiStages st = loki_attention(in);
     out = st.att.out;
 
@@ -119,26 +131,13 @@ class LokiPagedGenerator : public Generator<LokiPagedGenerator> {
     TableKey key{"loki", "decode", head_dim_name(head_dim), mask_name(causal), dtype_name(dtype)};
     ScheduleContext ctx{get_target(), head_dim, true, false,
                         read_cpu_tunables(get_target(), tables, key, tunables)};
-    const PageTable pt{page_table, page_table.dim(0).extent(), k_pages.dim(1).extent(),
-                       k_pages.dim(3).extent()};
+    const PageTable pt = page_table_of(page_table, k_pages);
     const Expr d = head_dim_expr(head_dim, q.dim(0).extent());
-    LokiInputs in;
-    in.q = as_f32(q);
-    in.k = as_f32(paged_rows(k_pages, pt, "k_paged"));
-    in.k_lead = as_f32(paged_rows(lead_pages, pt, "lead_paged"));
-    in.v = as_f32(paged_rows(v_pages, pt, "v_paged"));
-    in.basis = basis;
-    in.out_type = dtype;
-    in.head_dim = d;
-    in.lq = q.dim(1).extent();
-    in.lk = pt.pages_per_seq * pt.page;
+    LokiInputs in =
+        loki_inputs(q, paged_rows(k_pages, pt, "k_paged"), paged_rows(lead_pages, pt, "lead_paged"),
+                    paged_rows(v_pages, pt, "v_paged"), basis, pt.pages_per_seq * pt.page,
+                    k_pages.dim(2).extent(), scale, rank, topk, causal, dtype, head_dim);
     in.key_lengths = lengths;
-    in.q_heads = q.dim(2).extent();
-    in.kv_heads = k_pages.dim(2).extent();
-    in.scale = scale;
-    in.rank = clamp(rank, 1, d);
-    in.topk = max(topk, 1);
-    in.causal = causal;
     LokiStages st = loki_attention(in);
     out = st.att.out;
 
@@ -150,15 +149,10 @@ class LokiPagedGenerator : public Generator<LokiPagedGenerator> {
 
     const EstimateShape e = estimate_shape(head_dim, KernelPhase::decode);
     const int rank_estimate = e.d / 4;
-    constexpr int kPage = 16;
-    const int seq_pages = e.lk / kPage;
     q.set_estimates(attention_region(e.d, e.lq, e.heads));
-    for (auto* p : {&k_pages, &v_pages}) {
-      p->set_estimates({{0, e.d}, {0, kPage}, {0, e.heads}, {0, seq_pages}});
-    }
-    lead_pages.set_estimates({{0, rank_estimate}, {0, kPage}, {0, e.heads}, {0, seq_pages}});
-    page_table.set_estimates({{0, seq_pages}, {0, 1}});
-    lengths.set_estimates({{0, 1}});
+    for (auto* p : {&k_pages, &v_pages}) p->set_estimates(page_region(e, e.d));
+    lead_pages.set_estimates(page_region(e, rank_estimate));
+    set_page_table_estimates(page_table, lengths, e);
     basis.set_estimates({{0, e.d}, {0, e.d}, {0, e.heads}});
     scale.set_estimate(e.scale);
     rank.set_estimate(rank_estimate);

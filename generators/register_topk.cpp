@@ -14,6 +14,30 @@ namespace {
 
 using namespace Halide;
 
+// What both top-k attention generators give the algorithm: q (d, i, h, b) and the keys and values
+// k, v (d, j, hk, b) as stored, lk keys of kv_heads heads.
+template <typename Q>
+TopkInputs topk_inputs(const Q& q, const Func& k, const Func& v, const Expr& lk,
+                       const Expr& kv_heads, const Expr& scale, const Expr& topk, bool causal,
+                       const Type& dtype, int head_dim) {
+  TopkInputs in;
+  in.q = as_f32(q);
+  in.k = as_f32(k);
+  in.v = as_f32(v);
+  in.q_raw = q;
+  in.k_raw = k;
+  in.out_type = dtype;
+  in.head_dim = head_dim_expr(head_dim, q.dim(0).extent());
+  in.lq = q.dim(1).extent();
+  in.lk = lk;
+  in.q_heads = q.dim(2).extent();
+  in.kv_heads = kv_heads;
+  in.scale = scale;
+  in.topk = max(topk, 1);
+  in.causal = causal;
+  return in;
+}
+
 class TopkAttentionGenerator : public Generator<TopkAttentionGenerator> {
  public:
   GeneratorParam<KernelPhase> phase{"phase", KernelPhase::prefill, phase_names()};
@@ -40,22 +64,9 @@ class TopkAttentionGenerator : public Generator<TopkAttentionGenerator> {
                  dtype_name(dtype)};
     ScheduleContext ctx{get_target(), head_dim, decode, false,
                         read_cpu_tunables(get_target(), tables, key, tunables)};
-    TopkInputs in;
-    in.q = as_f32(q);
-    in.k = as_f32(k);
-    in.v = as_f32(v);
-    in.q_raw = q;
-    in.k_raw = k;
+    TopkInputs in = topk_inputs(q, k, v, k.dim(1).extent(), k.dim(2).extent(), scale, topk, causal,
+                                dtype, head_dim);
     in.pair_dot = !decode && bf16_pair_products(dtype, get_target());
-    in.out_type = dtype;
-    in.head_dim = head_dim_expr(head_dim, q.dim(0).extent());
-    in.lq = q.dim(1).extent();
-    in.lk = k.dim(1).extent();
-    in.q_heads = q.dim(2).extent();
-    in.kv_heads = k.dim(2).extent();
-    in.scale = scale;
-    in.topk = max(topk, 1);
-    in.causal = causal;
     TopkStages st = topk_attention(in);
     out = st.att.out;
 
@@ -108,25 +119,11 @@ class TopkPagedGenerator : public Generator<TopkPagedGenerator> {
     TableKey key{"topk", "decode", head_dim_name(head_dim), mask_name(causal), dtype_name(dtype)};
     ScheduleContext ctx{get_target(), head_dim, true, false,
                         read_cpu_tunables(get_target(), tables, key, tunables)};
-    const PageTable pt{page_table, page_table.dim(0).extent(), k_pages.dim(1).extent(),
-                       k_pages.dim(3).extent()};
+    const PageTable pt = page_table_of(page_table, k_pages);
     Func k_raw = paged_rows(k_pages, pt, "k_paged"), v_raw = paged_rows(v_pages, pt, "v_paged");
-    TopkInputs in;
-    in.q = as_f32(q);
-    in.k = as_f32(k_raw);
-    in.v = as_f32(v_raw);
-    in.q_raw = q;
-    in.k_raw = k_raw;
-    in.out_type = dtype;
-    in.head_dim = head_dim_expr(head_dim, q.dim(0).extent());
-    in.lq = q.dim(1).extent();
-    in.lk = pt.pages_per_seq * pt.page;
+    TopkInputs in = topk_inputs(q, k_raw, v_raw, pt.pages_per_seq * pt.page,
+                                k_pages.dim(2).extent(), scale, topk, causal, dtype, head_dim);
     in.key_lengths = lengths;
-    in.q_heads = q.dim(2).extent();
-    in.kv_heads = k_pages.dim(2).extent();
-    in.scale = scale;
-    in.topk = max(topk, 1);
-    in.causal = causal;
     TopkStages st = topk_attention(in);
     out = st.att.out;
 
@@ -139,14 +136,9 @@ class TopkPagedGenerator : public Generator<TopkPagedGenerator> {
     out.dim(0).set_bounds(0, d);
 
     const EstimateShape e = estimate_shape(head_dim, KernelPhase::decode);
-    constexpr int kPage = 16;
-    const int seq_pages = e.lk / kPage;
     q.set_estimates(attention_region(e.d, e.lq, e.heads));
-    for (auto* p : {&k_pages, &v_pages}) {
-      p->set_estimates({{0, e.d}, {0, kPage}, {0, e.heads}, {0, seq_pages}});
-    }
-    page_table.set_estimates({{0, seq_pages}, {0, 1}});
-    lengths.set_estimates({{0, 1}});
+    for (auto* p : {&k_pages, &v_pages}) p->set_estimates(page_region(e, e.d));
+    set_page_table_estimates(page_table, lengths, e);
     scale.set_estimate(e.scale);
     topk.set_estimate(e.topk);
     out.set_estimates(attention_region(e.d, e.lq, e.heads));

@@ -131,6 +131,20 @@ struct OnePagePerSequence {
   }
 };
 
+// A Loki call's options from the knobs; t[5], when given, is k_lead.
+hattn::LokiOptions loki_options(const std::vector<TensorView>& t, const Knobs& k) {
+  hattn::LokiOptions o;
+  o.rank = k.rank;
+  o.rank_fraction = k.rank_fraction;
+  o.k = k.k;
+  o.k_fraction = k.k_fraction;
+  o.causal = k.causal;
+  set_common(k, &o);
+  o.check_basis = k.check_basis;
+  if (t.size() > 5) o.k_lead = &t[5];
+  return o;
+}
+
 hattn::AttentionOptions dense_options(const std::vector<TensorView>& t, const Knobs& k) {
   hattn::AttentionOptions o;
   o.causal = k.causal;
@@ -585,16 +599,7 @@ std::vector<Variant> build() {
     return a;
   };
   loki.call = [](const std::vector<TensorView>& t, const Knobs& k, hattn::Dispatch* d) {
-    hattn::LokiOptions o;
-    o.rank = k.rank;
-    o.rank_fraction = k.rank_fraction;
-    o.k = k.k;
-    o.k_fraction = k.k_fraction;
-    o.causal = k.causal;
-    set_common(k, &o);
-    o.check_basis = k.check_basis;
-    if (t.size() > 5) o.k_lead = &t[5];
-    return hattn::loki_attention(t[0], t[1], t[2], t[3], t[4], o, d);
+    return hattn::loki_attention(t[0], t[1], t[2], t[3], t[4], loki_options(t, k), d);
   };
   loki.reference = [](const CallTensors& t, const Dims& s, const Knobs& k, std::vector<double>* out,
                       std::vector<double>* gap) {
@@ -668,17 +673,8 @@ std::vector<Variant> build() {
   loki_paged.name = "loki_paged";
   loki_paged.roles = {"q", "k_pages", "v_pages", "basis", "out"};  // as its messages name them
   loki_paged.call = [](const std::vector<TensorView>& t, const Knobs& k, hattn::Dispatch* d) {
-    hattn::LokiOptions o;
-    o.rank = k.rank;
-    o.rank_fraction = k.rank_fraction;
-    o.k = k.k;
-    o.k_fraction = k.k_fraction;
-    o.causal = k.causal;
-    set_common(k, &o);
-    o.check_basis = k.check_basis;
-    if (t.size() > 5) o.k_lead = &t[5];
     OnePagePerSequence c(t[0], t[1], t[2]);
-    return hattn::paged_loki_attention(t[0], c.cache, t[3], t[4], o, d);
+    return hattn::paged_loki_attention(t[0], c.cache, t[3], t[4], loki_options(t, k), d);
   };
   v.push_back(loki_paged);
 

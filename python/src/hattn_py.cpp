@@ -185,31 +185,40 @@ NB_MODULE(_hattn, m) {
           });
         });
 
-  m.def("loki_attention",
-        [](In q, In k_rot, In v, In basis, Out out, int64_t rank, double rank_fraction, int64_t top,
-           double top_fraction, bool causal, double scale, bool check_basis, double basis_tolerance,
-           std::optional<In> k_lead, std::string kernel, bool check_finite) {
-          return run([&] {
-            hattn::LokiOptions o;
-            set_scaled(&o, scale, kernel, check_finite);
-            o.rank = rank;
-            o.rank_fraction = rank_fraction;
-            o.k = top;
-            o.k_fraction = top_fraction;
-            o.causal = causal;
-            o.check_basis = check_basis;
-            o.basis_tolerance = basis_tolerance;
-            const hattn::TensorView qv = view_of(q, "q"), kv = view_of(k_rot, "k_rot"),
-                                    vv = view_of(v, "v"), bv = view_of(basis, "basis"),
-                                    ov = view_of(out, "out");
-            hattn::TensorView lead = k_lead ? view_of(*k_lead, "k_lead") : hattn::TensorView{};
-            return [=](hattn::Dispatch* d) mutable {
-              hattn::LokiOptions opt = o;
-              if (lead.rank) opt.k_lead = &lead;
-              return hattn::loki_attention(qv, kv, vv, bv, ov, opt, d);
-            };
-          });
-        });
+  // LokiOptions from the Python arguments (k_lead set at the call).
+  const auto loki_options = [](int64_t rank, double rank_fraction, int64_t top, double top_fraction,
+                               bool causal, double scale, bool check_basis, double basis_tolerance,
+                               const std::string& kernel, bool check_finite) {
+    hattn::LokiOptions o;
+    set_scaled(&o, scale, kernel, check_finite);
+    o.rank = rank;
+    o.rank_fraction = rank_fraction;
+    o.k = top;
+    o.k_fraction = top_fraction;
+    o.causal = causal;
+    o.check_basis = check_basis;
+    o.basis_tolerance = basis_tolerance;
+    return o;
+  };
+  m.def("loki_attention", [=](In q, In k_rot, In v, In basis, Out out, int64_t rank,
+                              double rank_fraction, int64_t top, double top_fraction, bool causal,
+                              double scale, bool check_basis, double basis_tolerance,
+                              std::optional<In> k_lead, std::string kernel, bool check_finite) {
+    return run([&] {
+      const hattn::LokiOptions o =
+          loki_options(rank, rank_fraction, top, top_fraction, causal, scale, check_basis,
+                       basis_tolerance, kernel, check_finite);
+      const hattn::TensorView qv = view_of(q, "q"), kv = view_of(k_rot, "k_rot"),
+                              vv = view_of(v, "v"), bv = view_of(basis, "basis"),
+                              ov = view_of(out, "out");
+      hattn::TensorView lead = k_lead ? view_of(*k_lead, "k_lead") : hattn::TensorView{};
+      return [=](hattn::Dispatch* d) mutable {
+        hattn::LokiOptions opt = o;
+        if (lead.rank) opt.k_lead = &lead;
+        return hattn::loki_attention(qv, kv, vv, bv, ov, opt, d);
+      };
+    });
+  });
 
   m.def("loki_check_basis", [](In basis, double tolerance) {
     std::string worst;
@@ -422,15 +431,9 @@ NB_MODULE(_hattn, m) {
             double scale, bool check_basis, double basis_tolerance, std::optional<In> k_lead,
             std::string kernel, bool check_finite) {
           return run([&] {
-            hattn::LokiOptions o;
-            set_scaled(&o, scale, kernel, check_finite);
-            o.rank = rank;
-            o.rank_fraction = rank_fraction;
-            o.k = top;
-            o.k_fraction = top_fraction;
-            o.causal = causal;
-            o.check_basis = check_basis;
-            o.basis_tolerance = basis_tolerance;
+            const hattn::LokiOptions o =
+                loki_options(rank, rank_fraction, top, top_fraction, causal, scale, check_basis,
+                             basis_tolerance, kernel, check_finite);
             const hattn::PagedKvCache c = cache_of(k_pages, v_pages, page_table, lengths);
             const hattn::TensorView qv = view_of(q, "q"), bv = view_of(basis, "basis"),
                                     ov = view_of(out, "out");

@@ -132,11 +132,8 @@ Status check_loki_call(const TensorView& basis, const AttentionShape& shape, con
 
 Status paged_loki_attention(const TensorView& q, const PagedKvCache& cache, const TensorView& basis,
                             const TensorView& out, const LokiOptions& options, Dispatch* chosen) {
-  AttentionOptions checked;  // the paged checks of attention(): tensors, cache, scale, mask
-  static_cast<ScaledOptions&>(checked) = options;
-  checked.causal = options.causal;
   AttentionShape shape;
-  Status s = check_paged_call(q, cache, out, checked, &shape);
+  Status s = check_paged_call(q, cache, out, paged_options(options, options.causal), &shape);
   if (!s.ok()) return s;
   static const char* const kPagedLeadDims[4] = {"P", "Hkv", "S", "R"};
   int64_t rank = 0, k = 0;
@@ -154,34 +151,20 @@ Status paged_loki_attention(const TensorView& q, const PagedKvCache& cache, cons
   // loki_attention.
   Kernel<hattn_loki_paged_fn> kernel;
   std::string reason, gather_why;
-  if (shape.lq > kDecodeMaxLq) {
-    gather_why = "Lq > " + std::to_string(kDecodeMaxLq);
-  } else {
-    s = choose_kernel(attention_request(shape, options.causal, options.kernel), &kernel, &reason);
-    if (!s.ok() &&
-        (s.code != StatusCode::unsupported || options.kernel.rfind("loki_paged", 0) == 0)) {
-      return s;
-    }
-    if (!s.ok()) gather_why = "no loki_paged kernel takes the call";
-  }
+  s = choose_paged_kernel(shape, options.causal, options.kernel, &kernel, &reason, &gather_why);
+  if (!s.ok()) return s;
   if (!gather_why.empty()) {
     LokiOptions o = options;
     o.check_finite = false;  // checked above, for the whole batch
     o.check_basis = false;   // likewise
     std::vector<const TensorView*> pages = {&cache.k_pages, &cache.v_pages};
     if (options.k_lead != nullptr) pages.push_back(options.k_lead);
-    return run_gathered(q, cache, pages, out,
-                        [&](int64_t, const TensorView& q_b, const std::vector<TensorView>& g,
-                            const TensorView& out_b) {
+    return run_gathered(q, cache, pages, out, gather_why, chosen,
+                        [&](const TensorView& q_b, const std::vector<TensorView>& g,
+                            const TensorView& out_b, Dispatch* d) {
                           LokiOptions ob = o;
                           ob.k_lead = g.size() > 2 ? &g[2] : nullptr;
-                          Status r = loki_attention(q_b, g[0], g[1], basis, out_b, ob, chosen);
-                          if (r.ok() && chosen != nullptr) {
-                            chosen->reason = gather_why +
-                                             ": each sequence's pages gathered, then " +
-                                             chosen->reason;
-                          }
-                          return r;
+                          return loki_attention(q_b, g[0], g[1], basis, out_b, ob, d);
                         });
   }
   reason += "; r=" + std::to_string(rank) + " of D=" + std::to_string(shape.head_dim) +
@@ -190,31 +173,21 @@ Status paged_loki_attention(const TensorView& q, const PagedKvCache& cache, cons
                             : std::to_string(options.k_fraction) + " x its length") +
             ", clamped to its length";
   if (chosen != nullptr) *chosen = Dispatch{kernel.name(), reason, 1};
-  // A call per sequence over its own pages, as paged_topk_attention. Without a leading-channel
-  // copy the approximate scores read the rotated keys' own leading channels.
+  // Without a leading-channel copy the approximate scores read the rotated keys' own leading
+  // channels.
   const float scale = resolve_scale(options, shape.head_dim);
-  const int64_t page = cache.k_pages.shape[2];
   HalideBuffer kb(cache.k_pages), lb(options.k_lead ? *options.k_lead : cache.k_pages),
       vb(cache.v_pages), pb(basis);
-  for (int64_t b = 0; b < cache.batch; ++b) {
-    const int64_t len = cache.lengths[b];
-    const TensorView q_b = sequence_of(q, b), out_b = sequence_of(out, b);
-    if (len == 0) {
-      write_empty(out_b, nullptr);
-      continue;
-    }
-    int64_t k_b = 0;
-    s = resolve_k(options, len, &k_b);
-    if (!s.ok()) return s;
-    HalideBuffer qb(q_b), ob(out_b);
-    HalideBuffer table(const_cast<int32_t*>(cache.page_table + b * cache.pages_per_seq),
-                       {1, pages_for(len, page)});
-    HalideBuffer length(const_cast<int32_t*>(cache.lengths + b), {1});
-    s = kernel.call(qb, kb, lb, vb, table, length, pb, scale, static_cast<int32_t>(rank),
-                    static_cast<int32_t>(std::min(k_b, len)), ob);
-    if (!s.ok()) return Status{s.code, seq(b) + ": " + s.message};
-  }
-  return Status::success();
+  return run_per_sequence(q, cache, out,
+                          [&](HalideBuffer& qb, HalideBuffer& table, HalideBuffer& length,
+                              HalideBuffer& ob, int64_t len) {
+                            int64_t k_b = 0;
+                            Status r = resolve_k(options, len, &k_b);
+                            if (!r.ok()) return r;
+                            return kernel.call(qb, kb, lb, vb, table, length, pb, scale,
+                                               static_cast<int32_t>(rank),
+                                               static_cast<int32_t>(std::min(k_b, len)), ob);
+                          });
 }
 
 Status loki_attention(const TensorView& q, const TensorView& k_rot, const TensorView& v,

@@ -171,19 +171,44 @@ TensorView gather_pages(const PagedKvCache& c, const TensorView& pages, int64_t 
 
 Status run_gathered(const TensorView& q, const PagedKvCache& c,
                     const std::vector<const TensorView*>& pages, const TensorView& out,
-                    const GatheredCall& call) {
+                    const std::string& why, Dispatch* chosen, const GatheredCall& call) {
   std::vector<std::vector<char>> scratch(pages.size());
   std::vector<TensorView> gathered(pages.size());
+  Dispatch d;
   for (int64_t b = 0; b < c.batch; ++b) {
     if (c.lengths[b] == 0) continue;
     for (size_t n = 0; n < pages.size(); ++n) {
       gathered[n] = gather_pages(c, *pages[n], b, &scratch[n]);
     }
-    Status s = call(b, sequence_of(q, b), gathered, sequence_of(out, b));
+    Status s = call(sequence_of(q, b), gathered, sequence_of(out, b), &d);
     if (!s.ok()) return Status{s.code, seq(b) + ": " + s.message};
   }
   for (int64_t b = 0; b < c.batch; ++b) {
     if (c.lengths[b] == 0) write_empty(sequence_of(out, b), nullptr);
+  }
+  if (chosen != nullptr) {
+    *chosen = d;
+    chosen->reason = why + ": each sequence's pages gathered, then " + d.reason;
+  }
+  return Status::success();
+}
+
+Status run_per_sequence(const TensorView& q, const PagedKvCache& c, const TensorView& out,
+                        const PerSequenceCall& call) {
+  const int64_t page = c.k_pages.shape[2];
+  for (int64_t b = 0; b < c.batch; ++b) {
+    const int64_t len = c.lengths[b];
+    const TensorView q_b = sequence_of(q, b), out_b = sequence_of(out, b);
+    if (len == 0) {
+      write_empty(out_b, nullptr);
+      continue;
+    }
+    HalideBuffer qb(q_b), ob(out_b);
+    HalideBuffer table(const_cast<int32_t*>(c.page_table + b * c.pages_per_seq),
+                       {1, pages_for(len, page)});
+    HalideBuffer length(const_cast<int32_t*>(c.lengths + b), {1});
+    Status s = call(qb, table, length, ob, len);
+    if (!s.ok()) return Status{s.code, seq(b) + ": " + s.message};
   }
   return Status::success();
 }

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "dispatch.h"
+#include "halide_glue.h"
 #include "hattn/hattn.h"
 #include "validate.h"
 
@@ -30,16 +32,54 @@ Status check_paged_call(const TensorView& q, const PagedKvCache& cache, const Te
 TensorView gather_pages(const PagedKvCache& c, const TensorView& pages, int64_t b,
                         std::vector<char>* scratch);
 
-// Prefill over pages (Lq above the decode threshold) for the selecting variants: per sequence of
-// at least one token, each of `pages` gathered (gather_pages, in order), then `call` with its
-// q and out rows; the sequences of 0 tokens are written as zeros after every call ran, so a
-// refusal (the same for every sequence: validation came first) precedes any write.
+// The paged kernel of a selecting variant (topk_paged, loki_paged) for a validated call, or why
+// the call gathers instead ("Lq > 8", no paged kernel for its head dim, a contiguous kernel
+// forced): *gather_why empty when *kernel takes it. A forced paged kernel that cannot take the
+// call is refused, not gathered.
+template <typename Fn>
+Status choose_paged_kernel(const AttentionShape& shape, bool causal, const std::string& forced,
+                           Kernel<Fn>* kernel, std::string* reason, std::string* gather_why) {
+  gather_why->clear();
+  if (shape.lq > kDecodeMaxLq) {
+    *gather_why = "Lq > " + std::to_string(kDecodeMaxLq);
+    return Status::success();
+  }
+  const std::string variant = VariantOf<Fn>::name;
+  Status s = choose_kernel(attention_request(shape, causal, forced), kernel, reason);
+  if (s.ok() || s.code != StatusCode::unsupported || forced.rfind(variant, 0) == 0) return s;
+  *gather_why = "no " + variant + " kernel takes the call";
+  return Status::success();
+}
+
+// The gathered form of a paged call: per sequence of at least one token, each of `pages`
+// gathered (gather_pages, in order), then `call` (the contiguous variant) with its q and out
+// rows; *chosen's reason says why and what ran. The sequences of 0 tokens are written as zeros
+// after every call ran, so a refusal (the same for every sequence: validation came first)
+// precedes any write.
 using GatheredCall =
-    std::function<Status(int64_t b, const TensorView& q_b, const std::vector<TensorView>& gathered,
-                         const TensorView& out_b)>;
+    std::function<Status(const TensorView& q_b, const std::vector<TensorView>& gathered,
+                         const TensorView& out_b, Dispatch* chosen)>;
 Status run_gathered(const TensorView& q, const PagedKvCache& c,
                     const std::vector<const TensorView*>& pages, const TensorView& out,
-                    const GatheredCall& call);
+                    const std::string& why, Dispatch* chosen, const GatheredCall& call);
+
+// The paged form: per sequence, `call` with its q and out rows, its page-table row cut to the
+// pages its length reaches ([1, pages]) and its length ([1]) as buffers, so that a kernel scores
+// its own keys, not the longest sequence's; a sequence of 0 tokens is written as zeros.
+using PerSequenceCall =
+    std::function<Status(HalideBuffer& q_b, HalideBuffer& table, HalideBuffer& length,
+                         HalideBuffer& out_b, int64_t len)>;
+Status run_per_sequence(const TensorView& q, const PagedKvCache& c, const TensorView& out,
+                        const PerSequenceCall& call);
+
+// A selecting variant's options as check_paged_call reads them (its scale, mask, forced kernel
+// and finite check; no lse).
+inline AttentionOptions paged_options(const ScaledOptions& options, bool causal) {
+  AttentionOptions o;
+  static_cast<ScaledOptions&>(o) = options;
+  o.causal = causal;
+  return o;
+}
 
 // NaN or infinity in q or in any cached token a sequence's length reaches.
 Status check_finite_paged(const TensorView& q, const PagedKvCache& c);

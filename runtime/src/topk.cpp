@@ -43,11 +43,8 @@ Status topk_attention(const TensorView& q, const TensorView& k, const TensorView
 
 Status paged_topk_attention(const TensorView& q, const PagedKvCache& cache, const TensorView& out,
                             const TopkOptions& options, Dispatch* chosen) {
-  AttentionOptions checked;  // the paged checks of attention(): tensors, cache, scale, mask
-  static_cast<ScaledOptions&>(checked) = options;
-  checked.causal = options.causal;
   AttentionShape shape;
-  Status s = check_paged_call(q, cache, out, checked, &shape);
+  Status s = check_paged_call(q, cache, out, paged_options(options, options.causal), &shape);
   if (!s.ok()) return s;
   s = check_k(options.k, "keys");
   if (!s.ok()) return s;
@@ -59,54 +56,26 @@ Status paged_topk_attention(const TensorView& q, const PagedKvCache& cache, cons
   // kernel, a contiguous kernel forced) each sequence's pages gathered for topk_attention.
   Kernel<hattn_topk_paged_fn> kernel;
   std::string reason, gather_why;
-  if (shape.lq > kDecodeMaxLq) {
-    gather_why = "Lq > " + std::to_string(kDecodeMaxLq);
-  } else {
-    s = choose_kernel(attention_request(shape, options.causal, options.kernel), &kernel, &reason);
-    if (!s.ok() &&
-        (s.code != StatusCode::unsupported || options.kernel.rfind("topk_paged", 0) == 0)) {
-      return s;
-    }
-    if (!s.ok()) gather_why = "no topk_paged kernel takes the call";
-  }
+  s = choose_paged_kernel(shape, options.causal, options.kernel, &kernel, &reason, &gather_why);
+  if (!s.ok()) return s;
   if (!gather_why.empty()) {
     TopkOptions o = options;
     o.check_finite = false;  // checked above, for the whole batch
-    return run_gathered(q, cache, {&cache.k_pages, &cache.v_pages}, out,
-                        [&](int64_t, const TensorView& q_b, const std::vector<TensorView>& kv,
-                            const TensorView& out_b) {
-                          Status r = topk_attention(q_b, kv[0], kv[1], out_b, o, chosen);
-                          if (r.ok() && chosen != nullptr) {
-                            chosen->reason = gather_why +
-                                             ": each sequence's pages gathered, then " +
-                                             chosen->reason;
-                          }
-                          return r;
-                        });
+    return run_gathered(
+        q, cache, {&cache.k_pages, &cache.v_pages}, out, gather_why, chosen,
+        [&](const TensorView& q_b, const std::vector<TensorView>& kv, const TensorView& out_b,
+            Dispatch* d) { return topk_attention(q_b, kv[0], kv[1], out_b, o, d); });
   }
   reason += "; per sequence k=" + std::to_string(options.k) + ", clamped to its length";
   if (chosen != nullptr) *chosen = Dispatch{kernel.name(), reason, 1};
-  // A call per sequence over its own pages (the table's row cut to the pages its length reaches):
-  // its q . k pass scores its own keys, not the longest sequence's.
   const float scale = resolve_scale(options, shape.head_dim);
-  const int64_t page = cache.k_pages.shape[2];
   HalideBuffer kb(cache.k_pages), vb(cache.v_pages);
-  for (int64_t b = 0; b < cache.batch; ++b) {
-    const int64_t len = cache.lengths[b];
-    const TensorView q_b = sequence_of(q, b), out_b = sequence_of(out, b);
-    if (len == 0) {
-      write_empty(out_b, nullptr);
-      continue;
-    }
-    HalideBuffer qb(q_b), ob(out_b);
-    HalideBuffer table(const_cast<int32_t*>(cache.page_table + b * cache.pages_per_seq),
-                       {1, pages_for(len, page)});
-    HalideBuffer length(const_cast<int32_t*>(cache.lengths + b), {1});
-    s = kernel.call(qb, kb, vb, table, length, scale,
-                    static_cast<int32_t>(std::min<int64_t>(options.k, len)), ob);
-    if (!s.ok()) return Status{s.code, seq(b) + ": " + s.message};
-  }
-  return Status::success();
+  return run_per_sequence(q, cache, out,
+                          [&](HalideBuffer& qb, HalideBuffer& table, HalideBuffer& length,
+                              HalideBuffer& ob, int64_t len) {
+                            return kernel.call(qb, kb, vb, table, length, scale,
+                                               static_cast<int32_t>(std::min(options.k, len)), ob);
+                          });
 }
 
 Status topk_ffn(const TensorView& x, const TensorView& w1, const TensorView& w2t,
