@@ -215,7 +215,9 @@ class DensePagedGenerator : public Generator<DensePagedGenerator> {
 
     const EstimateShape e = estimate_shape(head_dim, KernelPhase::decode);
     q.set_estimates(attention_region(e.d, e.lq, e.heads));
-    for (auto* p : {&k_pages, &v_pages}) p->set_estimates(page_region(e, e.d));
+    for (auto* p : {&k_pages, &v_pages}) {
+      p->set_estimates(page_region(e, e.d));
+    }
     set_page_table_estimates(page_table, lengths, e);
     scale.set_estimate(e.scale);
     splits.set_estimate(4);

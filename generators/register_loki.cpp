@@ -141,7 +141,9 @@ class LokiPagedGenerator : public Generator<LokiPagedGenerator> {
     LokiStages st = loki_attention(in);
     out = st.att.out;
 
-    for (auto* p : {&q, &k_pages, &v_pages}) (*p).dim(0).set_stride(1).set_bounds(0, d);
+    for (auto* p : {&q, &k_pages, &v_pages}) {
+      (*p).dim(0).set_stride(1).set_bounds(0, d);
+    }
     lead_pages.dim(0).set_stride(1);
     basis.dim(0).set_stride(1).set_bounds(0, d);
     basis.dim(1).set_bounds(0, d);
@@ -150,7 +152,9 @@ class LokiPagedGenerator : public Generator<LokiPagedGenerator> {
     const EstimateShape e = estimate_shape(head_dim, KernelPhase::decode);
     const int rank_estimate = e.d / 4;
     q.set_estimates(attention_region(e.d, e.lq, e.heads));
-    for (auto* p : {&k_pages, &v_pages}) p->set_estimates(page_region(e, e.d));
+    for (auto* p : {&k_pages, &v_pages}) {
+      p->set_estimates(page_region(e, e.d));
+    }
     lead_pages.set_estimates(page_region(e, rank_estimate));
     set_page_table_estimates(page_table, lengths, e);
     basis.set_estimates({{0, e.d}, {0, e.d}, {0, e.heads}});
@@ -158,7 +162,9 @@ class LokiPagedGenerator : public Generator<LokiPagedGenerator> {
     rank.set_estimate(rank_estimate);
     topk.set_estimate(e.topk);
     out.set_estimates(attention_region(e.d, e.lq, e.heads));
-    if (!using_autoscheduler()) schedule_loki_cpu(st, ctx);
+    if (!using_autoscheduler()) {
+      schedule_loki_cpu(st, ctx);
+    }
   }
 };
 

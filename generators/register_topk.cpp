@@ -127,22 +127,30 @@ class TopkPagedGenerator : public Generator<TopkPagedGenerator> {
     TopkStages st = topk_attention(in);
     out = st.att.out;
 
-    for (auto* p : {&q, &k_pages, &v_pages}) (*p).dim(0).set_stride(1);
+    for (auto* p : {&q, &k_pages, &v_pages}) {
+      (*p).dim(0).set_stride(1);
+    }
     out.dim(0).set_stride(1);
     Expr d = head_dim_expr(head_dim, q.dim(0).extent());
-    if (head_dim > 0) q.dim(0).set_bounds(0, d);
+    if (head_dim > 0) {
+      q.dim(0).set_bounds(0, d);
+    }
     k_pages.dim(0).set_bounds(0, d);
     v_pages.dim(0).set_bounds(0, d);
     out.dim(0).set_bounds(0, d);
 
     const EstimateShape e = estimate_shape(head_dim, KernelPhase::decode);
     q.set_estimates(attention_region(e.d, e.lq, e.heads));
-    for (auto* p : {&k_pages, &v_pages}) p->set_estimates(page_region(e, e.d));
+    for (auto* p : {&k_pages, &v_pages}) {
+      p->set_estimates(page_region(e, e.d));
+    }
     set_page_table_estimates(page_table, lengths, e);
     scale.set_estimate(e.scale);
     topk.set_estimate(e.topk);
     out.set_estimates(attention_region(e.d, e.lq, e.heads));
-    if (!using_autoscheduler()) schedule_topk_cpu(st, ctx);
+    if (!using_autoscheduler()) {
+      schedule_topk_cpu(st, ctx);
+    }
   }
 };
 

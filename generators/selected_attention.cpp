@@ -34,7 +34,9 @@ SelectedAttention attend_selected(const Func& score, const Func& index, const Fu
 }
 
 Func values_within_lengths(const Func& v, const Func& key_lengths, const Expr& lk) {
-  if (!key_lengths.defined()) return v;
+  if (!key_lengths.defined()) {
+    return v;
+  }
   Var d("d"), j("j"), hk("hk"), b("b");
   Func live("v_within_length");
   live(d, j, hk, b) = select(j < clamp(key_lengths(b), 0, lk), v(d, j, hk, b), 0.f);

@@ -218,7 +218,9 @@ TEST_F(Cuda, SixteenBitMatchesReference) {
   for (hattn::DType t : {hattn::DType::bf16, hattn::DType::f16}) {
     for (bool fp32_query : {false, true}) {
       for (const Shape16& sh : shapes) {
-        if (fp32_query && sh.shape.lq > 8) continue;  // the kv kernels are decode's
+        if (fp32_query && sh.shape.lq > 8) {
+          continue;  // the kv kernels are decode's
+        }
         for (bool causal : {false, true}) {
           const std::string name = std::string(hattn::to_string(t)) + (fp32_query ? "kv_" : "_") +
                                    sh.name + (causal ? "_causal" : "");
@@ -236,7 +238,9 @@ TEST_F(Cuda, SixteenBitMatchesReference) {
   for (const char* dtype : {"bf16", "f16", "bf16kv", "f16kv"}) {
     const std::vector<std::string> names = cuda_kernel_names(dtype);
     EXPECT_FALSE(names.empty()) << "no " << dtype << " CUDA kernels";
-    for (const std::string& name : names) EXPECT_EQ(used.count(name), 1u) << name << " never ran";
+    for (const std::string& name : names) {
+      EXPECT_EQ(used.count(name), 1u) << name << " never ran";
+    }
   }
 }
 

@@ -60,7 +60,9 @@ std::vector<uint16_t> narrow(const std::vector<float>& values) {
 
 TEST(Bf16Bits, WidensEveryPatternExactly) {
   std::vector<uint16_t> bits(1 << 16);
-  for (uint32_t b = 0; b < bits.size(); ++b) bits[b] = static_cast<uint16_t>(b);
+  for (uint32_t b = 0; b < bits.size(); ++b) {
+    bits[b] = static_cast<uint16_t>(b);
+  }
   const std::vector<float> got = widen(bits);
   int bad = 0;
   for (uint32_t b = 0; b < bits.size() && bad < 5; ++b) {
@@ -81,8 +83,9 @@ TEST(Bf16Bits, NarrowsToNearestEven) {
   for (uint32_t b = 0; b < (1u << 16); ++b) {
     const uint32_t u = b << 16;
     // The value, the halfway point to the next pattern, and one fp32 ulp either side of it.
-    for (uint32_t low : {0u, 0x7fffu, 0x8000u, 0x8001u, 0x0001u, 0xffffu})
+    for (uint32_t low : {0u, 0x7fffu, 0x8000u, 0x8001u, 0x0001u, 0xffffu}) {
       x.push_back(from_bits(u | low));
+    }
   }
   for (float f : {0.f, -0.f, std::numeric_limits<float>::infinity(),
                   -std::numeric_limits<float>::infinity(), std::numeric_limits<float>::max(),

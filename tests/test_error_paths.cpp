@@ -1683,7 +1683,7 @@ TEST(CInterface, PassesTheDtype) {
   TestRng rng("c_bf16");
   SCOPED_TRACE(rng.description());
   const std::vector<int64_t> shape = {1, 2, 9, 64};
-  const int64_t n = 2 * 9 * 64;
+  const int64_t n = int64_t{2} * 9 * 64;
   const Sixteen q = draw_16bit(hattn::DType::bf16, n, rng),
                 k = draw_16bit(hattn::DType::bf16, n, rng),
                 v = draw_16bit(hattn::DType::bf16, n, rng);
@@ -1692,9 +1692,13 @@ TEST(CInterface, PassesTheDtype) {
     t.data = const_cast<void*>(data);
     t.rank = 4;
     t.dtype = HATTN_DTYPE_BF16;
-    for (int i = 0; i < 4; ++i) t.shape[i] = shape[static_cast<size_t>(i)];
+    for (int i = 0; i < 4; ++i) {
+      t.shape[i] = shape[static_cast<size_t>(i)];
+    }
     t.strides[3] = 1;
-    for (int i = 2; i >= 0; --i) t.strides[i] = t.strides[i + 1] * t.shape[i + 1];
+    for (int i = 2; i >= 0; --i) {
+      t.strides[i] = t.strides[i + 1] * t.shape[i + 1];
+    }
     return t;
   };
   std::vector<uint16_t> out_c(static_cast<size_t>(n), 0xffff),

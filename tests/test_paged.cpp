@@ -564,10 +564,18 @@ std::vector<float> permutation_bases(int64_t heads, int64_t d, TestRng& rng) {
   return basis;
 }
 
+uint32_t float_bits(float x) {
+  uint32_t u = 0;
+  std::memcpy(&u, &x, sizeof u);
+  return u;
+}
+
 // Store values as a contiguous tensor of the store's dtype (exact: they came from it).
 Store restore(DType t, const std::vector<float>& values) {
   Store s(t, static_cast<int64_t>(values.size()));
-  for (size_t i = 0; i < values.size(); ++i) s.set(static_cast<int64_t>(i), values[i]);
+  for (size_t i = 0; i < values.size(); ++i) {
+    s.set(static_cast<int64_t>(i), values[i]);
+  }
   return s;
 }
 
@@ -575,7 +583,9 @@ Store restore(DType t, const std::vector<float>& values) {
 // gathers).
 bool has_paged_kernel(const std::string& variant, int64_t d) {
   for (const hattn::KernelInfo& k : hattn::list_kernels()) {
-    if (k.variant == variant && (k.head_dim == d || k.head_dim == 0)) return true;
+    if (k.variant == variant && (k.head_dim == d || k.head_dim == 0)) {
+      return true;
+    }
   }
   return false;
 }
@@ -589,7 +599,9 @@ TEST(PagedSelected, TopkAndLokiMatchGatheredReference) {
       const bool causal = form & 1, loki = form & 2, lead = form & 4, prefill = form & 8;
       // The specialized head dims (paged kernels in hattn's build) and one without (gathered).
       const int64_t dim = (form >> 4) == 0 ? 128 : (form >> 4) == 1 ? 64 : 80;
-      if (lead && !loki) continue;
+      if (lead && !loki) {
+        continue;
+      }
       // Decode (the paged kernels) and prefill against the cache (gathered, then the contiguous
       // call).
       const int64_t lq = prefill ? 12 : causal ? 3 : 1;
@@ -627,7 +639,9 @@ TEST(PagedSelected, TopkAndLokiMatchGatheredReference) {
       const TensorView basis_view = TensorView::contiguous(basis.data(), {hkv, dim, dim});
       const int64_t nq = batch * hq * lq * dim;
       Store q(t, nq), out(t, nq);
-      for (int64_t i = 0; i < nq; ++i) q.set(i, rng.normal());
+      for (int64_t i = 0; i < nq; ++i) {
+        q.set(i, rng.normal());
+      }
       const std::vector<char> k_before = p.k.bytes(), v_before = p.v.bytes();
       const std::vector<int64_t> qs = {batch, hq, lq, dim};
       const std::vector<int64_t> qst = {hq * lq * dim, lq * dim, dim, 1};
@@ -684,7 +698,9 @@ TEST(PagedSelected, TopkAndLokiMatchGatheredReference) {
         }
         int bad = 0;
         for (size_t i = 0; i < n && bad < 3; ++i) {
-          if (gap[i / static_cast<size_t>(dim)] < kMinGap) continue;
+          if (gap[i / static_cast<size_t>(dim)] < kMinGap) {
+            continue;
+          }
           const double got = out.get(static_cast<int64_t>(q0 + i));
           const double tol = t == DType::f32 ? 1e-5 + 1e-4 * std::fabs(ref[i])
                                              : sixteen_bit_output_tolerance(t, ref[i]);
@@ -710,8 +726,9 @@ TEST(PagedSelected, TopkAndLokiMatchGatheredReference) {
         if (loki) {
           std::vector<float> lead_c;
           for (int64_t i = 0; i < hkv * len; ++i) {
-            for (int64_t c = 0; c < lead_r; ++c)
+            for (int64_t c = 0; c < lead_r; ++c) {
               lead_c.push_back(kb[static_cast<size_t>(i * dim + c)]);
+            }
           }
           Store lc = restore(t, lead_c);
           const TensorView lcv =
@@ -731,7 +748,7 @@ TEST(PagedSelected, TopkAndLokiMatchGatheredReference) {
         for (size_t i = 0; i < n; ++i) {
           const float got = out.get(static_cast<int64_t>(q0 + i)),
                       want = oc.get(static_cast<int64_t>(i));
-          if (std::memcmp(&got, &want, sizeof got) != 0) {
+          if (float_bits(got) != float_bits(want)) {
             ADD_FAILURE() << "out[" << i << "] = " << got << ", the contiguous " << twin
                           << " wrote " << want;
             break;
@@ -765,7 +782,9 @@ TEST(PagedSelected, Refusals) {
                                           hattn::LokiOptions*)>& edit,
                  bool loki) {
     Store q(DType::f32, 2 * hq * lq * dim), out(DType::f32, 2 * hq * lq * dim);
-    for (int64_t i = 0; i < 2 * hq * lq * dim; ++i) q.set(i, rng.normal());
+    for (int64_t i = 0; i < 2 * hq * lq * dim; ++i) {
+      q.set(i, rng.normal());
+    }
     const std::vector<char> before = out.bytes();
     hattn::PagedKvCache c = p.cache();
     hattn::TopkOptions to;
@@ -775,7 +794,7 @@ TEST(PagedSelected, Refusals) {
     lo.rank = 8;
     edit(&c, &to, &lo);
     const std::vector<int64_t> qs = {2, hq, lq, dim}, qst = {hq * lq * dim, lq * dim, dim, 1};
-    const hattn::Status st =
+    hattn::Status st =
         loki ? hattn::paged_loki_attention(q.view(qs, qst), c, basis_view, out.view(qs, qst), lo)
              : hattn::paged_topk_attention(q.view(qs, qst), c, out.view(qs, qst), to);
     EXPECT_TRUE(st.ok() || out.bytes() == before) << "a refused call wrote out";

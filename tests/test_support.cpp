@@ -591,7 +591,9 @@ std::string cpu_family() {
 std::vector<std::string> cuda_kernel_names(const std::string& dtype) {
   std::vector<std::string> names;
   for (const hattn::KernelInfo& k : hattn::list_kernels()) {
-    if (k.family == "cuda" && k.dtype == dtype) names.push_back(k.name);
+    if (k.family == "cuda" && k.dtype == dtype) {
+      names.push_back(k.name);
+    }
   }
   return names;
 }
@@ -725,7 +727,9 @@ std::string check_16bit_attention(hattn::DType t, const AttnShape& a, bool causa
   Sixteen q16;
   std::vector<float> q32;
   if (fp32_query) {
-    for (int64_t i = 0; i < nq; ++i) q32.push_back(rng.normal());
+    for (int64_t i = 0; i < nq; ++i) {
+      q32.push_back(rng.normal());
+    }
   } else {
     q16 = draw_16bit(t, nq, rng);
   }
@@ -755,8 +759,9 @@ std::string check_16bit_attention(hattn::DType t, const AttnShape& a, bool causa
                      hattn::TensorView::contiguous(k.bits.data(), t, kvs),
                      hattn::TensorView::contiguous(v.bits.data(), t, kvs),
                      hattn::TensorView::contiguous(out_data, qt, qs), o, dispatch);
-  if (!st.ok())
+  if (!st.ok()) {
     return std::string("attention returned ") + hattn::to_string(st.code) + ": " + st.message;
+  }
 
   const float* q_values = fp32_query ? q32.data() : q16.values.data();
   std::vector<double> ref, ref_lse;
@@ -765,7 +770,9 @@ std::string check_16bit_attention(hattn::DType t, const AttnShape& a, bool causa
   reference_attention(q_values, k.values.data(), v.values.data(), a, strides, causal, scale, &ref,
                       &ref_lse);
   std::vector<float> v_abs(v.values.size());
-  for (size_t i = 0; i < v_abs.size(); ++i) v_abs[i] = std::fabs(v.values[i]);
+  for (size_t i = 0; i < v_abs.size(); ++i) {
+    v_abs[i] = std::fabs(v.values[i]);
+  }
   std::vector<double> ref_abs, unused;
   reference_attention(q_values, k.values.data(), v_abs.data(), a, strides, causal, scale, &ref_abs,
                       &unused);

@@ -120,7 +120,9 @@ struct OnePagePerSequence {
   OnePagePerSequence(const TensorView& q, const TensorView& k, const TensorView& v) {
     const int64_t batch = q.shape[0];
     table.resize(static_cast<size_t>(std::max<int64_t>(batch, 0)));
-    for (size_t b = 0; b < table.size(); ++b) table[b] = static_cast<int32_t>(b);
+    for (size_t b = 0; b < table.size(); ++b) {
+      table[b] = static_cast<int32_t>(b);
+    }
     lengths.assign(table.size(), static_cast<int32_t>(k.shape[2]));
     cache.k_pages = k;
     cache.v_pages = v;
@@ -141,7 +143,9 @@ hattn::LokiOptions loki_options(const std::vector<TensorView>& t, const Knobs& k
   o.causal = k.causal;
   set_common(k, &o);
   o.check_basis = k.check_basis;
-  if (t.size() > 5) o.k_lead = &t[5];
+  if (t.size() > 5) {
+    o.k_lead = &t[5];
+  }
   return o;
 }
 

@@ -146,8 +146,9 @@ void wrap_device_buffer(void* user_context, halide_buffer_t* buf, void* device_p
 }
 
 void detach_device_buffer(void* user_context, halide_buffer_t* buf) {
-  if (buf->device != 0 && halide_cuda() != nullptr)
+  if (buf->device != 0 && halide_cuda() != nullptr) {
     halide_cuda()->detach_device_ptr(user_context, buf);
+  }
 }
 
 }  // namespace hattn

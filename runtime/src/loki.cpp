@@ -114,11 +114,19 @@ Status check_loki_call(const TensorView& basis, const AttentionShape& shape, con
                        const LokiOptions& options, const TensorView& keys, const char* keys_name,
                        const char* const* lead_dims, int64_t lk, int64_t* rank, int64_t* k) {
   Status s = check_basis_tensor(basis, shape);
-  if (!s.ok()) return s;
-  if (tensors_overlap(out, basis)) return invalid("out overlaps basis in memory");
+  if (!s.ok()) {
+    return s;
+  }
+  if (tensors_overlap(out, basis)) {
+    return invalid("out overlaps basis in memory");
+  }
   s = resolve_rank(options, shape.head_dim, rank);
-  if (s.ok()) s = resolve_k(options, lk, k);
-  if (!s.ok()) return s;
+  if (s.ok()) {
+    s = resolve_k(options, lk, k);
+  }
+  if (!s.ok()) {
+    return s;
+  }
   if (options.check_basis) {
     s = loki_check_basis(basis, options.basis_tolerance);
     if (!s.ok()) {
@@ -134,17 +142,25 @@ Status paged_loki_attention(const TensorView& q, const PagedKvCache& cache, cons
                             const TensorView& out, const LokiOptions& options, Dispatch* chosen) {
   AttentionShape shape;
   Status s = check_paged_call(q, cache, out, paged_options(options, options.causal), &shape);
-  if (!s.ok()) return s;
+  if (!s.ok()) {
+    return s;
+  }
   static const char* const kPagedLeadDims[4] = {"P", "Hkv", "S", "R"};
   int64_t rank = 0, k = 0;
   // k is resolved per sequence below; here against the longest, to check the fields.
   s = check_loki_call(basis, shape, out, options, cache.k_pages, "k_pages", kPagedLeadDims,
                       std::max<int64_t>(shape.lk, 1), &rank, &k);
-  if (!s.ok()) return s;
+  if (!s.ok()) {
+    return s;
+  }
   if (options.check_finite) {
     s = check_finite_paged(q, cache);
-    if (s.ok()) s = check_finite(basis, "basis");
-    if (!s.ok()) return s;
+    if (s.ok()) {
+      s = check_finite(basis, "basis");
+    }
+    if (!s.ok()) {
+      return s;
+    }
   }
   // The paged decode kernel where one takes the call; else (prefill, a head dim without a paged
   // kernel, a contiguous kernel forced) each sequence's pages (and leading channels) gathered for
@@ -152,13 +168,17 @@ Status paged_loki_attention(const TensorView& q, const PagedKvCache& cache, cons
   Kernel<hattn_loki_paged_fn> kernel;
   std::string reason, gather_why;
   s = choose_paged_kernel(shape, options.causal, options.kernel, &kernel, &reason, &gather_why);
-  if (!s.ok()) return s;
+  if (!s.ok()) {
+    return s;
+  }
   if (!gather_why.empty()) {
     LokiOptions o = options;
     o.check_finite = false;  // checked above, for the whole batch
     o.check_basis = false;   // likewise
     std::vector<const TensorView*> pages = {&cache.k_pages, &cache.v_pages};
-    if (options.k_lead != nullptr) pages.push_back(options.k_lead);
+    if (options.k_lead != nullptr) {
+      pages.push_back(options.k_lead);
+    }
     return run_gathered(q, cache, pages, out, gather_why, chosen,
                         [&](const TensorView& q_b, const std::vector<TensorView>& g,
                             const TensorView& out_b, Dispatch* d) {
@@ -172,7 +192,9 @@ Status paged_loki_attention(const TensorView& q, const PagedKvCache& cache, cons
             (options.k != 0 ? std::to_string(options.k)
                             : std::to_string(options.k_fraction) + " x its length") +
             ", clamped to its length";
-  if (chosen != nullptr) *chosen = Dispatch{kernel.name(), reason, 1};
+  if (chosen != nullptr) {
+    *chosen = Dispatch{kernel.name(), reason, 1};
+  }
   // Without a leading-channel copy the approximate scores read the rotated keys' own leading
   // channels.
   const float scale = resolve_scale(options, shape.head_dim);
@@ -183,7 +205,9 @@ Status paged_loki_attention(const TensorView& q, const PagedKvCache& cache, cons
                               HalideBuffer& ob, int64_t len) {
                             int64_t k_b = 0;
                             Status r = resolve_k(options, len, &k_b);
-                            if (!r.ok()) return r;
+                            if (!r.ok()) {
+                              return r;
+                            }
                             return kernel.call(qb, kb, lb, vb, table, length, pb, scale,
                                                static_cast<int32_t>(rank),
                                                static_cast<int32_t>(std::min(k_b, len)), ob);

@@ -176,15 +176,21 @@ Status run_gathered(const TensorView& q, const PagedKvCache& c,
   std::vector<TensorView> gathered(pages.size());
   Dispatch d;
   for (int64_t b = 0; b < c.batch; ++b) {
-    if (c.lengths[b] == 0) continue;
+    if (c.lengths[b] == 0) {
+      continue;
+    }
     for (size_t n = 0; n < pages.size(); ++n) {
       gathered[n] = gather_pages(c, *pages[n], b, &scratch[n]);
     }
     Status s = call(sequence_of(q, b), gathered, sequence_of(out, b), &d);
-    if (!s.ok()) return Status{s.code, seq(b) + ": " + s.message};
+    if (!s.ok()) {
+      return Status{s.code, seq(b) + ": " + s.message};
+    }
   }
   for (int64_t b = 0; b < c.batch; ++b) {
-    if (c.lengths[b] == 0) write_empty(sequence_of(out, b), nullptr);
+    if (c.lengths[b] == 0) {
+      write_empty(sequence_of(out, b), nullptr);
+    }
   }
   if (chosen != nullptr) {
     *chosen = d;
@@ -208,7 +214,9 @@ Status run_per_sequence(const TensorView& q, const PagedKvCache& c, const Tensor
                        {1, pages_for(len, page)});
     HalideBuffer length(const_cast<int32_t*>(c.lengths + b), {1});
     Status s = call(qb, table, length, ob, len);
-    if (!s.ok()) return Status{s.code, seq(b) + ": " + s.message};
+    if (!s.ok()) {
+      return Status{s.code, seq(b) + ": " + s.message};
+    }
   }
   return Status::success();
 }

@@ -45,19 +45,27 @@ Status paged_topk_attention(const TensorView& q, const PagedKvCache& cache, cons
                             const TopkOptions& options, Dispatch* chosen) {
   AttentionShape shape;
   Status s = check_paged_call(q, cache, out, paged_options(options, options.causal), &shape);
-  if (!s.ok()) return s;
+  if (!s.ok()) {
+    return s;
+  }
   s = check_k(options.k, "keys");
-  if (!s.ok()) return s;
+  if (!s.ok()) {
+    return s;
+  }
   if (options.check_finite) {
     s = check_finite_paged(q, cache);
-    if (!s.ok()) return s;
+    if (!s.ok()) {
+      return s;
+    }
   }
   // The paged decode kernel where one takes the call; else (prefill, a head dim without a paged
   // kernel, a contiguous kernel forced) each sequence's pages gathered for topk_attention.
   Kernel<hattn_topk_paged_fn> kernel;
   std::string reason, gather_why;
   s = choose_paged_kernel(shape, options.causal, options.kernel, &kernel, &reason, &gather_why);
-  if (!s.ok()) return s;
+  if (!s.ok()) {
+    return s;
+  }
   if (!gather_why.empty()) {
     TopkOptions o = options;
     o.check_finite = false;  // checked above, for the whole batch
@@ -67,7 +75,9 @@ Status paged_topk_attention(const TensorView& q, const PagedKvCache& cache, cons
             Dispatch* d) { return topk_attention(q_b, kv[0], kv[1], out_b, o, d); });
   }
   reason += "; per sequence k=" + std::to_string(options.k) + ", clamped to its length";
-  if (chosen != nullptr) *chosen = Dispatch{kernel.name(), reason, 1};
+  if (chosen != nullptr) {
+    *chosen = Dispatch{kernel.name(), reason, 1};
+  }
   const float scale = resolve_scale(options, shape.head_dim);
   HalideBuffer kb(cache.k_pages), vb(cache.v_pages);
   return run_per_sequence(q, cache, out,
