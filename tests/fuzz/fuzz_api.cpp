@@ -437,8 +437,8 @@ class Harness {
     }
     if (sixteen) {
       const std::string& n = var.v->name;
-      if (n != "dense" && n != "dense_paged" && n != "topk" && n != "loki" && n != "topk_ffn" &&
-          n != "sparsek" && n != "el") {
+      if (n != "dense" && n != "dense_paged" && n != "topk" && n != "topk_paged" && n != "loki" &&
+          n != "loki_paged" && n != "topk_ffn" && n != "sparsek" && n != "el") {
         finding("accepted 16-bit tensors", what);
       }
       auto dtype_of = [&](const std::string& role) {
