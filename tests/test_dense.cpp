@@ -676,9 +676,9 @@ TEST(KernelList, NamesAreUniqueAndDescribed) {
     EXPECT_FALSE(k.name.empty());
     EXPECT_TRUE(names.insert(k.name).second) << "duplicate kernel name " << k.name;
     EXPECT_TRUE(k.variant == "dense" || k.variant == "dense_paged" || k.variant == "topk" ||
-                k.variant == "topk_paged" || k.variant == "loki_paged" ||
-                k.variant == "topk_ffn" || k.variant == "loki" || k.variant == "sparsek" ||
-                k.variant == "sparsek_mask" || k.variant == "el" || k.variant == "linear")
+                k.variant == "topk_paged" || k.variant == "loki_paged" || k.variant == "topk_ffn" ||
+                k.variant == "loki" || k.variant == "sparsek" || k.variant == "sparsek_mask" ||
+                k.variant == "el" || k.variant == "linear")
         << k.name;
     EXPECT_TRUE(k.phase == "prefill" || k.phase == "decode") << k.name << ": " << k.phase;
     // 16-bit kernels: every attention variant and the FFN on CPUs, not the SparseK operator (its

@@ -25,8 +25,8 @@ typedef struct hattn_tensor {
 } hattn_tensor;
 
 /* Runs dense attention (hattn::attention): q, k, v and out in one dtype, or fp32 q and out over
- * a bf16 or f16 k and v in decode; lse (fp32) may be NULL. scale <= 0 means 1/sqrt(D). cuda_stream is a
- * CUstream (NULL: the legacy default stream) and is ignored for CPU tensors. On return,
+ * a bf16 or f16 k and v in decode; lse (fp32) may be NULL. scale <= 0 means 1/sqrt(D). cuda_stream
+ * is a CUstream (NULL: the legacy default stream) and is ignored for CPU tensors. On return,
  * `message` (if not NULL) holds the refusal or error text, or the chosen kernel's name on
  * success, truncated to message_len. Returns 0 on success, else a hattn::StatusCode value. */
 int hattn_dense_attention(const hattn_tensor* q, const hattn_tensor* k, const hattn_tensor* v,
